@@ -1,0 +1,47 @@
+"""Physical and array conventions shared by every module (see ``docs/conventions.md``).
+
+Volumes
+    numpy / torch arrays are ``(D, H, W)`` = (superior→inferior, anterior→posterior, patient right→left).
+    In SimpleITK terms this is the image re-oriented with ``sitk.DICOMOrient(img, "LPI")``: index x grows
+    towards the patient's Left, y towards Posterior, z towards Inferior; ``GetArrayFromImage`` returns (z, y, x).
+    Batched volumes are ``(B, 1, D, H, W)``.
+
+Radiographs
+    ``(H, W)``, rows superior→inferior, values in [0, 1], bright = more attenuation (bone is white).
+    PA view: beam posterior→anterior, projected along the A–P axis (axis 1); columns run patient right→left,
+    i.e. the standard radiological display (patient's right on the viewer's left), no left–right flip.
+    Lateral view (left lateral): beam right→left, projected along axis 2; columns run anterior→posterior
+    (patient faces the viewer's left), the standard display of a lateral chest film.
+    A pair is ``(B, 2, H, W)`` with channel 0 = PA, channel 1 = lateral.
+
+Values
+    Every function states its domain: HU, or "unit" = [0, 1] on the HU window below.
+"""
+
+from __future__ import annotations
+
+# Axis indices of a (D, H, W) volume.
+AXIS_SI = 0  # superior → inferior
+AXIS_AP = 1  # anterior → posterior  (PA projection axis)
+AXIS_RL = 2  # patient right → left   (lateral projection axis)
+
+VIEW_PA = 0
+VIEW_LAT = 1
+VIEW_NAMES = ("PA", "LAT")
+
+# HU window of X2CT-GAN / PerX2CT LIDC-IDRI preprocessing: clip to [-1024, 1476] (a 2500 HU span)
+# and map linearly to [0, 1] (Ying et al. 2019, CVPR; code: kylekma/X2CT, data preprocessing notes).
+HU_MIN = -1024.0
+HU_MAX = 1476.0
+HU_AIR = -1024.0
+
+# X2CT-GAN data: 1 mm isotropic resample, 320³ crop/pad, resize to 128³ → 320 mm / 128 = 2.5 mm voxels.
+RESAMPLE_SPACING_MM = 1.0
+CROP_SIZE = 320
+VOLUME_SIZE = 128
+VOXEL_SPACING_MM = CROP_SIZE * RESAMPLE_SPACING_MM / VOLUME_SIZE  # 2.5 mm
+
+# SimpleITK orientation code of the canonical (D, H, W) array order (x→L, y→P, z→I).
+SITK_ORIENTATION = "LPI"
+
+IMAGE_SIZE = 128  # radiographs are 128 × 128 (paper §3.1)
