@@ -1,0 +1,285 @@
+"""``dctnet prepare`` — turn LIDC-IDRI or CTSpine1K downloads into training cases.
+
+Examples::
+
+    dctnet prepare --dataset lidc-idri --source ~/TCIA/LIDC-IDRI --output data/lidc --workers 4
+    dctnet prepare --dataset ctspine1k --source ~/CTSpine1K --output data/ctspine1k
+    dctnet prepare ... --limit 5            # a quick trial on the first five cases
+
+Per case: read the CT (:func:`DCTNetLib.io.ct.read_ct`), preprocess it as X2CT-GAN did
+(:func:`DCTNetLib.data.preprocess.preprocess_ct`: 1 mm → 320³ → 128³ → [0, 1]), render PA + lateral DRRs
+(``DCTNetLib.data.drr.make_drrs``) and bone-suppressed DRRs (``DCTNetLib.data.bone.bone_suppressed_drrs``),
+and write the case folder described in :mod:`DCTNetLib.data.datasets` (``meta.json`` last, as the "done" marker).
+
+Re-running resumes: finished cases are skipped. A case that cannot be read is logged with a one-line reason
+and listed in ``failed.txt``; it never stops the run. At the end the train/val/test split files are rewritten
+from every finished case (paper sizes, or its proportions for other case counts; fixed ``--seed``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import logging
+import multiprocessing
+import os
+import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from .. import __version__
+from ..conventions import HU_MAX, HU_MIN, VOXEL_SPACING_MM
+from ..data import datasets
+from ..errors import DCTNetError, OutputError
+from ..io.atomic import atomic_write_text, check_free_space, check_writable_dir
+
+__all__ = ["HELP", "add_arguments", "run", "prepare_dataset", "prepare_case", "PrepareSummary"]
+
+HELP = "prepare LIDC-IDRI / CTSpine1K: CT → 128³ volume + PA/lateral DRRs + bone-suppressed DRRs, and splits"
+
+log = logging.getLogger("dctnet.prepare")
+
+DEFAULT_SEED = 2025
+DEFAULT_WORKERS = max(1, min(4, (os.cpu_count() or 1) // 2))  # each worker needs ~1.5 GB at 512²×133 input
+# Disk use of one case: float16 128³ volume + two float32 (2, 128, 128) DRR stacks + meta.json, rounded up.
+BYTES_PER_CASE = 128**3 * 2 + 2 * (2 * 128 * 128 * 4) + 64 * 1024
+
+DrrFn = Callable[["torch.Tensor"], "torch.Tensor"]  # (1, 1, D, H, W) unit volume → (1, 2, 128, 128) in [0, 1]
+
+
+@dataclass
+class PrepareSummary:
+    """What a run did: ids of cases prepared now, skipped (already prepared) and failed (id → reason)."""
+
+    done: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)
+    splits: dict[str, list[str]] = field(default_factory=dict)
+
+    def line(self) -> str:
+        sizes = " / ".join(f"{name} {len(self.splits.get(name, []))}" for name in datasets.SPLITS)
+        return (f"{len(self.done)} done, {len(self.skipped)} skipped (already prepared), {len(self.failed)} failed; "
+                f"splits: {sizes}")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--dataset", required=True, choices=datasets.DATASETS, help="which dataset layout to read")
+    parser.add_argument("--source", required=True, metavar="DIR",
+                        help="the download: folder holding LIDC-IDRI-XXXX/ case folders, or CTSpine1K NIfTI files")
+    parser.add_argument("--output", required=True, metavar="DIR", help="where cases/ and splits/ are written")
+    parser.add_argument("--workers", type=int, default=DEFAULT_WORKERS,
+                        help=f"parallel processes (default {DEFAULT_WORKERS}; each uses one torch thread)")
+    parser.add_argument("--seed", type=int, default=DEFAULT_SEED, help=f"split seed (default {DEFAULT_SEED})")
+    parser.add_argument("--limit", type=int, default=None, metavar="N", help="only the first N cases (trial runs)")
+
+
+def run(args: argparse.Namespace) -> int:
+    summary = prepare_dataset(args.dataset, args.source, args.output, workers=args.workers, seed=args.seed,
+                              limit=args.limit)
+    print(f"dctnet prepare: {summary.line()}", flush=True)
+    return 0 if (summary.done or summary.skipped) or not summary.failed else 1
+
+
+# -------------------------------------------------------------------------------------------------- one case
+
+
+def _default_drr_fn(unit_volume):
+    from ..data.drr import make_drrs  # lazy: the DRR engine is only needed here
+
+    return make_drrs(unit_volume, spacing_mm=VOXEL_SPACING_MM)
+
+
+def _default_bone_fn(unit_volume):
+    from ..data.bone import bone_suppressed_drrs
+
+    return bone_suppressed_drrs(unit_volume)
+
+
+def sha256_of_source(source: Path) -> str:
+    """sha256 over a NIfTI file, or over the (name, content) of every file in a DICOM series folder."""
+    digest = hashlib.sha256()
+    files = sorted(p for p in source.iterdir() if p.is_file()) if source.is_dir() else [source]
+    for path in files:
+        if source.is_dir():
+            digest.update(path.name.encode() + b"\0")
+        with open(path, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()
+
+
+def _views(drr, name: str) -> np.ndarray:
+    array = drr.detach().to("cpu").float().numpy() if hasattr(drr, "detach") else np.asarray(drr, np.float32)
+    if array.ndim == 4 and array.shape[0] == 1:
+        array = array[0]
+    if array.ndim != 3 or array.shape[0] != 2:
+        raise ValueError(f"{name} must return (1, 2, H, W) PA + lateral images, got shape {array.shape}")
+    return array
+
+
+def prepare_case(case: datasets.Case, output: Path, drr_fn: DrrFn | None = None,
+                 bone_fn: DrrFn | None = None) -> tuple[str, str, str]:
+    """Prepare one case into ``output/cases/<case_id>``.
+
+    Returns:
+        ``(case_id, status, detail)`` with status ``"done"`` or ``"failed"`` (detail = one-line reason).
+
+    Raises:
+        OutputError: the output cannot be written (disk full, ...): that stops the whole run.
+    """
+    import torch
+
+    from ..data.preprocess import preprocess_ct
+    from ..io.ct import read_ct
+
+    timing: dict[str, float] = {}
+    start = time.perf_counter()
+
+    def lap(name: str) -> None:
+        nonlocal start
+        now = time.perf_counter()
+        timing[name] = round(now - start, 3)
+        start = now
+
+    try:
+        ct = read_ct(case.source)
+        lap("read")
+        prepared = preprocess_ct(ct)
+        lap("preprocess")
+        unit = torch.from_numpy(prepared.volume)[None, None]
+        with torch.no_grad():
+            drr = _views((drr_fn or _default_drr_fn)(unit), "drr_fn")
+            lap("drr")
+            drr_bs = _views((bone_fn or _default_bone_fn)(unit), "bone_fn")
+            lap("drr_bone_suppressed")
+        source = Path(ct.source or case.source)
+        ct_store = prepared.volume.astype(datasets.CT_STORE_DTYPE)
+        meta = {
+            "case_id": case.case_id,
+            "dataset": case.dataset,
+            "source": str(source),
+            "source_sha256": sha256_of_source(source),
+            "original": {"shape": list(ct.shape), "spacing_mm": list(ct.spacing),
+                         "origin_lps": list(ct.origin_lps), "direction": list(ct.direction)},
+            "geometry": prepared.geometry(),
+            "hu_window": [HU_MIN, HU_MAX],
+            "ct_sha256": hashlib.sha256(ct_store.tobytes()).hexdigest(),
+            "dctnet_version": __version__,
+        }
+        lap("hash")
+        meta["timing_s"] = timing
+        datasets.write_case(output / datasets.CASES_DIR / case.case_id, ct_store, drr, drr_bs, meta)
+        timing["write"] = round(time.perf_counter() - start, 3)
+    except OutputError:
+        raise
+    except DCTNetError as exc:
+        return case.case_id, "failed", _one_line(str(exc))
+    except Exception as exc:  # any other failure of one case must not stop the run
+        return case.case_id, "failed", _one_line(f"{type(exc).__name__}: {exc}")
+    return case.case_id, "done", json.dumps(timing)
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+def _init_worker() -> None:
+    """One thread per worker process: the processes provide the parallelism."""
+    import SimpleITK as sitk
+    import torch
+
+    torch.set_num_threads(1)
+    sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(1)
+
+
+# ---------------------------------------------------------------------------------------------- whole dataset
+
+
+def _prepare_output(output: Path, n_cases: int) -> None:
+    try:
+        (output / datasets.CASES_DIR).mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"cannot create output folder {output}: {exc.strerror or exc}") from exc
+    check_writable_dir(output)
+    check_free_space(output, n_cases * BYTES_PER_CASE)
+
+
+def prepare_dataset(dataset: str, source: str | os.PathLike, output: str | os.PathLike, *,
+                    workers: int = 1, seed: int = DEFAULT_SEED, limit: int | None = None,
+                    drr_fn: DrrFn | None = None, bone_fn: DrrFn | None = None,
+                    progress: bool = True) -> PrepareSummary:
+    """Prepare every case of ``dataset`` under ``source`` into ``output`` and write the split files.
+
+    Args:
+        dataset: ``"lidc-idri"`` or ``"ctspine1k"``.
+        source: the raw download.
+        output: destination folder (created if missing).
+        workers: processes; 1 runs in this process. Defaults to 1.
+        seed: seed of the train/val/test split. Defaults to 2025.
+        limit: prepare only the first ``limit`` discovered cases.
+        drr_fn, bone_fn: DRR renderers ``(1, 1, D, H, W)`` unit → ``(1, 2, H, W)`` in [0, 1]; default to
+            ``data.drr.make_drrs`` and ``data.bone.bone_suppressed_drrs``. With ``workers > 1`` they must be
+            picklable (module-level functions).
+        progress: show a tqdm bar (only on a terminal).
+
+    Returns:
+        :class:`PrepareSummary`.
+
+    Raises:
+        InputError: unknown dataset or missing source folder. OutputError: output not writable / disk full.
+    """
+    from tqdm import tqdm
+
+    output = Path(output)
+    cases = datasets.discover_cases(dataset, source)
+    if limit is not None:
+        cases = cases[: max(0, int(limit))]
+    log.info("%d %s case(s) found under %s", len(cases), dataset, source)
+    summary = PrepareSummary()
+    todo = []
+    for case in cases:
+        if datasets.is_case_done(output / datasets.CASES_DIR / case.case_id):
+            summary.skipped.append(case.case_id)
+        else:
+            todo.append(case)
+    _prepare_output(output, len(todo))
+    if todo and drr_fn is None:
+        from ..data import drr  # noqa: F401  fail now, not once per case, when the DRR engine is missing
+    if todo and bone_fn is None:
+        from ..data import bone  # noqa: F401
+
+    def record(case_id: str, status: str, detail: str) -> None:
+        if status == "done":
+            summary.done.append(case_id)
+            log.debug("%s: done %s", case_id, detail)
+        else:
+            summary.failed[case_id] = detail
+            log.warning("%s: skipped, cannot be prepared: %s", case_id, detail)
+
+    bar = tqdm(total=len(todo), desc="prepare", unit="case", disable=None if progress else True)
+    try:
+        if workers <= 1 or len(todo) <= 1:
+            for case in todo:
+                record(*prepare_case(case, output, drr_fn, bone_fn))
+                bar.update()
+        else:
+            context = multiprocessing.get_context("spawn")  # fork after torch/OpenMP start-up can deadlock
+            with ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_init_worker) as pool:
+                futures = [pool.submit(prepare_case, case, output, drr_fn, bone_fn) for case in todo]
+                for future in as_completed(futures):
+                    record(*future.result())
+                    bar.update()
+    finally:
+        bar.close()
+
+    finished = [c.case_id for c in cases if datasets.is_case_done(output / datasets.CASES_DIR / c.case_id)]
+    summary.splits = datasets.make_splits(finished, dataset, seed)
+    datasets.write_splits(output, summary.splits)
+    atomic_write_text(output / "failed.txt", "".join(f"{k}\t{v}\n" for k, v in sorted(summary.failed.items())))
+    log.info("prepare: %s", summary.line())
+    return summary
