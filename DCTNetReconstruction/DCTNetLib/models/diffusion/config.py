@@ -1,0 +1,172 @@
+"""Configuration of the bone-suppression conditional diffusion model (CDM, DCT-Net §2.1).
+
+One dataclass holds every architecture, schedule and sampling constant; presets are classmethods:
+
+- :meth:`CDMConfig.full`  — the U-Net sized for 128² radiographs on a GPU (channels 64-128-256-512), far smaller
+  than BS-Diff's ~220 M parameters (Chen et al., ISBI 2024, the paper's ref. [25]).
+- :meth:`CDMConfig.small` — trains on a 2-core CPU; its weights ship with the extension (≤ ~8 MB).
+- :meth:`CDMConfig.tiny`  — 32² images and 8-16-32 channels, for unit tests only.
+
+The config is saved inside every CDM checkpoint (``dataclasses.asdict``) and rebuilt with
+:meth:`CDMConfig.from_dict`, which rejects unknown keys.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+from ...conventions import IMAGE_SIZE
+
+__all__ = ["CDMConfig", "BETA_SCHEDULES"]
+
+BETA_SCHEDULES = ("cosine", "linear")
+
+
+@dataclass(frozen=True)
+class CDMConfig:
+    """Architecture, noise schedule and sampling settings of :class:`ConditionalDiffusion`.
+
+    Args:
+        image_size: Side of the square radiographs in pixels. Defaults to 128 (DCT-Net §3.1).
+        image_channels: Channels of the generated image x (a grey radiograph). Defaults to 1.
+        cond_channels: Channels of the conditioning radiograph y, concatenated to x_t, so the U-Net sees
+            ``image_channels + cond_channels`` = 2 channels (SR3 / BS-Diff conditioning by concatenation).
+            Defaults to 1.
+        channels: Feature channels of each U-Net level; level ``i`` works at ``image_size / 2**i``.
+            Defaults to (64, 128, 256, 512) (DDPM's 4-level layout, Ho et al. 2020, at 64 base channels).
+        num_res_blocks: ResBlocks per level in the encoder (the decoder has one more, DDPM layout).
+            Defaults to 2 (Ho et al. 2020).
+        attention_levels: Number of lowest-resolution levels with self-attention after each ResBlock
+            (16² and 32² for a 128² input with 4 levels). The middle block always has attention. Defaults to 2.
+        attention_heads: Heads of every self-attention layer. Defaults to 4 (Nichol & Dhariwal 2021 used 4).
+        norm_groups: GroupNorm groups (Wu & He 2018 used 32; capped at the channel count). Defaults to 32.
+        time_emb_mult: Time-embedding width as a multiple of ``channels[0]``. Defaults to 4 (Ho et al. 2020).
+        num_views: Number of learned view embeddings added to the time embedding (PA=0, LAT=1; see
+            ``docs/cdm.md``). Defaults to 2.
+        dropout: Dropout inside ResBlocks. Defaults to 0.0 (Ho et al. 2020 used 0.1 only on CIFAR-10).
+        timesteps: Diffusion steps T. Defaults to 1000 (Ho et al. 2020; BS-Diff used T=1000).
+        beta_schedule: ``"cosine"`` (Nichol & Dhariwal 2021; BS-Diff's "squaredcos_cap_v2") or ``"linear"``
+            (Ho et al. 2020). Defaults to "cosine".
+        cosine_s: Offset s of the cosine schedule. Defaults to 0.008 (Nichol & Dhariwal 2021, §3.2).
+        max_beta: Upper clip of β_t for the cosine schedule. Defaults to 0.999 (Nichol & Dhariwal 2021, §3.2).
+        linear_beta_start: β_1 of the linear schedule for T=1000. Defaults to 1e-4 (Ho et al. 2020, §4).
+        linear_beta_end: β_T of the linear schedule for T=1000. Defaults to 0.02 (Ho et al. 2020, §4).
+        sampling_steps: Default DDIM steps for interactive previews. Defaults to 20 (Song et al. 2021 show
+            DDIM at 20 steps is close to 1000-step quality on CIFAR-10/CelebA).
+        ddim_eta: Default DDIM η (0 = deterministic ODE sampler). Defaults to 0.0 (Song et al. 2021).
+        clip_denoised: Clamp the predicted x0 to [-1, 1] at every sampling step. Defaults to True (Ho et al.).
+        ema_decay: EMA decay of the weights. Defaults to 0.9999 (Ho et al. 2020, Appendix B).
+        ema_update_every: Optimiser steps between EMA updates. Defaults to 1.
+        ema_warmup_steps: Steps during which the EMA copies the weights instead of averaging. Defaults to 0.
+    """
+
+    image_size: int = IMAGE_SIZE
+    image_channels: int = 1
+    cond_channels: int = 1
+    channels: tuple[int, ...] = (64, 128, 256, 512)
+    num_res_blocks: int = 2
+    attention_levels: int = 2
+    attention_heads: int = 4
+    norm_groups: int = 32
+    time_emb_mult: int = 4
+    num_views: int = 2
+    dropout: float = 0.0
+    timesteps: int = 1000
+    beta_schedule: str = "cosine"
+    cosine_s: float = 0.008
+    max_beta: float = 0.999
+    linear_beta_start: float = 1e-4
+    linear_beta_end: float = 0.02
+    sampling_steps: int = 20
+    ddim_eta: float = 0.0
+    clip_denoised: bool = True
+    ema_decay: float = 0.9999
+    ema_update_every: int = 1
+    ema_warmup_steps: int = 0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "channels", tuple(int(c) for c in self.channels))
+        if self.image_size <= 0:
+            raise ValueError(f"image_size must be positive, got {self.image_size}")
+        if len(self.channels) < 2:
+            raise ValueError(f"channels needs at least 2 levels, got {self.channels}")
+        if any(c <= 0 for c in self.channels):
+            raise ValueError(f"channels must be positive, got {self.channels}")
+        factor = 2 ** (len(self.channels) - 1)
+        if self.image_size % factor:
+            raise ValueError(f"image_size={self.image_size} must be divisible by 2**(levels-1)={factor} "
+                             f"for channels={self.channels}")
+        if not 0 <= self.attention_levels <= len(self.channels):
+            raise ValueError(f"attention_levels must be in [0, {len(self.channels)}], got {self.attention_levels}")
+        if self.num_res_blocks < 1:
+            raise ValueError(f"num_res_blocks must be >= 1, got {self.num_res_blocks}")
+        if self.beta_schedule not in BETA_SCHEDULES:
+            raise ValueError(f"beta_schedule must be one of {BETA_SCHEDULES}, got {self.beta_schedule!r}")
+        if self.timesteps < 2:
+            raise ValueError(f"timesteps must be >= 2, got {self.timesteps}")
+        if not 1 <= self.sampling_steps <= self.timesteps:
+            raise ValueError(f"sampling_steps must be in [1, timesteps={self.timesteps}], got {self.sampling_steps}")
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
+        if self.ema_update_every < 1:
+            raise ValueError(f"ema_update_every must be >= 1, got {self.ema_update_every}")
+        for level in range(len(self.channels)):
+            c = self.channels[level]
+            if (self.has_attention(level) or level == len(self.channels) - 1) and c % self.attention_heads:
+                raise ValueError(f"attention_heads={self.attention_heads} must divide the attended channels {c}")
+
+    def has_attention(self, level: int) -> bool:
+        """True when U-Net level ``level`` (0 = full resolution) has self-attention after its ResBlocks."""
+        return level >= len(self.channels) - self.attention_levels
+
+    @property
+    def unet_in_channels(self) -> int:
+        """Input channels of the U-Net: noisy x_t concatenated with the condition y."""
+        return self.image_channels + self.cond_channels
+
+    @property
+    def time_emb_dim(self) -> int:
+        """Width of the time (+ view) embedding fed to every ResBlock."""
+        return self.channels[0] * self.time_emb_mult
+
+    # ------------------------------------------------------------------ presets
+    @classmethod
+    def full(cls, **overrides: Any) -> "CDMConfig":
+        """GPU preset: 64-128-256-512 channels, 2 ResBlocks per level, attention at 32² and 16² (~36 M params)."""
+        return cls(**overrides)
+
+    @classmethod
+    def small(cls, **overrides: Any) -> "CDMConfig":
+        """CPU preset (shipped weights): 16-32-64-64 channels, 1 ResBlock per level, attention at 16² only.
+
+        EMA decay 0.995 every 10 steps follows lucidrains/denoising-diffusion-pytorch's Trainer defaults, suited
+        to the few thousand steps a CPU run makes.
+        """
+        base = dict(channels=(16, 32, 64, 64), num_res_blocks=1, attention_levels=1, attention_heads=4,
+                    norm_groups=8, ema_decay=0.995, ema_update_every=10)
+        return cls(**{**base, **overrides})
+
+    @classmethod
+    def tiny(cls, **overrides: Any) -> "CDMConfig":
+        """Test preset: 32² images, 8-16-32 channels, T=100 (fast unit tests only, never shipped)."""
+        base = dict(image_size=32, channels=(8, 16, 32), num_res_blocks=1, attention_levels=1, attention_heads=2,
+                    norm_groups=4, timesteps=100, sampling_steps=10, ema_decay=0.9, ema_update_every=1)
+        return cls(**{**base, **overrides})
+
+    # ------------------------------------------------------------------ (de)serialisation
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-JSON dict (tuples become lists) for checkpoints and config files."""
+        out = dataclasses.asdict(self)
+        out["channels"] = list(self.channels)
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "CDMConfig":
+        """Rebuild from :meth:`to_dict` output; unknown keys raise ``ValueError`` naming them."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise ValueError(f"unknown CDMConfig keys: {unknown}")
+        return cls(**data)

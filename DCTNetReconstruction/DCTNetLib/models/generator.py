@@ -1,0 +1,197 @@
+"""DCT-Net generator (eqs. 5–6) and the dual generator G(Y), G(X) of the dual-branch GAN (§2.2).
+
+Data flow of :class:`DCTNetGenerator` (full preset, ``docs/architecture.md`` has the diagram)::
+
+    (B, 2, 128, 128) ─► PA and lateral as one batch of 2B ─► shared 2D DenseNet encoder EC
+         skips: 64 @128², 128 @64², 256 @32², 512 @16², 512 @8²        pooled: 704 per view
+    γ = FC([EC(p_PA), EC(p_Lat)]) : 1408 → 256·4³ ─► seed (B, 256, 4, 4, 4)
+    5 decoder levels DC_l = SA(Deconv(DC_{l-1})): 4³ → 8³ → … → 128³, widths 128-64-32-16-16;
+         each level adds both views' skip features broadcast along their projection axes (connection B)
+    3×3×3 conv → sigmoid ─► (B, 1, 128, 128, 128) in [0, 1]
+
+The encoder weights are literally shared: PA and lateral pass through it as one batch of ``2B`` images.
+"""
+
+from __future__ import annotations
+
+import torch
+from einops import rearrange
+from torch import nn
+
+from ..conventions import VIEW_LAT, VIEW_PA
+from .attention import SelfAttention3d
+from .blocks import ConvNormAct, broadcast_view, norm_layer
+from .encoder import DenseEncoder2d
+
+__all__ = ["ViewFusion", "DecoderLevel", "DCTNetGenerator", "DualGenerator"]
+
+
+class ViewFusion(nn.Module):
+    """Fusion γ of eq. 5: an FC layer on the concatenated pooled features of both views, reshaped to a 3D seed.
+
+    The FC is factorised through ``rank`` (two linear maps, no non-linearity in between, i.e. an FC layer of
+    rank ≤ ``rank``): at full width a dense 1408 → 16384 map alone holds 23.1 M parameters per generator, which
+    with two generators exceeds the paper's 60.70 M total (Table 2). ``rank=None`` uses a dense FC.
+    Followed by dropout and ReLU, as X2CT-GAN's FC bridge (kylekma/X2CT ``base_link``).
+
+    Args:
+        in_features: Pooled features per view.
+        seed_channels: Channels of the 3D seed. X2CT-GAN: 256.
+        seed_size: Side of the 3D seed. X2CT-GAN: 4.
+        rank: Inner width of the factorised FC; ``None`` = dense. Defaults to None.
+        dropout: Dropout probability. Defaults to 0.0.
+    """
+
+    def __init__(self, in_features: int, seed_channels: int, seed_size: int, rank: int | None = None,
+                 dropout: float = 0.0) -> None:
+        super().__init__()
+        out_features = seed_channels * seed_size ** 3
+        if rank is None:
+            layers: list[nn.Module] = [nn.Linear(2 * in_features, out_features)]
+        else:
+            if rank < 1:
+                raise ValueError(f"rank must be positive or None, got {rank}")
+            layers = [nn.Linear(2 * in_features, rank, bias=False), nn.Linear(rank, out_features)]
+        self.fc = nn.Sequential(*layers, nn.Dropout(dropout), nn.ReLU(inplace=True))
+        self.seed_channels = seed_channels
+        self.seed_size = seed_size
+
+    def forward(self, pa: torch.Tensor, lat: torch.Tensor) -> torch.Tensor:
+        """Shapes: ``(B, F)``, ``(B, F)`` → ``(B, seed_channels, s, s, s)``."""
+        seed = self.fc(torch.cat([pa, lat], dim=1))
+        s = self.seed_size
+        return rearrange(seed, "b (c x y z) -> b c x y z", c=self.seed_channels, x=s, y=s, z=s)
+
+
+class DecoderLevel(nn.Module):
+    """One decoder level DC_l = SA(Deconv(DC_{l-1})) (eq. 6) with X2CT-GAN's connection B.
+
+    4×4×4 transposed conv (stride 2) + norm + ReLU; plus both views' skip features (1×1 conv + norm + ReLU in 2D,
+    broadcast along the projection axis); ``convs`` 3×3×3 conv units; then :class:`SelfAttention3d` (or none).
+
+    Args:
+        in_channels: Channels of DC_{l-1}.
+        out_channels: Channels of DC_l.
+        skip_channels: Channels of the encoder features at DC_l's resolution.
+        convs: 3×3×3 conv units after the skip sum. Defaults to 1.
+        attention: Self-attention keyword arguments, or ``None`` for no attention. Defaults to None.
+        norm: Normalisation name. Defaults to "instance".
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, skip_channels: int, convs: int = 1,
+                 attention: dict | None = None, norm: str = "instance") -> None:
+        super().__init__()
+        self.up = nn.Sequential(
+            nn.ConvTranspose3d(in_channels, out_channels, kernel_size=4, stride=2, padding=1),
+            norm_layer(norm, 3, out_channels), nn.ReLU(inplace=True))
+        self.skip_pa = ConvNormAct(2, skip_channels, out_channels, kernel_size=1, norm=norm)
+        self.skip_lat = ConvNormAct(2, skip_channels, out_channels, kernel_size=1, norm=norm)
+        self.convs = nn.Sequential(*[ConvNormAct(3, out_channels, out_channels, norm=norm) for _ in range(convs)])
+        self.attn = SelfAttention3d(out_channels, **attention) if attention is not None else nn.Identity()
+
+    def forward(self, x: torch.Tensor, skip_pa: torch.Tensor, skip_lat: torch.Tensor) -> torch.Tensor:
+        """Shapes: ``(B, C_in, n, n, n)``, skips ``(B, C_skip, 2n, 2n)`` → ``(B, C_out, 2n, 2n, 2n)``."""
+        x = self.up(x)
+        x = x + broadcast_view(self.skip_pa(skip_pa), VIEW_PA) + broadcast_view(self.skip_lat(skip_lat), VIEW_LAT)
+        return self.attn(self.convs(x))
+
+
+class DCTNetGenerator(nn.Module):
+    """Encoder–decoder generator of DCT-Net: radiograph pair → volume in [0, 1].
+
+    Args:
+        image_size: Side of the radiographs and of the output volume; divisible by ``2 ** len(encoder_blocks)``.
+            Defaults to 128 (paper §3.1).
+        stem_channels: Encoder stem width. Defaults to 64 (X2CT-GAN).
+        encoder_blocks: Dense layers per encoder level. Defaults to (6, 12, 24, 16, 6) (X2CT-GAN).
+        growth_rate: Dense growth rate. Defaults to 32 (X2CT-GAN).
+        decoder_channels: Seed width then one width per decoder level, coarsest first; ``len(encoder_blocks) + 1``
+            entries. Defaults to (256, 128, 64, 32, 16, 16) (X2CT-GAN).
+        decoder_convs: 3×3×3 conv units per decoder level, coarsest first. Defaults to (1, 1, 1, 1, 0).
+        attention_levels: Per decoder level, whether it has self-attention. Defaults to all True (eq. 6).
+        attention: Keyword arguments of :class:`SelfAttention3d`. Defaults to its defaults.
+        fusion_rank: Rank of the factorised fusion FC; ``None`` = dense. Defaults to 704 (one view's width).
+        fusion_dropout: Dropout after the fusion FC. Defaults to 0.5 (X2CT-GAN).
+        norm: Normalisation name. Defaults to "instance" (X2CT-GAN).
+    """
+
+    def __init__(self, image_size: int = 128, stem_channels: int = 64,
+                 encoder_blocks: tuple[int, ...] = (6, 12, 24, 16, 6), growth_rate: int = 32,
+                 decoder_channels: tuple[int, ...] = (256, 128, 64, 32, 16, 16),
+                 decoder_convs: tuple[int, ...] = (1, 1, 1, 1, 0), attention_levels: tuple[bool, ...] | None = None,
+                 attention: dict | None = None, fusion_rank: int | None = 704, fusion_dropout: float = 0.5,
+                 norm: str = "instance") -> None:
+        super().__init__()
+        n = len(encoder_blocks)
+        attention_levels = tuple(attention_levels) if attention_levels is not None else (True,) * n
+        if len(decoder_channels) != n + 1:
+            raise ValueError(f"decoder_channels needs len(encoder_blocks) + 1 = {n + 1} entries, got {decoder_channels}")
+        for name, value in (("decoder_convs", decoder_convs), ("attention_levels", attention_levels)):
+            if len(value) != n:
+                raise ValueError(f"{name} needs len(encoder_blocks) = {n} entries, got {value}")
+        if image_size % 2 ** n:
+            raise ValueError(f"image_size={image_size} must be divisible by 2**len(encoder_blocks)={2 ** n}")
+        self.image_size = image_size
+        self.encoder = DenseEncoder2d(1, stem_channels, tuple(encoder_blocks), growth_rate, norm=norm)
+        self.fusion = ViewFusion(self.encoder.out_channels, decoder_channels[0], image_size // 2 ** n,
+                                 fusion_rank, fusion_dropout)
+        skip_channels = self.encoder.skip_channels[::-1]  # coarsest first, matching the decoder levels
+        self.levels = nn.ModuleList(
+            DecoderLevel(decoder_channels[i], decoder_channels[i + 1], skip_channels[i], decoder_convs[i],
+                         (dict(attention or {}) if attention_levels[i] else None), norm)
+            for i in range(n))
+        self.head = nn.Sequential(nn.Conv3d(decoder_channels[-1], 1, kernel_size=3, padding=1), nn.Sigmoid())
+
+    def forward(self, radiographs: torch.Tensor) -> torch.Tensor:
+        """Reconstruct a volume from a radiograph pair.
+
+        Args:
+            radiographs: ``(B, 2, n, n)`` (channel 0 = PA, 1 = lateral) in [0, 1], ``n == image_size``.
+
+        Shapes:
+            ``(B, 2, n, n)`` → ``(B, 1, n, n, n)`` (D, H, W) in [0, 1].
+        """
+        if radiographs.ndim != 4 or radiographs.shape[1] != 2 or tuple(radiographs.shape[2:]) != (
+                self.image_size, self.image_size):
+            raise ValueError(f"radiographs must be (B, 2, {self.image_size}, {self.image_size}), "
+                             f"got shape {tuple(radiographs.shape)}")
+        batch = radiographs.shape[0]
+        views = rearrange(radiographs, "b v h w -> (v b) 1 h w")  # PA images first, then lateral: one EC pass
+        encoded = self.encoder(views)
+        x = self.fusion(encoded.vector[:batch], encoded.vector[batch:])
+        for level, skip in zip(self.levels, encoded.skips[::-1]):
+            x = level(x, skip[:batch], skip[batch:])
+        return self.head(x)
+
+
+class DualGenerator(nn.Module):
+    """The two generators of the dual-branch GAN: ``g_raw`` = G(Y) on radiographs, ``g_bs`` = G(X) on
+    bone-suppressed radiographs (same architecture, separate weights; DCT-Net §2.2, Fig. 2b).
+
+    Args:
+        g_raw: Generator of the raw branch.
+        g_bs: Generator of the bone-suppressed branch, or ``None`` (single-branch ablation).
+    """
+
+    def __init__(self, g_raw: nn.Module, g_bs: nn.Module | None = None) -> None:
+        super().__init__()
+        self.g_raw = g_raw
+        self.g_bs = g_bs
+
+    def forward(self, raw: torch.Tensor, bone_suppressed: torch.Tensor | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Run both branches.
+
+        Args:
+            raw: ``(B, 2, n, n)`` radiographs Y.
+            bone_suppressed: ``(B, 2, n, n)`` bone-suppressed radiographs X, or ``None`` to skip G(X).
+
+        Shapes:
+            ``(B, 2, n, n)``, ``(B, 2, n, n)`` → G(Y) ``(B, 1, n, n, n)``, G(X) ``(B, 1, n, n, n)`` or ``None``.
+        """
+        fake_raw = self.g_raw(raw)
+        if bone_suppressed is None:
+            return fake_raw, None
+        if self.g_bs is None:
+            raise ValueError("bone_suppressed was given but this DualGenerator has no g_bs (single-branch config)")
+        return fake_raw, self.g_bs(bone_suppressed)
