@@ -1,0 +1,200 @@
+"""Reconstruction metrics on CT volumes: PSNR, tri-plane SSIM, tri-plane LPIPS, MAE, and X2CT-GAN's PSNR.
+
+Every function takes ``(D, H, W)`` volumes in **unit** values (HU window [-1024, 1476] mapped to [0, 1], see
+:mod:`DCTNetLib.conventions`); ``pred`` is the reconstruction, ``gt`` the ground truth. The paper (§3.1) reports
+PSNR, SSIM [35] and LPIPS [36] without further detail; the choices below follow X2CT-GAN's evaluation code
+(Ying et al. 2019, kylekma/X2CT ``3DGAN/test.py`` and ``3DGAN/lib/utils/metrics_np.py``), the common protocol
+of the methods compared in the paper's Table 1:
+
+- **PSNR**: one 3D PSNR over all voxels, ``data_range = 1`` (``skimage.metrics.peak_signal_noise_ratio``).
+  Identical volumes give ``inf``.
+- **SSIM**: 2D SSIM per slice, averaged over the slices of each plane (axial = along D, coronal = along H,
+  sagittal = along W), then over the three planes. ``skimage.metrics.structural_similarity`` with its defaults
+  (7×7 uniform window, K1 = 0.01, K2 = 0.03, sample covariance) and ``data_range = 1``: exactly what X2CT-GAN's
+  ``Structural_Similarity`` computes with ``compare_ssim(..., multichannel=True)`` on slice stacks. We do not
+  use the Gaussian-window variant (Wang et al. 2004, σ = 1.5), which gives different numbers.
+- **LPIPS**: LPIPS-alex v0.1 per slice, in the same three planes, slices mapped to [-1, 1] and repeated to 3
+  channels, averaged per plane then over planes. ``slice_stride`` subsamples slices for speed (default: all).
+- **MAE**: mean absolute error in unit and in HU (× 2500 HU, the window width).
+- **X2CT PSNR** (:func:`x2ct_psnr`): X2CT-GAN's ``psnr-3d`` — see its docstring.
+
+``pred`` is clipped to [0, 1] before every metric, as X2CT-GAN's ``test.py`` does (``np.clip(generate_CT, 0, 1)``):
+unit values outside the HU window are not representable in the output CT either.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from skimage.metrics import peak_signal_noise_ratio, structural_similarity
+from torch import nn
+
+from ..conventions import AXIS_AP, AXIS_RL, AXIS_SI, HU_MAX, HU_MIN
+
+__all__ = [
+    "PLANES", "X2CT_CT_MAX", "X2CT_PIXEL_MAX", "X2CT_IDENTICAL_PSNR",
+    "psnr", "ssim3plane", "lpips3plane", "mae", "x2ct_psnr", "evaluate_volume",
+]
+
+# Slices perpendicular to each array axis (docs/conventions.md: D = superior→inferior, H = anterior→posterior,
+# W = right→left).
+PLANES: dict[str, int] = {"axial": AXIS_SI, "coronal": AXIS_AP, "sagittal": AXIS_RL}
+
+# X2CT-GAN's psnr-3d: unit volumes × CT_MIN_MAX = [0, 2500] (3DGAN/experiment/multiview2500/d2_multiview2500.yml),
+# cast to int32, PIXEL_MAX = 4095 (3DGAN/test.py), and 100 dB when the volumes are identical (metrics_np.py).
+X2CT_CT_MAX = 2500
+X2CT_PIXEL_MAX = 4095.0
+X2CT_IDENTICAL_PSNR = 100.0
+
+HU_WINDOW_WIDTH = HU_MAX - HU_MIN  # 2500 HU per unit
+
+
+def _check_pair(pred: np.ndarray, gt: np.ndarray, min_side: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """Validate two ``(D, H, W)`` unit volumes; return float64 copies with ``pred`` clipped to [0, 1]."""
+    pred = np.asarray(pred)
+    gt = np.asarray(gt)
+    if pred.ndim != 3:
+        raise ValueError(f"pred must be a (D, H, W) volume, got shape {pred.shape}")
+    if gt.shape != pred.shape:
+        raise ValueError(f"gt must have pred's shape {pred.shape}, got {gt.shape}")
+    if min(pred.shape) < min_side:
+        raise ValueError(f"pred and gt need at least {min_side} voxels per axis, got {pred.shape}")
+    if not (np.isfinite(pred).all() and np.isfinite(gt).all()):
+        raise ValueError("pred and gt must be finite (found NaN or inf)")
+    return np.clip(pred.astype(np.float64), 0.0, 1.0), gt.astype(np.float64)
+
+
+def psnr(pred: np.ndarray, gt: np.ndarray) -> float:
+    """3D PSNR in dB with data range 1 (unit volumes); ``inf`` for identical volumes.
+
+    Args:
+        pred: reconstruction, unit values ``(D, H, W)``.
+        gt: ground truth, unit values ``(D, H, W)``.
+    """
+    pred, gt = _check_pair(pred, gt)
+    if np.array_equal(pred, gt):
+        return math.inf  # skimage would divide by zero (and warn)
+    return float(peak_signal_noise_ratio(gt, pred, data_range=1.0))
+
+
+def ssim3plane(pred: np.ndarray, gt: np.ndarray) -> dict[str, float]:
+    """Mean 2D SSIM over the slices of each plane, and their average.
+
+    Args:
+        pred: reconstruction, unit values ``(D, H, W)``, each side ≥ 7 (the SSIM window).
+        gt: ground truth, unit values ``(D, H, W)``.
+
+    Returns:
+        ``{"axial", "coronal", "sagittal", "mean"}``.
+    """
+    pred, gt = _check_pair(pred, gt, min_side=7)
+    scores = {}
+    for plane, axis in PLANES.items():
+        # channel_axis=axis: skimage computes one 2D SSIM per slice along `axis` and returns their mean.
+        scores[plane] = float(structural_similarity(gt, pred, data_range=1.0, channel_axis=axis))
+    scores["mean"] = float(np.mean([scores[plane] for plane in PLANES]))
+    return scores
+
+
+def _slices(volume: np.ndarray, axis: int, stride: int) -> torch.Tensor:
+    """Slices along ``axis`` (every ``stride``-th), as LPIPS inputs: ``(N, 3, h, w)`` in [-1, 1]."""
+    stack = np.moveaxis(volume, axis, 0)[::stride]
+    tensor = torch.from_numpy(np.ascontiguousarray(stack, dtype=np.float32)).unsqueeze(1)
+    return (tensor * 2.0 - 1.0).expand(-1, 3, -1, -1)
+
+
+def lpips3plane(pred: np.ndarray, gt: np.ndarray, model: nn.Module, *, slice_stride: int = 1,
+                batch_size: int = 32) -> dict[str, float]:
+    """Mean LPIPS over the slices of each plane, and their average.
+
+    Args:
+        pred: reconstruction, unit values ``(D, H, W)``, each side ≥ 31 (AlexNet's smallest input).
+        gt: ground truth, unit values ``(D, H, W)``.
+        model: LPIPS module from :func:`DCTNetLib.evaluation.lpips_metric.build_lpips`.
+        slice_stride: use every ``slice_stride``-th slice (1 = all, the reported protocol). Defaults to 1.
+        batch_size: slices per forward pass. Defaults to 32.
+
+    Returns:
+        ``{"axial", "coronal", "sagittal", "mean"}``.
+    """
+    from .lpips_metric import LPIPS_MIN_SIZE, lpips_distance
+
+    if slice_stride < 1:
+        raise ValueError(f"slice_stride must be ≥ 1, got {slice_stride}")
+    pred, gt = _check_pair(pred, gt, min_side=LPIPS_MIN_SIZE)
+    scores = {}
+    for plane, axis in PLANES.items():
+        distances = lpips_distance(model, _slices(pred, axis, slice_stride), _slices(gt, axis, slice_stride),
+                                   batch_size=batch_size)
+        scores[plane] = float(distances.mean())
+    scores["mean"] = float(np.mean([scores[plane] for plane in PLANES]))
+    return scores
+
+
+def mae(pred: np.ndarray, gt: np.ndarray) -> dict[str, float]:
+    """Mean absolute error.
+
+    Args:
+        pred: reconstruction, unit values ``(D, H, W)``.
+        gt: ground truth, unit values ``(D, H, W)``.
+
+    Returns:
+        ``{"unit": MAE in [0, 1] units, "hu": the same in HU (× 2500)}``.
+    """
+    pred, gt = _check_pair(pred, gt)
+    value = float(np.mean(np.abs(pred - gt)))
+    return {"unit": value, "hu": value * HU_WINDOW_WIDTH}
+
+
+def x2ct_psnr(pred: np.ndarray, gt: np.ndarray) -> float:
+    """X2CT-GAN's ``psnr-3d``, for comparison with numbers reported by X2CT-GAN and papers reusing its code.
+
+    Both volumes are scaled from unit to the integer range [0, 2500] (``x * 2500`` then truncated to int32,
+    ``tensor_back_to_unMinMax(...).astype(np.int32)`` in kylekma/X2CT ``3DGAN/test.py``), then
+    ``PSNR = 20·log10(4095 / sqrt(MSE))`` (``Peak_Signal_to_Noise_Rate_3D(..., PIXEL_MAX=4095)``,
+    ``3DGAN/lib/utils/metrics_np.py``), with 100 dB for identical volumes. The peak 4095 exceeds the data's
+    2500 range, so this is ≈ 4.28 dB above :func:`psnr` (20·log10(4095/2500)) up to the rounding.
+
+    Args:
+        pred: reconstruction, unit values ``(D, H, W)``.
+        gt: ground truth, unit values ``(D, H, W)``.
+    """
+    pred, gt = _check_pair(pred, gt)
+    pred_int = (pred * X2CT_CT_MAX).astype(np.int32).astype(np.float64)
+    gt_int = (gt * X2CT_CT_MAX).astype(np.int32).astype(np.float64)
+    mse = float(np.mean((gt_int - pred_int) ** 2))
+    if mse == 0.0:
+        return X2CT_IDENTICAL_PSNR
+    return float(20.0 * np.log10(X2CT_PIXEL_MAX / np.sqrt(mse)))
+
+
+def evaluate_volume(pred: np.ndarray, gt: np.ndarray, lpips_model: nn.Module | None = None, *,
+                    lpips_slice_stride: int = 1) -> dict[str, float]:
+    """All metrics of one case.
+
+    Args:
+        pred: reconstruction, unit values ``(D, H, W)``.
+        gt: ground truth, unit values ``(D, H, W)``.
+        lpips_model: from :func:`~DCTNetLib.evaluation.lpips_metric.build_lpips`; without it the LPIPS keys are
+            left out. Defaults to None.
+        lpips_slice_stride: see :func:`lpips3plane`. Defaults to 1 (all slices).
+
+    Returns:
+        ``psnr``, ``ssim`` (tri-plane mean) with ``ssim_axial/coronal/sagittal``, ``lpips`` with
+        ``lpips_axial/coronal/sagittal`` (only with a model), ``mae_unit``, ``mae_hu``, ``psnr_x2ct``.
+    """
+    pred, gt = _check_pair(pred, gt)
+    result = {"psnr": psnr(pred, gt)}
+    ssim_scores = ssim3plane(pred, gt)
+    result["ssim"] = ssim_scores["mean"]
+    result.update({f"ssim_{plane}": ssim_scores[plane] for plane in PLANES})
+    if lpips_model is not None:
+        lpips_scores = lpips3plane(pred, gt, lpips_model, slice_stride=lpips_slice_stride)
+        result["lpips"] = lpips_scores["mean"]
+        result.update({f"lpips_{plane}": lpips_scores[plane] for plane in PLANES})
+    errors = mae(pred, gt)
+    result["mae_unit"], result["mae_hu"] = errors["unit"], errors["hu"]
+    result["psnr_x2ct"] = x2ct_psnr(pred, gt)
+    return result
