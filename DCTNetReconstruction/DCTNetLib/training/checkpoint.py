@@ -1,0 +1,200 @@
+"""Complete, atomic training checkpoints: ``<run_dir>/latest.pt`` and ``<run_dir>/best.pt``.
+
+A checkpoint is a plain dict of tensors, numbers, strings, lists and dicts (so it loads with
+``torch.load(weights_only=True)``)::
+
+    format            "dctnet-training-checkpoint"
+    format_version    1
+    kind              "cdm" | "gan"
+    version           DCTNetLib.__version__ that wrote it
+    config            the resolved training config (dict)
+    model_config      the model's config (dict), enough to rebuild the architecture
+    models            {name: state_dict}           e.g. {"diffusion": …} or {"generators": …, "discriminator": …}
+    ema               {name: state_dict}           CDM only
+    optimizers        {name: state_dict}
+    schedulers        {name: state_dict}
+    scalers           {name: GradScaler state_dict}
+    rng               [per-rank RNG states]        torch / numpy / python / cuda (see engine.capture_rng_state)
+    progress          {epoch, step, epoch_step, best_metric, best_epoch, world_size, samples_done}
+
+Writes go through :func:`DCTNetLib.io.atomic.atomic_torch_save` after a free-space check, so an interruption or
+a full disk leaves the previous file intact. Resuming compares the stored config with the current one and
+refuses with a readable diff when anything but :data:`~.config.RUNTIME_KEYS` differs.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Iterable
+
+import torch
+
+from ..errors import InputError, WeightsError
+
+__all__ = [
+    "CHECKPOINT_FORMAT",
+    "CHECKPOINT_FORMAT_VERSION",
+    "LATEST",
+    "BEST",
+    "estimate_nbytes",
+    "save_checkpoint",
+    "load_checkpoint",
+    "config_diff",
+    "check_config_compatible",
+    "CheckpointManager",
+]
+
+CHECKPOINT_FORMAT = "dctnet-training-checkpoint"
+CHECKPOINT_FORMAT_VERSION = 1
+LATEST = "latest.pt"
+BEST = "best.pt"
+
+# Head-room on top of the estimated size: pickle framing, and the old file that stays until os.replace.
+_SPACE_FACTOR = 2
+_SPACE_MARGIN_BYTES = 16 * 2**20
+
+
+def estimate_nbytes(obj: Any) -> int:
+    """Bytes of all tensors inside ``obj`` (nested dicts/lists/tuples): a lower bound of its saved size."""
+    if isinstance(obj, torch.Tensor):
+        return obj.numel() * obj.element_size()
+    if isinstance(obj, dict):
+        return sum(estimate_nbytes(v) for v in obj.values())
+    if isinstance(obj, (list, tuple)):
+        return sum(estimate_nbytes(v) for v in obj)
+    return 0
+
+
+def save_checkpoint(state: dict[str, Any], path: str | Path) -> Path:
+    """Write ``state`` to ``path`` atomically after checking there is room for it.
+
+    Raises:
+        OutputError: not enough free space (checked first: nothing is written), or the write failed; the
+            previous file at ``path`` is intact either way.
+    """
+    from ..io.atomic import atomic_torch_save, check_free_space
+
+    path = Path(path)
+    check_free_space(path.parent, _SPACE_FACTOR * estimate_nbytes(state) + _SPACE_MARGIN_BYTES)
+    return atomic_torch_save(state, path)
+
+
+def _torch_load(path: Path) -> Any:
+    """``weights_only`` load through the project's safe loader when present (:mod:`DCTNetLib.io.safe_load`)."""
+    try:
+        from ..io import safe_load
+    except ImportError:
+        safe_load = None
+    for name in ("load_torch_file", "load_checkpoint"):
+        loader = getattr(safe_load, name, None)
+        if loader is not None:
+            return loader(path)
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def load_checkpoint(path: str | Path, kind: str | None = None) -> dict[str, Any]:
+    """Load a training checkpoint with ``weights_only=True`` and check its format (and ``kind`` if given).
+
+    Raises:
+        WeightsError: the file is missing, truncated, not a training checkpoint, or of another kind.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsError(f"checkpoint not found: {path}")
+    try:
+        state = _torch_load(path)
+    except WeightsError:
+        raise
+    except Exception as exc:  # noqa: BLE001 — any unpickling problem means a damaged or foreign file
+        raise WeightsError(f"cannot read checkpoint {path} (truncated or not a DCTNet checkpoint): {exc}") from exc
+    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+        raise WeightsError(f"{path} is not a DCTNet training checkpoint (no format={CHECKPOINT_FORMAT!r})")
+    if int(state.get("format_version", 0)) > CHECKPOINT_FORMAT_VERSION:
+        raise WeightsError(f"{path} has checkpoint format {state.get('format_version')}, newer than this "
+                           f"DCTNet reads ({CHECKPOINT_FORMAT_VERSION}); update DCTNet")
+    if kind is not None and state.get("kind") != kind:
+        raise WeightsError(f"{path} is a {state.get('kind')!r} checkpoint, expected {kind!r}")
+    return state
+
+
+def _flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.update(_flatten(value, f"{name}."))
+        else:
+            out[name] = list(value) if isinstance(value, tuple) else value
+    return out
+
+
+def config_diff(saved: dict[str, Any], current: dict[str, Any], ignore: Iterable[str] = ()) -> list[str]:
+    """Readable lines ``"  key: <checkpoint value> → <current value>"`` for every differing key.
+
+    Nested dicts (``model``, ``loss``) are compared key by key (``model.channels``). Keys in ``ignore`` are skipped.
+    """
+    ignored = set(ignore)
+    old, new = _flatten(saved), _flatten(current)
+    lines = []
+    for key in sorted(set(old) | set(new)):
+        if key in ignored:
+            continue
+        a, b = old.get(key, "<absent>"), new.get(key, "<absent>")
+        if a != b:
+            lines.append(f"  {key}: {a!r} (checkpoint) → {b!r} (now)")
+    return lines
+
+
+def check_config_compatible(saved: dict[str, Any], current: dict[str, Any], path: str | Path) -> None:
+    """Refuse to resume from ``path`` when its config differs from ``current`` beyond the runtime keys.
+
+    Raises:
+        InputError: naming ``path`` and listing every difference.
+    """
+    from .config import RUNTIME_KEYS
+
+    lines = config_diff(saved, current, ignore=RUNTIME_KEYS)
+    if lines:
+        raise InputError(
+            f"cannot resume from {path}: the training config differs from the one it was written with:\n"
+            + "\n".join(lines)
+            + "\nRun with the original settings (drop the --set/--config changes), or start a new --output folder."
+        )
+
+
+class CheckpointManager:
+    """Keeps ``latest.pt`` (every N steps and at epoch ends) and ``best.pt`` (best validation metric) in a run.
+
+    Args:
+        run_dir: the run folder (must exist).
+    """
+
+    def __init__(self, run_dir: str | Path) -> None:
+        self.run_dir = Path(run_dir)
+
+    @property
+    def latest_path(self) -> Path:
+        return self.run_dir / LATEST
+
+    @property
+    def best_path(self) -> Path:
+        return self.run_dir / BEST
+
+    def has_latest(self) -> bool:
+        return self.latest_path.is_file()
+
+    def save(self, state: dict[str, Any], best: bool = False) -> list[Path]:
+        """Write ``latest.pt`` and, when ``best``, ``best.pt`` too; returns the paths written."""
+        written = [save_checkpoint(state, self.latest_path)]
+        if best:
+            written.append(save_checkpoint(state, self.best_path))
+        return written
+
+    def load_latest(self, kind: str | None = None) -> dict[str, Any]:
+        """The state in ``latest.pt`` (see :func:`load_checkpoint`)."""
+        return load_checkpoint(self.latest_path, kind)
+
+    @staticmethod
+    def check_resumable(state: dict[str, Any], current_config: dict[str, Any], path: str | Path) -> None:
+        """Config check before resuming (see :func:`check_config_compatible`)."""
+        check_config_compatible(state.get("config", {}), current_config, path)

@@ -1,0 +1,373 @@
+"""Training configuration: typed dataclasses with the paper's defaults, file + ``--set`` overrides, JSON out.
+
+Precedence, lowest first (nanoGPT's ``configurator.py`` idea, without ``exec``):
+
+1. the dataclass defaults below (DCT-Net §3.1 where the paper gives a value),
+2. on ``--resume``, the run's saved ``config.json``,
+3. a YAML or JSON file (``--config FILE``),
+4. ``--set key=value`` pairs (dotted keys reach into ``model.*``),
+5. the dedicated flags (``--preset``, ``--epochs``, ``--max-steps``, ``--device``, ``--bs-source``).
+
+Every key is checked: an unknown one raises :class:`~DCTNetLib.errors.InputError` listing the valid keys, and
+each value is converted to the type of its field (``"1e-4"`` → float, ``"true"`` → bool, ``"[0.5, 0.9]"`` →
+tuple). ``model`` holds overrides of the model preset's own config dataclass; the trainers check its keys
+against that dataclass when they build the model. The resolved config is written to ``<run_dir>/config.json``
+and stored inside every checkpoint.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+from ..errors import InputError
+
+__all__ = [
+    "TrainConfig",
+    "CDMTrainConfig",
+    "GANTrainConfig",
+    "RUNTIME_KEYS",
+    "PRESETS",
+    "load_config_file",
+    "parse_set_overrides",
+    "apply_overrides",
+    "resolve_config",
+    "config_to_dict",
+    "config_from_dict",
+    "save_config",
+]
+
+PRESETS = ("tiny", "small", "full")
+
+# Keys that may change between an interrupted run and its resumption without changing what is learned
+# per step (how long to train, where, how often to write). Every other key must match the checkpoint.
+RUNTIME_KEYS = frozenset({
+    "epochs", "max_steps", "device", "num_workers", "checkpoint_every", "log_every", "val_every",
+    "progress", "stop_after_steps",
+})
+
+
+@dataclass
+class TrainConfig:
+    """Settings shared by the CDM and the GAN trainer.
+
+    Args:
+        preset: model preset, ``tiny`` (tests: 32² images, 32³ volumes), ``small`` (CPU) or ``full`` (GPU).
+            Defaults to "full".
+        model: overrides of fields of the preset's model config (e.g. ``{"channels": [8, 16, 32]}``).
+        seed: base seed; rank ``r`` of a distributed run uses ``seed + r`` for its random draws. Defaults to 0.
+        epochs: epochs to train. Defaults to 100 (DCT-Net §3.1).
+        max_steps: stop (with a checkpoint) after this many optimiser steps; 0 = no limit. Defaults to 0.
+        stop_after_steps: simulate an interruption after this many steps *of this invocation* (tests and
+            debugging); 0 = off. Defaults to 0.
+        batch_size: samples per process and step; the global batch is ``batch_size * world_size``.
+            Defaults to 1 (DCT-Net §3.1).
+        lr: Adam learning rate. Defaults to 2e-4 (DCT-Net §3.1).
+        betas: Adam (β1, β2). Defaults to (0.5, 0.999) (DCT-Net §3.1).
+        lr_schedule: ``"constant"`` (paper) or ``"x2ct"`` (constant, then linear decay over the second half;
+            X2CT-GAN). Defaults to "constant".
+        grad_clip: clip the gradient norm to this value; 0 = off. Defaults to 0.
+        num_workers: DataLoader worker processes per rank. Defaults to 2.
+        checkpoint_every: steps between ``latest.pt`` writes (also written at every epoch end).
+            Defaults to 1000.
+        log_every: steps between ``train`` records in ``metrics.jsonl``. Defaults to 10.
+        val_every: epochs between validations. Defaults to 1 (the issue: "validation every epoch").
+        amp: mixed precision (float16 autocast + GradScaler); used on CUDA only, ignored on CPU.
+            Defaults to True.
+        deterministic: ``torch.use_deterministic_algorithms(True)`` and no cuDNN autotuning, for bit-exact
+            resumption (slower on GPU). Defaults to False.
+        device: ``"auto"`` (CUDA when available), ``"cpu"`` or ``"cuda"``. Defaults to "auto".
+        progress: show a tqdm progress bar on rank 0. Defaults to True.
+    """
+
+    preset: str = "full"
+    model: dict[str, Any] = field(default_factory=dict)
+    seed: int = 0
+    epochs: int = 100
+    max_steps: int = 0
+    stop_after_steps: int = 0
+    batch_size: int = 1
+    lr: float = 2e-4
+    betas: tuple[float, float] = (0.5, 0.999)
+    lr_schedule: str = "constant"
+    grad_clip: float = 0.0
+    num_workers: int = 2
+    checkpoint_every: int = 1000
+    log_every: int = 10
+    val_every: int = 1
+    amp: bool = True
+    deterministic: bool = False
+    device: str = "auto"
+    progress: bool = True
+
+    kind: typing.ClassVar[str] = "base"
+
+    def __post_init__(self) -> None:
+        from .schedules import LR_SCHEDULES
+
+        self.betas = tuple(float(b) for b in self.betas)  # type: ignore[assignment]
+        checks = [
+            (self.preset in PRESETS, "preset", f"one of {PRESETS}"),
+            (self.epochs >= 1, "epochs", ">= 1"),
+            (self.max_steps >= 0, "max_steps", ">= 0"),
+            (self.stop_after_steps >= 0, "stop_after_steps", ">= 0"),
+            (self.batch_size >= 1, "batch_size", ">= 1"),
+            (self.lr > 0, "lr", "> 0"),
+            (len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas), "betas", "two numbers in [0, 1)"),
+            (self.lr_schedule in LR_SCHEDULES, "lr_schedule", f"one of {LR_SCHEDULES}"),
+            (self.grad_clip >= 0, "grad_clip", ">= 0"),
+            (self.num_workers >= 0, "num_workers", ">= 0"),
+            (self.checkpoint_every >= 1, "checkpoint_every", ">= 1"),
+            (self.log_every >= 1, "log_every", ">= 1"),
+            (self.val_every >= 1, "val_every", ">= 1"),
+            (self.device in ("auto", "cpu", "cuda"), "device", "auto, cpu or cuda"),
+        ]
+        for ok, name, expected in checks:
+            if not ok:
+                raise InputError(f"training config: {name} must be {expected}, got {getattr(self, name)!r}")
+
+
+@dataclass
+class CDMTrainConfig(TrainConfig):
+    """Settings of ``dctnet train-cdm`` (the paper gives none for the CDM; sources below).
+
+    Args:
+        lr: Adam learning rate. Defaults to 1e-4 (lucidrains/denoising-diffusion-pytorch ``Trainer.train_lr``).
+        betas: Adam betas. Defaults to (0.9, 0.99) (same source, ``adam_betas``).
+        batch_size: radiographs per process and step (each case gives two: PA and lateral). Defaults to 8.
+        val_samples: validation radiographs DDIM-sampled per validation to measure PSNR/SSIM against their
+            bone-suppressed targets (sampling is the slow part). Defaults to 8.
+        val_sampling_steps: DDIM steps for those samples; 0 = the model config's ``sampling_steps``.
+            Defaults to 0.
+    """
+
+    lr: float = 1e-4
+    betas: tuple[float, float] = (0.9, 0.99)
+    batch_size: int = 8
+    val_samples: int = 8
+    val_sampling_steps: int = 0
+
+    kind: typing.ClassVar[str] = "cdm"
+
+
+@dataclass
+class GANTrainConfig(TrainConfig):
+    """Settings of ``dctnet train`` (the dual-generator reconstruction GAN, DCT-Net §2.2–2.3, §3.1).
+
+    Args:
+        bs_source: where the bone-suppressed inputs X come from: ``"cdm"`` (the trained CDM's DDIM samples,
+            computed once per case and cached) or ``"target"`` (the prepared synthetic bone-suppressed DRRs;
+            quick runs and tests). Defaults to "cdm".
+        cdm_sampling_steps: DDIM steps for the cached CDM samples; 0 = the CDM config's ``sampling_steps``.
+            Defaults to 0.
+        cdm_seed: seed of the cached CDM samples. Defaults to 0.
+        gx_supervised: also apply the reconstruction and projection losses to G(X) against the ground truth
+            (see :mod:`DCTNetLib.training.gan_trainer` for this reading of eq. 10b). Defaults to True.
+        loss: overrides of the multi-path loss weights/config (e.g. ``{"lambda_recon": 10}``).
+    """
+
+    bs_source: str = "cdm"
+    cdm_sampling_steps: int = 0
+    cdm_seed: int = 0
+    gx_supervised: bool = True
+    loss: dict[str, Any] = field(default_factory=dict)
+
+    kind: typing.ClassVar[str] = "gan"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.bs_source not in ("cdm", "target"):
+            raise InputError(f"training config: bs_source must be 'cdm' or 'target', got {self.bs_source!r}")
+
+
+# ---------------------------------------------------------------------------------------------- conversion
+def _field_types(cls: type) -> dict[str, Any]:
+    hints = typing.get_type_hints(cls)
+    return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
+
+
+def _parse_text(text: str) -> Any:
+    """A ``--set`` value as JSON, else YAML, else the raw string (``"1e-4"``, ``"[8, 16]"``, ``"true"``)."""
+    try:
+        return json.loads(text)
+    except ValueError:
+        pass
+    try:
+        import yaml
+
+        return yaml.safe_load(text)
+    except Exception:  # noqa: BLE001 — any YAML problem means "treat as a string"
+        return text
+
+
+def _coerce(name: str, value: Any, annotation: Any) -> Any:
+    """Convert ``value`` to the field type ``annotation``, or raise InputError naming ``name``."""
+    origin = typing.get_origin(annotation)
+    try:
+        if annotation is bool:
+            if isinstance(value, str):
+                lowered = value.strip().lower()
+                if lowered in ("true", "yes", "on", "1"):
+                    return True
+                if lowered in ("false", "no", "off", "0"):
+                    return False
+                raise ValueError(value)
+            if isinstance(value, (bool, int)) and value in (0, 1):
+                return bool(value)
+            raise ValueError(value)
+        if annotation is int:
+            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+                raise ValueError(value)
+            return int(value)
+        if annotation is float:
+            if isinstance(value, bool):
+                raise ValueError(value)
+            return float(value)
+        if annotation is str:
+            if not isinstance(value, str):
+                raise ValueError(value)
+            return value
+        if origin is tuple:
+            if isinstance(value, str):
+                value = _parse_text(value)
+            args = typing.get_args(annotation)
+            items = list(value)
+            return tuple(_coerce(name, item, args[0]) for item in items)
+        if origin is dict:
+            if isinstance(value, str):
+                value = _parse_text(value)
+            if not isinstance(value, dict):
+                raise ValueError(value)
+            return dict(value)
+    except (TypeError, ValueError):
+        pass
+    else:
+        return value
+    raise InputError(f"training config: {name} expects {getattr(annotation, '__name__', annotation)}, "
+                     f"got {value!r}")
+
+
+def config_to_dict(config: TrainConfig) -> dict[str, Any]:
+    """Plain-JSON dict of ``config`` (tuples become lists) plus its ``kind``."""
+    out = dataclasses.asdict(config)
+    out["betas"] = list(config.betas)
+    out["kind"] = config.kind
+    return out
+
+
+def apply_overrides(config: TrainConfig, overrides: dict[str, Any], source: str = "overrides") -> TrainConfig:
+    """A copy of ``config`` with ``overrides`` applied; dotted keys ``model.x`` / ``loss.x`` set one sub-key.
+
+    Args:
+        config: the config to start from.
+        overrides: ``{key: value}``; values may be strings (converted to the field type).
+        source: where the overrides come from, named in error messages (a file path, ``--set``).
+
+    Raises:
+        InputError: an unknown key (the message lists the valid ones) or a value of the wrong type.
+    """
+    cls = type(config)
+    types = _field_types(cls)
+    values = {f.name: getattr(config, f.name) for f in dataclasses.fields(cls)}
+    values = {k: (dict(v) if isinstance(v, dict) else v) for k, v in values.items()}
+    for key, value in overrides.items():
+        if key == "kind":
+            if value != config.kind:
+                raise InputError(f"{source}: this is a {value!r} config, expected {config.kind!r}")
+            continue
+        head, _, sub = key.partition(".")
+        if head not in types:
+            raise InputError(f"{source}: unknown training config key {key!r}; valid keys: "
+                             f"{', '.join(sorted(types))}")
+        if sub:
+            if typing.get_origin(types[head]) is not dict:
+                raise InputError(f"{source}: {head!r} has no sub-keys (got {key!r})")
+            values[head][sub] = _parse_text(value) if isinstance(value, str) else value
+        else:
+            values[head] = _coerce(key, value, types[head])
+    return cls(**values)
+
+
+def config_from_dict(cls: type[TrainConfig], data: dict[str, Any], source: str = "config") -> TrainConfig:
+    """Rebuild a config of class ``cls`` from :func:`config_to_dict` output (keys checked as in overrides)."""
+    return apply_overrides(cls(), data, source)
+
+
+def load_config_file(path: str | Path) -> dict[str, Any]:
+    """Read a YAML (``.yaml``/``.yml``) or JSON file holding a mapping of config keys.
+
+    Raises:
+        InputError: the file is missing, unreadable or not a mapping.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"config file not found: {path}")
+    try:
+        text = path.read_text(encoding="utf-8")
+        if path.suffix.lower() in (".yaml", ".yml"):
+            import yaml
+
+            data = yaml.safe_load(text)
+        else:
+            data = json.loads(text)
+    except Exception as exc:  # noqa: BLE001 — report any parse problem with the file name
+        raise InputError(f"cannot parse config file {path}: {exc}") from exc
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise InputError(f"config file {path} must hold a mapping of keys, got {type(data).__name__}")
+    return data
+
+
+def parse_set_overrides(pairs: Iterable[str]) -> dict[str, Any]:
+    """``["lr=1e-4", "model.channels=[8,16]"]`` → ``{"lr": "1e-4", "model.channels": "[8,16]"}``.
+
+    Raises:
+        InputError: a pair without ``=``.
+    """
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise InputError(f"--set expects key=value, got {pair!r}")
+        out[key.strip()] = value.strip()
+    return out
+
+
+def resolve_config(
+    cls: type[TrainConfig],
+    *,
+    saved: dict[str, Any] | None = None,
+    config_file: str | Path | None = None,
+    set_pairs: Iterable[str] = (),
+    flags: dict[str, Any] | None = None,
+) -> TrainConfig:
+    """Build the run's config following the precedence in the module docstring.
+
+    Args:
+        cls: :class:`CDMTrainConfig` or :class:`GANTrainConfig`.
+        saved: the resolved config of the run being resumed (its ``config.json``), if any.
+        config_file: a YAML/JSON file of overrides.
+        set_pairs: ``key=value`` strings from ``--set``.
+        flags: values of dedicated command-line flags; ``None`` values are ignored.
+    """
+    config = cls()
+    if saved:
+        config = apply_overrides(config, saved, "saved run config")
+    if config_file:
+        config = apply_overrides(config, load_config_file(config_file), str(config_file))
+    config = apply_overrides(config, parse_set_overrides(set_pairs), "--set")
+    if flags:
+        config = apply_overrides(config, {k: v for k, v in flags.items() if v is not None}, "command line")
+    return config
+
+
+def save_config(config: TrainConfig, path: str | Path) -> Path:
+    """Write the resolved config as indented JSON, atomically."""
+    from ..io.atomic import atomic_write_text
+
+    return atomic_write_text(path, json.dumps(config_to_dict(config), indent=2, sort_keys=True) + "\n")

@@ -1,0 +1,238 @@
+"""Read a run's JSON-lines metrics log (``<run_dir>/metrics.jsonl``) while the run is still writing it.
+
+Records (one JSON object per line, written by the trainers and ``dctnet evaluate``)::
+
+    {"event": "train", "epoch": 1, "step": 10, "losses": {"g_total": 1.2, "recon": 0.3}}
+    {"event": "val",   "epoch": 1, "psnr": 24.1, "ssim": 0.55}
+    {"event": "eval",  "case": "LIDC-0001", "psnr": 26.9, "ssim": 0.61, "lpips": 0.28}
+
+:class:`MetricsTail` returns only the records appended since its previous call and never a half-written
+line; :class:`RunHistory` turns records into loss curves, validation curves and an evaluation table with
+mean ± standard deviation. Used by the DCTNetTraining Slicer module and usable from any script.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+
+__all__ = [
+    "METRICS_FILENAME",
+    "EVAL_METRICS",
+    "MetricsTail",
+    "EvalRow",
+    "MetricSummary",
+    "RunHistory",
+    "format_mean_std",
+]
+
+logger = logging.getLogger(__name__)
+
+METRICS_FILENAME = "metrics.jsonl"
+# Metrics of the paper's result tables (DCT-Net §3.2: PSNR, SSIM, LPIPS), in table order.
+EVAL_METRICS = ("psnr", "ssim", "lpips")
+
+
+class MetricsTail:
+    """Incremental reader of a JSON-lines file that another process appends to.
+
+    Args:
+        path: the log file; it may not exist yet.
+
+    Keeps the byte offset of the last complete line, so each :meth:`read_new` parses only new data. A line
+    without its newline yet is kept until it is complete. If the file shrinks (the run was restarted and the
+    log rewritten) reading starts again from the beginning and :attr:`restarted` is set.
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.offset = 0
+        self.skipped = 0  # lines that were not JSON objects
+        self.restarted = False
+        self._pending = b""
+
+    def reset(self) -> None:
+        self.offset, self.skipped, self._pending = 0, 0, b""
+
+    def read_new(self) -> list[dict[str, Any]]:
+        """Records completed since the previous call (empty while the file does not exist)."""
+        try:
+            size = self.path.stat().st_size
+        except FileNotFoundError:
+            return []
+        self.restarted = False
+        if size < self.offset + len(self._pending):
+            self.reset()
+            self.restarted = True
+        with self.path.open("rb") as handle:
+            handle.seek(self.offset + len(self._pending))
+            data = handle.read()
+        if not data:
+            return []
+        chunk = self._pending + data
+        lines = chunk.split(b"\n")
+        self._pending = lines.pop()  # b"" when the chunk ended with a newline
+        self.offset += len(chunk) - len(self._pending)
+        records = []
+        for raw in lines:
+            record = self._parse(raw)
+            if record is not None:
+                records.append(record)
+        return records
+
+    def _parse(self, raw: bytes) -> dict[str, Any] | None:
+        text = raw.decode("utf-8", errors="replace").strip()
+        if not text:
+            return None
+        try:
+            record = json.loads(text)
+        except ValueError:
+            record = None
+        if not isinstance(record, dict):
+            self.skipped += 1
+            logger.debug("skipping a line of %s that is not a JSON object: %.80s", self.path, text)
+            return None
+        return record
+
+
+@dataclass(frozen=True)
+class EvalRow:
+    """One evaluated case: its name and metric values (missing metrics are NaN)."""
+
+    case: str
+    values: dict[str, float]
+
+
+@dataclass(frozen=True)
+class MetricSummary:
+    """Mean, sample standard deviation (ddof=1; 0 for one case) and count of one metric over the cases."""
+
+    mean: float
+    std: float
+    count: int
+
+
+def _as_float(value: Any) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+@dataclass
+class RunHistory:
+    """Everything learned from a run's records so far.
+
+    Attributes:
+        losses: loss name → list of ``(step, value)`` from ``train`` records, in arrival order.
+        validation: metric name → list of ``(epoch, value)`` from ``val`` records.
+        evaluations: one :class:`EvalRow` per ``eval`` record; a case evaluated again replaces its row.
+        last_epoch / last_step: the latest seen in any record (``None`` before the first).
+        other_events: count of records of any other event type (e.g. ``checkpoint``), by type.
+    """
+
+    losses: dict[str, list[tuple[int, float]]] = field(default_factory=dict)
+    validation: dict[str, list[tuple[int, float]]] = field(default_factory=dict)
+    evaluations: list[EvalRow] = field(default_factory=list)
+    last_epoch: int | None = None
+    last_step: int | None = None
+    other_events: dict[str, int] = field(default_factory=dict)
+    _train_records: int = 0
+
+    def update(self, records: Iterable[dict[str, Any]]) -> int:
+        """Fold ``records`` in; returns how many were understood (train, val or eval)."""
+        understood = 0
+        for record in records:
+            event = record.get("event")
+            epoch = _as_float(record.get("epoch"))
+            if math.isfinite(epoch):
+                self.last_epoch = int(epoch)
+            if event == "train":
+                self._add_train(record)
+            elif event == "val":
+                self._add_val(record)
+            elif event == "eval":
+                self._add_eval(record)
+            else:
+                key = str(event)
+                self.other_events[key] = self.other_events.get(key, 0) + 1
+                continue
+            understood += 1
+        return understood
+
+    def _add_train(self, record: dict[str, Any]) -> None:
+        self._train_records += 1
+        step_value = _as_float(record.get("step"))
+        step = int(step_value) if math.isfinite(step_value) else self._train_records
+        self.last_step = step
+        losses = record.get("losses")
+        if not isinstance(losses, dict):  # tolerate flat records: every numeric field but the bookkeeping
+            losses = {k: v for k, v in record.items() if k not in ("event", "epoch", "step", "time", "lr")}
+        for name, value in losses.items():
+            number = _as_float(value)
+            if math.isfinite(number):
+                self.losses.setdefault(str(name), []).append((step, number))
+
+    def _add_val(self, record: dict[str, Any]) -> None:
+        epoch_value = _as_float(record.get("epoch"))
+        epoch = int(epoch_value) if math.isfinite(epoch_value) else (self.last_epoch or 0)
+        for name, value in record.items():
+            if name in ("event", "epoch", "step", "time"):
+                continue
+            number = _as_float(value)
+            if math.isfinite(number):
+                self.validation.setdefault(str(name), []).append((epoch, number))
+
+    def _add_eval(self, record: dict[str, Any]) -> None:
+        case = str(record.get("case", f"case {len(self.evaluations) + 1}"))
+        values = {name: _as_float(value) for name, value in record.items()
+                  if name not in ("event", "case", "epoch", "step", "time") and not isinstance(value, (dict, list, str))}
+        self.evaluations = [row for row in self.evaluations if row.case != case]
+        self.evaluations.append(EvalRow(case=case, values=values))
+
+    # -- views -------------------------------------------------------------------------------------------
+
+    def loss_series(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        """Loss name → ``(steps, values)`` float64 arrays, ready for a plot."""
+        return {name: (np.array([p[0] for p in points], dtype=np.float64),
+                       np.array([p[1] for p in points], dtype=np.float64))
+                for name, points in self.losses.items()}
+
+    def validation_series(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        """Validation metric → ``(epochs, values)`` float64 arrays."""
+        return {name: (np.array([p[0] for p in points], dtype=np.float64),
+                       np.array([p[1] for p in points], dtype=np.float64))
+                for name, points in self.validation.items()}
+
+    def eval_metric_names(self) -> list[str]:
+        """Metric columns of the evaluation table: PSNR, SSIM, LPIPS first, then any others seen."""
+        seen: list[str] = []
+        for row in self.evaluations:
+            seen += [name for name in row.values if name not in seen]
+        return [m for m in EVAL_METRICS if m in seen] + [m for m in seen if m not in EVAL_METRICS]
+
+    def eval_summary(self, metrics: Sequence[str] | None = None) -> dict[str, MetricSummary]:
+        """Mean ± std of each metric over the evaluated cases (NaNs ignored)."""
+        summary = {}
+        for name in metrics or self.eval_metric_names():
+            values = np.array([row.values.get(name, math.nan) for row in self.evaluations], dtype=np.float64)
+            values = values[np.isfinite(values)]
+            if values.size == 0:
+                summary[name] = MetricSummary(math.nan, math.nan, 0)
+                continue
+            std = float(values.std(ddof=1)) if values.size > 1 else 0.0
+            summary[name] = MetricSummary(float(values.mean()), std, int(values.size))
+        return summary
+
+
+def format_mean_std(summary: MetricSummary, digits: int = 3) -> str:
+    """``"26.912 ± 0.031"`` (the paper's table style), or ``"–"`` when there is no value."""
+    if summary.count == 0 or not math.isfinite(summary.mean):
+        return "–"
+    return f"{summary.mean:.{digits}f} ± {summary.std:.{digits}f}"

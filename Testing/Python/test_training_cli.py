@@ -1,0 +1,138 @@
+"""``dctnet train-cdm`` / ``dctnet train`` end to end on a tiny prepared folder (32³ CTs, 32² radiographs).
+
+Also home of :func:`write_tiny_prepared`, the fake prepared-data folder the other training tests import.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from DCTNetLib.cli import main as dctnet
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+TINY = 32  # tiny preset: 32² radiographs, 32³ volumes
+
+
+def write_tiny_prepared(root: Path, n_train: int = 4, n_val: int = 1, size: int = TINY, seed: int = 0) -> Path:
+    """A prepared-data folder in the io engineer's format (``DCTNetLib.data.datasets``) with tiny random phantoms.
+
+    Each CT is a smooth blob plus a bright "spine" rod; the DRRs are its normalised mean projections along the
+    PA (axis 1) and lateral (axis 2) axes, the bone-suppressed DRRs the same without the rod.
+    """
+    from DCTNetLib.data.datasets import write_case, write_splits
+
+    rng = np.random.default_rng(seed)
+    grid = np.stack(np.meshgrid(*[np.linspace(-1, 1, size)] * 3, indexing="ij"))
+    ids = [f"case{i:02d}" for i in range(n_train + n_val)]
+    for case_id in ids:
+        centre = rng.uniform(-0.3, 0.3, size=(3, 1, 1, 1))
+        body = np.exp(-((grid - centre) ** 2).sum(0) / rng.uniform(0.2, 0.5)).astype(np.float32) * 0.5
+        rod = ((grid[1] - 0.5) ** 2 + grid[2] ** 2 < 0.02).astype(np.float32) * 0.5
+        ct = np.clip(body + rod, 0, 1)
+
+        def drrs(volume: np.ndarray) -> np.ndarray:
+            pair = np.stack([volume.mean(axis=1), volume.mean(axis=2)])
+            return (pair / pair.max(axis=(1, 2), keepdims=True)).astype(np.float32)
+
+        write_case(root / "cases" / case_id, ct, drrs(ct), drrs(body), {"case_id": case_id, "source": "test"})
+    write_splits(root, {"train": ids[:n_train], "val": ids[n_train:], "test": []})
+    return root
+
+
+def read_records(run_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory) -> Path:
+    return write_tiny_prepared(tmp_path_factory.mktemp("prepared"))
+
+
+TINY_CDM = ["--preset", "tiny", "--device", "cpu", "--set", "num_workers=0", "--set", "batch_size=2",
+            "--set", "val_samples=1", "--set", "log_every=1", "--set", "progress=false"]
+
+
+def test_train_cdm_writes_run_files_and_refuses_to_overwrite(prepared, tmp_path, capsys):
+    run = tmp_path / "cdm"
+    assert dctnet(["train-cdm", "--data", str(prepared), "--output", str(run), "--epochs", "2", *TINY_CDM]) == 0
+    records = read_records(run)
+    events = [r["event"] for r in records]
+    assert events.count("train") == 8 and events.count("val") == 2 and events[-1] == "done"
+    train = [r for r in records if r["event"] == "train"]
+    assert [r["step"] for r in train] == list(range(1, 9))
+    assert all(set(r) >= {"epoch", "step", "losses", "lr", "time"} and np.isfinite(r["losses"]["loss"]) for r in train)
+    val = [r for r in records if r["event"] == "val"]
+    assert all(np.isfinite(r["psnr"]) and -1 <= r["ssim"] <= 1 for r in val)
+    assert any(r["event"] == "checkpoint" and r["best"] for r in records)
+
+    run_info = json.loads((run / "run.json").read_text())
+    assert run_info["config"]["preset"] == "tiny" and run_info["code_version"]["dctnet"]
+    assert run_info["environment"]["torch"] == torch.__version__
+    saved = json.loads((run / "config.json").read_text())
+    assert saved["kind"] == "cdm" and saved["batch_size"] == 2 and saved["epochs"] == 2
+    state = torch.load(run / "latest.pt", weights_only=True)
+    assert state["progress"]["step"] == 8 and state["kind"] == "cdm"
+    assert (run / "best.pt").is_file()
+
+    before = (run / "latest.pt").read_bytes()
+    assert dctnet(["train-cdm", "--data", str(prepared), "--output", str(run), *TINY_CDM]) == 2
+    assert "already holds a training run" in capsys.readouterr().err
+    assert (run / "latest.pt").read_bytes() == before  # untouched
+
+    # --overwrite starts again (1 epoch → 4 steps, a fresh log)
+    assert dctnet(["train-cdm", "--data", str(prepared), "--output", str(run), "--overwrite", "--epochs", "1",
+                   *TINY_CDM]) == 0
+    assert sum(r["event"] == "train" for r in read_records(run)) == 4
+
+
+def test_tiny_preset_on_wrong_image_size_is_a_clear_error(tmp_path, capsys):
+    data = write_tiny_prepared(tmp_path / "prep64", n_train=1, n_val=0, size=64)
+    code = dctnet(["train-cdm", "--data", str(data), "--output", str(tmp_path / "run"), *TINY_CDM])
+    assert code == 2 and "64×64" in capsys.readouterr().err
+
+
+def test_unknown_set_key_lists_valid_keys(prepared, tmp_path, capsys):
+    code = dctnet(["train-cdm", "--data", str(prepared), "--output", str(tmp_path / "r"), *TINY_CDM,
+                   "--set", "learning_rate=1"])
+    err = capsys.readouterr().err
+    assert code == 2 and "learning_rate" in err and "batch_size" in err and "lr" in err
+
+
+def test_sigterm_stops_at_a_step_boundary_with_a_valid_checkpoint(prepared, tmp_path):
+    run = tmp_path / "cdm"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "DCTNetLib", "train-cdm", "--data", str(prepared), "--output", str(run),
+           "--epochs", "1000", *TINY_CDM]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:  # wait for a few training steps
+            log = run / "metrics.jsonl"
+            if log.is_file() and log.read_text().count('"train"') >= 3:
+                break
+            assert proc.poll() is None, proc.communicate()
+            time.sleep(0.2)
+        sent = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=60)
+        stopped_after = time.monotonic() - sent
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, err
+    assert stopped_after < 20
+    assert "resume with" in err and "--resume" in err
+    records = read_records(run)
+    assert records[-1]["event"] == "interrupted" and records[-1]["reason"] == "SIGTERM"
+    state = torch.load(run / "latest.pt", weights_only=True)
+    assert state["progress"]["step"] == records[-1]["step"]
