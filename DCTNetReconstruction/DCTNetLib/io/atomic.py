@@ -10,6 +10,9 @@ Typical use::
     atomic_write_text(folder / "meta.json", json.dumps(meta))
     with atomic_path(folder / "volume.nii.gz") as tmp:   # tmp keeps the ".nii.gz" ending
         sitk.WriteImage(image, str(tmp))
+
+It also holds the file-system checks done *before* reading or writing: :func:`check_readable`,
+:func:`check_writable_dir`, :func:`check_free_space`.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ import shutil
 from pathlib import Path
 from typing import Any, Iterator
 
-from ..errors import OutputError
+from ..errors import InputError, OutputError
 
 __all__ = [
     "atomic_path",
@@ -31,6 +34,7 @@ __all__ = [
     "atomic_torch_save",
     "check_writable_dir",
     "check_free_space",
+    "check_readable",
     "format_bytes",
 ]
 
@@ -221,3 +225,36 @@ def check_free_space(path: str | os.PathLike, nbytes: int) -> int:
             f"not enough free disk space: need {format_bytes(nbytes)}, have {format_bytes(free)} at {probe}"
         )
     return free
+
+
+def check_readable(path: str | os.PathLike, what: str = "file") -> Path:
+    """Check that ``path`` exists and can be opened for reading (a file) or listed (a folder).
+
+    Done up front so that a permission problem is reported as such, not as "not an image" by a reader that
+    swallows ``OSError`` (Pillow, GDCM's series scanner). ``os.access`` is not used: it answers for the real,
+    not the effective, user and says yes to root.
+
+    Args:
+        path: file or folder about to be read.
+        what: what the path is, for the message (``"CT"``, ``"radiograph"``). Defaults to ``"file"``.
+
+    Returns:
+        ``Path(path)``.
+
+    Raises:
+        InputError: ``"<what> not found: PATH"`` or ``"no permission to read <what>: PATH"``.
+    """
+    target = Path(path)
+    if not target.exists():
+        raise InputError(f"{what} not found: {target}")
+    try:
+        if target.is_dir():
+            os.listdir(target)
+        else:
+            with open(target, "rb") as handle:
+                handle.read(1)
+    except PermissionError as exc:
+        raise InputError(f"no permission to read {what}: {target}") from exc
+    except OSError as exc:
+        raise InputError(f"cannot read {what} {target}: {exc.strerror or exc}") from exc
+    return target

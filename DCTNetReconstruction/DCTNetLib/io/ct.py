@@ -5,13 +5,15 @@ orientation of ``DCTNetLib.conventions`` (``sitk.DICOMOrient(img, "LPI")``; arra
 R→L)) together with the physical geometry (spacing, origin, direction) needed to write results back in place.
 
 Accepted inputs: a folder holding a DICOM series (searched recursively; with several series the one with the most
-slices is used and the choice is logged), or a NIfTI (``.nii``/``.nii.gz``), NRRD (``.nrrd``/``.nhdr``) or
+slices is used and the choice is logged as a warning naming the series kept and skipped), or a NIfTI (``.nii``/``.nii.gz``), NRRD (``.nrrd``/``.nhdr``) or
 MetaImage (``.mha``/``.mhd``) file. DICOM rescale slope/intercept are applied by SimpleITK's ImageSeriesReader;
 the slice stack is checked for missing or duplicated slices and uneven spacing first.
 
 Rejected, with an :class:`~DCTNetLib.errors.InputError` naming the problem and the file: missing paths,
 unreadable files, 2D images (or a single DICOM slice), multi-component (RGB) images, NaN/inf voxels, and volumes
-whose values are not CT-like (see :func:`check_ct_values`).
+whose values are not CT-like (see :func:`check_ct_values`); empty folders, DICOM files without pixel data, and
+damaged or truncated slices of the chosen series (GDCM silently leaves those out of a series, which would
+otherwise look like a missing slice or go unnoticed).
 """
 
 from __future__ import annotations
@@ -26,7 +28,8 @@ import SimpleITK as sitk
 
 from ..conventions import SITK_ORIENTATION
 from ..errors import InputError, OutputError
-from .atomic import atomic_path, check_writable_dir
+from .atomic import atomic_path, check_free_space, check_readable, check_writable_dir
+from .radiograph import has_dicom_prefix
 
 __all__ = [
     "CTVolume",
@@ -60,6 +63,12 @@ WRITABLE_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".mha")  # single-file formats 
 _DUPLICATE_GAP = 0.05  # two slices closer than 5 % of the gap are the same slice twice
 _MISSING_GAP = 1.5  # a gap over 1.5× the median means at least one slice is missing
 _SPACING_TOLERANCE = 0.1  # otherwise gaps must agree within ±10 %
+
+# NIfTI on-disk float types (NIfTI-1 header ``datatype`` codes, nifti1.h: DT_FLOAT32 16, DT_FLOAT64 64). ITK's NIfTI
+# reader replaces every NaN/±inf of these with 0 without a word (InsightSoftwareConsortium/ITK PR #6683, fixed only
+# for ITK 6), so read_ct scans the raw voxels itself.
+_NIFTI_FLOAT_TYPES = {16: "f4", 64: "f8"}
+_SCAN_CHUNK_BYTES = 1 << 22  # 4 MiB at a time: constant memory whatever the volume size
 
 
 @dataclass
@@ -186,9 +195,7 @@ def read_ct(path: str | os.PathLike) -> CTVolume:
     Raises:
         InputError: see the module docstring; the message names the problem and the file or folder.
     """
-    path = Path(path)
-    if not path.exists():
-        raise InputError(f"CT not found: {path}")
+    path = check_readable(path, "CT")
     if path.is_dir():
         return read_dicom_series(path)
     try:
@@ -196,7 +203,61 @@ def read_ct(path: str | os.PathLike) -> CTVolume:
     except RuntimeError as exc:
         kind = "" if path.name.lower().endswith(READABLE_SUFFIXES + (".dcm",)) else " (unsupported format?)"
         raise InputError(f"cannot read CT file{kind}: {path} ({_first_line(exc)})") from exc
+    if path.name.lower().endswith((".nii", ".nii.gz")):
+        bad = nifti_nonfinite_count(path)
+        if bad:
+            raise InputError(f"CT contains {bad} NaN/inf voxel(s) (a NIfTI reader would show them as 0 HU): {path}")
     return from_sitk(image, str(path))
+
+
+def _nifti_layout(header: bytes) -> tuple[str, int, int, int] | None:
+    """``(byte order, datatype, voxel count, data offset)`` of a NIfTI-1/-2 header, or None if not NIfTI."""
+    for order in "<>":
+        size = int(np.frombuffer(header[:4], f"{order}i4")[0])
+        if size == 348 and len(header) >= 348:  # NIfTI-1: dim int16[8] @40, datatype int16 @70, vox_offset f4 @108
+            dims = np.frombuffer(header[40:56], f"{order}i2").astype(np.int64)
+            datatype = int(np.frombuffer(header[70:72], f"{order}i2")[0])
+            offset = int(np.frombuffer(header[108:112], f"{order}f4")[0])
+        elif size == 540 and len(header) >= 540:  # NIfTI-2: datatype int16 @12, dim int64[8] @16, vox_offset @168
+            datatype = int(np.frombuffer(header[12:14], f"{order}i2")[0])
+            dims = np.frombuffer(header[16:80], f"{order}i8")
+            offset = int(np.frombuffer(header[168:176], f"{order}i8")[0])
+        else:
+            continue
+        ndim = int(dims[0])
+        if not 1 <= ndim <= 7:
+            return None
+        return order, datatype, int(np.prod(np.maximum(dims[1:ndim + 1], 1))), offset
+    return None
+
+
+def nifti_nonfinite_count(path: str | os.PathLike) -> int:
+    """Number of NaN/±inf voxels stored in a float NIfTI file (0 for integer files, which cannot hold any).
+
+    Reads the raw data in chunks (constant memory), because ITK's reader zeroes non-finite values on load.
+    """
+    import gzip
+
+    path = Path(path)
+    opener = gzip.open if path.name.lower().endswith(".gz") else open
+    with opener(path, "rb") as handle:
+        layout = _nifti_layout(handle.read(544))
+        if layout is None or layout[1] not in _NIFTI_FLOAT_TYPES:
+            return 0
+        order, datatype, count, offset = layout
+        dtype = np.dtype(f"{order}{_NIFTI_FLOAT_TYPES[datatype]}")
+        handle.seek(offset)
+        remaining, bad = count * dtype.itemsize, 0
+        chunk = _SCAN_CHUNK_BYTES - _SCAN_CHUNK_BYTES % dtype.itemsize
+        while remaining > 0:
+            data = handle.read(min(chunk, remaining))
+            if not data:
+                break  # short file: ITK has already refused it or will
+            usable = len(data) - len(data) % dtype.itemsize
+            values = np.frombuffer(data[:usable], dtype)
+            bad += int(values.size - np.count_nonzero(np.isfinite(values)))
+            remaining -= len(data)
+    return bad
 
 
 def write_ct(ct: CTVolume, path: str | os.PathLike) -> Path:
@@ -209,6 +270,7 @@ def write_ct(ct: CTVolume, path: str | os.PathLike) -> Path:
     if not path.name.lower().endswith(WRITABLE_SUFFIXES):
         raise OutputError(f"unsupported CT output format (use one of {', '.join(WRITABLE_SUFFIXES)}): {path}")
     check_writable_dir(path.parent)
+    check_free_space(path.parent, ct.hu.nbytes)  # uncompressed size: an upper bound of what is written
     with atomic_path(path) as tmp:
         try:
             sitk.WriteImage(to_sitk(ct), str(tmp), useCompression=path.name.lower().endswith(".gz"))
@@ -295,21 +357,73 @@ def _sorted_slices(files: list[str], folder: Path) -> list[str]:
     return files
 
 
+def _why_no_series(folder: Path) -> str:
+    """The message for a folder where GDCM finds no image series: empty, no DICOM, or DICOM without pixels."""
+    import pydicom
+
+    files = [Path(root) / name for root, _, names in os.walk(folder) for name in sorted(names)]
+    if not files:
+        return f"no readable DICOM series found: the CT folder is empty: {folder}"
+    dicom = [path for path in files if has_dicom_prefix(path)]
+    if not dicom:
+        return f"no readable DICOM series found in folder ({len(files)} file(s), none of them DICOM): {folder}"
+    try:
+        ds = pydicom.dcmread(dicom[0], defer_size=1024)
+    except Exception as exc:  # pydicom raises many types for damaged files
+        return f"no readable DICOM series found in folder: {dicom[0].name} is damaged or truncated ({exc}): {folder}"
+    if "PixelData" not in ds:
+        return (f"no readable DICOM series found in folder: its {len(dicom)} DICOM file(s) hold no pixel data "
+                f"(e.g. {dicom[0].name}, modality {ds.get('Modality', '?')}): {folder}")
+    return f"no readable DICOM series found in folder ({len(dicom)} DICOM file(s), none readable by GDCM): {folder}"
+
+
+def _check_left_out_files(series_folder: Path, uid: str, files: list[str]) -> None:
+    """Refuse a series when a DICOM file beside it is damaged or is one of its slices that GDCM left out.
+
+    GDCM's series scanner silently skips files it cannot parse (a truncated download), so the series it returns
+    looks complete or merely "missing a slice". Any DICOM-prefixed file of the folder outside the series is read
+    with pydicom: unreadable, or belonging to the same series, means a damaged slice.
+
+    Raises:
+        InputError: naming the damaged file and the folder.
+    """
+    import pydicom
+
+    listed = {Path(name).name for name in files}
+    for name in sorted(os.listdir(series_folder)):
+        path = series_folder / name
+        if name in listed or not path.is_file() or not has_dicom_prefix(path):
+            continue
+        try:
+            ds = pydicom.dcmread(path, stop_before_pixels=True)
+        except Exception as exc:  # pydicom raises many types for damaged files
+            raise InputError(f"unreadable DICOM file {name} (truncated or damaged: {exc}) in series folder "
+                             f"{series_folder}") from exc
+        if len(ds) == 0:  # only the preamble and file meta survived: cut off after the header
+            raise InputError(f"unreadable DICOM file {name} (truncated: it ends after its file header) in series "
+                             f"folder {series_folder}")
+        if str(ds.get("SeriesInstanceUID", "")) == uid:
+            raise InputError(f"DICOM slice {name} of the series is truncated or damaged (its pixel data cannot be "
+                             f"read): {series_folder}")
+
+
 def read_dicom_series(folder: str | os.PathLike) -> CTVolume:
     """Read the largest DICOM series found under ``folder`` (rescale slope/intercept applied), canonical HU.
 
     Raises:
         InputError: no series, damaged or incomplete series, not a CT.
     """
-    folder = Path(folder)
+    folder = check_readable(folder, "CT folder")
     series = find_dicom_series(folder)
     if not series:
-        raise InputError(f"no readable DICOM series found in folder: {folder}")
+        raise InputError(_why_no_series(folder))
     series.sort(key=lambda s: len(s[2]), reverse=True)
     uid, series_folder, files = series[0]
     if len(series) > 1:
-        log.info("%d DICOM series under %s; using the largest: %s (%d files) in %s",
-                 len(series), folder, uid, len(files), series_folder)
+        skipped = "; ".join(f"{s[0]} ({len(s[2])} files) in {s[1]}" for s in series[1:])
+        log.warning("%d DICOM series under %s; using the largest: %s (%d files) in %s; skipped: %s",
+                    len(series), folder, uid, len(files), series_folder, skipped)
+    _check_left_out_files(series_folder, uid, files)
     if len(files) < 2:
         raise InputError(f"DICOM series has a single slice; a CT needs a stack of slices: {series_folder}")
     files = _sorted_slices(files, series_folder)

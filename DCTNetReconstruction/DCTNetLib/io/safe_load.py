@@ -20,6 +20,7 @@ import hashlib
 import io
 import os
 import pickle
+import re
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -52,6 +53,23 @@ _NUMPY_ARRAY_GLOBALS: frozenset[tuple[str, str]] = frozenset({
     ("numpy", "ndarray"),
     ("numpy", "dtype"),
 })
+
+
+# torch's weights_only refusal names the offending global in a long multi-paragraph message (with ANSI bold codes).
+_TORCH_REFUSAL = re.compile(r"Unsupported (?:global: GLOBAL (?P<name>\S+)|operand (?P<op>\d+))")
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def _one_line_reason(exc: BaseException) -> str:
+    """A short, single-line reason from a torch / pickle exception (its first sentence, no terminal codes)."""
+    text = _ANSI.sub("", str(exc)).strip()
+    match = _TORCH_REFUSAL.search(text)
+    if match and match.group("name"):
+        return f"it references '{match.group('name')}', which could run code"
+    if match:
+        return f"it uses pickle opcode {match.group('op')}, which plain weights files do not"
+    first = text.splitlines()[0] if text else type(exc).__name__
+    return first.split(". ")[0].rstrip(".") or type(exc).__name__
 
 
 def sha256_file(path: str | os.PathLike) -> str:
@@ -207,13 +225,10 @@ def load_torch_file(path: str | os.PathLike, expected_sha256: str | None = None)
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         # weights_only refuses any global outside torch's allow-list, before calling it.
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise WeightsError(
-            f"refusing to load {path}: it is not a plain weights file (weights_only check: {first_line})"
-        ) from exc
+        raise WeightsError(f"refusing to load {path}: it is not a plain weights file ({_one_line_reason(exc)})") from exc
     except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError, KeyError, IndexError, TypeError,
             AttributeError) as exc:
-        raise WeightsError(f"cannot read weights file {path}: truncated or corrupt ({exc})") from exc
+        raise WeightsError(f"cannot read weights file {path}: truncated or corrupt ({_one_line_reason(exc)})") from exc
 
 
 # The name used across the package for training checkpoints; same safety rules.

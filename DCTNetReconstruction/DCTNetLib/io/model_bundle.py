@@ -1,0 +1,256 @@
+"""Model bundles: everything inference needs in one weights-only file (CDM + G(Y) + G(X) + their configs).
+
+Training writes *checkpoints* (models, optimisers, RNG states: :mod:`DCTNetLib.training.checkpoint`); users and
+the Slicer module load *bundles*: the CDM's EMA weights and both generators, each with the config that rebuilds
+its architecture, plus provenance. ``dctnet export`` makes one from a CDM and a GAN checkpoint; the shipped
+default lives in ``DCTNetLib/resources/weights/`` with a manifest that records its sha256 and the recipe.
+
+File layout (a ``torch.save`` dict of tensors and plain containers, read with ``weights_only=True``)::
+
+    {"format": "dctnet-model-bundle", "format_version": 1,
+     "cdm": {"config": CDMConfig.to_dict(), "state_dict": {...}} | None,
+     "generator": {"preset": GANPreset.to_dict(), "g_raw": {...}, "g_bs": {...} | None},
+     "image_size": 128, "sampling_steps": 20, "meta": {...}}
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..errors import InputError, WeightsError
+from .atomic import atomic_torch_save, atomic_write_text
+from .safe_load import check_sha256, load_torch_file, sha256_file
+
+__all__ = [
+    "BUNDLE_FORMAT",
+    "ModelBundle",
+    "default_weights_path",
+    "default_manifest_path",
+    "load_model_bundle",
+    "save_model_bundle",
+    "bundle_from_checkpoints",
+    "write_manifest",
+]
+
+BUNDLE_FORMAT = "dctnet-model-bundle"
+BUNDLE_FORMAT_VERSION = 1
+_WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "resources" / "weights"
+DEFAULT_BUNDLE_NAME = "dctnet_small.pt"
+MANIFEST_NAME = "manifest.json"
+
+
+def default_weights_path() -> Path:
+    """The shipped default bundle (small presets, trained on CPU; see its manifest)."""
+    return _WEIGHTS_DIR / DEFAULT_BUNDLE_NAME
+
+
+def default_manifest_path() -> Path:
+    """The manifest (sha256, size, recipe, training data) of the shipped bundle."""
+    return _WEIGHTS_DIR / MANIFEST_NAME
+
+
+@dataclass
+class ModelBundle:
+    """The inference models, in eval mode on the CPU.
+
+    Args:
+        cdm: the bone-suppression :class:`~DCTNetLib.models.diffusion.ConditionalDiffusion` (EMA weights), or
+            ``None`` for a single-branch model (ablation without the CDM).
+        g_raw: G(Y), the generator for raw radiographs: ``(B, 2, n, n) → (B, 1, n, n, n)``.
+        g_bs: G(X), the generator for bone-suppressed radiographs, or ``None``.
+        image_size: radiograph side n the models expect.
+        sampling_steps: default DDIM steps of the bone-suppression preview.
+        cdm_config, gan_preset: the configs that rebuild the architectures (plain dicts).
+        meta: provenance (data, steps, command, code version).
+    """
+
+    cdm: nn.Module | None
+    g_raw: nn.Module
+    g_bs: nn.Module | None
+    image_size: int
+    sampling_steps: int = 20
+    cdm_config: dict[str, Any] | None = None
+    gan_preset: dict[str, Any] | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def to(self, device: torch.device | str) -> "ModelBundle":
+        """Move every model to ``device`` (in place) and return ``self``."""
+        for model in (self.cdm, self.g_raw, self.g_bs):
+            if model is not None:
+                model.to(device)
+        return self
+
+    def parameter_counts(self) -> dict[str, int]:
+        """Parameters per model (``0`` for an absent one)."""
+        return {name: sum(p.numel() for p in m.parameters()) if m is not None else 0
+                for name, m in (("cdm", self.cdm), ("g_raw", self.g_raw), ("g_bs", self.g_bs))}
+
+
+# ----------------------------------------------------------------------------------------------- building
+def _build_cdm(config: dict[str, Any]) -> nn.Module:
+    from ..models.diffusion import CDMConfig, ConditionalDiffusion
+
+    return ConditionalDiffusion(CDMConfig.from_dict(config))
+
+
+def _build_generator(preset: dict[str, Any]) -> nn.Module:
+    from ..models.presets import GANPreset, build_generator
+
+    return build_generator(GANPreset.from_dict(preset).generator)
+
+
+def _load_state(model: nn.Module, state: dict[str, torch.Tensor], what: str, path: Path) -> None:
+    """Strict ``load_state_dict`` with a message that names the file and the differing keys/shapes."""
+    own = model.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    shapes = [f"{k}: file {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
+              for k in sorted(set(own) & set(state)) if tuple(state[k].shape) != tuple(own[k].shape)]
+    if missing or unexpected or shapes:
+        details = "; ".join(filter(None, [
+            f"missing {missing[:3]}{'…' if len(missing) > 3 else ''}" if missing else "",
+            f"unexpected {unexpected[:3]}{'…' if len(unexpected) > 3 else ''}" if unexpected else "",
+            f"shape mismatch {shapes[:3]}" if shapes else "",
+        ]))
+        raise WeightsError(f"{path}: the {what} weights do not match the architecture recorded in the file "
+                           f"({details})")
+    model.load_state_dict(state)
+
+
+def _eval(model: nn.Module | None) -> nn.Module | None:
+    if model is not None:
+        model.eval().requires_grad_(False)
+    return model
+
+
+def bundle_from_state(state: dict[str, Any], path: Path) -> ModelBundle:
+    """Rebuild a :class:`ModelBundle` from a loaded bundle dict (architecture first, then strict weights)."""
+    if not isinstance(state, dict) or state.get("format") != BUNDLE_FORMAT:
+        kind = state.get("kind") if isinstance(state, dict) else None
+        hint = (" — it is a training checkpoint; make a bundle with `dctnet export --cdm CDM.pt --gan GAN.pt "
+                "--output model.pt`" if kind in ("cdm", "gan") else "")
+        raise WeightsError(f"{path} is not a DCTNet model bundle{hint}")
+    if int(state.get("format_version", 0)) > BUNDLE_FORMAT_VERSION:
+        raise WeightsError(f"{path} has bundle format {state.get('format_version')}, newer than this DCTNet reads "
+                           f"({BUNDLE_FORMAT_VERSION}); update DCTNet")
+    try:
+        generator = state["generator"]
+        cdm_part = state.get("cdm")
+        cdm = _build_cdm(cdm_part["config"]) if cdm_part else None
+        g_raw = _build_generator(generator["preset"])
+        g_bs = _build_generator(generator["preset"]) if generator.get("g_bs") is not None else None
+    except (KeyError, TypeError, ValueError) as exc:
+        raise WeightsError(f"{path}: the recorded model configuration is invalid ({exc!r})") from exc
+    if cdm is not None:
+        _load_state(cdm, cdm_part["state_dict"], "CDM", path)
+    _load_state(g_raw, generator["g_raw"], "G(Y)", path)
+    if g_bs is not None:
+        _load_state(g_bs, generator["g_bs"], "G(X)", path)
+    image_size = int(state.get("image_size", 128))
+    return ModelBundle(cdm=_eval(cdm), g_raw=_eval(g_raw), g_bs=_eval(g_bs), image_size=image_size,
+                       sampling_steps=int(state.get("sampling_steps", 20)),
+                       cdm_config=cdm_part["config"] if cdm_part else None,
+                       gan_preset=generator["preset"], meta=dict(state.get("meta", {})))
+
+
+def load_model_bundle(path: str | Path | None = None, expected_sha256: str | None = None) -> ModelBundle:
+    """Load a bundle with ``weights_only=True``; ``None`` loads the shipped default and checks its manifest.
+
+    Raises:
+        WeightsError: missing, truncated, tampered (sha256), foreign, or architecture/weights mismatch.
+    """
+    if path is None:
+        path = default_weights_path()
+        if not path.is_file():
+            raise WeightsError(f"the shipped default weights are missing: {path} (reinstall DCTNet, or pass a "
+                               "bundle made with `dctnet export`)")
+        manifest = json.loads(default_manifest_path().read_text()) if default_manifest_path().is_file() else {}
+        expected_sha256 = expected_sha256 or manifest.get("sha256")
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsError(f"weights file not found: {path}")
+    check_sha256(path, expected_sha256)
+    return bundle_from_state(load_torch_file(path), path)
+
+
+def save_model_bundle(bundle: ModelBundle, path: str | Path, half: bool = False) -> Path:
+    """Write ``bundle`` atomically. ``half=True`` stores float16 weights (loaded back as float32)."""
+
+    def weights(model: nn.Module) -> dict[str, torch.Tensor]:
+        out = {}
+        for key, value in model.state_dict().items():
+            value = value.detach().cpu()
+            out[key] = value.half() if half and value.is_floating_point() else value.clone()
+        return out
+
+    if bundle.gan_preset is None:
+        raise InputError("save_model_bundle: the bundle has no gan_preset to rebuild its generators from")
+    state = {
+        "format": BUNDLE_FORMAT, "format_version": BUNDLE_FORMAT_VERSION,
+        "cdm": ({"config": bundle.cdm_config, "state_dict": weights(bundle.cdm)} if bundle.cdm is not None else None),
+        "generator": {"preset": bundle.gan_preset, "g_raw": weights(bundle.g_raw),
+                      "g_bs": weights(bundle.g_bs) if bundle.g_bs is not None else None},
+        "image_size": int(bundle.image_size), "sampling_steps": int(bundle.sampling_steps), "meta": bundle.meta,
+    }
+    return atomic_torch_save(state, Path(path))
+
+
+def _cdm_from_checkpoint(path: Path) -> tuple[nn.Module, dict[str, Any], dict[str, Any]]:
+    from ..training.checkpoint import load_checkpoint
+
+    state = load_checkpoint(path, kind="cdm")
+    config = state["model_config"]
+    cdm = _build_cdm(config)
+    ema = state.get("ema", {}).get("diffusion")
+    _load_state(cdm, ema["model"] if ema else state["models"]["diffusion"], "CDM (EMA)", path)
+    return cdm, config, state.get("progress", {})
+
+
+def _generators_from_checkpoint(path: Path) -> tuple[nn.Module, nn.Module | None, dict[str, Any], dict[str, Any]]:
+    from ..training.checkpoint import load_checkpoint
+
+    state = load_checkpoint(path, kind="gan")
+    preset = state["model_config"]
+    models = state["models"]
+    g_raw = _build_generator(preset)
+    _load_state(g_raw, models["g_raw"], "G(Y)", path)
+    g_bs = None
+    if models.get("g_bs") is not None:
+        g_bs = _build_generator(preset)
+        _load_state(g_bs, models["g_bs"], "G(X)", path)
+    return g_raw, g_bs, preset, state.get("progress", {})
+
+
+def bundle_from_checkpoints(gan_checkpoint: str | Path, cdm_checkpoint: str | Path | None,
+                            sampling_steps: int | None = None, meta: dict[str, Any] | None = None) -> ModelBundle:
+    """Assemble a bundle from training checkpoints (the CDM's EMA weights, both generators)."""
+    g_raw, g_bs, preset, gan_progress = _generators_from_checkpoint(Path(gan_checkpoint))
+    cdm = cdm_config = None
+    cdm_progress: dict[str, Any] = {}
+    if cdm_checkpoint is not None:
+        cdm, cdm_config, cdm_progress = _cdm_from_checkpoint(Path(cdm_checkpoint))
+    if g_bs is not None and cdm is None:
+        raise InputError(f"{gan_checkpoint} has a bone-suppressed generator G(X): pass the CDM checkpoint that "
+                         "makes its inputs (--cdm)")
+    steps = int(sampling_steps or (cdm_config or {}).get("sampling_steps", 20))
+    image_size = int((cdm_config or {}).get("image_size", preset.get("generator", {}).get("image_size", 128)))
+    info = {"gan_checkpoint": Path(gan_checkpoint).name, "gan_progress": gan_progress,
+            "cdm_checkpoint": Path(cdm_checkpoint).name if cdm_checkpoint else None, "cdm_progress": cdm_progress,
+            **(meta or {})}
+    return ModelBundle(cdm=_eval(cdm), g_raw=_eval(g_raw), g_bs=_eval(g_bs), image_size=image_size,
+                       sampling_steps=steps, cdm_config=cdm_config, gan_preset=preset, meta=info)
+
+
+def write_manifest(bundle_path: str | Path, recipe: dict[str, Any], manifest_path: str | Path | None = None) -> Path:
+    """Record the bundle's sha256 and size with the recipe that made it (next to it by default)."""
+    bundle_path = Path(bundle_path)
+    manifest_path = Path(manifest_path) if manifest_path else bundle_path.with_name(MANIFEST_NAME)
+    manifest = {"file": bundle_path.name, "sha256": sha256_file(bundle_path),
+                "bytes": bundle_path.stat().st_size, **recipe}
+    return atomic_write_text(manifest_path, json.dumps(manifest, indent=2) + "\n")

@@ -1,0 +1,184 @@
+"""Multi-path loss of DCT-Net (§2.3, eqs. 8–10): contrastive, reconstruction, projection and adversarial terms.
+
+Generator objective (eq. 10b)::
+
+    L_G = λ1 · ℓ(G) + λ2 · ℓ_contr + λ3 · ℓ_recon + λ4 · ℓ_proj
+    ℓ(G)    = ½ · mean_v mean((D_v(G(Y) | Y) − 1)²)                               (eq. 9b, LSGAN)
+    ℓ_contr = mean over planes v of Σ_i 1/(C_i H_i W_i) ‖φ_i(P_v G(Y)) − φ_i(P_v G(X))‖²   (eq. 8)
+    ℓ_recon = mean((G(Y) − GT)²)                                                  (MSE)
+    ℓ_proj  = mean over planes v of mean |P_v G(Y) − P_v GT|                        (L1)
+
+Discriminator objective (eq. 10a): ``λ1 · ½ [mean_v mean((D_v(GT | Y) − 1)²) + mean_v mean(D_v(G(Y) | Y)²)]``.
+``D_v`` are the entries of the discriminator's output dict (axial/coronal/sagittal slice patches for
+:class:`~DCTNetLib.models.discriminator.TriPlaneDiscriminator`, one 3D patch map for X2CT-GAN's); each entry's
+squared error is averaged over its patches, then the entries are averaged.
+
+``P_v`` is the mean projection of the volume along the axis normal to plane ``v`` (X2CT-GAN's projection maps
+are means along an axis: kylekma/X2CT ``output_map``). The grey projections enter φ (frozen ImageNet VGG16,
+:class:`~DCTNetLib.models.perceptual.VGG16Features`) as 3 identical channels normalised with the ImageNet mean
+and std torchvision's VGG16 was trained with; that conversion lives in ``VGG16Features.forward``.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..conventions import AXIS_AP, AXIS_RL, AXIS_SI
+from .presets import LossConfig
+
+__all__ = ["PLANE_AXES", "project_planes", "perceptual_loss", "lsgan_loss", "MultiPathLoss"]
+
+# Plane → volume axis (of (D, H, W)) averaged away: axial planes are normal to S–I, coronal to A–P, sagittal
+# to R–L (same plane names as the discriminator's slices).
+PLANE_AXES = {"axial": AXIS_SI, "coronal": AXIS_AP, "sagittal": AXIS_RL}
+
+
+def project_planes(volume: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Mean projections of a volume onto the axial, coronal and sagittal planes.
+
+    Args:
+        volume: ``(B, 1, D, H, W)`` volume.
+
+    Shapes:
+        ``(B, 1, D, H, W)`` → ``{"axial": (B, 1, H, W), "coronal": (B, 1, D, W), "sagittal": (B, 1, D, H)}``.
+    """
+    if volume.ndim != 5:
+        raise ValueError(f"volume must be (B, C, D, H, W), got shape {tuple(volume.shape)}")
+    return {plane: volume.mean(dim=2 + axis) for plane, axis in PLANE_AXES.items()}
+
+
+def perceptual_loss(phi: nn.Module, a: torch.Tensor, b: torch.Tensor,
+                    layers: Sequence[int] | None = None) -> torch.Tensor:
+    """Perceptual loss of eq. 8: Σ_i 1/(C_i H_i W_i) ‖φ_i(a) − φ_i(b)‖², averaged over the batch.
+
+    Args:
+        phi: Feature network returning a sequence of feature maps (e.g. :class:`VGG16Features`).
+        a: ``(N, 1, H, W)`` grey images.
+        b: ``(N, 1, H, W)`` grey images.
+        layers: Indices of ``phi``'s outputs to sum; ``None`` = all.
+
+    Shapes:
+        ``(N, 1, H, W)``, ``(N, 1, H, W)`` → scalar.
+    """
+    if a.shape != b.shape:
+        raise ValueError(f"a and b must have the same shape, got {tuple(a.shape)} and {tuple(b.shape)}")
+    features = phi(torch.cat([a, b], dim=0))  # one pass through φ for both images
+    picked = features if layers is None else [features[i] for i in layers]
+    n = a.shape[0]
+    # mse_loss averages over N·C·H·W = the batch mean of 1/(C H W) ‖·‖².
+    return sum(F.mse_loss(f[:n], f[n:]) for f in picked)
+
+
+def lsgan_loss(scores: dict[str, torch.Tensor], target: float) -> torch.Tensor:
+    """Mean over the output dict's entries of the mean squared distance of the patch scores to ``target``."""
+    if not scores:
+        raise ValueError("scores must be a non-empty dict of discriminator outputs")
+    return sum(F.mse_loss(s, torch.full_like(s, target)) for s in scores.values()) / len(scores)
+
+
+class MultiPathLoss(nn.Module):
+    """The multi-path loss module of DCT-Net (Fig. 2c): generator and discriminator objectives of eq. 10.
+
+    Args:
+        config: Weights and switches (:class:`~DCTNetLib.models.presets.LossConfig`).
+        perceptual: Frozen feature network φ for the contrastive term; required when ``config.contrastive`` and
+            ``config.contrastive_metric == "perceptual"``, else ignored.
+
+    Example::
+
+        loss = MultiPathLoss(gan_preset("small").loss, VGG16Features())
+        total, terms = loss.generator_loss(g_y, ct, d(g_y, y), fake_x=g_x)
+    """
+
+    def __init__(self, config: LossConfig, perceptual: nn.Module | None = None) -> None:
+        super().__init__()
+        if config.uses_perceptual and perceptual is None:
+            raise ValueError("perceptual: a feature network φ is required by the perceptual contrastive term "
+                             "(or set contrastive_metric='l1' / contrastive=False)")
+        self.config = config
+        self.perceptual = perceptual if config.uses_perceptual else None
+
+    def contrastive(self, fake_y: torch.Tensor, fake_x: torch.Tensor) -> torch.Tensor:
+        """ℓ_contr: mean over the three planes of eq. 8 (or of an L1) between projections of G(Y) and G(X).
+
+        Shapes:
+            ``(B, 1, D, H, W)``, ``(B, 1, D, H, W)`` → scalar.
+        """
+        raw, aug = project_planes(fake_y), project_planes(fake_x)
+        if self.config.contrastive_metric == "l1":
+            return sum(F.l1_loss(raw[v], aug[v]) for v in raw) / len(raw)
+        return sum(perceptual_loss(self.perceptual, raw[v], aug[v], self.config.perceptual_layers)
+                   for v in raw) / len(raw)
+
+    @staticmethod
+    def projection(fake: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
+        """ℓ_proj: mean over the three planes of the L1 between projections. Shapes: two volumes → scalar."""
+        p_fake, p_real = project_planes(fake), project_planes(real)
+        return sum(F.l1_loss(p_fake[v], p_real[v]) for v in p_fake) / len(p_fake)
+
+    def generator_loss(self, fake_y: torch.Tensor, real: torch.Tensor, d_fake_y: dict[str, torch.Tensor] | None,
+                       fake_x: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, float]]:
+        """Eq. 10b for G(Y) (and, through ℓ_contr, G(X)).
+
+        Args:
+            fake_y: ``(B, 1, D, H, W)`` G(Y).
+            real: ``(B, 1, D, H, W)`` ground truth.
+            d_fake_y: Discriminator outputs for G(Y) (not detached); unused (may be ``None``) when
+                ``config.adversarial`` is off.
+            fake_x: ``(B, 1, D, H, W)`` G(X); required when ``config.contrastive`` is on.
+
+        Returns:
+            ``(total, terms)``: the weighted sum, and the unweighted terms ``adv``, ``contrastive``, ``recon``,
+            ``proj`` that are switched on, plus ``total``, as floats (for logging).
+
+        Shapes:
+            volumes ``(B, 1, D, H, W)`` → scalar.
+        """
+        if fake_y.shape != real.shape:
+            raise ValueError(f"fake_y {tuple(fake_y.shape)} and real {tuple(real.shape)} must have the same shape")
+        cfg = self.config
+        parts: list[tuple[str, float, torch.Tensor]] = []
+        if cfg.adversarial:
+            if d_fake_y is None:
+                raise ValueError("d_fake_y: discriminator outputs for G(Y) are required when adversarial=True")
+            parts.append(("adv", cfg.lambda_adv, 0.5 * lsgan_loss(d_fake_y, 1.0)))
+        if cfg.contrastive:
+            if fake_x is None:
+                raise ValueError("fake_x: G(X) is required when the contrastive term is on (contrastive=True)")
+            if fake_x.shape != fake_y.shape:
+                raise ValueError(f"fake_x {tuple(fake_x.shape)} must have fake_y's shape {tuple(fake_y.shape)}")
+            parts.append(("contrastive", cfg.lambda_contrastive, self.contrastive(fake_y, fake_x)))
+        if cfg.reconstruction:
+            parts.append(("recon", cfg.lambda_recon, F.mse_loss(fake_y, real)))
+        if cfg.projection:
+            parts.append(("proj", cfg.lambda_proj, self.projection(fake_y, real)))
+        if not parts:
+            raise ValueError("config: every generator loss term is switched off")
+        total = sum(weight * value for _, weight, value in parts)
+        terms = {name: float(value.detach()) for name, _, value in parts}
+        terms["total"] = float(total.detach())
+        return total, terms
+
+    def discriminator_loss(self, d_real: dict[str, torch.Tensor], d_fake: dict[str, torch.Tensor]
+                           ) -> tuple[torch.Tensor, dict[str, float]]:
+        """Eq. 9a weighted by λ1 (eq. 10a): ``λ1 · ½ [LS(D(GT|Y), 1) + LS(D(G(Y)|Y), 0)]``.
+
+        Args:
+            d_real: Discriminator outputs for the ground truth.
+            d_fake: Discriminator outputs for G(Y) (computed on a detached G(Y)).
+
+        Returns:
+            ``(loss, terms)`` with unweighted ``d_real``, ``d_fake`` (each ½·LS) and the weighted ``d_total``.
+
+        Shapes:
+            dicts of ``(N, 1, ...)`` patch maps → scalar.
+        """
+        real_term = 0.5 * lsgan_loss(d_real, 1.0)
+        fake_term = 0.5 * lsgan_loss(d_fake, 0.0)
+        total = self.config.lambda_adv * (real_term + fake_term)
+        return total, {"d_real": float(real_term.detach()), "d_fake": float(fake_term.detach()),
+                       "d_total": float(total.detach())}

@@ -1,0 +1,407 @@
+"""Model presets of the reconstruction GAN: generator, discriminator and multi-path loss configs in one place.
+
+A preset is named ``VARIANT`` or ``VARIANT@SIZE``:
+
+- variants: ``dctnet`` (the paper's model; the bare size names ``full``/``small``/``tiny`` are shorthands for
+  ``dctnet@full`` …) and the rows of DCT-Net Table 1 listed in :data:`ABLATIONS`;
+- sizes: ``full`` (the paper / X2CT-GAN widths, a GPU), ``small`` (trains on a 2-core CPU, a few M parameters)
+  and ``tiny`` (unit tests: 32² radiographs → 32³ volumes). An ablation without ``@SIZE`` is ``full``.
+
+Each variant only switches architecture or loss terms on top of the size's widths, so an ablation at ``small``
+trains on the same CPU budget as ``small``. ``docs/architecture.md`` tabulates every preset with its parameter
+count (``dctnet info``).
+
+Example::
+
+    preset = gan_preset("ablation-no-perceptual@small", loss={"lambda_recon": 5.0})
+    g_raw, d = build_generator(preset.generator), build_discriminator(preset.discriminator)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+from torch import nn
+
+from ..conventions import IMAGE_SIZE
+from ..errors import InputError
+
+__all__ = [
+    "GeneratorConfig",
+    "DiscriminatorConfig",
+    "LossConfig",
+    "GANPreset",
+    "SIZES",
+    "ABLATIONS",
+    "PRESET_NAMES",
+    "gan_preset",
+    "build_generator",
+    "build_discriminator",
+]
+
+SIZES = ("full", "small", "tiny")
+GENERATOR_ARCHS = ("dctnet", "x2ct")
+DISCRIMINATOR_ARCHS = ("triplane", "x2ct3d")
+CONTRASTIVE_METRICS = ("perceptual", "l1")
+
+
+def _tuple(value: Any) -> Any:
+    """Lists (from JSON) back to tuples, recursively; other values unchanged."""
+    return tuple(_tuple(v) for v in value) if isinstance(value, (list, tuple)) else value
+
+
+def _as_dict(config: Any) -> dict[str, Any]:
+    """``dataclasses.asdict`` with tuples as lists (plain JSON)."""
+    def plain(value: Any) -> Any:
+        if isinstance(value, (list, tuple)):
+            return [plain(v) for v in value]
+        if isinstance(value, dict):
+            return {k: plain(v) for k, v in value.items()}
+        return value
+    return {f.name: plain(getattr(config, f.name)) for f in dataclasses.fields(config)}
+
+
+def _from_dict(cls: type, data: dict[str, Any], what: str) -> Any:
+    """Build dataclass ``cls`` from ``data``; unknown keys raise :class:`InputError` listing the valid ones."""
+    names = [f.name for f in dataclasses.fields(cls)]
+    unknown = sorted(set(data) - set(names))
+    if unknown:
+        raise InputError(f"{what}: unknown keys {unknown}; valid keys: {names}")
+    return cls(**{k: _tuple(v) if k != "attention" else dict(v or {}) for k, v in data.items()})
+
+
+@dataclass(frozen=True)
+class GeneratorConfig:
+    """Architecture of one generator (G(Y) and G(X) share it).
+
+    Args:
+        arch: ``"dctnet"`` (:class:`~DCTNetLib.models.generator.DCTNetGenerator`, shared encoder, eqs. 5–6) or
+            ``"x2ct"`` (:class:`~DCTNetLib.models.x2ct.X2CTGenerator`, the "w/o Recon-GAN" row). Defaults to
+            "dctnet".
+        image_size: Radiograph side = output volume side. Defaults to 128 (DCT-Net §3.1).
+        stem_channels: Encoder stem width. Defaults to 64 (X2CT-GAN ``ngf: 64``).
+        encoder_blocks: Dense layers per encoder level. Defaults to (6, 12, 24, 16, 6) (X2CT-GAN).
+        growth_rate: Dense growth rate. Defaults to 32 (X2CT-GAN).
+        decoder_channels: Seed width then one width per decoder level, coarsest first.
+            Defaults to (256, 128, 64, 32, 16, 16) (X2CT-GAN).
+        decoder_convs: ``dctnet`` only: 3×3×3 conv units per decoder level, coarsest first.
+            Defaults to (1, 1, 1, 1, 0) (ours: X2CT-GAN has none at 128³ either).
+        attention_levels: ``dctnet`` only: per decoder level, whether it has self-attention; ``None`` = every
+            level (eq. 6). Defaults to None.
+        attention: ``dctnet`` only: keyword arguments of
+            :class:`~DCTNetLib.models.attention.SelfAttention3d`. Defaults to {} (its defaults).
+        fusion_rank: ``dctnet`` only: rank of the factorised fusion FC γ; ``None`` = dense. Defaults to 704
+            (one view's pooled width; see :class:`~DCTNetLib.models.generator.ViewFusion`).
+        fusion_dropout: Dropout after the FC bridge. Defaults to 0.5 (X2CT-GAN ``base_link``).
+        norm: Normalisation. Defaults to "instance" (X2CT-GAN ``norm_G: 'instance3d'``).
+        view_decoder_convs: ``x2ct`` only: extra convs per view-decoder level, finest first.
+            Defaults to (1, 2, 2, 2, 2, 0) (X2CT-GAN).
+        fusion_decoder_convs: ``x2ct`` only: extra convs per fusion-decoder level, finest first.
+            Defaults to (1, 1, 1, 1, 1, 0) (X2CT-GAN).
+    """
+
+    arch: str = "dctnet"
+    image_size: int = IMAGE_SIZE
+    stem_channels: int = 64
+    encoder_blocks: tuple[int, ...] = (6, 12, 24, 16, 6)
+    growth_rate: int = 32
+    decoder_channels: tuple[int, ...] = (256, 128, 64, 32, 16, 16)
+    decoder_convs: tuple[int, ...] = (1, 1, 1, 1, 0)
+    attention_levels: tuple[bool, ...] | None = None
+    attention: dict[str, Any] = field(default_factory=dict)
+    fusion_rank: int | None = 704
+    fusion_dropout: float = 0.5
+    norm: str = "instance"
+    view_decoder_convs: tuple[int, ...] = (1, 2, 2, 2, 2, 0)
+    fusion_decoder_convs: tuple[int, ...] = (1, 1, 1, 1, 1, 0)
+
+    def __post_init__(self) -> None:
+        for name in ("encoder_blocks", "decoder_channels", "decoder_convs", "attention_levels",
+                     "view_decoder_convs", "fusion_decoder_convs"):
+            object.__setattr__(self, name, _tuple(getattr(self, name)))
+        if self.arch not in GENERATOR_ARCHS:
+            raise InputError(f"generator config: arch must be one of {GENERATOR_ARCHS}, got {self.arch!r}")
+        if self.image_size % 2 ** len(self.encoder_blocks):
+            raise InputError(f"generator config: image_size={self.image_size} must be divisible by "
+                             f"2**len(encoder_blocks)={2 ** len(self.encoder_blocks)}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-JSON dict (tuples become lists)."""
+        return _as_dict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "GeneratorConfig":
+        """Rebuild from :meth:`to_dict` output; unknown keys raise :class:`InputError`."""
+        return _from_dict(cls, data, "generator config")
+
+
+@dataclass(frozen=True)
+class DiscriminatorConfig:
+    """Architecture of the discriminator D(· | Y).
+
+    Args:
+        arch: ``"triplane"`` (:class:`~DCTNetLib.models.discriminator.TriPlaneDiscriminator`, eq. 7) or
+            ``"x2ct3d"`` (:class:`~DCTNetLib.models.x2ct.X2CTDiscriminator`, X2CT-GAN's 3D PatchGAN).
+            Defaults to "triplane".
+        channels: PatchGAN widths. Defaults to (64, 128, 256, 512) (X2CT-GAN ``ndf: 64``, 3 layers).
+        norm: Normalisation. Defaults to "instance" (X2CT-GAN ``norm_D: 'instance3d'``).
+        conditional: Condition on the broadcast radiographs (eq. 7's ``| Y``; X2CT-GAN ``conditional_D: True``).
+            Defaults to True.
+    """
+
+    arch: str = "triplane"
+    channels: tuple[int, ...] = (64, 128, 256, 512)
+    norm: str = "instance"
+    conditional: bool = True
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "channels", _tuple(self.channels))
+        if self.arch not in DISCRIMINATOR_ARCHS:
+            raise InputError(f"discriminator config: arch must be one of {DISCRIMINATOR_ARCHS}, got {self.arch!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-JSON dict (tuples become lists)."""
+        return _as_dict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "DiscriminatorConfig":
+        """Rebuild from :meth:`to_dict` output; unknown keys raise :class:`InputError`."""
+        return _from_dict(cls, data, "discriminator config")
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    """Weights and switches of the multi-path loss (eq. 10; :class:`~DCTNetLib.models.losses.MultiPathLoss`).
+
+    The paper gives no λ values. λ1, λ3, λ4 are X2CT-GAN's (kylekma/X2CT ``d2_multiview2500.yml``:
+    ``gan_lambda: 0.1``, ``idt_lambda: 10.`` with ``idt_loss: 'mse'``, ``map_projection_lambda: 10.`` with
+    ``map_projection_loss: 'l1'``). λ2 is ours, calibrated so that ℓ_contr weighs about as much as λ4 · ℓ_proj
+    for the difference the two branches should show: for the 128³ phantom and its bone-suppressed copy, eq. 8
+    with ImageNet VGG16 (5 taps) gives 2.67 while the projection L1 gives 0.0054, a ratio of ~500, so
+    λ2 = λ4 / 500 = 0.02 (``docs/architecture.md``; λ2 = 1 would make ℓ_contr ~50× the voxel terms).
+
+    Args:
+        lambda_adv: λ1, weight of ℓ(G) and ℓ(D) (eq. 9). Defaults to 0.1 (X2CT-GAN).
+        lambda_contrastive: λ2, weight of ℓ_contr (eq. 8). Defaults to 0.02 (ours, calibrated as above).
+        lambda_recon: λ3, weight of the voxel MSE. Defaults to 10.0 (X2CT-GAN).
+        lambda_proj: λ4, weight of the three-plane projection L1. Defaults to 10.0 (X2CT-GAN).
+        adversarial: Use the adversarial term (and train D). Defaults to True.
+        contrastive: Use the contrastive term between G(Y) and G(X). Defaults to True.
+        reconstruction: Use the voxel MSE. Defaults to True.
+        projection: Use the projection L1. Defaults to True.
+        dual_branch: Train G(X) on bone-suppressed radiographs beside G(Y). Defaults to True.
+        contrastive_metric: ``"perceptual"`` (eq. 8, VGG16 features) or ``"l1"`` (the "w/o ℓ_perceptual" row:
+            the perceptual loss replaced with a projection L1 between the branches). Defaults to "perceptual".
+        perceptual_layers: Indices of the VGG16 taps summed in eq. 8 (0 = relu1_2 … 4 = relu5_3).
+            Defaults to all five.
+    """
+
+    lambda_adv: float = 0.1
+    lambda_contrastive: float = 0.02
+    lambda_recon: float = 10.0
+    lambda_proj: float = 10.0
+    adversarial: bool = True
+    contrastive: bool = True
+    reconstruction: bool = True
+    projection: bool = True
+    dual_branch: bool = True
+    contrastive_metric: str = "perceptual"
+    perceptual_layers: tuple[int, ...] = (0, 1, 2, 3, 4)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "perceptual_layers", _tuple(self.perceptual_layers))
+        if self.contrastive_metric not in CONTRASTIVE_METRICS:
+            raise InputError(f"loss config: contrastive_metric must be one of {CONTRASTIVE_METRICS}, "
+                             f"got {self.contrastive_metric!r}")
+        if self.contrastive and not self.dual_branch:
+            raise InputError("loss config: contrastive=True needs dual_branch=True (it compares G(Y) with G(X))")
+        for name in ("lambda_adv", "lambda_contrastive", "lambda_recon", "lambda_proj"):
+            if getattr(self, name) < 0:
+                raise InputError(f"loss config: {name} must be >= 0, got {getattr(self, name)}")
+
+    @property
+    def uses_perceptual(self) -> bool:
+        """True when the loss needs the perceptual network φ."""
+        return self.contrastive and self.contrastive_metric == "perceptual"
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-JSON dict (tuples become lists)."""
+        return _as_dict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "LossConfig":
+        """Rebuild from :meth:`to_dict` output; unknown keys raise :class:`InputError`."""
+        return _from_dict(cls, data, "loss config")
+
+
+@dataclass(frozen=True)
+class GANPreset:
+    """A named, complete model configuration of the reconstruction GAN."""
+
+    name: str
+    generator: GeneratorConfig
+    discriminator: DiscriminatorConfig
+    loss: LossConfig
+
+    @property
+    def image_size(self) -> int:
+        """Radiograph side = volume side."""
+        return self.generator.image_size
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-JSON dict, stored in checkpoints and ``config.json``."""
+        return {"name": self.name, "generator": self.generator.to_dict(),
+                "discriminator": self.discriminator.to_dict(), "loss": self.loss.to_dict()}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "GANPreset":
+        """Rebuild from :meth:`to_dict` output; unknown or missing keys raise :class:`InputError`."""
+        expected = {"name", "generator", "discriminator", "loss"}
+        if set(data) != expected:
+            raise InputError(f"GAN preset: expected keys {sorted(expected)}, got {sorted(data)}")
+        return cls(str(data["name"]), GeneratorConfig.from_dict(data["generator"]),
+                   DiscriminatorConfig.from_dict(data["discriminator"]), LossConfig.from_dict(data["loss"]))
+
+
+# ---------------------------------------------------------------------------------------------- sizes
+# Widths per size. "full" = the dataclass defaults (paper + X2CT-GAN). "small" was sized on this 2-core CPU:
+# G ≈ 1.55 M parameters, 128³ forward ≈ 0.8 s of one core (docs/architecture.md): 3×3×3 convs only at 4³/8³,
+# no attention at 128³ (the pooled 32³ block there cost ~0.15 s), attention in full only up to 8³ (reduced
+# keys/values at 16³ and above). Below "full" the FC bridge has no dropout: a training step then draws no random
+# numbers (bit-exact resumption, training/gan_trainer.py) and the small widths need no extra regularisation.
+# "tiny" is for tests only.
+_DCTNET_G = {
+    "full": {},
+    "small": dict(stem_channels=16, encoder_blocks=(2, 2, 4, 4, 2), growth_rate=12,
+                  decoder_channels=(128, 64, 32, 16, 8, 4), decoder_convs=(1, 1, 0, 0, 0),
+                  attention_levels=(True, True, True, True, False), attention=dict(full_max_tokens=512),
+                  fusion_rank=64, fusion_dropout=0.0),
+    "tiny": dict(image_size=32, stem_channels=8, encoder_blocks=(1, 1, 1), growth_rate=4,
+                 decoder_channels=(16, 16, 8, 4), decoder_convs=(1, 1, 0), fusion_rank=16,
+                 attention_levels=(True, True, False), attention=dict(head_dim=8, full_max_tokens=64,
+                                                                      max_kv_tokens=64),
+                 fusion_dropout=0.0),
+}
+_X2CT_G = {
+    "full": dict(arch="x2ct"),
+    "small": dict(arch="x2ct", stem_channels=16, encoder_blocks=(2, 2, 4, 4, 2), growth_rate=12,
+                  decoder_channels=(64, 32, 16, 8, 4, 2), view_decoder_convs=(0, 1, 1, 1, 1, 0),
+                  fusion_decoder_convs=(0, 1, 1, 1, 1, 0), fusion_dropout=0.0),
+    "tiny": dict(arch="x2ct", image_size=32, stem_channels=8, encoder_blocks=(1, 1, 1), growth_rate=4,
+                 decoder_channels=(16, 16, 8, 4), view_decoder_convs=(1, 1, 1, 0),
+                 fusion_decoder_convs=(1, 1, 1, 0), fusion_dropout=0.0),
+}
+_DISCRIMINATOR = {
+    "full": {},
+    "small": dict(channels=(16, 32, 64, 128)),
+    "tiny": dict(channels=(8, 16, 32)),
+}
+
+# ---------------------------------------------------------------------------------------------- variants
+# Table 1 of DCT-Net: three ablation rows and the X2CT-GAN comparison row (our main reference).
+# Each entry: (generator arch overrides, discriminator arch, loss overrides, description).
+_VARIANTS: dict[str, tuple[bool, str, dict[str, Any], str]] = {
+    "dctnet": (False, "triplane", {}, "DCT-Net: CDM + dual-generator Recon-GAN + multi-path loss"),
+    "ablation-no-dual-branch": (False, "triplane", dict(dual_branch=False, contrastive=False),
+                                "w/o Dual-branch: G(Y) only, no CDM, no contrastive term"),
+    "ablation-no-recon-gan": (True, "x2ct3d", {},
+                              "w/o Recon-GAN: X2CT-GAN generator and 3D PatchGAN inside the dual-branch framework"),
+    "ablation-no-perceptual": (False, "triplane", dict(contrastive_metric="l1"),
+                               "w/o l_perceptual: contrastive term is a projection L1 between G(Y) and G(X)"),
+    "x2ct-baseline": (True, "x2ct3d", dict(dual_branch=False, contrastive=False),
+                      "X2CT-GAN (Ying et al. 2019): its generator, 3D PatchGAN and losses, single branch"),
+}
+ABLATIONS = ("ablation-no-dual-branch", "ablation-no-recon-gan", "ablation-no-perceptual", "x2ct-baseline")
+PRESET_NAMES = SIZES + ABLATIONS + tuple(f"{v}@{s}" for v in ("dctnet",) + ABLATIONS for s in SIZES)
+
+
+def describe(name: str) -> str:
+    """One-line description of a preset's variant."""
+    variant, _ = _split(name)
+    return _VARIANTS[variant][3]
+
+
+def _split(name: str) -> tuple[str, str]:
+    """``name`` → (variant, size); unknown names raise :class:`InputError` listing the valid ones."""
+    variant, _, size = name.partition("@")
+    if not size:
+        variant, size = ("dctnet", variant) if variant in SIZES else (variant, "full")
+    if variant not in _VARIANTS or size not in SIZES:
+        valid = ", ".join(SIZES + ABLATIONS)
+        raise InputError(f"unknown GAN preset {name!r}; valid names: {valid} "
+                         f"(add @full, @small or @tiny to an ablation, e.g. 'ablation-no-perceptual@small')")
+    return variant, size
+
+
+def _route_flat(overrides: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Sort flat keyword overrides into the generator/discriminator/loss config owning that field."""
+    owners = {"generator": GeneratorConfig, "discriminator": DiscriminatorConfig, "loss": LossConfig}
+    routed: dict[str, dict[str, Any]] = {k: {} for k in owners}
+    for key, value in overrides.items():
+        if key in owners:
+            if not isinstance(value, dict):
+                raise InputError(f"GAN preset override {key!r} must be a dict of fields, got {value!r}")
+            routed[key].update(value)
+            continue
+        matches = [k for k, cls in owners.items() if key in {f.name for f in dataclasses.fields(cls)}]
+        if len(matches) != 1:
+            valid = {k: [f.name for f in dataclasses.fields(cls)] for k, cls in owners.items()}
+            problem = "is ambiguous (use generator={...} or discriminator={...})" if matches else "is unknown"
+            raise InputError(f"GAN preset override {key!r} {problem}; valid keys: {valid}")
+        routed[matches[0]][key] = value
+    return routed
+
+
+def gan_preset(name: str, **overrides: Any) -> GANPreset:
+    """The preset called ``name`` (see the module docstring), with field overrides.
+
+    Args:
+        name: ``full``, ``small``, ``tiny``, an entry of :data:`ABLATIONS`, or ``VARIANT@SIZE``.
+        **overrides: ``generator={...}``, ``discriminator={...}``, ``loss={...}`` dicts of fields, or flat field
+            names owned by exactly one of the three configs (e.g. ``fusion_rank=None``, ``lambda_recon=5``).
+
+    Raises:
+        InputError: unknown name or field, or an invalid value.
+    """
+    variant, size = _split(name)
+    x2ct, d_arch, loss_variant, _ = _VARIANTS[variant]
+    routed = _route_flat(overrides)
+    g = {**(_X2CT_G if x2ct else _DCTNET_G)[size], **routed["generator"]}
+    d = {**_DISCRIMINATOR[size], "arch": d_arch, **routed["discriminator"]}
+    loss = {**loss_variant, **routed["loss"]}
+    try:
+        return GANPreset(name, GeneratorConfig.from_dict(g), DiscriminatorConfig.from_dict(d),
+                         LossConfig.from_dict(loss))
+    except TypeError as exc:  # a value of the wrong type for a field
+        raise InputError(f"GAN preset {name!r}: {exc}") from exc
+
+
+# ---------------------------------------------------------------------------------------------- builders
+def build_generator(cfg: GeneratorConfig) -> nn.Module:
+    """The generator described by ``cfg``: a :class:`DCTNetGenerator` (``arch="dctnet"``) or an
+    :class:`X2CTGenerator` (``arch="x2ct"``). Both map ``(B, 2, n, n)`` → ``(B, 1, n, n, n)``."""
+    if cfg.arch == "x2ct":
+        from .x2ct import X2CTGenerator
+
+        return X2CTGenerator(cfg.image_size, cfg.stem_channels, cfg.encoder_blocks, cfg.growth_rate,
+                             cfg.decoder_channels, cfg.view_decoder_convs, cfg.fusion_decoder_convs,
+                             cfg.fusion_dropout, cfg.norm)
+    from .generator import DCTNetGenerator
+
+    return DCTNetGenerator(cfg.image_size, cfg.stem_channels, cfg.encoder_blocks, cfg.growth_rate,
+                           cfg.decoder_channels, cfg.decoder_convs, cfg.attention_levels, dict(cfg.attention),
+                           cfg.fusion_rank, cfg.fusion_dropout, cfg.norm)
+
+
+def build_discriminator(cfg: DiscriminatorConfig) -> nn.Module:
+    """The discriminator described by ``cfg``: a :class:`TriPlaneDiscriminator` (``arch="triplane"``) or an
+    :class:`X2CTDiscriminator` (``arch="x2ct3d"``). Both return a dict of patch-score maps."""
+    if cfg.arch == "x2ct3d":
+        from .x2ct import X2CTDiscriminator
+
+        return X2CTDiscriminator(cfg.channels, cfg.norm, cfg.conditional)
+    from .discriminator import TriPlaneDiscriminator
+
+    return TriPlaneDiscriminator(1, cfg.channels, cfg.norm, cfg.conditional)
