@@ -1,0 +1,502 @@
+"""Generate the bad-input corpus of issue 5 (each file a few KB) and describe what every case must produce.
+
+Usage::
+
+    python Testing/Data/bad_inputs/make_corpus.py OUT_DIR      # writes the files and OUT_DIR/manifest.json
+
+The test ``Testing/Python/test_reliability_corpus.py`` imports this module, calls :func:`make_corpus` into a
+temporary folder and feeds every case to the public entry points listed in :data:`MANIFEST`. Nothing binary is
+committed: the files are generated from code with numpy, pydicom, Pillow and SimpleITK only (no DCTNetLib, so the
+corpus does not depend on the code it tests).
+
+``MANIFEST`` maps *case → entry point → (expected outcome, message fragment)*. Outcomes:
+
+* ``"InputError"`` / ``"OutputError"`` / ``"WeightsError"``: that exception, its message containing the fragment
+  (case-insensitive) and the case's file name;
+* ``"ok"``: accepted (the test checks the decoded values);
+* ``"warns"``: accepted with a warning or log line containing the fragment;
+* ``"failed"``: ``dctnet prepare`` lists the case in ``failed.txt`` with the fragment and keeps going.
+
+Entry points: ``read_ct``, ``read_radiograph``, ``load_radiograph``, ``write_ct`` and ``write_text`` (output
+cases; ``write_text`` is ``atomic_write_text``, used for every JSON/text file), ``prepare``
+(``dctnet prepare`` through ``cli.main``), ``reconstruct`` (``dctnet reconstruct``, the case used as ``--pa`` or as
+``--output``), ``check_pair`` (two views), ``load_checkpoint`` (training checkpoints), ``safe_load``
+(``io.safe_load.load_checkpoint`` with the corpus's sha256 manifest) and ``numpy_pickle`` (the restricted
+unpickler).
+Cases whose condition cannot be built as a file (no read permission when running as root, a full disk, a
+read-only folder) name a ``simulate`` recipe that the test applies with ``monkeypatch``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import struct
+import sys
+import zlib
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+# Geometry of the small synthetic CT: 8 axial 16×16 slices of 2 mm × 1.5 mm² voxels (≈ 1 KB a DICOM file).
+SLICES, ROWS, COLS = 8, 16, 16
+SLICE_MM, PIXEL_MM = 2.0, 1.5
+RADIOGRAPH_SIDE = 48  # px; above the readers' 16 px minimum, small enough to stay a few KB
+# DICOM stores CT as unsigned values with RescaleIntercept −1024 (the usual scanner convention).
+RESCALE_INTERCEPT = -1024.0
+
+
+@dataclass(frozen=True)
+class Case:
+    """One corpus entry.
+
+    Args:
+        path: file or folder relative to the corpus folder (it may deliberately not exist).
+        expect: entry point → ``(outcome, message fragment)`` (see the module docstring).
+        simulate: recipe the test applies (``no_read_permission``, ``not_writable``, ``disk_full_space``,
+            ``disk_full_write``); empty for real files.
+        issue_item: the line of issue 5 this case covers.
+    """
+
+    path: str
+    expect: dict[str, tuple[str, str]]
+    issue_item: str
+    simulate: str = ""
+    note: str = field(default="", compare=False)
+
+
+def _ct(expect_read: tuple[str, str], prepare: bool = True) -> dict[str, tuple[str, str]]:
+    """The usual CT expectations: ``read_ct`` raises, ``dctnet prepare`` lists the case as failed."""
+    out = {"read_ct": expect_read}
+    if prepare and expect_read[0] == "InputError":
+        out["prepare"] = ("failed", expect_read[1])
+    return out
+
+
+def _rg(outcome: str, fragment: str, cli: bool = True) -> dict[str, tuple[str, str]]:
+    """The usual radiograph expectations: the two readers, and ``dctnet reconstruct --pa`` for errors."""
+    out = {"read_radiograph": (outcome, fragment), "load_radiograph": (outcome, fragment)}
+    if cli and outcome.endswith("Error"):
+        out["reconstruct"] = (outcome, fragment)
+    return out
+
+
+MANIFEST: dict[str, Case] = {
+    # ------------------------------------------------------------------------------------------------ CT
+    "ct_dicom_truncated": Case("ct_dicom_truncated", _ct(("InputError", "truncated")),
+                               "truncated DICOM", note="slice 4 cut in the middle of its pixel data"),
+    "ct_dicom_truncated_header": Case("ct_dicom_truncated_header", _ct(("InputError", "unreadable DICOM file")),
+                                      "truncated DICOM", note="slice 4 cut inside its header"),
+    "ct_dicom_no_pixels": Case("ct_dicom_no_pixels", _ct(("InputError", "no pixel data")),
+                               "DICOM without pixel data"),
+    "ct_dicom_missing_slice": Case("ct_dicom_missing_slice", _ct(("InputError", "missing slice")),
+                                   "DICOM series with missing slices"),
+    "ct_dicom_duplicated_slice": Case("ct_dicom_duplicated_slice", _ct(("InputError", "duplicated slice")),
+                                      "DICOM series with duplicated slices"),
+    "ct_dicom_uneven_spacing": Case("ct_dicom_uneven_spacing", _ct(("InputError", "inconsistent slice spacing")),
+                                    "inconsistent slice spacing"),
+    "ct_dicom_single_slice": Case("ct_dicom_single_slice", _ct(("InputError", "single slice")),
+                                  "CT that is a 2D image"),
+    "ct_2d.nii.gz": Case("ct_2d.nii.gz", _ct(("InputError", "3D volume")), "CT that is a 2D image"),
+    "ct_2d.png": Case("ct_2d.png", _ct(("InputError", "3D volume"), prepare=False), "CT that is a 2D image"),
+    "ct_dicom_mr": Case("ct_dicom_mr", _ct(("InputError", "is MR, not CT")), "MR volume passed as CT"),
+    "ct_mr_values.nii.gz": Case("ct_mr_values.nii.gz", _ct(("InputError", "MR image")), "MR volume passed as CT",
+                                note="modality unknown (NIfTI): caught by the HU range check"),
+    "ct_nan.nii.gz": Case("ct_nan.nii.gz", _ct(("InputError", "NaN/inf")), "NaN/inf voxels"),
+    "ct_inf.nii.gz": Case("ct_inf.nii.gz", _ct(("InputError", "NaN/inf")), "NaN/inf voxels"),
+    "ct_rgb.nrrd": Case("ct_rgb.nrrd", _ct(("InputError", "one value per voxel"), prepare=False),
+                        "CT that is a 2D image", note="a colour volume: not a CT either"),
+    "ct_empty_folder": Case("ct_empty_folder", _ct(("InputError", "folder is empty")), "empty folder"),
+    "ct_folder_without_dicom": Case("ct_folder_without_dicom", _ct(("InputError", "no readable DICOM series")),
+                                    "non-image file with an image extension"),
+    "ct_two_series": Case("ct_two_series", {"read_ct": ("warns", "using the largest")},
+                          "folder with two series",
+                          note="8- and 6-slice series in one folder: the 8-slice one is used, the choice is logged "
+                               "at WARNING with both series' UIDs"),
+    "ct_not_image.nii.gz": Case("ct_not_image.nii.gz", _ct(("InputError", "cannot read CT file")),
+                                "non-image file with an image extension"),
+    "ct_missing.nii.gz": Case("ct_missing.nii.gz", _ct(("InputError", "not found"), prepare=False),
+                              "path that does not exist"),
+    "ct_no_permission.nii.gz": Case("ct_no_permission.nii.gz", _ct(("InputError", "no permission to read"),
+                                                                    prepare=False),
+                                    "file without read permission", simulate="no_read_permission"),
+    # ------------------------------------------------------------------------------------------ radiographs
+    "rg_rgb.png": Case("rg_rgb.png", _rg("ok", "grey"), "RGB radiograph", note="accepted: BT.601 luma"),
+    "rg_rgba.png": Case("rg_rgba.png", _rg("warns", "alpha channel"), "RGBA radiograph",
+                        note="accepted: alpha ignored with a warning, colour → luma"),
+    "rg_16bit.png": Case("rg_16bit.png", _rg("ok", "min-max"), "16-bit radiograph"),
+    "rg_float.tif": Case("rg_float.tif", _rg("ok", "min-max"), "float radiograph"),
+    "rg_monochrome1.dcm": Case("rg_monochrome1.dcm", _rg("ok", "inverted"), "MONOCHROME1 radiograph"),
+    "rg_1x1.png": Case("rg_1x1.png", _rg("InputError", "too small"), "radiograph 1×1"),
+    "rg_10000.png": Case("rg_10000.png", _rg("InputError", "too large"), "radiograph 10000×10000",
+                         note="only a PNG header claiming 10000×10000: refused before decoding"),
+    "rg_40000.png": Case("rg_40000.png", _rg("InputError", "too large"), "radiograph 10000×10000",
+                         note="header beyond Pillow's decompression-bomb limit"),
+    "rg_not_image.png": Case("rg_not_image.png", _rg("InputError", "not an image"),
+                             "non-image file with an image extension"),
+    "rg_not_image.dcm": Case("rg_not_image.dcm", _rg("InputError", "not a readable DICOM"),
+                             "non-image file with an image extension"),
+    "rg_truncated.png": Case("rg_truncated.png", _rg("InputError", "truncated"), "truncated DICOM",
+                             note="the PNG counterpart of a truncated file"),
+    "rg_dicom_truncated.dcm": Case("rg_dicom_truncated.dcm", _rg("InputError", "truncated"), "truncated DICOM"),
+    "rg_dicom_no_pixels.dcm": Case("rg_dicom_no_pixels.dcm", _rg("InputError", "holds no image"),
+                                   "DICOM without pixel data"),
+    "rg_nan.tif": Case("rg_nan.tif", _rg("InputError", "NaN/inf"), "NaN/inf voxels"),
+    "rg_blank.png": Case("rg_blank.png", _rg("InputError", "blank"), "non-image file with an image extension"),
+    "rg_volume.nii.gz": Case("rg_volume.nii.gz", _rg("InputError", "2D image"),
+                             "non-image file with an image extension", note="a CT volume given as a radiograph"),
+    "rg_missing.png": Case("rg_missing.png", _rg("InputError", "not found"), "path that does not exist"),
+    "rg_no_permission.png": Case("rg_no_permission.png", _rg("InputError", "no permission to read"),
+                                 "file without read permission", simulate="no_read_permission"),
+    # ------------------------------------------------------------------------------------------- view pairs
+    "pair_identical": Case("pair_pa.png", {"check_pair": ("warns", "identical")}, "PA and lateral identical",
+                           note="the PA file given as both views"),
+    "pair_swapped": Case("pair_pa.png", {"check_pair": ("warns", "swapped")}, "PA and lateral swapped",
+                         note="pair_lat.png given as PA and pair_pa.png as lateral"),
+    # ---------------------------------------------------------------------------------------------- outputs
+    "out_missing_folder": Case("no_such_folder/out.nii.gz",
+                               {"write_ct": ("OutputError", "does not exist"),
+                                "reconstruct": ("OutputError", "does not exist")},
+                               "output folder that does not exist"),
+    "out_not_writable": Case("read_only/out.nii.gz",
+                             {"write_ct": ("OutputError", "not writable"),
+                              "reconstruct": ("OutputError", "not writable")},
+                             "output folder not writable", simulate="not_writable"),
+    "out_disk_full_space": Case("full/out.nii.gz",
+                                {"write_ct": ("OutputError", "not enough free disk space"),
+                                 "prepare": ("OutputError", "not enough free disk space")},
+                                "full disk", simulate="disk_full_space"),
+    "out_disk_full_write": Case("full/out.nii.gz",
+                                {"write_ct": ("OutputError", "cannot write CT"),
+                                 "write_text": ("OutputError", "disk full while writing"),
+                                 "prepare": ("OutputError", "disk full while writing")},
+                                "full disk", simulate="disk_full_write",
+                                note="write_ct: SimpleITK's writer fails; the others: os.write raises ENOSPC"),
+    # ---------------------------------------------------------------------------------------------- weights
+    "w_code.pt": Case("w_code.pt", {"load_checkpoint": ("WeightsError", "refusing"),
+                                    "safe_load": ("WeightsError", "refusing")},
+                      "weights carrying code", note="torch.save of an object whose __reduce__ creates a marker"),
+    "w_code.pkl": Case("w_code.pkl", {"load_checkpoint": ("WeightsError", "refusing"),
+                                      "safe_load": ("WeightsError", "refusing"),
+                                      "numpy_pickle": ("WeightsError", "refusing")},
+                       "weights carrying code", note="plain pickle, same payload"),
+    "w_truncated.pt": Case("w_truncated.pt", {"load_checkpoint": ("WeightsError", "truncated"),
+                                              "safe_load": ("WeightsError", "truncated")}, "truncated weights"),
+    "w_tampered.pt": Case("w_tampered.pt", {"safe_load": ("WeightsError", "sha256 mismatch")}, "tampered weights",
+                          note="one byte changed after the sha256 in manifest.json was taken"),
+    "w_not_checkpoint.pt": Case("w_not_checkpoint.pt", {"load_checkpoint": ("WeightsError", "not a DCTNet")},
+                                "weights of another architecture", note="a bare state dict"),
+    "w_text.pt": Case("w_text.pt", {"load_checkpoint": ("WeightsError", "truncated or"),
+                                    "safe_load": ("WeightsError", "truncated or corrupt")},
+                      "non-image file with an image extension"),
+    "w_missing.pt": Case("w_missing.pt", {"load_checkpoint": ("WeightsError", "not found"),
+                                          "safe_load": ("WeightsError", "not found")}, "path that does not exist"),
+}
+
+# Every item of issue 5's "bad input" list; the test checks each is covered by at least one case.
+ISSUE_ITEMS = (
+    "truncated DICOM", "DICOM without pixel data", "DICOM series with missing slices",
+    "DICOM series with duplicated slices", "inconsistent slice spacing", "CT that is a 2D image",
+    "MR volume passed as CT", "NaN/inf voxels", "empty folder", "folder with two series", "RGB radiograph",
+    "RGBA radiograph", "16-bit radiograph", "float radiograph", "MONOCHROME1 radiograph", "radiograph 1×1",
+    "radiograph 10000×10000", "PA and lateral swapped", "PA and lateral identical",
+    "non-image file with an image extension", "path that does not exist", "file without read permission",
+    "output folder that does not exist", "output folder not writable", "full disk",
+)
+
+# Reference files that are *valid*: the CLI tests use them as the other view / a good CT.
+GOOD_FILES = ("good_pa.png", "good_lat.png", "good_ct.nii.gz", "pair_pa.png", "pair_lat.png")
+MARKER_NAME = "CODE_WAS_EXECUTED"  # created only if a weights payload ran
+
+
+# ------------------------------------------------------------------------------------------------ synthetic data
+
+
+def synthetic_ct_hu(slices: int = SLICES) -> np.ndarray:
+    """``(slices, ROWS, COLS)`` HU: air, an elliptic body (40 HU), two lungs (−800 HU) and a spine (700 HU)."""
+    y, x = np.mgrid[0:ROWS, 0:COLS].astype(np.float64)
+    cy, cx = (ROWS - 1) / 2, (COLS - 1) / 2
+    body = ((y - cy) / 6.5) ** 2 + ((x - cx) / 7.5) ** 2 <= 1
+    lungs = (((y - cy + 0.5) / 3.5) ** 2 + ((np.abs(x - cx) - 3.5) / 2.2) ** 2) <= 1
+    spine = ((y - cy - 4.5) ** 2 + (x - cx) ** 2) <= 2.0
+    plane = np.where(body, 40.0, -1000.0)
+    plane[lungs & body] = -800.0
+    plane[spine] = 700.0
+    return np.repeat(plane[None], slices, axis=0) + np.arange(slices)[:, None, None]  # slices differ slightly
+
+
+def synthetic_views(side: int = RADIOGRAPH_SIDE) -> tuple[np.ndarray, np.ndarray]:
+    """A left–right symmetric PA-like and an asymmetric lateral-like ``(side, side)`` image in [0, 1].
+
+    PA: a bright trunk with two dark lungs and a central spine. Lateral: one dark lung field in front of a
+    spine at the posterior (right-hand) side, as displayed in the project's convention.
+    """
+    y, x = (np.mgrid[0:side, 0:side] + 0.5) / side
+    trunk = (((x - 0.5) / 0.42) ** 2 + ((y - 0.55) / 0.45) ** 2 <= 1).astype(np.float64)
+    pa = 0.6 * trunk
+    for cx in (0.3, 0.7):
+        pa -= 0.35 * ((((x - cx) / 0.13) ** 2 + ((y - 0.45) / 0.25) ** 2) <= 1)
+    pa += 0.35 * (np.abs(x - 0.5) < 0.04) * trunk
+    lat = 0.6 * (((x - 0.5) / 0.35) ** 2 + ((y - 0.55) / 0.45) ** 2 <= 1)
+    lat -= 0.3 * ((((x - 0.45) / 0.2) ** 2 + ((y - 0.45) / 0.25) ** 2) <= 1)
+    lat += 0.35 * (np.abs(x - 0.78) < 0.05) * (np.abs(y - 0.55) < 0.4)
+    return np.clip(pa + 0.05, 0, 1), np.clip(lat + 0.05, 0, 1)
+
+
+# ----------------------------------------------------------------------------------------------------- DICOM
+
+
+def _uid(*parts: object) -> str:
+    from pydicom.uid import generate_uid
+
+    return generate_uid(prefix=None, entropy_srcs=[str(p) for p in parts])  # deterministic "2.25.…" UID
+
+
+def _dicom(path: Path, pixels: np.ndarray | None, *, modality: str = "CT", sop_class: str | None = None,
+           photometric: str = "MONOCHROME2", extra: dict | None = None, uid_seed: str = "") -> Path:
+    """Write one uncompressed little-endian DICOM file (pixels uint16, or none for a header-only file)."""
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, MRImageStorage
+
+    sop_class = sop_class or {"CT": CTImageStorage, "MR": MRImageStorage}.get(modality, "1.2.840.10008.5.1.4.1.1.1")
+    instance = _uid(uid_seed, path.name, "sop")
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = sop_class
+    meta.MediaStorageSOPInstanceUID = instance
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID, ds.SOPInstanceUID, ds.Modality = sop_class, instance, modality
+    ds.PatientName, ds.PatientID = "Corpus^Bad", "BAD-0001"
+    ds.StudyInstanceUID = _uid(uid_seed, "study")
+    for key, value in (extra or {}).items():
+        setattr(ds, key, value)
+    if pixels is not None:
+        pixels = np.ascontiguousarray(pixels, dtype=np.uint16)
+        ds.Rows, ds.Columns = pixels.shape
+        ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, photometric
+        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 0
+        ds.PixelData = pixels.tobytes()
+    ds.save_as(path, enforce_file_format=True)
+    return path
+
+
+def write_ct_series(folder: Path, hu: np.ndarray, *, positions_mm=None, modality: str = "CT",
+                    with_pixels: bool = True, series: str = "A") -> list[Path]:
+    """An axial series, one file per slice, stored as ``HU − RescaleIntercept`` (uint16)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    positions = list(positions_mm) if positions_mm is not None else [k * SLICE_MM for k in range(hu.shape[0])]
+    series_uid = _uid(folder.name, series, "series")
+    paths = []
+    for k, plane in enumerate(hu):
+        stored = np.clip(np.round(plane - RESCALE_INTERCEPT), 0, 65535)
+        extra = {
+            "SeriesInstanceUID": series_uid, "FrameOfReferenceUID": _uid(folder.name, "frame"),
+            "InstanceNumber": k + 1, "ImagePositionPatient": [0.0, 0.0, -float(positions[k])],
+            "ImageOrientationPatient": [1.0, 0.0, 0.0, 0.0, 1.0, 0.0], "PixelSpacing": [PIXEL_MM, PIXEL_MM],
+            "SliceThickness": SLICE_MM, "RescaleIntercept": RESCALE_INTERCEPT, "RescaleSlope": 1.0,
+        }
+        name = f"{series}{k + 1:03d}.dcm"
+        paths.append(_dicom(folder / name, stored if with_pixels else None, modality=modality, extra=extra,
+                            uid_seed=f"{folder.name}/{series}"))
+    return paths
+
+
+def _truncate(path: Path, keep_bytes: int) -> None:
+    data = path.read_bytes()
+    path.write_bytes(data[:keep_bytes])
+
+
+def _pixel_data_offset(path: Path) -> int:
+    """Byte offset of the first pixel of ``path`` (end of the PixelData element header)."""
+    data = path.read_bytes()
+    tag = struct.pack("<HH", 0x7FE0, 0x0010)
+    return data.rindex(tag) + 12  # tag (4) + VR "OW" (2) + reserved (2) + length (4)
+
+
+# ------------------------------------------------------------------------------------------------------ images
+
+
+def _png_header_only(path: Path, width: int, height: int) -> None:
+    """A PNG whose IHDR claims ``width × height`` 8-bit grey but holds one tiny IDAT: a few dozen bytes."""
+    def chunk(kind: bytes, payload: bytes) -> bytes:
+        return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64))
+                     + chunk(b"IEND", b""))
+
+
+def _write_images(out: Path) -> None:
+    from PIL import Image
+
+    pa, lat = synthetic_views()
+    grey8 = (pa * 255).round().astype(np.uint8)
+    Image.fromarray(grey8).save(out / "good_pa.png")
+    Image.fromarray((lat * 255).round().astype(np.uint8)).save(out / "good_lat.png")
+    Image.fromarray(grey8).save(out / "pair_pa.png")
+    Image.fromarray(grey8).save(out / "rg_no_permission.png")  # valid: only the (simulated) permission is wrong
+    Image.fromarray((lat * 255).round().astype(np.uint8)).save(out / "pair_lat.png")
+    # colour: a tinted copy of the PA (red channel brighter) — luma must come out, not one channel
+    rgb = np.stack([np.clip(grey8 * 1.2, 0, 255), grey8, grey8 * 0.5], axis=-1).astype(np.uint8)
+    Image.fromarray(rgb, "RGB").save(out / "rg_rgb.png")
+    rgba = np.concatenate([rgb, np.full(grey8.shape + (1,), 128, np.uint8)], axis=-1)
+    Image.fromarray(rgba, "RGBA").save(out / "rg_rgba.png")
+    Image.fromarray((pa * 40000 + 1000).astype(np.uint16)).save(out / "rg_16bit.png")  # mode I;16
+    Image.fromarray((pa * 3.5 - 1.25).astype(np.float32), "F").save(out / "rg_float.tif")
+    nan = (pa * 1.0).astype(np.float32)
+    nan[5, 7] = np.nan
+    Image.fromarray(nan, "F").save(out / "rg_nan.tif")
+    Image.fromarray(np.full((1, 1), 200, np.uint8)).save(out / "rg_1x1.png")
+    Image.fromarray(np.full(grey8.shape, 77, np.uint8)).save(out / "rg_blank.png")
+    _png_header_only(out / "rg_10000.png", 10000, 10000)
+    _png_header_only(out / "rg_40000.png", 40000, 40000)
+    (out / "rg_not_image.png").write_text("This is a radiology report, not an image.\n" * 20)
+    (out / "rg_not_image.dcm").write_text("Not DICOM either.\n" * 20)
+    Image.fromarray(grey8).save(out / "rg_truncated.png")
+    _truncate(out / "rg_truncated.png", (out / "rg_truncated.png").stat().st_size // 2)
+
+    # DICOM radiographs: MONOCHROME1 stores attenuation as *low* values → the reader must invert
+    stored = np.round((1.0 - pa) * 4000).astype(np.uint16)
+    dx = {"RescaleIntercept": 0.0, "RescaleSlope": 1.0}
+    _dicom(out / "rg_monochrome1.dcm", stored, modality="DX", photometric="MONOCHROME1", extra=dx)
+    _dicom(out / "rg_dicom_truncated.dcm", np.round(pa * 4000).astype(np.uint16), modality="DX", extra=dx)
+    path = out / "rg_dicom_truncated.dcm"
+    _truncate(path, _pixel_data_offset(path) + grey8.size)  # half the 16-bit pixels
+    _dicom(out / "rg_dicom_no_pixels.dcm", None, modality="SR", sop_class="1.2.840.10008.5.1.4.1.1.88.11")
+
+
+def _write_cts(out: Path) -> None:
+    import SimpleITK as sitk
+
+    hu = synthetic_ct_hu()
+
+    def nifti(name: str, array: np.ndarray) -> None:
+        image = sitk.GetImageFromArray(array.astype(np.float32))
+        image.SetSpacing((PIXEL_MM, PIXEL_MM, SLICE_MM)[: image.GetDimension()])
+        sitk.WriteImage(image, str(out / name), useCompression=True)
+
+    nifti("good_ct.nii.gz", hu)
+    nifti("ct_no_permission.nii.gz", hu)  # valid: only the (simulated) permission is wrong
+    nan, inf = hu.copy(), hu.copy()
+    nan[3, 8, 8] = np.nan
+    inf[2, 4, 4] = np.inf
+    nifti("ct_nan.nii.gz", nan)
+    nifti("ct_inf.nii.gz", inf)
+    nifti("ct_mr_values.nii.gz", (hu + 1000.0) * 0.8)  # MR-like: 0 … 1360, no air at −1000
+    nifti("ct_2d.nii.gz", hu[0])
+    sitk.WriteImage(sitk.Cast(sitk.GetImageFromArray(np.clip(hu[0] + 1024, 0, 255).astype(np.uint8)),
+                              sitk.sitkUInt8), str(out / "ct_2d.png"))
+    rgb = sitk.GetImageFromArray(np.stack([hu, hu, hu], axis=-1).astype(np.float32), isVector=True)
+    sitk.WriteImage(rgb, str(out / "ct_rgb.nrrd"), useCompression=True)
+    (out / "ct_not_image.nii.gz").write_text("not a NIfTI file\n" * 30)
+    rg_volume = sitk.GetImageFromArray(np.stack([synthetic_views()[0]] * 4).astype(np.float32))
+    sitk.WriteImage(rg_volume, str(out / "rg_volume.nii.gz"), useCompression=True)
+
+    files = write_ct_series(out / "ct_dicom_truncated", hu)
+    _truncate(files[3], _pixel_data_offset(files[3]) + ROWS * COLS)  # half of the slice's pixels
+    files = write_ct_series(out / "ct_dicom_truncated_header", hu)
+    _truncate(files[3], 200)  # preamble + file meta only
+    write_ct_series(out / "ct_dicom_no_pixels", hu, with_pixels=False)
+    files = write_ct_series(out / "ct_dicom_missing_slice", hu)
+    files[4].unlink()
+    files = write_ct_series(out / "ct_dicom_duplicated_slice", hu)
+    duplicate = write_ct_series(out / "ct_dicom_duplicated_slice", hu[2:3], positions_mm=[2 * SLICE_MM],
+                                series="A_dup")  # same series, same position, another file
+    _same_series(duplicate[0], files[0])
+    uneven = [0.0, 2.0, 4.0, 6.0, 8.6, 10.6, 12.6, 14.6]  # one 2.6 mm gap among 2 mm gaps: 30 % off, < 1.5×
+    write_ct_series(out / "ct_dicom_uneven_spacing", hu, positions_mm=uneven)
+    write_ct_series(out / "ct_dicom_single_slice", hu[:1])
+    write_ct_series(out / "ct_dicom_mr", (hu + 1000.0) * 0.8 - 1024.0, modality="MR")
+    (out / "ct_empty_folder").mkdir()
+    other = out / "ct_folder_without_dicom"
+    other.mkdir()
+    (other / "notes.txt").write_text("scan notes\n")
+    (other / "image.dcm").write_text("not DICOM\n" * 10)
+    write_ct_series(out / "ct_two_series", hu, series="A")
+    write_ct_series(out / "ct_two_series", hu[:6] + 5.0, series="B")
+
+
+def _same_series(path: Path, reference: Path) -> None:
+    """Give ``path`` the series UID of ``reference`` (so the duplicate slice belongs to the same series)."""
+    import pydicom
+
+    ds = pydicom.dcmread(path)
+    ds.SeriesInstanceUID = pydicom.dcmread(reference, stop_before_pixels=True).SeriesInstanceUID
+    ds.save_as(path, enforce_file_format=True)
+
+
+# ---------------------------------------------------------------------------------------------------- weights
+
+
+class CreatesMarkerWhenUnpickled:
+    """A hostile payload: unpickling it calls ``open(marker, "w")``, creating the marker file."""
+
+    def __init__(self, marker: str) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def _write_weights(out: Path) -> dict[str, str]:
+    """The weights cases; returns ``{file name: sha256}`` of the untampered files (the corpus's weights manifest)."""
+    import hashlib
+
+    import torch
+
+    marker = str((out / MARKER_NAME).resolve())
+    payload = {"format": "dctnet-training-checkpoint", "models": {"x": CreatesMarkerWhenUnpickled(marker)}}
+    torch.save(payload, out / "w_code.pt")
+    (out / "w_code.pkl").write_bytes(pickle.dumps({"weights": CreatesMarkerWhenUnpickled(marker)}, protocol=4))
+    state = {"conv.weight": torch.arange(48, dtype=torch.float32).reshape(4, 3, 2, 2), "conv.bias": torch.zeros(4)}
+    checkpoint = {"format": "dctnet-training-checkpoint", "format_version": 1, "kind": "gan",
+                  "config": {"model": {"channels": 16}}, "models": {"g": state}}
+    torch.save(checkpoint, out / "w_truncated.pt")
+    _truncate(out / "w_truncated.pt", (out / "w_truncated.pt").stat().st_size // 2)
+    torch.save(checkpoint, out / "w_tampered.pt")
+    digest = hashlib.sha256((out / "w_tampered.pt").read_bytes()).hexdigest()
+    data = bytearray((out / "w_tampered.pt").read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    (out / "w_tampered.pt").write_bytes(bytes(data))
+    torch.save(state, out / "w_not_checkpoint.pt")
+    (out / "w_text.pt").write_text("these are not weights\n" * 10)
+    return {"w_tampered.pt": digest}
+
+
+# ------------------------------------------------------------------------------------------------------- main
+
+
+def make_corpus(folder: str | os.PathLike) -> dict[str, Path]:
+    """Write every corpus file into ``folder`` (created if missing) plus ``manifest.json``.
+
+    Returns:
+        case name → absolute path (for cases whose file deliberately does not exist, the path it would have).
+    """
+    out = Path(folder).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    _write_images(out)
+    _write_cts(out)
+    for name in ("read_only", "full"):  # output folders of the simulated cases; "full" holds an earlier result
+        (out / name).mkdir(exist_ok=True)
+    (out / "full" / "out.nii.gz").write_bytes((out / "good_ct.nii.gz").read_bytes())
+    sha256 = _write_weights(out)
+    manifest = {name: {**asdict(case), "expect": {k: list(v) for k, v in case.expect.items()}}
+                for name, case in MANIFEST.items()}
+    (out / "manifest.json").write_text(json.dumps({"cases": manifest, "sha256": sha256}, indent=1) + "\n")
+    return {name: out / case.path for name, case in MANIFEST.items()}
+
+
+def weights_sha256(folder: str | os.PathLike) -> dict[str, str]:
+    """The sha256 manifest written by :func:`make_corpus` (file name → digest before tampering)."""
+    return json.loads((Path(folder) / "manifest.json").read_text())["sha256"]
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 2:
+        sys.exit("usage: make_corpus.py OUT_DIR")
+    paths = make_corpus(sys.argv[1])
+    total = sum(p.stat().st_size for p in Path(sys.argv[1]).rglob("*") if p.is_file())
+    print(f"{len(paths)} cases, {total / 1024:.0f} KiB in {sys.argv[1]}")

@@ -1,0 +1,359 @@
+"""Issue 5, bad input: every case of the generated corpus (Testing/Data/bad_inputs/make_corpus.py) fed to every public
+entry point its manifest names. Each must give its expected outcome: a DCTNet error of the expected type whose
+message names the problem *and* the file, or acceptance with the documented conversion / warning. No other exception
+type may escape, the command line must exit 2 with one line on stderr and no traceback, and no weights file may run
+code.
+"""
+
+from __future__ import annotations
+
+import builtins
+import errno
+import importlib.util
+import logging
+import os
+import shutil
+import sys
+import warnings
+from collections import namedtuple
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from DCTNetLib import cli
+from DCTNetLib.errors import DCTNetError, InputError, OutputError, WeightsError
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+CORPUS_SCRIPT = REPO_ROOT / "Testing" / "Data" / "bad_inputs" / "make_corpus.py"
+
+
+def _load_corpus_module():
+    spec = importlib.util.spec_from_file_location("dctnet_bad_input_corpus", CORPUS_SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses and pickling look the module up by name
+    spec.loader.exec_module(module)
+    return module
+
+
+mc = _load_corpus_module()
+ERRORS = {"InputError": InputError, "OutputError": OutputError, "WeightsError": WeightsError}
+CLI_ENTRIES = {"prepare", "reconstruct"}
+PAIRS = [(name, entry) for name, case in mc.MANIFEST.items() for entry in case.expect]
+LUMA = np.array([0.299, 0.587, 0.114])  # ITU-R BT.601, the documented RGB → grey rule
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("bad_inputs")
+    mc.make_corpus(folder)
+    return folder
+
+
+# ---------------------------------------------------------------------------------------------- simulations
+
+
+def _simulate(recipe: str, target: Path, monkeypatch, request) -> None:
+    """Make ``target`` unreadable / its folder unwritable / the disk full, as far as this process can tell.
+
+    Real permissions are used when not running as root; root reads and writes everything, so then the refusal is
+    injected at ``open`` / ``os.open`` for that one path, which is where a real refusal would surface.
+    """
+    if recipe == "no_read_permission":
+        if os.geteuid() != 0:
+            target.chmod(0)
+            request.addfinalizer(lambda: target.chmod(0o644))
+            return
+        real_open = builtins.open  # root reads everything: refuse this one path at open()
+
+        def open_refusing(file, *args, **kwargs):
+            if isinstance(file, (str, os.PathLike)) and Path(file).resolve() == target.resolve():
+                raise PermissionError(errno.EACCES, "Permission denied", str(file))
+            return real_open(file, *args, **kwargs)
+
+        monkeypatch.setattr(builtins, "open", open_refusing)
+    elif recipe == "not_writable":
+        folder = target.parent.resolve()
+        real = os.open
+
+        def os_open_refusing(path, flags, *args, **kwargs):
+            if Path(path).resolve().parent == folder and flags & (os.O_WRONLY | os.O_RDWR | os.O_CREAT):
+                raise PermissionError(errno.EACCES, "Permission denied", str(path))
+            return real(path, flags, *args, **kwargs)
+
+        monkeypatch.setattr(os, "open", os_open_refusing)
+    elif recipe == "disk_full_space":
+        usage = namedtuple("usage", "total used free")
+        monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(10**9, 10**9, 0))
+    elif recipe == "disk_full_write":
+        import SimpleITK as sitk
+
+        real_write = os.write
+
+        def write_enospc(fd, data):
+            if fd <= 2:
+                return real_write(fd, data)
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        def sitk_write_fails(*args, **kwargs):  # what ITK raises when its writer cannot write every byte
+            raise RuntimeError("Exception thrown in SimpleITK ImageFileWriter_Execute: Could not write file")
+
+        monkeypatch.setattr(os, "write", write_enospc)
+        monkeypatch.setattr(sitk, "WriteImage", sitk_write_fails)
+    elif recipe:
+        raise AssertionError(f"unknown simulation {recipe}")
+
+
+# ------------------------------------------------------------------------------------------------ entries
+
+
+def _call_library(entry: str, name: str, path: Path, corpus: Path):
+    """Run one library entry point on one case; returns its result (errors propagate)."""
+    if entry == "read_ct":
+        from DCTNetLib.io.ct import read_ct
+        return read_ct(path)
+    if entry == "read_radiograph":
+        from DCTNetLib.io.radiograph import read_radiograph
+        return read_radiograph(path)
+    if entry == "load_radiograph":
+        from DCTNetLib.io.radiograph import load_radiograph
+        return load_radiograph(path)
+    if entry == "write_ct":
+        from DCTNetLib.io.ct import CTVolume, write_ct
+        return write_ct(CTVolume(mc.synthetic_ct_hu(), spacing=(2.0, 1.5, 1.5)), path)
+    if entry == "write_text":
+        from DCTNetLib.io.atomic import atomic_write_text
+        return atomic_write_text(path.with_name("report.json"), "{}\n")
+    if entry == "check_pair":
+        from DCTNetLib.io.radiograph import read_radiograph, view_pair_warnings
+        pa, lat = read_radiograph(corpus / "pair_pa.png"), read_radiograph(corpus / "pair_lat.png")
+        return view_pair_warnings(pa, pa) if name == "pair_identical" else view_pair_warnings(lat, pa)
+    if entry == "load_checkpoint":
+        from DCTNetLib.training.checkpoint import load_checkpoint
+        return load_checkpoint(path)
+    if entry == "safe_load":
+        from DCTNetLib.io.safe_load import load_checkpoint
+        return load_checkpoint(path, expected_sha256=mc.weights_sha256(corpus).get(path.name))
+    if entry == "numpy_pickle":
+        from DCTNetLib.io.safe_load import load_numpy_pickle
+        return load_numpy_pickle(path)
+    raise AssertionError(f"no library entry {entry}")
+
+
+def _prepare_source(name: str, path: Path, tmp_path: Path) -> tuple[str, Path]:
+    """A download-like source folder holding only this case: LIDC layout for DICOM folders, NIfTI for files."""
+    source = tmp_path / "source"
+    if path.is_dir():
+        shutil.copytree(path, source / "LIDC-IDRI-0001" / "01-01-2000-CT" / path.name)
+        return "lidc-idri", source
+    source.mkdir()
+    shutil.copy(path, source / path.name)
+    return "ctspine1k", source
+
+
+def _cli(argv: list[str], capsys) -> tuple[int, str, str]:
+    capsys.readouterr()
+    code = cli.main(argv)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def _assert_one_line_error(code: int, err: str, fragment: str, names: list[str]) -> None:
+    assert code == 2, f"exit code {code}, stderr: {err!r}"
+    assert "Traceback" not in err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, f"expected one error line, got {lines}"
+    assert fragment.lower() in lines[0].lower(), lines[0]
+    assert any(n in lines[0] for n in names), f"{names} not named in: {lines[0]}"
+
+
+def _run_cli(entry: str, name: str, case, path: Path, corpus: Path, tmp_path: Path, capsys, monkeypatch,
+             request) -> None:
+    outcome, fragment = case.expect[entry]
+    if entry == "reconstruct":
+        pytest.importorskip("DCTNetLib.commands.reconstruct", reason="dctnet reconstruct not in this build yet")
+        pytest.importorskip("DCTNetLib.io.model_bundle", reason="model bundles not in this build yet")
+        if name.startswith("out_"):
+            argv = ["--pa", corpus / "good_pa.png", "--lat", corpus / "good_lat.png", "--output", path]
+        else:
+            argv = ["--pa", path, "--lat", corpus / "good_lat.png", "--output", tmp_path / "ct.nii.gz"]
+        _simulate(case.simulate, path, monkeypatch, request)
+        code, _, err = _cli(["reconstruct", *map(str, argv), "--device", "cpu"], capsys)
+        _assert_one_line_error(code, err, fragment, [path.name, path.parent.name])
+        return
+    # dctnet prepare
+    output = tmp_path / "prepared"
+    if outcome == "failed":
+        dataset, source = _prepare_source(name, path, tmp_path)
+        code, out, err = _cli(["prepare", "--dataset", dataset, "--source", str(source), "--output", str(output),
+                               "--workers", "1"], capsys)
+        assert code == 1 and "Traceback" not in err, (code, err)
+        assert "0 done" in out and "1 failed" in out, out
+        failed = (output / "failed.txt").read_text().strip().splitlines()
+        assert len(failed) == 1, failed
+        assert fragment.lower() in failed[0].lower(), failed[0]
+        assert str(source) in failed[0], failed[0]  # names the series folder or file inside the download
+        return
+    # output problems: a source with one case (a good CT, or a bad one for the write test) and a failing disk
+    good = name == "out_disk_full_space"
+    dataset, source = _prepare_source(name, corpus / ("good_ct.nii.gz" if good else "ct_nan.nii.gz"), tmp_path)
+    _simulate(case.simulate, output / "x", monkeypatch, request)
+    code, _, err = _cli(["prepare", "--dataset", dataset, "--source", str(source), "--output", str(output),
+                         "--workers", "1"], capsys)
+    _assert_one_line_error(code, err, fragment, [output.name])
+
+
+# ------------------------------------------------------------------------------------------ outcome checks
+
+
+def _check_accepted(name: str, result, corpus: Path) -> None:
+    """What "accepted" means for each accepted case (values actually checked, not just "no error")."""
+    from PIL import Image
+
+    if name.startswith("rg_") and result.shape == (128, 128):  # load_radiograph: model-ready
+        assert result.dtype == np.float32 and 0.0 <= result.min() and result.max() <= 1.0 and np.ptp(result) > 0.3
+        return
+    raw = np.asarray(Image.open(corpus / name)) if name.endswith((".png", ".tif")) else None
+    if name in ("rg_rgb.png", "rg_rgba.png"):
+        np.testing.assert_allclose(result, raw[..., :3] @ LUMA / 255.0, atol=1e-5)
+    elif name in ("rg_16bit.png", "rg_float.tif"):
+        raw = raw.astype(np.float64)
+        np.testing.assert_allclose(result, (raw - raw.min()) / np.ptp(raw), atol=1e-5)
+    elif name == "rg_monochrome1.dcm":
+        import pydicom
+        stored = pydicom.dcmread(corpus / name).pixel_array.astype(np.float64)
+        np.testing.assert_allclose(result, 1.0 - (stored - stored.min()) / np.ptp(stored), atol=1e-5)
+        pa = mc.synthetic_views()[0]
+        assert np.corrcoef(result.ravel(), pa.ravel())[0, 1] > 0.99  # bone bright again, as in the PA
+    elif name == "ct_two_series":
+        assert result.shape == (mc.SLICES, mc.ROWS, mc.COLS)  # the 8-slice series, not the 6-slice one
+        assert result.hu.min() == -1000.0  # series A holds HU + 0…7 per slice, series B HU + 5…10
+    else:
+        raise AssertionError(f"no acceptance check for {name}")
+
+
+@pytest.mark.parametrize(("name", "entry"), PAIRS, ids=[f"{n}-{e}" for n, e in PAIRS])
+def test_corpus_case(name, entry, corpus, tmp_path, capsys, caplog, monkeypatch, request):
+    case = mc.MANIFEST[name]
+    path = corpus / case.path
+    outcome, fragment = case.expect[entry]
+    if entry in CLI_ENTRIES:
+        _run_cli(entry, name, case, path, corpus, tmp_path, capsys, monkeypatch, request)
+        return
+    old = path.read_bytes() if path.is_file() and entry.startswith("write") else None
+    _simulate(case.simulate, path, monkeypatch, request)
+    caplog.set_level(logging.INFO)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # any Python warning must be deliberate: turn it into a failure here
+        warnings.filterwarnings("ignore", message=".*pickle protocol.*")  # torch's note on protocol-4 files
+        try:
+            result = _call_library(entry, name, path, corpus)
+        except DCTNetError as exc:
+            assert outcome in ERRORS, f"{name} via {entry}: expected {outcome}, got {type(exc).__name__}: {exc}"
+            assert isinstance(exc, ERRORS[outcome]), f"{type(exc).__name__}: {exc}"
+            message = str(exc)
+            assert fragment.lower() in message.lower(), message
+            assert "\n" not in message, message
+            target = path.with_name("report.json") if entry == "write_text" else path
+            assert target.name in message or target.parent.name in message, f"file not named: {message}"
+            if old is not None:
+                assert path.read_bytes() == old, "the earlier file was damaged"
+                assert not [p for p in path.parent.iterdir() if p.name.startswith(".tmp-")], "temp file left"
+            return
+    assert outcome in ("ok", "warns"), f"{name} via {entry}: expected {outcome}, got a result"
+    if entry == "check_pair":
+        assert len(result) == 1 and fragment in result[0], result
+        return
+    if outcome == "warns":
+        records = [r for r in caplog.records if fragment in r.getMessage() and r.levelno >= logging.WARNING]
+        assert records, f"no warning containing {fragment!r}: {[r.getMessage() for r in caplog.records]}"
+        assert path.name in records[0].getMessage()
+    if name == "ct_two_series":
+        message = records[0].getMessage()
+        import pydicom
+        kept = pydicom.dcmread(path / "A001.dcm", stop_before_pixels=True).SeriesInstanceUID
+        skipped = pydicom.dcmread(path / "B001.dcm", stop_before_pixels=True).SeriesInstanceUID
+        assert f"using the largest: {kept}" in message and f"skipped: {skipped}" in message, message
+    _check_accepted(name, result, corpus)
+
+
+# --------------------------------------------------------------------------------------------- the corpus
+
+
+def test_corpus_covers_every_item_of_the_issue(corpus):
+    covered = {case.issue_item for case in mc.MANIFEST.values()}
+    assert len(mc.ISSUE_ITEMS) == 25
+    assert set(mc.ISSUE_ITEMS) <= covered, set(mc.ISSUE_ITEMS) - covered
+    assert len(mc.MANIFEST) >= len(mc.ISSUE_ITEMS)
+    assert len(PAIRS) >= 2 * len(mc.ISSUE_ITEMS)  # most cases go through two or more entry points
+    for name, case in mc.MANIFEST.items():
+        path = corpus / case.path
+        if name.startswith("out_") and name != "out_missing_folder":
+            assert path.parent.is_dir(), name  # the output folder exists; the simulated disk / permission fails
+        else:
+            assert path.exists() or "missing" in name, name
+    sizes = [p.stat().st_size for p in corpus.rglob("*") if p.is_file() and p.name != "manifest.json"]
+    assert max(sizes) < 16 * 1024  # "a few KB" each
+    manifest = (corpus / "manifest.json").read_text()
+    assert all(f'"{name}"' in manifest for name in mc.MANIFEST)
+
+
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")  # torch's note on protocol-4 pickles
+def test_no_weights_file_ran_code(corpus):
+    """Runs after the weights cases (same module corpus); also proves the payload is live under plain pickle."""
+    import pickle
+
+    from DCTNetLib.io.safe_load import load_checkpoint, load_numpy_pickle
+    from DCTNetLib.training.checkpoint import load_checkpoint as load_training_checkpoint
+
+    for loader, file in [(load_checkpoint, "w_code.pt"), (load_checkpoint, "w_code.pkl"),
+                         (load_training_checkpoint, "w_code.pt"), (load_training_checkpoint, "w_code.pkl"),
+                         (load_numpy_pickle, "w_code.pkl")]:
+        with pytest.raises(WeightsError, match=r"refusing to load .*w_code\.p"):
+            loader(corpus / file)
+    assert not (corpus / mc.MARKER_NAME).exists()
+    # the same payload really runs code when unpickled unsafely (so the refusals above mean something)
+    live = corpus.parent / "live_marker"
+    pickle.loads(pickle.dumps(mc.CreatesMarkerWhenUnpickled(str(live))))
+    assert live.exists()
+    live.unlink()
+
+
+def test_view_pair_check_on_real_geometry(lidc_demo_ct):
+    """The swap rule on DRRs of a real chest CT: the true pair passes, the swapped pair and a duplicate warn."""
+    import torch
+
+    from DCTNetLib.data.drr import make_drrs
+    from DCTNetLib.data.preprocess import preprocess_ct
+    from DCTNetLib.io.radiograph import view_pair_warnings
+
+    drr = make_drrs(torch.from_numpy(preprocess_ct(lidc_demo_ct).volume)[None, None])[0].numpy()
+    assert view_pair_warnings(drr[0], drr[1]) == []
+    assert "swapped" in view_pair_warnings(drr[1], drr[0])[0]
+    assert "identical" in view_pair_warnings(drr[0], drr[0])[0]
+
+
+def test_inference_check_pair_warns_for_identical_and_swapped(corpus):
+    """The lead's public pair check (inference.check_pair) gives the same two warnings."""
+    pytest.importorskip("DCTNetLib.io.model_bundle", reason="inference.py needs io/model_bundle.py (not yet built)")
+    from DCTNetLib.inference import check_pair
+    from DCTNetLib.io.radiograph import read_radiograph
+
+    pa, lat = read_radiograph(corpus / "pair_pa.png"), read_radiograph(corpus / "pair_lat.png")
+    with pytest.warns(RuntimeWarning, match="identical"):
+        check_pair(pa, pa)
+    with pytest.warns(RuntimeWarning, match="swapped"):
+        check_pair(lat, pa)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        check_pair(pa, lat)
+
+
+def test_cli_missing_inputs_exit_2_without_traceback(corpus, tmp_path, capsys):
+    code, _, err = _cli(["prepare", "--dataset", "lidc-idri", "--source", str(corpus / "no_such_download"),
+                         "--output", str(tmp_path / "out")], capsys)
+    _assert_one_line_error(code, err, "source folder not found", ["no_such_download"])
+    (tmp_path / "a_file").write_text("x")
+    code, _, err = _cli(["prepare", "--dataset", "lidc-idri", "--source", str(corpus / "ct_two_series"),
+                         "--output", str(tmp_path / "a_file" / "out")], capsys)
+    _assert_one_line_error(code, err, "cannot create output folder", ["a_file"])
