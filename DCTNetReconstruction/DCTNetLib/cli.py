@@ -28,7 +28,7 @@ COMMANDS: dict[str, str] = {
     "demo": "demo",
     "info": "info",
     "weights": "weights",
-    "figure": "figure",
+    "export": "export",
 }
 
 

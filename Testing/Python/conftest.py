@@ -127,3 +127,32 @@ def write_dicom_series(ct, folder: Path, series_uid: str | None = None, modality
 def dicom_series_writer() -> Callable[..., list[Path]]:
     """:func:`write_dicom_series` as a fixture (tests call ``dicom_series_writer(ct, folder)``)."""
     return write_dicom_series
+
+
+def make_tiny_bundle(with_cdm: bool = True, seed: int = 0):
+    """A randomly initialised tiny model bundle (32² radiographs → 32³ volumes): real models, fast."""
+    import torch
+
+    from DCTNetLib.io.model_bundle import ModelBundle
+    from DCTNetLib.models.diffusion import CDMConfig, ConditionalDiffusion
+    from DCTNetLib.models.presets import build_generator, gan_preset
+
+    torch.manual_seed(seed)
+    preset = gan_preset("tiny")
+    cdm_config = CDMConfig.tiny(sampling_steps=4)
+    return ModelBundle(
+        cdm=ConditionalDiffusion(cdm_config).eval() if with_cdm else None,
+        g_raw=build_generator(preset.generator).eval(),
+        g_bs=build_generator(preset.generator).eval() if with_cdm else None,
+        image_size=cdm_config.image_size, sampling_steps=cdm_config.sampling_steps,
+        cdm_config=cdm_config.to_dict() if with_cdm else None, gan_preset=preset.to_dict(),
+        meta={"note": "random tiny test bundle"},
+    )
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle_path(tmp_path_factory) -> Path:
+    """A saved tiny random bundle file (see :func:`make_tiny_bundle`)."""
+    from DCTNetLib.io.model_bundle import save_model_bundle
+
+    return save_model_bundle(make_tiny_bundle(), tmp_path_factory.mktemp("bundle") / "tiny.pt")

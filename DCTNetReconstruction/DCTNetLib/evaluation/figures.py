@@ -1,0 +1,67 @@
+"""Figures of a reconstruction: inputs, bone-suppressed previews, and the CT in three planes (PNG, matplotlib).
+
+Used by ``dctnet demo`` (the README's figure) and ``dctnet reconstruct --figure``. Display conventions follow
+:mod:`DCTNetLib.conventions`: axial slices are shown in radiological orientation (patient right on the image's
+left), coronal and sagittal with the head up.
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+
+from ..io.atomic import atomic_write_bytes
+
+__all__ = ["orthogonal_slices", "reconstruction_figure"]
+
+
+def orthogonal_slices(volume: np.ndarray) -> dict[str, np.ndarray]:
+    """Central axial, coronal and sagittal slices of a canonical ``(D, H, W)`` = (S→I, A→P, R→L) volume.
+
+    Returns:
+        ``{"axial": (H, W) rows A→P, "coronal": (D, W) rows S→I, "sagittal": (D, H) rows S→I}``.
+    """
+    d, h, w = volume.shape
+    return {"axial": volume[d // 2], "coronal": volume[:, h // 2, :], "sagittal": volume[:, :, w // 2]}
+
+
+def reconstruction_figure(path: str | Path, pa: np.ndarray, lat: np.ndarray, ct_unit: np.ndarray,
+                          pa_bs: np.ndarray | None = None, lat_bs: np.ndarray | None = None,
+                          ground_truth_unit: np.ndarray | None = None, title: str = "",
+                          metrics: dict[str, float] | None = None) -> Path:
+    """Write a PNG: row 1 the radiographs (and their bone-suppressed versions), then the CT's three planes
+    (reconstruction, and ground truth when given). Volumes are unit-range ``(D, H, W)`` (HU window → [0, 1]).
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    images = [("PA", pa), ("lateral", lat)]
+    if pa_bs is not None and lat_bs is not None:
+        images += [("PA, bone-suppressed (CDM)", pa_bs), ("lateral, bone-suppressed (CDM)", lat_bs)]
+    rows = [("reconstruction G(Y)", ct_unit)] + ([("ground truth", ground_truth_unit)]
+                                                   if ground_truth_unit is not None else [])
+    ncols = max(len(images), 3)
+    fig, axes = plt.subplots(1 + len(rows), ncols, figsize=(3.0 * ncols, 3.1 * (1 + len(rows))), squeeze=False)
+    for ax in axes.ravel():
+        ax.axis("off")
+    for ax, (name, image) in zip(axes[0], images):
+        ax.imshow(image, cmap="gray", vmin=0, vmax=1)
+        ax.set_title(name, fontsize=9)
+    for r, (name, volume) in enumerate(rows, start=1):
+        for ax, (plane, image) in zip(axes[r], orthogonal_slices(volume).items()):
+            ax.imshow(image, cmap="gray", vmin=0, vmax=1)
+            ax.set_title(f"{name}: {plane}", fontsize=9)
+    caption = title
+    if metrics:
+        caption += ("\n" if caption else "") + "   ".join(f"{k} {v:.3f}" for k, v in metrics.items())
+    if caption:
+        fig.suptitle(caption, fontsize=10)
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=80)
+    plt.close(fig)
+    return atomic_write_bytes(Path(path), buffer.getvalue())

@@ -1,0 +1,273 @@
+"""Radiographs in → volumes out: the one inference path used by ``dctnet reconstruct``, ``dctnet demo``, the
+Slicer logic and the tests.
+
+Console use (three lines)::
+
+    from DCTNetLib.inference import Reconstructor
+    model = Reconstructor.load()                       # shipped small weights, CUDA when available
+    result = model.reconstruct(pa, lat)                # pa, lat: (H, W) arrays in [0, 1]
+    result.ct_hu.hu                                    # (128, 128, 128) HU, 2.5 mm voxels
+
+The pipeline (DCT-Net Fig. 2): Y = (PA, LAT) → CDM (DDIM) → X = bone-suppressed pair; G(Y) is the CT, G(X) the
+soft-tissue CT, |G(Y) − G(X)| the branch-disagreement map.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from .conventions import IMAGE_SIZE, HU_MAX, HU_MIN
+from .data.preprocess import PreparedVolume, to_ct_volume
+from .errors import InputError
+from .io.ct import CTVolume
+from .io.model_bundle import ModelBundle, load_model_bundle
+from .io.radiograph import resize_radiograph, view_pair_warnings
+
+__all__ = ["Reconstructor", "ReconstructionResult", "select_device"]
+
+log = logging.getLogger(__name__)
+
+ProgressCallback = Callable[[float, str], None]
+
+
+def select_device(device: str | torch.device = "auto") -> torch.device:
+    """``"auto"`` → CUDA when available, else CPU; ``"cuda"`` without a GPU falls back to CPU with a warning."""
+    name = str(device)
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        warnings.warn("CUDA was requested but is not available; using the CPU", RuntimeWarning, stacklevel=2)
+        return torch.device("cpu")
+    if name not in ("cpu",) and not name.startswith("cuda"):
+        raise ValueError(f"device must be 'auto', 'cpu' or 'cuda[:N]', got {device!r}")
+    return torch.device(name)
+
+
+@dataclass
+class ReconstructionResult:
+    """Everything one reconstruction produces.
+
+    Args:
+        ct_hu: G(Y) in HU, 128³ at 2.5 mm, centred on ``geometry`` (the primary output).
+        soft_tissue_hu: G(X) in HU (the bone-suppressed branch), or ``None`` for single-branch models.
+        disagreement: ``|G(Y) − G(X)|`` in HU (an uncertainty layer), or ``None``.
+        pa, lat: the ``(128, 128)`` model inputs in [0, 1].
+        pa_bs, lat_bs: the CDM's bone-suppressed ``(128, 128)`` images in [0, 1], or ``None``.
+        ct_unit: G(Y) as ``(D, H, W)`` unit values (HU window → [0, 1]), for metrics.
+    """
+
+    ct_hu: CTVolume
+    soft_tissue_hu: CTVolume | None
+    disagreement: CTVolume | None
+    pa: np.ndarray
+    lat: np.ndarray
+    pa_bs: np.ndarray | None
+    lat_bs: np.ndarray | None
+    ct_unit: np.ndarray
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def _as_model_image(image: np.ndarray | torch.Tensor, name: str, size: int) -> np.ndarray:
+    """Check one radiograph and bring it to ``(size, size)`` in [0, 1] the way training DRRs were made."""
+    if isinstance(image, torch.Tensor):
+        image = image.detach().cpu().numpy()
+    arr = np.asarray(image, dtype=np.float32)
+    while arr.ndim > 2 and arr.shape[0] == 1:
+        arr = arr[0]
+    if arr.ndim != 2:
+        raise InputError(f"{name} radiograph must be a 2D (H, W) image, got shape {np.shape(image)}")
+    if not np.isfinite(arr).all():
+        raise InputError(f"{name} radiograph contains NaN or infinite pixels")
+    lo, hi = float(arr.min()), float(arr.max())
+    if hi <= lo:
+        raise InputError(f"{name} radiograph is blank (all pixels equal {lo:g})")
+    if lo < 0.0 or hi > 1.0:
+        arr = (arr - lo) / (hi - lo)
+    if arr.shape != (size, size):
+        arr = resize_radiograph(arr, size)
+    return arr
+
+
+def check_pair(pa: np.ndarray, lat: np.ndarray) -> None:
+    """Warn when the two views look swapped or identical (both are legal arrays, but probably a mistake)."""
+    for message in view_pair_warnings(pa, lat):
+        warnings.warn(message, RuntimeWarning, stacklevel=3)
+
+
+class Reconstructor:
+    """A loaded DCT-Net model: the bone-suppression CDM and the dual generators on one device.
+
+    Args:
+        bundle: weights and configs from :func:`DCTNetLib.io.model_bundle.load_model_bundle`.
+        device: ``"auto"``, ``"cpu"`` or ``"cuda"``. Defaults to ``"auto"``.
+    """
+
+    def __init__(self, bundle: ModelBundle, device: str | torch.device = "auto") -> None:
+        self.bundle = bundle
+        self.device = select_device(device)
+        self.cdm = bundle.cdm.to(self.device).eval() if bundle.cdm is not None else None
+        self.g_raw = bundle.g_raw.to(self.device).eval()
+        self.g_bs = bundle.g_bs.to(self.device).eval() if bundle.g_bs is not None else None
+        self.image_size = int(bundle.image_size)
+        self.default_steps = int(bundle.sampling_steps)
+
+    @classmethod
+    def load(cls, weights: str | Path | None = None, device: str | torch.device = "auto") -> "Reconstructor":
+        """Load a model bundle (``None`` = the shipped default weights), validated and without running code."""
+        return cls(load_model_bundle(Path(weights) if weights is not None else None), device)
+
+    # -- steps -----------------------------------------------------------------------------------------------
+    def _pair_tensor(self, pa: np.ndarray, lat: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(np.stack([pa, lat])[None]).to(self.device)  # (1, 2, n, n)
+
+    @torch.inference_mode()
+    def suppress_bones(self, pa, lat, steps: int | None = None, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+        """Bone-suppressed PA and lateral images by the CDM (both views in one batch).
+
+        Args:
+            pa, lat: ``(H, W)`` radiographs in [0, 1] (any size; resized to the model's 128²).
+            steps: DDIM steps. Defaults to the bundle's interactive default.
+            seed: sampling seed; the same seed gives the same images.
+
+        Returns:
+            ``(pa_bs, lat_bs)``, each ``(128, 128)`` in [0, 1].
+        """
+        if self.cdm is None:
+            raise InputError("this model has no bone-suppression CDM (single-branch weights)")
+        pa = _as_model_image(pa, "PA", self.image_size)
+        lat = _as_model_image(lat, "lateral", self.image_size)
+        out = self._run_cdm(self._pair_tensor(pa, lat), steps, seed)
+        return out[0, 0].cpu().numpy(), out[0, 1].cpu().numpy()
+
+    def _run_cdm(self, pair: torch.Tensor, steps: int | None, seed: int) -> torch.Tensor:
+        steps = int(steps) if steps is not None else self.default_steps
+        if steps < 1:
+            raise ValueError(f"steps must be ≥ 1, got {steps}")
+        return self.cdm.suppress_bones(pair, steps=steps, seed=seed).clamp(0.0, 1.0)
+
+    def to(self, device: str | torch.device) -> "Reconstructor":
+        """Move the models to ``device`` (e.g. back to the CPU after a GPU out-of-memory error)."""
+        self.device = select_device(device)
+        for model in (self.cdm, self.g_raw, self.g_bs):
+            if model is not None:
+                model.to(self.device)
+        return self
+
+    def reconstruct(self, *args, **kwargs) -> ReconstructionResult:
+        """Reconstruct the CT (see :meth:`_reconstruct` for the arguments).
+
+        On CUDA, an out-of-memory error frees the cache, warns, moves the models to the CPU and runs again there
+        instead of failing (a 128³ reconstruction needs about 1.5 GB; small GPUs shared with a viewer run out).
+        """
+        try:
+            return self._reconstruct(*args, **kwargs)
+        except torch.cuda.OutOfMemoryError:
+            if self.device.type != "cuda":
+                raise
+            torch.cuda.empty_cache()
+            warnings.warn("the GPU ran out of memory; reconstructing on the CPU instead (slower)", RuntimeWarning,
+                          stacklevel=2)
+            log.warning("CUDA out of memory: falling back to the CPU")
+            self.to("cpu")
+            return self._reconstruct(*args, **kwargs)
+
+    @torch.inference_mode()
+    def _reconstruct(self, pa, lat, steps: int | None = None, seed: int = 0,
+                    geometry: PreparedVolume | None = None, progress: ProgressCallback | None = None,
+                    bone_suppressed: tuple[np.ndarray, np.ndarray] | None = None) -> ReconstructionResult:
+        """Reconstruct the CT from a PA and a lateral radiograph.
+
+        Args:
+            pa, lat: ``(H, W)`` radiographs in [0, 1] (bright = bone), any size (resized to 128²).
+            steps: DDIM steps of the bone-suppression preview. Defaults to the bundle's default.
+            seed: sampling seed.
+            geometry: where to place the volume (e.g. the :class:`PreparedVolume` of the CT the radiographs were
+                made from). Defaults to a 320 mm cube centred on the world origin.
+            progress: ``callback(fraction, message)``.
+            bone_suppressed: precomputed ``(pa_bs, lat_bs)`` to skip the CDM.
+
+        Returns:
+            :class:`ReconstructionResult` (volumes in HU, 2.5 mm voxels).
+        """
+        import time
+
+        report = progress or (lambda fraction, message: None)
+        timings: dict[str, float] = {}
+        pa = _as_model_image(pa, "PA", self.image_size)
+        lat = _as_model_image(lat, "lateral", self.image_size)
+        check_pair(pa, lat)
+        y = self._pair_tensor(pa, lat)
+
+        x = None
+        if self.g_bs is not None:
+            report(0.05, "bone suppression (diffusion)")
+            start = time.perf_counter()
+            if bone_suppressed is not None:
+                x = self._pair_tensor(_as_model_image(bone_suppressed[0], "bone-suppressed PA", self.image_size),
+                                      _as_model_image(bone_suppressed[1], "bone-suppressed lateral", self.image_size))
+            else:
+                x = self._run_cdm(y, steps, seed)
+            timings["bone_suppression_s"] = time.perf_counter() - start
+
+        report(0.5, "reconstruction G(Y)")
+        start = time.perf_counter()
+        ct_unit = self.g_raw(y)[0, 0].float()
+        timings["g_raw_s"] = time.perf_counter() - start
+        soft_unit = None
+        if x is not None:
+            report(0.75, "reconstruction G(X)")
+            start = time.perf_counter()
+            soft_unit = self.g_bs(x)[0, 0].float()
+            timings["g_bs_s"] = time.perf_counter() - start
+        report(0.95, "writing volumes")
+
+        ct_hu = to_ct_volume(ct_unit, geometry)
+        soft_hu = to_ct_volume(soft_unit, geometry) if soft_unit is not None else None
+        disagreement = None
+        if soft_unit is not None:
+            diff_hu = (ct_unit - soft_unit).abs().cpu().numpy() * (HU_MAX - HU_MIN)
+            disagreement = CTVolume(hu=diff_hu, spacing=ct_hu.spacing, origin_lps=ct_hu.origin_lps,
+                                    direction=ct_hu.direction, source=ct_hu.source)
+        report(1.0, "done")
+        return ReconstructionResult(
+            ct_hu=ct_hu, soft_tissue_hu=soft_hu, disagreement=disagreement, pa=pa, lat=lat,
+            pa_bs=x[0, 0].cpu().numpy() if x is not None else None,
+            lat_bs=x[0, 1].cpu().numpy() if x is not None else None,
+            ct_unit=ct_unit.cpu().numpy(), timings=timings,
+        )
+
+
+def radiographs_from_ct(ct: CTVolume) -> tuple[PreparedVolume, np.ndarray, np.ndarray]:
+    """PA and lateral DRRs of a CT with the training geometry (X2CT-GAN preprocessing, then the DRR projector).
+
+    What "Make radiographs from CT" in Slicer and ``dctnet reconstruct --ct`` / ``dctnet demo`` use, so a user can
+    round-trip a CT and compare the reconstruction with it.
+
+    Returns:
+        ``(prepared, pa, lat)``: the 128³ model-grid volume (its geometry places the reconstruction on the CT) and
+        the two ``(128, 128)`` radiographs in [0, 1].
+    """
+    from .data.drr import make_drrs
+    from .data.preprocess import preprocess_ct
+
+    prepared = preprocess_ct(ct)
+    with torch.inference_mode():
+        drr = make_drrs(torch.from_numpy(prepared.volume)[None, None])[0].numpy()
+    return prepared, drr[0], drr[1]
+
+
+def on_model_grid(volume: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """``volume`` (unit values, ``(D, H, W)``) resized trilinearly to the model's output ``shape`` (identity when
+    equal): metrics compare a reconstruction with its ground truth on the model's grid, whatever its size."""
+    if tuple(volume.shape) == tuple(shape):
+        return volume
+    resized = torch.nn.functional.interpolate(torch.from_numpy(np.ascontiguousarray(volume, np.float32))[None, None],
+                                              size=tuple(shape), mode="trilinear", align_corners=False)
+    return resized[0, 0].numpy()

@@ -1,0 +1,179 @@
+"""Model bundles, the Reconstructor, and the reconstruct / demo / export commands, on tiny random models."""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import make_tiny_bundle
+from DCTNetLib import cli
+from DCTNetLib.errors import WeightsError
+from DCTNetLib.inference import Reconstructor, on_model_grid, radiographs_from_ct
+from DCTNetLib.io.ct import read_ct
+from DCTNetLib.io.model_bundle import load_model_bundle, save_model_bundle
+
+
+def _radiographs(seed: int = 0, size: int = 64) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return rng.random((size, size), dtype=np.float32), rng.random((size, size), dtype=np.float32)
+
+
+def test_bundle_round_trip_keeps_every_weight(tmp_path):
+    bundle = make_tiny_bundle()
+    loaded = load_model_bundle(save_model_bundle(bundle, tmp_path / "b.pt"))
+    for name in ("cdm", "g_raw", "g_bs"):
+        original, restored = getattr(bundle, name).state_dict(), getattr(loaded, name).state_dict()
+        assert original.keys() == restored.keys()
+        assert all(torch.equal(original[k], restored[k]) for k in original), name
+    assert loaded.parameter_counts() == bundle.parameter_counts()
+    assert not any(p.requires_grad for p in loaded.g_raw.parameters())
+
+
+def test_half_precision_bundle_is_smaller_and_close(tmp_path):
+    bundle = make_tiny_bundle()
+    full = save_model_bundle(bundle, tmp_path / "full.pt")
+    half = save_model_bundle(bundle, tmp_path / "half.pt", half=True)
+    assert half.stat().st_size < 0.7 * full.stat().st_size
+    restored = load_model_bundle(half).g_raw.state_dict()
+    for key, value in bundle.g_raw.state_dict().items():
+        torch.testing.assert_close(restored[key], value, atol=1e-2, rtol=1e-2)
+
+
+def test_tampered_truncated_and_foreign_files_are_refused(tmp_path, tiny_bundle_path):
+    from DCTNetLib.io.safe_load import sha256_file
+
+    data = tiny_bundle_path.read_bytes()
+    with pytest.raises(WeightsError, match="sha256"):
+        load_model_bundle(tiny_bundle_path, expected_sha256="0" * 64)
+    load_model_bundle(tiny_bundle_path, expected_sha256=sha256_file(tiny_bundle_path))
+    truncated = tmp_path / "truncated.pt"
+    truncated.write_bytes(data[: len(data) // 2])
+    with pytest.raises(WeightsError, match="truncated.pt"):
+        load_model_bundle(truncated)
+    foreign = tmp_path / "checkpoint.pt"
+    torch.save({"format": "dctnet-checkpoint", "kind": "gan", "models": {}}, foreign)
+    with pytest.raises(WeightsError, match="dctnet export"):
+        load_model_bundle(foreign)
+
+
+def test_architecture_mismatch_names_the_differing_weights(tmp_path, tiny_bundle_path):
+    state = torch.load(tiny_bundle_path, weights_only=True)
+    key = next(iter(state["generator"]["g_raw"]))
+    state["generator"]["g_raw"][key] = torch.zeros(3, 3)
+    bad = tmp_path / "bad.pt"
+    torch.save(state, bad)
+    with pytest.raises(WeightsError, match=rf"G\(Y\).*{key.split('.')[0]}"):
+        load_model_bundle(bad)
+
+
+def test_reconstructor_outputs_geometry_and_is_deterministic(tiny_bundle_path, tiny_phantom_ct):
+    model = Reconstructor.load(tiny_bundle_path, device="cpu")
+    prepared, pa, lat = radiographs_from_ct(tiny_phantom_ct)
+    assert pa.shape == lat.shape == (128, 128) and 0 <= pa.min() and pa.max() <= 1
+    first = model.reconstruct(pa, lat, seed=3, geometry=prepared)
+    second = model.reconstruct(pa, lat, seed=3, geometry=prepared)
+    n = model.image_size
+    assert first.ct_hu.hu.shape == (n, n, n) and first.pa_bs.shape == (n, n)
+    np.testing.assert_array_equal(first.ct_hu.hu, second.ct_hu.hu)
+    np.testing.assert_array_equal(first.pa_bs, second.pa_bs)
+    # the volume spans the 320 mm field, centred on the source CT
+    np.testing.assert_allclose(first.ct_hu.spacing, (320.0 / n,) * 3)
+    np.testing.assert_allclose(first.ct_hu.centre_lps(), tiny_phantom_ct.centre_lps(), atol=1e-3)
+    # the disagreement map is |G(Y) − G(X)| in HU
+    np.testing.assert_allclose(first.disagreement.hu, np.abs(first.ct_hu.hu - first.soft_tissue_hu.hu), atol=0.5)
+    # suppress_bones equals the reconstruction's preview for the same seed (both views in one batch)
+    pa_bs, lat_bs = model.suppress_bones(pa, lat, seed=3)
+    np.testing.assert_allclose(pa_bs, first.pa_bs, atol=1e-6)
+    np.testing.assert_allclose(lat_bs, first.lat_bs, atol=1e-6)
+    assert set(first.timings) >= {"bone_suppression_s", "g_raw_s", "g_bs_s"}
+
+
+def test_precomputed_bone_suppression_skips_the_cdm(tiny_bundle_path):
+    model = Reconstructor.load(tiny_bundle_path, device="cpu")
+    pa, lat = _radiographs()
+    preview = model.suppress_bones(pa, lat, seed=1)
+    direct = model.reconstruct(pa, lat, seed=1)
+    reused = model.reconstruct(pa, lat, seed=99, bone_suppressed=preview)
+    np.testing.assert_allclose(reused.soft_tissue_hu.hu, direct.soft_tissue_hu.hu, atol=1e-3)
+    np.testing.assert_array_equal(reused.ct_hu.hu, direct.ct_hu.hu)  # G(Y) does not depend on the CDM
+
+
+def test_identical_views_warn(tiny_bundle_path):
+    model = Reconstructor.load(tiny_bundle_path, device="cpu")
+    pa, _ = _radiographs()
+    with pytest.warns(RuntimeWarning, match="identical"):
+        model.reconstruct(pa, pa.copy())
+
+
+def test_single_branch_bundle_reconstructs_without_cdm(tmp_path):
+    path = save_model_bundle(make_tiny_bundle(with_cdm=False), tmp_path / "single.pt")
+    model = Reconstructor.load(path, device="cpu")
+    result = model.reconstruct(*_radiographs())
+    assert result.soft_tissue_hu is None and result.pa_bs is None and result.ct_hu.hu.ndim == 3
+
+
+def test_on_model_grid_resizes_only_when_needed():
+    volume = np.random.default_rng(0).random((8, 8, 8), dtype=np.float32)
+    assert on_model_grid(volume, (8, 8, 8)) is volume
+    assert on_model_grid(volume, (4, 4, 4)).shape == (4, 4, 4)
+    np.testing.assert_allclose(on_model_grid(np.full((8, 8, 8), 0.25, np.float32), (4, 4, 4)), 0.25)
+
+
+def test_reconstruct_command_round_trip_from_a_ct(tmp_path, tiny_bundle_path, tiny_phantom_ct, capsys):
+    from DCTNetLib.io.ct import write_ct
+
+    ct_path = write_ct(tiny_phantom_ct, tmp_path / "phantom.nii.gz")
+    out = tmp_path / "out" / "recon.nii.gz"
+    out.parent.mkdir()
+    args = ["reconstruct", "--ct", str(ct_path), "--output", str(out), "--weights", str(tiny_bundle_path),
+            "--device", "cpu", "--extras"]
+    assert cli.main(args) == 0
+    report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    written = read_ct(out)
+    assert written.hu.shape == (32, 32, 32)
+    for suffix in ("_soft_tissue.nii.gz", "_disagreement.nii.gz", "_figure.png", "_pa_bone_suppressed.png"):
+        assert (out.parent / f"recon{suffix}").stat().st_size > 0
+    assert 0 < report["metrics"]["ssim"] < 1 and np.isfinite(report["metrics"]["psnr"])
+    # nothing is overwritten without --overwrite, and the refusal names the file
+    assert cli.main(args) == 2
+    assert "recon.nii.gz exists" in capsys.readouterr().err
+    assert cli.main(args + ["--overwrite"]) == 0
+
+
+def test_reconstruct_command_from_radiograph_files(tmp_path, tiny_bundle_path, capsys):
+    from PIL import Image
+
+    pa, lat = _radiographs(size=48)
+    for name, image in (("pa", pa), ("lat", lat)):
+        Image.fromarray((image * 255).astype(np.uint8)).save(tmp_path / f"{name}.png")
+    out = tmp_path / "ct.nrrd"
+    assert cli.main(["reconstruct", "--pa", str(tmp_path / "pa.png"), "--lat", str(tmp_path / "lat.png"),
+                     "--output", str(out), "--weights", str(tiny_bundle_path), "--device", "cpu"]) == 0
+    assert read_ct(out).hu.shape == (32, 32, 32)
+    assert cli.main(["reconstruct", "--pa", str(tmp_path / "pa.png"), "--output", str(tmp_path / "x.nii.gz"),
+                     "--weights", str(tiny_bundle_path)]) == 2
+    assert "--lat" in capsys.readouterr().err
+
+
+def test_demo_writes_volumes_figure_and_report(tmp_path, tiny_bundle_path, capsys):
+    out = tmp_path / "demo"
+    assert cli.main(["demo", "--phantom", "--output", str(out), "--weights", str(tiny_bundle_path),
+                     "--device", "cpu"]) == 0
+    from DCTNetLib.commands.demo import OUTPUT_FILES
+
+    assert all((out / name).is_file() for name in OUTPUT_FILES)
+    report = json.loads((out / "report.json").read_text())
+    from DCTNetLib.evaluation.metrics import psnr
+
+    recon, truth = read_ct(out / "ct_reconstructed.nii.gz"), read_ct(out / "ct_ground_truth.nii.gz")
+    assert truth.hu.shape == (128, 128, 128)
+    unit = lambda hu: np.clip((hu + 1024.0) / 2500.0, 0, 1)  # noqa: E731 — the HU window of conventions.py
+    expected = psnr(unit(recon.hu), on_model_grid(unit(truth.hu).astype(np.float32), recon.hu.shape))
+    assert report["metrics"]["psnr"] == pytest.approx(expected, abs=0.05)
+    assert set(report["metrics"]["reprojection"]) == {"pa_psnr", "pa_ncc", "lat_psnr", "lat_ncc"}
+    assert cli.main(["demo", "--phantom", "--output", str(out), "--weights", str(tiny_bundle_path)]) == 2
