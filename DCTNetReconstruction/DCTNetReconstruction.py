@@ -1,0 +1,585 @@
+"""DCTNet Reconstruction: a 128³ CT from a PA and a lateral radiograph (DCT-Net, Zhang et al., MICCAI 2025).
+
+Module, Widget, Logic and Test in the order of Slicer's scripted-module template
+(Slicer/Slicer ``Utilities/Templates/Modules/Scripted/TemplateKey.py``). The Widget only wires the UI to the
+parameter node and the Logic; the Logic does the work through ``DCTNetLib`` (the pure-Python core) and
+``DCTNetSlicerLib`` (node glue, layout, background runner), and works without the GUI::
+
+    logic = slicer.util.getModuleLogic("DCTNetReconstruction")
+    pa, lat = logic.radiographsFromCT(slicer.util.getNode("CTChest"))   # or logic.loadRadiograph(path, "PA")
+    volumes = logic.reconstruct(pa, lat)                                # {"ct": node, "soft_tissue": …, …}
+
+Requires Slicer ≥ 5.10 (``parameterNodeWrapper``, the bundled Python 3.12 and torch 2.x via the PyTorch extension).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+from pathlib import Path
+from typing import Annotated, Any, Callable
+
+import slicer
+import vtk
+from slicer import vtkMRMLScalarVolumeNode
+from slicer.i18n import tr as _
+from slicer.i18n import translate
+from slicer.parameterNodeWrapper import WithinRange, parameterNodeWrapper
+from slicer.ScriptedLoadableModule import (
+    ScriptedLoadableModule,
+    ScriptedLoadableModuleLogic,
+    ScriptedLoadableModuleTest,
+    ScriptedLoadableModuleWidget,
+)
+from slicer.util import VTKObservationMixin
+
+DEVICES = ("auto", "cpu", "cuda")
+# Output roles → parameter-node attribute holding the node of that role.
+OUTPUT_PARAMETERS = {"ct": "ctVolume", "soft_tissue": "softTissueVolume", "disagreement": "disagreementVolume",
+                     "pa_bs": "paBoneSuppressed", "lat_bs": "latBoneSuppressed"}
+
+
+class DCTNetReconstruction(ScriptedLoadableModule):
+    def __init__(self, parent):
+        ScriptedLoadableModule.__init__(self, parent)
+        self.parent.title = _("DCTNet Reconstruction")
+        self.parent.categories = [translate("qSlicerAbstractCoreModule", "Tomographic Reconstruction")]
+        self.parent.dependencies = []
+        self.parent.contributors = ["DCTNet contributors"]
+        self.parent.helpText = _(
+            "Reconstructs a 128³ CT (2.5 mm voxels, in HU) from a posterior-anterior and a lateral chest "
+            "radiograph with DCT-Net: a diffusion model suppresses the bones, and two generators reconstruct the "
+            "CT from the original and the bone-suppressed radiographs. Radiographs can be loaded from PNG/JPEG/"
+            "DICOM files or made from any CT in the scene. See docs/slicer.md for console use.")
+        self.parent.acknowledgementText = _(
+            "DCT-Net: Zhang et al., MICCAI 2025. Radiograph geometry and preprocessing follow X2CT-GAN "
+            "(Ying et al., CVPR 2019). The module layout follows Slicer's scripted-module template and "
+            "SlicerTotalSegmentator / SlicerMONAIAuto3DSeg.")
+
+
+@parameterNodeWrapper
+class DCTNetReconstructionParameterNode:
+    """The module's state, saved with the scene.
+
+    paVolume, latVolume: input radiographs (single-slice volumes).
+    sourceCT: CT to make radiographs from (optional).
+    weightsPath: model file; empty = the shipped weights.
+    device: "auto", "cpu" or "cuda".
+    samplingSteps: DDIM steps of the bone suppression; 0 = the model's default.
+    seed: sampling seed.
+    ctVolume, softTissueVolume, disagreementVolume, paBoneSuppressed, latBoneSuppressed: outputs.
+    windowPreset: "CT_LUNG" or "CT_BONE".
+    """
+
+    paVolume: vtkMRMLScalarVolumeNode
+    latVolume: vtkMRMLScalarVolumeNode
+    sourceCT: vtkMRMLScalarVolumeNode
+    weightsPath: str = ""
+    device: str = "auto"
+    samplingSteps: Annotated[int, WithinRange(0, 1000)] = 0
+    seed: Annotated[int, WithinRange(0, 1000000)] = 0
+    ctVolume: vtkMRMLScalarVolumeNode
+    softTissueVolume: vtkMRMLScalarVolumeNode
+    disagreementVolume: vtkMRMLScalarVolumeNode
+    paBoneSuppressed: vtkMRMLScalarVolumeNode
+    latBoneSuppressed: vtkMRMLScalarVolumeNode
+    windowPreset: str = "CT_LUNG"
+
+
+class DCTNetReconstructionWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
+    def __init__(self, parent=None) -> None:
+        ScriptedLoadableModuleWidget.__init__(self, parent)
+        VTKObservationMixin.__init__(self)
+        self.logic = None
+        self._parameterNode = None
+        self._parameterNodeGuiTag = None
+        self._task = None
+
+    # -- set-up ----------------------------------------------------------------------------------------------
+    def setup(self) -> None:
+        ScriptedLoadableModuleWidget.setup(self)
+        uiWidget = slicer.util.loadUI(self.resourcePath("UI/DCTNetReconstruction.ui"))
+        self.layout.addWidget(uiWidget)
+        self.ui = slicer.util.childWidgetVariables(uiWidget)
+        uiWidget.setMRMLScene(slicer.mrmlScene)
+        self.logic = DCTNetReconstructionLogic()
+
+        self.ui.loadPAButton.connect("clicked(bool)", lambda: self.onLoadRadiograph("PA"))
+        self.ui.loadLateralButton.connect("clicked(bool)", lambda: self.onLoadRadiograph("LAT"))
+        self.ui.makeRadiographsButton.connect("clicked(bool)", self.onMakeRadiographs)
+        self.ui.previewButton.connect("clicked(bool)", self.onPreview)
+        self.ui.reconstructButton.connect("clicked(bool)", self.onReconstruct)
+        self.ui.cancelButton.connect("clicked(bool)", self.onCancel)
+        self.ui.weightsPathLineEdit.connect("currentPathChanged(QString)", self.onWeightsPathChanged)
+        self.ui.deviceComboBox.connect("currentIndexChanged(int)", self.onDeviceChanged)
+        self.ui.windowPresetComboBox.connect("currentIndexChanged(int)", self.onWindowPresetChanged)
+        self.ui.showDisagreementCheckBox.connect("toggled(bool)", lambda checked: self.showResults())
+
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
+        self.initializeParameterNode()
+
+    def cleanup(self) -> None:
+        if self._task is not None and self._task.running:
+            self._task.cancel()
+        self.removeObservers()
+
+    def enter(self) -> None:
+        self.initializeParameterNode()
+
+    def exit(self) -> None:
+        if self._parameterNode:
+            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
+            self._parameterNodeGuiTag = None
+            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._updateGUI)
+
+    def onSceneStartClose(self, caller, event) -> None:
+        self.setParameterNode(None)
+
+    def onSceneEndClose(self, caller, event) -> None:
+        if self.parent.isEntered:
+            self.initializeParameterNode()
+
+    def initializeParameterNode(self) -> None:
+        self.setParameterNode(self.logic.getParameterNode())
+
+    def setParameterNode(self, inputParameterNode) -> None:
+        if self._parameterNode:
+            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
+            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._updateGUI)
+        self._parameterNode = inputParameterNode
+        if self._parameterNode:
+            # node selectors and spin boxes are bound through their SlicerParameterName property in the .ui
+            self._parameterNodeGuiTag = self._parameterNode.connectGui(self.ui)
+            self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._updateGUI)
+            self._updateGUI()
+
+    def _updateGUI(self, caller=None, event=None) -> None:
+        """Parameter node → the widgets not bound by connectGui, and button states."""
+        p = self._parameterNode
+        if p is None:
+            return
+        with _blockSignals(self.ui.weightsPathLineEdit, self.ui.deviceComboBox, self.ui.windowPresetComboBox):
+            self.ui.weightsPathLineEdit.currentPath = p.weightsPath
+            self.ui.deviceComboBox.currentIndex = DEVICES.index(p.device) if p.device in DEVICES else 0
+            self.ui.windowPresetComboBox.currentIndex = max(0, self.ui.windowPresetComboBox.findText(p.windowPreset))
+        busy = self._task is not None and self._task.running
+        haveInputs = bool(p.paVolume and p.latVolume)
+        self.ui.previewButton.enabled = haveInputs and not busy
+        self.ui.reconstructButton.enabled = haveInputs and not busy
+        self.ui.makeRadiographsButton.enabled = bool(p.sourceCT) and not busy
+        self.ui.cancelButton.enabled = busy
+
+    # -- GUI → parameter node ---------------------------------------------------------------------------------
+    def onWeightsPathChanged(self, path: str) -> None:
+        if self._parameterNode:
+            self._parameterNode.weightsPath = path
+
+    def onDeviceChanged(self, index: int) -> None:
+        if self._parameterNode and 0 <= index < len(DEVICES):
+            self._parameterNode.device = DEVICES[index]
+
+    def onWindowPresetChanged(self, index: int) -> None:
+        if not self._parameterNode:
+            return
+        self._parameterNode.windowPreset = self.ui.windowPresetComboBox.currentText
+        self.logic.applyWindowPreset(self._parameterNode)
+
+    # -- actions ---------------------------------------------------------------------------------------------
+    def onLoadRadiograph(self, view: str) -> None:
+        import qt
+
+        path = qt.QFileDialog.getOpenFileName(
+            slicer.util.mainWindow(), _("Load {view} radiograph").format(view=view), "",
+            _("Radiographs (*.png *.jpg *.jpeg *.tif *.tiff *.dcm);;All files (*)"))
+        if not path:
+            return
+        with slicer.util.tryWithErrorDisplay(_("Could not load the radiograph."), waitCursor=True):
+            node = self.logic.loadRadiograph(path, view)
+            setattr(self._parameterNode, "paVolume" if view == "PA" else "latVolume", node)
+
+    def onMakeRadiographs(self) -> None:
+        if not self._ensureDependencies():
+            return
+        with slicer.util.tryWithErrorDisplay(_("Could not make radiographs from the CT."), waitCursor=True):
+            pa, lat = self.logic.radiographsFromCT(self._parameterNode.sourceCT)
+            self._parameterNode.paVolume, self._parameterNode.latVolume = pa, lat
+            self._setStatus(_("Radiographs made from '{name}'.").format(name=self._parameterNode.sourceCT.GetName()))
+
+    def onPreview(self) -> None:
+        self._start(self.logic.previewInBackground, _("Bone suppression preview"))
+
+    def onReconstruct(self) -> None:
+        self._start(self.logic.reconstructInBackground, _("Reconstruction"))
+
+    def onCancel(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+
+    def _start(self, launcher: Callable, title: str) -> None:
+        if not self._ensureDependencies():
+            return
+        self.ui.progressBar.value = 0
+        self._setStatus(_("{title}: starting…").format(title=title))
+        with slicer.util.tryWithErrorDisplay(_("{title} could not start.").format(title=title), waitCursor=True):
+            self._task = launcher(self._parameterNode, onProgress=self._onProgress,
+                                  onFinished=lambda ok, message: self._onFinished(title, ok, message))
+        self._updateGUI()
+
+    def _onProgress(self, fraction: float | None, message: str) -> None:
+        if fraction is not None:
+            self.ui.progressBar.value = int(round(100 * fraction))
+        self._setStatus(message)
+
+    def _onFinished(self, title: str, success: bool, message: str) -> None:
+        self._task = None
+        self._updateGUI()
+        if success:
+            self.ui.progressBar.value = 100
+            self._setStatus(f"{title}: {message}")
+            self.ui.metricsLabel.text = self.logic.metricsText()
+            self.showResults()
+        else:
+            self._setStatus(f"{title}: {message}")
+            if message not in ("Cancelled", "Stopped"):
+                slicer.util.errorDisplay(_("{title} failed: {message}").format(title=title, message=message),
+                                         detailedText=_("See the Python console and the application log."))
+
+    def showResults(self) -> None:
+        if self._parameterNode:
+            self.logic.showResults(self._parameterNode, showDisagreement=self.ui.showDisagreementCheckBox.checked)
+
+    def _setStatus(self, text: str) -> None:
+        self.ui.statusLabel.text = text
+        logging.info(text)
+
+    def _ensureDependencies(self) -> bool:
+        from DCTNetSlicerLib import install
+
+        try:
+            install.ensure_dependencies(requester="DCTNet")
+        except install.InstallError as exc:
+            if exc.restartRequired and slicer.util.confirmOkCancelDisplay(
+                    exc.message + "\n\n" + _("Restart Slicer now?")):
+                slicer.util.restart()
+            else:
+                slicer.util.errorDisplay(exc.message)
+            return False
+        return True
+
+
+class _blockSignals:
+    """Context manager blocking the signals of some Qt widgets (so GUI updates do not echo back)."""
+
+    def __init__(self, *widgets) -> None:
+        self.widgets = widgets
+
+    def __enter__(self):
+        self.previous = [w.blockSignals(True) for w in self.widgets]
+
+    def __exit__(self, *exc_info) -> None:
+        for widget, previous in zip(self.widgets, self.previous):
+            widget.blockSignals(previous)
+
+
+class DCTNetReconstructionLogic(ScriptedLoadableModuleLogic):
+    """Everything the module does, callable from the Python console without the GUI.
+
+    Nodes in, nodes out; options are passed explicitly (defaults: shipped weights, CUDA when available, the
+    model's number of sampling steps). :meth:`reconstruct` and :meth:`previewBoneSuppression` run in Slicer's
+    process (simple, blocking); the ``…InBackground`` variants used by the widget run the same code in a
+    ``PythonSlicer`` child process and keep Slicer responsive.
+    """
+
+    def __init__(self) -> None:
+        ScriptedLoadableModuleLogic.__init__(self)
+        self._models: dict[tuple[str, str], Any] = {}
+        self.lastMetrics: dict[str, float] = {}
+
+    def getParameterNode(self) -> DCTNetReconstructionParameterNode:
+        return DCTNetReconstructionParameterNode(super().getParameterNode())
+
+    # -- inputs ----------------------------------------------------------------------------------------------
+    def loadRadiograph(self, path: str, view: str = "PA") -> vtkMRMLScalarVolumeNode:
+        """Read a PNG/JPEG/TIFF/DICOM CR/DX radiograph into a single-slice volume node in [0, 1].
+
+        Args:
+            path: image file.
+            view: ``"PA"`` or ``"LAT"``: places the image in a coronal / sagittal plane.
+        """
+        from DCTNetLib.io.radiograph import read_radiograph
+        from DCTNetSlicerLib import nodes
+
+        image = read_radiograph(path)
+        return nodes.radiograph_to_node(image, view, f"{Path(path).stem} {view.upper()}")
+
+    def radiographsFromCT(self, ctNode: vtkMRMLScalarVolumeNode) -> tuple[Any, Any]:
+        """PA and lateral DRRs of a CT node with the training geometry; also adds the 128³ reference CT.
+
+        Returns:
+            ``(paNode, latNode)``; both reference the prepared CT (role ``DCTNetReference``) and carry its grid,
+            so a reconstruction lands on that grid and is compared with it.
+        """
+        from DCTNetSlicerLib import nodes, radiographs
+
+        if ctNode is None:
+            raise ValueError("ctNode: no CT volume selected")
+        pair = radiographs.radiographs_from_ct(nodes.volume_node_to_ct_volume(ctNode))
+        name = ctNode.GetName()
+        reference = nodes.ct_volume_to_node(radiographs.reference_ct(pair.prepared), f"{name} reference 128³",
+                                            role="reference")
+        centre = radiographs.radiograph_centre_ras(pair.prepared)
+        views = []
+        for image, view in ((pair.pa, "PA"), (pair.lat, "LAT")):
+            node = nodes.radiograph_to_node(image, view, f"{name} {view}", centre_ras=centre)
+            node.SetAttribute(radiographs.GEOMETRY_ATTRIBUTE, radiographs.geometry_to_json(pair.prepared))
+            node.SetNodeReferenceID(nodes.REFERENCE_ROLE, reference.GetID())
+            views.append(node)
+        return views[0], views[1]
+
+    makeRadiographs = radiographsFromCT  # the name used in the issue and the README
+
+    # -- models ----------------------------------------------------------------------------------------------
+    def model(self, weights: str | None = None, device: str = "auto"):
+        """The ``DCTNetLib.inference.Reconstructor`` for ``weights`` (None = shipped) on ``device``, cached."""
+        from DCTNetLib.inference import Reconstructor
+
+        key = (str(weights or ""), device)
+        if key not in self._models:
+            self._models[key] = Reconstructor.load(weights or None, device=device)
+        return self._models[key]
+
+    def previewBoneSuppression(self, paNode, latNode, weights: str | None = None, device: str = "auto",
+                               steps: int | None = None, seed: int = 0, show: bool = True) -> tuple[Any, Any]:
+        """Bone-suppressed PA and lateral radiographs (the CDM branch only) as two new volume nodes."""
+        from DCTNetSlicerLib import nodes
+
+        pa, lat = nodes.node_to_radiograph(paNode), nodes.node_to_radiograph(latNode)
+        pa_bs, lat_bs = self.model(weights, device).suppress_bones(pa, lat, steps=steps or None, seed=seed)
+        out = self._previewNodes(paNode, latNode, pa_bs, lat_bs, {})
+        if show:
+            self._showRadiographs(paNode, latNode, out.get("pa_bs"), out.get("lat_bs"))
+        return out["pa_bs"], out["lat_bs"]
+
+    def reconstruct(self, paNode, latNode, weights: str | None = None, device: str = "auto",
+                    steps: int | None = None, seed: int = 0, progress: Callable[[float, str], None] | None = None,
+                    show: bool = True) -> dict[str, Any]:
+        """Reconstruct the CT from two radiograph nodes, in this process.
+
+        Args:
+            paNode, latNode: single-slice radiograph volumes (any size; values rescaled to [0, 1]).
+            weights: model file. Defaults to the shipped weights.
+            device: ``"auto"``, ``"cpu"`` or ``"cuda"``.
+            steps: DDIM steps of the bone suppression. Defaults to the model's.
+            seed: sampling seed.
+            progress: ``callback(fraction, message)``.
+            show: switch to the results layout.
+
+        Returns:
+            Nodes by role: ``ct`` (G(Y), HU), ``soft_tissue`` (G(X)), ``disagreement`` (|G(Y) − G(X)|),
+            ``pa_bs``, ``lat_bs`` and, for radiographs made from a CT, ``difference`` (reconstruction − reference).
+        """
+        from DCTNetSlicerLib import nodes, radiographs
+
+        pa, lat = nodes.node_to_radiograph(paNode), nodes.node_to_radiograph(latNode)
+        geometry = radiographs.geometry_from_json(paNode.GetAttribute(radiographs.GEOMETRY_ATTRIBUTE))
+        result = self.model(weights, device).reconstruct(pa, lat, steps=steps or None, seed=seed, geometry=geometry,
+                                                        progress=progress)
+        return self._resultToScene(result, paNode, latNode, show=show)
+
+    # -- background (widget) -----------------------------------------------------------------------------------
+    def previewInBackground(self, parameterNode, onProgress=None, onFinished=None):
+        """Start the bone-suppression preview of the parameter node's radiographs in a child process."""
+        return self._runWorker("bone-preview", parameterNode, onProgress, onFinished)
+
+    def reconstructInBackground(self, parameterNode, onProgress=None, onFinished=None):
+        """Start the reconstruction of the parameter node's radiographs in a child process.
+
+        Returns:
+            The running ``DCTNetSlicerLib.tasks.SlicerTask`` (``cancel()`` kills it). When it succeeds, the
+            output nodes are created or updated and stored in the parameter node before ``onFinished`` is called.
+        """
+        return self._runWorker("reconstruct", parameterNode, onProgress, onFinished)
+
+    def _runWorker(self, task: str, p, onProgress, onFinished):
+        import numpy as np
+
+        from DCTNetSlicerLib import nodes, radiographs, worker
+        from DCTNetSlicerLib.tasks import SlicerTask
+
+        if not (p.paVolume and p.latVolume):
+            raise ValueError("select both a PA and a lateral radiograph first")
+        folder = Path(slicer.util.tempDirectory(key="DCTNet"))
+        np.save(folder / "pa.npy", nodes.node_to_radiograph(p.paVolume))
+        np.save(folder / "lat.npy", nodes.node_to_radiograph(p.latVolume))
+        geometryText = p.paVolume.GetAttribute(radiographs.GEOMETRY_ATTRIBUTE)
+        if geometryText:
+            (folder / "geometry.json").write_text(geometryText, encoding="utf-8")
+        output = folder / "result.npz"
+        args = worker.worker_args(task, folder / "pa.npy", folder / "lat.npy", output, weights=p.weightsPath or None,
+                                  device=p.device, steps=p.samplingSteps, seed=p.seed,
+                                  geometry=folder / "geometry.json" if geometryText else None)
+
+        def finished(success: bool, message: str) -> None:
+            try:
+                if success:
+                    self._loadWorkerOutput(task, output, p)
+            except Exception as exc:  # report through the callback: the GUI shows it, the log has the trace
+                logging.exception("reading the %s result failed", task)
+                success, message = False, str(exc)
+            finally:
+                shutil.rmtree(folder, ignore_errors=True)
+            if onFinished:
+                onFinished(success, message)
+
+        return SlicerTask(args, module="DCTNetSlicerLib.worker", on_log=logging.info, on_progress=onProgress,
+                          on_finished=finished).start()
+
+    def _loadWorkerOutput(self, task: str, output: Path, p) -> None:
+        from DCTNetSlicerLib import results, worker
+
+        existing = {role: getattr(p, name) for role, name in OUTPUT_PARAMETERS.items()}
+        if task == "bone-preview":
+            preview = worker.load_preview(output)
+            volumes = self._previewNodes(p.paVolume, p.latVolume, preview.pa_bs, preview.lat_bs, existing)
+            self._showRadiographs(p.paVolume, p.latVolume, volumes["pa_bs"], volumes["lat_bs"])
+        else:
+            volumes = self._resultToScene(results.load_result(output), p.paVolume, p.latVolume, existing,
+                                          show=False)
+        for role, node in volumes.items():
+            if role in OUTPUT_PARAMETERS:
+                setattr(p, OUTPUT_PARAMETERS[role], node)
+
+    # -- results ---------------------------------------------------------------------------------------------
+    def _previewNodes(self, paNode, latNode, pa_bs, lat_bs, existing: dict[str, Any]) -> dict[str, Any]:
+        from DCTNetSlicerLib import nodes, radiographs
+
+        geometry = radiographs.geometry_from_json(paNode.GetAttribute(radiographs.GEOMETRY_ATTRIBUTE))
+        centre = radiographs.radiograph_centre_ras(geometry) if geometry is not None else (0.0, 0.0, 0.0)
+        pairs = (("pa_bs", "PA", pa_bs, paNode), ("lat_bs", "LAT", lat_bs, latNode))
+        return {role: nodes.radiograph_to_node(image, view, f"{source.GetName()} bone-suppressed",
+                                               node=existing.get(role), centre_ras=centre, role=role)
+                for role, view, image, source in pairs}
+
+    def _resultToScene(self, result, paNode, latNode, existing: dict[str, Any] | None = None,
+                       show: bool = True) -> dict[str, Any]:
+        from DCTNetSlicerLib import nodes, results
+
+        reference = paNode.GetNodeReference(nodes.REFERENCE_ROLE)
+        volumes = results.result_to_nodes(result, reference_node=reference, existing=existing,
+                                          name=f"{paNode.GetName()} DCTNet")
+        self.lastMetrics = {}
+        if reference is not None:
+            volumes["difference"], self.lastMetrics = results.compare_to_reference(volumes["ct"], reference)
+        if show:
+            self._show(volumes, paNode, latNode)
+        return volumes
+
+    def metricsText(self) -> str:
+        """PSNR / SSIM / MAE of the last reconstruction against its reference CT ("" without one)."""
+        from DCTNetSlicerLib import results
+
+        return results.format_metrics(self.lastMetrics) if self.lastMetrics else ""
+
+    def applyWindowPreset(self, p) -> None:
+        """Put the parameter node's window/level preset on its CT outputs."""
+        from DCTNetSlicerLib import nodes
+
+        for node in (p.ctVolume, p.softTissueVolume):
+            if node is not None and p.windowPreset in nodes.WINDOW_LEVEL_PRESETS:
+                nodes.set_window_level(node, p.windowPreset)
+
+    def showResults(self, p, showDisagreement: bool = False) -> None:
+        """Switch to the results layout with the parameter node's outputs."""
+        if p.ctVolume is None:
+            self._showRadiographs(p.paVolume, p.latVolume, p.paBoneSuppressed, p.latBoneSuppressed)
+            return
+        self.applyWindowPreset(p)
+        volumes = {"ct": p.ctVolume, "disagreement": p.disagreementVolume, "pa_bs": p.paBoneSuppressed,
+                   "lat_bs": p.latBoneSuppressed}
+        self._show(volumes, p.paVolume, p.latVolume, showDisagreement)
+
+    def _show(self, volumes: dict[str, Any], paNode, latNode, showDisagreement: bool = False) -> None:
+        from DCTNetSlicerLib import layout
+
+        overlay = volumes.get("disagreement") if showDisagreement else None
+        layout.show_results(volumes["ct"], overlay_node=overlay, radiographs={
+            "pa": paNode, "lat": latNode, "pa_bs": volumes.get("pa_bs"), "lat_bs": volumes.get("lat_bs")})
+
+    def _showRadiographs(self, paNode, latNode, paBs=None, latBs=None) -> None:
+        from DCTNetSlicerLib import layout
+
+        layout.ensure_layout()
+        layout.show_radiographs({"pa": paNode, "lat": latNode, "pa_bs": paBs, "lat_bs": latBs})
+
+
+class DCTNetReconstructionTest(ScriptedLoadableModuleTest):
+    """End to end inside Slicer: SampleData CTChest → DRRs → reconstruction → nodes, geometry, linked views.
+
+    Uses the shipped weights, or the model file named by the ``DCTNET_TEST_WEIGHTS`` environment variable.
+    """
+
+    def setUp(self) -> None:
+        slicer.mrmlScene.Clear()
+
+    def runTest(self) -> None:
+        self.setUp()
+        self.test_reconstruct_from_ct_chest()
+
+    def test_reconstruct_from_ct_chest(self) -> None:
+        import numpy as np
+        import SampleData
+
+        from DCTNetLib.conventions import HU_MAX, HU_MIN, VOXEL_SPACING_MM
+        from DCTNetLib.io.geometry import volume_centre_ras
+        from DCTNetSlicerLib import layout, nodes
+
+        self.delayDisplay("Loading CTChest")
+        ctNode = SampleData.downloadSample("CTChest")
+        logic = DCTNetReconstructionLogic()
+
+        self.delayDisplay("Making radiographs")
+        paNode, latNode = logic.radiographsFromCT(ctNode)
+        for node in (paNode, latNode):
+            image = slicer.util.arrayFromVolume(node)
+            self.assertEqual(image.shape, (1, 128, 128))
+            self.assertGreaterEqual(float(image.min()), 0.0)
+            self.assertLessEqual(float(image.max()), 1.0)
+            self.assertGreater(float(image.std()), 0.05)  # a real projection, not a blank image
+        reference = paNode.GetNodeReference(nodes.REFERENCE_ROLE)
+        bounds = [0.0] * 6
+        ctNode.GetRASBounds(bounds)
+        ctCentre = np.asarray(bounds).reshape(3, 2).mean(axis=1)
+        referenceCentre = volume_centre_ras(slicer.util.arrayFromVolume(reference).shape,
+                                            nodes.node_ijk_to_ras(reference))
+        np.testing.assert_allclose(referenceCentre, ctCentre, atol=VOXEL_SPACING_MM)
+
+        self.delayDisplay("Reconstructing")
+        volumes = logic.reconstruct(paNode, latNode, weights=os.environ.get("DCTNET_TEST_WEIGHTS") or None,
+                                    device="cpu", steps=2)
+        ct = volumes["ct"]
+        hu = slicer.util.arrayFromVolume(ct)
+        self.assertEqual(hu.shape, (128, 128, 128))
+        np.testing.assert_allclose(ct.GetSpacing(), (VOXEL_SPACING_MM,) * 3, rtol=1e-6)
+        np.testing.assert_allclose(nodes.node_ijk_to_ras(ct), nodes.node_ijk_to_ras(reference), atol=1e-4)
+        self.assertGreaterEqual(float(hu.min()), HU_MIN - 1e-3)
+        self.assertLessEqual(float(hu.max()), HU_MAX + 1e-3)
+        display = ct.GetDisplayNode()
+        self.assertEqual((display.GetWindow(), display.GetLevel()), nodes.WINDOW_LEVEL_PRESETS["CT_LUNG"])
+        self.assertIn("difference", volumes)
+        self.assertTrue(np.isfinite(logic.lastMetrics["psnr"]))
+
+        self.delayDisplay("Checking the views")
+        layoutManager = slicer.app.layoutManager()
+        self.assertEqual(layoutManager.layout, layout.LAYOUT_ID)
+        for tag in layout.CT_VIEWS:
+            composite = layoutManager.sliceWidget(tag).sliceLogic().GetSliceCompositeNode()
+            self.assertEqual(composite.GetBackgroundVolumeID(), ct.GetID())
+            self.assertTrue(composite.GetLinkedControl())
+        for role, tag in layout.RADIOGRAPH_ROLES.items():
+            composite = layoutManager.sliceWidget(tag).sliceLogic().GetSliceCompositeNode()
+            self.assertFalse(composite.GetLinkedControl())
+            expected = {"pa": paNode, "lat": latNode}.get(role) or volumes[role]
+            self.assertEqual(composite.GetBackgroundVolumeID(), expected.GetID())
+        self.delayDisplay("Test passed")

@@ -1,0 +1,133 @@
+"""The DCTNet results layout: linked axial / sagittal / coronal + 3D views of the CT, and the radiographs.
+
+Top row: the reconstructed CT in Slicer's Red (axial), Yellow (sagittal) and Green (coronal) slice views,
+view group 0, slice composite nodes with *linked control* so scrolling, zoom and layers stay in step, plus the
+3D view. Bottom row: PA, bone-suppressed PA, lateral and bone-suppressed lateral radiographs in their own
+slice views, view group 1 and not linked, so they never move with the CT. The PA views are coronal and the
+lateral views sagittal, matching :func:`DCTNetLib.io.geometry.radiograph_ijk_to_ras`.
+
+:func:`layout_xml` is pure (tested without Slicer); the rest needs the Slicer application.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from xml.sax.saxutils import escape
+
+__all__ = [
+    "LAYOUT_ID",
+    "CT_VIEWS",
+    "RADIOGRAPH_VIEWS",
+    "layout_xml",
+    "ensure_layout",
+    "show_results",
+    "show_radiographs",
+]
+
+# Custom layout ids live above Slicer's built-in ones (< 500 at the time of Slicer 5.10); this one is ours.
+LAYOUT_ID = 2601
+CT_VIEW_GROUP = 0
+RADIOGRAPH_VIEW_GROUP = 1
+
+# singleton tag → (orientation, label, colour)
+CT_VIEWS: dict[str, tuple[str, str, str]] = {
+    "Red": ("Axial", "R", "#F34A33"),
+    "Yellow": ("Sagittal", "Y", "#EDD54C"),
+    "Green": ("Coronal", "G", "#6EB04B"),
+}
+RADIOGRAPH_VIEWS: dict[str, tuple[str, str, str]] = {
+    "DCTNetPA": ("Coronal", "PA", "#8C8C8C"),
+    "DCTNetPABoneSuppressed": ("Coronal", "PA-BS", "#B07CC6"),
+    "DCTNetLAT": ("Sagittal", "LAT", "#8C8C8C"),
+    "DCTNetLATBoneSuppressed": ("Sagittal", "LAT-BS", "#B07CC6"),
+}
+# Which radiograph goes to which view.
+RADIOGRAPH_ROLES = {"pa": "DCTNetPA", "pa_bs": "DCTNetPABoneSuppressed",
+                    "lat": "DCTNetLAT", "lat_bs": "DCTNetLATBoneSuppressed"}
+
+
+def _slice_view_xml(tag: str, orientation: str, label: str, colour: str, group: int) -> str:
+    props = {"orientation": orientation, "viewlabel": label, "viewcolor": colour, "viewgroup": str(group)}
+    body = "".join(f'<property name="{name}" action="default">{escape(value)}</property>'
+                   for name, value in props.items())
+    return f'<item><view class="vtkMRMLSliceNode" singletontag="{escape(tag)}">{body}</view></item>'
+
+
+def layout_xml() -> str:
+    """Slicer layout description of the results layout (top: CT views + 3D; bottom: radiographs)."""
+    ct_items = "".join(_slice_view_xml(tag, *spec, CT_VIEW_GROUP) for tag, spec in CT_VIEWS.items())
+    ct_items += ('<item><view class="vtkMRMLViewNode" singletontag="1">'
+                 '<property name="viewlabel" action="default">1</property>'
+                 f'<property name="viewgroup" action="default">{CT_VIEW_GROUP}</property></view></item>')
+    xray_items = "".join(_slice_view_xml(tag, *spec, RADIOGRAPH_VIEW_GROUP) for tag, spec in RADIOGRAPH_VIEWS.items())
+    return ('<layout type="vertical" split="true">'
+            f'<item splitSize="650"><layout type="horizontal">{ct_items}</layout></item>'
+            f'<item splitSize="350"><layout type="horizontal">{xray_items}</layout></item>'
+            '</layout>')
+
+
+def ensure_layout() -> None:
+    """Register the layout (once) and switch the view arrangement to it."""
+    import slicer
+
+    layout_manager = slicer.app.layoutManager()
+    layout_node = layout_manager.layoutLogic().GetLayoutNode()
+    if not layout_node.IsLayoutDescription(LAYOUT_ID):
+        layout_node.AddLayoutDescription(LAYOUT_ID, layout_xml())
+    layout_manager.setLayout(LAYOUT_ID)
+
+
+def _slice_logic(tag: str) -> Any:
+    import slicer
+
+    widget = slicer.app.layoutManager().sliceWidget(tag)
+    return None if widget is None else widget.sliceLogic()
+
+
+def show_radiographs(nodes_by_role: dict[str, Any]) -> None:
+    """Put radiograph nodes (roles ``pa``, ``pa_bs``, ``lat``, ``lat_bs``) in their views and fit them."""
+    for role, tag in RADIOGRAPH_ROLES.items():
+        logic = _slice_logic(tag)
+        node = nodes_by_role.get(role)
+        if logic is None:
+            continue
+        composite = logic.GetSliceCompositeNode()
+        composite.SetLinkedControl(False)
+        composite.SetBackgroundVolumeID(node.GetID() if node is not None else None)
+        composite.SetForegroundVolumeID(None)
+        logic.GetSliceNode().SetViewGroup(RADIOGRAPH_VIEW_GROUP)
+        logic.GetSliceNode().SetOrientation(RADIOGRAPH_VIEWS[tag][0])
+        logic.FitSliceToAll()
+
+
+def show_results(ct_node: Any, overlay_node: Any = None, overlay_opacity: float = 0.5,
+                 radiographs: dict[str, Any] | None = None) -> None:
+    """Switch to the results layout and show ``ct_node`` (with an optional overlay) in linked CT views.
+
+    Args:
+        ct_node: background volume of the CT views.
+        overlay_node: foreground volume (e.g. the disagreement map or the difference to a reference CT).
+        overlay_opacity: foreground opacity in [0, 1].
+        radiographs: nodes by role for :func:`show_radiographs`.
+    """
+    import slicer
+
+    ensure_layout()
+    for tag in CT_VIEWS:
+        logic = _slice_logic(tag)
+        if logic is None:
+            continue
+        composite = logic.GetSliceCompositeNode()
+        composite.SetBackgroundVolumeID(ct_node.GetID() if ct_node is not None else None)
+        composite.SetForegroundVolumeID(overlay_node.GetID() if overlay_node is not None else None)
+        composite.SetForegroundOpacity(overlay_opacity if overlay_node is not None else 0.0)
+        composite.SetLinkedControl(True)
+        slice_node = logic.GetSliceNode()
+        slice_node.SetViewGroup(CT_VIEW_GROUP)
+        slice_node.SetSliceVisible(True)  # show the three planes in the 3D view
+        logic.FitSliceToAll()
+    if radiographs:
+        show_radiographs(radiographs)
+    three_d = slicer.app.layoutManager().threeDWidget(0)
+    if three_d is not None:
+        three_d.threeDView().resetFocalPoint()

@@ -1,0 +1,170 @@
+"""Run a ``dctnet`` command (or another Python module) in the background from a Slicer module.
+
+:class:`SlicerTask` starts a :class:`DCTNetLib.process.BackgroundProcess` with Slicer's own Python
+(``PythonSlicer``) and polls it from a ``qt.QTimer`` on the GUI thread, so Slicer stays responsive; output
+lines go to the log callback, ``{"event": "progress", ...}`` lines to the progress callback, and the
+finished callback gets ``(success, message)``. :meth:`SlicerTask.cancel` kills the whole process tree at once;
+:meth:`SlicerTask.stop` first interrupts the child (Ctrl-C: ``dctnet`` commands exit cleanly, leaving only
+complete files) and kills the tree only if it is still running after a grace period.
+
+The same runner is used on every supported Slicer version: Slicer ≥ 5.12's non-blocking
+``slicer.util.launchConsoleProcess`` also streams output, but the runner here additionally parses progress
+events and kills re-parented grandchildren (DataLoader workers, torchrun ranks), so there is one code path.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import signal
+import sys
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import DCTNetLib
+from DCTNetLib.process import BackgroundProcess, child_environment, module_command
+
+__all__ = ["python_executable", "core_pythonpath", "send_interrupt", "SlicerTask"]
+
+logger = logging.getLogger(__name__)
+
+# Milliseconds between two polls of the child's output (fast enough for a smooth progress bar).
+POLL_INTERVAL_MS = 200
+# Lines handled per poll, so a chatty child cannot stall the GUI.
+MAX_LINES_PER_POLL = 500
+# Seconds a stopped run gets to finish its current step and exit on its own before its tree is killed.
+STOP_GRACE_S = 15.0
+
+
+def python_executable() -> str:
+    """``PythonSlicer`` (Slicer's Python with its libraries set up) when available, else this interpreter."""
+    found = shutil.which("PythonSlicer")
+    if found:
+        return found
+    candidate = Path(sys.executable).with_name("PythonSlicer" + (".exe" if os.name == "nt" else ""))
+    return str(candidate) if candidate.exists() else sys.executable
+
+
+def core_pythonpath() -> list[str]:
+    """Folders the child needs on its import path: the one holding ``DCTNetLib`` (and ``DCTNetSlicerLib``)."""
+    return [str(Path(DCTNetLib.__file__).resolve().parent.parent)]
+
+
+def send_interrupt(pid: int) -> bool:
+    """Ask a child started by ``BackgroundProcess`` (its own session / process group) to stop, like Ctrl-C.
+
+    POSIX: SIGINT to the child's process group, so its workers get it too. Windows: CTRL_BREAK_EVENT to the
+    child's process group (``CREATE_NEW_PROCESS_GROUP``). Returns False when the process is already gone.
+    """
+    try:
+        if os.name == "posix":
+            os.killpg(pid, signal.SIGINT)
+        else:
+            os.kill(pid, signal.CTRL_BREAK_EVENT)  # type: ignore[attr-defined]  (Windows only)
+    except (ProcessLookupError, PermissionError, OSError):
+        return False
+    return True
+
+
+def _environment() -> dict[str, str]:
+    base = None
+    try:
+        import slicer
+
+        base = slicer.util.startupEnvironment()  # the environment Slicer was started with, not its own
+    except (ImportError, AttributeError):
+        pass
+    return child_environment(core_pythonpath(), base=base)
+
+
+class SlicerTask:
+    """A background ``python -m <module> <args>`` run polled by a Qt timer.
+
+    Args:
+        args: arguments after the module name.
+        module: Python module to run. Defaults to ``"DCTNetLib"`` (the ``dctnet`` CLI).
+        on_log: called with each plain output line.
+        on_progress: called with ``(fraction or None, message)`` for each progress event.
+        on_event: called with every JSON event (progress included).
+        on_finished: called once with ``(success, message)``; ``message`` summarises a failure.
+        cwd: working folder of the child.
+    """
+
+    def __init__(
+        self,
+        args: Sequence[str],
+        module: str = "DCTNetLib",
+        on_log: Callable[[str], None] | None = None,
+        on_progress: Callable[[float | None, str], None] | None = None,
+        on_event: Callable[[dict[str, Any]], None] | None = None,
+        on_finished: Callable[[bool, str], None] | None = None,
+        cwd: str | None = None,
+    ) -> None:
+        self.argv = module_command(module, args, python=python_executable())
+        self.on_log, self.on_progress, self.on_event, self.on_finished = on_log, on_progress, on_event, on_finished
+        self.process = BackgroundProcess(self.argv, cwd=cwd, env=_environment())
+        self._timer = None
+        self.stopped = False  # set by stop(): the run was ended on purpose
+
+    @property
+    def running(self) -> bool:
+        return self.process.running
+
+    def start(self) -> SlicerTask:
+        import qt
+
+        self.process.start()
+        if self.on_log:
+            self.on_log("$ " + " ".join(self.argv))
+        self._timer = qt.QTimer()
+        self._timer.setInterval(POLL_INTERVAL_MS)
+        self._timer.connect("timeout()", self._poll)
+        self._timer.start()
+        return self
+
+    def cancel(self) -> None:
+        """Kill the child and its descendants; ``on_finished(False, "Cancelled")`` follows."""
+        self.process.cancel()
+
+    def stop(self, grace_s: float = STOP_GRACE_S) -> None:
+        """Interrupt the child; if it is still running after ``grace_s`` seconds, kill its whole tree."""
+        import qt
+
+        if not self.running or self.process.pid is None:
+            return
+        self.stopped = True
+        if not send_interrupt(self.process.pid):
+            self.cancel()
+            return
+        if self.on_log:
+            self.on_log(f"Stopping (the process is killed if it has not exited in {grace_s:.0f} s)…")
+        qt.QTimer.singleShot(int(grace_s * 1000), lambda: self.cancel() if self.running else None)
+
+    def _poll(self) -> None:
+        try:
+            update = self.process.poll(max_items=MAX_LINES_PER_POLL)
+            for line in update.lines:
+                if self.on_log:
+                    self.on_log(line)
+            for event in update.events:
+                if self.on_event:
+                    self.on_event(event)
+                if event.get("event") == "progress" and self.on_progress:
+                    fraction = event.get("fraction")
+                    self.on_progress(float(fraction) if isinstance(fraction, (int, float)) else None,
+                                     str(event.get("message", "")))
+        except Exception:  # a callback failed: log it, keep the timer alive so the run is still tracked
+            logger.exception("error while handling background process output")
+            return
+        if update.finished:
+            self._timer.stop()
+            if self.process.cancelled or self.stopped:
+                success, message = False, "Stopped" if self.stopped else "Cancelled"
+            elif update.returncode == 0:
+                success, message = True, f"Finished in {self.process.elapsed_s:.0f} s"
+            else:
+                success, message = False, self.process.error_summary()
+            logger.info("background process finished (status %s): %s", update.returncode, message)
+            if self.on_finished:
+                self.on_finished(success, message)

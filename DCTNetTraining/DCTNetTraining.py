@@ -1,0 +1,360 @@
+"""DCTNet Training: prepare a dataset, train the CDM and the DCT-Net GAN, evaluate, and watch it live.
+
+Every stage is a ``dctnet`` command run in the background with Slicer's own Python
+(``PythonSlicer -m DCTNetLib …``, :class:`DCTNetSlicerLib.tasks.SlicerTask`), so Slicer stays responsive for
+the hours a run takes. The run's JSON-lines metrics log is tailed into a plot chart of the loss terms and a
+table of evaluation results (per case and mean ± std). Stop interrupts the run (Ctrl-C: it exits leaving only
+complete files) and kills its process tree if it does not exit. Console use::
+
+    logic = slicer.util.getModuleLogic("DCTNetTraining")
+    task = logic.start(logic.request(logic.getParameterNode(), "cdm"))
+
+Requires Slicer ≥ 5.10.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import Any, Callable
+
+import qt
+import slicer
+import vtk
+from slicer.i18n import tr as _
+from slicer.i18n import translate
+from slicer.parameterNodeWrapper import parameterNodeWrapper
+from slicer.ScriptedLoadableModule import (
+    ScriptedLoadableModule,
+    ScriptedLoadableModuleLogic,
+    ScriptedLoadableModuleTest,
+    ScriptedLoadableModuleWidget,
+)
+from slicer.util import VTKObservationMixin
+
+
+def _ensure_core_importable() -> None:
+    """Installed, both modules share one folder with ``DCTNetLib``; from a source checkout it is a sibling."""
+    here = Path(__file__).resolve().parent
+    for folder in (here, here.parent / "DCTNetReconstruction"):
+        if (folder / "DCTNetLib").is_dir() and str(folder) not in sys.path:
+            sys.path.append(str(folder))
+            return
+
+
+_ensure_core_importable()
+
+# Milliseconds between two reads of the metrics log (the trainers append a record every few steps).
+METRICS_POLL_MS = 2000
+DEVICES = ("auto", "cpu", "cuda")
+DATASETS = ("lidc-idri", "ctspine1k")  # order of datasetComboBox (DCTNetLib.data.datasets.DATASETS)
+
+
+class DCTNetTraining(ScriptedLoadableModule):
+    def __init__(self, parent):
+        ScriptedLoadableModule.__init__(self, parent)
+        self.parent.title = _("DCTNet Training")
+        self.parent.categories = [translate("qSlicerAbstractCoreModule", "Tomographic Reconstruction")]
+        self.parent.dependencies = []
+        self.parent.contributors = ["DCTNet contributors"]
+        self.parent.helpText = _(
+            "Prepares LIDC-IDRI or CTSpine1K, trains the bone-suppression diffusion model and the DCT-Net "
+            "reconstruction network, and evaluates it (PSNR, SSIM, LPIPS), as background processes with a live "
+            "loss plot. The best model can be loaded into DCTNet Reconstruction with one click.")
+        self.parent.acknowledgementText = _("DCT-Net: Zhang et al., MICCAI 2025.")
+
+
+@parameterNodeWrapper
+class DCTNetTrainingParameterNode:
+    """The module's state, saved with the scene (folders as text, "" = not set)."""
+
+    dataset: str = "lidc-idri"
+    rawDataDir: str = ""
+    preparedDataDir: str = ""
+    runDir: str = ""
+    preset: str = "small"
+    device: str = "auto"
+    epochs: int = 0
+    resume: bool = False
+
+
+class DCTNetTrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
+    def __init__(self, parent=None) -> None:
+        ScriptedLoadableModuleWidget.__init__(self, parent)
+        VTKObservationMixin.__init__(self)
+        self.logic = None
+        self._parameterNode = None
+        self._parameterNodeGuiTag = None
+        self._metricsTimer = None
+
+    def setup(self) -> None:
+        ScriptedLoadableModuleWidget.setup(self)
+        uiWidget = slicer.util.loadUI(self.resourcePath("UI/DCTNetTraining.ui"))
+        self.layout.addWidget(uiWidget)
+        self.ui = slicer.util.childWidgetVariables(uiWidget)
+        uiWidget.setMRMLScene(slicer.mrmlScene)
+        self.logic = DCTNetTrainingLogic()
+
+        # text fields of the parameter node ↔ path edits and combo boxes (nodes and numbers use connectGui)
+        self._textWidgets = {
+            "rawDataDir": self.ui.rawDataPathLineEdit, "preparedDataDir": self.ui.preparedDataPathLineEdit,
+            "runDir": self.ui.runDirectoryPathLineEdit,
+        }
+        for name, edit in self._textWidgets.items():
+            edit.connect("currentPathChanged(QString)", lambda path, name=name: self._set(name, path))
+        self.ui.datasetComboBox.connect("currentIndexChanged(int)", lambda i: self._set("dataset", DATASETS[i]))
+        self.ui.presetComboBox.connect("currentIndexChanged(int)",
+                                       lambda i: self._set("preset", self.ui.presetComboBox.itemText(i)))
+        self.ui.trainingDeviceComboBox.connect("currentIndexChanged(int)", lambda i: self._set("device", DEVICES[i]))
+        self.ui.prepareButton.connect("clicked(bool)", lambda: self.onStart("prepare"))
+        self.ui.trainCdmButton.connect("clicked(bool)", lambda: self.onStart("cdm"))
+        self.ui.trainGanButton.connect("clicked(bool)", lambda: self.onStart("gan"))
+        self.ui.evaluateButton.connect("clicked(bool)", lambda: self.onStart("evaluate"))
+        self.ui.stopButton.connect("clicked(bool)", self.onStop)
+        self.ui.loadBestButton.connect("clicked(bool)", self.onLoadBest)
+
+        self._metricsTimer = qt.QTimer()
+        self._metricsTimer.setInterval(METRICS_POLL_MS)
+        self._metricsTimer.connect("timeout()", self.onMetricsTimer)
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, lambda *a: self.setParameterNode(None))
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, lambda *a: self.initializeParameterNode())
+        self.initializeParameterNode()
+
+    def cleanup(self) -> None:
+        self._metricsTimer.stop()
+        self.removeObservers()  # a running training keeps running; the logic still owns it
+
+    def enter(self) -> None:
+        self.initializeParameterNode()
+
+    def initializeParameterNode(self) -> None:
+        self.setParameterNode(self.logic.getParameterNode())
+
+    def setParameterNode(self, parameterNode) -> None:
+        if self._parameterNode:
+            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
+            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._updateGUI)
+        self._parameterNode = parameterNode
+        if self._parameterNode:
+            self._parameterNodeGuiTag = self._parameterNode.connectGui(self.ui)
+            self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._updateGUI)
+            self._updateGUI()
+
+    def _set(self, name: str, value: Any) -> None:
+        if self._parameterNode:
+            setattr(self._parameterNode, name, value)
+
+    def _updateGUI(self, caller=None, event=None) -> None:
+        p = self._parameterNode
+        if p is None:
+            return
+        widgets = [*self._textWidgets.values(), self.ui.datasetComboBox, self.ui.presetComboBox,
+                   self.ui.trainingDeviceComboBox]
+        previous = [w.blockSignals(True) for w in widgets]
+        try:
+            for name, edit in self._textWidgets.items():
+                edit.currentPath = getattr(p, name)
+            self.ui.datasetComboBox.currentIndex = DATASETS.index(p.dataset) if p.dataset in DATASETS else 0
+            self.ui.presetComboBox.currentIndex = max(0, self.ui.presetComboBox.findText(p.preset))
+            self.ui.trainingDeviceComboBox.currentIndex = DEVICES.index(p.device) if p.device in DEVICES else 0
+        finally:
+            for widget, state in zip(widgets, previous):
+                widget.blockSignals(state)
+        busy = self.logic.running
+        for button in (self.ui.prepareButton, self.ui.trainCdmButton, self.ui.trainGanButton, self.ui.evaluateButton):
+            button.enabled = not busy
+        self.ui.stopButton.enabled = busy
+
+    # -- actions ---------------------------------------------------------------------------------------------
+    def onStart(self, stage: str) -> None:
+        from DCTNetSlicerLib import install
+
+        try:
+            install.ensure_dependencies(requester="DCTNet Training")
+        except install.InstallError as exc:
+            slicer.util.errorDisplay(exc.message)
+            return
+        with slicer.util.tryWithErrorDisplay(_("The run could not start."), waitCursor=True):
+            self.ui.logTextEdit.clear()
+            self.ui.trainingProgressBar.value = 0
+            self.logic.start(self.logic.request(self._parameterNode, stage), onLog=self.ui.logTextEdit.appendPlainText,
+                             onProgress=self._onProgress, onFinished=self._onFinished)
+            self.ui.trainingStatusLabel.text = _("Running: {stage}").format(stage=stage)
+            self._metricsTimer.start()
+        self._updateGUI()
+
+    def onStop(self) -> None:
+        self.logic.stop()
+
+    def onLoadBest(self) -> None:
+        with slicer.util.tryWithErrorDisplay(_("No checkpoint to load."), waitCursor=True):
+            path = self.logic.loadBestIntoReconstruction(self._parameterNode)
+            self.ui.trainingStatusLabel.text = _("DCTNet Reconstruction now uses {path}").format(path=path)
+
+    def onMetricsTimer(self) -> None:
+        if self.logic.pollMetrics():
+            self.logic.updatePlot()
+            self.ui.evaluationTableView.setMRMLTableNode(self.logic.updateEvaluationTable())
+        if not self.logic.running:
+            self._metricsTimer.stop()
+
+    def _onProgress(self, fraction: float | None, message: str) -> None:
+        if fraction is not None:
+            self.ui.trainingProgressBar.value = int(round(100 * fraction))
+        self.ui.trainingStatusLabel.text = message
+
+    def _onFinished(self, success: bool, message: str) -> None:
+        self.onMetricsTimer()  # the last records
+        self.ui.trainingStatusLabel.text = message
+        if success:
+            self.ui.trainingProgressBar.value = 100
+        self._updateGUI()
+
+
+class DCTNetTrainingLogic(ScriptedLoadableModuleLogic):
+    """Starts, watches and stops ``dctnet`` runs; usable from the Python console."""
+
+    def __init__(self) -> None:
+        ScriptedLoadableModuleLogic.__init__(self)
+        self.task = None
+        self.request_ = None
+        self.history = None
+        self._tail = None
+        self._tableNode = None
+        self._chartNode = None
+        self._series: dict[str, Any] = {}
+
+    def getParameterNode(self) -> DCTNetTrainingParameterNode:
+        return DCTNetTrainingParameterNode(super().getParameterNode())
+
+    @property
+    def running(self) -> bool:
+        return self.task is not None and self.task.running
+
+    def request(self, p, stage: str):
+        """A ``DCTNetSlicerLib.training_runs.RunRequest`` for ``stage`` from the parameter node."""
+        from DCTNetSlicerLib.training_runs import RunRequest
+
+        return RunRequest(stage=stage, dataset=p.dataset, raw_dir=p.rawDataDir, prepared_dir=p.preparedDataDir,
+                          run_dir=p.runDir, preset=p.preset, device=p.device, epochs=p.epochs, resume=p.resume)
+
+    def start(self, request, onLog: Callable[[str], None] | None = None, onProgress=None, onFinished=None):
+        """Start ``dctnet <stage>`` in the background and begin tailing its metrics log.
+
+        Raises:
+            RuntimeError: a run is already going (stop it first).
+            ValueError: the request misses a folder.
+        """
+        from DCTNetLib.training.runlog import MetricsTail, RunHistory
+        from DCTNetSlicerLib.tasks import SlicerTask
+        from DCTNetSlicerLib.training_runs import command_args, metrics_log_path, stage_dir
+
+        if self.running:
+            raise RuntimeError("a run is already going; stop it first")
+        args = command_args(request)
+        self.request_ = request
+        self.history = RunHistory()
+        self._tail = MetricsTail(metrics_log_path(stage_dir(request))) if request.stage != "prepare" else None
+        self.task = SlicerTask(args, on_log=onLog or logging.info, on_progress=onProgress,
+                               on_finished=onFinished).start()
+        return self.task
+
+    def stop(self) -> None:
+        """Interrupt the run; its process tree is killed if it has not exited after a grace period."""
+        if self.running:
+            self.task.stop()
+
+    def pollMetrics(self) -> bool:
+        """Fold new metrics-log records into :attr:`history`; True when there were any."""
+        if self._tail is None:
+            return False
+        return self.history.update(self._tail.read_new()) > 0
+
+    def updatePlot(self):
+        """The loss curves as a plot chart (one series per loss term), shown in the view layout."""
+        from DCTNetSlicerLib.training_runs import loss_table_columns
+
+        names, table = loss_table_columns(self.history)
+        if table.shape[0] == 0:
+            return None
+        if self._tableNode is None or self._tableNode.GetScene() is None:
+            self._tableNode = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLTableNode", "DCTNet losses")
+            self._chartNode = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLPlotChartNode", "DCTNet training")
+            self._chartNode.SetXAxisTitle("step")
+            self._chartNode.SetYAxisTitle("loss")
+            self._series = {}
+        slicer.util.updateTableFromArray(self._tableNode, table, columnNames=names)
+        for name in names[1:]:
+            if name in self._series:
+                continue
+            series = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLPlotSeriesNode", f"DCTNet {name}")
+            series.SetAndObserveTableNodeID(self._tableNode.GetID())
+            series.SetXColumnName("step")
+            series.SetYColumnName(name)
+            series.SetPlotType(series.PlotTypeScatter)
+            series.SetMarkerStyle(series.MarkerStyleNone)
+            series.SetUniqueColor()
+            self._chartNode.AddAndObservePlotSeriesNodeID(series.GetID())
+            self._series[name] = series
+        slicer.modules.plots.logic().ShowChartInLayout(self._chartNode)
+        return self._chartNode
+
+    def updateEvaluationTable(self):
+        """Per-case PSNR / SSIM / LPIPS and mean ± std as a table node (string columns)."""
+        from DCTNetSlicerLib.training_runs import eval_table_rows
+
+        header, rows = eval_table_rows(self.history)
+        node = slicer.mrmlScene.GetFirstNodeByName("DCTNet evaluation")
+        node = node or slicer.mrmlScene.AddNewNodeByClass("vtkMRMLTableNode", "DCTNet evaluation")
+        table = node.GetTable()
+        table.Initialize()
+        for column, name in enumerate(header):
+            values = vtk.vtkStringArray()
+            values.SetName(name)
+            for row in rows:
+                values.InsertNextValue(row[column])
+            table.AddColumn(values)
+        node.Modified()
+        return node
+
+    def loadBestIntoReconstruction(self, p) -> Path:
+        """Point DCTNet Reconstruction's model file at this run's best GAN checkpoint; returns its path."""
+        from DCTNetSlicerLib.training_runs import RunRequest, best_checkpoint, stage_dir
+
+        run = stage_dir(RunRequest(stage="gan", run_dir=p.runDir))
+        path = best_checkpoint(run)
+        if path is None:
+            raise ValueError(f"no best.pt or latest.pt in {run}")
+        slicer.util.getModuleLogic("DCTNetReconstruction").getParameterNode().weightsPath = str(path)
+        return path
+
+
+class DCTNetTrainingTest(ScriptedLoadableModuleTest):
+    """Inside Slicer: a short ``dctnet`` run in the background, then stop it (tree killed, GUI never blocked)."""
+
+    def setUp(self) -> None:
+        slicer.mrmlScene.Clear()
+
+    def runTest(self) -> None:
+        self.setUp()
+        self.test_start_and_stop()
+
+    def test_start_and_stop(self) -> None:
+        import time
+
+        from DCTNetSlicerLib.tasks import SlicerTask
+
+        finished = []
+        # `python -m timeit` running a 10-minute sleep once stands in for a long training run
+        task = SlicerTask(["-n", "1", "-r", "1", "import time; time.sleep(600)"], module="timeit",
+                          on_finished=lambda ok, message: finished.append((ok, message))).start()
+        deadline = time.monotonic() + 30
+        while task.running and time.monotonic() < deadline:
+            slicer.app.processEvents()
+            if task.process.elapsed_s > 1.0 and not task.stopped:
+                task.stop(grace_s=1.0)
+            time.sleep(0.05)
+        self.assertFalse(task.running)
+        self.assertEqual(finished, [(False, "Stopped")])
+        self.delayDisplay("Test passed")
