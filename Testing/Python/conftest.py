@@ -156,3 +156,15 @@ def tiny_bundle_path(tmp_path_factory) -> Path:
     from DCTNetLib.io.model_bundle import save_model_bundle
 
     return save_model_bundle(make_tiny_bundle(), tmp_path_factory.mktemp("bundle") / "tiny.pt")
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """One torch intra-op thread for a test module (bit-exact comparisons, and no oversubscription when a test also
+    runs worker processes on the 2-core CI machine); restores the previous setting afterwards."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)

@@ -25,13 +25,7 @@ from DCTNetLib.models.presets import (ABLATIONS, GANPreset, LossConfig, build_di
 N = 32  # tiny preset side
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One torch thread: the CI machine is shared; restores the previous setting afterwards."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

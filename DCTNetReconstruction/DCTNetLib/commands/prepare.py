@@ -35,7 +35,7 @@ import numpy as np
 from .. import __version__
 from ..conventions import HU_MAX, HU_MIN, VOXEL_SPACING_MM
 from ..data import datasets
-from ..errors import DCTNetError, OutputError
+from ..errors import DCTNetError, InputError, OutputError
 from ..io.atomic import atomic_write_text, check_free_space, check_writable_dir
 
 __all__ = ["HELP", "add_arguments", "run", "prepare_dataset", "prepare_case", "PrepareSummary"]
@@ -237,6 +237,9 @@ def prepare_dataset(dataset: str, source: str | os.PathLike, output: str | os.Pa
 
     output = Path(output)
     cases = datasets.discover_cases(dataset, source)
+    if not cases:
+        layout = "a DICOM series folder per case" if dataset == "lidc-idri" else "NIfTI files (*.nii.gz)"
+        raise InputError(f"no {dataset} cases found under {source} (expected {layout}); check --source and --dataset")
     if limit is not None:
         cases = cases[: max(0, int(limit))]
     log.info("%d %s case(s) found under %s", len(cases), dataset, source)

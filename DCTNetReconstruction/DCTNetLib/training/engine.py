@@ -85,7 +85,8 @@ def configure_backends(device: torch.device, deterministic: bool) -> None:
     """Deterministic algorithms when asked; cuDNN autotuning only on CUDA and only when not deterministic."""
     if deterministic:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", _CUBLAS_WORKSPACE)
-    torch.use_deterministic_algorithms(deterministic)
+    if torch.are_deterministic_algorithms_enabled() != deterministic:  # the call imports torch._inductor (slow)
+        torch.use_deterministic_algorithms(deterministic)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = not deterministic
         torch.backends.cudnn.deterministic = deterministic

@@ -9,8 +9,9 @@ views of a pair as one batch of 2B through the U-Net.
 from __future__ import annotations
 
 import contextlib
-from typing import Iterator
+from typing import Iterator, Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from einops import rearrange, repeat
@@ -22,9 +23,11 @@ from .config import CDMConfig
 from .schedules import DiffusionSchedule
 from .unet import ConditionalUNet
 
-__all__ = ["ConditionalDiffusion", "to_diffusion_range", "from_diffusion_range", "make_generator"]
+__all__ = ["ConditionalDiffusion", "to_diffusion_range", "from_diffusion_range", "make_generator",
+           "sample_generators", "randn_from"]
 
 NUM_PAIR_VIEWS = 2  # channel 0 = PA, channel 1 = lateral (docs/conventions.md)
+SEED_MODULUS = 2 ** 64  # torch.Generator.manual_seed accepts seeds in [0, 2**64)
 
 
 def to_diffusion_range(img: Tensor) -> Tensor:
@@ -50,10 +53,42 @@ def make_generator(device: torch.device, seed: int | None = None,
         return generator
     gen = torch.Generator(device=device)
     if exists(seed):
-        gen.manual_seed(int(seed))
+        gen.manual_seed(int(seed) % SEED_MODULUS)
     else:
         gen.seed()
     return gen
+
+
+def sample_generators(device: torch.device, batch: int, seed: int | Sequence[int] | None = None,
+                      generator: torch.Generator | None = None) -> list[torch.Generator]:
+    """Noise sources of a sampling call: one generator per sample, or one for the whole batch.
+
+    An int ``seed`` gives sample ``i`` its own generator seeded ``seed + i``, a sequence gives sample ``i`` the
+    seed ``seed[i]``: a sample's noise then depends only on its seed, not on the batch it is in, so the PA and
+    lateral views sampled together equal each view sampled alone with its seed (``suppress_bones`` documents
+    which seed each view gets). ``generator`` (or ``seed=None``, a random seed) drives the whole batch instead.
+
+    Raises:
+        ValueError: a seed sequence whose length is not ``batch``; ``generator`` on another device type.
+    """
+    if exists(generator) or not exists(seed):
+        return [make_generator(device, None, generator)]
+    seeds = [int(seed) + i for i in range(batch)] if isinstance(seed, (int, np.integer)) else [int(s) for s in seed]
+    if len(seeds) != batch:
+        raise ValueError(f"seed must be an int or one seed per sample ({batch}), got {len(seeds)} seeds")
+    return [make_generator(device, s) for s in seeds]
+
+
+def randn_from(gens: list[torch.Generator], shape: torch.Size | tuple[int, ...], device: torch.device,
+               dtype: torch.dtype = torch.float32) -> Tensor:
+    """Standard normal noise of ``shape``: sample ``i`` from ``gens[i]``, or all of it from a single generator.
+
+    Shapes:
+        → ``shape`` = ``(B, …)``.
+    """
+    if len(gens) == 1:
+        return torch.randn(shape, generator=gens[0], device=device, dtype=dtype)
+    return torch.stack([torch.randn(shape[1:], generator=g, device=device, dtype=dtype) for g in gens])
 
 
 @contextlib.contextmanager
@@ -69,6 +104,14 @@ def eval_mode(module: nn.Module) -> Iterator[None]:
 
 class ConditionalDiffusion(nn.Module):
     """Bone-suppression conditional diffusion model p_θ(x_{0:T} | y) (DCT-Net eqs. 3–4).
+
+    Views: one network serves both views, told which one it sees by an explicit view flag (PA = 0, LAT = 1,
+    :mod:`DCTNetLib.conventions`) that selects a learned embedding added to the timestep embedding (as ADM adds
+    its class embedding). We chose a flag over learning the view from the image because the caller always knows
+    the view (pairs are ``(B, 2, H, W)`` with channel 0 = PA), PA and lateral chest films differ in anatomy and
+    bone layout, and a flag costs ``2 × emb_dim`` parameters. Every public method therefore requires ``view``
+    (an int for the whole batch or one per sample; ``None`` or out-of-range values raise ``ValueError``), and
+    :meth:`pair_loss` / :meth:`suppress_bones` set it from the channel order.
 
     Args:
         config: Architecture, schedule and sampling settings. Defaults to :meth:`CDMConfig.full`.
@@ -110,10 +153,28 @@ class ConditionalDiffusion(nn.Module):
             raise ValueError(f"view values must be in [0, {self.config.num_views - 1}], got {view.tolist()}")
         return view
 
+    # ------------------------------------------------------------------ parameterisation
+    def _target(self, x_start: Tensor, t: Tensor, noise: Tensor) -> Tensor:
+        """Regression target of the U-Net for ``config.objective`` (ε, v or x_0). Shapes: ``(B, C, H, W)``."""
+        if self.config.objective == "eps":
+            return noise
+        if self.config.objective == "v":
+            return self.schedule.predict_v(x_start, t, noise)
+        return x_start
+
+    def _start_from_output(self, x_t: Tensor, t: Tensor, out: Tensor) -> Tensor:
+        """x̂_0 from the U-Net output under ``config.objective``. Shapes: ``(B, C, H, W)``."""
+        if self.config.objective == "eps":
+            return self.schedule.predict_start_from_noise(x_t, t, out)
+        if self.config.objective == "v":
+            return self.schedule.predict_start_from_v(x_t, t, out)
+        return out
+
     # ------------------------------------------------------------------ training
     def forward(self, x0: Tensor, y: Tensor, view: Tensor | int, t: Tensor | None = None,
                 noise: Tensor | None = None) -> Tensor:
-        """ε-MSE loss ‖ε - ε_θ(√ᾱ_t x_0 + √(1-ᾱ_t) ε, y, t, view)‖² (Ho et al. 2020, eq. 14).
+        """Denoising loss: ‖ε - ε_θ(√ᾱ_t x_0 + √(1-ᾱ_t) ε, y, t, view)‖² (Ho et al. 2020, eq. 14) for the "eps"
+        objective; the same MSE against v or x_0 for the other objectives.
 
         Args:
             x0: Bone-suppressed target radiographs in [0, 1].
@@ -133,10 +194,10 @@ class ConditionalDiffusion(nn.Module):
         noise = default(noise, lambda: torch.randn_like(x_start))
         x_t = self.schedule.q_sample(x_start, t, noise)
         pred = self.model(x_t, to_diffusion_range(y), t, self._views(view, batch))
-        return F.mse_loss(pred, noise)
+        return F.mse_loss(pred, self._target(x_start, t, noise))
 
     def pair_loss(self, x_pair: Tensor, y_pair: Tensor) -> Tensor:
-        """ε-MSE loss on PA/lateral pairs, both views in one batch of 2B.
+        """Denoising loss (:meth:`forward`) on PA/lateral pairs, both views in one batch of 2B.
 
         Shapes:
             x_pair ``(B, 2, H, W)`` target, y_pair ``(B, 2, H, W)`` condition, both in [0, 1] → scalar loss.
@@ -156,26 +217,28 @@ class ConditionalDiffusion(nn.Module):
     def _predict(self, x_t: Tensor, cond: Tensor, t: int, view: Tensor) -> tuple[Tensor, Tensor]:
         """ε̂ and x̂_0 at integer step ``t`` (x̂_0 clamped to [-1, 1] when ``clip_denoised``; ε̂ made consistent)."""
         t_batch = torch.full((x_t.shape[0],), t, device=x_t.device, dtype=torch.long)
-        eps = self.model(x_t, cond, t_batch, view)
-        x_start = self.schedule.predict_start_from_noise(x_t, t_batch, eps)
+        out = self.model(x_t, cond, t_batch, view)
+        x_start = self._start_from_output(x_t, t_batch, out)
         if self.config.clip_denoised:
             x_start = x_start.clamp(-1.0, 1.0)
-            eps = self.schedule.predict_noise_from_start(x_t, t_batch, x_start)
-        return eps, x_start
+        if self.config.objective == "eps" and not self.config.clip_denoised:
+            return out, x_start
+        return self.schedule.predict_noise_from_start(x_t, t_batch, x_start), x_start
 
-    def _prepare_sampling(self, y: Tensor, view: Tensor | int, seed: int | None,
-                          generator: torch.Generator | None) -> tuple[Tensor, Tensor, torch.Generator, Tensor]:
+    def _prepare_sampling(self, y: Tensor, view: Tensor | int, seed: int | Sequence[int] | None,
+                          generator: torch.Generator | None
+                          ) -> tuple[Tensor, Tensor, list[torch.Generator], Tensor]:
+        """Condition in [-1, 1], view indices, the noise generators and x_T. Shapes: y ``(B, 1, H, W)``."""
         self._check_images("y", y)
         device = self.device
         cond = to_diffusion_range(y.to(device=device, dtype=torch.float32))
         views = self._views(view, y.shape[0])
-        gen = make_generator(device, seed, generator)
-        x_t = torch.randn(cond.shape, generator=gen, device=device, dtype=cond.dtype)
-        return cond, views, gen, x_t
+        gens = sample_generators(device, y.shape[0], seed, generator)
+        return cond, views, gens, randn_from(gens, cond.shape, device, cond.dtype)
 
     @torch.inference_mode()
     def sample_ddim(self, y: Tensor, view: Tensor | int, steps: int | None = None, eta: float | None = None,
-                    seed: int | None = None, generator: torch.Generator | None = None) -> Tensor:
+                    seed: int | Sequence[int] | None = None, generator: torch.Generator | None = None) -> Tensor:
         """DDIM sampling (Song et al. 2021, eq. 12) of bone-suppressed radiographs given y.
 
         Args:
@@ -183,8 +246,10 @@ class ConditionalDiffusion(nn.Module):
             view: PA = 0 / LAT = 1 per sample, or one int for the batch.
             steps: Number of denoising steps. Defaults to ``config.sampling_steps``.
             eta: Stochasticity η (0 = deterministic). Defaults to ``config.ddim_eta``.
-            seed: Seed of a new generator on the model's device; same seed → identical output.
-            generator: Generator to use instead of ``seed`` (must live on the model's device).
+            seed: Sample ``i`` draws its noise from a generator seeded ``seed + i`` (or ``seed[i]`` for a
+                sequence), so the same seed gives identical output whatever the batch (see
+                :func:`sample_generators`). None = random.
+            generator: One generator for the whole batch instead of ``seed`` (on the model's device).
 
         Shapes:
             y ``(B, 1, H, W)``, view ``(B,)`` → ``(B, 1, H, W)`` in [0, 1].
@@ -196,7 +261,7 @@ class ConditionalDiffusion(nn.Module):
         times = self.schedule.ddim_timesteps(steps)
         alphas_cumprod = self.schedule.alphas_cumprod
         with eval_mode(self):
-            cond, views, gen, x_t = self._prepare_sampling(y, view, seed, generator)
+            cond, views, gens, x_t = self._prepare_sampling(y, view, seed, generator)
             for i, t in enumerate(times):
                 eps, x_start = self._predict(x_t, cond, t, views)
                 if i == len(times) - 1:
@@ -207,25 +272,25 @@ class ConditionalDiffusion(nn.Module):
                 c = (1 - alpha_next - sigma ** 2).clamp(min=0).sqrt()
                 x_t = alpha_next.sqrt() * x_start + c * eps
                 if eta > 0:
-                    x_t = x_t + sigma * torch.randn(x_t.shape, generator=gen, device=x_t.device, dtype=x_t.dtype)
+                    x_t = x_t + sigma * randn_from(gens, x_t.shape, x_t.device, x_t.dtype)
         return from_diffusion_range(x_t)
 
     @torch.inference_mode()
-    def sample_ddpm(self, y: Tensor, view: Tensor | int, seed: int | None = None,
+    def sample_ddpm(self, y: Tensor, view: Tensor | int, seed: int | Sequence[int] | None = None,
                     generator: torch.Generator | None = None) -> Tensor:
         """Ancestral sampling through all T steps with the posterior variance β̃_t (Ho et al. 2020, Alg. 2).
 
         Args:
             y: Conditioning radiographs in [0, 1].
             view: PA = 0 / LAT = 1 per sample, or one int for the batch.
-            seed: Seed of a new generator on the model's device.
-            generator: Generator to use instead of ``seed``.
+            seed: Per-sample seeds as in :meth:`sample_ddim`.
+            generator: One generator for the whole batch instead of ``seed``.
 
         Shapes:
             y ``(B, 1, H, W)``, view ``(B,)`` → ``(B, 1, H, W)`` in [0, 1].
         """
         with eval_mode(self):
-            cond, views, gen, x_t = self._prepare_sampling(y, view, seed, generator)
+            cond, views, gens, x_t = self._prepare_sampling(y, view, seed, generator)
             for t in reversed(range(self.num_timesteps)):
                 _, x_start = self._predict(x_t, cond, t, views)
                 t_batch = torch.full((x_t.shape[0],), t, device=x_t.device, dtype=torch.long)
@@ -233,18 +298,19 @@ class ConditionalDiffusion(nn.Module):
                 if t == 0:
                     x_t = mean
                 else:
-                    noise = torch.randn(x_t.shape, generator=gen, device=x_t.device, dtype=x_t.dtype)
+                    noise = randn_from(gens, x_t.shape, x_t.device, x_t.dtype)
                     x_t = mean + (0.5 * log_var).exp() * noise
         return from_diffusion_range(x_t)
 
-    def suppress_bones(self, drr_pair: Tensor, steps: int | None = None, seed: int | None = None,
+    def suppress_bones(self, drr_pair: Tensor, steps: int | None = None, seed: int | Sequence[int] | None = None,
                        eta: float | None = None, generator: torch.Generator | None = None) -> Tensor:
         """Bone-suppressed PA/lateral pairs by DDIM, both views as one batch of 2B through the U-Net.
 
         Args:
             drr_pair: Radiograph pairs in [0, 1], channel 0 = PA, channel 1 = lateral.
             steps: DDIM steps. Defaults to ``config.sampling_steps``.
-            seed: Sampling seed (same seed → identical output).
+            seed: Sampling seed: view ``v`` of pair ``b`` uses ``seed + 2b + v`` (PA ``seed``, lateral ``seed + 1``
+                for one pair), so the batched pair equals :meth:`sample_ddim` of each view alone with its seed.
             eta: DDIM η. Defaults to ``config.ddim_eta``.
             generator: Generator to use instead of ``seed``.
 

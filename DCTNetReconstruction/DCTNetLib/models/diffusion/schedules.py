@@ -146,6 +146,24 @@ class DiffusionSchedule(nn.Module):
         return ((extract(self.sqrt_recip_alphas_cumprod, t, x_t.shape) * x_t - x_start)
                 / extract(self.sqrt_recipm1_alphas_cumprod, t, x_t.shape))
 
+    def predict_v(self, x_start: Tensor, t: Tensor, noise: Tensor) -> Tensor:
+        """v = √ᾱ_t ε − √(1-ᾱ_t) x_0 (Salimans & Ho 2022, §4).
+
+        Shapes:
+            x_start, noise ``(B, C, H, W)``; t ``(B,)`` → ``(B, C, H, W)``.
+        """
+        return (extract(self.sqrt_alphas_cumprod, t, x_start.shape) * noise
+                - extract(self.sqrt_one_minus_alphas_cumprod, t, x_start.shape) * x_start)
+
+    def predict_start_from_v(self, x_t: Tensor, t: Tensor, v: Tensor) -> Tensor:
+        """x̂_0 = √ᾱ_t x_t − √(1-ᾱ_t) v (inverse of :meth:`predict_v` given x_t).
+
+        Shapes:
+            x_t, v ``(B, C, H, W)``; t ``(B,)`` → ``(B, C, H, W)``.
+        """
+        return (extract(self.sqrt_alphas_cumprod, t, x_t.shape) * x_t
+                - extract(self.sqrt_one_minus_alphas_cumprod, t, x_t.shape) * v)
+
     def q_posterior(self, x_start: Tensor, x_t: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
         """Mean and clipped log-variance of q(x_{t-1} | x_t, x_0).
 

@@ -1,0 +1,257 @@
+"""``dctnet evaluate`` — metrics of trained GAN checkpoints on a prepared split, as tables like the paper's.
+
+One checkpoint::
+
+    dctnet evaluate --data PREP --split test --checkpoint runs/gan/best.pt --output eval/gan
+
+The Table 1 ablations (``--ablations``): one run folder per variant under ``--runs``, named after the variant
+(``dctnet``, ``ablation-no-dual-branch``, ``ablation-no-recon-gan``, ``ablation-no-perceptual``,
+``x2ct-baseline``); each folder's ``best.pt`` (else ``latest.pt``) is evaluated::
+
+    dctnet evaluate --data PREP --ablations --runs runs/ablations --output eval/ablations
+    dctnet evaluate --data PREP --ablations --runs runs/ablations --output eval/ablations \\
+        --train-epochs 10 --preset small --bs-source target      # train the missing / unfinished runs first
+
+Evaluation never trains behind the user's back: without ``--train-epochs`` a variant with no checkpoint is
+reported and skipped. With it, each variant is trained (or resumed, when its run stopped early) by
+``dctnet train`` with the same data, size preset and inputs, for that many epochs, then evaluated.
+
+The prediction is G(Y) (the raw-radiograph generator; G(X) only serves training). Per case: PSNR, tri-plane
+SSIM and LPIPS, MAE and X2CT-GAN's PSNR (:func:`DCTNetLib.evaluation.metrics.evaluate_volume`). Written to
+``--output`` (atomically; an existing result is not overwritten without ``--overwrite``):
+
+- ``cases.csv`` (one checkpoint) or ``cases_<variant>.csv`` (ablations): one row per case;
+- ``table.md``: the paper's table (Method | PSNR | SSIM | LPIPS | Params (M), mean ± std) and a second table
+  with MAE (HU) and X2CT-PSNR; Params counts every trained network (G(Y), G(X), D), as in the paper's Table 2;
+- ``metrics.jsonl``: one ``{"event": "eval", "case", …}`` record per case (read by the Slicer training module).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..errors import InputError, OutputError
+
+HELP = "evaluate GAN checkpoints on a prepared split: PSNR/SSIM/LPIPS/MAE/X2CT-PSNR, per-case CSV + paper table"
+
+log = logging.getLogger("dctnet.evaluate")
+
+# Row names of DCT-Net Table 1 per variant, in the table's order (comparison, ablations, ours).
+ROW_NAMES = {
+    "x2ct-baseline": "X2CT-GAN",
+    "ablation-no-dual-branch": "w/o Dual-branch",
+    "ablation-no-recon-gan": "w/o Recon-GAN",
+    "ablation-no-perceptual": "w/o ℓ_perceptual",
+    "dctnet": "DCT-Net (ours)",
+}
+# Extra columns beyond the paper's: (result key, header).
+EXTRA_METRICS = (("mae_hu", "MAE (HU, ↓)"), ("psnr_x2ct", "X2CT-PSNR (↑)"))
+OUTPUT_FILES = ("table.md", "metrics.jsonl")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    parser.add_argument("--data", required=True, type=Path, help="prepared data folder (`dctnet prepare`)")
+    parser.add_argument("--split", default="test", choices=("train", "val", "test"), help="default: test")
+    parser.add_argument("--output", required=True, type=Path, help="folder for cases*.csv, table.md, metrics.jsonl")
+    parser.add_argument("--checkpoint", type=Path, help="a `dctnet train` checkpoint (best.pt / latest.pt)")
+    parser.add_argument("--method", help="row name in the table (default: from the checkpoint's variant)")
+    parser.add_argument("--ablations", action="store_true", help="evaluate the Table 1 variants found in --runs")
+    parser.add_argument("--runs", type=Path, help="with --ablations: folder of one run folder per variant")
+    parser.add_argument("--train-epochs", type=int, metavar="N",
+                        help="with --ablations: train (or finish) each variant for N epochs before evaluating")
+    parser.add_argument("--preset", choices=("tiny", "small", "full"), default="small",
+                        help="with --train-epochs: model size of the trained variants (default small)")
+    parser.add_argument("--cdm", type=Path, help="with --train-epochs: CDM checkpoint for G(X)'s inputs")
+    parser.add_argument("--bs-source", choices=("cdm", "target"), help="with --train-epochs: see `dctnet train`")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="with --train-epochs: training config overrides passed to `dctnet train`")
+    parser.add_argument("--no-lpips", action="store_true", help="skip LPIPS (needs ImageNet AlexNet weights)")
+    parser.add_argument("--lpips-stride", type=int, default=1, help="LPIPS on every N-th slice (default 1: all)")
+    parser.add_argument("--imagenet-weights", type=Path, help="AlexNet ImageNet weights file for LPIPS")
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    parser.add_argument("--overwrite", action="store_true", help="replace results already in --output")
+
+
+# ---------------------------------------------------------------------------------------------- one checkpoint
+@torch.no_grad()
+def evaluate_checkpoint(checkpoint: Path, dataset: Any, device: torch.device, lpips_model: Any = None,
+                        lpips_stride: int = 1, log_records: Any = None, method: str | None = None) -> Any:
+    """Per-case metrics of G(Y) of ``checkpoint`` on ``dataset``, as a :class:`MethodResult`.
+
+    Args:
+        checkpoint: GAN training checkpoint.
+        dataset: :class:`~DCTNetLib.data.datasets.PreparedCaseDataset` of the split.
+        device: where G(Y) runs.
+        lpips_model: :func:`~DCTNetLib.evaluation.lpips_metric.build_lpips` model, or None (no LPIPS).
+        lpips_stride: LPIPS on every n-th slice.
+        log_records: a :class:`~DCTNetLib.training.engine.MetricsLog` to append ``eval`` records to, or None.
+        method: row name; defaults to the variant's Table 1 name.
+    """
+    from ..evaluation.metrics import evaluate_volume
+    from ..evaluation.tables import MethodResult
+    from ..training.gan_trainer import load_gan_generators
+
+    g_raw, _, preset, params_m = load_gan_generators(checkpoint, device)
+    size = preset.image_size
+    variant = preset.name.partition("@")[0]
+    result = MethodResult(method or ROW_NAMES.get(variant, preset.name), params_m=params_m)
+    for index in range(len(dataset)):
+        item = dataset[index]
+        y = item["drr"][None].to(device)
+        if tuple(y.shape[-2:]) != (size, size):
+            raise InputError(f"case {item['case_id']} of {getattr(dataset, 'root', 'the data')}: radiographs are "
+                             f"{tuple(y.shape[-2:])}, but {checkpoint} expects {size}×{size}")
+        pred = g_raw(y)[0, 0].float().cpu().numpy()
+        gt = item["ct"][0].float().numpy()
+        metrics = evaluate_volume(pred, gt, lpips_model, lpips_slice_stride=lpips_stride)
+        row = {"case": item["case_id"], **metrics}
+        result.cases.append(row)
+        if log_records is not None:
+            log_records.write("eval", method=result.method, checkpoint=str(checkpoint), **row)
+    return result
+
+
+def extra_table(results: list[Any]) -> str:
+    """Markdown table of the metrics beyond the paper's (MAE in HU, X2CT-GAN's PSNR), mean ± std."""
+    from ..evaluation.tables import format_mean_std, summarize
+
+    header = ["Method", *(title for _, title in EXTRA_METRICS), "Cases"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join([" --- "] * len(header)) + "|"]
+    for result in results:
+        cells = [result.method.replace("|", "\\|")]
+        cells += [format_mean_std(summarize(result.cases, key)) for key, _ in EXTRA_METRICS]
+        cells.append(str(len(result.cases)))
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def write_tables(results: list[Any], output: Path, split: str) -> Path:
+    """``table.md``: the paper-format table, then the extra-metrics table."""
+    from ..evaluation.tables import markdown_table
+    from ..io.atomic import atomic_write_text
+
+    text = (f"Results on the {split} split (mean ± std over cases; PSNR on the [0, 1] HU window).\n\n"
+            + markdown_table(results) + "\n" + extra_table(results))
+    return atomic_write_text(output / "table.md", text)
+
+
+# ---------------------------------------------------------------------------------------------- ablations
+def _variant_checkpoint(run_dir: Path) -> Path | None:
+    for name in ("best.pt", "latest.pt"):
+        if (run_dir / name).is_file():
+            return run_dir / name
+    return None
+
+
+def _trained_epochs(run_dir: Path) -> int:
+    from ..training.checkpoint import load_checkpoint
+
+    if not (run_dir / "latest.pt").is_file():
+        return 0
+    return int(load_checkpoint(run_dir / "latest.pt", kind="gan")["progress"]["epoch"])
+
+
+def train_variant(variant: str, args: argparse.Namespace) -> None:
+    """Train (or resume) ``args.runs / variant`` with ``dctnet train`` until ``args.train_epochs`` epochs."""
+    from ..cli import main as dctnet
+
+    run_dir = args.runs / variant
+    done = _trained_epochs(run_dir)
+    if done >= args.train_epochs:
+        return
+    argv = ["train", "--data", str(args.data), "--output", str(run_dir), "--variant", variant,
+            "--preset", args.preset, "--epochs", str(args.train_epochs)]
+    if done > 0 or (run_dir / "latest.pt").is_file():
+        argv.append("--resume")
+    if args.cdm:
+        argv += ["--cdm", str(args.cdm)]
+    if args.bs_source:
+        argv += ["--bs-source", args.bs_source]
+    if args.device != "auto":
+        argv += ["--device", args.device]
+    for pair in args.set:
+        argv += ["--set", pair]
+    log.info("training %s: dctnet %s", variant, " ".join(argv))
+    code = dctnet(argv)
+    if code != 0:
+        raise OutputError(f"training the {variant} variant in {run_dir} stopped (exit code {code}); "
+                          f"re-run the same command to resume it")
+
+
+def ablation_checkpoints(args: argparse.Namespace) -> list[tuple[str, Path]]:
+    """``[(variant, checkpoint)]`` in Table 1 order, training first when ``--train-epochs`` is given."""
+    if args.runs is None:
+        raise InputError("--ablations needs --runs DIR (one run folder per variant, e.g. DIR/dctnet)")
+    found = []
+    for variant in ROW_NAMES:
+        if args.train_epochs:
+            train_variant(variant, args)
+        checkpoint = _variant_checkpoint(args.runs / variant)
+        if checkpoint is None:
+            log.warning("%s: no checkpoint in %s, skipped (add --train-epochs N to train it)", variant,
+                        args.runs / variant)
+            continue
+        found.append((variant, checkpoint))
+    if not found:
+        raise InputError(f"no variant checkpoints found under {args.runs} (expected folders "
+                         f"{', '.join(ROW_NAMES)} with best.pt or latest.pt)")
+    return found
+
+
+# ---------------------------------------------------------------------------------------------- command
+def _prepare_output(output: Path, overwrite: bool) -> None:
+    from ..io.atomic import check_writable_dir
+
+    existing = sorted(p.name for p in output.glob("cases*.csv")) + [n for n in OUTPUT_FILES if (output / n).exists()]
+    if existing and not overwrite:
+        raise InputError(f"{output} already holds evaluation results ({', '.join(existing)}); add --overwrite "
+                         "or choose another --output folder")
+    output.mkdir(parents=True, exist_ok=True)
+    check_writable_dir(output)
+    for name in existing:
+        (output / name).unlink()
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..data.datasets import PreparedCaseDataset
+    from ..evaluation.tables import write_case_csv
+    from ..training.engine import MetricsLog, select_device
+
+    if args.ablations == (args.checkpoint is not None):
+        raise InputError("give either --checkpoint CKPT or --ablations --runs DIR")
+    if args.train_epochs is not None and not args.ablations:
+        raise InputError("--train-epochs only applies with --ablations")
+    if args.lpips_stride < 1:
+        raise InputError(f"--lpips-stride must be >= 1, got {args.lpips_stride}")
+    if not args.data.is_dir():
+        raise InputError(f"prepared data folder not found: {args.data}")
+    if args.checkpoint is not None and not args.checkpoint.is_file():
+        raise InputError(f"checkpoint not found: {args.checkpoint}")
+    dataset = PreparedCaseDataset(args.data, args.split)
+    if len(dataset) == 0:
+        raise InputError(f"the {args.split} split of {args.data} is empty")
+    _prepare_output(args.output, args.overwrite)
+    targets = ablation_checkpoints(args) if args.ablations else [(None, args.checkpoint)]
+    device = select_device(args.device)
+    lpips_model = None
+    if not args.no_lpips:
+        from ..evaluation.lpips_metric import build_lpips
+
+        lpips_model = build_lpips(args.imagenet_weights, device)
+    records = MetricsLog(args.output / "metrics.jsonl")
+    results = []
+    for variant, checkpoint in targets:
+        result = evaluate_checkpoint(checkpoint, dataset, device, lpips_model, args.lpips_stride, records,
+                                     method=args.method if variant is None else None)
+        write_case_csv(result.cases, args.output / ("cases.csv" if variant is None else f"cases_{variant}.csv"))
+        results.append(result)
+    table = write_tables(results, args.output, args.split)
+    print(table.read_text(encoding="utf-8"), end="")
+    print(f"per-case results and table in {args.output}")
+    return 0

@@ -1,0 +1,117 @@
+"""``dctnet train`` — train the DCT-Net reconstruction GAN: G(Y), G(X) and the tri-plane discriminator.
+
+Defaults are the paper's (§3.1): Adam, lr 2e-4, β = (0.5, 0.999), batch 1, 100 epochs, validation PSNR every
+epoch with ``best.pt`` kept beside ``latest.pt``. The bone-suppressed inputs X of G(X) come from a trained CDM
+(``dctnet train-cdm``), sampled once per case and cached next to the prepared cases (the slow part; a rerun or
+``--resume`` reuses the cache), or, with ``--bs-source target``, from the prepared synthetic bone-suppressed
+DRRs. Examples::
+
+    dctnet train --data PREP --cdm runs/cdm/best.pt --output runs/gan                 # the paper's model (GPU)
+    dctnet train --data PREP --cdm runs/cdm/best.pt --output runs/gan-small --preset small
+    dctnet train --data PREP --output runs/gan --resume                               # after Ctrl-C / a crash
+    dctnet train --data PREP --bs-source target --output runs/abl --variant ablation-no-perceptual --preset small
+    dctnet train ... --set lr_schedule=x2ct --set loss.lambda_recon=5 --config my.yaml
+
+``--preset`` is the model size (full / small / tiny), ``--variant`` the row of DCT-Net Table 1 (``dctnet`` or
+an ablation of :data:`DCTNetLib.models.presets.ABLATIONS`); ``--set model.<field>=…`` and ``--set loss.<field>=…``
+override generator/discriminator and multi-path-loss fields. On ``--resume`` the CDM recorded in the
+checkpoint is used when ``--cdm`` is omitted. Multi-GPU / multi-node lines are in ``dctnet train --help``.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from ..errors import InputError
+from .train_cdm import (add_common_arguments, check_image_size, load_splits, report, resolve_run_config,
+                        setup_run)
+
+HELP = "train the DCT-Net reconstruction GAN (G(Y), G(X), tri-plane D) on prepared cases"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from ..models.presets import ABLATIONS
+
+    add_common_arguments(parser, "train", "--data PREP --cdm runs/cdm/best.pt --output runs/gan")
+    parser.add_argument("--cdm", type=Path, metavar="CKPT",
+                        help="CDM checkpoint (`dctnet train-cdm` best.pt) whose samples feed G(X); default on "
+                             "--resume: the one recorded in the run")
+    parser.add_argument("--bs-source", choices=("cdm", "target"),
+                        help="bone-suppressed inputs: cdm (cached CDM samples, default) or target (prepared "
+                             "synthetic bone-suppressed DRRs)")
+    parser.add_argument("--variant", choices=("dctnet", *ABLATIONS),
+                        help="model variant (DCT-Net Table 1 rows); default dctnet")
+    parser.add_argument("--vgg-weights", type=Path, metavar="FILE",
+                        help="ImageNet VGG16 weights for the perceptual loss (default: `dctnet weights fetch` "
+                             "location, then torchvision's cache)")
+
+
+def _recorded_cdm(args: argparse.Namespace) -> Path | None:
+    """The CDM path stored in the run's ``latest.pt`` (on --resume), if any."""
+    from ..training.checkpoint import load_checkpoint
+
+    latest = args.output / "latest.pt"
+    if not (args.resume and latest.is_file()):
+        return None
+    saved = load_checkpoint(latest, kind="gan").get("cdm")
+    return Path(saved["path"]) if saved and saved.get("path") else None
+
+
+def bone_suppressed_sets(config: Any, preset: Any, args: argparse.Namespace, train_set: Any, val_set: Any,
+                         device: Any, info: Any) -> tuple[Any, Any, dict[str, str] | None]:
+    """Replace ``drr_bs`` with cached CDM samples when the run uses a CDM; returns the sets and the CDM info."""
+    from ..training.cache import CachedBoneSuppressed, load_cdm, precompute_cdm_outputs
+    from ..training.gan_trainer import uses_bone_suppressed
+
+    if not uses_bone_suppressed(config, preset) or config.bs_source != "cdm":
+        return train_set, val_set, None
+    cdm_path = args.cdm or _recorded_cdm(args)
+    if cdm_path is None:
+        raise InputError("dctnet train needs the bone-suppression CDM for G(X): pass --cdm runs/cdm/best.pt "
+                         "(from `dctnet train-cdm`), or --bs-source target to use the prepared synthetic "
+                         "bone-suppressed DRRs")
+    model = load_cdm(cdm_path, device)
+    steps = config.cdm_sampling_steps or model.config.sampling_steps
+    eta = model.config.ddim_eta
+    key = ""
+    for dataset in (train_set, val_set):
+        if dataset is not None:
+            key = precompute_cdm_outputs(dataset, model, steps=steps, seed=config.cdm_seed, eta=eta, info=info,
+                                         progress=config.progress)
+    del model
+    wrap = (lambda d: CachedBoneSuppressed(d, key) if d is not None else None)
+    return wrap(train_set), wrap(val_set), {"path": str(Path(cdm_path).resolve()), "key": key}
+
+
+def build_perceptual(preset: Any, weights: Path | None) -> Any:
+    """VGG16 ImageNet features φ when the preset's contrastive term is perceptual, else None."""
+    if not preset.loss.uses_perceptual:
+        return None
+    from ..models.perceptual import VGG16Features
+
+    return VGG16Features(weights)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..training.config import GANTrainConfig
+    from ..training.distributed import cleanup
+    from ..training.engine import seed_everything
+    from ..training.gan_trainer import VARIANT_KEY, GANTrainer, build_gan_preset
+
+    extra = {"bs_source": args.bs_source, f"model.{VARIANT_KEY}": args.variant}
+    config = resolve_run_config(GANTrainConfig, args, extra)
+    preset = build_gan_preset(config)  # validates the model/loss keys before touching the run folder
+    try:
+        device, info = setup_run(config, args)
+        train_set, val_set = load_splits(args.data)
+        check_image_size(train_set, preset.image_size, f"{preset.name} GAN preset")
+        train_set, val_set, cdm_info = bone_suppressed_sets(config, preset, args, train_set, val_set, device, info)
+        perceptual = build_perceptual(preset, args.vgg_weights)
+        seed_everything(config.seed)
+        trainer = GANTrainer(config, args.output, train_set=train_set, val_set=val_set, preset=preset,
+                             perceptual=perceptual, cdm_info=cdm_info, device=device, dist_info=info)
+        return report(trainer.fit(resume=args.resume), info)
+    finally:
+        cleanup()
