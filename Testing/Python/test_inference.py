@@ -56,7 +56,7 @@ def test_tampered_truncated_and_foreign_files_are_refused(tmp_path, tiny_bundle_
     with pytest.raises(WeightsError, match="truncated.pt"):
         load_model_bundle(truncated)
     foreign = tmp_path / "checkpoint.pt"
-    torch.save({"format": "dctnet-checkpoint", "kind": "gan", "models": {}}, foreign)
+    torch.save({"format": "dctnet-checkpoint", "kind": "cdm", "models": {}}, foreign)
     with pytest.raises(WeightsError, match="dctnet export"):
         load_model_bundle(foreign)
 

@@ -316,3 +316,23 @@ def test_info_command_prints_a_table_ending_in_total(capsys):
     assert data["config"]["generator"]["arch"] == "x2ct" and data["total"] > 0
     assert "torch" in data["machine"] and "cuda_available" in data["machine"]
     assert main(["info", "--preset", "bogus"]) == 2
+
+
+def test_discriminator_slice_subset_only_in_training_and_drawn_from_the_volume():
+    preset = gan_preset("tiny", slices_per_plane=5)
+    d = build_discriminator(preset.discriminator)
+    volume, radiographs = torch.rand(1, 1, 32, 32, 32), torch.rand(1, 2, 32, 32)
+    d.train()
+    torch.manual_seed(0)
+    with torch.no_grad():
+        subset = d(volume, radiographs)
+    assert all(scores.shape[0] == 5 for scores in subset.values())
+    d.eval()
+    with torch.no_grad():
+        full = d(volume, radiographs)
+    assert all(scores.shape[0] == 32 for scores in full.values())
+    # every drawn slice's score equals the score of some slice of the full pass (eval and train share the weights
+    # and instance norm has no running statistics), so the subset is a sample of eq. 7's terms, not a new quantity
+    for plane, scores in subset.items():
+        distances = (scores.flatten(1)[:, None] - full[plane].flatten(1)[None]).abs().amax(-1)
+        assert float(distances.min(1).values.max()) < 1e-5, plane

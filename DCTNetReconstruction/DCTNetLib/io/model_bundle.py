@@ -176,7 +176,22 @@ def load_model_bundle(path: str | Path | None = None, expected_sha256: str | Non
     if not path.is_file():
         raise WeightsError(f"weights file not found: {path}")
     check_sha256(path, expected_sha256)
-    return bundle_from_state(load_torch_file(path), path)
+    state = load_torch_file(path)
+    if isinstance(state, dict) and state.get("kind") == "gan" and state.get("format") != BUNDLE_FORMAT:
+        return _bundle_from_gan_checkpoint(state, path)
+    return bundle_from_state(state, path)
+
+
+def _bundle_from_gan_checkpoint(state: dict[str, Any], path: Path) -> ModelBundle:
+    """A ``dctnet train`` checkpoint used directly: its generators plus the CDM checkpoint the run recorded."""
+    cdm_path = (state.get("cdm") or {}).get("path")
+    if cdm_path is not None and not Path(cdm_path).is_file():
+        raise WeightsError(f"{path} was trained with the CDM {cdm_path}, which is not there any more; make a "
+                           "bundle with `dctnet export --gan ... --cdm CDM.pt --output model.pt`")
+    if cdm_path is None and (state.get("models") or {}).get("g_bs") is not None:
+        raise WeightsError(f"{path} records no CDM checkpoint (trained on the prepared bone-suppressed targets); "
+                           "make a bundle with `dctnet export --gan ... --cdm CDM.pt --output model.pt`")
+    return bundle_from_checkpoints(path, cdm_path)
 
 
 def save_model_bundle(bundle: ModelBundle, path: str | Path, half: bool = False) -> Path:

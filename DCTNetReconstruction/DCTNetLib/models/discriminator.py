@@ -107,12 +107,17 @@ class TriPlaneDiscriminator(nn.Module):
         channels: PatchGAN widths. Defaults to (64, 128, 256, 512) (X2CT-GAN ``ndf: 64``, 3 layers).
         norm: Normalisation name. Defaults to "instance".
         conditional: Concatenate the broadcast radiographs (eq. 7's ``| Y``). Defaults to True.
+        slices_per_plane: In training mode, score only this many randomly drawn slices per plane (0 = all; see
+            :class:`~DCTNetLib.models.presets.DiscriminatorConfig`). Defaults to 0.
     """
 
     def __init__(self, volume_channels: int = 1, channels: tuple[int, ...] = (64, 128, 256, 512),
-                 norm: str = "instance", conditional: bool = True) -> None:
+                 norm: str = "instance", conditional: bool = True, slices_per_plane: int = 0) -> None:
         super().__init__()
+        if slices_per_plane < 0:
+            raise ValueError(f"slices_per_plane must be >= 0, got {slices_per_plane}")
         self.conditional = conditional
+        self.slices_per_plane = int(slices_per_plane)
         in_channels = volume_channels + (2 if conditional else 0)
         self.trunk = PatchDiscriminator(2, in_channels, channels, norm, out_channels=0)
         self.heads = nn.ModuleDict({
@@ -135,4 +140,14 @@ class TriPlaneDiscriminator(nn.Module):
             volume = condition_on_radiographs(volume, radiographs)
         elif volume.ndim != 5:
             raise ValueError(f"volume must be (B, C, D, H, W), got shape {tuple(volume.shape)}")
-        return {plane: self.heads[plane](self.trunk(slices)) for plane, slices in slice_planes(volume).items()}
+        planes = slice_planes(volume)
+        if self.training and self.slices_per_plane:
+            planes = {plane: _random_subset(slices, self.slices_per_plane) for plane, slices in planes.items()}
+        return {plane: self.heads[plane](self.trunk(slices)) for plane, slices in planes.items()}
+
+
+def _random_subset(slices: torch.Tensor, k: int) -> torch.Tensor:
+    """``k`` slices drawn without replacement (torch's global RNG, so checkpoints resume the same draws)."""
+    if k >= slices.shape[0]:
+        return slices
+    return slices[torch.randperm(slices.shape[0])[:k].to(slices.device)]

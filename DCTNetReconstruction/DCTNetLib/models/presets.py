@@ -149,12 +149,17 @@ class DiscriminatorConfig:
         norm: Normalisation. Defaults to "instance" (X2CT-GAN ``norm_D: 'instance3d'``).
         conditional: Condition on the broadcast radiographs (eq. 7's ``| Y``; X2CT-GAN ``conditional_D: True``).
             Defaults to True.
+        slices_per_plane: In training, judge this many randomly drawn slices per plane instead of all of them
+            (0 = all, eq. 7 exactly). The LSGAN loss is a mean over slices, so a random subset is an unbiased
+            estimate of it at a fraction of the cost (our CPU-training option; the paper is silent). Evaluation
+            mode always judges every slice. Defaults to 0.
     """
 
     arch: str = "triplane"
     channels: tuple[int, ...] = (64, 128, 256, 512)
     norm: str = "instance"
     conditional: bool = True
+    slices_per_plane: int = 0
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "channels", _tuple(self.channels))
@@ -404,4 +409,4 @@ def build_discriminator(cfg: DiscriminatorConfig) -> nn.Module:
         return X2CTDiscriminator(cfg.channels, cfg.norm, cfg.conditional)
     from .discriminator import TriPlaneDiscriminator
 
-    return TriPlaneDiscriminator(1, cfg.channels, cfg.norm, cfg.conditional)
+    return TriPlaneDiscriminator(1, cfg.channels, cfg.norm, cfg.conditional, cfg.slices_per_plane)
