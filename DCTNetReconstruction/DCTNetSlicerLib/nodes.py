@@ -2,12 +2,16 @@
 
 Every function takes an optional ``scene`` (default ``slicer.mrmlScene``) and uses only MRML-core calls plus
 ``slicer.util.arrayFromVolume`` / ``updateVolumeFromArray``, so it also runs outside the Slicer application
-with the ``slicer-core`` wheel (see ``Testing/Python/test_slicer_mrml.py``). ``slicer`` and ``vtk`` are
+with the ``slicer-core`` wheel (see ``Testing/SlicerCore/test_nodes_mrml.py``). ``slicer`` and ``vtk`` are
 imported inside the functions, so importing this module (and testing its constants) needs neither.
 
-Volumes: a canonical ``(D, H, W)`` array is Slicer's ``(K, J, I)`` array, so it is stored without a copy of
-its axes; ``IJKToRAS`` comes from the spacing, LPS origin and direction cosines. Radiographs are
-single-slice ``(1, H, W)`` volumes lying in a coronal (PA) or sagittal (lateral) plane.
+Volumes: a canonical ``(D, H, W)`` array is Slicer's ``(K, J, I)`` array; ``IJKToRAS`` comes from the spacing,
+LPS origin and direction cosines. The canonical axes (L, P, I) are left-handed, and Slicer's NRRD reader turns
+a left-handed volume right-handed by reversing its slices, so a saved and re-opened scene would hold the
+volume with K reversed. Volume nodes are therefore always stored right-handed (slices reversed, K running
+superior, as Slicer stores CTs it loads itself): ``arrayFromVolume`` of a CT node is ``hu[::-1]`` of the
+canonical array, before and after saving the scene; :func:`volume_node_to_canonical` undoes it. Radiographs
+are single-slice ``(1, H, W)`` volumes lying in a coronal (PA) or sagittal (lateral) plane.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ __all__ = [
     "matrix_to_numpy",
     "numpy_to_vtk_matrix",
     "node_ijk_to_ras",
+    "right_handed",
     "array_to_volume_node",
     "ct_volume_to_node",
     "volume_node_to_canonical",
@@ -101,6 +106,30 @@ def node_ijk_to_ras(node: Any, include_transforms: bool = True) -> np.ndarray:
     return ijk_to_ras
 
 
+def right_handed(array: np.ndarray, ijk_to_ras: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The same voxels at the same RAS positions with a right-handed ``IJKToRAS`` (K reversed if needed).
+
+    Args:
+        array: voxels, numpy ``(K, J, I)``.
+        ijk_to_ras: 4×4 ``IJKToRAS`` matrix.
+
+    Returns:
+        ``(array, ijk_to_ras)`` unchanged when the matrix is right-handed, else the array with its slices
+        reversed (a view) and the matrix whose K column is negated and whose origin is the last slice.
+
+    Shapes:
+        ``(K, J, I)`` → ``(K, J, I)``.
+    """
+    matrix = np.array(ijk_to_ras, dtype=np.float64)
+    if matrix.shape != (4, 4):
+        raise ValueError(f"ijk_to_ras must be 4×4, got shape {matrix.shape}")
+    if np.linalg.det(matrix[:3, :3]) >= 0:
+        return array, matrix
+    matrix[:3, 3] += matrix[:3, 2] * (array.shape[0] - 1)
+    matrix[:3, 2] *= -1.0
+    return array[::-1], matrix
+
+
 def array_to_volume_node(
     array: np.ndarray,
     ijk_to_ras: np.ndarray,
@@ -110,6 +139,9 @@ def array_to_volume_node(
     role: str | None = None,
 ) -> Any:
     """Put a ``(K, J, I)`` array into a scalar volume node (created if ``node`` is None).
+
+    The node is stored right-handed (see :func:`right_handed`), so it survives saving and re-loading the
+    scene unchanged; voxel positions in RAS are those given by ``array`` and ``ijk_to_ras``.
 
     Args:
         array: voxels, numpy ``(K, J, I)`` (= canonical ``(D, H, W)``).
@@ -121,13 +153,14 @@ def array_to_volume_node(
     """
     import slicer
 
-    array = np.ascontiguousarray(array)
+    array = np.asarray(array)
     if array.ndim != 3:
         raise ValueError(f"array must be 3-D (K, J, I), got shape {array.shape}")
+    array, matrix = right_handed(array, ijk_to_ras)  # a view: updateVolumeFromArray copies the voxels
     scene = _scene(scene)
     if node is None:
         node = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", scene.GenerateUniqueName(name))
-    node.SetIJKToRASMatrix(numpy_to_vtk_matrix(np.asarray(ijk_to_ras, dtype=np.float64)))
+    node.SetIJKToRASMatrix(numpy_to_vtk_matrix(matrix))
     slicer.util.updateVolumeFromArray(node, array)
     if node.GetDisplayNode() is None:
         node.CreateDefaultDisplayNodes()

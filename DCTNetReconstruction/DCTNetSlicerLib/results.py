@@ -157,6 +157,7 @@ def compare_to_reference(ct_node: Any, reference_node: Any, scene: Any = None,
     """
     from DCTNetLib.data.preprocess import hu_to_unit
     from DCTNetLib.evaluation.metrics import psnr, ssim3plane
+    from DCTNetLib.io.geometry import ijk_to_ras_matrix
 
     pred = nodes.volume_node_to_canonical(ct_node)
     ref = nodes.volume_node_to_canonical(reference_node)
@@ -164,7 +165,7 @@ def compare_to_reference(ct_node: Any, reference_node: Any, scene: Any = None,
         raise ValueError(f"reconstruction {pred.array.shape} and reference {ref.array.shape} differ in size")
     difference = pred.array - ref.array
     difference_node = nodes.array_to_volume_node(
-        difference, nodes.node_ijk_to_ras(reference_node, include_transforms=False),
+        difference, ijk_to_ras_matrix(ref.spacing, ref.origin_lps, ref.direction),
         f"{ct_node.GetName()} − reference", scene, difference_node, role="difference")
     nodes.set_window_level(difference_node, DIFFERENCE_WINDOW_LEVEL)
     nodes.set_colormap(difference_node, ("vtkMRMLColorTableNodeFileDivergingBlueRed.txt",))

@@ -167,7 +167,7 @@ def test_demo_writes_volumes_figure_and_report(tmp_path, tiny_bundle_path, capsy
     from DCTNetLib.commands.demo import OUTPUT_FILES
 
     assert all((out / name).is_file() for name in OUTPUT_FILES)
-    report = json.loads((out / "report.json").read_text())
+    report = json.loads((out / "report.json").read_text(encoding="utf-8"))
     from DCTNetLib.evaluation.metrics import psnr
 
     recon, truth = read_ct(out / "ct_reconstructed.nii.gz"), read_ct(out / "ct_ground_truth.nii.gz")
@@ -177,3 +177,20 @@ def test_demo_writes_volumes_figure_and_report(tmp_path, tiny_bundle_path, capsy
     assert report["metrics"]["psnr"] == pytest.approx(expected, abs=0.05)
     assert set(report["metrics"]["reprojection"]) == {"pa_psnr", "pa_ncc", "lat_psnr", "lat_ncc"}
     assert cli.main(["demo", "--phantom", "--output", str(out), "--weights", str(tiny_bundle_path)]) == 2
+
+
+def test_reconstruct_command_on_a_real_pa_radiograph(tmp_path, tiny_bundle_path, tiny_phantom_ct, shared_data,
+                                                     capsys):
+    """A real PA chest CR (DICOM, MONOCHROME1 inverted) with a DRR as the lateral view: the command runs end to end."""
+    from DCTNetLib.commands.reconstruct import write_png
+
+    _, _, lat = radiographs_from_ct(tiny_phantom_ct)
+    write_png(tmp_path / "lat.png", lat)
+    for name in ("pa_chest_cr_monochrome1.dcm", "pa_chest_nih_00000001_000.png"):
+        out = tmp_path / f"{name}.nii.gz"
+        assert cli.main(["reconstruct", "--pa", str(shared_data / "radiographs" / name), "--lat",
+                         str(tmp_path / "lat.png"), "--output", str(out), "--weights", str(tiny_bundle_path),
+                         "--device", "cpu", "--extras"]) == 0, capsys.readouterr().err
+        volume = read_ct(out)
+        assert volume.hu.shape == (32, 32, 32) and np.isfinite(volume.hu).all()
+        assert (tmp_path / f"{name}_pa_bone_suppressed.png").is_file()

@@ -59,7 +59,7 @@ def test_error_inside_block_keeps_old_file_and_removes_temp(tmp_path):
         with atomic_path(target) as tmp:
             tmp.write_text("half-written")
             raise RuntimeError("boom")
-    assert target.read_text() == "old"
+    assert target.read_text(encoding="utf-8") == "old"
     assert _leftovers(tmp_path) == []
 
 

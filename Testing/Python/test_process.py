@@ -77,10 +77,10 @@ def test_cancel_kills_the_child_and_its_grandchild_within_seconds(tmp_path):
         time.sleep(120)
     """)).start()
     deadline = time.monotonic() + 30
-    while not pid_file.exists() or not pid_file.read_text():
+    while not pid_file.exists() or not pid_file.read_text(encoding="utf-8"):
         assert time.monotonic() < deadline, "child never started its grandchild"
         time.sleep(0.05)
-    grandchild_pid = int(pid_file.read_text())
+    grandchild_pid = int(pid_file.read_text(encoding="utf-8"))
     child_pid = proc.pid
     assert not _gone(grandchild_pid) and not _gone(child_pid)
 
@@ -105,10 +105,10 @@ def test_cancel_also_reaches_grandchildren_whose_parent_already_exited(tmp_path)
         open({str(pid_file)!r}, "w").write(str(orphan.pid))
     """)).start()
     deadline = time.monotonic() + 30
-    while not pid_file.exists() or not pid_file.read_text():
+    while not pid_file.exists() or not pid_file.read_text(encoding="utf-8"):
         assert time.monotonic() < deadline
         time.sleep(0.05)
-    orphan_pid = int(pid_file.read_text())
+    orphan_pid = int(pid_file.read_text(encoding="utf-8"))
     # the orphan keeps the output pipe open, so the run is not finished until it is gone
     time.sleep(0.3)
     assert not proc.poll().finished

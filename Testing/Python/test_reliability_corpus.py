@@ -189,7 +189,7 @@ def _run_cli(entry: str, name: str, case, path: Path, corpus: Path, tmp_path: Pa
                                "--workers", "1"], capsys)
         assert code == 1 and "Traceback" not in err, (code, err)
         assert "0 done" in out and "1 failed" in out, out
-        failed = (output / "failed.txt").read_text().strip().splitlines()
+        failed = (output / "failed.txt").read_text(encoding="utf-8").strip().splitlines()
         assert len(failed) == 1, failed
         assert fragment.lower() in failed[0].lower(), failed[0]
         assert str(source) in failed[0], failed[0]  # names the series folder or file inside the download
@@ -294,7 +294,7 @@ def test_corpus_covers_every_item_of_the_issue(corpus):
             assert path.exists() or "missing" in name, name
     sizes = [p.stat().st_size for p in corpus.rglob("*") if p.is_file() and p.name != "manifest.json"]
     assert max(sizes) < 16 * 1024  # "a few KB" each
-    manifest = (corpus / "manifest.json").read_text()
+    manifest = (corpus / "manifest.json").read_text(encoding="utf-8")
     assert all(f'"{name}"' in manifest for name in mc.MANIFEST)
 
 

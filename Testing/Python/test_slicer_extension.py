@@ -58,7 +58,7 @@ def test_cmake_lists_name_every_file_and_only_existing_files(module):
 
 
 def test_every_python_file_of_the_core_and_the_modules_is_installed():
-    listed = cmake_sources.listed_files((MODULES["DCTNetReconstruction"] / "CMakeLists.txt").read_text())
+    listed = cmake_sources.listed_files((MODULES["DCTNetReconstruction"] / "CMakeLists.txt").read_text(encoding="utf-8"))
     scripts = set(listed["MODULE_PYTHON_SCRIPTS"])
     for folder in (CORE, SLICER_LIB):
         for path in folder.rglob("*.py"):
@@ -67,7 +67,7 @@ def test_every_python_file_of_the_core_and_the_modules_is_installed():
             rel = path.relative_to(MODULES["DCTNetReconstruction"]).as_posix()
             assert rel in scripts, f"{rel} is not in DCTNetReconstruction/CMakeLists.txt"
     assert "DCTNetReconstruction.py" in scripts and "DCTNetLib/inference.py" in scripts
-    training = cmake_sources.listed_files((MODULES["DCTNetTraining"] / "CMakeLists.txt").read_text())
+    training = cmake_sources.listed_files((MODULES["DCTNetTraining"] / "CMakeLists.txt").read_text(encoding="utf-8"))
     assert training["MODULE_PYTHON_SCRIPTS"][0] == "DCTNetTraining.py"
     assert "Resources/UI/DCTNetTraining.ui" in training["MODULE_PYTHON_RESOURCES"]
 
@@ -123,7 +123,7 @@ def test_catalog_entry_validates_against_the_v1_0_1_schema():
             assert value in CATALOG_ENUMS[key]
     assert entry["build_dependencies"] == ["PyTorch"]
     assert entry["scm_url"].startswith("https://") and entry["scm_revision"]
-    assert not (REPO / "CMakeLists.txt").read_text().split("project(")[1].startswith("Slicer")
+    assert not (REPO / "CMakeLists.txt").read_text(encoding="utf-8").split("project(")[1].startswith("Slicer")
     top = (REPO / "CMakeLists.txt").read_text(encoding="utf-8")
     if "EXTENSION_CATEGORY" in top:  # kept for older Slicer builds: must agree with the catalog
         assert _cmake_set(top, "EXTENSION_CATEGORY") == entry["category"]

@@ -48,7 +48,7 @@ def phantom_prepared(tmp_path_factory) -> Path:
 
 
 def records(run: Path) -> list[dict]:
-    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text(encoding="utf-8").splitlines()]
 
 
 def test_train_cdm_end_to_end_gives_a_usable_model(phantom_prepared, tmp_path):

@@ -50,7 +50,7 @@ def write_tiny_prepared(root: Path, n_train: int = 4, n_val: int = 1, size: int 
 
 
 def read_records(run_dir: Path) -> list[dict]:
-    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text(encoding="utf-8").splitlines()]
 
 
 @pytest.fixture(scope="module")
@@ -75,10 +75,10 @@ def test_train_cdm_writes_run_files_and_refuses_to_overwrite(prepared, tmp_path,
     assert all(np.isfinite(r["psnr"]) and -1 <= r["ssim"] <= 1 for r in val)
     assert any(r["event"] == "checkpoint" and r["best"] for r in records)
 
-    run_info = json.loads((run / "run.json").read_text())
+    run_info = json.loads((run / "run.json").read_text(encoding="utf-8"))
     assert run_info["config"]["preset"] == "tiny" and run_info["code_version"]["dctnet"]
     assert run_info["environment"]["torch"] == torch.__version__
-    saved = json.loads((run / "config.json").read_text())
+    saved = json.loads((run / "config.json").read_text(encoding="utf-8"))
     assert saved["kind"] == "cdm" and saved["batch_size"] == 2 and saved["epochs"] == 2
     state = torch.load(run / "latest.pt", weights_only=True)
     assert state["progress"]["step"] == 8 and state["kind"] == "cdm"
@@ -118,7 +118,7 @@ def test_sigterm_stops_at_a_step_boundary_with_a_valid_checkpoint(prepared, tmp_
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:  # wait for a few training steps
             log = run / "metrics.jsonl"
-            if log.is_file() and log.read_text().count('"train"') >= 3:
+            if log.is_file() and log.read_text(encoding="utf-8").count('"train"') >= 3:
                 break
             assert proc.poll() is None, proc.communicate()
             time.sleep(0.2)

