@@ -194,3 +194,24 @@ def test_reconstruct_command_on_a_real_pa_radiograph(tmp_path, tiny_bundle_path,
         volume = read_ct(out)
         assert volume.hu.shape == (32, 32, 32) and np.isfinite(volume.hu).all()
         assert (tmp_path / f"{name}_pa_bone_suppressed.png").is_file()
+
+
+def test_gpu_out_of_memory_falls_back_to_the_cpu_with_a_warning(tiny_bundle_path, monkeypatch):
+    """The CUDA path: an out-of-memory error during reconstruction reruns on the CPU (simulated: no GPU here)."""
+    model = Reconstructor.load(tiny_bundle_path, device="cpu")
+    model.device = torch.device("cuda")  # pretend the models live on a GPU
+    real = Reconstructor._reconstruct
+    calls = []
+
+    def flaky(self, *args, **kwargs):
+        calls.append(self.device.type)
+        if self.device.type == "cuda":
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(Reconstructor, "_reconstruct", flaky)
+    monkeypatch.setattr(torch.cuda, "empty_cache", lambda: None)
+    with pytest.warns(RuntimeWarning, match="out of memory.*CPU"):
+        result = model.reconstruct(*_radiographs())
+    assert calls == ["cuda", "cpu"] and model.device.type == "cpu"
+    assert result.ct_hu.hu.shape == (32, 32, 32)
