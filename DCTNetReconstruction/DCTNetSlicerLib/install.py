@@ -6,8 +6,19 @@ Order matters:
    torch build that matches the user's NVIDIA driver (or the CPU build), which a plain ``pip install torch``
    cannot do. It asks the user before downloading (``askConfirmation=True``).
 2. **The other packages** of ``pyproject.toml`` that Slicer does not ship, after the user confirms the list.
-   ``slicer.packaging.pip_ensure`` (Slicer ≥ 5.12) checks, asks, installs with a progress dialog and offers a
-   restart; on Slicer 5.10 the same steps are done here with ``slicer.util.pip_install``.
+   ``slicer.packaging.pip_ensure`` (Slicer ≥ 5.12) asks and installs with a progress dialog; on Slicer 5.10 the
+   same steps are done here with ``confirmOkCancelDisplay`` and ``slicer.util.pip_install``.
+
+``pip_ensure`` as read from the Slicer/Slicer sources (``Base/Python/slicer/packaging.py``, commit
+4bf416c705675a9bccc55ade3904f04a1ca91750): ``pip_ensure(requirements, constraints=None, skip_packages=None,
+prompt_install=True, prompt_restart=True, requester=None, skip_in_testing=True, show_progress=True)``;
+``requirements`` is a string, a ``packaging.requirements.Requirement`` or a list of either (earlier development
+versions, ``slicer.util``/``slicer.pydeps.pip_ensure``, took only a list of ``Requirement`` and a ``prompt``
+flag, hence the ``Requirement`` objects and the signature check below). It installs only the unsatisfied ones
+(``pip_install(..., blocking=True, show_progress=...)``), returns ``None`` (or the skipped requirements when
+``skip_packages`` is given), raises ``RuntimeError`` when the user declines and ``CalledProcessError`` when pip
+fails. Called with ``prompt_restart=False`` and ``skip_in_testing=False`` so that the restart advice and the
+behaviour in Slicer's test mode stay the ones of this module on every Slicer version.
 
 Never installed or upgraded from here (see :data:`NEVER_INSTALL`): ``torch``/``torchvision`` (PyTorchUtils
 owns them; a pip upgrade could replace a CUDA build by a CPU one), ``SimpleITK`` and ``numpy`` (Slicer ships
@@ -20,9 +31,11 @@ from __future__ import annotations
 
 import importlib
 import importlib.metadata
+import inspect
 import logging
 import re
-from typing import Sequence
+import subprocess
+from typing import Any, Callable, Sequence
 
 __all__ = [
     "InstallError",
@@ -32,6 +45,7 @@ __all__ = [
     "missing_requirements",
     "torch_status",
     "ensure_torch",
+    "pip_ensure_api",
     "ensure_python_packages",
     "ensure_dependencies",
 ]
@@ -148,29 +162,69 @@ def _confirm(message: str) -> bool:
     return bool(slicer.util.confirmOkCancelDisplay(message, "DCTNet: install Python packages"))
 
 
-def ensure_python_packages(requester: str = "DCTNet", askConfirmation: bool = True) -> list[str]:  # noqa: N803
-    """Install the missing :data:`PYTHON_REQUIREMENTS` after the user agrees; returns what was missing."""
+# Keyword parameters of slicer.packaging.pip_ensure this module passes (Slicer ≥ 5.12).
+PIP_ENSURE_PARAMETERS = frozenset({"requester", "prompt_install", "prompt_restart", "skip_in_testing"})
+
+
+def pip_ensure_api() -> Callable[..., Any] | None:
+    """``slicer.packaging.pip_ensure`` when present with the parameters used here (Slicer ≥ 5.12), else None."""
+    try:
+        from slicer import packaging as packaging_api
+
+        pip_ensure = packaging_api.pip_ensure
+        parameters = inspect.signature(pip_ensure).parameters
+    except (ImportError, AttributeError, TypeError, ValueError):
+        return None
+    return pip_ensure if PIP_ENSURE_PARAMETERS <= set(parameters) else None
+
+
+def _as_requirements(requirements: Sequence[str]) -> list[Any]:
+    try:
+        from packaging.requirements import Requirement  # shipped with Slicer and pip
+    except ImportError:
+        return list(requirements)
+    return [Requirement(requirement) for requirement in requirements]
+
+
+def _install(missing: list[str], requester: str, askConfirmation: bool) -> None:  # noqa: N803
     import slicer
 
-    missing = missing_requirements()
+    declined = InstallError(f"{requester} cannot run without: {', '.join(missing)}")
+    pip_ensure = pip_ensure_api()
+    if pip_ensure is not None:  # Slicer ≥ 5.12
+        try:
+            pip_ensure(_as_requirements(missing), requester=requester, prompt_install=askConfirmation,
+                       prompt_restart=False, skip_in_testing=False)
+        except RuntimeError as exc:  # the user declined
+            raise declined from exc
+        except subprocess.CalledProcessError as exc:
+            raise InstallError(f"Installing {', '.join(missing)} failed (pip exit status {exc.returncode}); "
+                               "see the Python console for pip's output.") from exc
+        return
+    message = (f"{requester} needs these Python packages, which are not installed yet:\n\n"
+               + "\n".join(f"  • {r}" for r in missing)
+               + "\n\nInstall them now? This downloads them from the Python Package Index (PyPI) and may "
+               "take a few minutes.")
+    if askConfirmation and not _confirm(message):
+        raise declined
+    logger.info("installing %s", " ".join(missing))
+    slicer.util.pip_install(list(missing))
+
+
+def ensure_python_packages(
+    requester: str = "DCTNet",
+    askConfirmation: bool = True,  # noqa: N803
+    requirements: Sequence[str] = PYTHON_REQUIREMENTS,
+) -> list[str]:
+    """Install the missing ``requirements`` (default :data:`PYTHON_REQUIREMENTS`) after the user agrees.
+
+    Returns the requirements that were missing.
+    """
+    missing = missing_requirements(requirements)
     if not missing:
         return []
     already_imported = [name for name in (_split(r)[0] for r in missing) if _import_name(name) in _loaded()]
-    packaging_api = getattr(slicer, "packaging", None)
-    if packaging_api is not None and hasattr(packaging_api, "pip_ensure"):  # Slicer ≥ 5.12
-        try:
-            packaging_api.pip_ensure(missing, requester=requester, prompt_install=askConfirmation)
-        except RuntimeError as exc:  # the user declined
-            raise InstallError(f"{requester} cannot run without: {', '.join(missing)}") from exc
-    else:  # Slicer 5.10
-        message = (f"{requester} needs these Python packages, which are not installed yet:\n\n"
-                   + "\n".join(f"  • {r}" for r in missing)
-                   + "\n\nInstall them now? This downloads them from the Python Package Index (PyPI) and may "
-                   "take a few minutes.")
-        if askConfirmation and not _confirm(message):
-            raise InstallError(f"{requester} cannot run without: {', '.join(missing)}")
-        logger.info("installing %s", " ".join(missing))
-        slicer.util.pip_install(list(missing))
+    _install(missing, requester, askConfirmation)
     importlib.invalidate_caches()
     still_missing = missing_requirements(missing)
     if still_missing:

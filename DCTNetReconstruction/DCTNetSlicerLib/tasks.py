@@ -1,15 +1,22 @@
 """Run a ``dctnet`` command (or another Python module) in the background from a Slicer module.
 
-:class:`SlicerTask` starts a :class:`DCTNetLib.process.BackgroundProcess` with Slicer's own Python
-(``PythonSlicer``) and polls it from a ``qt.QTimer`` on the GUI thread, so Slicer stays responsive; output
+:class:`SlicerTask` runs the child with Slicer's own Python (``PythonSlicer``) and handles its output on the
+GUI thread without ever blocking it, so Slicer stays responsive; output
 lines go to the log callback, ``{"event": "progress", ...}`` lines to the progress callback, and the
 finished callback gets ``(success, message)``. :meth:`SlicerTask.cancel` kills the whole process tree at once;
 :meth:`SlicerTask.stop` first interrupts the child (Ctrl-C: ``dctnet`` commands exit cleanly, leaving only
 complete files) and kills the tree only if it is still running after a grace period.
 
-The same runner is used on every supported Slicer version: Slicer ≥ 5.12's non-blocking
-``slicer.util.launchConsoleProcess`` also streams output, but the runner here additionally parses progress
-events and kills re-parented grandchildren (DataLoader workers, torchrun ranks), so there is one code path.
+Two runners behind one interface, chosen when the task is created:
+
+- Slicer ≥ 5.12 (detected from the signature of ``slicer.util.launchConsoleProcess``, which gained
+  ``blocking=False``, ``logCallback`` and ``completedCallback``): Slicer starts the child and streams its
+  lines, see :class:`DCTNetSlicerLib.console_process.ConsoleProcess` (which also explains how the child is
+  put in its own session so Stop and Cancel still reach the whole tree).
+- Slicer 5.10 and Windows: :class:`DCTNetLib.process.BackgroundProcess` polled here by a ``qt.QTimer``.
+
+Both feed the same handlers (:meth:`SlicerTask._deliver` for output, :meth:`SlicerTask._finish` for the end),
+so log lines, progress events, finish messages and Stop/Cancel behave identically.
 """
 
 from __future__ import annotations
@@ -23,7 +30,9 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import DCTNetLib
-from DCTNetLib.process import BackgroundProcess, child_environment, module_command
+from DCTNetLib.process import BackgroundProcess, child_environment, module_command, parse_event
+
+from .console_process import ConsoleProcess, bootstrap_command, environment_update, nonblocking_launcher
 
 __all__ = ["python_executable", "core_pythonpath", "send_interrupt", "SlicerTask"]
 
@@ -67,15 +76,18 @@ def send_interrupt(pid: int) -> bool:
     return True
 
 
-def _environment() -> dict[str, str]:
-    base = None
+def _startup_environment() -> dict[str, str] | None:
+    """The environment Slicer was started with (not its own), or None outside Slicer."""
     try:
         import slicer
 
-        base = slicer.util.startupEnvironment()  # the environment Slicer was started with, not its own
+        return dict(slicer.util.startupEnvironment())
     except (ImportError, AttributeError):
-        pass
-    return child_environment(core_pythonpath(), base=base)
+        return None
+
+
+def _environment() -> dict[str, str]:
+    return child_environment(core_pythonpath(), base=_startup_environment())
 
 
 class SlicerTask:
@@ -103,20 +115,38 @@ class SlicerTask:
     ) -> None:
         self.argv = module_command(module, args, python=python_executable())
         self.on_log, self.on_progress, self.on_event, self.on_finished = on_log, on_progress, on_event, on_finished
-        self.process = BackgroundProcess(self.argv, cwd=cwd, env=_environment())
+        launcher = nonblocking_launcher()
+        if launcher is not None:  # Slicer ≥ 5.12
+            base = _startup_environment()
+            env = child_environment(core_pythonpath(), base=base)
+            self.process = ConsoleProcess(
+                bootstrap_command(python_executable(), module, args), launcher, cwd=cwd,
+                update=environment_update(env, os.environ if base is None else base),
+                use_startup_environment=base is not None,
+            )
+        else:
+            self.process = BackgroundProcess(self.argv, cwd=cwd, env=_environment())
         self._timer = None
         self.stopped = False  # set by stop(): the run was ended on purpose
+
+    @property
+    def uses_slicer_launcher(self) -> bool:
+        """True when Slicer's non-blocking ``launchConsoleProcess`` runs the child (Slicer ≥ 5.12)."""
+        return isinstance(self.process, ConsoleProcess)
 
     @property
     def running(self) -> bool:
         return self.process.running
 
     def start(self) -> SlicerTask:
+        if self.on_log:
+            self.on_log("$ " + " ".join(self.argv))
+        if isinstance(self.process, ConsoleProcess):
+            self.process.start(on_line=self._on_line, on_exit=self._finish)
+            return self
         import qt
 
         self.process.start()
-        if self.on_log:
-            self.on_log("$ " + " ".join(self.argv))
         self._timer = qt.QTimer()
         self._timer.setInterval(POLL_INTERVAL_MS)
         self._timer.connect("timeout()", self._poll)
@@ -141,30 +171,45 @@ class SlicerTask:
             self.on_log(f"Stopping (the process is killed if it has not exited in {grace_s:.0f} s)…")
         qt.QTimer.singleShot(int(grace_s * 1000), lambda: self.cancel() if self.running else None)
 
-    def _poll(self) -> None:
+    # -- output and end, shared by both runners ------------------------------------------------------------
+
+    def _deliver(self, lines: Sequence[str], events: Sequence[dict[str, Any]]) -> bool:
+        """Hand output to the callbacks; False (after logging) when a callback failed."""
         try:
-            update = self.process.poll(max_items=MAX_LINES_PER_POLL)
-            for line in update.lines:
+            for line in lines:
                 if self.on_log:
                     self.on_log(line)
-            for event in update.events:
+            for event in events:
                 if self.on_event:
                     self.on_event(event)
                 if event.get("event") == "progress" and self.on_progress:
                     fraction = event.get("fraction")
                     self.on_progress(float(fraction) if isinstance(fraction, (int, float)) else None,
                                      str(event.get("message", "")))
-        except Exception:  # a callback failed: log it, keep the timer alive so the run is still tracked
+        except Exception:  # a callback failed: log it, keep the run tracked
             logger.exception("error while handling background process output")
+            return False
+        return True
+
+    def _on_line(self, line: str) -> None:
+        event = parse_event(line)
+        self._deliver([] if event is not None else [line], [event] if event is not None else [])
+
+    def _poll(self) -> None:
+        update = self.process.poll(max_items=MAX_LINES_PER_POLL)
+        if not self._deliver(update.lines, update.events):
             return
         if update.finished:
             self._timer.stop()
-            if self.process.cancelled or self.stopped:
-                success, message = False, "Stopped" if self.stopped else "Cancelled"
-            elif update.returncode == 0:
-                success, message = True, f"Finished in {self.process.elapsed_s:.0f} s"
-            else:
-                success, message = False, self.process.error_summary()
-            logger.info("background process finished (status %s): %s", update.returncode, message)
-            if self.on_finished:
-                self.on_finished(success, message)
+            self._finish(update.returncode)
+
+    def _finish(self, returncode: int | None) -> None:
+        if self.process.cancelled or self.stopped:
+            success, message = False, "Stopped" if self.stopped else "Cancelled"
+        elif returncode == 0:
+            success, message = True, f"Finished in {self.process.elapsed_s:.0f} s"
+        else:
+            success, message = False, self.process.error_summary()
+        logger.info("background process finished (status %s): %s", returncode, message)
+        if self.on_finished:
+            self.on_finished(success, message)

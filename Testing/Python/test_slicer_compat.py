@@ -1,0 +1,353 @@
+"""Slicer-version compatibility of the Slicer glue, without Slicer: fake ``slicer``/``qt`` modules stand in for
+Slicer 5.12 (non-blocking ``slicer.util.launchConsoleProcess``, ``slicer.packaging.pip_ensure``) and 5.10.
+
+The fake 5.12 launcher behaves like Slicer's (a plain ``Popen`` in the caller's process group, output read on a
+thread, callbacks delivered on the "GUI" thread when the test pumps), and the children are real processes, so
+the tests check real output handling, real interrupts and real process-tree kills on both paths.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import subprocess
+import sys
+import threading
+import time
+import types
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO / "DCTNetReconstruction"))
+
+posix_only = pytest.mark.skipif(not hasattr(os, "setsid"), reason="POSIX sessions (Windows uses the 5.10 runner)")
+
+JOB = """
+import json, sys
+print("hello from the job", flush=True)
+print(json.dumps({"event": "progress", "fraction": 0.5, "message": "half way"}), flush=True)
+print(json.dumps({"event": "metric", "loss": 1.25}), flush=True)
+if "--fail" in sys.argv:
+    print("error: broken input file x.png", flush=True)
+    sys.exit(2)
+print(json.dumps({"event": "progress", "fraction": 1.0, "message": "done"}), flush=True)
+"""
+
+SLEEPY = """
+import subprocess, sys, time
+child = subprocess.Popen([sys.executable, "-c", "import time; print('grandchild ready', flush=True); time.sleep(600)"])
+print("ready", child.pid, flush=True)
+try:
+    time.sleep(600)
+except KeyboardInterrupt:
+    print("interrupted", flush=True)
+    child.wait(timeout=20)
+    sys.exit(130)
+"""
+
+
+class FakeTimer:
+    """Stands in for ``qt.QTimer``: records instances and single shots; the test fires them."""
+
+    instances: list[FakeTimer] = []
+    single_shots: list[tuple[int, object]] = []
+
+    def __init__(self) -> None:
+        self.callback, self.active, self.interval = None, False, None
+        FakeTimer.instances.append(self)
+
+    def setInterval(self, ms):  # noqa: N802 (Qt API)
+        self.interval = ms
+
+    def connect(self, signal, callback):
+        assert signal == "timeout()"
+        self.callback = callback
+
+    def start(self):
+        self.active = True
+
+    def stop(self):
+        self.active = False
+
+    @staticmethod
+    def singleShot(ms, callback):  # noqa: N802 (Qt API)
+        FakeTimer.single_shots.append((ms, callback))
+
+
+class FakeSlicerLauncher:
+    """``launchConsoleProcess`` of Slicer ≥ 5.12: same parameters; callbacks run only when :meth:`pump` is called
+    (Slicer runs them from a QTimer on the GUI thread)."""
+
+    def __init__(self, startup_env: dict[str, str], returns_popen: bool = True) -> None:
+        self.startup_env, self.returns_popen = startup_env, returns_popen
+        self.calls: list[tuple[list[str], dict]] = []
+        self._queue: queue.Queue = queue.Queue()
+
+    def __call__(self, args, useStartupEnvironment=True, updateEnvironment=None, cwd=None,  # noqa: N803
+                 blocking=True, logCallback=None, completedCallback=None):
+        self.calls.append((list(args), dict(useStartupEnvironment=useStartupEnvironment,
+                                            updateEnvironment=updateEnvironment, cwd=cwd, blocking=blocking,
+                                            logCallback=logCallback, completedCallback=completedCallback)))
+        env = dict(self.startup_env if useStartupEnvironment else os.environ)
+        env.update(updateEnvironment or {})
+        proc = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                universal_newlines=True, cwd=cwd)  # no new session, like Slicer's
+
+        def read():
+            for line in proc.stdout:
+                self._queue.put(("line", line.rstrip()))
+            self._queue.put(("done", proc.wait()))
+
+        threading.Thread(target=read, daemon=True).start()
+        self.log, self.completed = logCallback, completedCallback
+        return proc if self.returns_popen else None
+
+    def pump(self, until, timeout=60.0):
+        deadline = time.monotonic() + timeout
+        while not until() and time.monotonic() < deadline:
+            try:
+                kind, data = self._queue.get(timeout=0.05)
+            except queue.Empty:
+                continue
+            self.log(data) if kind == "line" else self.completed(data)
+        assert until(), "timed out waiting for the child"
+
+
+def old_launch_console_process(args, useStartupEnvironment=True, updateEnvironment=None, cwd=None):  # noqa: N803
+    raise AssertionError("the blocking launchConsoleProcess of Slicer 5.10 must not be used by SlicerTask")
+
+
+@pytest.fixture
+def fake_slicer(monkeypatch, tmp_path):
+    """Fake ``slicer``, ``slicer.util``, ``slicer.packaging`` and ``qt``; child modules live in ``tmp_path``."""
+    (tmp_path / "fake_job.py").write_text(JOB)
+    (tmp_path / "sleepy_job.py").write_text(SLEEPY)
+    startup_env = dict(os.environ, PYTHONPATH=str(tmp_path))
+    util = types.ModuleType("slicer.util")
+    util.startupEnvironment = lambda: dict(startup_env)
+    util.launchConsoleProcess = old_launch_console_process
+    packaging_api = types.ModuleType("slicer.packaging")
+    slicer = types.ModuleType("slicer")
+    slicer.util, slicer.packaging = util, packaging_api
+    qt = types.ModuleType("qt")
+    qt.QTimer = FakeTimer
+    monkeypatch.setattr(FakeTimer, "instances", [])
+    monkeypatch.setattr(FakeTimer, "single_shots", [])
+    for name, module in {"slicer": slicer, "slicer.util": util, "slicer.packaging": packaging_api, "qt": qt}.items():
+        monkeypatch.setitem(sys.modules, name, module)
+    return types.SimpleNamespace(slicer=slicer, util=util, packaging=packaging_api, startup_env=startup_env)
+
+
+def recording_task(args, module):
+    from DCTNetSlicerLib.tasks import SlicerTask
+
+    records: list[tuple] = []
+    task = SlicerTask(args, module=module, on_log=lambda line: records.append(("log", line)),
+                      on_progress=lambda f, m: records.append(("progress", f, m)),
+                      on_event=lambda e: records.append(("event", e)),
+                      on_finished=lambda ok, msg: records.append(("finished", ok, msg)))
+    return task, records
+
+
+def finished(records) -> bool:
+    return any(r[0] == "finished" for r in records)
+
+
+def run_fallback(task, records, timeout=60.0):
+    task.start()
+    (timer,) = FakeTimer.instances
+    deadline = time.monotonic() + timeout
+    while not finished(records) and time.monotonic() < deadline:
+        timer.callback()
+        time.sleep(0.02)
+    assert finished(records) and not timer.active
+
+
+def normalised(records):
+    """Records per kind, in order, without what legitimately differs between runners: the command echo, the
+    run time, and the interleaving of lines with events (the 5.10 runner hands over each poll's lines first)."""
+    out: dict[str, list] = {}
+    for record in records:
+        if record[0] == "log" and record[1].startswith("$ "):
+            continue
+        if record[0] == "finished" and record[2].startswith("Finished in "):
+            record = ("finished", record[1], "Finished")
+        out.setdefault(record[0], []).append(record)
+    return out
+
+
+@posix_only
+@pytest.mark.parametrize("fail", [False, True])
+def test_5_12_launcher_is_used_non_blocking_and_feeds_the_same_handlers_as_5_10(fake_slicer, fail):
+    args = ["--fail"] if fail else []
+    # Slicer 5.10: blocking-only launchConsoleProcess → BackgroundProcess polled by a QTimer.
+    task, old_records = recording_task(args, "fake_job")
+    assert not task.uses_slicer_launcher
+    run_fallback(task, old_records)
+    assert FakeTimer.instances[0].interval == 200
+
+    # Slicer 5.12: the non-blocking launchConsoleProcess is called once, blocking=False, with our callbacks.
+    FakeTimer.instances.clear()
+    launcher = FakeSlicerLauncher(fake_slicer.startup_env)
+    fake_slicer.util.launchConsoleProcess = launcher
+    task, new_records = recording_task(args, "fake_job")
+    assert task.uses_slicer_launcher
+    task.start()
+    assert task.running and FakeTimer.instances == []  # no polling timer of ours: Slicer drives the callbacks
+    (argv, kwargs), = launcher.calls
+    assert kwargs["blocking"] is False and callable(kwargs["logCallback"]) and callable(kwargs["completedCallback"])
+    assert argv[1:3] == ["-u", "-c"] and argv[4:] == ["fake_job", *args]
+    assert kwargs["useStartupEnvironment"] is True
+    core = str(REPO / "DCTNetReconstruction")
+    assert kwargs["updateEnvironment"]["PYTHONPATH"].split(os.pathsep)[0] == core
+    launcher.pump(lambda: finished(new_records))
+    assert not task.running and task.process.returncode == (2 if fail else 0)
+
+    assert normalised(new_records) == normalised(old_records)  # same lines, events, progress and end message
+    assert old_records[-1][0] == new_records[-1][0] == "finished"
+    expected_progress = [("progress", 0.5, "half way")] + ([] if fail else [("progress", 1.0, "done")])
+    assert [r for r in new_records if r[0] == "progress"] == expected_progress
+    assert ("log", "hello from the job") in new_records
+    assert all(r[1].get("event") != "session" for r in new_records if r[0] == "event")  # internal, swallowed
+    assert ("event", {"event": "metric", "loss": 1.25}) in new_records
+    end = new_records[-1]
+    if fail:
+        assert end == ("finished", False, "error: broken input file x.png")
+    else:
+        assert end[:2] == ("finished", True) and end[2].startswith("Finished in ")
+
+
+def wait_for_line(launcher, records, prefix):
+    launcher.pump(lambda: any(r[0] == "log" and r[1].startswith(prefix) for r in records))
+    return next(r[1] for r in records if r[0] == "log" and r[1].startswith(prefix))
+
+
+@posix_only
+@pytest.mark.parametrize("returns_popen", [True, False])
+def test_5_12_stop_interrupts_the_whole_tree_like_ctrl_c(fake_slicer, returns_popen):
+    import psutil
+
+    launcher = FakeSlicerLauncher(fake_slicer.startup_env, returns_popen=returns_popen)
+    fake_slicer.util.launchConsoleProcess = launcher
+    task, records = recording_task([], "sleepy_job")
+    task.start()
+    grandchild = int(wait_for_line(launcher, records, "ready").split()[1])
+    wait_for_line(launcher, records, "grandchild ready")
+    pid = task.process.pid  # from the returned Popen, or from the bootstrap's session event
+    assert pid is not None and os.getpgid(pid) == pid != os.getpgid(0)  # own group, not Slicer's
+    task.stop(grace_s=30)
+    assert FakeTimer.single_shots[-1][0] == 30000  # the kill-after-grace timer is armed
+    launcher.pump(lambda: finished(records))
+    assert ("log", "interrupted") in records and task.process.returncode == 130
+    assert records[-1] == ("finished", False, "Stopped")
+    assert not psutil.pid_exists(grandchild) or psutil.Process(grandchild).status() == psutil.STATUS_ZOMBIE
+
+
+@posix_only
+def test_5_12_cancel_kills_child_and_grandchild(fake_slicer):
+    import psutil
+
+    launcher = FakeSlicerLauncher(fake_slicer.startup_env)
+    fake_slicer.util.launchConsoleProcess = launcher
+    task, records = recording_task([], "sleepy_job")
+    task.start()
+    grandchild = int(wait_for_line(launcher, records, "ready").split()[1])
+    wait_for_line(launcher, records, "grandchild ready")
+    task.cancel()
+    launcher.pump(lambda: finished(records))
+    assert records[-1] == ("finished", False, "Cancelled")
+    assert task.process.returncode not in (0, None)
+    assert not psutil.pid_exists(grandchild) or psutil.Process(grandchild).status() == psutil.STATUS_ZOMBIE
+
+
+def test_runner_falls_back_without_the_non_blocking_api_or_without_sessions(fake_slicer, monkeypatch):
+    from DCTNetSlicerLib import console_process
+
+    assert console_process.nonblocking_launcher() is None  # 5.10 signature: no blocking/logCallback/...
+    del fake_slicer.util.launchConsoleProcess
+    assert console_process.nonblocking_launcher() is None  # no launchConsoleProcess at all
+    launcher = FakeSlicerLauncher(fake_slicer.startup_env)
+    fake_slicer.util.launchConsoleProcess = launcher
+    assert console_process.nonblocking_launcher() is (launcher if hasattr(os, "setsid") else None)
+    monkeypatch.setattr(console_process, "_can_detach", lambda: False)  # Windows
+    task, _ = recording_task([], "fake_job")
+    assert console_process.nonblocking_launcher() is None and not task.uses_slicer_launcher
+    assert launcher.calls == []
+
+
+# -- first-use install ----------------------------------------------------------------------------------------
+
+MISSING = "dctnet-compat-test-absent-package>=1.2"
+
+
+@pytest.fixture
+def installed(monkeypatch):
+    """Pretend-installed distributions: what the fake installers add is then seen as satisfied."""
+    from DCTNetSlicerLib import install
+
+    names: set[str] = set()
+    real = install._satisfied
+    monkeypatch.setattr(install, "_satisfied",
+                        lambda requirement: install._split(requirement)[0] in names or real(requirement))
+    return names
+
+
+def test_pip_ensure_is_used_with_the_missing_packages_when_present(fake_slicer, installed):
+    from packaging.requirements import Requirement
+
+    from DCTNetSlicerLib import install
+
+    calls = []
+
+    def pip_ensure(requirements, constraints=None, skip_packages=None, prompt_install=True, prompt_restart=True,
+                   requester=None, skip_in_testing=True, show_progress=True):
+        calls.append(dict(requirements=requirements, prompt_install=prompt_install, prompt_restart=prompt_restart,
+                          requester=requester, skip_in_testing=skip_in_testing))
+        installed.update(r.name for r in requirements)
+
+    fake_slicer.packaging.pip_ensure = pip_ensure
+    fake_slicer.util.pip_install = lambda *a, **k: pytest.fail("pip_install must not be used on Slicer ≥ 5.12")
+    fake_slicer.util.confirmOkCancelDisplay = lambda *a, **k: pytest.fail("pip_ensure asks, not install.py")
+    assert install.ensure_python_packages("DCTNet", askConfirmation=True,
+                                          requirements=["pytest>=1", MISSING]) == [MISSING]
+    (call,) = calls
+    assert [str(r) for r in call["requirements"]] == [MISSING]  # only what is missing, as Requirement objects
+    assert all(isinstance(r, Requirement) for r in call["requirements"])
+    assert call == dict(call, prompt_install=True, prompt_restart=False, requester="DCTNet", skip_in_testing=False)
+
+    installed.clear()
+    fake_slicer.packaging.pip_ensure = lambda requirements, **kw: (_ for _ in ()).throw(RuntimeError("declined"))
+    fake_slicer.packaging.pip_ensure.__signature__ = __import__("inspect").signature(pip_ensure)
+    with pytest.raises(install.InstallError, match="cannot run without: " + MISSING):
+        install.ensure_python_packages("DCTNet", requirements=[MISSING])
+
+
+def test_pip_install_after_confirmation_on_5_10(fake_slicer, installed):
+    from DCTNetSlicerLib import install
+
+    # An early pip_ensure (slicer.util/pydeps style, ``prompt=``) does not count as the 5.12 API.
+    fake_slicer.packaging.pip_ensure = lambda requirements, prompt=True, requester=None: pytest.fail("old API")
+    questions, pip_calls = [], []
+    answer = {"ok": False}
+    fake_slicer.util.confirmOkCancelDisplay = lambda text, title: questions.append(text) or answer["ok"]
+    fake_slicer.util.pip_install = lambda requirements: pip_calls.append(requirements) or installed.update(
+        install._split(r)[0] for r in requirements)
+
+    with pytest.raises(install.InstallError, match="cannot run without"):
+        install.ensure_python_packages("DCTNet", requirements=[MISSING, "pytest>=1"])
+    assert len(questions) == 1 and MISSING in questions[0] and "pytest" not in questions[0]
+    assert pip_calls == []  # declined: nothing installed
+
+    answer["ok"] = True
+    assert install.ensure_python_packages("DCTNet", requirements=[MISSING, "pytest>=1"]) == [MISSING]
+    assert pip_calls == [[MISSING]] and len(questions) == 2
+    assert install.ensure_python_packages("DCTNet", requirements=[MISSING]) == []  # now satisfied: no question
+    assert len(questions) == 2
+
+    del fake_slicer.packaging.pip_ensure  # no slicer.packaging.pip_ensure at all: same 5.10 path
+    installed.clear()
+    assert install.ensure_python_packages("DCTNet", askConfirmation=False, requirements=[MISSING]) == [MISSING]
+    assert pip_calls[-1] == [MISSING] and len(questions) == 2  # askConfirmation=False: no dialog
