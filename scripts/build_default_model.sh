@@ -16,5 +16,5 @@ dctnet train "${common[@]}" --output "$work/runs/gan" --bs-source target --max-s
     --set checkpoint_every=50 --set val_every=10 &
 wait
 dctnet export --gan "$work/runs/gan/latest.pt" --cdm "$work/runs/cdm/latest.pt" --steps 8 \
-    --output "$here/DCTNetReconstruction/DCTNetLib/resources/weights/dctnet_small.pt" --overwrite
+    --cdm-weights online --output "$here/DCTNetReconstruction/DCTNetLib/resources/weights/dctnet_small.pt" --overwrite
 python "$here/scripts/write_weights_manifest.py" --work "$work"

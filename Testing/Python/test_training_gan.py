@@ -415,3 +415,26 @@ def test_train_with_a_cdm_caches_its_samples_and_resume_reuses_the_recorded_cdm(
     assert dctnet([*argv, "--resume", "--max-steps", "2"]) == 0
     assert load_state(run / "latest.pt")["progress"]["step"] == 2
     assert [p.stat().st_mtime_ns for p in cached] == mtimes
+    _check_export_and_direct_loading(run / "latest.pt", cdm_run / "latest.pt", tmp_path)
+
+
+def _check_export_and_direct_loading(gan_ckpt: Path, cdm_ckpt: Path, tmp_path: Path) -> None:
+    """`dctnet export` copies exactly the checkpoints' weights (EMA or online CDM), and a GAN checkpoint whose run
+    recorded its CDM loads directly as a model."""
+    from DCTNetLib.inference import Reconstructor
+    from DCTNetLib.io.model_bundle import load_model_bundle
+
+    gan, cdm = load_state(gan_ckpt), load_state(cdm_ckpt)
+    for choice, expected in (("ema", cdm["ema"]["diffusion"]["model"]), ("online", cdm["models"]["diffusion"])):
+        bundle_path = tmp_path / f"bundle_{choice}.pt"
+        assert dctnet(["export", "--gan", str(gan_ckpt), "--cdm", str(cdm_ckpt), "--cdm-weights", choice,
+                       "--output", str(bundle_path)]) == 0
+        bundle = load_model_bundle(bundle_path)
+        assert all(torch.equal(v, expected[k]) for k, v in bundle.cdm.state_dict().items()), choice
+        assert all(torch.equal(v, gan["models"]["g_raw"][k]) for k, v in bundle.g_raw.state_dict().items())
+        assert all(torch.equal(v, gan["models"]["g_bs"][k]) for k, v in bundle.g_bs.state_dict().items())
+    assert dctnet(["export", "--gan", str(gan_ckpt), "--cdm", str(cdm_ckpt), "--output",
+                   str(tmp_path / "bundle_ema.pt")]) == 2  # no silent overwrite
+    direct = Reconstructor.load(gan_ckpt, device="cpu")
+    assert all(torch.equal(v, gan["models"]["g_raw"][k]) for k, v in direct.g_raw.state_dict().items())
+    assert direct.cdm is not None

@@ -24,6 +24,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cdm", type=Path, help="CDM checkpoint (`dctnet train-cdm`); required for G(X)")
     parser.add_argument("--output", required=True, type=Path, help="bundle file to write (.pt)")
     parser.add_argument("--steps", type=int, help="default DDIM steps stored in the bundle (default: the CDM's)")
+    parser.add_argument("--cdm-weights", choices=("ema", "online"), default="ema",
+                        help="the CDM's EMA weights (default) or its online weights (better early in a run)")
     parser.add_argument("--half", action="store_true", help="store float16 weights (half the size)")
     parser.add_argument("--manifest", action="store_true", help="also write manifest.json (sha256, size) beside it")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing bundle")
@@ -36,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
     if args.output.exists() and not args.overwrite:
         raise OutputError(f"{args.output} exists; pass --overwrite to replace it")
     check_writable_dir(args.output.parent)
-    bundle = bundle_from_checkpoints(args.gan, args.cdm, sampling_steps=args.steps)
+    bundle = bundle_from_checkpoints(args.gan, args.cdm, sampling_steps=args.steps, cdm_weights=args.cdm_weights)
     save_model_bundle(bundle, args.output, half=args.half)
     load_model_bundle(args.output)  # read it back: a bundle that does not load is never left as the result
     if args.manifest:
