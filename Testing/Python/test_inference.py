@@ -215,3 +215,20 @@ def test_gpu_out_of_memory_falls_back_to_the_cpu_with_a_warning(tiny_bundle_path
         result = model.reconstruct(*_radiographs())
     assert calls == ["cuda", "cpu"] and model.device.type == "cpu"
     assert result.ct_hu.hu.shape == (32, 32, 32)
+
+
+def test_shipped_bundle_matches_its_manifest_and_reconstructs(tiny_phantom_ct):
+    from DCTNetLib.io.model_bundle import default_manifest_path, default_weights_path
+    from DCTNetLib.io.safe_load import sha256_file
+
+    manifest = json.loads(default_manifest_path().read_text(encoding="utf-8"))
+    path = default_weights_path()
+    assert path.stat().st_size == manifest["bytes"] <= 25 * 2**20  # the budget for the shipped weights
+    assert sha256_file(path) == manifest["sha256"]
+    model = Reconstructor.load(device="cpu")  # no argument: the shipped bundle, checked against the manifest
+    assert model.bundle.parameter_counts() == manifest["parameters"]
+    assert model.image_size == 128 and model.default_steps == manifest["sampling_steps"]
+    prepared, pa, lat = radiographs_from_ct(tiny_phantom_ct)
+    result = model.reconstruct(pa, lat, geometry=prepared)
+    assert result.ct_hu.hu.shape == (128, 128, 128) and np.isfinite(result.ct_hu.hu).all()
+    assert -1100 < result.ct_hu.hu.min() and result.ct_hu.hu.max() < 1500  # inside the model's HU window
