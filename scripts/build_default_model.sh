@@ -15,6 +15,6 @@ dctnet train-cdm "${common[@]}" --output "$work/runs/cdm" --max-steps "$cdm_step
 dctnet train "${common[@]}" --output "$work/runs/gan" --bs-source target --max-steps "$gan_steps" --set model.slices_per_plane=16 --set log_every=5 \
     --set checkpoint_every=50 --set val_every=10 &
 wait
-dctnet export --gan "$work/runs/gan/latest.pt" --cdm "$work/runs/cdm/latest.pt" --steps 8 \
-    --cdm-weights online --output "$here/DCTNetReconstruction/DCTNetLib/resources/weights/dctnet_small.pt" --overwrite
+dctnet export --gan "$work/runs/gan/latest.pt" --cdm "$work/runs/cdm/latest.pt" \
+    --cdm-weights online --steps 4 --output "$here/DCTNetReconstruction/DCTNetLib/resources/weights/dctnet_small.pt" --overwrite
 python "$here/scripts/write_weights_manifest.py" --work "$work"
