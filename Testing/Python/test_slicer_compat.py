@@ -241,7 +241,9 @@ def test_5_12_stop_interrupts_the_whole_tree_like_ctrl_c(fake_slicer, returns_po
     task.stop(grace_s=30)
     assert FakeTimer.single_shots[-1][0] == 30000  # the kill-after-grace timer is armed
     launcher.pump(lambda: finished(records))
-    assert ("log", "interrupted") in records and task.process.returncode == 130
+    # child and grandchild share the pipe, so their last lines may interleave ("interruptedTraceback ...")
+    assert any(kind == "log" and "interrupted" in str(text) for kind, text in records)
+    assert task.process.returncode == 130
     assert records[-1] == ("finished", False, "Stopped")
     assert not psutil.pid_exists(grandchild) or psutil.Process(grandchild).status() == psutil.STATUS_ZOMBIE
 

@@ -484,7 +484,8 @@ def test_stop_interrupts_the_whole_run_like_ctrl_c():
     assert send_interrupt(proc.pid)
     update = proc.wait(timeout=30)
     assert update.finished and update.returncode == 130
-    assert "interrupted" in update.lines + lines
+    # child and grandchild share the pipe, so their last lines may interleave ("interruptedTraceback ...")
+    assert any("interrupted" in line for line in update.lines + lines)
     import psutil
 
     assert not psutil.pid_exists(grandchild) or psutil.Process(grandchild).status() == psutil.STATUS_ZOMBIE
