@@ -244,11 +244,16 @@ class Reconstructor:
         )
 
 
-def radiographs_from_ct(ct: CTVolume) -> tuple[PreparedVolume, np.ndarray, np.ndarray]:
+def radiographs_from_ct(ct: CTVolume, prepared: PreparedVolume | None = None
+                        ) -> tuple[PreparedVolume, np.ndarray, np.ndarray]:
     """PA and lateral DRRs of a CT with the training geometry (X2CT-GAN preprocessing, then the DRR projector).
 
     What "Make radiographs from CT" in Slicer and ``dctnet reconstruct --ct`` / ``dctnet demo`` use, so a user can
     round-trip a CT and compare the reconstruction with it.
+
+    Args:
+        ct: the CT in HU.
+        prepared: ``preprocess_ct(ct)`` when the caller already has it (skips the resampling).
 
     Returns:
         ``(prepared, pa, lat)``: the 128³ model-grid volume (its geometry places the reconstruction on the CT) and
@@ -257,9 +262,10 @@ def radiographs_from_ct(ct: CTVolume) -> tuple[PreparedVolume, np.ndarray, np.nd
     from .data.drr import make_drrs
     from .data.preprocess import preprocess_ct
 
-    prepared = preprocess_ct(ct)
+    prepared = prepared if prepared is not None else preprocess_ct(ct)
+    volume = torch.from_numpy(np.ascontiguousarray(prepared.volume, dtype=np.float32))[None, None]
     with torch.inference_mode():
-        drr = make_drrs(torch.from_numpy(prepared.volume)[None, None])[0].numpy()
+        drr = make_drrs(volume, prepared.spacing_mm)[0].numpy()
     return prepared, drr[0], drr[1]
 
 

@@ -61,16 +61,10 @@ def radiographs_from_ct(ct: Any, prepared: Any = None) -> RadiographPair:
     Shapes:
         ``ct.hu`` ``(D, H, W)`` → ``pa``, ``lat`` ``(128, 128)``.
     """
-    import torch
+    from DCTNetLib.inference import radiographs_from_ct as core_radiographs_from_ct
 
-    from DCTNetLib.data.drr import make_drrs
-    from DCTNetLib.data.preprocess import preprocess_ct
-
-    prepared = prepared if prepared is not None else preprocess_ct(ct)
-    volume = torch.from_numpy(np.ascontiguousarray(prepared.volume, dtype=np.float32))[None, None]
-    with torch.no_grad():
-        drrs = make_drrs(volume, spacing_mm=prepared.spacing_mm)[0].numpy()  # (2, 128, 128): PA, lateral
-    return RadiographPair(pa=drrs[0].astype(np.float32), lat=drrs[1].astype(np.float32), prepared=prepared)
+    prepared, pa, lat = core_radiographs_from_ct(ct, prepared)
+    return RadiographPair(pa=pa.astype(np.float32), lat=lat.astype(np.float32), prepared=prepared)
 
 
 def reference_ct(prepared: Any) -> Any:

@@ -191,7 +191,7 @@ def _bundle_from_gan_checkpoint(state: dict[str, Any], path: Path) -> ModelBundl
     if cdm_path is None and (state.get("models") or {}).get("g_bs") is not None:
         raise WeightsError(f"{path} records no CDM checkpoint (trained on the prepared bone-suppressed targets); "
                            "make a bundle with `dctnet export --gan ... --cdm CDM.pt --output model.pt`")
-    return bundle_from_checkpoints(path, cdm_path)
+    return bundle_from_checkpoints(path, cdm_path, gan_state=state)
 
 
 def save_model_bundle(bundle: ModelBundle, path: str | Path, half: bool = False) -> Path:
@@ -240,10 +240,12 @@ def _cdm_from_checkpoint(path: Path, weights: str = "ema") -> tuple[nn.Module, d
     return cdm, config, {**state.get("progress", {}), "weights": weights if ema else "online"}
 
 
-def _generators_from_checkpoint(path: Path) -> tuple[nn.Module, nn.Module | None, dict[str, Any], dict[str, Any]]:
-    from ..training.checkpoint import load_checkpoint
+def _generators_from_state(state: dict[str, Any], path: Path
+                           ) -> tuple[nn.Module, nn.Module | None, dict[str, Any], dict[str, Any]]:
+    """G(Y), G(X), the preset and the progress of a loaded ``dctnet train`` checkpoint."""
+    from ..training.checkpoint import check_checkpoint_state
 
-    state = load_checkpoint(path, kind="gan")
+    check_checkpoint_state(state, path, kind="gan")
     preset = state["model_config"]
     models = state["models"]
     g_raw = _build_generator(preset)
@@ -257,9 +259,16 @@ def _generators_from_checkpoint(path: Path) -> tuple[nn.Module, nn.Module | None
 
 def bundle_from_checkpoints(gan_checkpoint: str | Path, cdm_checkpoint: str | Path | None,
                             sampling_steps: int | None = None, meta: dict[str, Any] | None = None,
-                            cdm_weights: str = "ema") -> ModelBundle:
-    """Assemble a bundle from training checkpoints (the CDM's EMA or online weights, both generators)."""
-    g_raw, g_bs, preset, gan_progress = _generators_from_checkpoint(Path(gan_checkpoint))
+                            cdm_weights: str = "ema", gan_state: dict[str, Any] | None = None) -> ModelBundle:
+    """Assemble a bundle from training checkpoints (the CDM's EMA or online weights, both generators).
+
+    ``gan_state``: the GAN checkpoint already loaded from ``gan_checkpoint`` (not read again).
+    """
+    if gan_state is None:
+        from ..training.checkpoint import load_checkpoint
+
+        gan_state = load_checkpoint(gan_checkpoint, kind="gan")
+    g_raw, g_bs, preset, gan_progress = _generators_from_state(gan_state, Path(gan_checkpoint))
     cdm = cdm_config = None
     cdm_progress: dict[str, Any] = {}
     if cdm_checkpoint is not None:

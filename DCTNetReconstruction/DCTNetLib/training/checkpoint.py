@@ -107,6 +107,15 @@ def load_checkpoint(path: str | Path, kind: str | None = None) -> dict[str, Any]
         raise
     except Exception as exc:  # noqa: BLE001 — any unpickling problem means a damaged or foreign file
         raise WeightsError(f"cannot read checkpoint {path} (truncated or not a DCTNet checkpoint): {exc}") from exc
+    return check_checkpoint_state(state, path, kind)
+
+
+def check_checkpoint_state(state: Any, path: str | Path, kind: str | None = None) -> dict[str, Any]:
+    """Check an already loaded object is a training checkpoint of a format this code reads (and of ``kind``).
+
+    Raises:
+        WeightsError: not a DCTNet training checkpoint, a newer format, or another kind.
+    """
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
         raise WeightsError(f"{path} is not a DCTNet training checkpoint (no format={CHECKPOINT_FORMAT!r})")
     if int(state.get("format_version", 0)) > CHECKPOINT_FORMAT_VERSION:
