@@ -27,6 +27,7 @@ from torch import nn
 
 from ..conventions import IMAGE_SIZE
 from ..errors import InputError
+from .weight_init import INIT_SCHEMES, X2CT_INIT_GAIN, init_weights
 
 __all__ = [
     "GeneratorConfig",
@@ -37,6 +38,10 @@ __all__ = [
     "ABLATIONS",
     "PRESET_NAMES",
     "gan_preset",
+    "TrainingRecipe",
+    "RECIPES",
+    "VARIANT_RECIPES",
+    "recipe_for",
     "build_generator",
     "build_discriminator",
 ]
@@ -45,6 +50,13 @@ SIZES = ("full", "small", "tiny")
 GENERATOR_ARCHS = ("dctnet", "x2ct")
 DISCRIMINATOR_ARCHS = ("triplane", "x2ct3d")
 CONTRASTIVE_METRICS = ("perceptual", "l1")
+
+
+def _check_init(scheme: str, gain: float, what: str) -> None:
+    if scheme not in INIT_SCHEMES:
+        raise InputError(f"{what}: init must be one of {INIT_SCHEMES}, got {scheme!r}")
+    if not gain > 0:
+        raise InputError(f"{what}: init_gain must be > 0, got {gain!r}")
 
 
 def _tuple(value: Any) -> Any:
@@ -96,10 +108,20 @@ class GeneratorConfig:
             (one view's pooled width; see :class:`~DCTNetLib.models.generator.ViewFusion`).
         fusion_dropout: Dropout after the FC bridge. Defaults to 0.5 (X2CT-GAN ``base_link``).
         norm: Normalisation. Defaults to "instance" (X2CT-GAN ``norm_G: 'instance3d'``).
+        deconv_kernels: ``dctnet`` only: transposed-conv kernel per decoder level, coarsest first (4 or 2);
+            ``None`` = 4 everywhere (X2CT-GAN). Defaults to None.
+        view_skips: ``dctnet`` only: per decoder level, whether the views' skip features are broadcast into it;
+            ``None`` = every level (X2CT-GAN's connection B). Defaults to None.
+        head: ``dctnet`` only: ``"conv"`` (3×3×3 conv at full resolution, X2CT-GAN) or ``"deconv"`` (the finest
+            level is a 2×2×2 transposed conv to the volume; :class:`~DCTNetLib.models.generator.DCTNetGenerator`).
+            Defaults to "conv".
         view_decoder_convs: ``x2ct`` only: extra convs per view-decoder level, finest first.
             Defaults to (1, 2, 2, 2, 2, 0) (X2CT-GAN).
         fusion_decoder_convs: ``x2ct`` only: extra convs per fusion-decoder level, finest first.
             Defaults to (1, 1, 1, 1, 1, 0) (X2CT-GAN).
+        init: Weight initialisation (:mod:`~DCTNetLib.models.weight_init`): ``"default"`` (PyTorch's; DCT-Net
+            does not state one) or ``"normal"`` (N(0, init_gain²), X2CT-GAN's). Defaults to "default".
+        init_gain: Standard deviation of ``init="normal"``. Defaults to 0.02 (X2CT-GAN ``init_weights``).
     """
 
     arch: str = "dctnet"
@@ -114,12 +136,18 @@ class GeneratorConfig:
     fusion_rank: int | None = 704
     fusion_dropout: float = 0.5
     norm: str = "instance"
+    deconv_kernels: tuple[int, ...] | None = None
+    view_skips: tuple[bool, ...] | None = None
+    head: str = "conv"
     view_decoder_convs: tuple[int, ...] = (1, 2, 2, 2, 2, 0)
     fusion_decoder_convs: tuple[int, ...] = (1, 1, 1, 1, 1, 0)
+    init: str = "default"
+    init_gain: float = X2CT_INIT_GAIN
 
     def __post_init__(self) -> None:
+        _check_init(self.init, self.init_gain, "generator config")
         for name in ("encoder_blocks", "decoder_channels", "decoder_convs", "attention_levels",
-                     "view_decoder_convs", "fusion_decoder_convs"):
+                     "deconv_kernels", "view_skips", "view_decoder_convs", "fusion_decoder_convs"):
             object.__setattr__(self, name, _tuple(getattr(self, name)))
         if self.arch not in GENERATOR_ARCHS:
             raise InputError(f"generator config: arch must be one of {GENERATOR_ARCHS}, got {self.arch!r}")
@@ -153,6 +181,8 @@ class DiscriminatorConfig:
             (0 = all, eq. 7 exactly). The LSGAN loss is a mean over slices, so a random subset is an unbiased
             estimate of it at a fraction of the cost (our CPU-training option; the paper is silent). Evaluation
             mode always judges every slice. Defaults to 0.
+        init: Weight initialisation, as :attr:`GeneratorConfig.init`. Defaults to "default".
+        init_gain: Standard deviation of ``init="normal"``. Defaults to 0.02 (X2CT-GAN ``init_weights``).
     """
 
     arch: str = "triplane"
@@ -160,8 +190,11 @@ class DiscriminatorConfig:
     norm: str = "instance"
     conditional: bool = True
     slices_per_plane: int = 0
+    init: str = "default"
+    init_gain: float = X2CT_INIT_GAIN
 
     def __post_init__(self) -> None:
+        _check_init(self.init, self.init_gain, "discriminator config")
         object.__setattr__(self, "channels", _tuple(self.channels))
         if self.arch not in DISCRIMINATOR_ARCHS:
             raise InputError(f"discriminator config: arch must be one of {DISCRIMINATOR_ARCHS}, got {self.arch!r}")
@@ -198,9 +231,13 @@ class LossConfig:
         projection: Use the projection L1. Defaults to True.
         dual_branch: Train G(X) on bone-suppressed radiographs beside G(Y). Defaults to True.
         contrastive_metric: ``"perceptual"`` (eq. 8, VGG16 features) or ``"l1"`` (the "w/o ℓ_perceptual" row:
-            the perceptual loss replaced with a projection L1 between the branches). Defaults to "perceptual".
+            the perceptual loss replaced with a projection L1 between the branches; that variant weights it
+            like the other projection L1, λ2 = λ4, not with the 0.02 calibrated for eq. 8). Defaults to
+            "perceptual".
         perceptual_layers: Indices of the VGG16 taps summed in eq. 8 (0 = relu1_2 … 4 = relu5_3).
             Defaults to all five.
+        perceptual_size: side to which the projections are average-pooled before φ; 0 = their own side (eq. 8
+            as written). Defaults to 0.
     """
 
     lambda_adv: float = 0.1
@@ -214,12 +251,17 @@ class LossConfig:
     dual_branch: bool = True
     contrastive_metric: str = "perceptual"
     perceptual_layers: tuple[int, ...] = (0, 1, 2, 3, 4)
+    perceptual_size: int = 0
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "perceptual_layers", _tuple(self.perceptual_layers))
         if self.contrastive_metric not in CONTRASTIVE_METRICS:
             raise InputError(f"loss config: contrastive_metric must be one of {CONTRASTIVE_METRICS}, "
                              f"got {self.contrastive_metric!r}")
+        if self.perceptual_size < 0:
+            raise InputError(f"loss config: perceptual_size must be >= 0, got {self.perceptual_size}")
+        if not self.perceptual_layers or not all(0 <= i <= 4 for i in self.perceptual_layers):
+            raise InputError(f"loss config: perceptual_layers must be indices in 0..4, got {self.perceptual_layers}")
         if self.contrastive and not self.dual_branch:
             raise InputError("loss config: contrastive=True needs dual_branch=True (it compares G(Y) with G(X))")
         for name in ("lambda_adv", "lambda_contrastive", "lambda_recon", "lambda_proj"):
@@ -230,6 +272,11 @@ class LossConfig:
     def uses_perceptual(self) -> bool:
         """True when the loss needs the perceptual network φ."""
         return self.contrastive and self.contrastive_metric == "perceptual"
+
+    @property
+    def perceptual_blocks(self) -> int:
+        """How many VGG16 blocks φ needs: up to the deepest tap in :attr:`perceptual_layers`."""
+        return max(self.perceptual_layers) + 1
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-JSON dict (tuples become lists)."""
@@ -313,11 +360,77 @@ _VARIANTS: dict[str, tuple[bool, str, dict[str, Any], str]] = {
                                 "w/o Dual-branch: G(Y) only, no CDM, no contrastive term"),
     "ablation-no-recon-gan": (True, "x2ct3d", {},
                               "w/o Recon-GAN: X2CT-GAN generator and 3D PatchGAN inside the dual-branch framework"),
-    "ablation-no-perceptual": (False, "triplane", dict(contrastive_metric="l1"),
-                               "w/o l_perceptual: contrastive term is a projection L1 between G(Y) and G(X)"),
+    # "perceptual loss replaced with projection loss" (DCT-Net §3.3): the replacement is a projection L1, so it
+    # is weighted like the other projection L1 (λ2 = λ4 = 10), not with the λ2 = 0.02 calibrated for the VGG
+    # term, which is ~500x larger (docs/architecture.md) and would all but switch the coupling off.
+    "ablation-no-perceptual": (False, "triplane", dict(contrastive_metric="l1",
+                                                       lambda_contrastive=LossConfig.lambda_proj),
+                               "w/o l_perceptual: contrastive term is a projection L1 between G(Y) and G(X), "
+                               "weighted like l_proj"),
     "x2ct-baseline": (True, "x2ct3d", dict(dual_branch=False, contrastive=False),
-                      "X2CT-GAN (Ying et al. 2019): its generator, 3D PatchGAN and losses, single branch"),
+                      "X2CT-GAN (Ying et al. 2019): its generator, 3D PatchGAN, losses, N(0, 0.02) init and "
+                      "training recipe, single branch"),
 }
+# Weight initialisation per variant (generator and discriminator). X2CT-GAN initialises both networks with
+# N(0, 0.02) (kylekma/X2CT config.py NETWORK.init_type 'normal'; nets/utils.py init_weights gain 0.02). DCT-Net
+# states no scheme, so its rows — including "w/o Recon-GAN", which swaps X2CT-GAN's networks into DCT-Net's
+# framework and otherwise trains like DCT-Net — keep PyTorch's default.
+_VARIANT_INIT = {"x2ct-baseline": "normal"}
+
+
+@dataclass(frozen=True)
+class TrainingRecipe:
+    """Optimiser and schedule a Table 1 row is trained with (applied by ``dctnet train``; see
+    :func:`DCTNetLib.training.config.resolve_config`). Every value can still be overridden by the user.
+
+    Args:
+        name: ``"dctnet"`` or ``"x2ct"``.
+        lr: Adam learning rate.
+        betas: Adam (β1, β2).
+        batch_size: samples per optimiser step (global batch).
+        epochs: total epochs.
+        lr_schedule: ``"constant"`` or ``"x2ct"`` (constant for the first half, linear decay over the second).
+        source: where the values come from.
+    """
+
+    name: str
+    lr: float
+    betas: tuple[float, float]
+    batch_size: int
+    epochs: int
+    lr_schedule: str
+    source: str
+
+    def overrides(self) -> dict[str, Any]:
+        """The training-config keys this recipe sets."""
+        return {"lr": self.lr, "betas": list(self.betas), "batch_size": self.batch_size, "epochs": self.epochs,
+                "lr_schedule": self.lr_schedule}
+
+
+RECIPES = {
+    "dctnet": TrainingRecipe("dctnet", 2e-4, (0.5, 0.999), 1, 100, "constant",
+                             "DCT-Net §3.1: Adam, lr 0.0002, β1 0.5, β2 0.999, batch 1, 100 epochs (no decay stated)"),
+    "x2ct": TrainingRecipe("x2ct", 2e-4, (0.5, 0.99), 4, 100, "x2ct",
+                           "X2CT-GAN, kylekma/X2CT 3DGAN/experiment/multiview2500/d2_multiview2500.yml TRAIN: "
+                           "lr 0.0002, beta1 0.5, beta2 0.99, batch_size 4, niter 50 + niter_decay 50 "
+                           "(lr_policy 'lambda')"),
+}
+# The recipe each variant trains with by default: X2CT-GAN's row its own published one; DCT-Net and its three
+# ablations DCT-Net's §3.1 settings (an ablation changes one component, not the optimiser).
+VARIANT_RECIPES = {"dctnet": "dctnet", "ablation-no-dual-branch": "dctnet", "ablation-no-recon-gan": "dctnet",
+                   "ablation-no-perceptual": "dctnet", "x2ct-baseline": "x2ct"}
+
+
+def recipe_for(variant: str) -> TrainingRecipe:
+    """The default :class:`TrainingRecipe` of ``variant`` (``dctnet`` or an entry of :data:`ABLATIONS`).
+
+    Raises:
+        InputError: unknown variant.
+    """
+    if variant not in VARIANT_RECIPES:
+        raise InputError(f"unknown GAN variant {variant!r}; valid: {', '.join(VARIANT_RECIPES)}")
+    return RECIPES[VARIANT_RECIPES[variant]]
+
 ABLATIONS = ("ablation-no-dual-branch", "ablation-no-recon-gan", "ablation-no-perceptual", "x2ct-baseline")
 PRESET_NAMES = SIZES + ABLATIONS + tuple(f"{v}@{s}" for v in ("dctnet",) + ABLATIONS for s in SIZES)
 
@@ -373,8 +486,9 @@ def gan_preset(name: str, **overrides: Any) -> GANPreset:
     variant, size = _split(name)
     x2ct, d_arch, loss_variant, _ = _VARIANTS[variant]
     routed = _route_flat(overrides)
-    g = {**(_X2CT_G if x2ct else _DCTNET_G)[size], **routed["generator"]}
-    d = {**_DISCRIMINATOR[size], "arch": d_arch, **routed["discriminator"]}
+    init = {"init": _VARIANT_INIT[variant]} if variant in _VARIANT_INIT else {}
+    g = {**(_X2CT_G if x2ct else _DCTNET_G)[size], **init, **routed["generator"]}
+    d = {**_DISCRIMINATOR[size], "arch": d_arch, **init, **routed["discriminator"]}
     loss = {**loss_variant, **routed["loss"]}
     try:
         return GANPreset(name, GeneratorConfig.from_dict(g), DiscriminatorConfig.from_dict(d),
@@ -390,14 +504,21 @@ def build_generator(cfg: GeneratorConfig) -> nn.Module:
     if cfg.arch == "x2ct":
         from .x2ct import X2CTGenerator
 
-        return X2CTGenerator(cfg.image_size, cfg.stem_channels, cfg.encoder_blocks, cfg.growth_rate,
-                             cfg.decoder_channels, cfg.view_decoder_convs, cfg.fusion_decoder_convs,
-                             cfg.fusion_dropout, cfg.norm)
-    from .generator import DCTNetGenerator
+        generator = X2CTGenerator(cfg.image_size, cfg.stem_channels, cfg.encoder_blocks, cfg.growth_rate,
+                                  cfg.decoder_channels, cfg.view_decoder_convs, cfg.fusion_decoder_convs,
+                                  cfg.fusion_dropout, cfg.norm)
+    else:
+        from .generator import DCTNetGenerator
 
-    return DCTNetGenerator(cfg.image_size, cfg.stem_channels, cfg.encoder_blocks, cfg.growth_rate,
-                           cfg.decoder_channels, cfg.decoder_convs, cfg.attention_levels, dict(cfg.attention),
-                           cfg.fusion_rank, cfg.fusion_dropout, cfg.norm)
+        generator = DCTNetGenerator(image_size=cfg.image_size, stem_channels=cfg.stem_channels,
+                                    encoder_blocks=cfg.encoder_blocks, growth_rate=cfg.growth_rate,
+                                    decoder_channels=cfg.decoder_channels, decoder_convs=cfg.decoder_convs,
+                                    attention_levels=cfg.attention_levels, attention=dict(cfg.attention),
+                                    fusion_rank=cfg.fusion_rank, fusion_dropout=cfg.fusion_dropout, norm=cfg.norm,
+                                    deconv_kernels=cfg.deconv_kernels, view_skips=cfg.view_skips,
+                                    head=cfg.head)
+    init_weights(generator, cfg.init, cfg.init_gain)
+    return generator
 
 
 def build_discriminator(cfg: DiscriminatorConfig) -> nn.Module:
@@ -406,7 +527,10 @@ def build_discriminator(cfg: DiscriminatorConfig) -> nn.Module:
     if cfg.arch == "x2ct3d":
         from .x2ct import X2CTDiscriminator
 
-        return X2CTDiscriminator(cfg.channels, cfg.norm, cfg.conditional)
-    from .discriminator import TriPlaneDiscriminator
+        discriminator = X2CTDiscriminator(cfg.channels, cfg.norm, cfg.conditional)
+    else:
+        from .discriminator import TriPlaneDiscriminator
 
-    return TriPlaneDiscriminator(1, cfg.channels, cfg.norm, cfg.conditional, cfg.slices_per_plane)
+        discriminator = TriPlaneDiscriminator(1, cfg.channels, cfg.norm, cfg.conditional, cfg.slices_per_plane)
+    init_weights(discriminator, cfg.init, cfg.init_gain)
+    return discriminator

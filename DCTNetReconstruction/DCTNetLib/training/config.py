@@ -3,6 +3,9 @@
 Precedence, lowest first (nanoGPT's ``configurator.py`` idea, without ``exec``):
 
 1. the dataclass defaults below (DCT-Net §3.1 where the paper gives a value),
+1b. for ``dctnet train``, the training recipe of the Table 1 row being trained (``recipe="auto"``: X2CT-GAN's
+    published recipe for the ``x2ct-baseline`` variant, DCT-Net §3.1 for DCT-Net and its ablations;
+    :data:`DCTNetLib.models.presets.RECIPES`),
 2. on ``--resume``, the run's saved ``config.json``,
 3. a YAML or JSON file (``--config FILE``),
 4. ``--set key=value`` pairs (dotted keys reach into ``model.*``),
@@ -36,6 +39,7 @@ __all__ = [
     "parse_set_overrides",
     "apply_overrides",
     "resolve_config",
+    "training_recipe",
     "config_to_dict",
     "config_from_dict",
     "save_config",
@@ -76,8 +80,10 @@ class TrainConfig:
             Defaults to 1000.
         log_every: steps between ``train`` records in ``metrics.jsonl``. Defaults to 10.
         val_every: epochs between validations. Defaults to 1 (the issue: "validation every epoch").
-        amp: mixed precision (float16 autocast + GradScaler); used on CUDA only, ignored on CPU.
-            Defaults to True.
+        amp: mixed precision (float16 autocast + GradScaler), an explicit opt-in (``--set amp=true``); used on
+            CUDA only, ignored on CPU. The paper does not mention mixed precision, so reproduction runs in
+            float32. Defaults to False (its measured speed-up: ``benchmarks/gpu_check.py``,
+            ``docs/reproduction.md``).
         deterministic: ``torch.use_deterministic_algorithms(True)`` and no cuDNN autotuning, for bit-exact
             resumption (slower on GPU). Defaults to False.
         device: ``"auto"`` (CUDA when available), ``"cpu"`` or ``"cuda"``. Defaults to "auto".
@@ -99,7 +105,7 @@ class TrainConfig:
     checkpoint_every: int = 1000
     log_every: int = 10
     val_every: int = 1
-    amp: bool = True
+    amp: bool = False
     deterministic: bool = False
     device: str = "auto"
     progress: bool = True
@@ -168,6 +174,11 @@ class GANTrainConfig(TrainConfig):
         gx_supervised: also apply the reconstruction and projection losses to G(X) against the ground truth
             (see :mod:`DCTNetLib.training.gan_trainer` for this reading of eq. 10b). Defaults to True.
         loss: overrides of the multi-path loss weights/config (e.g. ``{"lambda_recon": 10}``).
+        recipe: training recipe layered under the user's settings by :func:`resolve_config`: ``"auto"`` (the
+            variant's own, :func:`~DCTNetLib.models.presets.recipe_for`: X2CT-GAN's for ``x2ct-baseline`` —
+            β2 0.99, batch 4, 50 + 50 epochs with linear decay — DCT-Net §3.1 for the other rows), ``"dctnet"``
+            or ``"x2ct"``. The resolved config records the concrete name. Building this dataclass directly
+            applies no recipe (its defaults are DCT-Net's). Defaults to "auto".
     """
 
     bs_source: str = "cdm"
@@ -175,13 +186,19 @@ class GANTrainConfig(TrainConfig):
     cdm_seed: int = 0
     gx_supervised: bool = True
     loss: dict[str, Any] = field(default_factory=dict)
+    recipe: str = "auto"
 
     kind: typing.ClassVar[str] = "gan"
 
     def __post_init__(self) -> None:
+        from ..models.presets import RECIPES
+
         super().__post_init__()
         if self.bs_source not in ("cdm", "target"):
             raise InputError(f"training config: bs_source must be 'cdm' or 'target', got {self.bs_source!r}")
+        if self.recipe not in ("auto", *RECIPES):
+            raise InputError(f"training config: recipe must be one of auto, {', '.join(RECIPES)}, "
+                             f"got {self.recipe!r}")
 
 
 # ---------------------------------------------------------------------------------------------- conversion
@@ -355,15 +372,34 @@ def resolve_config(
         set_pairs: ``key=value`` strings from ``--set``.
         flags: values of dedicated command-line flags; ``None`` values are ignored.
     """
-    config = cls()
-    if saved:
-        config = apply_overrides(config, saved, "saved run config")
-    if config_file:
-        config = apply_overrides(config, load_config_file(config_file), str(config_file))
-    config = apply_overrides(config, parse_set_overrides(set_pairs), "--set")
-    if flags:
-        config = apply_overrides(config, {k: v for k, v in flags.items() if v is not None}, "command line")
+    def layered(base: TrainConfig) -> TrainConfig:
+        config = base
+        if saved:
+            config = apply_overrides(config, saved, "saved run config")
+        if config_file:
+            config = apply_overrides(config, load_config_file(config_file), str(config_file))
+        config = apply_overrides(config, parse_set_overrides(set_pairs), "--set")
+        if flags:
+            config = apply_overrides(config, {k: v for k, v in flags.items() if v is not None}, "command line")
+        return config
+
+    config = layered(cls())
+    if isinstance(config, GANTrainConfig):  # the row's recipe goes under every user layer (module docstring)
+        recipe = training_recipe(config)
+        config = layered(apply_overrides(cls(), {**recipe.overrides(), "recipe": recipe.name}, "recipe"))
+        if config.recipe == "auto":
+            config = apply_overrides(config, {"recipe": recipe.name}, "recipe")
     return config
+
+
+def training_recipe(config: "GANTrainConfig") -> Any:
+    """The :class:`~DCTNetLib.models.presets.TrainingRecipe` named by ``config.recipe`` (``"auto"``: the one of
+    the variant in ``config.model["variant"]``, default ``dctnet``)."""
+    from ..models.presets import RECIPES, recipe_for
+
+    if config.recipe != "auto":
+        return RECIPES[config.recipe]
+    return recipe_for(str(config.model.get("variant", "dctnet")))
 
 
 def save_config(config: TrainConfig, path: str | Path) -> Path:
