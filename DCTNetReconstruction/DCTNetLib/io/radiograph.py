@@ -110,10 +110,20 @@ def _is_dicom(path: Path) -> bool:
     return path.suffix.lower() in _DICOM_SUFFIXES or has_dicom_prefix(path)
 
 
+def _modality_lut():
+    """pydicom's ``apply_modality_lut``: in ``pydicom.pixels`` from 3.0, in ``pydicom.pixel_data_handlers.util``
+    before (Slicer 5.10 ships pydicom 2.4.4, which has no ``pydicom.pixels``)."""
+    try:
+        from pydicom.pixels import apply_modality_lut
+    except ImportError:  # pydicom < 3
+        from pydicom.pixel_data_handlers.util import apply_modality_lut
+    return apply_modality_lut
+
+
 def _read_dicom(path: Path) -> np.ndarray:
     import pydicom
-    from pydicom.pixels import apply_modality_lut
 
+    apply_modality_lut = _modality_lut()
     try:
         ds = pydicom.dcmread(path)
     except Exception as exc:  # InvalidDicomError, EOFError, ... for damaged files
