@@ -5,6 +5,7 @@ Examples::
     dctnet prepare --dataset lidc-idri --source ~/TCIA/LIDC-IDRI --output data/lidc --workers 4
     dctnet prepare --dataset ctspine1k --source ~/CTSpine1K --output data/ctspine1k
     dctnet prepare ... --limit 5            # a quick trial on the first five cases
+    dctnet prepare --dataset lidc-idri ... --unit patient   # one CT per patient instead of every CT scan
 
 Per case: read the CT (:func:`DCTNetLib.io.ct.read_ct`), preprocess it as X2CT-GAN did
 (:func:`DCTNetLib.data.preprocess.preprocess_ct`: 1 mm → 320³ → 128³ → [0, 1]), render PA + lateral DRRs
@@ -13,7 +14,13 @@ and write the case folder described in :mod:`DCTNetLib.data.datasets` (``meta.js
 
 Re-running resumes: finished cases are skipped. A case that cannot be read is logged with a one-line reason
 and listed in ``failed.txt``; it never stops the run. At the end the train/val/test split files are rewritten
-from every finished case (paper sizes, or its proportions for other case counts; fixed ``--seed``).
+from every finished case (paper sizes, or its proportions for other case counts; fixed ``--seed``; the scans of
+one patient stay in one split) and ``splits/split.json`` records how: dataset, discovery unit, case and patient
+counts, sizes against the paper's, seed and the sha256 of each list. The last line printed says the same.
+
+LIDC-IDRI is discovered per CT scan by default (``--unit scan``): DCT-Net's 1,018 LIDC-IDRI CTs are scans
+(of 1,010 patients), so a complete download gives the paper's 854 / 72 / 92 split sizes.
+``--unit patient`` keeps one scan per patient (≤ 1,010 cases, the paper's proportions).
 """
 
 from __future__ import annotations
@@ -60,11 +67,16 @@ class PrepareSummary:
     skipped: list[str] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)
     splits: dict[str, list[str]] = field(default_factory=dict)
+    split_record: dict = field(default_factory=dict)
 
     def line(self) -> str:
         sizes = " / ".join(f"{name} {len(self.splits.get(name, []))}" for name in datasets.SPLITS)
         return (f"{len(self.done)} done, {len(self.skipped)} skipped (already prepared), {len(self.failed)} failed; "
                 f"splits: {sizes}")
+
+    def split_line(self) -> str:
+        """Which count and split this run produced, against the paper's (empty before the split is made)."""
+        return datasets.describe_split(self.split_record) if self.split_record else ""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -76,12 +88,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"parallel processes (default {DEFAULT_WORKERS}; each uses one torch thread)")
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED, help=f"split seed (default {DEFAULT_SEED})")
     parser.add_argument("--limit", type=int, default=None, metavar="N", help="only the first N cases (trial runs)")
+    parser.add_argument("--unit", choices=datasets.LIDC_UNITS, default="scan",
+                        help="LIDC-IDRI: one case per CT scan (default; the paper's 1,018) or per patient")
 
 
 def run(args: argparse.Namespace) -> int:
     summary = prepare_dataset(args.dataset, args.source, args.output, workers=args.workers, seed=args.seed,
-                              limit=args.limit)
+                              limit=args.limit, unit=args.unit)
     print(f"dctnet prepare: {summary.line()}", flush=True)
+    print(f"dctnet prepare: {summary.split_line()}; recorded in "
+          f"{Path(args.output) / datasets.SPLITS_DIR / datasets.SPLIT_RECORD}", flush=True)
     return 0 if (summary.done or summary.skipped) or not summary.failed else 1
 
 
@@ -212,7 +228,7 @@ def _prepare_output(output: Path, n_cases: int) -> None:
 def prepare_dataset(dataset: str, source: str | os.PathLike, output: str | os.PathLike, *,
                     workers: int = 1, seed: int = DEFAULT_SEED, limit: int | None = None,
                     drr_fn: DrrFn | None = None, bone_fn: DrrFn | None = None,
-                    progress: bool = True) -> PrepareSummary:
+                    progress: bool = True, unit: str = "scan") -> PrepareSummary:
     """Prepare every case of ``dataset`` under ``source`` into ``output`` and write the split files.
 
     Args:
@@ -226,6 +242,8 @@ def prepare_dataset(dataset: str, source: str | os.PathLike, output: str | os.Pa
             ``data.drr.make_drrs`` and ``data.bone.bone_suppressed_drrs``. With ``workers > 1`` they must be
             picklable (module-level functions).
         progress: show a tqdm bar (only on a terminal).
+        unit: LIDC-IDRI discovery unit, ``"scan"`` or ``"patient"`` (:func:`~DCTNetLib.data.datasets.discover_cases`).
+            Defaults to "scan".
 
     Returns:
         :class:`PrepareSummary`.
@@ -236,7 +254,7 @@ def prepare_dataset(dataset: str, source: str | os.PathLike, output: str | os.Pa
     from tqdm import tqdm
 
     output = Path(output)
-    cases = datasets.discover_cases(dataset, source)
+    cases = datasets.discover_cases(dataset, source, unit)
     if limit is not None:
         cases = cases[: max(0, int(limit))]
     log.info("%d %s case(s) found under %s", len(cases), dataset, source)
@@ -281,8 +299,13 @@ def prepare_dataset(dataset: str, source: str | os.PathLike, output: str | os.Pa
         bar.close()
 
     finished = [c.case_id for c in cases if datasets.is_case_done(output / datasets.CASES_DIR / c.case_id)]
-    summary.splits = datasets.make_splits(finished, dataset, seed)
+    groups = {c.case_id: c.group for c in cases} if any(c.patient for c in cases) else None
+    summary.splits = datasets.make_splits(finished, dataset, seed, groups)
     datasets.write_splits(output, summary.splits)
+    summary.split_record = datasets.split_record(summary.splits, dataset, seed=seed,
+                                                 unit=unit if dataset == "lidc-idri" else "scan", groups=groups)
+    datasets.write_split_record(output, summary.split_record)
     atomic_write_text(output / "failed.txt", "".join(f"{k}\t{v}\n" for k, v in sorted(summary.failed.items())))
     log.info("prepare: %s", summary.line())
+    log.info("prepare: %s", summary.split_line())
     return summary

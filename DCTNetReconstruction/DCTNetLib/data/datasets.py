@@ -9,6 +9,8 @@ Layout written by ``dctnet prepare`` (see ``DCTNetLib.commands.prepare``)::
                       drr_bone_suppressed.npy     (2, 128, 128) float32 [0, 1]: same views, bones removed
                       meta.json                   written last: its presence marks the case as done
       splits/train.txt, val.txt, test.txt         one case id per line
+      splits/split.json                           how the split was made: dataset, discovery unit, seed, counts,
+                                                  sizes against the paper's, sha256 of the three lists
       failed.txt                                  cases that could not be read, with the reason
 
 ``ct_unit`` is stored as float16: its rounding error is below 2.5e-4 on [0, 1] (≤ 0.6 HU on the 2500 HU
@@ -39,6 +41,7 @@ __all__ = [
     "DATASETS",
     "SPLITS",
     "PAPER_SPLIT_SIZES",
+    "LIDC_UNITS",
     "discover_cases",
     "discover_lidc_cases",
     "discover_ctspine1k_cases",
@@ -48,6 +51,9 @@ __all__ = [
     "split_sizes",
     "make_splits",
     "write_splits",
+    "split_record",
+    "write_split_record",
+    "describe_split",
     "read_split",
     "PreparedCaseDataset",
 ]
@@ -63,6 +69,11 @@ CT_STORE_DTYPE = np.float16
 
 # Train / val / test sizes of DCT-Net §3.1: LIDC-IDRI 1,018 CTs → 854/72/92; CTSpine1K 784 CTs → 650/60/74.
 PAPER_SPLIT_SIZES = {"lidc-idri": (854, 72, 92), "ctspine1k": (650, 60, 74)}
+# What one LIDC-IDRI case is. "scan": every CT series (the paper's 1,018 are scans: LIDC-IDRI holds 1,018 CT
+# scans of 1,010 patients, Armato et al. 2011, the paper's ref. [32]); "patient": one series per patient folder
+# (the one with the most slices), at most 1,010 cases.
+LIDC_UNITS = ("scan", "patient")
+SPLIT_RECORD = "split.json"
 
 _LIDC_CASE = re.compile(r"^LIDC-IDRI-\d{4}$")
 _NIFTI = (".nii.gz", ".nii")
@@ -78,6 +89,12 @@ class Case:
     case_id: str
     source: Path
     dataset: str
+    patient: str = ""  # the patient the scan belongs to ("" = its own); scans of one patient share a split
+
+    @property
+    def group(self) -> str:
+        """Split group: the patient when known, else the case itself."""
+        return self.patient or self.case_id
 
 
 # --------------------------------------------------------------------------------------------------- discovery
@@ -118,13 +135,32 @@ def _pick_ct_series(case_dir: Path) -> Path:
     return folders[0][0]  # nothing readable: reading it will fail and the case is reported
 
 
-def discover_lidc_cases(source: str | os.PathLike) -> list[Case]:
+def _ct_series_folders(case_dir: Path) -> list[Path]:
+    """Every CT series folder under ``case_dir`` in path order; failing that (nothing readable as CT), the
+    folder :func:`_pick_ct_series` falls back to, so that reading it fails and the case is reported."""
+    folders = sorted((folder for folder, _ in _series_folders(case_dir)), key=str)
+    found = [folder for folder in folders if _modality(folder) == "CT"]
+    return found or [_pick_ct_series(case_dir)]
+
+
+def discover_lidc_cases(source: str | os.PathLike, unit: str = "scan") -> list[Case]:
     """LIDC-IDRI as downloaded from TCIA: ``.../LIDC-IDRI-XXXX/<study>/<series>/*.dcm``.
 
-    Case folders are found by name anywhere under ``source`` (so the TCIA ``manifest-*/LIDC-IDRI/`` wrapper
-    may be kept). For each case the CT series with the most slices is used (LIDC cases also hold CR/DX
-    radiograph series, and a few hold two CT series).
+    Patient folders are found by name anywhere under ``source`` (so the TCIA ``manifest-*/LIDC-IDRI/`` wrapper
+    may be kept). LIDC patients also hold CR/DX radiograph series, and a few hold two CT scans.
+
+    Args:
+        source: the download.
+        unit: ``"scan"`` (default): one case per CT series, as DCT-Net counted its 1,018 CTs; a patient with one
+            CT scan keeps the id ``LIDC-IDRI-XXXX``, one with several gets ``LIDC-IDRI-XXXX_s1``, ``_s2`` … in
+            the order of the series folders' paths. ``"patient"``: one case per patient, the CT series with the
+            most slices. Every case records its patient, so the split keeps a patient's scans together.
+
+    Raises:
+        InputError: unknown ``unit``.
     """
+    if unit not in LIDC_UNITS:
+        raise InputError(f"unknown LIDC-IDRI discovery unit {unit!r}; choose one of {', '.join(LIDC_UNITS)}")
     source = Path(source)
     case_dirs = []
     for root, dirs, _files in os.walk(source):
@@ -133,7 +169,16 @@ def discover_lidc_cases(source: str | os.PathLike) -> list[Case]:
             if _LIDC_CASE.match(name):
                 case_dirs.append(Path(root) / name)
                 dirs.remove(name)  # do not descend into a case folder
-    return [Case(d.name, _pick_ct_series(d), "lidc-idri") for d in sorted(case_dirs, key=lambda p: p.name)]
+    cases = []
+    for folder in sorted(case_dirs, key=lambda p: p.name):
+        if unit == "patient":
+            cases.append(Case(folder.name, _pick_ct_series(folder), "lidc-idri", folder.name))
+            continue
+        series = _ct_series_folders(folder)
+        for index, path in enumerate(series, start=1):
+            case_id = folder.name if len(series) == 1 else f"{folder.name}_s{index}"
+            cases.append(Case(case_id, path, "lidc-idri", folder.name))
+    return cases
 
 
 def _nifti_stem(path: Path) -> str:
@@ -169,17 +214,25 @@ def discover_ctspine1k_cases(source: str | os.PathLike) -> list[Case]:
     return sorted(cases, key=lambda c: c.case_id)
 
 
-def discover_cases(dataset: str, source: str | os.PathLike) -> list[Case]:
+def discover_cases(dataset: str, source: str | os.PathLike, unit: str = "scan") -> list[Case]:
     """Cases of ``dataset`` (``"lidc-idri"`` or ``"ctspine1k"``) under ``source``.
 
+    Args:
+        dataset: which layout to read.
+        source: the download.
+        unit: LIDC-IDRI only: ``"scan"`` or ``"patient"`` (:func:`discover_lidc_cases`); CTSpine1K files are
+            scans already. Defaults to "scan".
+
     Raises:
-        InputError: unknown dataset, or ``source`` is not a folder.
+        InputError: unknown dataset or unit, or ``source`` is not a folder.
     """
     if dataset not in DATASETS:
         raise InputError(f"unknown dataset {dataset!r}; choose one of {', '.join(DATASETS)}")
     if not Path(source).is_dir():
         raise InputError(f"dataset source folder not found: {source}")
-    return discover_lidc_cases(source) if dataset == "lidc-idri" else discover_ctspine1k_cases(source)
+    if unit not in LIDC_UNITS:
+        raise InputError(f"unknown discovery unit {unit!r}; choose one of {', '.join(LIDC_UNITS)}")
+    return discover_lidc_cases(source, unit) if dataset == "lidc-idri" else discover_ctspine1k_cases(source)
 
 
 # ------------------------------------------------------------------------------------------------ case folders
@@ -248,21 +301,38 @@ def split_sizes(n: int, paper_sizes: tuple[int, int, int]) -> tuple[int, int, in
     return n - val - test, val, test
 
 
-def make_splits(case_ids: list[str], dataset: str, seed: int = 2025) -> dict[str, list[str]]:
+def make_splits(case_ids: list[str], dataset: str, seed: int = 2025,
+                groups: dict[str, str] | None = None) -> dict[str, list[str]]:
     """Deterministic random split of ``case_ids`` with the paper's sizes (see :func:`split_sizes`).
 
     The ids are sorted before shuffling with ``numpy.random.default_rng(seed)``, so the split depends only on
     the set of ids and the seed, not on discovery order. Each list is returned sorted.
+
+    Args:
+        case_ids: the prepared cases.
+        dataset: ``"lidc-idri"`` or ``"ctspine1k"`` (which paper sizes).
+        seed: shuffling seed. Defaults to 2025.
+        groups: case id → group (patient); cases of one group always land in the same split, so no patient is
+            both trained and tested on (ours: the paper does not say how it split). The groups, ordered by
+            their smallest id, are shuffled and dealt to train, then val, then test, each group to the first
+            split it still fits in. With one case per group (or ``groups=None``) this is exactly a shuffle of
+            the ids; with some pairs, a size can end one case off the target (the record says so).
     """
     ids = sorted(set(case_ids))
-    n_train, n_val, _ = split_sizes(len(ids), PAPER_SPLIT_SIZES[dataset])
-    order = np.random.default_rng(seed).permutation(len(ids))
-    shuffled = [ids[i] for i in order]
-    return {
-        "train": sorted(shuffled[:n_train]),
-        "val": sorted(shuffled[n_train:n_train + n_val]),
-        "test": sorted(shuffled[n_train + n_val:]),
-    }
+    targets = split_sizes(len(ids), PAPER_SPLIT_SIZES[dataset])
+    members: dict[str, list[str]] = {}
+    for case_id in ids:
+        members.setdefault((groups or {}).get(case_id, case_id), []).append(case_id)
+    ordered = sorted(members.values(), key=lambda group: group[0])
+    order = np.random.default_rng(seed).permutation(len(ordered))
+    dealt: dict[str, list[str]] = {name: [] for name in SPLITS}
+    for index in order:
+        group = ordered[index]
+        fits = [name for name, target in zip(SPLITS, targets) if len(dealt[name]) + len(group) <= target]
+        # none fits (a group larger than every remaining gap): the split furthest below its target
+        name = fits[0] if fits else max(SPLITS, key=lambda n: targets[SPLITS.index(n)] - len(dealt[n]))
+        dealt[name].extend(group)
+    return {name: sorted(dealt[name]) for name in SPLITS}
 
 
 def write_splits(root: str | os.PathLike, splits: dict[str, list[str]]) -> Path:
@@ -273,6 +343,56 @@ def write_splits(root: str | os.PathLike, splits: dict[str, list[str]]) -> Path:
         ids = splits.get(name, [])
         atomic_write_text(folder / f"{name}.txt", "".join(f"{case_id}\n" for case_id in ids))
     return folder
+
+
+def split_record(splits: dict[str, list[str]], dataset: str, *, seed: int, unit: str,
+                 groups: dict[str, str] | None = None) -> dict:
+    """What :func:`write_split_record` stores: how the split was made and how it compares with the paper's.
+
+    Args:
+        splits: ``{"train": [...], "val": [...], "test": [...]}``.
+        dataset: ``"lidc-idri"`` or ``"ctspine1k"``.
+        seed: the split seed.
+        unit: discovery unit (``"scan"`` or ``"patient"``; CTSpine1K: ``"scan"``).
+        groups: case id → patient, as given to :func:`make_splits`.
+    """
+    import hashlib
+
+    ids = [case_id for name in SPLITS for case_id in splits.get(name, [])]
+    paper = PAPER_SPLIT_SIZES[dataset]
+    sizes = {name: len(splits.get(name, [])) for name in SPLITS}
+    return {
+        "dataset": dataset,
+        "unit": unit,
+        "seed": seed,
+        "cases": len(ids),
+        "groups": len({(groups or {}).get(case_id, case_id) for case_id in ids}),
+        "sizes": sizes,
+        "paper_cases": sum(paper),
+        "paper_sizes": dict(zip(SPLITS, paper)),
+        "matches_paper": tuple(sizes[name] for name in SPLITS) == tuple(paper),
+        "grouped_by_patient": groups is not None,
+        "sha256": {name: hashlib.sha256("".join(f"{c}\n" for c in splits.get(name, [])).encode()).hexdigest()
+                   for name in SPLITS},
+    }
+
+
+def write_split_record(root: str | os.PathLike, record: dict) -> Path:
+    """Write ``root/splits/split.json`` atomically."""
+    folder = Path(root) / SPLITS_DIR
+    folder.mkdir(parents=True, exist_ok=True)
+    return atomic_write_text(folder / SPLIT_RECORD, json.dumps(record, indent=2, sort_keys=True) + "\n")
+
+
+def describe_split(record: dict) -> str:
+    """One line for people: counts, unit, sizes and whether they are the paper's."""
+    sizes = " / ".join(f"{name} {record['sizes'][name]}" for name in SPLITS)
+    paper = " / ".join(str(record["paper_sizes"][name]) for name in SPLITS)
+    unit = "one case per CT scan" if record["unit"] == "scan" else "one case per patient"
+    verdict = ("the paper's sizes" if record["matches_paper"] else
+               f"the paper's proportions; the paper used {record['paper_cases']} cases → {paper}")
+    return (f"{record['cases']} {record['dataset']} cases ({unit}, {record['groups']} patients/groups); "
+            f"split {sizes} = {verdict} (seed {record['seed']})")
 
 
 def read_split(root: str | os.PathLike, split: str) -> list[str]:
