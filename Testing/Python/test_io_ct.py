@@ -147,12 +147,12 @@ def test_2d_image_and_single_slice_are_rejected(tmp_path):
 
 
 def test_nan_and_non_ct_values_are_rejected(tmp_path):
-    arr = np.full((6, 8, 8), -1000.0, np.float32)
+    arr = np.full((8, 8, 8), -1000.0, np.float32)
     arr[2, 3, 3] = np.nan
     sitk.WriteImage(sitk.GetImageFromArray(arr), str(tmp_path / "nan.mha"))  # (ITK's NIfTI writer zeroes NaN)
     with pytest.raises(InputError, match="1 NaN/inf.*nan.mha"):
         read_ct(tmp_path / "nan.mha")
-    mr = np.random.default_rng(0).uniform(0, 1200, size=(6, 8, 8)).astype(np.float32)  # MR-like intensities
+    mr = np.random.default_rng(0).uniform(0, 1200, size=(8, 8, 8)).astype(np.float32)  # MR-like intensities
     sitk.WriteImage(sitk.GetImageFromArray(mr), str(tmp_path / "t1.nii.gz"))
     with pytest.raises(InputError, match="not look like a CT.*t1.nii.gz"):
         read_ct(tmp_path / "t1.nii.gz")

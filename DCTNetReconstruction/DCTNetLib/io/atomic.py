@@ -35,12 +35,91 @@ __all__ = [
     "check_writable_dir",
     "check_free_space",
     "check_readable",
+    "check_name_length",
+    "display_path",
     "format_bytes",
+    "is_utf8_path",
+    "utf8_alias",
 ]
 
 # errno values that mean "the disk (or the user's quota) is full".
 _DISK_FULL = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC), errno.EFBIG}
 _TMP_PREFIX = ".tmp-"
+# Longest file name most file systems take (ext4, XFS, APFS, NTFS: 255 bytes); checked before any work.
+NAME_MAX = 255
+# Characters of the target's name kept in a temporary file's name (plus its lower-cased format suffix).
+_TMP_NAME_KEEP = 64
+_FORMAT_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd", ".npy", ".png", ".json", ".pt", ".txt",
+                    ".md", ".csv", ".jsonl")
+
+
+def is_utf8_path(path: str | os.PathLike) -> bool:
+    """True when ``path``'s bytes are valid UTF-8 (Linux allows any bytes; SimpleITK's C++ layer aborts on them)."""
+    try:
+        os.fsencode(path).decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+@contextlib.contextmanager
+def utf8_alias(path: str | os.PathLike) -> Iterator[str]:
+    """A UTF-8 name for ``path`` to hand to C++ readers and writers (SimpleITK aborts the process on other bytes).
+
+    A UTF-8 path is yielded as it is. Otherwise a temporary folder holds a symbolic link with a plain name: to the
+    file itself when its own name is not UTF-8 (reading), or to its folder (so a temporary file can be written
+    there under its UTF-8 name). The links are removed afterwards; the file is never copied.
+    """
+    if is_utf8_path(path):
+        yield str(path)
+        return
+    import tempfile
+
+    target = Path(os.path.abspath(path))
+    holder = Path(tempfile.mkdtemp(prefix="dctnet-alias-"))
+    try:
+        suffix = next((s for s in _FORMAT_SUFFIXES if target.name.lower().endswith(s)), "")
+        if is_utf8_path(target.name):
+            os.symlink(target.parent, holder / "folder", target_is_directory=True)
+            yield str(holder / "folder" / target.name)
+        else:
+            os.symlink(target, holder / f"file{suffix}")
+            yield str(holder / f"file{suffix}")
+    finally:
+        shutil.rmtree(holder, ignore_errors=True)
+
+
+def display_path(path: str | os.PathLike) -> str:
+    """``path`` as printable text: bytes that are not UTF-8 appear as ``\\xNN`` escapes."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
+
+
+def check_name_length(path: str | os.PathLike) -> None:
+    """Raise :class:`OutputError` when the file name of ``path`` is longer than the file system allows."""
+    target = Path(path)
+    limit = NAME_MAX
+    with contextlib.suppress(OSError, ValueError, AttributeError):
+        folder = target.parent if str(target.parent) else Path(".")
+        limit = os.pathconf(folder, "PC_NAME_MAX") if folder.is_dir() else NAME_MAX
+    size = len(os.fsencode(target.name))
+    if size > limit:
+        raise OutputError(f"output file name is too long ({size} bytes, at most {limit}): "
+                          f"{display_path(target.name)[:60]}… in {display_path(target.parent)}")
+
+
+def _tmp_name(target: Path) -> str:
+    """A short, UTF-8, hidden temporary name in ``target``'s folder that keeps its (lower-cased) format suffix.
+
+    Writers that choose the format from the ending (SimpleITK, ``numpy.save``) see a lower-case ``.nii.gz`` even
+    for ``OUT.NII.GZ``, the name stays under the file-name limit whatever the target's length, and a target
+    name that is not UTF-8 (which SimpleITK cannot open) never reaches the writer.
+    """
+    name = target.name
+    suffix = next((s for s in _FORMAT_SUFFIXES if name.lower().endswith(s)), "")
+    stem = name[: len(name) - len(suffix)] if suffix else name
+    safe = os.fsencode(stem).decode("ascii", "replace").replace("\ufffd", "_")
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in safe)[:_TMP_NAME_KEEP]
+    return f"{_TMP_PREFIX}{secrets.token_hex(4)}-{safe}{suffix}"
 
 
 def format_bytes(nbytes: float) -> str:
@@ -55,11 +134,12 @@ def format_bytes(nbytes: float) -> str:
 
 def _output_error(exc: OSError, path: Path) -> OutputError:
     """Translate an ``OSError`` raised while writing ``path`` into a one-line :class:`OutputError`."""
+    shown = display_path(path)
     if exc.errno in _DISK_FULL:
-        return OutputError(f"disk full while writing {path}: {exc.strerror or exc}")
+        return OutputError(f"disk full while writing {shown}: {exc.strerror or exc}")
     if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
-        return OutputError(f"no permission to write {path}: {exc.strerror or exc}")
-    return OutputError(f"cannot write {path}: {exc.strerror or exc}")
+        return OutputError(f"no permission to write {shown}: {exc.strerror or exc}")
+    return OutputError(f"cannot write {shown}: {exc.strerror or exc}")
 
 
 def _fsync_file(path: Path) -> None:
@@ -84,32 +164,65 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
+def _move_into_place(tmp: Path, target: Path, overwrite: bool) -> None:
+    """Rename ``tmp`` to ``target``; with ``overwrite=False`` never replace a file that exists by then.
+
+    The no-clobber step is ``os.link`` (fails with ``EEXIST`` atomically when the name is taken, even by a file
+    that appeared a moment ago) followed by removing the temporary name. File systems without hard links fall
+    back to a last existence check right before :func:`os.replace`.
+    """
+    if overwrite:
+        os.replace(tmp, target)
+        return
+    try:
+        os.link(tmp, target)
+    except FileExistsError as exc:
+        raise OutputError(f"{display_path(target)} appeared while this run was working (another run writing the "
+                          "same output?); it was left as it is: pass --overwrite to replace it, or choose another "
+                          "output") from exc
+    except OSError as exc:
+        if exc.errno not in (errno.EPERM, errno.EOPNOTSUPP, errno.EXDEV, errno.EMLINK, errno.ENOSYS):
+            raise
+        if os.path.lexists(target):
+            raise OutputError(f"{display_path(target)} appeared while this run was working; it was left as it "
+                              "is: pass --overwrite to replace it") from exc
+        os.replace(tmp, target)
+        return
+    _remove_quietly(tmp)
+
+
 @contextlib.contextmanager
-def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+def atomic_path(path: str | os.PathLike, overwrite: bool = True) -> Iterator[Path]:
     """Context manager yielding a temporary path to write to; it replaces ``path`` only on success.
 
-    The temporary file lives in the same folder (so the final :func:`os.replace` is a rename, not a copy) and its
-    name *ends with* the target's name, so writers that choose the format from the extension (SimpleITK,
-    ``numpy.save``) behave as for the real name. The temporary file is fsynced before the rename.
+    The temporary file lives in the same folder (so the final :func:`os.replace` is a rename, not a copy); its
+    name is short, hidden (``.tmp-…``) and *ends with* the target's format suffix in lower case, so writers that
+    choose the format from the extension (SimpleITK, ``numpy.save``) behave as for the real name. The temporary
+    file is fsynced before the rename.
 
     Args:
         path: final file path. Its folder must exist and be writable.
+        overwrite: replace an existing ``path`` (the default). ``False`` refuses, at the final rename, a file
+            that exists by then, e.g. one another run wrote while this one was computing.
 
     Raises:
-        OutputError: the folder is missing or not writable, or writing failed (e.g. disk full); the message
-            names ``path``. The previous content of ``path``, if any, is left untouched.
+        OutputError: the folder is missing or not writable, writing failed (e.g. disk full), or ``path`` exists
+            and ``overwrite`` is False; the message names ``path``. The previous content of ``path``, if any, is
+            left untouched.
     """
     target = Path(path)
     folder = target.parent if str(target.parent) else Path(".")
     if not folder.is_dir():
-        raise OutputError(f"output folder does not exist: {folder} (writing {target.name})")
-    tmp = folder / f"{_TMP_PREFIX}{secrets.token_hex(4)}-{target.name}"
+        raise OutputError(f"output folder does not exist: {display_path(folder)} (writing "
+                          f"{display_path(target.name)})")
+    check_name_length(target)
+    tmp = folder / _tmp_name(target)
     try:
         yield tmp
         if not tmp.exists():
-            raise OutputError(f"nothing was written to {target} (the writer produced no file)")
+            raise OutputError(f"nothing was written to {display_path(target)} (the writer produced no file)")
         _fsync_file(tmp)
-        os.replace(tmp, target)
+        _move_into_place(tmp, target, overwrite)
     except OSError as exc:
         _remove_quietly(tmp)
         if isinstance(exc, OutputError):
@@ -133,12 +246,13 @@ def _write_all(fd: int, data: memoryview) -> None:
         data = data[written:]
 
 
-def atomic_write_bytes(path: str | os.PathLike, data: bytes | bytearray | memoryview) -> Path:
+def atomic_write_bytes(path: str | os.PathLike, data: bytes | bytearray | memoryview, overwrite: bool = True) -> Path:
     """Write ``data`` to ``path`` atomically (see :func:`atomic_path`).
 
     Args:
         path: destination file.
         data: the complete new content.
+        overwrite: see :func:`atomic_path`. Defaults to True.
 
     Returns:
         ``Path(path)``.
@@ -147,7 +261,7 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes | bytearray | memory
         OutputError: folder missing / not writable, or the disk is full (the old file survives intact).
     """
     target = Path(path)
-    with atomic_path(target) as tmp:
+    with atomic_path(target, overwrite) as tmp:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o644)
         try:
             _write_all(fd, memoryview(data).cast("B"))
@@ -156,9 +270,13 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes | bytearray | memory
     return target
 
 
-def atomic_write_text(path: str | os.PathLike, text: str, encoding: str = "utf-8") -> Path:
-    """Write ``text`` to ``path`` atomically. Args as :func:`atomic_write_bytes`; ``encoding`` defaults to UTF-8."""
-    return atomic_write_bytes(path, text.encode(encoding))
+def atomic_write_text(path: str | os.PathLike, text: str, encoding: str = "utf-8", overwrite: bool = True) -> Path:
+    """Write ``text`` to ``path`` atomically. Args as :func:`atomic_write_bytes`; ``encoding`` defaults to UTF-8.
+
+    Characters the encoding cannot hold (the undecodable bytes of a non-UTF-8 file name quoted in a report) are
+    written as ``\\xNN`` escapes instead of failing the write.
+    """
+    return atomic_write_bytes(path, text.encode(encoding, "backslashreplace"), overwrite)
 
 
 def atomic_torch_save(obj: Any, path: str | os.PathLike) -> Path:
@@ -244,17 +362,29 @@ def check_readable(path: str | os.PathLike, what: str = "file") -> Path:
     Raises:
         InputError: ``"<what> not found: PATH"`` or ``"no permission to read <what>: PATH"``.
     """
+    import stat as stat_module
+
     target = Path(path)
-    if not target.exists():
-        raise InputError(f"{what} not found: {target}")
     try:
-        if target.is_dir():
+        mode = os.stat(target).st_mode  # follows symbolic links; never opens anything
+    except FileNotFoundError:
+        broken = os.path.islink(target)
+        raise InputError(f"{what} not found{' (a broken symbolic link)' if broken else ''}: "
+                         f"{display_path(target)}") from None
+    except OSError as exc:  # ELOOP (a link to itself), ENAMETOOLONG, ENOTDIR ...
+        raise InputError(f"cannot read {what} {display_path(target)}: {exc.strerror or exc}") from exc
+    if not (stat_module.S_ISDIR(mode) or stat_module.S_ISREG(mode)):
+        kind = ("a FIFO (named pipe)" if stat_module.S_ISFIFO(mode) else "a socket" if stat_module.S_ISSOCK(mode)
+                else "a device" if stat_module.S_ISCHR(mode) or stat_module.S_ISBLK(mode) else "not a regular file")
+        raise InputError(f"{what} is {kind}, not a file or folder: {display_path(target)}")
+    try:
+        if stat_module.S_ISDIR(mode):
             os.listdir(target)
         else:
             with open(target, "rb") as handle:
                 handle.read(1)
     except PermissionError as exc:
-        raise InputError(f"no permission to read {what}: {target}") from exc
+        raise InputError(f"no permission to read {what}: {display_path(target)}") from exc
     except OSError as exc:
-        raise InputError(f"cannot read {what} {target}: {exc.strerror or exc}") from exc
+        raise InputError(f"cannot read {what} {display_path(target)}: {exc.strerror or exc}") from exc
     return target

@@ -28,8 +28,11 @@ import SimpleITK as sitk
 
 from ..conventions import SITK_ORIENTATION
 from ..errors import InputError, OutputError
-from .atomic import atomic_path, check_free_space, check_readable, check_writable_dir
-from .radiograph import has_dicom_prefix
+from .atomic import (atomic_path, check_free_space, check_name_length, check_readable, check_writable_dir,
+                     display_path, is_utf8_path, utf8_alias)
+from .radiograph import dcmread_checked, has_dicom_prefix, image_header, itk_reason
+
+sitk.ProcessObject.SetGlobalWarningDisplay(False)  # ITK's "WARNING: In …" lines: our checks say it in one line
 
 __all__ = [
     "CTVolume",
@@ -41,6 +44,10 @@ __all__ = [
     "from_sitk",
     "check_ct_values",
     "CT_MAX_MINIMUM_HU",
+    "MAX_CT_VOXELS",
+    "MAX_CT_SIDE",
+    "MIN_CT_SLICES",
+    "check_ct_output",
 ]
 
 log = logging.getLogger(__name__)
@@ -55,6 +62,14 @@ CANONICAL_DIRECTION: tuple[float, ...] = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0
 CT_MAX_MINIMUM_HU = -500.0
 # ... and at least some voxels denser than lung (soft tissue ≈ 40 HU); an all-air volume is not a usable CT.
 CT_MIN_MAXIMUM_HU = -200.0
+
+# Size limits, checked from the file header (or the DICOM headers) before any voxel is decoded. 512 × 512 × 1536
+# covers a whole-body CT at 0.6 mm slices; reading it takes about 4 GiB (stored values, float32 HU, reoriented copy).
+MAX_CT_VOXELS = 512 * 512 * 1536
+MAX_CT_SIDE = 4096
+# Fewer voxels than this along an axis is a scout, a few slices or a 2D image, not a volume a radiograph can be
+# simulated from.
+MIN_CT_SLICES = 8
 
 READABLE_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd")
 WRITABLE_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".mha")  # single-file formats (an .mhd has a separate .raw)
@@ -168,9 +183,7 @@ def from_sitk(image: sitk.Image, source: str = "") -> CTVolume:
     size = image.GetSize()
     if image.GetDimension() != 3:
         raise InputError(f"CT must be a 3D volume, found a {image.GetDimension()}D image of size {size}: {name}")
-    if min(size) < 2:
-        raise InputError(f"CT must be a 3D volume, found a single slice (size {size}); for DICOM pass the folder "
-                         f"holding the whole series: {name}")
+    _check_ct_size(size, image.GetSpacing(), name)
     image = sitk.DICOMOrient(sitk.Cast(image, sitk.sitkFloat32), SITK_ORIENTATION)
     hu = sitk.GetArrayFromImage(image)  # (z, y, x) = (D, H, W)
     check_ct_values(hu, name)
@@ -183,8 +196,28 @@ def from_sitk(image: sitk.Image, source: str = "") -> CTVolume:
     )
 
 
+def _check_ct_size(size, spacing, name: str) -> None:
+    """Refuse single slices, too few slices, absurd sizes and non-positive voxel sizes (from a header)."""
+    if min(size) < 2:
+        raise InputError(f"CT must be a 3D volume, found a single slice (size {tuple(size)}); for DICOM pass the "
+                         f"folder holding the whole series: {name}")
+    if min(size) < MIN_CT_SLICES:
+        raise InputError(f"CT has too few slices: size {tuple(size)}, at least {MIN_CT_SLICES} voxels along each "
+                         f"axis are needed for a volume: {name}")
+    voxels = int(np.prod(np.asarray(size, dtype=np.int64)))
+    if max(size) > MAX_CT_SIDE or voxels > MAX_CT_VOXELS:
+        raise InputError(f"CT is too large: size {tuple(size)} ({voxels / 1e6:.0f} M voxels; at most "
+                         f"{MAX_CT_SIDE} a side and {MAX_CT_VOXELS / 1e6:.0f} M voxels), refused before reading: "
+                         f"{name}")
+    if not all(np.isfinite(s) and s > 0 for s in spacing):
+        raise InputError(f"CT has an invalid voxel size {tuple(spacing)} mm (must be positive): {name}")
+
+
 def read_ct(path: str | os.PathLike) -> CTVolume:
     """Read a CT from a DICOM series folder or a NIfTI / NRRD / MetaImage file.
+
+    The header is read first: size, voxel size and pixel type are checked (see :data:`MAX_CT_VOXELS`,
+    :data:`MIN_CT_SLICES`) before any voxel is decoded.
 
     Args:
         path: folder (DICOM) or file.
@@ -198,36 +231,72 @@ def read_ct(path: str | os.PathLike) -> CTVolume:
     path = check_readable(path, "CT")
     if path.is_dir():
         return read_dicom_series(path)
+    shown = display_path(path)
+    is_nifti = path.name.lower().endswith((".nii", ".nii.gz"))
+    kind = "" if path.name.lower().endswith(READABLE_SUFFIXES + (".dcm",)) else " (unsupported format?)"
+    with image_header(path, f"cannot read CT file{kind}") as reader:
+        size = reader.GetSize()
+        if reader.GetNumberOfComponents() != 1:
+            raise InputError(f"CT must have one value per voxel, found {reader.GetNumberOfComponents()} (a colour or "
+                             f"vector image?): {shown}")
+        if reader.GetDimension() != 3:
+            raise InputError(f"CT must be a 3D volume, found a {reader.GetDimension()}D image of size {size}: {shown}")
+        if is_nifti:
+            _check_nifti_header(path)
+        _check_ct_size(size, reader.GetSpacing(), shown)
+        if is_nifti:
+            bad = nifti_nonfinite_count(path)
+            if bad:
+                raise InputError(f"CT contains {bad} NaN/inf voxel(s) (a NIfTI reader would show them as 0 HU): "
+                                 f"{shown}")
+        try:
+            image = reader.Execute()
+        except RuntimeError as exc:
+            raise InputError(f"cannot read CT file (truncated or damaged?): {shown} ({_first_line(exc)})") from exc
+    return from_sitk(image, shown)
+
+
+def _check_nifti_header(path: Path) -> None:
+    """Refuse voxel sizes (``pixdim``) that ITK would silently read as 1 mm (0, NaN) or flip (negative)."""
+    import gzip
+
+    opener = gzip.open if path.name.lower().endswith(".gz") else open
     try:
-        image = sitk.ReadImage(str(path))
-    except RuntimeError as exc:
-        kind = "" if path.name.lower().endswith(READABLE_SUFFIXES + (".dcm",)) else " (unsupported format?)"
-        raise InputError(f"cannot read CT file{kind}: {path} ({_first_line(exc)})") from exc
-    if path.name.lower().endswith((".nii", ".nii.gz")):
-        bad = nifti_nonfinite_count(path)
-        if bad:
-            raise InputError(f"CT contains {bad} NaN/inf voxel(s) (a NIfTI reader would show them as 0 HU): {path}")
-    return from_sitk(image, str(path))
+        with opener(path, "rb") as handle:
+            header = handle.read(544)
+    except (OSError, EOFError) as exc:
+        raise InputError(f"cannot read CT file (truncated or damaged?): {display_path(path)} ({exc})") from exc
+    layout = _nifti_layout(header)
+    if layout is None:
+        return
+    pixdim = layout[4][1:4]
+    if not all(np.isfinite(p) and p > 0 for p in pixdim):
+        raise InputError(f"NIfTI header gives an invalid voxel size (pixdim {[float(p) for p in pixdim]}; must be "
+                         f"positive mm, a reader would guess 1 mm or flip the axes): {display_path(path)}")
 
 
-def _nifti_layout(header: bytes) -> tuple[str, int, int, int] | None:
-    """``(byte order, datatype, voxel count, data offset)`` of a NIfTI-1/-2 header, or None if not NIfTI."""
+def _nifti_layout(header: bytes) -> tuple[str, int, int, int, np.ndarray] | None:
+    """``(byte order, datatype, voxel count, data offset, pixdim[8])`` of a NIfTI-1/-2 header, or None if not NIfTI."""
+    if len(header) < 4:
+        return None
     for order in "<>":
         size = int(np.frombuffer(header[:4], f"{order}i4")[0])
         if size == 348 and len(header) >= 348:  # NIfTI-1: dim int16[8] @40, datatype int16 @70, vox_offset f4 @108
             dims = np.frombuffer(header[40:56], f"{order}i2").astype(np.int64)
             datatype = int(np.frombuffer(header[70:72], f"{order}i2")[0])
             offset = int(np.frombuffer(header[108:112], f"{order}f4")[0])
+            pixdim = np.frombuffer(header[76:108], f"{order}f4").astype(np.float64)
         elif size == 540 and len(header) >= 540:  # NIfTI-2: datatype int16 @12, dim int64[8] @16, vox_offset @168
             datatype = int(np.frombuffer(header[12:14], f"{order}i2")[0])
             dims = np.frombuffer(header[16:80], f"{order}i8")
             offset = int(np.frombuffer(header[168:176], f"{order}i8")[0])
+            pixdim = np.frombuffer(header[104:168], f"{order}f8")
         else:
             continue
         ndim = int(dims[0])
         if not 1 <= ndim <= 7:
             return None
-        return order, datatype, int(np.prod(np.maximum(dims[1:ndim + 1], 1))), offset
+        return order, datatype, int(np.prod(np.maximum(dims[1:ndim + 1], 1))), offset, pixdim
     return None
 
 
@@ -244,7 +313,7 @@ def nifti_nonfinite_count(path: str | os.PathLike) -> int:
         layout = _nifti_layout(handle.read(544))
         if layout is None or layout[1] not in _NIFTI_FLOAT_TYPES:
             return 0
-        order, datatype, count, offset = layout
+        order, datatype, count, offset, _ = layout
         dtype = np.dtype(f"{order}{_NIFTI_FLOAT_TYPES[datatype]}")
         handle.seek(offset)
         remaining, bad = count * dtype.itemsize, 0
@@ -260,32 +329,55 @@ def nifti_nonfinite_count(path: str | os.PathLike) -> int:
     return bad
 
 
-def write_ct(ct: CTVolume, path: str | os.PathLike) -> Path:
-    """Write ``ct`` (float32 HU) atomically as NIfTI, NRRD or MHA, chosen by the file ending (``.gz`` compresses).
+def check_ct_output(path: str | os.PathLike, overwrite: bool = True) -> Path:
+    """Check, before any work, that :func:`write_ct` can write ``path``: format, name length, folder, existing file.
 
     Raises:
-        OutputError: unsupported ending, folder missing / not writable, disk full.
+        OutputError: unsupported ending (the message lists the writable ones), a name too long for the file
+            system, a missing or read-only folder, or an existing file when ``overwrite`` is False.
     """
     path = Path(path)
     if not path.name.lower().endswith(WRITABLE_SUFFIXES):
-        raise OutputError(f"unsupported CT output format (use one of {', '.join(WRITABLE_SUFFIXES)}): {path}")
-    check_writable_dir(path.parent)
+        raise OutputError(f"unsupported CT output format (use one of {', '.join(WRITABLE_SUFFIXES)}): "
+                          f"{display_path(path)}")
+    check_name_length(path)
+    check_writable_dir(path.parent if str(path.parent) else Path("."))
+    if not overwrite and os.path.lexists(path):
+        raise OutputError(f"{display_path(path)} exists; pass --overwrite to replace it, or choose another output")
+    return path
+
+
+def write_ct(ct: CTVolume, path: str | os.PathLike, overwrite: bool = True) -> Path:
+    """Write ``ct`` (float32 HU) atomically as NIfTI, NRRD or MHA, chosen by the file ending (``.gz`` compresses).
+
+    Args:
+        ct: the volume; it must be finite (a NaN/inf volume is refused rather than written).
+        path: destination (the ending may be in any case: ``CT.NII.GZ``).
+        overwrite: replace an existing file (default). ``False`` refuses one that exists, checked again at the
+            final rename so a file that appeared meanwhile is never replaced.
+
+    Raises:
+        OutputError: unsupported ending, name too long, folder missing / not writable, disk full, the file exists
+            (``overwrite=False``) or the volume holds NaN/inf.
+    """
+    path = check_ct_output(path, overwrite)
+    finite = np.isfinite(ct.hu)
+    if not finite.all():
+        raise OutputError(f"refusing to write a CT with {ct.hu.size - int(np.count_nonzero(finite))} NaN/inf voxel(s) "
+                          f"(the model produced garbage; are its weights damaged?): {display_path(path)}")
     check_free_space(path.parent, ct.hu.nbytes)  # uncompressed size: an upper bound of what is written
-    with atomic_path(path) as tmp:
+    with atomic_path(path, overwrite) as tmp, utf8_alias(tmp) as name:
         try:
-            sitk.WriteImage(to_sitk(ct), str(tmp), useCompression=path.name.lower().endswith(".gz"))
+            sitk.WriteImage(to_sitk(ct), name, useCompression=path.name.lower().endswith(".gz"))
         except RuntimeError as exc:
-            raise OutputError(f"cannot write CT {path}: {_first_line(exc)}") from exc
+            raise OutputError(f"cannot write CT {display_path(path)}: {_first_line(exc)}") from exc
     return path
 
 
 # ----------------------------------------------------------------------------------------------------- DICOM
 
 
-def _first_line(exc: BaseException) -> str:
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    # ITK messages start with a "file.cxx:123:" location; the last line carries the reason.
-    return lines[-1] if lines else type(exc).__name__
+_first_line = itk_reason
 
 
 def find_dicom_series(folder: Path) -> list[tuple[str, Path, list[str]]]:
@@ -302,21 +394,90 @@ def find_dicom_series(folder: Path) -> list[tuple[str, Path, list[str]]]:
     return found
 
 
-def _sorted_slices(files: list[str], folder: Path) -> list[str]:
-    """Sort the slices along the slice normal and check the stack is complete and evenly spaced.
+def _check_series_tree(folder: Path) -> None:
+    """Refuse, before GDCM scans ``folder``, what it would choke on or silently skip.
+
+    GDCM (C++) aborts the process on a name that is not UTF-8, blocks forever opening a FIFO, and silently leaves
+    out a broken or self-referencing symbolic link, which then looks like a missing or truncated healthy slice.
 
     Raises:
-        InputError: unreadable file, mixed slice sizes/orientations, duplicated or missing slices, uneven spacing.
+        InputError: naming the offending entry and the folder.
     """
-    import pydicom  # lazy: only DICOM input needs it
+    import stat as stat_module
 
+    if not is_utf8_path(folder):
+        raise InputError(f"the CT folder's name is not valid UTF-8 (GDCM cannot open it; rename it): "
+                         f"{display_path(folder)}")
+    for root, dirs, files in os.walk(folder):
+        for name in (*dirs, *files):
+            path = Path(root) / name
+            if not is_utf8_path(name):
+                raise InputError(f"file name {display_path(name)!r} is not valid UTF-8 (GDCM cannot open it; rename "
+                                 f"it) in CT folder {display_path(root)}")
+            try:
+                mode = os.stat(path).st_mode
+            except OSError as exc:  # ENOENT: dangling link; ELOOP: a link to itself
+                reason = "points to nothing" if not os.path.lexists(os.readlink(path) if path.is_symlink() else path) \
+                    or exc.errno == 2 else "points to itself" if exc.errno == 40 else (exc.strerror or str(exc))
+                raise InputError(f"broken symbolic link {name} ({reason}) in CT folder {root}") from exc
+            if not (stat_module.S_ISREG(mode) or stat_module.S_ISDIR(mode)):
+                raise InputError(f"{name} is not a regular file (a FIFO, socket or device) in CT folder {root}")
+
+
+def _enhanced_ct_message(files: list[str], folder: Path) -> str | None:
+    """Why a one-file "series" is not a stack of slices: an Enhanced (multi-frame) CT/MR object, if it is one."""
+    try:
+        ds = dcmread_checked(files[0], stop_before_pixels=True,
+                             specific_tags=["SOPClassUID", "NumberOfFrames", "Modality"])
+    except InputError:
+        return None
+    frames = str(ds.get("NumberOfFrames", "") or "1")
+    sop = str(ds.get("SOPClassUID", ""))
+    if sop in _ENHANCED_SOP_CLASSES or (frames.isdigit() and int(frames) > 1):
+        kind = _ENHANCED_SOP_CLASSES.get(sop, f"multi-frame {ds.get('Modality', '')}".strip())
+        return (f"DICOM file {Path(files[0]).name} is an {kind} object ({frames} frames in one file), which DCTNet "
+                f"does not read; convert it to a one-file-per-slice series or to NIfTI (e.g. with dcm2niix): {folder}")
+    return None
+
+
+# Enhanced (multi-frame) SOP classes: a whole volume in one file, geometry in per-frame functional groups.
+_ENHANCED_SOP_CLASSES = {
+    "1.2.840.10008.5.1.4.1.1.2.1": "Enhanced CT",
+    "1.2.840.10008.5.1.4.1.1.2.2": "Legacy Converted Enhanced CT",
+    "1.2.840.10008.5.1.4.1.1.4.1": "Enhanced MR",
+    "1.2.840.10008.5.1.4.1.1.4.4": "Legacy Converted Enhanced MR",
+}
+
+
+def _numbers(ds, keyword: str, count: int, path: str) -> list[float]:
+    """A multi-valued decimal attribute (ImagePositionPatient …) with exactly ``count`` finite numbers."""
+    values = ds.get(keyword)
+    try:
+        numbers = [float(v) for v in values]
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"DICOM file {Path(path).name} has a malformed {keyword} ({str(values)[:60]!r}, not numbers) "
+                         f"in series folder {Path(path).parent}") from exc
+    if len(numbers) != count or not np.isfinite(numbers).all():
+        raise InputError(f"DICOM file {Path(path).name} has a malformed {keyword} ({len(numbers)} values, need "
+                         f"{count} finite numbers) in series folder {Path(path).parent}")
+    return numbers
+
+
+def _sorted_slices(files: list[str], folder: Path) -> list[str]:
+    """Sort the slices along the slice normal and check the stack is complete, evenly spaced and not too large.
+
+    Raises:
+        InputError: unreadable file, malformed position/orientation, mixed slice sizes/orientations, duplicated or
+            missing slices, uneven spacing, a stack over :data:`MAX_CT_VOXELS`.
+    """
     tags = ["ImagePositionPatient", "ImageOrientationPatient", "Rows", "Columns", "Modality"]
     headers = []
     for name in files:
         try:
-            ds = pydicom.dcmread(name, stop_before_pixels=True, specific_tags=tags)
-        except Exception as exc:  # pydicom raises many types for damaged files
-            raise InputError(f"unreadable DICOM file {Path(name).name} in series folder {folder}: {exc}") from exc
+            ds = dcmread_checked(name, stop_before_pixels=True, specific_tags=tags)
+        except InputError as exc:
+            raise InputError(f"unreadable DICOM file {Path(name).name} in series folder {folder}: "
+                             f"{str(exc).rsplit(': ', 1)[0]}") from exc
         headers.append(ds)
     modality = str(headers[0].get("Modality", "CT")).upper()
     if modality in {"MR", "PT", "NM", "US", "CR", "DX", "MG", "XA", "RF"}:
@@ -326,11 +487,14 @@ def _sorted_slices(files: list[str], folder: Path) -> list[str]:
     if any(ds.get("ImagePositionPatient") is None or ds.get("ImageOrientationPatient") is None for ds in headers):
         log.warning("DICOM series without slice positions; slice order and spacing not checked: %s", folder)
         return files
-    orientation = np.array([[float(v) for v in ds.ImageOrientationPatient] for ds in headers])
+    orientation = np.array([_numbers(ds, "ImageOrientationPatient", 6, name) for ds, name in zip(headers, files)])
     if np.abs(orientation - orientation[0]).max() > 1e-3:
         raise InputError(f"DICOM series mixes slice orientations: {folder}")
     normal = np.cross(orientation[0, :3], orientation[0, 3:])
-    position = np.array([[float(v) for v in ds.ImagePositionPatient] for ds in headers]) @ normal
+    if not np.linalg.norm(normal) > 0.5:
+        raise InputError(f"DICOM series has a degenerate ImageOrientationPatient {orientation[0].tolist()} (its row "
+                         f"and column directions are parallel): {folder}")
+    position = np.array([_numbers(ds, "ImagePositionPatient", 3, name) for ds, name in zip(headers, files)]) @ normal
     order = np.argsort(position, kind="stable")
     position = position[order]
     files = [files[i] for i in order]
@@ -359,8 +523,6 @@ def _sorted_slices(files: list[str], folder: Path) -> list[str]:
 
 def _why_no_series(folder: Path) -> str:
     """The message for a folder where GDCM finds no image series: empty, no DICOM, or DICOM without pixels."""
-    import pydicom
-
     files = [Path(root) / name for root, _, names in os.walk(folder) for name in sorted(names)]
     if not files:
         return f"no readable DICOM series found: the CT folder is empty: {folder}"
@@ -368,9 +530,10 @@ def _why_no_series(folder: Path) -> str:
     if not dicom:
         return f"no readable DICOM series found in folder ({len(files)} file(s), none of them DICOM): {folder}"
     try:
-        ds = pydicom.dcmread(dicom[0], defer_size=1024)
-    except Exception as exc:  # pydicom raises many types for damaged files
-        return f"no readable DICOM series found in folder: {dicom[0].name} is damaged or truncated ({exc}): {folder}"
+        ds = dcmread_checked(dicom[0], defer_size=1024)
+    except InputError as exc:
+        return (f"no readable DICOM series found in folder: {dicom[0].name} is damaged or truncated "
+                f"({str(exc).rsplit(': ', 1)[0]}): {folder}")
     if "PixelData" not in ds:
         return (f"no readable DICOM series found in folder: its {len(dicom)} DICOM file(s) hold no pixel data "
                 f"(e.g. {dicom[0].name}, modality {ds.get('Modality', '?')}): {folder}")
@@ -387,17 +550,15 @@ def _check_left_out_files(series_folder: Path, uid: str, files: list[str]) -> No
     Raises:
         InputError: naming the damaged file and the folder.
     """
-    import pydicom
-
     listed = {Path(name).name for name in files}
     for name in sorted(os.listdir(series_folder)):
         path = series_folder / name
         if name in listed or not path.is_file() or not has_dicom_prefix(path):
             continue
         try:
-            ds = pydicom.dcmread(path, stop_before_pixels=True)
-        except Exception as exc:  # pydicom raises many types for damaged files
-            raise InputError(f"unreadable DICOM file {name} (truncated or damaged: {exc}) in series folder "
+            ds = dcmread_checked(path, stop_before_pixels=True)
+        except InputError as exc:
+            raise InputError(f"unreadable DICOM file {name} ({str(exc).rsplit(': ', 1)[0]}) in series folder "
                              f"{series_folder}") from exc
         if len(ds) == 0:  # only the preamble and file meta survived: cut off after the header
             raise InputError(f"unreadable DICOM file {name} (truncated: it ends after its file header) in series "
@@ -414,6 +575,7 @@ def read_dicom_series(folder: str | os.PathLike) -> CTVolume:
         InputError: no series, damaged or incomplete series, not a CT.
     """
     folder = check_readable(folder, "CT folder")
+    _check_series_tree(folder)
     series = find_dicom_series(folder)
     if not series:
         raise InputError(_why_no_series(folder))
@@ -424,9 +586,15 @@ def read_dicom_series(folder: str | os.PathLike) -> CTVolume:
         log.warning("%d DICOM series under %s; using the largest: %s (%d files) in %s; skipped: %s",
                     len(series), folder, uid, len(files), series_folder, skipped)
     _check_left_out_files(series_folder, uid, files)
+    enhanced = _enhanced_ct_message(files, series_folder)
+    if enhanced:
+        raise InputError(enhanced)
     if len(files) < 2:
         raise InputError(f"DICOM series has a single slice; a CT needs a stack of slices: {series_folder}")
     files = _sorted_slices(files, series_folder)
+    first = dcmread_checked(files[0], stop_before_pixels=True, specific_tags=["Rows", "Columns"])
+    rows, cols = (int(first.get(key) or 0) for key in ("Rows", "Columns"))
+    _check_ct_size((cols, rows, len(files)), (1.0, 1.0, 1.0), str(series_folder))  # before decoding any slice
     reader = sitk.ImageSeriesReader()
     reader.SetFileNames(files)
     try:

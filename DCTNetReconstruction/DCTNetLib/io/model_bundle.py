@@ -25,7 +25,7 @@ from torch import nn
 
 from ..errors import InputError, WeightsError
 from .atomic import atomic_torch_save, atomic_write_text
-from .safe_load import check_sha256, load_torch_file, sha256_file
+from .safe_load import check_sha256, check_weights_file, load_torch_file, sha256_file
 
 __all__ = [
     "BUNDLE_FORMAT",
@@ -43,6 +43,13 @@ BUNDLE_FORMAT_VERSION = 1
 _WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "resources" / "weights"
 DEFAULT_BUNDLE_NAME = "dctnet_small.pt"
 MANIFEST_NAME = "manifest.json"
+# Limits checked on the recorded architecture *before* any network is allocated (it is first built on PyTorch's
+# "meta" device, which records shapes without memory). The shipped small model holds 2.7 M parameters (10 MiB);
+# the paper-size preset about 60 M. 2 GiB of float32 parameters and buffers is far above any DCT-Net model.
+MAX_MODEL_BYTES = 2 * 1024**3
+# Radiograph side the networks may be built for: the paper's 128 (and the small test sizes); a 3D generator's
+# activations grow with the cube of it, so a recorded 4096 would ask for terabytes at the first forward pass.
+MIN_IMAGE_SIZE, MAX_IMAGE_SIZE = 16, 256
 
 
 def default_weights_path() -> Path:
@@ -106,7 +113,25 @@ def _build_generator(preset: dict[str, Any]) -> nn.Module:
 
 
 def _load_state(model: nn.Module, state: dict[str, torch.Tensor], what: str, path: Path) -> None:
-    """Strict ``load_state_dict`` with a message that names the file and the differing keys/shapes."""
+    """Strict ``load_state_dict`` with a message that names the file and the differing keys/shapes.
+
+    Every value must be a tensor and every floating-point tensor finite: NaN/inf weights would silently give an
+    all-NaN CT.
+    """
+    check_state_dict(model, state, what, path)
+    model.load_state_dict(state)
+
+
+def check_state_dict(model: nn.Module, state: Any, what: str, path: Path) -> None:
+    """Raise :class:`WeightsError` unless ``state`` fits ``model`` exactly (keys, shapes) with finite tensors.
+
+    ``model`` may live on the "meta" device: only its shapes are used.
+    """
+    if not isinstance(state, dict):
+        raise WeightsError(f"{path}: the {what} weights are a {type(state).__name__}, not a state dict")
+    not_tensors = sorted(str(k) for k, v in state.items() if not isinstance(v, torch.Tensor))
+    if not_tensors:
+        raise WeightsError(f"{path}: the {what} weights hold values that are not tensors ({not_tensors[:3]})")
     own = model.state_dict()
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))
@@ -120,7 +145,11 @@ def _load_state(model: nn.Module, state: dict[str, torch.Tensor], what: str, pat
         ]))
         raise WeightsError(f"{path}: the {what} weights do not match the architecture recorded in the file "
                            f"({details})")
-    model.load_state_dict(state)
+    for key, value in state.items():
+        if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+            bad = int((~torch.isfinite(value)).sum())
+            raise WeightsError(f"{path}: the {what} weights hold {bad} NaN/inf value(s) (in {key}); the model would "
+                               "output garbage — the training run diverged or the file is damaged")
 
 
 def _eval(model: nn.Module | None) -> nn.Module | None:
@@ -136,27 +165,72 @@ def bundle_from_state(state: dict[str, Any], path: Path) -> ModelBundle:
         hint = (" — it is a training checkpoint; make a bundle with `dctnet export --cdm CDM.pt --gan GAN.pt "
                 "--output model.pt`" if kind in ("cdm", "gan") else "")
         raise WeightsError(f"{path} is not a DCTNet model bundle{hint}")
-    if int(state.get("format_version", 0)) > BUNDLE_FORMAT_VERSION:
-        raise WeightsError(f"{path} has bundle format {state.get('format_version')}, newer than this DCTNet reads "
+    version = _recorded_int(state, "format_version", 0, path)
+    if version > BUNDLE_FORMAT_VERSION:
+        raise WeightsError(f"{path} has bundle format {version}, newer than this DCTNet reads "
                            f"({BUNDLE_FORMAT_VERSION}); update DCTNet")
-    try:
-        generator = state["generator"]
-        cdm_part = state.get("cdm")
-        cdm = _build_cdm(cdm_part["config"]) if cdm_part else None
-        g_raw = _build_generator(generator["preset"])
-        g_bs = _build_generator(generator["preset"]) if generator.get("g_bs") is not None else None
-    except (KeyError, TypeError, ValueError) as exc:
-        raise WeightsError(f"{path}: the recorded model configuration is invalid ({exc!r})") from exc
-    if cdm is not None:
-        _load_state(cdm, cdm_part["state_dict"], "CDM", path)
-    _load_state(g_raw, generator["g_raw"], "G(Y)", path)
-    if g_bs is not None:
-        _load_state(g_bs, generator["g_bs"], "G(X)", path)
-    image_size = int(state.get("image_size", 128))
+    generator, cdm_part = state.get("generator"), state.get("cdm")
+    if not isinstance(generator, dict) or (cdm_part is not None and not isinstance(cdm_part, dict)):
+        raise WeightsError(f"{path}: the recorded model configuration is invalid (no generator section)")
+    if not isinstance(generator.get("preset"), dict) or (cdm_part and not isinstance(cdm_part.get("config"), dict)):
+        raise WeightsError(f"{path}: the recorded model configuration is invalid (a config is not a dict)")
+    image_size = _recorded_int(state, "image_size", 128, path)
+    sizes = {"bundle": image_size,
+             "generator": _recorded_int(generator["preset"].get("generator"), "image_size", image_size, path)}
+    if cdm_part:
+        sizes["CDM"] = _recorded_int(cdm_part["config"], "image_size", image_size, path)
+    if len(set(sizes.values())) > 1 or not MIN_IMAGE_SIZE <= image_size <= MAX_IMAGE_SIZE:
+        raise WeightsError(f"{path}: inconsistent or impossible image size {sizes} (the networks need one size "
+                           f"from {MIN_IMAGE_SIZE} to {MAX_IMAGE_SIZE})")
+    steps = _recorded_int(state, "sampling_steps", 20, path)
+    timesteps = _recorded_int(cdm_part["config"], "timesteps", 1000, path) if cdm_part else None
+    if steps < 1 or (timesteps is not None and steps > timesteps):
+        raise WeightsError(f"{path}: recorded sampling_steps {steps} is outside 1…{timesteps or 'T'} (the "
+                           "diffusion's step count)")
+    cdm = _checked_build(_build_cdm, cdm_part["config"], cdm_part.get("state_dict"), "CDM", path) if cdm_part else None
+    g_raw = _checked_build(_build_generator, generator["preset"], generator.get("g_raw"), "G(Y)", path)
+    g_bs = None
+    if generator.get("g_bs") is not None:
+        g_bs = _checked_build(_build_generator, generator["preset"], generator["g_bs"], "G(X)", path)
     return ModelBundle(cdm=_eval(cdm), g_raw=_eval(g_raw), g_bs=_eval(g_bs), image_size=image_size,
-                       sampling_steps=int(state.get("sampling_steps", 20)),
-                       cdm_config=cdm_part["config"] if cdm_part else None,
-                       gan_preset=generator["preset"], meta=dict(state.get("meta", {})))
+                       sampling_steps=steps, cdm_config=cdm_part["config"] if cdm_part else None,
+                       gan_preset=generator["preset"],
+                       meta=dict(state["meta"]) if isinstance(state.get("meta"), dict) else {})
+
+
+def _checked_build(build: Any, config: dict[str, Any], weights: Any, what: str, path: Path) -> nn.Module:
+    """Build one network from its recorded config and load ``weights`` into it, checking before allocating.
+
+    The network is first built on PyTorch's "meta" device (shapes, no memory): a config asking for more than
+    :data:`MAX_MODEL_BYTES`, or weights that do not fit it, are refused before the real network exists.
+    """
+    try:
+        with torch.device("meta"):
+            shape_only = build(config)
+    except (KeyError, TypeError, ValueError, AttributeError, RuntimeError, NotImplementedError) as exc:
+        raise WeightsError(f"{path}: the recorded {what} configuration is invalid ({_first_line(exc)})") from exc
+    nbytes = sum(t.numel() * t.element_size() for t in (*shape_only.parameters(), *shape_only.buffers()))
+    if nbytes > MAX_MODEL_BYTES:
+        raise WeightsError(f"{path}: the recorded {what} architecture needs {nbytes / 1024**3:.1f} GiB of weights, "
+                           f"more than the {MAX_MODEL_BYTES // 1024**3} GiB any DCT-Net model has")
+    check_state_dict(shape_only, weights, what, path)
+    model = build(config)
+    model.load_state_dict(weights)
+    return model
+
+
+def _recorded_int(record: Any, key: str, default: int, path: Path) -> int:
+    """An integer field of a loaded bundle (``default`` when absent); anything else is a :class:`WeightsError`."""
+    value = record.get(key, default) if isinstance(record, dict) else default
+    if (isinstance(value, bool) or not isinstance(value, (int, float)) or value != value
+            or abs(value) == float("inf") or value != int(value)):
+        raise WeightsError(f"{path}: recorded {key} is {value!r}, not a whole number")
+    return int(value)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
 
 
 def load_model_bundle(path: str | Path | None = None, expected_sha256: str | None = None) -> ModelBundle:
@@ -173,8 +247,7 @@ def load_model_bundle(path: str | Path | None = None, expected_sha256: str | Non
         manifest = json.loads(default_manifest_path().read_text()) if default_manifest_path().is_file() else {}
         expected_sha256 = expected_sha256 or manifest.get("sha256")
     path = Path(path)
-    if not path.is_file():
-        raise WeightsError(f"weights file not found: {path}")
+    check_weights_file(path)
     check_sha256(path, expected_sha256)
     state = load_torch_file(path)
     if isinstance(state, dict) and state.get("kind") == "gan" and state.get("format") != BUNDLE_FORMAT:
@@ -248,12 +321,10 @@ def _generators_from_state(state: dict[str, Any], path: Path
     check_checkpoint_state(state, path, kind="gan")
     preset = state["model_config"]
     models = state["models"]
-    g_raw = _build_generator(preset)
-    _load_state(g_raw, models["g_raw"], "G(Y)", path)
+    g_raw = _checked_build(_build_generator, preset, models["g_raw"], "G(Y)", path)
     g_bs = None
     if models.get("g_bs") is not None:
-        g_bs = _build_generator(preset)
-        _load_state(g_bs, models["g_bs"], "G(X)", path)
+        g_bs = _checked_build(_build_generator, preset, models["g_bs"], "G(X)", path)
     return g_raw, g_bs, preset, state.get("progress", {})
 
 

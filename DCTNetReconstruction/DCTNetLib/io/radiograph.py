@@ -11,22 +11,29 @@ superior→inferior. Accepted files:
   are divided by 255; 16-bit, 32-bit and float images are min/max-normalised. RGB is converted to grey with
   the ITU-R BT.601 luma weights; an alpha channel is ignored with a warning.
 
-Rejected with :class:`~DCTNetLib.errors.InputError` (naming the problem and the file): missing files, files
-that are not images, images smaller than ``MIN_SIDE`` or larger than ``MAX_SIDE`` pixels on a side, NaN/inf
-pixels, and blank images (all pixels equal).
+Rejected with :class:`~DCTNetLib.errors.InputError` (naming the problem and the file): missing files, FIFOs and
+devices, files that are not images, images smaller than ``MIN_SIDE`` or larger than ``MAX_SIDE`` pixels on a side
+or longer than ``MAX_ASPECT`` times their width (checked from the header, before decoding), DICOM files whose
+pixel data would exceed ``MAX_PIXEL_BYTES`` (all frames) or that inflate beyond it (deflated transfer syntax),
+DICOM CT / MR / SEG and other non-radiograph objects, NaN/inf pixels, and blank images (all pixels equal).
+JPEG/TIFF EXIF orientation is applied; PALETTE COLOR DICOM goes through its colour table.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import re
+import stat
+import warnings
 from pathlib import Path
 
 import numpy as np
 
 from ..conventions import IMAGE_SIZE
 from ..errors import InputError
-from .atomic import check_readable
+from .atomic import check_readable, display_path, utf8_alias
 
 __all__ = [
     "read_radiograph",
@@ -34,6 +41,7 @@ __all__ = [
     "load_radiograph",
     "pad_to_square",
     "has_dicom_prefix",
+    "dcmread_checked",
     "mirror_symmetry",
     "view_pair_warnings",
     "MIN_SIDE",
@@ -48,6 +56,15 @@ MIN_SIDE = 16
 # Largest accepted side: detector panels are at most ~4300 px (43 cm at 0.1 mm); 8192 leaves ample room while
 # refusing decompression bombs and mislabelled files before they are decoded.
 MAX_SIDE = 8192
+# Longest side over shortest: a 14 × 17 in chest film is 1.2, a stitched full-spine or long-leg film up to ~3.6. A
+# 16 × 8192 strip, padded to a square and shrunk to 128², would leave the model a line of pixels.
+MAX_ASPECT = 4.0
+# Largest pixel data (all frames, as stored) a radiograph file may decode to, and the most a deflated DICOM file
+# may inflate to: 8192² px × 16 bit × 3 samples = 384 MiB fits; a 3 MB file inflating to 9.5 GB does not.
+MAX_PIXEL_BYTES = 512 * 1024**2
+# DICOM modalities that are not projection radiographs (cross-sections, segmentations, reports, plans).
+NOT_RADIOGRAPH_MODALITIES = {"CT", "MR", "PT", "NM", "US", "SEG", "RTSTRUCT", "RTDOSE", "RTPLAN", "SR", "KO", "PR",
+                             "REG", "OCT", "RWV", "ECG", "DOC"}
 # ITU-R BT.601 luma weights for RGB → grey (also what Pillow's convert("L") uses).
 LUMA_WEIGHTS = np.array([0.299, 0.587, 0.114])
 # Pixel value of the padding added to make an image square: 0 = no attenuation, like air around a DRR.
@@ -66,10 +83,14 @@ _THUMBNAIL = 64
 
 
 def _check_size(rows: int, cols: int, path: Path) -> None:
+    shown = display_path(path)
     if min(rows, cols) < MIN_SIDE:
-        raise InputError(f"image is too small ({cols}×{rows} px, need at least {MIN_SIDE} px a side): {path}")
+        raise InputError(f"image is too small ({cols}×{rows} px, need at least {MIN_SIDE} px a side): {shown}")
     if max(rows, cols) > MAX_SIDE:
-        raise InputError(f"image is too large ({cols}×{rows} px, at most {MAX_SIDE} px a side): {path}")
+        raise InputError(f"image is too large ({cols}×{rows} px, at most {MAX_SIDE} px a side): {shown}")
+    if max(rows, cols) > MAX_ASPECT * min(rows, cols):
+        raise InputError(f"image has an absurd aspect ratio ({cols}×{rows} px, over {MAX_ASPECT:g}:1; a chest "
+                         f"radiograph is nearly square): {shown}")
 
 
 def _min_max(values: np.ndarray, path: Path) -> np.ndarray:
@@ -97,8 +118,13 @@ def _to_grey(values: np.ndarray, path: Path) -> np.ndarray:
 
 
 def has_dicom_prefix(path: str | os.PathLike) -> bool:
-    """True for a DICOM Part 10 file (``"DICM"`` after the 128-byte preamble); False when unreadable."""
+    """True for a DICOM Part 10 file (``"DICM"`` after the 128-byte preamble); False when unreadable.
+
+    Only regular files are opened (a FIFO would block forever).
+    """
     try:
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            return False
         with open(path, "rb") as handle:
             handle.seek(128)
             return handle.read(4) == b"DICM"
@@ -120,34 +146,132 @@ def _modality_lut():
     return apply_modality_lut
 
 
-def _read_dicom(path: Path) -> np.ndarray:
+_PYDICOM_ADVICE = re.compile(r"\s*(Use force=True to force reading|set 'force=True'[^.]*)\.?", re.IGNORECASE)
+
+
+def dicom_error_reason(exc: BaseException) -> str:
+    """pydicom's exception as a short reason in our words (without its "Use force=True" advice)."""
+    from pydicom.errors import InvalidDicomError
+
+    if isinstance(exc, InvalidDicomError):
+        return "not a readable DICOM file (no DICOM header: the 'DICM' prefix or file meta information is missing)"
+    if isinstance(exc, InputError):
+        return str(exc)
+    text = _PYDICOM_ADVICE.sub("", " ".join(str(exc).split())).strip() or type(exc).__name__
+    return f"truncated or damaged: {text}"
+
+
+def _check_deflated_size(path: Path) -> None:
+    """Refuse a Deflated-transfer-syntax file that inflates beyond :data:`MAX_PIXEL_BYTES` (a zip bomb).
+
+    pydicom inflates the whole data set in memory even to read its header, so the inflated size is measured first,
+    in 1 MiB pieces, stopping as soon as it passes the limit.
+    """
+    import zlib
+
+    from pydicom.filereader import read_preamble, _read_file_meta_info
+
+    with open(path, "rb") as handle:
+        try:
+            read_preamble(handle, False)
+            meta = _read_file_meta_info(handle)
+        except Exception:  # noqa: BLE001 — not DICOM or damaged: dcmread says so below
+            return
+        syntax = meta.get("TransferSyntaxUID")
+        if syntax is None or not getattr(syntax, "is_deflated", False):
+            return
+        inflater, total = zlib.decompressobj(-zlib.MAX_WBITS), 0
+        while chunk := handle.read(1 << 20):
+            try:
+                total += len(inflater.decompress(chunk, MAX_PIXEL_BYTES + 1 - total))
+                while inflater.unconsumed_tail and total <= MAX_PIXEL_BYTES:
+                    total += len(inflater.decompress(inflater.unconsumed_tail, MAX_PIXEL_BYTES + 1 - total))
+            except zlib.error:
+                return  # damaged: dcmread reports it
+            if total > MAX_PIXEL_BYTES:
+                raise InputError(f"deflated DICOM file inflates to over {MAX_PIXEL_BYTES // 1024**2} MiB (a "
+                                 f"decompression bomb?), refused before reading it: {display_path(path)}")
+
+
+def dcmread_checked(path: str | os.PathLike, **kwargs):
+    """``pydicom.dcmread`` with our words: errors become one-line :class:`InputError` naming the file, pydicom's
+    warnings one log line each naming the file, and deflated files are size-checked before they are inflated.
+
+    Raises:
+        InputError: ``"<reason>: <path>"`` (not DICOM, truncated or damaged, inflates too far).
+    """
     import pydicom
 
-    apply_modality_lut = _modality_lut()
+    path = Path(path)
+    _check_deflated_size(path)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            ds = pydicom.dcmread(path, **kwargs)
+        except Exception as exc:  # pydicom raises many types for damaged files
+            raise InputError(f"{dicom_error_reason(exc)}: {display_path(path)}") from exc
+    for warning in caught:
+        log.warning("%s: %s", display_path(path), " ".join(str(warning.message).split()))
+    return ds
+
+
+def dicom_int(ds, keyword: str, default: int, path: Path) -> int:
+    """An integer DICOM attribute (``default`` when absent or empty); a non-number is an :class:`InputError`."""
+    value = ds.get(keyword, None)
+    if value is None or value == "":
+        return default
     try:
-        ds = pydicom.dcmread(path)
-    except Exception as exc:  # InvalidDicomError, EOFError, ... for damaged files
-        raise InputError(f"not a readable DICOM file: {path} ({exc})") from exc
-    if "PixelData" not in ds:
-        raise InputError(f"DICOM file holds no image (modality {ds.get('Modality', '?')}): {path}")
-    _check_size(int(ds.get("Rows", 0)), int(ds.get("Columns", 0)), path)
+        return int(value)
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"DICOM attribute {keyword} is not a number ({str(value)[:40]!r}): "
+                         f"{display_path(path)}") from exc
+
+
+def _check_radiograph_header(ds, path: Path) -> tuple[int, int]:
+    """From the header alone: the object is a radiograph of a sane size. Returns ``(rows, frames)``."""
+    modality = str(ds.get("Modality", "")).upper()
+    if "PixelData" not in ds and "FloatPixelData" not in ds and "DoubleFloatPixelData" not in ds:
+        raise InputError(f"DICOM file holds no image (modality {modality or '?'}): {display_path(path)}")
+    if modality in NOT_RADIOGRAPH_MODALITIES:
+        raise InputError(f"DICOM file is a {modality} image, not a radiograph (CR, DX …): {display_path(path)}")
+    rows, cols = dicom_int(ds, "Rows", 0, path), dicom_int(ds, "Columns", 0, path)
+    _check_size(rows, cols, path)
+    frames = dicom_int(ds, "NumberOfFrames", 1, path)
+    samples = dicom_int(ds, "SamplesPerPixel", 1, path)
+    bits = dicom_int(ds, "BitsAllocated", 16, path)
+    nbytes = rows * cols * max(frames, 1) * max(samples, 1) * max(bits, 1) // 8
+    if frames < 1 or nbytes > MAX_PIXEL_BYTES:
+        raise InputError(f"DICOM file would decode to {nbytes / 1024**2:.0f} MiB ({max(frames, 0)} frame(s) of "
+                         f"{cols}×{rows}; at most {MAX_PIXEL_BYTES // 1024**2} MiB), refused before decoding: "
+                         f"{display_path(path)}")
+    return rows, frames
+
+
+def _read_dicom(path: Path) -> np.ndarray:
+    from pydicom.pixels import apply_color_lut, apply_modality_lut
+
+    ds = dcmread_checked(path)
+    _, frames = _check_radiograph_header(ds, path)
     photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).upper()
     try:
         pixels = ds.pixel_array
-        frames = int(ds.get("NumberOfFrames", 1) or 1)
         if frames > 1:
-            log.warning("%s has %d frames; using the first", path, frames)
+            log.warning("%s has %d frames; using the first", display_path(path), frames)
             pixels = pixels[0]
         if photometric.startswith("MONOCHROME"):
             pixels = apply_modality_lut(pixels, ds)
+        elif photometric == "PALETTE COLOR":  # stored values index a colour table: look them up, then luma
+            pixels = apply_color_lut(pixels, ds)
+    except InputError:
+        raise
     except Exception as exc:  # no decoder for this transfer syntax: GDCM (inside SimpleITK) has more
         _check_pixel_data_length(ds, path)
-        log.debug("pydicom cannot decode %s (%s); trying SimpleITK", path, exc)
+        log.debug("pydicom cannot decode %s (%s); trying SimpleITK", display_path(path), exc)
         try:
             pixels = _read_with_sitk(path)  # SimpleITK applies rescale slope/intercept itself
         except InputError as sitk_exc:
             raise InputError(f"cannot decode the pixel data of DICOM file (damaged, or a compression neither "
-                             f"pydicom nor GDCM reads: {exc}): {path}") from sitk_exc
+                             f"pydicom nor GDCM reads: {dicom_error_reason(exc)}): {display_path(path)}") from sitk_exc
     values = _min_max(_to_grey(np.asarray(pixels), path), path)
     if photometric == "MONOCHROME1":  # high stored values are displayed dark: invert so bone is bright
         values = 1.0 - values
@@ -158,27 +282,73 @@ def _check_pixel_data_length(ds, path: Path) -> None:
     """Raise when uncompressed pixel data is shorter than Rows × Columns × Samples × Frames × BitsAllocated."""
     if not getattr(ds.file_meta, "TransferSyntaxUID", None) or ds.file_meta.TransferSyntaxUID.is_compressed:
         return
-    expected = (int(ds.get("Rows", 0)) * int(ds.get("Columns", 0)) * int(ds.get("SamplesPerPixel", 1))
-                * int(ds.get("NumberOfFrames", 1) or 1) * int(ds.get("BitsAllocated", 16)) + 7) // 8
+    expected = (dicom_int(ds, "Rows", 0, path) * dicom_int(ds, "Columns", 0, path)
+                * dicom_int(ds, "SamplesPerPixel", 1, path) * dicom_int(ds, "NumberOfFrames", 1, path)
+                * dicom_int(ds, "BitsAllocated", 16, path) + 7) // 8
     actual = len(ds.PixelData)
     if actual < expected:
-        raise InputError(f"DICOM file is truncated: {actual} of {expected} pixel-data bytes present: {path}")
+        raise InputError(f"DICOM file is truncated: {actual} of {expected} pixel-data bytes present: "
+                         f"{display_path(path)}")
+
+
+def itk_reason(exc: BaseException) -> str:
+    """The reason line of an ITK exception (its first lines are a ``file.cxx:123:`` location)."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return lines[-1] if lines else type(exc).__name__
+
+
+@contextlib.contextmanager
+def image_header(path: Path, failure: str):
+    """A SimpleITK ``ImageFileReader`` for ``path`` with only its header read (``Execute()`` decodes the voxels).
+
+    The file is opened under a UTF-8 alias when its name is not UTF-8 (:func:`~DCTNetLib.io.atomic.utf8_alias`),
+    and ITK's own "WARNING: In …" lines are switched off: our checks report problems in one line.
+
+    Raises:
+        InputError: ``"<failure>: <path> (<ITK's reason>)"`` when the header cannot be read.
+    """
+    import SimpleITK as sitk
+
+    sitk.ProcessObject.SetGlobalWarningDisplay(False)
+    with utf8_alias(path) as name:
+        reader = sitk.ImageFileReader()
+        reader.SetFileName(name)
+        try:
+            reader.ReadImageInformation()
+        except RuntimeError as exc:
+            raise InputError(f"{failure}: {display_path(path)} ({itk_reason(exc)})") from exc
+        yield reader
 
 
 def _read_with_sitk(path: Path) -> np.ndarray:
+    """Read an image SimpleITK knows (TIFF variants, NIfTI, compressed DICOM), checking its header size first."""
+    with image_header(path, "not an image file, or an unsupported format") as reader:
+        size = reader.GetSize()
+        if len(size) > 2 and any(side > 1 for side in size[2:]):
+            raise InputError(f"radiograph must be a 2D image, found a {len(size)}D volume of size {size} (a CT?): "
+                             f"{display_path(path)}")
+        _check_size(size[1], size[0], path)  # before decoding: a 20000² NIfTI header is refused here
+        try:
+            image = reader.Execute()
+        except RuntimeError as exc:
+            raise InputError(f"cannot decode image (truncated or damaged?): {display_path(path)}") from exc
     import SimpleITK as sitk
 
-    try:
-        image = sitk.ReadImage(str(path))
-    except RuntimeError as exc:
-        raise InputError(f"not an image file, or an unsupported format: {path}") from exc
-    if image.GetDimension() > 2 and image.GetSize()[2] > 1:
-        raise InputError(f"radiograph must be a 2D image, found a {image.GetDimension()}D volume of size "
-                         f"{image.GetSize()} (a CT?): {path}")
     pixels = sitk.GetArrayFromImage(image)
     if pixels.ndim == 3 and image.GetNumberOfComponentsPerPixel() == 1:
         pixels = pixels[0]  # a single-frame 3D (1, H, W) image
     return pixels
+
+
+def _exif_upright(image, path: Path):
+    """The image as it is meant to be seen: its EXIF orientation (a phone photo of a film) applied."""
+    from PIL import ImageOps
+
+    orientation = image.getexif().get(0x0112, 1)  # EXIF Orientation tag
+    if orientation in (None, 1):
+        return image
+    log.info("%s: applying its EXIF orientation %s", display_path(path), orientation)
+    return ImageOps.exif_transpose(image)
 
 
 def _read_pillow(path: Path) -> np.ndarray:
@@ -200,7 +370,11 @@ def _read_pillow(path: Path) -> np.ndarray:
     with image:
         _check_size(image.height, image.width, path)  # before decoding a possibly huge image
         if getattr(image, "n_frames", 1) > 1:
-            log.warning("%s has %d frames; using the first", path, image.n_frames)
+            log.warning("%s has %d frames; using the first", display_path(path), image.n_frames)
+        try:
+            image = _exif_upright(image, path)
+        except (OSError, ValueError, SyntaxError) as exc:
+            raise InputError(f"cannot decode image (truncated or damaged?): {display_path(path)} ({exc})") from exc
         mode = image.mode
         try:
             if mode == "P":
@@ -238,7 +412,7 @@ def read_radiograph(path: str | os.PathLike) -> np.ndarray:
     """
     path = check_readable(path, "radiograph")
     if not path.is_file():
-        raise InputError(f"radiograph is not a file: {path}")
+        raise InputError(f"radiograph is not a file: {display_path(path)}")
     values = _read_dicom(path) if _is_dicom(path) else _read_pillow(path)
     if values.ndim != 2:
         raise InputError(f"radiograph must be a 2D image, got shape {values.shape}: {path}")

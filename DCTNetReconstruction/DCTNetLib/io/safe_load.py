@@ -36,6 +36,7 @@ __all__ = [
     "load_checkpoint",
     "sha256_file",
     "check_sha256",
+    "check_weights_file",
 ]
 
 _HASH_CHUNK_BYTES = 1 << 20  # read 1 MiB at a time: constant memory for multi-GB checkpoints
@@ -93,15 +94,31 @@ def sha256_file(path: str | os.PathLike) -> str:
     return digest.hexdigest()
 
 
+def check_weights_file(path: str | os.PathLike) -> None:
+    """Raise :class:`WeightsError` unless ``path`` is an existing regular file (never opening a FIFO or device)."""
+    import stat
+
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        raise WeightsError(f"weights file not found: {path}") from None
+    except OSError as exc:
+        raise WeightsError(f"cannot read weights file {path}: {exc.strerror or exc}") from exc
+    if stat.S_ISDIR(mode):
+        raise WeightsError(f"weights path is a folder, not a file: {path}")
+    if not stat.S_ISREG(mode):
+        raise WeightsError(f"weights path is {'a FIFO (named pipe)' if stat.S_ISFIFO(mode) else 'not a regular file'}"
+                           f", not a weights file: {path}")
+
+
 def check_sha256(path: str | os.PathLike, expected_sha256: str | None) -> None:
-    """Raise :class:`WeightsError` unless ``path`` exists and (when given) hashes to ``expected_sha256``.
+    """Raise :class:`WeightsError` unless ``path`` is a regular file and (when given) hashes to ``expected_sha256``.
 
     Args:
         path: file to check.
         expected_sha256: hex digest (any case); ``None`` only checks that the file exists.
     """
-    if not Path(path).is_file():
-        raise WeightsError(f"weights file not found: {path}")
+    check_weights_file(path)
     if expected_sha256 is None:
         return
     actual = sha256_file(path)
@@ -218,17 +235,45 @@ def load_torch_file(path: str | os.PathLike, expected_sha256: str | None = None)
         WeightsError: the file is missing, truncated or corrupt, fails the sha256 check, or holds anything
             ``weights_only`` refuses (e.g. a pickled object that would run code); the message names the file.
     """
+    import warnings
+
     import torch  # lazy: keeps this module importable by tools that only hash files
 
     check_sha256(path, expected_sha256)
+    _check_torch_archive(path)
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*TorchScript.*")
+            return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         # weights_only refuses any global outside torch's allow-list, before calling it.
         raise WeightsError(f"refusing to load {path}: it is not a plain weights file ({_one_line_reason(exc)})") from exc
     except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError, KeyError, IndexError, TypeError,
             AttributeError) as exc:
         raise WeightsError(f"cannot read weights file {path}: truncated or corrupt ({_one_line_reason(exc)})") from exc
+
+
+def _check_torch_archive(path: str | os.PathLike) -> None:
+    """Refuse zip files that are not ``torch.save`` archives, with words instead of torch's C++ assertion text.
+
+    A ``torch.save`` zip holds ``<name>/data.pkl``; a TorchScript archive (``torch.jit.save``) also holds
+    ``<name>/constants.pkl`` and ``<name>/code/``: it is a program, not weights, and ``torch.load`` would only warn
+    and dispatch it to ``torch.jit.load``. Any other zip (a download of several files, an ``.npz``) makes torch
+    report "[enforce fail at inline_container.cc]".
+    """
+    if not zipfile.is_zipfile(path):
+        return
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+    except (zipfile.BadZipFile, OSError, ValueError) as exc:
+        raise WeightsError(f"cannot read weights file {path}: truncated or corrupt zip archive ({exc})") from exc
+    if any(name.endswith("/constants.pkl") or "/code/" in name for name in names):
+        raise WeightsError(f"refusing to load {path}: it is a TorchScript program (torch.jit.save), not a weights "
+                           "file; export the model's state dict or a DCTNet bundle instead")
+    if not any(name.endswith("data.pkl") for name in names):
+        shown = ", ".join(names[:3]) + ("…" if len(names) > 3 else "")
+        raise WeightsError(f"not a PyTorch weights file: {path} is a zip archive of other files ({shown or 'empty'})")
 
 
 # The name used across the package for training checkpoints; same safety rules.
