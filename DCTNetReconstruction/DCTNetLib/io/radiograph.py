@@ -139,11 +139,18 @@ def _is_dicom(path: Path) -> bool:
 def _modality_lut():
     """pydicom's ``apply_modality_lut``: in ``pydicom.pixels`` from 3.0, in ``pydicom.pixel_data_handlers.util``
     before (Slicer 5.10 ships pydicom 2.4.4, which has no ``pydicom.pixels``)."""
+    return _pixel_util("apply_modality_lut")
+
+
+def _pixel_util(name: str):
+    """A pixel helper of pydicom (``apply_modality_lut``, ``apply_color_lut``) wherever this version keeps it."""
+    import importlib
+
     try:
-        from pydicom.pixels import apply_modality_lut
+        module = importlib.import_module("pydicom.pixels")
     except ImportError:  # pydicom < 3
-        from pydicom.pixel_data_handlers.util import apply_modality_lut
-    return apply_modality_lut
+        module = importlib.import_module("pydicom.pixel_data_handlers.util")
+    return getattr(module, name)
 
 
 _PYDICOM_ADVICE = re.compile(r"\s*(Use force=True to force reading|set 'force=True'[^.]*)\.?", re.IGNORECASE)
@@ -248,8 +255,7 @@ def _check_radiograph_header(ds, path: Path) -> tuple[int, int]:
 
 
 def _read_dicom(path: Path) -> np.ndarray:
-    from pydicom.pixels import apply_color_lut, apply_modality_lut
-
+    apply_modality_lut, apply_color_lut = _modality_lut(), _pixel_util("apply_color_lut")
     ds = dcmread_checked(path)
     _, frames = _check_radiograph_header(ds, path)
     photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).upper()
