@@ -6,7 +6,8 @@
 
 Sub-command modules are imported lazily so ``dctnet --help`` stays fast and one broken optional
 dependency cannot take the whole tool down. User errors (:class:`DCTNetError`) print one clear line
-and exit with status 2; Ctrl-C exits with 130 after the command has left valid files behind.
+and exit with status 2; Ctrl-C exits with 130 and SIGTERM with 143, both after the command has removed its
+temporary files and stopped its workers, leaving only valid files behind.
 """
 
 from __future__ import annotations
@@ -14,9 +15,11 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import signal
 import sys
+import threading
 
-from .errors import DCTNetError
+from .errors import DCTNetError, Terminated, raise_terminated
 
 # name on the command line → module under DCTNetLib.commands
 COMMANDS: dict[str, str] = {
@@ -66,15 +69,27 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "_run", None):
         parser.print_help()
         return 1
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, raise_terminated)  # unwind like Ctrl-C: no temporary file left behind
     try:
         return int(args._run(args) or 0)
     except DCTNetError as exc:
         print(f"dctnet {args.command}: error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print(f"dctnet {args.command}: interrupted; files written so far are valid "
-              "(re-run the same command with --resume where it applies).", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:
+        how = "terminated" if isinstance(exc, Terminated) else "interrupted"
+        print(f"dctnet {args.command}: {how}; files written so far are valid{_how_to_continue(args)}",
+              file=sys.stderr)
+        return 143 if isinstance(exc, Terminated) else 130
+
+
+def _how_to_continue(args: argparse.Namespace) -> str:
+    """What the interrupt message may truthfully promise for this command."""
+    if hasattr(args, "resume"):
+        return " (re-run the same command with --resume to continue)."
+    if args.command == "prepare":
+        return " (re-run the same command to continue: finished cases are skipped)."
+    return "."
 
 
 if __name__ == "__main__":  # python -m DCTNetLib.cli

@@ -17,3 +17,13 @@ class WeightsError(DCTNetError):
 
 class OutputError(DCTNetError, OSError):
     """An output cannot be written (folder missing, not writable, disk full)."""
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a scheduler, ``kill``, a closing session) turned into an interrupt, so that it unwinds like Ctrl-C:
+    temporary files are removed, workers are stopped and the command exits with 143 instead of vanishing."""
+
+
+def raise_terminated(signum: int, frame: object) -> None:
+    """A ``signal.signal`` handler for SIGTERM that raises :class:`Terminated` (install it in the main thread)."""
+    raise Terminated(f"terminated by signal {signum}")
