@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -205,7 +206,8 @@ def ablation_checkpoints(args: argparse.Namespace) -> list[tuple[str, Path]]:
 
 
 # ---------------------------------------------------------------------------------------------- command
-def _prepare_output(output: Path, overwrite: bool) -> None:
+def _prepare_output(output: Path, overwrite: bool) -> list[str]:
+    """Check ``output`` can take the results; returns the names of earlier results there (replaced at the end)."""
     from ..io.atomic import check_writable_dir
 
     existing = sorted(p.name for p in output.glob("cases*.csv")) + [n for n in OUTPUT_FILES if (output / n).exists()]
@@ -214,8 +216,7 @@ def _prepare_output(output: Path, overwrite: bool) -> None:
                          "or choose another --output folder")
     output.mkdir(parents=True, exist_ok=True)
     check_writable_dir(output)
-    for name in existing:
-        (output / name).unlink()
+    return existing
 
 
 def run(args: argparse.Namespace) -> int:
@@ -236,22 +237,38 @@ def run(args: argparse.Namespace) -> int:
     dataset = PreparedCaseDataset(args.data, args.split)
     if len(dataset) == 0:
         raise InputError(f"the {args.split} split of {args.data} is empty")
-    _prepare_output(args.output, args.overwrite)
+    earlier = _prepare_output(args.output, args.overwrite)
     targets = ablation_checkpoints(args) if args.ablations else [(None, args.checkpoint)]
+    from ..training.checkpoint import load_checkpoint
+
+    for _, checkpoint in targets:  # every checkpoint is validated before anything is computed or replaced
+        load_checkpoint(checkpoint, kind="gan")
     device = select_device(args.device)
     lpips_model = None
     if not args.no_lpips:
         from ..evaluation.lpips_metric import build_lpips
 
         lpips_model = build_lpips(args.imagenet_weights, device)
-    records = MetricsLog(args.output / "metrics.jsonl")
+    # Earlier results stay as they are until every new one exists: the records go to a hidden staging file that
+    # replaces metrics.jsonl last, the tables are written atomically, stale files of the earlier run go at the end.
+    staging = args.output / f".tmp-{os.getpid()}-metrics.jsonl"
+    records = MetricsLog(staging)
     results = []
-    for variant, checkpoint in targets:
-        result = evaluate_checkpoint(checkpoint, dataset, device, lpips_model, args.lpips_stride, records,
-                                     method=args.method if variant is None else None)
-        write_case_csv(result.cases, args.output / ("cases.csv" if variant is None else f"cases_{variant}.csv"))
-        results.append(result)
-    table = write_tables(results, args.output, args.split)
+    try:
+        for variant, checkpoint in targets:
+            results.append((variant, evaluate_checkpoint(checkpoint, dataset, device, lpips_model, args.lpips_stride,
+                                                         records, method=args.method if variant is None else None)))
+    except BaseException:
+        staging.unlink(missing_ok=True)
+        raise
+    written = set()
+    for variant, result in results:
+        written.add(write_case_csv(result.cases, args.output / ("cases.csv" if variant is None
+                                                                 else f"cases_{variant}.csv")).name)
+    table = write_tables([result for _, result in results], args.output, args.split)
+    os.replace(staging, args.output / "metrics.jsonl")
+    for name in set(earlier) - written - set(OUTPUT_FILES):
+        (args.output / name).unlink(missing_ok=True)
     print(table.read_text(encoding="utf-8"), end="")
     print(f"per-case results and table in {args.output}")
     return 0

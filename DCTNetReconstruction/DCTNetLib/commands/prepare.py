@@ -43,7 +43,7 @@ from .. import __version__
 from ..conventions import HU_MAX, HU_MIN, VOXEL_SPACING_MM
 from ..data import datasets
 from ..errors import DCTNetError, InputError, OutputError
-from ..io.atomic import atomic_write_text, check_free_space, check_writable_dir
+from ..io.atomic import atomic_write_text, check_free_space, check_writable_dir, display_path
 
 __all__ = ["HELP", "add_arguments", "run", "prepare_dataset", "prepare_case", "PrepareSummary"]
 
@@ -122,7 +122,7 @@ def sha256_of_source(source: Path) -> str:
     files = sorted(p for p in source.iterdir() if p.is_file()) if source.is_dir() else [source]
     for path in files:
         if source.is_dir():
-            digest.update(path.name.encode() + b"\0")
+            digest.update(os.fsencode(path.name) + b"\0")  # any bytes: names need not be UTF-8
         with open(path, "rb") as handle:
             for block in iter(lambda: handle.read(1 << 20), b""):
                 digest.update(block)
@@ -155,6 +155,11 @@ def prepare_case(case: datasets.Case, output: Path, drr_fn: DrrFn | None = None,
 
     timing: dict[str, float] = {}
     start = time.perf_counter()
+    if case.duplicate_of is not None:
+        return f"{case.case_id} [{display_path(case.source)}]", "failed", (
+            f"duplicate case id {case.case_id}: {display_path(case.source)} maps to the "
+                                        f"same id as {display_path(case.duplicate_of)}, which is prepared instead")
+    _remove_stale_temporary_files(output / datasets.CASES_DIR / case.case_id)
 
     def lap(name: str) -> None:
         nonlocal start
@@ -204,13 +209,63 @@ def _one_line(text: str) -> str:
     return " ".join(text.split())
 
 
-def _init_worker() -> None:
-    """One thread per worker process: the processes provide the parallelism."""
+def _remove_stale_temporary_files(case_dir: Path) -> None:
+    """Remove the hidden ``.tmp-*`` files a run killed with ``kill -9`` left in a case folder it was writing."""
+    if case_dir.is_dir():
+        for stale in case_dir.glob(".tmp-*"):
+            stale.unlink(missing_ok=True)
+
+
+def _init_worker(parent_pid: int | None = None) -> None:
+    """One thread per worker process (the processes provide the parallelism); SIGTERM and SIGINT unwind the case
+    being written (its temporary files are removed) and end the worker, and a worker whose parent has gone away
+    (killed with ``kill -9``) ends itself the same way instead of writing on as an orphan."""
+    import signal
+    import threading
+
     import SimpleITK as sitk
     import torch
 
+    from ..errors import raise_terminated
+
     torch.set_num_threads(1)
     sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(1)
+    signal.signal(signal.SIGTERM, raise_terminated)
+    if parent_pid is not None:
+        def watch_parent() -> None:
+            while os.getppid() == parent_pid:
+                time.sleep(1.0)
+            os.kill(os.getpid(), signal.SIGTERM)
+
+        threading.Thread(target=watch_parent, name="dctnet-parent-watch", daemon=True).start()
+
+
+def _prepare_case_in_worker(case: datasets.Case, output: Path, drr_fn: DrrFn | None,
+                            bone_fn: DrrFn | None) -> tuple[str, str, str]:
+    """:func:`prepare_case` in a pool worker: an interrupt ends the worker process once the case has unwound
+    (the pool would otherwise catch it and start the next case)."""
+    try:
+        return prepare_case(case, output, drr_fn, bone_fn)
+    except KeyboardInterrupt:  # Ctrl-C, or SIGTERM as errors.Terminated
+        os._exit(143)
+
+
+def _stop_workers(pool: ProcessPoolExecutor, futures: list, grace_s: float = 10.0) -> None:
+    """Cancel what has not started and end the running workers (SIGTERM, so each removes its temporary files;
+    SIGKILL after ``grace_s``), so that no worker keeps writing after the command has stopped."""
+    for future in futures:
+        future.cancel()
+    processes = list((getattr(pool, "_processes", None) or {}).values())
+    for process in processes:
+        if process.is_alive():
+            process.terminate()
+    deadline = time.monotonic() + grace_s
+    for process in processes:
+        process.join(max(0.0, deadline - time.monotonic()))
+        if process.is_alive():
+            process.kill()
+            process.join(1.0)
+    pool.shutdown(wait=False, cancel_futures=True)
 
 
 # ---------------------------------------------------------------------------------------------- whole dataset
@@ -261,7 +316,7 @@ def prepare_dataset(dataset: str, source: str | os.PathLike, output: str | os.Pa
     summary = PrepareSummary()
     todo = []
     for case in cases:
-        if datasets.is_case_done(output / datasets.CASES_DIR / case.case_id):
+        if case.duplicate_of is None and datasets.is_case_done(output / datasets.CASES_DIR / case.case_id):
             summary.skipped.append(case.case_id)
         else:
             todo.append(case)
@@ -290,11 +345,18 @@ def prepare_dataset(dataset: str, source: str | os.PathLike, output: str | os.Pa
                 bar.update()
         else:
             context = multiprocessing.get_context("spawn")  # fork after torch/OpenMP start-up can deadlock
-            with ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_init_worker) as pool:
-                futures = [pool.submit(prepare_case, case, output, drr_fn, bone_fn) for case in todo]
+            pool = ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_init_worker,
+                                       initargs=(os.getpid(),))
+            futures = []
+            try:
+                futures = [pool.submit(_prepare_case_in_worker, case, output, drr_fn, bone_fn) for case in todo]
                 for future in as_completed(futures):
                     record(*future.result())
                     bar.update()
+            except BaseException:  # Ctrl-C, SIGTERM, an output error: stop every worker before leaving
+                _stop_workers(pool, futures)
+                raise
+            pool.shutdown(wait=True)
     finally:
         bar.close()
 

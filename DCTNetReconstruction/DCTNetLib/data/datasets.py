@@ -20,6 +20,7 @@ halves the disk use (4 MiB instead of 8 MiB a case).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -90,6 +91,7 @@ class Case:
     source: Path
     dataset: str
     patient: str = ""  # the patient the scan belongs to ("" = its own); scans of one patient share a split
+    duplicate_of: Path | None = None  # another source that maps to the same case id (this one is not prepared)
 
     @property
     def group(self) -> str:
@@ -193,7 +195,9 @@ def discover_ctspine1k_cases(source: str | os.PathLike) -> list[Case]:
     """CTSpine1K-style NIfTI folders: every ``*.nii.gz`` / ``*.nii`` under ``source`` that is not a label map.
 
     The case id is the file name without ``.nii(.gz)``; when two files share a name (different sub-datasets),
-    their parent folder's name is prefixed.
+    their parent folders' names are prefixed, as many as it takes to tell them apart (``siteA/imgs/case001`` and
+    ``siteB/imgs/case001`` become ``siteA_imgs_case001`` and ``siteB_imgs_case001``). A name whose bytes are not
+    UTF-8 is read as Latin-1 for its id (the file itself is read under its real name).
     """
     source = Path(source)
     files = []
@@ -203,15 +207,42 @@ def discover_ctspine1k_cases(source: str | os.PathLike) -> list[Case]:
             path = Path(root) / name
             if name.lower().endswith(_NIFTI) and not _LABEL_WORDS.search(_nifti_stem(path)):
                 files.append(path)
-    stems: dict[str, int] = {}
+    by_stem: dict[str, list[Path]] = {}
     for path in files:
-        stems[_nifti_stem(path)] = stems.get(_nifti_stem(path), 0) + 1
+        by_stem.setdefault(_utf8_id(_nifti_stem(path)), []).append(path)
     cases = []
-    for path in files:
-        stem = _nifti_stem(path)
-        case_id = stem if stems[stem] == 1 else f"{path.parent.name}_{stem}"
-        cases.append(Case(case_id, path, "ctspine1k"))
-    return sorted(cases, key=lambda c: c.case_id)
+    for stem, group in by_stem.items():
+        folders = [path.relative_to(source).parent.parts for path in group]
+        depth = 0
+        while len(group) > 1 and depth < max(len(parts) for parts in folders):
+            depth += 1
+            if len({parts[len(parts) - depth:] for parts in folders}) == len(group):
+                break
+        for path, parts in zip(group, folders):
+            case_id = "_".join((*parts[len(parts) - depth:], stem)) if depth else stem
+            cases.append(Case(_utf8_id(case_id), path, "ctspine1k"))
+    return sorted(cases, key=lambda c: (c.case_id, str(c.source)))
+
+
+def _utf8_id(name: str) -> str:
+    """``name`` as UTF-8 text: a name whose bytes are not UTF-8 (one Latin-1 byte, legal on Linux) read as Latin-1."""
+    raw = os.fsencode(name)
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return raw.decode("latin-1")
+
+
+def mark_duplicate_ids(cases: list[Case]) -> list[Case]:
+    """Cases with the same id (the same LIDC-IDRI patient folder in two places, ``x.nii`` beside ``x.nii.gz``):
+    the first, in path order, keeps the id; the others are marked ``duplicate_of`` it, so that ``prepare``
+    reports them instead of letting one silently replace the other."""
+    first: dict[str, Path] = {}
+    for case in cases:
+        if case.case_id not in first or str(case.source) < str(first[case.case_id]):
+            first[case.case_id] = case.source
+    return [case if case.source == first[case.case_id] else dataclasses.replace(case, duplicate_of=first[case.case_id])
+            for case in cases]
 
 
 def discover_cases(dataset: str, source: str | os.PathLike, unit: str = "scan") -> list[Case]:
@@ -232,7 +263,8 @@ def discover_cases(dataset: str, source: str | os.PathLike, unit: str = "scan") 
         raise InputError(f"dataset source folder not found: {source}")
     if unit not in LIDC_UNITS:
         raise InputError(f"unknown discovery unit {unit!r}; choose one of {', '.join(LIDC_UNITS)}")
-    return discover_lidc_cases(source, unit) if dataset == "lidc-idri" else discover_ctspine1k_cases(source)
+    cases = discover_lidc_cases(source, unit) if dataset == "lidc-idri" else discover_ctspine1k_cases(source)
+    return mark_duplicate_ids(cases)
 
 
 # ------------------------------------------------------------------------------------------------ case folders
