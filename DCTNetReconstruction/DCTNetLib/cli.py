@@ -32,6 +32,7 @@ COMMANDS: dict[str, str] = {
     "info": "info",
     "weights": "weights",
     "export": "export",
+    "reproduce": "reproduce",
 }
 
 

@@ -397,7 +397,7 @@ def split_record(splits: dict[str, list[str]], dataset: str, *, seed: int, unit:
         "dataset": dataset,
         "unit": unit,
         "seed": seed,
-        "cases": len(ids),
+        "cases": len(set(ids)),
         "groups": len({(groups or {}).get(case_id, case_id) for case_id in ids}),
         "sizes": sizes,
         "paper_cases": sum(paper),
