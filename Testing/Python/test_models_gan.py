@@ -336,3 +336,75 @@ def test_discriminator_slice_subset_only_in_training_and_drawn_from_the_volume()
     for plane, scores in subset.items():
         distances = (scores.flatten(1)[:, None] - full[plane].flatten(1)[None]).abs().amax(-1)
         assert float(distances.min(1).values.max()) < 1e-5, plane
+
+
+# ---------------------------------------------------------------------------------------------- small recipe
+def test_deconv_head_generator_never_holds_a_full_resolution_feature_map():
+    """head='deconv' (the small preset): the finest level is a 2×2×2 transposed conv straight to the volume."""
+    torch.manual_seed(0)
+    g = build_generator(gan_preset("tiny", generator=dict(decoder_channels=(16, 16, 8, 1), head="deconv",
+                                                          output_init=0.2)).generator).eval()
+    widest: list[int] = []
+    hooks = [m.register_forward_hook(lambda mod, inp, out: widest.append(out.shape[-1]))
+             for m in g.modules() if isinstance(m, (torch.nn.Conv3d, torch.nn.InstanceNorm3d))]
+    with torch.no_grad():
+        out = g(_pair())
+    for hook in hooks:
+        hook.remove()
+    assert out.shape == (2, 1, N, N, N) and 0 < out.min() and out.max() < 1
+    assert max(widest) == N // 2  # every 3D conv / norm runs at half resolution or coarser
+    assert isinstance(g.head[0], torch.nn.ConvTranspose3d) and g.head[0].kernel_size == (2, 2, 2)
+    # output_init sets the starting level: the head's bias is logit(0.2)
+    assert torch.sigmoid(g.head[0].bias).item() == pytest.approx(0.2)
+
+
+@pytest.mark.parametrize("overrides, match", [
+    (dict(decoder_channels=(16, 16, 8, 4), head="deconv"), "decoder_channels"),
+    (dict(head="pixelshuffle"), "head"),
+    (dict(output_init=1.5), "output_init"),
+    (dict(deconv_kernels=(4, 3, 4)), "deconv_kernel"),
+])
+def test_generator_options_are_checked(overrides, match):
+    with pytest.raises(ValueError, match=match):
+        build_generator(gan_preset("tiny", generator=overrides).generator)
+
+
+def test_view_skips_switch_connection_b_per_level():
+    torch.manual_seed(0)
+    g = build_generator(gan_preset("tiny", generator=dict(view_skips=(True, True, False))).generator)
+    assert g.levels[0].skip_pa is not None and g.levels[2].skip_pa is None and g.levels[2].skip_lat is None
+    assert g(_pair(1)).shape == (1, 1, N, N, N)
+
+
+def test_small_preset_mixes_skips_in_3d_at_every_decoder_level():
+    """The v1 small preset summed broadcast PA and lateral skips without a 3D conv at 32³–128³: its axial slices
+    showed a cross-shaped grid of bands. Every level of the current small decoder has a 3×3×3 conv after them."""
+    g = gan_preset("small").generator
+    assert g.head == "deconv" and len(g.decoder_convs) == 5
+    assert all(c >= 1 for c in g.decoder_convs[:-1])  # the last entry belongs to the level the head replaces
+
+
+def test_truncated_vgg_returns_the_first_taps_of_the_full_network():
+    torch.manual_seed(0)
+    full = VGG16Features(random_init=True)
+    short = VGG16Features(random_init=True, blocks=3)
+    short.load_state_dict({k: v for k, v in full.state_dict().items() if k in short.state_dict()})
+    x = torch.rand(1, 1, 32, 32)
+    taps_full, taps_short = full(x), short(x)
+    assert len(taps_short) == 3
+    for a, b in zip(taps_short, taps_full[:3]):
+        torch.testing.assert_close(a, b)
+    with pytest.raises(ValueError):
+        VGG16Features(random_init=True, blocks=6)
+
+
+def test_perceptual_size_pools_the_projections_before_phi(phi):
+    a, b = torch.rand(1, 1, N, N, N), torch.rand(1, 1, N, N, N)
+    pooled = MultiPathLoss(LossConfig(perceptual_size=16), phi).contrastive(a, b)
+    by_hand = sum(perceptual_loss(phi, F.adaptive_avg_pool2d(p, 16), F.adaptive_avg_pool2d(q, 16))
+                  for p, q in zip(project_planes(a).values(), project_planes(b).values())) / 3
+    assert pooled.item() == pytest.approx(by_hand.item(), rel=1e-5)
+    assert pooled.item() != pytest.approx(MultiPathLoss(LossConfig(), phi).contrastive(a, b).item(), rel=1e-3)
+    assert LossConfig(perceptual_layers=(0, 2)).perceptual_blocks == 3
+    with pytest.raises(InputError):
+        LossConfig(perceptual_layers=(5,))

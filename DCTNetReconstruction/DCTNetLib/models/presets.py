@@ -115,6 +115,8 @@ class GeneratorConfig:
         head: ``dctnet`` only: ``"conv"`` (3×3×3 conv at full resolution, X2CT-GAN) or ``"deconv"`` (the finest
             level is a 2×2×2 transposed conv to the volume; :class:`~DCTNetLib.models.generator.DCTNetGenerator`).
             Defaults to "conv".
+        output_init: ``dctnet`` only: value the output starts at (the head's bias is its logit); ``None`` =
+            PyTorch's initialisation. Defaults to None.
         view_decoder_convs: ``x2ct`` only: extra convs per view-decoder level, finest first.
             Defaults to (1, 2, 2, 2, 2, 0) (X2CT-GAN).
         fusion_decoder_convs: ``x2ct`` only: extra convs per fusion-decoder level, finest first.
@@ -139,6 +141,7 @@ class GeneratorConfig:
     deconv_kernels: tuple[int, ...] | None = None
     view_skips: tuple[bool, ...] | None = None
     head: str = "conv"
+    output_init: float | None = None
     view_decoder_convs: tuple[int, ...] = (1, 2, 2, 2, 2, 0)
     fusion_decoder_convs: tuple[int, ...] = (1, 1, 1, 1, 1, 0)
     init: str = "default"
@@ -318,17 +321,29 @@ class GANPreset:
 
 
 # ---------------------------------------------------------------------------------------------- sizes
-# Widths per size. "full" = the dataclass defaults (paper + X2CT-GAN). "small" was sized on this 2-core CPU:
-# G ≈ 1.55 M parameters, 128³ forward ≈ 0.8 s of one core (docs/architecture.md): 3×3×3 convs only at 4³/8³,
-# no attention at 128³ (the pooled 32³ block there cost ~0.15 s), attention in full only up to 8³ (reduced
-# keys/values at 16³ and above). Below "full" the FC bridge has no dropout: a training step then draws no random
-# numbers (bit-exact resumption, training/gan_trainer.py) and the small widths need no extra regularisation.
-# "tiny" is for tests only.
+# Widths per size. "full" = the dataclass defaults (paper + X2CT-GAN). "small" trains on a 2-core CPU; it makes
+# documented, measured simplifications of the full model (docs/architecture.md, "The small preset"; the
+# training-step benchmark compares it with the earlier small recipe, SMALL_RECIPE_V1, side by side):
+# - the decoder stops at 64³ and its last level is the head: a 2×2×2 stride-2 transposed conv to the volume
+#   (head="deconv"), so no 128³ feature map is ever computed (the 128³ level and 3×3×3 head of v1 were 60 % of
+#   G's backward pass); its bias starts at the logit of 0.2, the mean unit value of the development chest CTs
+#   (LIDC-IDRI-0002: 0.20, -0003: 0.25, Lung_Dx-A0002: 0.15), because 8 inputs per output voxel move the
+#   sigmoid's level too slowly;
+# - every level up to 64³ has a 3×3×3 conv after the broadcast view skips: the skips are summed *and then
+#   mixed non-linearly*, which v1 did only at 4³/8³ — its finest levels were sums of PA- and lateral-broadcast
+#   maps, the cross-shaped grid of bands in its axial slices;
+# - self-attention in full up to 8³, reduced keys/values above, queries pooled to 16³ (max_query_tokens 4096)
+#   at 32³/64³;
+# - below "full" the FC bridge has no dropout: a training step draws no random numbers of its own.
+# With head="deconv" the finest level's entries of decoder_convs/attention_levels/deconv_kernels/view_skips are
+# unused (the head replaces that level). "tiny" is for tests only.
 _DCTNET_G = {
     "full": {},
     "small": dict(stem_channels=16, encoder_blocks=(2, 2, 4, 4, 2), growth_rate=12,
-                  decoder_channels=(128, 64, 32, 16, 8, 4), decoder_convs=(1, 1, 0, 0, 0),
-                  attention_levels=(True, True, True, True, False), attention=dict(full_max_tokens=512),
+                  decoder_channels=(128, 64, 32, 16, 8, 1), decoder_convs=(1, 1, 1, 1, 0), head="deconv",
+                  output_init=0.2,
+                  attention_levels=(True, True, True, True, False),
+                  attention=dict(full_max_tokens=512, max_query_tokens=4096),
                   fusion_rank=64, fusion_dropout=0.0),
     "tiny": dict(image_size=32, stem_channels=8, encoder_blocks=(1, 1, 1), growth_rate=4,
                  decoder_channels=(16, 16, 8, 4), decoder_convs=(1, 1, 0), fusion_rank=16,
@@ -347,9 +362,25 @@ _X2CT_G = {
 }
 _DISCRIMINATOR = {
     "full": {},
-    "small": dict(channels=(16, 32, 64, 128)),
+    # small: D judges 8 random slices per plane in training (an unbiased estimate of eq. 9's mean over slices).
+    "small": dict(channels=(16, 32, 64, 128), slices_per_plane=8),
     "tiny": dict(channels=(8, 16, 32)),
 }
+# Loss settings per size. small: eq. 8 on projections average-pooled to 64² with VGG16's first three blocks
+# (relu1_2, relu2_2, relu3_3; Johnson et al. 2016 take content from relu2_2): 7× cheaper than all five taps at
+# 128², measured in benchmarks (bench_training).
+_LOSS = {
+    "full": {},
+    "small": dict(perceptual_layers=(0, 1, 2), perceptual_size=64),
+    "tiny": {},
+}
+# The small recipe of the first shipped model (v1), kept so the benchmark can time it beside the current one.
+SMALL_RECIPE_V1 = dict(
+    generator=dict(decoder_channels=(128, 64, 32, 16, 8, 4), decoder_convs=(1, 1, 0, 0, 0), head="conv",
+                   attention=dict(full_max_tokens=512)),
+    discriminator=dict(slices_per_plane=0),
+    loss=dict(perceptual_layers=(0, 1, 2, 3, 4), perceptual_size=0),
+)
 
 # ---------------------------------------------------------------------------------------------- variants
 # Table 1 of DCT-Net: three ablation rows and the X2CT-GAN comparison row (our main reference).
@@ -489,7 +520,7 @@ def gan_preset(name: str, **overrides: Any) -> GANPreset:
     init = {"init": _VARIANT_INIT[variant]} if variant in _VARIANT_INIT else {}
     g = {**(_X2CT_G if x2ct else _DCTNET_G)[size], **init, **routed["generator"]}
     d = {**_DISCRIMINATOR[size], "arch": d_arch, **init, **routed["discriminator"]}
-    loss = {**loss_variant, **routed["loss"]}
+    loss = {**_LOSS[size], **loss_variant, **routed["loss"]}
     try:
         return GANPreset(name, GeneratorConfig.from_dict(g), DiscriminatorConfig.from_dict(d),
                          LossConfig.from_dict(loss))
@@ -516,7 +547,7 @@ def build_generator(cfg: GeneratorConfig) -> nn.Module:
                                     attention_levels=cfg.attention_levels, attention=dict(cfg.attention),
                                     fusion_rank=cfg.fusion_rank, fusion_dropout=cfg.fusion_dropout, norm=cfg.norm,
                                     deconv_kernels=cfg.deconv_kernels, view_skips=cfg.view_skips,
-                                    head=cfg.head)
+                                    head=cfg.head, output_init=cfg.output_init)
     init_weights(generator, cfg.init, cfg.init_gain)
     return generator
 
