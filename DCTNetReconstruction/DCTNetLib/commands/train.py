@@ -91,21 +91,24 @@ def build_perceptual(preset: Any, weights: Path | None) -> Any:
         return None
     from ..models.perceptual import VGG16Features
 
-    return VGG16Features(weights)
+    return VGG16Features(weights, blocks=preset.loss.perceptual_blocks)
 
 
 def run(args: argparse.Namespace) -> int:
     from ..training.config import GANTrainConfig
     from ..training.distributed import cleanup
     from ..training.engine import seed_everything
-    from ..training.gan_trainer import VARIANT_KEY, GANTrainer, build_gan_preset
+    from ..training.gan_trainer import VARIANT_KEY, GANTrainer, build_gan_preset, uses_bone_suppressed
 
     extra = {"bs_source": args.bs_source, f"model.{VARIANT_KEY}": args.variant}
     config = resolve_run_config(GANTrainConfig, args, extra)
     preset = build_gan_preset(config)  # validates the model/loss keys before touching the run folder
     try:
         device, info = setup_run(config, args)
-        train_set, val_set = load_splits(args.data)
+        if config.augment and config.bs_source == "cdm" and uses_bone_suppressed(config, preset):
+            raise InputError("augment=true re-renders the radiographs of every sample, so cached CDM outputs "
+                             "cannot follow them: add --bs-source target")
+        train_set, val_set = load_splits(args.data, config.augment)
         check_image_size(train_set, preset.image_size, f"{preset.name} GAN preset")
         train_set, val_set, cdm_info = bone_suppressed_sets(config, preset, args, train_set, val_set, device, info)
         perceptual = build_perceptual(preset, args.vgg_weights)

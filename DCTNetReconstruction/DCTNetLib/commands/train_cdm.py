@@ -109,14 +109,18 @@ def check_image_size(dataset: Any, expected: int, what: str) -> None:
                          f"--set model.image_size={size[0]}")
 
 
-def load_splits(data: Path) -> tuple[Any, Any]:
-    """Training and validation :class:`PreparedCaseDataset` (validation None when its split is empty)."""
+def load_splits(data: Path, augment: bool = False) -> tuple[Any, Any]:
+    """Training and validation :class:`PreparedCaseDataset` (validation None when its split is empty); with
+    ``augment`` the training cases are drawn anew at every access (:class:`AugmentedCaseDataset`)."""
+    from ..data.augment import AugmentedCaseDataset
     from ..data.datasets import PreparedCaseDataset
 
     if not data.is_dir():
         raise InputError(f"prepared data folder not found: {data}")
     train = PreparedCaseDataset(data, "train")
     val = PreparedCaseDataset(data, "val")
+    if augment and len(train):
+        train = AugmentedCaseDataset(train)
     return train, (val if len(val) else None)
 
 
@@ -152,7 +156,7 @@ def run(args: argparse.Namespace) -> int:
     config = resolve_run_config(CDMTrainConfig, args)
     try:
         device, info = setup_run(config, args)
-        train_set, val_set = load_splits(args.data)
+        train_set, val_set = load_splits(args.data, config.augment)
         seed_everything(config.seed)
         diffusion = build_cdm_model(config.preset, config.model)
         check_image_size(train_set, diffusion.config.image_size, f"{config.preset} CDM preset")

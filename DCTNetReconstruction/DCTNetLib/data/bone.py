@@ -34,7 +34,8 @@ from ..conventions import VOXEL_SPACING_MM
 from ..helpers import cast_tuple
 from .drr import DRRGeometry, default_projector, drr_scale, normalise_drr, unit_to_hu
 
-__all__ = ["BoneConfig", "bone_mask", "suppress_bone", "bone_suppressed_drrs", "drrs_with_bone_suppression"]
+__all__ = ["BoneConfig", "body_mask", "bone_mask", "suppress_bone", "bone_suppressed_drrs", "drrs_with_bone_suppression",
+           "drrs_given_bone_mask"]
 
 
 @dataclass(frozen=True)
@@ -117,6 +118,16 @@ def _lung_hull(hu: np.ndarray, body: np.ndarray, config: BoneConfig) -> np.ndarr
     return hull
 
 
+def body_mask(hu: np.ndarray, config: BoneConfig | None = None) -> np.ndarray:
+    """The patient: the largest connected region above ``body_threshold_hu``, axial holes (lungs) filled.
+
+    Shapes:
+        hu ``(D, H, W)`` → bool ``(D, H, W)``.
+    """
+    config = config or BoneConfig()
+    return _fill_small_axial_holes(_largest_component(np.asarray(hu) > config.body_threshold_hu), np.inf)
+
+
 def bone_mask(hu: np.ndarray | torch.Tensor, spacing_mm: float | Sequence[float] = VOXEL_SPACING_MM,
               config: BoneConfig | None = None) -> np.ndarray:
     """Boolean bone mask of one CT (see the module docstring for the steps).
@@ -138,8 +149,7 @@ def bone_mask(hu: np.ndarray | torch.Tensor, spacing_mm: float | Sequence[float]
         raise ValueError(f"spacing_mm must be a positive float or three positive floats, got {spacing_mm}")
     voxel_mm3, axial_mm2 = float(np.prod(spacing)), float(spacing[1] * spacing[2])
 
-    body = _largest_component(hu > config.body_threshold_hu)
-    body = _fill_small_axial_holes(body, np.inf)
+    body = body_mask(hu, config)
     candidates = (hu >= config.bone_threshold_hu) & body
     if not candidates.any():
         return candidates
@@ -189,7 +199,25 @@ def drrs_with_bone_suppression(unit_volume: torch.Tensor, spacing_mm: float | Se
     config = config or BoneConfig()
     hu = unit_to_hu(unit_volume)
     masks = np.stack([bone_mask(item[0], spacing_mm, config) for item in hu])[:, None]
-    suppressed = suppress_bone(hu, torch.from_numpy(masks), config.soft_tissue_hu)
+    return drrs_given_bone_mask(unit_volume, torch.from_numpy(masks), spacing_mm, config, geometry)
+
+
+def drrs_given_bone_mask(unit_volume: torch.Tensor, masks: torch.Tensor,
+                         spacing_mm: float | Sequence[float] = VOXEL_SPACING_MM, config: BoneConfig | None = None,
+                         geometry: DRRGeometry | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Raw and bone-suppressed DRR pairs of volumes whose bone masks are already known.
+
+    Same output as :func:`drrs_with_bone_suppression`, without the (slow) segmentation: on-the-fly augmentation
+    moves the mask with the volume instead of segmenting every new pose.
+
+    Shapes:
+        unit_volume ``(B, 1, D, H, W)``, masks ``(B, 1, D, H, W)`` bool → two ``(B, 2, image_size, image_size)``.
+    """
+    if masks.shape != unit_volume.shape:
+        raise ValueError(f"masks {tuple(masks.shape)} must have the volume's shape {tuple(unit_volume.shape)}")
+    config = config or BoneConfig()
+    hu = unit_to_hu(unit_volume)
+    suppressed = suppress_bone(hu, masks, config.soft_tissue_hu)
     projector = default_projector(unit_volume.device, geometry)
     raw = projector(hu, spacing_mm)
     scale = drr_scale(raw)

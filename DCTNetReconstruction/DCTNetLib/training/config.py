@@ -88,6 +88,9 @@ class TrainConfig:
             resumption (slower on GPU). Defaults to False.
         device: ``"auto"`` (CUDA when available), ``"cpu"`` or ``"cuda"``. Defaults to "auto".
         progress: show a tqdm progress bar on rank 0. Defaults to True.
+        augment: draw every training sample anew from its case: random pose, attenuation calibration and
+            re-rendered DRRs (:mod:`DCTNetLib.data.augment`); validation is never augmented. The GAN then takes
+            its bone-suppressed inputs from the re-rendered targets (``bs_source="target"``). Defaults to False.
     """
 
     preset: str = "full"
@@ -109,6 +112,7 @@ class TrainConfig:
     deterministic: bool = False
     device: str = "auto"
     progress: bool = True
+    augment: bool = False
 
     kind: typing.ClassVar[str] = "base"
 

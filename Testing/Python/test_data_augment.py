@@ -1,0 +1,117 @@
+"""On-the-fly augmentation (``DCTNetLib.data.augment``): poses move the CT and its bone mask together, air stays
+air, a mirror is a real R↔L mirror of the volume, and the radiographs are re-rendered from the augmented volume."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from DCTNetLib.conventions import AXIS_RL
+from DCTNetLib.data.augment import AugmentConfig, AugmentedCaseDataset, augment_volume, random_pose
+from DCTNetLib.data.bone import bone_mask, drrs_given_bone_mask, drrs_with_bone_suppression
+from DCTNetLib.data.drr import make_drrs
+from DCTNetLib.data.phantom import chest_phantom
+from DCTNetLib.data.preprocess import hu_to_unit
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+IDENTITY = AugmentConfig(max_rotation_deg=(0.0, 0.0, 0.0), scale_range=(1.0, 1.0), max_shift_mm=0.0,
+                         flip_probability=0.0, max_attenuation_change=0.0)
+
+
+@pytest.fixture(scope="module")
+def phantom_case():
+    """A 64³ chest phantom at 5 mm (the 320 mm field) in unit values, its bone mask and a prepared-case item."""
+    hu = chest_phantom(size=64, spacing_mm=5.0, seed=3)
+    unit = torch.from_numpy(hu_to_unit(hu).astype(np.float32))[None]
+    mask = torch.from_numpy(bone_mask(hu, 5.0))[None]
+    return unit, mask
+
+
+def test_identity_pose_changes_nothing(phantom_case):
+    unit, mask = phantom_case
+    theta = random_pose(IDENTITY, 64, 5.0)
+    torch.testing.assert_close(theta, torch.cat([torch.eye(3), torch.zeros(3, 1)], dim=1))
+    out, out_mask = augment_volume(unit, mask, IDENTITY, 5.0)
+    torch.testing.assert_close(out, unit, atol=1e-5, rtol=0)
+    assert torch.equal(out_mask, mask)
+
+
+def test_mirror_flips_the_right_left_axis_only(phantom_case):
+    unit, mask = phantom_case
+    mirror = AugmentConfig(max_rotation_deg=(0.0, 0.0, 0.0), scale_range=(1.0, 1.0), max_shift_mm=0.0,
+                           flip_probability=1.0, max_attenuation_change=0.0)
+    out, out_mask = augment_volume(unit, mask, mirror, 5.0)
+    torch.testing.assert_close(out, unit.flip(1 + AXIS_RL), atol=1e-5, rtol=0)
+    assert torch.equal(out_mask, mask.flip(1 + AXIS_RL))
+
+
+def test_random_pose_keeps_air_and_moves_the_mask_with_the_bone(phantom_case):
+    unit, mask = phantom_case
+    torch.manual_seed(5)
+    out, out_mask = augment_volume(unit, mask, AugmentConfig(flip_probability=0.5), 5.0)
+    assert out.shape == unit.shape and out_mask.dtype == torch.bool
+    assert float(out.min()) >= 0.0 and int((out == 0).sum()) > int((unit == 0).sum())  # what moves in is air
+    assert not torch.equal(out, unit)  # the pose did change the volume
+    # the moved mask still sits on the moved bone: as bright as the original bone, brighter than under the
+    # mask left where it was
+    assert float(out[out_mask].mean()) > 0.9 * float(unit[mask].mean())
+    assert float(out[out_mask].mean()) > float(out[mask].mean()) + 0.05
+    # the same generator state gives the same augmentation (resumed runs draw the same samples)
+    torch.manual_seed(5)
+    again, _ = augment_volume(unit, mask, AugmentConfig(flip_probability=0.5), 5.0)
+    assert torch.equal(out, again)
+
+
+def test_attenuation_change_scales_above_air_only(phantom_case):
+    unit, mask = phantom_case
+    gain = AugmentConfig(max_rotation_deg=(0.0, 0.0, 0.0), scale_range=(1.0, 1.0), max_shift_mm=0.0,
+                         flip_probability=0.0, max_attenuation_change=0.1)
+    torch.manual_seed(0)
+    out, _ = augment_volume(unit, mask, gain, 5.0)
+    inside = (unit > 0.05) & (unit < 0.9)
+    ratio = out[inside] / unit[inside]
+    assert float(ratio.std()) < 1e-4 and 0.9 <= float(ratio.mean()) <= 1.1 and float(ratio.mean()) != 1.0
+    assert float(out[unit == 0].abs().max()) < 1e-5  # air stays air (up to interpolation rounding)
+
+
+def test_given_mask_drrs_equal_the_segmenting_path(phantom_case):
+    unit, mask = phantom_case
+    raw, bs = drrs_with_bone_suppression(unit[None], 5.0)
+    raw2, bs2 = drrs_given_bone_mask(unit[None], mask[None], 5.0)
+    torch.testing.assert_close(raw2, raw)
+    torch.testing.assert_close(bs2, bs)
+
+
+class _Cases(torch.utils.data.Dataset):
+    def __init__(self, unit):
+        self.unit = unit
+
+    def __len__(self):
+        return 1
+
+    def __getitem__(self, index):
+        return {"ct": self.unit, "drr": None, "drr_bs": None, "case_id": "phantom"}
+
+
+def test_dataset_renders_the_radiographs_of_the_augmented_volume(phantom_case):
+    unit, _ = phantom_case
+    full = torch.nn.functional.interpolate(unit[None], size=(128, 128, 128), mode="trilinear")[0]
+    dataset = AugmentedCaseDataset(_Cases(full))
+    torch.manual_seed(1)
+    item = dataset[0]
+    assert item["ct"].shape == (1, 128, 128, 128) and item["drr"].shape == item["drr_bs"].shape == (2, 128, 128)
+    # the radiographs are the DRRs of the returned (augmented) CT, not of the prepared one
+    torch.testing.assert_close(item["drr"], make_drrs(item["ct"][None])[0], atol=1e-5, rtol=0)
+    assert (item["drr"] - make_drrs(full[None])[0]).abs().max() > 0.02
+    # bone suppression only ever darkens, and only where rays cross bone
+    assert float((item["drr"] - item["drr_bs"]).min()) >= -1e-6 and float((item["drr"] - item["drr_bs"]).max()) > 0
+    assert len(dataset._masks) == 1  # segmented once, reused for every pose
+
+
+def test_config_rejects_impossible_ranges():
+    with pytest.raises(ValueError):
+        AugmentConfig(scale_range=(1.1, 0.9))
+    with pytest.raises(ValueError):
+        AugmentConfig(flip_probability=1.5)
