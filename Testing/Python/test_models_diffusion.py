@@ -268,3 +268,48 @@ def test_config_round_trip_and_validation():
     for bad in (dict(objective="x"), dict(image_size=30), dict(sampling_steps=0), dict(beta_schedule="quad")):
         with pytest.raises(ValueError):
             CDMConfig.tiny(**bad)
+
+
+# ------------------------------------------------------------------------------------------------ residual target
+def test_residual_encoding_round_trips_and_never_brightens():
+    cdm = ConditionalDiffusion(CDMConfig.tiny(target="residual", residual_range=0.5))
+    y, x = synthetic_pair()
+    y, x = y.reshape(2, 1, SIZE, SIZE), x.reshape(2, 1, SIZE, SIZE)
+    z = cdm.encode(x, y)
+    assert z.min() >= -1 and z.max() <= 1
+    torch.testing.assert_close(cdm.decode(z, y), x.clamp(min=(y - 0.5)), atol=1e-6, rtol=0)
+    # whatever the sample, the decoded image is never brighter than the radiograph (bone only adds attenuation)
+    assert (cdm.decode(torch.rand_like(z) * 2 - 1, y) <= y + 1e-7).all()
+    with pytest.raises(ValueError, match="target"):
+        CDMConfig.tiny(target="bones")
+
+
+@pytest.mark.parametrize("objective", ["eps", "v"])
+def test_samplers_recover_x0_with_an_exact_residual_model(objective):
+    config = CDMConfig.tiny(objective=objective, timesteps=50, target="residual", residual_range=0.5)
+    y, x = synthetic_pair()
+    cond, target = y.reshape(2, 1, SIZE, SIZE), x.reshape(2, 1, SIZE, SIZE)
+    cdm = ConditionalDiffusion(config)
+    oracle = OracleModel(DiffusionSchedule(config), cdm.encode(target, cond), objective)
+    cdm = ConditionalDiffusion(config, model=oracle)
+    for steps in (1, 4):
+        out = cdm.sample_ddim(cond, [VIEW_PA, VIEW_LAT], steps=steps, seed=0)
+        torch.testing.assert_close(out, target.clamp(min=cond - 0.5), atol=2e-4, rtol=0)
+
+
+def test_residual_target_beats_the_input_after_short_training():
+    """The small preset's choice (docs/cdm.md): generating the bone component instead of the whole image."""
+    torch.manual_seed(0)
+    y, x = synthetic_pair()
+    model = ConditionalDiffusion(CDMConfig.tiny(target="residual", residual_range=0.5))
+    opt = torch.optim.Adam(model.parameters(), lr=TRAIN_LR)
+    for _ in range(TRAIN_STEPS):
+        loss = model.pair_loss(x, y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    psnr_input = psnr(y, x)
+    gains = {steps: psnr(model.eval().suppress_bones(y, steps=steps, seed=0), x) - psnr_input for steps in (1, 4)}
+    # measured (150 steps, one thread): residual +5.5 dB at 1 step, +9.3 dB at 4; the image target of the same
+    # network and training reaches −1.0 and +3.3 dB
+    assert gains[1] > 3.0 and gains[4] > 6.0, (psnr_input, gains)

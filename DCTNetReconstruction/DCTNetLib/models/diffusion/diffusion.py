@@ -154,6 +154,24 @@ class ConditionalDiffusion(nn.Module):
         return view
 
     # ------------------------------------------------------------------ parameterisation
+    def encode(self, x0: Tensor, y: Tensor) -> Tensor:
+        """The diffusion variable in [-1, 1] for target radiographs ``x0`` given ``y`` (see ``config.target``).
+
+        Shapes: ``(B, C, H, W)`` in [0, 1] → ``(B, C, H, W)`` in [-1, 1].
+        """
+        if self.config.target == "residual":
+            return to_diffusion_range(((y - x0) / self.config.residual_range).clamp(0.0, 1.0))
+        return to_diffusion_range(x0)
+
+    def decode(self, z: Tensor, y: Tensor) -> Tensor:
+        """Bone-suppressed radiographs in [0, 1] from a diffusion sample ``z`` in [-1, 1] given ``y``.
+
+        Shapes: ``(B, C, H, W)`` → ``(B, C, H, W)``.
+        """
+        if self.config.target == "residual":
+            return (y - self.config.residual_range * from_diffusion_range(z)).clamp(0.0, 1.0)
+        return from_diffusion_range(z)
+
     def _target(self, x_start: Tensor, t: Tensor, noise: Tensor) -> Tensor:
         """Regression target of the U-Net for ``config.objective`` (ε, v or x_0). Shapes: ``(B, C, H, W)``."""
         if self.config.objective == "eps":
@@ -190,7 +208,7 @@ class ConditionalDiffusion(nn.Module):
         self._check_images("y", y)
         batch = x0.shape[0]
         t = default(t, lambda: torch.randint(0, self.num_timesteps, (batch,), device=x0.device))
-        x_start = to_diffusion_range(x0)
+        x_start = self.encode(x0, y)
         noise = default(noise, lambda: torch.randn_like(x_start))
         x_t = self.schedule.q_sample(x_start, t, noise)
         pred = self.model(x_t, to_diffusion_range(y), t, self._views(view, batch))
@@ -273,7 +291,7 @@ class ConditionalDiffusion(nn.Module):
                 x_t = alpha_next.sqrt() * x_start + c * eps
                 if eta > 0:
                     x_t = x_t + sigma * randn_from(gens, x_t.shape, x_t.device, x_t.dtype)
-        return from_diffusion_range(x_t)
+        return self.decode(x_t, from_diffusion_range(cond))
 
     @torch.inference_mode()
     def sample_ddpm(self, y: Tensor, view: Tensor | int, seed: int | Sequence[int] | None = None,
@@ -300,7 +318,7 @@ class ConditionalDiffusion(nn.Module):
                 else:
                     noise = randn_from(gens, x_t.shape, x_t.device, x_t.dtype)
                     x_t = mean + (0.5 * log_var).exp() * noise
-        return from_diffusion_range(x_t)
+        return self.decode(x_t, from_diffusion_range(cond))
 
     def suppress_bones(self, drr_pair: Tensor, steps: int | None = None, seed: int | Sequence[int] | None = None,
                        eta: float | None = None, generator: torch.Generator | None = None) -> Tensor:
