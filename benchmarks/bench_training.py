@@ -21,18 +21,25 @@ from _common import time_repeats
 __all__ = ["gan_steps", "cdm_steps"]
 
 
-def _gan_step_fn(size: str, batch: int):
-    """A closure running one full GAN training step of preset ``size``, and the models' parameter counts."""
+def _gan_step_fn(size: str, batch: int, recipe: str = "current"):
+    """A closure running one full GAN training step of preset ``size``, and the models' parameter counts.
+
+    ``recipe="v1"`` builds the small preset as the first shipped model had it
+    (:data:`~DCTNetLib.models.presets.SMALL_RECIPE_V1`), for the side-by-side comparison.
+    """
     from DCTNetLib.models.losses import MultiPathLoss
     from DCTNetLib.models.perceptual import VGG16Features
-    from DCTNetLib.models.presets import build_discriminator, build_generator, gan_preset
+    from DCTNetLib.models.presets import SMALL_RECIPE_V1, build_discriminator, build_generator, gan_preset
     from DCTNetLib.training.config import GANTrainConfig
 
+    if recipe not in ("current", "v1") or (recipe == "v1" and size != "small"):
+        raise ValueError(f"recipe must be 'current', or 'v1' with size 'small'; got {recipe!r} with {size!r}")
     torch.manual_seed(0)
-    preset = gan_preset(size)
+    preset = gan_preset(size, **(SMALL_RECIPE_V1 if recipe == "v1" else {}))
     g_raw, g_bs = build_generator(preset.generator), build_generator(preset.generator)
     disc = build_discriminator(preset.discriminator)
-    phi = VGG16Features(random_init=True) if preset.loss.uses_perceptual else None
+    phi = (VGG16Features(random_init=True, blocks=preset.loss.perceptual_blocks)
+           if preset.loss.uses_perceptual else None)
     loss = MultiPathLoss(preset.loss, phi)
     cfg = GANTrainConfig()
     opt_g = torch.optim.Adam(list(g_raw.parameters()) + list(g_bs.parameters()), lr=cfg.lr, betas=cfg.betas)
@@ -58,11 +65,15 @@ def _gan_step_fn(size: str, batch: int):
     return step, counts, preset
 
 
-def gan_steps(size: str = "small", repeats: int = 3, warmup: int = 1, batch: int = 1) -> dict[str, Any]:
+def gan_steps(size: str = "small", repeats: int = 3, warmup: int = 1, batch: int = 1,
+              recipe: str = "current") -> dict[str, Any]:
     """Median seconds per GAN training step (run in a fresh process for its peak RSS)."""
-    step, counts, preset = _gan_step_fn(size, batch)
+    step, counts, preset = _gan_step_fn(size, batch, recipe)
     timing = time_repeats(step, repeats, warmup=warmup)
-    return {"preset": size, "batch": batch, "volume": [preset.image_size] * 3, "parameters_m": counts,
+    return {"preset": size, "recipe": recipe, "batch": batch, "volume": [preset.image_size] * 3,
+            "parameters_m": counts, "d_slices_per_plane": preset.discriminator.slices_per_plane or "all",
+            "perceptual": {"layers": list(preset.loss.perceptual_layers), "size": preset.loss.perceptual_size or "native"},
+            "generator_head": preset.generator.head,
             "loss_terms": [k for k in ("adversarial", "contrastive", "reconstruction", "projection")
                            if getattr(preset.loss, k)], "perceptual_weights": "random (timing only)",
             **timing, "steps_per_s": round(1 / timing["median_s"], 4)}

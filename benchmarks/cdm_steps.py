@@ -64,6 +64,21 @@ def phantom_pairs(seeds: list[int], image_size: int) -> tuple[torch.Tensor, torc
     return torch.cat(raws), torch.cat(targets)
 
 
+def ct_pair(path: Path) -> tuple[torch.Tensor, torch.Tensor]:
+    """Raw and bone-suppressed DRR pairs of a real CT (``dctnet prepare``'s preprocessing and targets).
+
+    Shapes:
+        → two ``(1, 2, 128, 128)`` tensors in [0, 1].
+    """
+    from DCTNetLib.data.bone import drrs_with_bone_suppression
+    from DCTNetLib.data.preprocess import preprocess_ct
+    from DCTNetLib.io.ct import read_ct
+
+    prepared = preprocess_ct(read_ct(path))
+    with torch.inference_mode():
+        return drrs_with_bone_suppression(torch.from_numpy(prepared.volume)[None, None], prepared.spacing_mm)
+
+
 def train_quick(config: Any, raw: torch.Tensor, target: torch.Tensor, steps: int, lr: float,
                 seed: int = 0) -> tuple[torch.nn.Module, dict[str, Any]]:
     """Train a :class:`ConditionalDiffusion` on the given pairs (one random pair per step, Adam)."""
@@ -126,7 +141,7 @@ def recommend_steps(rows: list[dict[str, Any]], tolerance: float = SSIM_TOLERANC
     return min(r["steps"] for r in rows if r["ssim"] >= best - tolerance)
 
 
-def _plot(rows: list[dict[str, Any]], baseline_ssim: float, path: Path) -> None:
+def _plot(rows: list[dict[str, Any]], baseline: dict[str, float], path: Path, case: str) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -135,20 +150,21 @@ def _plot(rows: list[dict[str, Any]], baseline_ssim: float, path: Path) -> None:
     from DCTNetLib.io.atomic import atomic_path
 
     steps = [r["steps"] for r in rows]
-    fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
-    ax.plot(steps, [r["ssim"] for r in rows], "o-", color="tab:blue", label="SSIM (CDM vs target)")
-    ax.axhline(baseline_ssim, color="tab:blue", ls=":", label="SSIM (input vs target)")
-    ax.set_xscale("log", base=2)
-    ax.set_xlabel("DDIM steps")
-    ax.set_ylabel("SSIM", color="tab:blue")
-    twin = ax.twinx()
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4), dpi=120)
+    for ax, key, unit in ((axes[0], "ssim", ""), (axes[1], "psnr", " (dB)")):
+        ax.plot(steps, [r[key] for r in rows], "o-", color="tab:blue", label=f"{key.upper()}: CDM vs target")
+        ax.axhline(baseline[key], color="tab:blue", ls=":", label=f"{key.upper()}: input unchanged vs target")
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("DDIM steps")
+        ax.set_ylabel(key.upper() + unit, color="tab:blue")
+    twin = axes[0].twinx()
     twin.plot(steps, [r["batched_s"] for r in rows], "s--", color="tab:red", label="time, PA+LAT batched")
-    twin.plot(steps, [r["separate_s"] for r in rows], "^:", color="tab:orange", label="time, one view at a time")
     twin.set_ylabel("seconds", color="tab:red")
-    lines = ax.get_legend_handles_labels()
+    lines = axes[0].get_legend_handles_labels()
     more = twin.get_legend_handles_labels()
-    ax.legend(lines[0] + more[0], lines[1] + more[1], fontsize=7, loc="center right")
-    ax.set_title("Bone-suppression CDM: DDIM steps vs quality and time")
+    axes[0].legend(lines[0] + more[0], lines[1] + more[1], fontsize=7, loc="lower right")
+    axes[1].legend(fontsize=7, loc="lower right")
+    fig.suptitle(f"Bone-suppression CDM on {case}: DDIM steps vs quality and time", fontsize=9)
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png")
@@ -170,6 +186,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--eval-seed", type=int, default=EVAL_SEED,
                         help="phantom seed of the evaluated case: pick one the --weights never saw (the shipped model "
                              "trained on seeds 1000-1031; use e.g. 2000)")
+    parser.add_argument("--ct", type=Path, help="evaluate on the DRRs of this real CT (one the CDM never saw, e.g. "
+                                                "LIDC-IDRI-0001) instead of a phantom")
     parser.add_argument("--plot", type=Path, help="write the SSIM/time curve as PNG")
     parser.add_argument("--output", type=Path, help="also write the JSON report here")
     return parser.parse_args(argv)
@@ -192,17 +210,22 @@ def main(argv: list[str] | None = None) -> int:
         model, source = train_quick(config, raw_train, target_train, args.train_steps, args.lr)
         source = {"weights": f"trained here ({args.preset} preset, online weights)", **source}
     config = model.config
-    raw, target = phantom_pairs([args.eval_seed], config.image_size)
+    if args.ct is not None:
+        raw, target = ct_pair(args.ct)
+        case = f"{args.ct.name} PA+LAT DRRs, target = synthetic bone-suppressed DRRs"
+    else:
+        raw, target = phantom_pairs([args.eval_seed], config.image_size)
+        case = f"chest_phantom(seed={args.eval_seed}) PA+LAT, target = synthetic bone-suppressed DRRs"
     baseline = _quality(raw, target)
     rows = step_curve(model, raw, target, steps_list, args.repeats, args.seed)
     fastest_ok = recommend_steps(rows)
     report = {
         "benchmark": "cdm_steps",
         "machine": machine_info(),
-        "model": {"preset_objective": config.objective, "image_size": config.image_size, "timesteps": config.timesteps,
+        "model": {"preset_objective": config.objective, "target": config.target, "image_size": config.image_size, "timesteps": config.timesteps,
                   "parameters_m": round(sum(p.numel() for p in model.parameters()) / 1e6, 3),
                   "config_sampling_steps": config.sampling_steps, **source},
-        "eval_case": f"chest_phantom(seed={args.eval_seed}) PA+LAT, target = synthetic bone-suppressed DRRs",
+        "eval_case": case,
         "input_vs_target": baseline,
         "curve": rows,
         "recommended_steps": fastest_ok,
@@ -216,7 +239,7 @@ def main(argv: list[str] | None = None) -> int:
 
         atomic_write_text(args.output, text + "\n")
     if args.plot:
-        _plot(rows, baseline["ssim"], args.plot)
+        _plot(rows, baseline, args.plot, args.ct.name if args.ct is not None else f"phantom {args.eval_seed}")
     return 0
 
 

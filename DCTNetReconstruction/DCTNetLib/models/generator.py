@@ -35,6 +35,14 @@ DECONV_PADDING = {2: 0, 4: 1}
 HEADS = ("conv", "deconv")
 
 
+def _icnr_(deconv: nn.ConvTranspose3d) -> None:
+    """Start a stride-2, kernel-2 transposed conv as nearest-neighbour up-sampling of a 1×1×1 conv: the 8 taps of
+    each input channel share one value (ICNR, Aitken et al., "Checkerboard artifact free sub-pixel convolution",
+    2017). A freshly initialised sub-voxel head otherwise paints a fixed 2×2×2 dot pattern over the volume."""
+    with torch.no_grad():
+        deconv.weight.copy_(deconv.weight[..., :1, :1, :1].expand_as(deconv.weight))
+
+
 class ViewFusion(nn.Module):
     """Fusion γ of eq. 5: an FC layer on the concatenated pooled features of both views, reshaped to a 3D seed.
 
@@ -187,6 +195,7 @@ class DCTNetGenerator(nn.Module):
         else:
             self.head = nn.Sequential(nn.ConvTranspose3d(decoder_channels[-2], 1, kernel_size=2, stride=2),
                                       nn.Sigmoid())
+            _icnr_(self.head[0])
         if output_init is not None:
             if not 0.0 < output_init < 1.0:
                 raise ValueError(f"output_init must be in (0, 1), got {output_init}")
