@@ -8,8 +8,11 @@ Console use (three lines)::
     result = model.reconstruct(pa, lat)                # pa, lat: (H, W) arrays in [0, 1]
     result.ct_hu.hu                                    # (128, 128, 128) HU, 2.5 mm voxels
 
-The pipeline (DCT-Net Fig. 2): Y = (PA, LAT) → CDM (DDIM) → X = bone-suppressed pair; G(Y) is the CT, G(X) the
-soft-tissue CT, |G(Y) − G(X)| the branch-disagreement map.
+The pipeline (DCT-Net Fig. 2): Y = (PA, LAT) → CDM (DDIM) → X = bone-suppressed pair; G(Y) is the CT. The second
+generator G(X) reconstructs the same CT from X (it is trained against the full CT, so it is *not* a soft-tissue
+CT); |G(Y) − G(X)| is the difference of the two branches. On request, an uncertainty map: the spread of G(Y) over
+test-time augmentations of the radiographs (:func:`tta_inputs`), the map that best ranks the real error on
+held-out CTs (``benchmarks/uncertainty.py``, docs/uncertainty.md).
 """
 
 from __future__ import annotations
@@ -30,7 +33,13 @@ from .io.ct import CTVolume
 from .io.model_bundle import ModelBundle, load_model_bundle
 from .io.radiograph import resize_radiograph, view_pair_warnings
 
-__all__ = ["Reconstructor", "ReconstructionResult", "select_device"]
+__all__ = ["Reconstructor", "ReconstructionResult", "select_device", "tta_inputs", "TTA_NOISE", "TTA_GAINS"]
+
+# Test-time augmentations of the radiographs for the uncertainty map: brightness gains and pixel noise of the
+# size by which real exposures and detectors differ from our DRRs (ours; each pass must stay a plausible input).
+TTA_GAINS = (0.95, 1.05)
+TTA_NOISE = 0.02
+TTA_NOISE_SEEDS = (1, 2)
 
 log = logging.getLogger(__name__)
 
@@ -56,21 +65,26 @@ class ReconstructionResult:
 
     Args:
         ct_hu: G(Y) in HU, 128³ at 2.5 mm, centred on ``geometry`` (the primary output).
-        soft_tissue_hu: G(X) in HU (the bone-suppressed branch), or ``None`` for single-branch models.
-        disagreement: ``|G(Y) − G(X)|`` in HU (an uncertainty layer), or ``None``.
+        ct_from_bone_suppressed: G(X) in HU: the CT reconstructed from the bone-suppressed radiographs by the
+            second generator, or ``None`` for single-branch models.
+        branch_difference: ``|G(Y) − G(X)|`` in HU, or ``None``. Not an uncertainty: on held-out CTs it does
+            not rank the error (docs/uncertainty.md).
+        uncertainty: standard deviation of G(Y) over test-time augmentations, in HU, or ``None`` when not
+            requested; it ranks the real error (docs/uncertainty.md).
         pa, lat: the ``(128, 128)`` model inputs in [0, 1].
         pa_bs, lat_bs: the CDM's bone-suppressed ``(128, 128)`` images in [0, 1], or ``None``.
         ct_unit: G(Y) as ``(D, H, W)`` unit values (HU window → [0, 1]), for metrics.
     """
 
     ct_hu: CTVolume
-    soft_tissue_hu: CTVolume | None
-    disagreement: CTVolume | None
+    ct_from_bone_suppressed: CTVolume | None
+    branch_difference: CTVolume | None
     pa: np.ndarray
     lat: np.ndarray
     pa_bs: np.ndarray | None
     lat_bs: np.ndarray | None
     ct_unit: np.ndarray
+    uncertainty: CTVolume | None = None
     timings: dict[str, float] = field(default_factory=dict)
 
 
@@ -93,6 +107,27 @@ def _as_model_image(image: np.ndarray | torch.Tensor, name: str, size: int) -> n
     if arr.shape != (size, size):
         arr = resize_radiograph(arr, size)
     return arr
+
+
+def tta_inputs(pair: torch.Tensor) -> list[torch.Tensor]:
+    """The radiograph pair and its test-time augmentations: brightness gains :data:`TTA_GAINS` and Gaussian
+    pixel noise of standard deviation :data:`TTA_NOISE` (fixed seeds, so the map is reproducible).
+
+    Shapes:
+        ``(1, 2, n, n)`` in [0, 1] → a list of ``(1, 2, n, n)`` in [0, 1], the unchanged pair first.
+    """
+    out = [pair] + [(pair * gain).clamp(0.0, 1.0) for gain in TTA_GAINS]
+    for seed in TTA_NOISE_SEEDS:
+        generator = torch.Generator(device="cpu").manual_seed(seed)
+        noise = torch.randn(pair.shape, generator=generator).to(pair.device) * TTA_NOISE
+        out.append((pair + noise).clamp(0.0, 1.0))
+    return out
+
+
+def _like(values: np.ndarray, reference: CTVolume) -> CTVolume:
+    """A volume of ``values`` on ``reference``'s grid."""
+    return CTVolume(hu=values, spacing=reference.spacing, origin_lps=reference.origin_lps,
+                    direction=reference.direction, source=reference.source)
 
 
 def check_pair(pa: np.ndarray, lat: np.ndarray) -> None:
@@ -179,9 +214,20 @@ class Reconstructor:
             return self._reconstruct(*args, **kwargs)
 
     @torch.inference_mode()
+    def uncertainty(self, y: torch.Tensor) -> torch.Tensor:
+        """Standard deviation of G(Y) over :func:`tta_inputs` of ``y``, in unit values.
+
+        Shapes:
+            ``(1, 2, n, n)`` → ``(n, n, n)``.
+        """
+        stack = torch.stack([self.g_raw(pair)[0, 0].float() for pair in tta_inputs(y)])
+        return stack.std(dim=0)
+
+    @torch.inference_mode()
     def _reconstruct(self, pa, lat, steps: int | None = None, seed: int = 0,
                     geometry: PreparedVolume | None = None, progress: ProgressCallback | None = None,
-                    bone_suppressed: tuple[np.ndarray, np.ndarray] | None = None) -> ReconstructionResult:
+                    bone_suppressed: tuple[np.ndarray, np.ndarray] | None = None,
+                    uncertainty: bool = False) -> ReconstructionResult:
         """Reconstruct the CT from a PA and a lateral radiograph.
 
         Args:
@@ -192,6 +238,7 @@ class Reconstructor:
                 made from). Defaults to a 320 mm cube centred on the world origin.
             progress: ``callback(fraction, message)``.
             bone_suppressed: precomputed ``(pa_bs, lat_bs)`` to skip the CDM.
+            uncertainty: also compute the uncertainty map (four more G(Y) passes).
 
         Returns:
             :class:`ReconstructionResult` (volumes in HU, 2.5 mm voxels).
@@ -226,21 +273,26 @@ class Reconstructor:
             start = time.perf_counter()
             soft_unit = self.g_bs(x)[0, 0].float()
             timings["g_bs_s"] = time.perf_counter() - start
+        spread = None
+        if uncertainty:
+            report(0.85, "uncertainty (test-time augmentation)")
+            start = time.perf_counter()
+            spread = self.uncertainty(y).cpu().numpy() * (HU_MAX - HU_MIN)
+            timings["uncertainty_s"] = time.perf_counter() - start
         report(0.95, "writing volumes")
 
         ct_hu = to_ct_volume(ct_unit, geometry)
-        soft_hu = to_ct_volume(soft_unit, geometry) if soft_unit is not None else None
-        disagreement = None
+        from_bs = to_ct_volume(soft_unit, geometry) if soft_unit is not None else None
+        difference = None
         if soft_unit is not None:
-            diff_hu = (ct_unit - soft_unit).abs().cpu().numpy() * (HU_MAX - HU_MIN)
-            disagreement = CTVolume(hu=diff_hu, spacing=ct_hu.spacing, origin_lps=ct_hu.origin_lps,
-                                    direction=ct_hu.direction, source=ct_hu.source)
+            difference = _like((ct_unit - soft_unit).abs().cpu().numpy() * (HU_MAX - HU_MIN), ct_hu)
         report(1.0, "done")
         return ReconstructionResult(
-            ct_hu=ct_hu, soft_tissue_hu=soft_hu, disagreement=disagreement, pa=pa, lat=lat,
+            ct_hu=ct_hu, ct_from_bone_suppressed=from_bs, branch_difference=difference, pa=pa, lat=lat,
             pa_bs=x[0, 0].cpu().numpy() if x is not None else None,
             lat_bs=x[0, 1].cpu().numpy() if x is not None else None,
-            ct_unit=ct_unit.cpu().numpy(), timings=timings,
+            ct_unit=ct_unit.cpu().numpy(), uncertainty=_like(spread, ct_hu) if spread is not None else None,
+            timings=timings,
         )
 
 

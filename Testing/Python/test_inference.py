@@ -13,7 +13,7 @@ import torch
 from conftest import make_tiny_bundle
 from DCTNetLib import cli
 from DCTNetLib.errors import WeightsError
-from DCTNetLib.inference import Reconstructor, on_model_grid, radiographs_from_ct
+from DCTNetLib.inference import TTA_GAINS, Reconstructor, on_model_grid, radiographs_from_ct, tta_inputs
 from DCTNetLib.io.ct import read_ct
 from DCTNetLib.io.model_bundle import load_model_bundle, save_model_bundle
 
@@ -84,13 +84,33 @@ def test_reconstructor_outputs_geometry_and_is_deterministic(tiny_bundle_path, t
     # the volume spans the 320 mm field, centred on the source CT
     np.testing.assert_allclose(first.ct_hu.spacing, (320.0 / n,) * 3)
     np.testing.assert_allclose(first.ct_hu.centre_lps(), tiny_phantom_ct.centre_lps(), atol=1e-3)
-    # the disagreement map is |G(Y) − G(X)| in HU
-    np.testing.assert_allclose(first.disagreement.hu, np.abs(first.ct_hu.hu - first.soft_tissue_hu.hu), atol=0.5)
+    # the branch difference is |G(Y) − G(X)| in HU
+    np.testing.assert_allclose(first.branch_difference.hu, np.abs(first.ct_hu.hu - first.ct_from_bone_suppressed.hu),
+                               atol=0.5)
     # suppress_bones equals the reconstruction's preview for the same seed (both views in one batch)
     pa_bs, lat_bs = model.suppress_bones(pa, lat, seed=3)
     np.testing.assert_allclose(pa_bs, first.pa_bs, atol=1e-6)
     np.testing.assert_allclose(lat_bs, first.lat_bs, atol=1e-6)
     assert set(first.timings) >= {"bone_suppression_s", "g_raw_s", "g_bs_s"}
+
+
+def test_uncertainty_is_the_spread_over_test_time_augmentations(tiny_bundle_path, tiny_phantom_ct):
+    model = Reconstructor.load(tiny_bundle_path, device="cpu")
+    prepared, pa, lat = radiographs_from_ct(tiny_phantom_ct)
+    plain = model.reconstruct(pa, lat, seed=3, geometry=prepared)
+    assert plain.uncertainty is None  # only on request: it costs four more G(Y) passes
+    result = model.reconstruct(pa, lat, seed=3, geometry=prepared, uncertainty=True)
+    np.testing.assert_array_equal(result.ct_hu.hu, plain.ct_hu.hu)
+    pair = torch.from_numpy(np.stack([result.pa, result.lat])[None])
+    passes = tta_inputs(pair)
+    assert len(passes) == 1 + len(TTA_GAINS) + 2 and torch.equal(passes[0], pair)
+    assert all(float(p.min()) >= 0 and float(p.max()) <= 1 and not torch.equal(p, pair) for p in passes[1:])
+    with torch.inference_mode():
+        by_hand = torch.stack([model.g_raw(p)[0, 0] for p in passes]).std(dim=0).numpy() * 2500.0
+    np.testing.assert_allclose(result.uncertainty.hu, by_hand, rtol=1e-4, atol=1e-3)
+    assert result.uncertainty.hu.min() >= 0 and result.uncertainty.hu.max() > 0
+    np.testing.assert_allclose(result.uncertainty.spacing, result.ct_hu.spacing)
+    assert "uncertainty_s" in result.timings
 
 
 def test_precomputed_bone_suppression_skips_the_cdm(tiny_bundle_path):
@@ -99,7 +119,7 @@ def test_precomputed_bone_suppression_skips_the_cdm(tiny_bundle_path):
     preview = model.suppress_bones(pa, lat, seed=1)
     direct = model.reconstruct(pa, lat, seed=1)
     reused = model.reconstruct(pa, lat, seed=99, bone_suppressed=preview)
-    np.testing.assert_allclose(reused.soft_tissue_hu.hu, direct.soft_tissue_hu.hu, atol=1e-3)
+    np.testing.assert_allclose(reused.ct_from_bone_suppressed.hu, direct.ct_from_bone_suppressed.hu, atol=1e-3)
     np.testing.assert_array_equal(reused.ct_hu.hu, direct.ct_hu.hu)  # G(Y) does not depend on the CDM
 
 
@@ -114,7 +134,7 @@ def test_single_branch_bundle_reconstructs_without_cdm(tmp_path):
     path = save_model_bundle(make_tiny_bundle(with_cdm=False), tmp_path / "single.pt")
     model = Reconstructor.load(path, device="cpu")
     result = model.reconstruct(*_radiographs())
-    assert result.soft_tissue_hu is None and result.pa_bs is None and result.ct_hu.hu.ndim == 3
+    assert result.ct_from_bone_suppressed is None and result.pa_bs is None and result.ct_hu.hu.ndim == 3
 
 
 def test_on_model_grid_resizes_only_when_needed():
@@ -136,7 +156,7 @@ def test_reconstruct_command_round_trip_from_a_ct(tmp_path, tiny_bundle_path, ti
     report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     written = read_ct(out)
     assert written.hu.shape == (32, 32, 32)
-    for suffix in ("_soft_tissue.nii.gz", "_disagreement.nii.gz", "_figure.png", "_pa_bone_suppressed.png"):
+    for suffix in ("_uncertainty.nii.gz", "_from_bone_suppressed.nii.gz", "_branch_difference.nii.gz", "_figure.png", "_pa_bone_suppressed.png"):
         assert (out.parent / f"recon{suffix}").stat().st_size > 0
     assert 0 < report["metrics"]["ssim"] < 1 and np.isfinite(report["metrics"]["psnr"])
     # nothing is overwritten without --overwrite, and the refusal names the file

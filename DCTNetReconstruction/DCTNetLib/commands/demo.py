@@ -5,8 +5,9 @@ README's setup command; a procedural chest phantom when it is absent), makes its
 training geometry, runs the whole DCT-Net pipeline with the shipped small model (bone suppression by the CDM for
 both views, G(Y) and G(X)), and writes into ``--output``:
 
-* ``ct_reconstructed.nii.gz`` (G(Y), HU, 2.5 mm), ``ct_soft_tissue.nii.gz`` (G(X)), ``ct_disagreement.nii.gz``
-  (|G(Y) − G(X)|, HU), ``ct_ground_truth.nii.gz`` (the CT on the same 128³ grid),
+* ``ct_reconstructed.nii.gz`` (G(Y), HU, 2.5 mm), ``ct_uncertainty.nii.gz`` (spread of G(Y) over test-time
+  augmentations, HU), ``ct_from_bone_suppressed.nii.gz`` (G(X): the CT from the bone-suppressed radiographs),
+  ``ct_branch_difference.nii.gz`` (|G(Y) − G(X)|, HU), ``ct_ground_truth.nii.gz`` (the CT on the same 128³ grid),
 * ``pa.png``, ``lat.png`` and their bone-suppressed versions,
 * ``figure.png`` (inputs, previews, three planes of reconstruction, ground truth and error),
 * ``data_figure.png`` (the prepared case: CT in three planes, DRRs and synthetic bone-removed DRRs),
@@ -31,7 +32,8 @@ from ..errors import OutputError
 HELP = "run the whole pipeline on a built-in chest CT with the shipped model and write volumes, figure, report"
 log = logging.getLogger("dctnet.demo")
 
-OUTPUT_FILES = ("ct_reconstructed.nii.gz", "ct_soft_tissue.nii.gz", "ct_disagreement.nii.gz",
+OUTPUT_FILES = ("ct_reconstructed.nii.gz", "ct_uncertainty.nii.gz", "ct_from_bone_suppressed.nii.gz",
+                "ct_branch_difference.nii.gz",
                 "ct_ground_truth.nii.gz", "pa.png", "lat.png", "pa_bone_suppressed.png", "lat_bone_suppressed.png",
                 "figure.png", "data_figure.png", "report.json")
 
@@ -111,7 +113,7 @@ def run(args: argparse.Namespace) -> int:
     prepared, pa, lat = radiographs_from_ct(ct)
     t_prepare = time.perf_counter() - start
     model = Reconstructor.load(args.weights, args.device)
-    result = model.reconstruct(pa, lat, steps=args.steps, geometry=prepared,
+    result = model.reconstruct(pa, lat, steps=args.steps, geometry=prepared, uncertainty=True,
                                progress=lambda f, m: log.info("%3.0f%% %s", 100 * f, m))
     ground_truth = on_model_grid(prepared.volume, result.ct_unit.shape)
     metrics = evaluate_volume(result.ct_unit, ground_truth, _lpips_or_none())
@@ -119,9 +121,10 @@ def run(args: argparse.Namespace) -> int:
 
     write_ct(result.ct_hu, out / "ct_reconstructed.nii.gz")
     write_ct(prepared_ct(prepared), out / "ct_ground_truth.nii.gz")
-    if result.soft_tissue_hu is not None:
-        write_ct(result.soft_tissue_hu, out / "ct_soft_tissue.nii.gz")
-        write_ct(result.disagreement, out / "ct_disagreement.nii.gz")
+    write_ct(result.uncertainty, out / "ct_uncertainty.nii.gz")
+    if result.ct_from_bone_suppressed is not None:
+        write_ct(result.ct_from_bone_suppressed, out / "ct_from_bone_suppressed.nii.gz")
+        write_ct(result.branch_difference, out / "ct_branch_difference.nii.gz")
         write_png(out / "pa_bone_suppressed.png", result.pa_bs)
         write_png(out / "lat_bone_suppressed.png", result.lat_bs)
     write_png(out / "pa.png", pa)
