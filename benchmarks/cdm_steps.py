@@ -114,17 +114,20 @@ def _quality(out: torch.Tensor, target: torch.Tensor) -> dict[str, float]:
 
 
 def step_curve(model: torch.nn.Module, raw: torch.Tensor, target: torch.Tensor, steps_list: list[int],
-               repeats: int = 3, seed: int = 0) -> list[dict[str, Any]]:
+               repeats: int = 3, seed: int = 0, strength: float | None = None) -> list[dict[str, Any]]:
     """Quality and time of DDIM at each step count for one ``(1, 2, H, W)`` pair (see the module docstring)."""
     from DCTNetLib.conventions import VIEW_LAT, VIEW_PA
 
     rows = []
     for steps in steps_list:
         with torch.inference_mode():
-            out = model.suppress_bones(raw, steps=steps, seed=seed)
-            batched = time_repeats(lambda: model.suppress_bones(raw, steps=steps, seed=seed), repeats)
-            separate = time_repeats(lambda: (model.sample_ddim(raw[:, 0:1], VIEW_PA, steps=steps, seed=seed),
-                                             model.sample_ddim(raw[:, 1:2], VIEW_LAT, steps=steps, seed=seed + 1)),
+            out = model.suppress_bones(raw, steps=steps, seed=seed, strength=strength)
+            batched = time_repeats(lambda: model.suppress_bones(raw, steps=steps, seed=seed, strength=strength),
+                                   repeats)
+            separate = time_repeats(lambda: (model.sample_ddim(raw[:, 0:1], VIEW_PA, steps=steps, seed=seed,
+                                                               strength=strength),
+                                             model.sample_ddim(raw[:, 1:2], VIEW_LAT, steps=steps, seed=seed + 1,
+                                                               strength=strength)),
                                     repeats)
         rows.append({"steps": steps, **_quality(out, target),
                      "batched_s": batched["median_s"], "batched_cpu_s": batched["median_cpu_s"],
@@ -188,6 +191,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                              "trained on seeds 1000-1031; use e.g. 2000)")
     parser.add_argument("--ct", type=Path, help="evaluate on the DRRs of this real CT (one the CDM never saw, e.g. "
                                                 "LIDC-IDRI-0001) instead of a phantom")
+    parser.add_argument("--strength", type=float, help="where DDIM starts, fraction of T (default: the model's "
+                                                       "sampling_strength; < 1 starts from the noised input)")
     parser.add_argument("--plot", type=Path, help="write the SSIM/time curve as PNG")
     parser.add_argument("--output", type=Path, help="also write the JSON report here")
     return parser.parse_args(argv)
@@ -217,11 +222,12 @@ def main(argv: list[str] | None = None) -> int:
         raw, target = phantom_pairs([args.eval_seed], config.image_size)
         case = f"chest_phantom(seed={args.eval_seed}) PA+LAT, target = synthetic bone-suppressed DRRs"
     baseline = _quality(raw, target)
-    rows = step_curve(model, raw, target, steps_list, args.repeats, args.seed)
+    rows = step_curve(model, raw, target, steps_list, args.repeats, args.seed, args.strength)
     fastest_ok = recommend_steps(rows)
     report = {
         "benchmark": "cdm_steps",
         "machine": machine_info(),
+        "strength": args.strength if args.strength is not None else config.sampling_strength,
         "model": {"preset_objective": config.objective, "target": config.target, "image_size": config.image_size, "timesteps": config.timesteps,
                   "parameters_m": round(sum(p.numel() for p in model.parameters()) / 1e6, 3),
                   "config_sampling_steps": config.sampling_steps, **source},

@@ -73,6 +73,9 @@ class CDMConfig:
             radiograph x (DCT-Net eq. 3) — or ``"residual"`` — the bone component ``r = y − x`` divided by
             ``residual_range`` (so it spans [0, 1] like an image), from which x = y − residual_range · r.
             Defaults to "image".
+        sampling_strength: Where DDIM starts, as a fraction of T: 1 = pure noise (the paper's reverse process,
+            eq. 4); below 1, the unchanged radiograph (a zero bone component) noised to that level (SDEdit, Meng
+            et al., ICLR 2022) — fewer, smaller corrections, closer to the input. Defaults to 1.0.
         residual_range: Largest bone component expected, as a fraction of the radiograph's range; larger ones
             are clipped. Defaults to 0.25 (the synthetic targets reach 0.13 (PA) and 0.21 (lateral) where rays
             cross the spine, ``Testing/Python/test_data_bone.py``).
@@ -103,6 +106,7 @@ class CDMConfig:
     ema_update_every: int = 1
     ema_warmup_steps: int = 0
     target: str = "image"
+    sampling_strength: float = 1.0
     residual_range: float = 0.25
 
     def __post_init__(self) -> None:
@@ -125,6 +129,8 @@ class CDMConfig:
             raise ValueError(f"beta_schedule must be one of {BETA_SCHEDULES}, got {self.beta_schedule!r}")
         if self.target not in TARGETS:
             raise ValueError(f"target must be one of {TARGETS}, got {self.target!r}")
+        if not 0.0 < self.sampling_strength <= 1.0:
+            raise ValueError(f"sampling_strength must be in (0, 1], got {self.sampling_strength}")
         if not 0.0 < self.residual_range <= 1.0:
             raise ValueError(f"residual_range must be in (0, 1], got {self.residual_range}")
         if self.objective not in OBJECTIVES:

@@ -244,19 +244,28 @@ class ConditionalDiffusion(nn.Module):
         return self.schedule.predict_noise_from_start(x_t, t_batch, x_start), x_start
 
     def _prepare_sampling(self, y: Tensor, view: Tensor | int, seed: int | Sequence[int] | None,
-                          generator: torch.Generator | None
+                          generator: torch.Generator | None, start: int | None = None
                           ) -> tuple[Tensor, Tensor, list[torch.Generator], Tensor]:
-        """Condition in [-1, 1], view indices, the noise generators and x_T. Shapes: y ``(B, 1, H, W)``."""
+        """Condition in [-1, 1], view indices, the noise generators and the starting x_t: pure noise x_T, or with
+        ``start`` the unchanged radiograph (no bone component) noised to step ``start`` (SDEdit).
+
+        Shapes: y ``(B, 1, H, W)``."""
         self._check_images("y", y)
         device = self.device
-        cond = to_diffusion_range(y.to(device=device, dtype=torch.float32))
+        y = y.to(device=device, dtype=torch.float32)
+        cond = to_diffusion_range(y)
         views = self._views(view, y.shape[0])
         gens = sample_generators(device, y.shape[0], seed, generator)
-        return cond, views, gens, randn_from(gens, cond.shape, device, cond.dtype)
+        noise = randn_from(gens, cond.shape, device, cond.dtype)
+        if start is None or start >= self.num_timesteps - 1:
+            return cond, views, gens, noise
+        t = torch.full((y.shape[0],), start, device=device, dtype=torch.long)
+        return cond, views, gens, self.schedule.q_sample(self.encode(y, y), t, noise)
 
     @torch.inference_mode()
     def sample_ddim(self, y: Tensor, view: Tensor | int, steps: int | None = None, eta: float | None = None,
-                    seed: int | Sequence[int] | None = None, generator: torch.Generator | None = None) -> Tensor:
+                    seed: int | Sequence[int] | None = None, generator: torch.Generator | None = None,
+                    strength: float | None = None) -> Tensor:
         """DDIM sampling (Song et al. 2021, eq. 12) of bone-suppressed radiographs given y.
 
         Args:
@@ -268,18 +277,21 @@ class ConditionalDiffusion(nn.Module):
                 sequence), so the same seed gives identical output whatever the batch (see
                 :func:`sample_generators`). None = random.
             generator: One generator for the whole batch instead of ``seed`` (on the model's device).
+            strength: Start at this fraction of T (``config.sampling_strength`` when None; see
+                :class:`CDMConfig`).
 
         Shapes:
             y ``(B, 1, H, W)``, view ``(B,)`` → ``(B, 1, H, W)`` in [0, 1].
         """
         steps = default(steps, self.config.sampling_steps)
+        strength = float(default(strength, self.config.sampling_strength))
         eta = float(default(eta, self.config.ddim_eta))
         if eta < 0:
             raise ValueError(f"eta must be >= 0, got {eta}")
-        times = self.schedule.ddim_timesteps(steps)
+        times = self.schedule.ddim_timesteps(steps, strength)
         alphas_cumprod = self.schedule.alphas_cumprod
         with eval_mode(self):
-            cond, views, gens, x_t = self._prepare_sampling(y, view, seed, generator)
+            cond, views, gens, x_t = self._prepare_sampling(y, view, seed, generator, start=times[0])
             for i, t in enumerate(times):
                 eps, x_start = self._predict(x_t, cond, t, views)
                 if i == len(times) - 1:
@@ -321,7 +333,8 @@ class ConditionalDiffusion(nn.Module):
         return self.decode(x_t, from_diffusion_range(cond))
 
     def suppress_bones(self, drr_pair: Tensor, steps: int | None = None, seed: int | Sequence[int] | None = None,
-                       eta: float | None = None, generator: torch.Generator | None = None) -> Tensor:
+                       eta: float | None = None, generator: torch.Generator | None = None,
+                       strength: float | None = None) -> Tensor:
         """Bone-suppressed PA/lateral pairs by DDIM, both views as one batch of 2B through the U-Net.
 
         Args:
@@ -331,10 +344,11 @@ class ConditionalDiffusion(nn.Module):
                 for one pair), so the batched pair equals :meth:`sample_ddim` of each view alone with its seed.
             eta: DDIM η. Defaults to ``config.ddim_eta``.
             generator: Generator to use instead of ``seed``.
+            strength: Where DDIM starts (``config.sampling_strength`` when None).
 
         Shapes:
             drr_pair ``(B, 2, H, W)`` → ``(B, 2, H, W)`` in [0, 1], on ``drr_pair``'s device.
         """
         y, views = self._fold_pairs("drr_pair", drr_pair)
-        out = self.sample_ddim(y, views, steps=steps, eta=eta, seed=seed, generator=generator)
+        out = self.sample_ddim(y, views, steps=steps, eta=eta, seed=seed, generator=generator, strength=strength)
         return rearrange(out, "(b v) 1 h w -> b v h w", v=NUM_PAIR_VIEWS).to(drr_pair.device)

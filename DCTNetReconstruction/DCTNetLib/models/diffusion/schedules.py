@@ -174,16 +174,20 @@ class DiffusionSchedule(nn.Module):
                 + extract(self.posterior_mean_coef2, t, x_t.shape) * x_t)
         return mean, extract(self.posterior_log_variance_clipped, t, x_t.shape)
 
-    def ddim_timesteps(self, steps: int) -> list[int]:
-        """Decreasing timesteps visited by a ``steps``-step DDIM sampler, from T-1 down to ≥ 0.
+    def ddim_timesteps(self, steps: int, strength: float = 1.0) -> list[int]:
+        """Decreasing timesteps visited by a ``steps``-step DDIM sampler, from ``strength``·T − 1 down to ≥ 0.
 
-        Evenly spaced "trailing" indices that always include T-1, so sampling starts from the noisiest step
-        (Lin et al., "Common Diffusion Noise Schedules and Sample Steps are Flawed", WACV 2024, §3.4).
+        Evenly spaced "trailing" indices that always include the first one, so sampling starts from the noisiest
+        step asked for (Lin et al., "Common Diffusion Noise Schedules and Sample Steps are Flawed", WACV 2024,
+        §3.4); ``strength < 1`` starts part-way (SDEdit, Meng et al., ICLR 2022).
 
         Raises:
-            ValueError: ``steps`` is not in [1, T].
+            ValueError: ``steps`` is not in [1, T], or ``strength`` not in (0, 1].
         """
-        if not 1 <= steps <= self.num_timesteps:
-            raise ValueError(f"steps must be in [1, {self.num_timesteps}], got {steps}")
-        stride = self.num_timesteps / steps
-        return [int(round(self.num_timesteps - 1 - i * stride)) for i in range(steps)]
+        if not 0.0 < strength <= 1.0:
+            raise ValueError(f"strength must be in (0, 1], got {strength}")
+        span = max(1, int(round(strength * self.num_timesteps)))
+        if not 1 <= steps <= span:
+            raise ValueError(f"steps must be in [1, {span}] (T={self.num_timesteps}, strength={strength}), got {steps}")
+        stride = span / steps
+        return [int(round(span - 1 - i * stride)) for i in range(steps)]
