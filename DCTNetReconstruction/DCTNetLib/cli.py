@@ -4,10 +4,16 @@
     add_arguments(parser: argparse.ArgumentParser) -> None
     run(args: argparse.Namespace) -> int       exit code
 
-Sub-command modules are imported lazily so ``dctnet --help`` stays fast and one broken optional
-dependency cannot take the whole tool down. User errors (:class:`DCTNetError`) print one clear line
-and exit with status 2; Ctrl-C exits with 130 and SIGTERM with 143, both after the command has removed its
-temporary files and stopped its workers, leaving only valid files behind.
+and a module docstring whose first paragraph names the command and whose remaining paragraphs (with at least
+one example line ``dctnet <name> ...``) become the end of ``dctnet <name> --help``, with the reStructuredText
+markup removed (:func:`plain_text`).
+
+Sub-command modules import nothing heavy at module level (torch, numpy and the models are imported inside
+``add_arguments``/``run``), and only the invoked sub-command's ``add_arguments`` runs, so ``dctnet --help`` and
+``dctnet --version`` never import torch and one broken optional dependency cannot take the whole tool down.
+User errors (:class:`DCTNetError`) print one clear line and exit with status 2; Ctrl-C exits with 130 and
+SIGTERM with 143, both after the command has removed its temporary files and stopped its workers, leaving only
+valid files behind.
 """
 
 from __future__ import annotations
@@ -15,10 +21,12 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import re
 import signal
 import sys
 import threading
 
+from . import __version__
 from .errors import DCTNetError, Terminated, raise_terminated
 
 # name on the command line → module under DCTNetLib.commands
@@ -40,12 +48,48 @@ def _load(module_name: str):
     return importlib.import_module(f"{__package__}.commands.{module_name}")
 
 
-def build_parser() -> argparse.ArgumentParser:
+_ROLE = re.compile(r":[a-z]+:`~?([^`]+)`")   # :func:`~pkg.name` → pkg.name
+_LITERAL = re.compile(r"``([^`]+)``")       # ``text`` → text
+_TICKS = re.compile(r"`([^`]+)`")           # `dctnet prepare` → dctnet prepare
+
+
+def plain_text(text: str) -> str:
+    """Help text without reStructuredText markup: roles, double and single backticks, ``::`` block markers."""
+    text = _LITERAL.sub(r"\1", _ROLE.sub(r"\1", text))
+    text = _TICKS.sub(r"\1", text)
+    text = re.sub(r"(?m)(\S)::$", r"\1:", text)  # "Examples::" → "Examples:"
+    return re.sub(r"(?m)^\s*::\s*$\n?", "", text)
+
+
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Descriptions and epilogs keep their line breaks (examples stay one per line); all text is :func:`plain_text`."""
+
+    def _format_text(self, text: str) -> str:
+        return super()._format_text(plain_text(text))
+
+    def _expand_help(self, action: argparse.Action) -> str:
+        return plain_text(super()._expand_help(action))
+
+
+def _details(module) -> str:
+    """The module docstring after its first paragraph (what the command does, its examples)."""
+    parts = (module.__doc__ or "").strip().split("\n\n", 1)
+    return parts[1] if len(parts) == 2 else ""
+
+
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The ``dctnet`` parser. ``only``: add the arguments of that sub-command alone (the others keep their
+    one-line help), so a command line imports just what its own command needs; None builds every sub-command."""
     parser = argparse.ArgumentParser(
-        prog="dctnet",
+        prog="dctnet", formatter_class=HelpFormatter,
         description="DCT-Net: reconstruct a 128³ CT from a PA and a lateral radiograph.",
+        epilog="Start with:\n  dctnet demo                     # the whole pipeline on a built-in chest CT\n"
+               "  dctnet reconstruct --help       # your own radiographs\n"
+               "  dctnet info                     # the shipped model's card, this machine\n"
+               "Each command's --help shows examples.",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("--version", action="version", version=f"dctnet {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, module_name in COMMANDS.items():
         try:
@@ -54,14 +98,22 @@ def build_parser() -> argparse.ArgumentParser:
             if exc.name and exc.name.endswith(f"commands.{module_name}"):
                 continue  # sub-command not part of this build
             raise
-        command = sub.add_parser(name, help=module.HELP, description=module.HELP)
-        module.add_arguments(command)
+        command = sub.add_parser(name, help=module.HELP, description=module.HELP, epilog=_details(module))
+        if only is None or only == name:
+            module.add_arguments(command)
+        command.formatter_class = HelpFormatter  # after add_arguments, which may have set its own
         command.set_defaults(_run=module.run)
     return parser
 
 
+def _requested_command(argv: list[str]) -> str:
+    """The sub-command named on the command line ("" when none): the first argument that is not an option."""
+    return next((arg for arg in argv if not arg.startswith("-")), "")
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser(_requested_command(argv))
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,

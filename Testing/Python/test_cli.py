@@ -28,3 +28,37 @@ def test_module_entry_point_runs():
     result = subprocess.run([sys.executable, "-m", "DCTNetLib", "--help"], capture_output=True, text=True,
                             timeout=120)
     assert result.returncode == 0 and "reconstruct" in result.stdout
+
+
+def test_top_level_help_and_version_are_fast_because_they_do_not_import_torch():
+    code = ("import sys\nfrom DCTNetLib.cli import main\n"
+            "for argv in (['--help'], ['--version']):\n"
+            "    try:\n        main(argv)\n    except SystemExit as exc:\n        assert exc.code == 0, exc.code\n"
+            "print('torch imported:', 'torch' in sys.modules)\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    from DCTNetLib import __version__
+
+    assert f"dctnet {__version__}" in result.stdout and "reconstruct" in result.stdout
+    assert result.stdout.strip().endswith("torch imported: False")
+
+
+def test_every_sub_command_help_is_plain_text_with_an_example(capsys):
+    import re
+
+    import pytest
+
+    for name in cli.COMMANDS:
+        with pytest.raises(SystemExit) as exit_info:
+            cli.main([name, "--help"])
+        assert exit_info.value.code == 0
+        text = capsys.readouterr().out
+        for markup in ("``", ":func:", ":mod:", ":class:", "::\n"):
+            assert markup not in text, f"dctnet {name} --help shows {markup!r}"
+        assert re.search(rf"^\s+(dctnet|torchrun .*-m DCTNetLib) {name}\b", text, re.MULTILINE), \
+            f"dctnet {name} --help has no example line"
+
+
+def test_plain_text_removes_restructuredtext_markup():
+    text = "Examples::\n\n    dctnet x ``--a`` :func:`~DCTNetLib.io.ct.read_ct` and `dctnet prepare`\n"
+    assert cli.plain_text(text) == "Examples:\n\n    dctnet x --a DCTNetLib.io.ct.read_ct and dctnet prepare\n"

@@ -14,7 +14,11 @@ both views, G(Y) and G(X)), and writes into ``--output``:
 * ``report.json``: PSNR, SSIM (three planes), LPIPS (when the ImageNet weights are present), MAE, the
   re-projection check (DRRs of G(Y) against the inputs), timings, device and model provenance.
 
-The demo case was never seen in training (see the weights manifest).
+The demo case was never seen in training (see the weights manifest). Examples::
+
+    dctnet demo                              # writes ./dctnet-demo/ (the folder is printed at the start)
+    dctnet demo --output ~/dctnet-demo --overwrite
+    dctnet demo --phantom --device cuda      # the procedural chest phantom, on the GPU
 """
 
 from __future__ import annotations
@@ -24,8 +28,6 @@ import json
 import logging
 import time
 from pathlib import Path
-
-import numpy as np
 
 from ..errors import OutputError
 
@@ -91,6 +93,8 @@ def _lpips_or_none():
 
 
 def run(args: argparse.Namespace) -> int:
+    import numpy as np
+
     from ..data.bone import bone_suppressed_drrs
     from ..evaluation.figures import data_figure, reconstruction_figure
     from ..evaluation.metrics import evaluate_volume

@@ -34,8 +34,6 @@ import os
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from ..errors import InputError, OutputError
 
 HELP = "evaluate GAN checkpoints on a prepared split: PSNR/SSIM/LPIPS/MAE/X2CT-PSNR, per-case CSV + paper table"
@@ -56,7 +54,6 @@ OUTPUT_FILES = ("table.md", "metrics.jsonl")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.add_argument("--data", required=True, type=Path, help="prepared data folder (`dctnet prepare`)")
     parser.add_argument("--split", default="test", choices=("train", "val", "test"), help="default: test")
     parser.add_argument("--output", required=True, type=Path, help="folder for cases*.csv, table.md, metrics.jsonl")
@@ -80,8 +77,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 # ---------------------------------------------------------------------------------------------- one checkpoint
-@torch.no_grad()
-def evaluate_checkpoint(checkpoint: Path, dataset: Any, device: torch.device, lpips_model: Any = None,
+def evaluate_checkpoint(checkpoint: Path, dataset: Any, device: Any, lpips_model: Any = None,
                         lpips_stride: int = 1, log_records: Any = None, method: str | None = None) -> Any:
     """Per-case metrics of G(Y) of ``checkpoint`` on ``dataset``, as a :class:`MethodResult`.
 
@@ -94,6 +90,14 @@ def evaluate_checkpoint(checkpoint: Path, dataset: Any, device: torch.device, lp
         log_records: a :class:`~DCTNetLib.training.engine.MetricsLog` to append ``eval`` records to, or None.
         method: row name; defaults to the variant's Table 1 name.
     """
+    import torch
+
+    with torch.no_grad():
+        return _evaluate_checkpoint(checkpoint, dataset, device, lpips_model, lpips_stride, log_records, method)
+
+
+def _evaluate_checkpoint(checkpoint: Path, dataset: Any, device: Any, lpips_model: Any, lpips_stride: int,
+                         log_records: Any, method: str | None) -> Any:
     from ..evaluation.metrics import evaluate_volume
     from ..evaluation.tables import MethodResult
     from ..training.gan_trainer import load_gan_generators

@@ -1,12 +1,16 @@
-"""``dctnet info`` — parameter counts of a model preset, and the machine / device the models would run on.
+"""``dctnet info`` — the model card of the shipped (or a given) model, parameter counts of a model preset, and the
+machine / device the models would run on.
 
 Examples::
 
-    dctnet info                                   # full DCT-Net: G(Y), G(X), D, CDM, total vs the paper
+    dctnet info                                   # machine, model card of the shipped weights, full DCT-Net counts
+    dctnet info --weights my_model.pt             # the card in the manifest.json beside your bundle
     dctnet info --preset x2ct-baseline            # the X2CT-GAN baseline (paper Table 2: 73.15 M)
     dctnet info --preset ablation-no-perceptual@small --json
-    dctnet info --all                             # one total line per preset
+    dctnet info --all                             # the machine, then one total line per preset
 
+The model card is read from the weights' ``manifest.json`` (its optional ``model_card`` section, written by
+``scripts/write_weights_manifest.py``): intended use, training data, measured performance, licence and version.
 Counting builds the modules on PyTorch's "meta" device: no memory is allocated and no weights are needed, so
 even the full presets are counted in well under a second.
 """
@@ -18,29 +22,46 @@ import json
 import os
 import platform
 import sys
+from pathlib import Path
 from typing import Any
 
-import torch
-from torch import nn
+from ..errors import InputError
 
-from ..models.blocks import count_parameters
-from ..models.presets import ABLATIONS, SIZES, GANPreset, build_discriminator, build_generator, describe, gan_preset
-
-HELP = "show parameter counts of a model preset (generator, discriminator, CDM) and the torch / CUDA setup"
+HELP = "show the model card of the weights, parameter counts of a model preset and the torch / CUDA setup"
 
 # Parameter totals reported by DCT-Net Table 2 (M): DCT-Net itself and X2CT-GAN (its G 61.7 M + D 11.1 M).
 PAPER_TOTALS_M = {"dctnet@full": 60.70, "x2ct-baseline@full": 73.15}
+# Model-card fields in display order: (key in the manifest's "model_card", title).
+MODEL_CARD_FIELDS = (
+    ("model", "Model"),
+    ("version", "Version"),
+    ("intended_use", "Intended use"),
+    ("not_intended_for", "Not intended for"),
+    ("training_data", "Training data"),
+    ("performance", "Measured performance"),
+    ("limitations", "Limitations"),
+    ("licence", "Licence"),
+    ("citation", "Citation"),
+)
+NOT_RECORDED = "not recorded in the manifest"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--preset", default="full", metavar="NAME",
-                        help=f"GAN preset: {', '.join(SIZES + ABLATIONS)}, or VARIANT@SIZE (default: full)")
+    from ..models.presets import ABLATIONS, SIZES
+
+    parser.add_argument("--preset", default=None, metavar="NAME",
+                        help=f"GAN preset: {', '.join(SIZES + ABLATIONS)}, or VARIANT@SIZE (default: full, after "
+                             "the shipped model's card)")
+    parser.add_argument("--weights", type=Path, metavar="BUNDLE",
+                        help="show the model card in the manifest.json beside this bundle (default: the shipped one)")
     parser.add_argument("--all", action="store_true", help="one total line for every preset at every size")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
 
 def machine_info() -> dict[str, Any]:
     """Python, torch, CUDA and CPU facts relevant to training and inference speed."""
+    import torch
+
     cuda = torch.cuda.is_available()
     return {
         "python": platform.python_version(),
@@ -57,24 +78,33 @@ def machine_info() -> dict[str, Any]:
 
 def _canonical(name: str) -> str:
     """``VARIANT@SIZE`` spelling of a preset name (``full`` → ``dctnet@full``)."""
+    from ..models.presets import SIZES
+
     if "@" in name:
         return name
     return f"dctnet@{name}" if name in SIZES else f"{name}@full"
 
 
-def _module_rows(prefix: str, module: nn.Module) -> list[tuple[str, int]]:
+def _module_rows(prefix: str, module: Any) -> list[tuple[str, int]]:
     """One row per direct child holding parameters, then the module's total."""
+    from ..models.blocks import count_parameters
+
     rows = [(f"{prefix}.{child_name}", count_parameters(child)) for child_name, child in module.named_children()]
     rows = [row for row in rows if row[1]]
     return rows + [(f"{prefix} total", count_parameters(module))]
 
 
-def parameter_table(preset: GANPreset) -> dict[str, Any]:
+def parameter_table(preset: Any) -> dict[str, Any]:
     """Parameter counts of ``preset``: per-module rows, the trainable total G(Y) [+ G(X)] + D, and the CDM.
 
     The CDM (§2.1) is pre-trained and frozen while the GAN trains, so it is listed but not part of the total;
     the paper's 60.70 M (Table 2) is compared with G(Y) + G(X) + D.
     """
+    import torch
+
+    from ..models.blocks import count_parameters
+    from ..models.presets import build_discriminator, build_generator, describe
+
     with torch.device("meta"):  # shapes only: no memory, no initialisation cost
         generator = build_generator(preset.generator)
         discriminator = build_discriminator(preset.discriminator)
@@ -94,6 +124,10 @@ def parameter_table(preset: GANPreset) -> dict[str, Any]:
 
 def _cdm_parameters(name: str) -> int | None:
     """Parameters of the CDM preset of the same size (``None`` if the CDM package is unavailable)."""
+    import torch
+
+    from ..models.blocks import count_parameters
+
     try:
         from ..models.diffusion import CDMConfig, ConditionalUNet
     except ImportError:
@@ -120,26 +154,104 @@ def _print_table(table: dict[str, Any]) -> None:
          f"   (paper: {paper:.2f} M, {100 * (table['total'] / 1e6 / paper - 1):+.1f} %)" if paper else "")
 
 
+def manifest_path_for(weights: Path | None) -> Path:
+    """The manifest.json describing ``weights`` (beside it), or the shipped bundle's."""
+    if weights is None:
+        return Path(__file__).resolve().parents[1] / "resources" / "weights" / "manifest.json"
+    if not weights.is_file():
+        raise InputError(f"--weights {weights}: file not found")
+    return weights.with_name("manifest.json")
+
+
+def read_manifest(path: Path) -> dict[str, Any] | None:
+    """The manifest at ``path`` (None when there is none); one clear error when it is not a JSON object."""
+    if not path.is_file():
+        return None
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise InputError(f"cannot read the model manifest {path}: {exc}") from exc
+    if not isinstance(manifest, dict):
+        raise InputError(f"the model manifest {path} is not a JSON object")
+    return manifest
+
+
+def model_card(manifest: dict[str, Any]) -> dict[str, Any]:
+    """The manifest's ``model_card`` section, with what the rest of the manifest records for fields it lacks
+    (model, training data, version): every key of :data:`MODEL_CARD_FIELDS`, plus the file's name and sha256."""
+    card = manifest.get("model_card")
+    card = dict(card) if isinstance(card, dict) else {}
+    if "model" not in card and manifest.get("model"):
+        card["model"] = manifest["model"]
+    if "training_data" not in card and manifest.get("training_cts"):
+        cts = ", ".join(f"{name} ×{count}" if isinstance(count, int) else f"{name} ({count})"
+                        for name, count in manifest["training_cts"].items())
+        splits = manifest.get("splits")
+        card["training_data"] = cts + (f"; splits {splits}" if splits else "")
+    if "version" not in card and manifest.get("code_revision"):
+        card["version"] = f"code revision {manifest['code_revision']}"
+    out = {key: card.get(key, NOT_RECORDED) for key, _ in MODEL_CARD_FIELDS}
+    out["file"] = manifest.get("file")
+    out["sha256"] = manifest.get("sha256")
+    return out
+
+
+def _card_value(value: Any) -> str:
+    if isinstance(value, dict):
+        return "; ".join(f"{key}: {_card_value(item)}" for key, item in value.items())
+    if isinstance(value, (list, tuple)):
+        return "; ".join(_card_value(item) for item in value)
+    return str(value)
+
+
+def print_model_card(card: dict[str, Any] | None, manifest: Path) -> None:
+    if card is None:
+        print(f"model card: none (no {manifest}); `dctnet export --manifest` writes one beside a bundle")
+        return
+    sha = (card.get("sha256") or "?")[:16]
+    print(f"model card ({card.get('file')}, sha256 {sha}…, from {manifest}):")
+    width = max(len(title) for _, title in MODEL_CARD_FIELDS) + 2
+    for key, title in MODEL_CARD_FIELDS:
+        print(f"  {title + ':':<{width}}{_card_value(card[key])}")
+
+
+def _machine_line(machine: dict[str, Any]) -> str:
+    gpus = ", ".join(machine["gpus"]) or "none"
+    return (f"python {machine['python']} on {machine['platform']}; torch {machine['torch']}, "
+            f"CUDA {machine['cuda_version'] or 'not built'} ({'available' if machine['cuda_available'] else 'unavailable'}), "
+            f"GPUs: {gpus}; {machine['cpu_count']} CPUs, {machine['torch_threads']} torch threads")
+
+
 def run(args: argparse.Namespace) -> int:
+    from ..models.presets import ABLATIONS, SIZES, gan_preset
+
     machine = machine_info()
+    show_card = args.preset is None or args.weights is not None
+    card = None
+    if show_card:
+        manifest_path = manifest_path_for(args.weights)
+        manifest = read_manifest(manifest_path)
+        card = model_card(manifest) if manifest is not None else None
     if args.all:
         names = [f"{variant}@{size}" for variant in ("dctnet",) + ABLATIONS for size in SIZES]
         tables = [parameter_table(gan_preset(name)) for name in names]
         if args.json:
-            print(json.dumps({"machine": machine, "presets": tables}, indent=2))
+            print(json.dumps({"machine": machine, "model_card": card, "presets": tables}, indent=2))
             return 0
+        print(_machine_line(machine))
+        if show_card:
+            print_model_card(card, manifest_path)
         for table in tables:
             print(f"{table['preset']:<32}{table['total'] / 1e6:>10.3f} M")
         return 0
-    preset = gan_preset(args.preset)
+    preset = gan_preset(args.preset or "full")
     table = parameter_table(preset)
     if args.json:
-        print(json.dumps({"machine": machine, "config": preset.to_dict(), **table}, indent=2))
+        print(json.dumps({"machine": machine, "model_card": card, "config": preset.to_dict(), **table}, indent=2))
         return 0
-    gpus = ", ".join(machine["gpus"]) or "none"
-    print(f"python {machine['python']} on {machine['platform']}; torch {machine['torch']}, "
-          f"CUDA {machine['cuda_version'] or 'not built'} ({'available' if machine['cuda_available'] else 'unavailable'}), "
-          f"GPUs: {gpus}; {machine['cpu_count']} CPUs, {machine['torch_threads']} torch threads")
+    print(_machine_line(machine))
+    if show_card:
+        print_model_card(card, manifest_path)
     _print_table(table)
     sys.stdout.flush()
     return 0

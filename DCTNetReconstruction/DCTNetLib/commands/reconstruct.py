@@ -31,8 +31,6 @@ PROGRESS_MODES = ("log", "json")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.formatter_class = argparse.RawDescriptionHelpFormatter
-    parser.epilog = __doc__.split("\n\n", 1)[1]
     source = parser.add_argument_group("input (either --pa and --lat, or --ct)")
     source.add_argument("--pa", type=Path, help="posterior-anterior radiograph (PNG, JPEG, TIFF, DICOM CR/DX)")
     source.add_argument("--lat", type=Path, help="lateral radiograph (patient's left side towards the detector)")

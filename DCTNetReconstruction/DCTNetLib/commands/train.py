@@ -15,7 +15,8 @@ DRRs. Examples::
 ``--preset`` is the model size (full / small / tiny), ``--variant`` the row of DCT-Net Table 1 (``dctnet`` or
 an ablation of :data:`DCTNetLib.models.presets.ABLATIONS`); ``--set model.<field>=…`` and ``--set loss.<field>=…``
 override generator/discriminator and multi-path-loss fields. On ``--resume`` the CDM recorded in the
-checkpoint is used when ``--cdm`` is omitted. Multi-GPU / multi-node lines are in ``dctnet train --help``.
+checkpoint is used when ``--cdm`` is omitted. Multi-GPU / multi-node (torchrun) lines are at the end of
+``dctnet train --help``.
 """
 
 from __future__ import annotations

@@ -8,14 +8,7 @@ samples with a view flag) with an EMA of the weights, validating every epoch and
     dctnet train-cdm --data PREP --output runs/cdm --resume            # continue after Ctrl-C / a crash
     dctnet train-cdm --data PREP --output runs/cdm --set lr=5e-5 --set model.dropout=0.1
 
-Several GPUs on one node, and two nodes (run the same line on each with its --node_rank)::
-
-    torchrun --standalone --nproc_per_node=4 -m DCTNetLib train-cdm --data PREP --output runs/cdm
-    torchrun --nnodes=2 --node_rank=0 --nproc_per_node=4 --master_addr=HOST0 --master_port=29500 \\
-        -m DCTNetLib train-cdm --data PREP --output runs/cdm
-    torchrun --nnodes=2 --node_rank=1 --nproc_per_node=4 --master_addr=HOST0 --master_port=29500 \\
-        -m DCTNetLib train-cdm --data PREP --output runs/cdm
-
+Several GPUs on one node, and two nodes: the torchrun lines at the end of ``dctnet train-cdm --help``.
 ``--set batch_size=B`` is per process: the global batch is B × processes. The helpers here are shared with
 ``dctnet train`` (:mod:`DCTNetLib.commands.train`).
 """
@@ -46,8 +39,8 @@ TORCHRUN_EPILOG = """multi-GPU / multi-node (torchrun sets RANK/WORLD_SIZE/LOCAL
 
 def add_common_arguments(parser: argparse.ArgumentParser, command: str, example_args: str) -> None:
     """Arguments shared by ``train-cdm`` and ``train``."""
-    parser.formatter_class = argparse.RawDescriptionHelpFormatter
-    parser.epilog = TORCHRUN_EPILOG.format(cmd=command, args=example_args)
+    torchrun = TORCHRUN_EPILOG.format(cmd=command, args=example_args)
+    parser.epilog = f"{parser.epilog}\n\n{torchrun}" if parser.epilog else torchrun
     parser.add_argument("--data", required=True, type=Path, help="prepared data folder (`dctnet prepare`)")
     parser.add_argument("--output", required=True, type=Path, help="run folder (checkpoints, logs)")
     parser.add_argument("--config", type=Path, help="YAML or JSON file of training config keys")

