@@ -41,7 +41,7 @@ def data_root(shared_data, tmp_path_factory) -> Path:
     return root
 
 
-def _script(*argv: str, timeout: float = 400) -> subprocess.CompletedProcess:
+def _script(*argv: str, timeout: float = 1200) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHON": sys.executable, "OMP_NUM_THREADS": "1"}
     return subprocess.run(["bash", str(SCRIPT), *argv], capture_output=True, text=True, env=env, timeout=timeout,
                           check=False, encoding="utf-8")
@@ -132,3 +132,12 @@ def test_per_process_batch_keeps_the_recipes_global_batch_when_it_divides():
 def test_script_without_arguments_prints_usage():
     result = subprocess.run(["bash", str(SCRIPT)], capture_output=True, text=True, check=False, encoding="utf-8")
     assert result.returncode == 2 and "DATA_ROOT" in result.stdout
+
+
+def test_until_stops_after_the_asked_stage(data_root, tmp_path):
+    out = tmp_path / "out"
+    result = _script(str(data_root), str(out), "--dry-run", "--device", "cpu", "--workers", "1", "--until", "prepare")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "stopped after the prepare stage" in result.stdout
+    assert sorted(p.stem for p in (out / "stages").glob("*.json")) == ["dry-run-data", "prepare"]
+    assert (out / "split" / "split.json").is_file() and not (out / "runs").exists()

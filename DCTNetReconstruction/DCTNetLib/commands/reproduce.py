@@ -62,6 +62,7 @@ PAPER_TABLE1: tuple[tuple[str, str | None, tuple[float, float], tuple[float, flo
     ("DCT-Net (ours)", "dctnet", (27.928, 0.040), (0.703, 0.001), (0.221, 0.004)),
 )
 ROWS = tuple(variant for _, variant, *_ in PAPER_TABLE1 if variant)
+UNTIL = ("prepare", "cdm", "train", "table")
 DRY_RUN_CASES = 2
 DRY_RUN_SIZE = 32  # the tiny preset's image size
 
@@ -88,6 +89,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="extra training config override for every GAN row (e.g. epochs=50)")
     parser.add_argument("--table-only", action="store_true", help="only (re)write the table from what exists")
+    parser.add_argument("--until", choices=UNTIL, default="table",
+                        help="stop after this stage: prepare, cdm (prepare + the CDM, e.g. before starting one row "
+                             "per GPU), train, table (default: everything)")
 
 
 # ---------------------------------------------------------------------------------------------- the plan
@@ -245,16 +249,23 @@ class Reproduction:
             argv.append("--overwrite")
         self.run_stage(f"eval-{row}", argv)
 
-    def run(self) -> Path:
+    def run(self) -> Path | None:
         self.out.mkdir(parents=True, exist_ok=True)
         if not self.args.table_only:
             if not self.args.data_root.is_dir():
                 raise InputError(f"DATA_ROOT is not a folder: {self.args.data_root}")
+            until = UNTIL.index(self.args.until)
             self.prepare()
-            if any(row not in ("x2ct-baseline", "ablation-no-dual-branch") for row in self.rows):
+            if until == 0:
+                return None
+            if until == 1 or any(row not in ("x2ct-baseline", "ablation-no-dual-branch") for row in self.rows):
                 self.train_cdm()
+            if until == 1:
+                return None
             for row in self.rows:
                 self.train_row(row)
+            if until == 2:
+                return None
             for row in self.rows:
                 self.evaluate_row(row)
         return write_table(self.out, dry_run=self.args.dry_run, nproc=self.args.nproc)
@@ -392,6 +403,9 @@ def run(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         print("[reproduce] interrupted; run the same command again to resume", file=sys.stderr)
         return 130
+    if table is None:
+        print(f"[reproduce] stopped after the {args.until} stage as asked (--until); re-run without it to go on")
+        return 0
     print(table.read_text(encoding="utf-8"), end="")
     print(f"[reproduce] table written to {table}")
     return 0
