@@ -5,11 +5,12 @@ error against the CT on the model grid. Inside the body (:func:`DCTNetLib.data.b
 truth: what a reader looks at; the air around the patient is trivially right) every candidate map is compared
 with that error by Spearman's rank correlation (scipy), on a fixed random subset of voxels:
 
+- ``mixture_spread``: what the product ships as its uncertainty map (:func:`DCTNetLib.inference.mixture_spread`):
+  the spread of a two-tissue mixture with the predicted mean, tissues at −1000, 0 and +1000 HU;
 - ``branch_difference``: |G(Y) − G(X)|, G(X) from the CDM's bone-suppressed radiographs (the map v1 shipped as
   "uncertainty");
-- ``tta_std``: voxel-wise standard deviation of G(Y) over test-time augmentations of the radiographs
-  (:func:`DCTNetLib.inference.tta_inputs`: brightness gains and pixel noise) — what the product ships as its
-  uncertainty map (:meth:`DCTNetLib.inference.Reconstructor.uncertainty`);
+- ``tta_std``: voxel-wise standard deviation of G(Y) over test-time augmentations of the radiographs (brightness
+  gains and pixel noise, :func:`tta_std`);
 - ``edge``: gradient magnitude of G(Y) (errors concentrate where tissues meet and the model blurs).
 
 Only CTs the model never trained on mean anything: pass them with ``--ct``. Prints one JSON object.
@@ -41,13 +42,32 @@ from DCTNetLib.io.model_bundle import bundle_from_checkpoints, load_model_bundle
 VOXELS = 200_000  # voxels per CT in the rank correlation (a fixed random subset: the full body is ~1 M)
 
 
+# Test-time augmentations of the radiographs for the ``tta_std`` candidate: brightness gains and pixel noise of the
+# size by which real exposures differ from DRRs (ours).
+TTA_GAINS = (0.95, 1.05)
+TTA_NOISE = 0.02
+TTA_SEEDS = (1, 2)
+
+
+def tta_std(model: Reconstructor, pair: torch.Tensor) -> np.ndarray:
+    """Voxel-wise standard deviation of G(Y), in HU, over the pair and its test-time augmentations."""
+    passes = [pair] + [(pair * gain).clamp(0.0, 1.0) for gain in TTA_GAINS]
+    for seed in TTA_SEEDS:
+        noise = torch.randn(pair.shape, generator=torch.Generator().manual_seed(seed)) * TTA_NOISE
+        passes.append((pair + noise).clamp(0.0, 1.0))
+    with torch.inference_mode():
+        stack = torch.stack([model.g_raw(p)[0, 0] for p in passes])
+    return stack.std(dim=0).numpy() * (HU_MAX - HU_MIN)
+
+
 def candidate_maps(model: Reconstructor, pa: np.ndarray, lat: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """G(Y) in unit values and every candidate map, ``(D, H, W)`` each."""
-    result = model.reconstruct(pa, lat, uncertainty=True)
+    result = model.reconstruct(pa, lat)
     pred = result.ct_unit
-    maps: dict[str, np.ndarray] = {"tta_std": result.uncertainty.hu}
+    maps: dict[str, np.ndarray] = {"mixture_spread": result.uncertainty.hu}
     if result.branch_difference is not None:
         maps["branch_difference"] = result.branch_difference.hu
+    maps["tta_std"] = tta_std(model, torch.from_numpy(np.stack([result.pa, result.lat])[None]))
     maps["edge"] = np.sqrt(sum(ndi.sobel(pred, axis=a) ** 2 for a in range(3)))
     return pred, maps
 

@@ -4,7 +4,7 @@
 # Usage: scripts/build_default_model.sh WORKDIR [GAN_EPOCHS] [CDM_STEPS]
 #   Training resumes: run the same line again after an interruption (the trainings continue from latest.pt).
 set -euo pipefail
-work=${1:?work folder}; gan_epochs=${2:-200}; cdm_steps=${3:-4000}
+work=${1:?work folder}; gan_epochs=${2:-160}; cdm_steps=${3:-4000}
 here="$(cd "$(dirname "$0")/.." && pwd)"
 export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
 if [ ! -f "$work/prepared/splits/train.txt" ]; then

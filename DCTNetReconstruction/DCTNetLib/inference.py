@@ -10,9 +10,9 @@ Console use (three lines)::
 
 The pipeline (DCT-Net Fig. 2): Y = (PA, LAT) → CDM (DDIM) → X = bone-suppressed pair; G(Y) is the CT. The second
 generator G(X) reconstructs the same CT from X (it is trained against the full CT, so it is *not* a soft-tissue
-CT); |G(Y) − G(X)| is the difference of the two branches. On request, an uncertainty map: the spread of G(Y) over
-test-time augmentations of the radiographs (:func:`tta_inputs`), the map that best ranks the real error on
-held-out CTs (``benchmarks/uncertainty.py``, docs/uncertainty.md).
+CT); |G(Y) − G(X)| is the difference of the two branches. The uncertainty map is the tissue-mixture spread of G(Y)
+(:func:`mixture_spread`), the candidate that best ranks the real error on held-out CTs
+(``benchmarks/uncertainty.py``, docs/uncertainty.md).
 """
 
 from __future__ import annotations
@@ -33,13 +33,11 @@ from .io.ct import CTVolume
 from .io.model_bundle import ModelBundle, load_model_bundle
 from .io.radiograph import resize_radiograph, view_pair_warnings
 
-__all__ = ["Reconstructor", "ReconstructionResult", "select_device", "tta_inputs", "TTA_NOISE", "TTA_GAINS"]
+__all__ = ["Reconstructor", "ReconstructionResult", "select_device", "mixture_spread", "TISSUE_CLASSES_HU"]
 
-# Test-time augmentations of the radiographs for the uncertainty map: brightness gains and pixel noise of the
-# size by which real exposures and detectors differ from our DRRs (ours; each pass must stay a plausible input).
-TTA_GAINS = (0.95, 1.05)
-TTA_NOISE = 0.02
-TTA_NOISE_SEEDS = (1, 2)
+# The three tissue classes of a chest CT on the model's window: air and lung (−1000 HU), water and soft tissue
+# (0 HU), bone (+1000 HU) (the Hounsfield scale's anchors, rounded; docs/uncertainty.md).
+TISSUE_CLASSES_HU = (-1000.0, 0.0, 1000.0)
 
 log = logging.getLogger(__name__)
 
@@ -69,8 +67,8 @@ class ReconstructionResult:
             second generator, or ``None`` for single-branch models.
         branch_difference: ``|G(Y) − G(X)|`` in HU, or ``None``. Not an uncertainty: on held-out CTs it does
             not rank the error (docs/uncertainty.md).
-        uncertainty: standard deviation of G(Y) over test-time augmentations, in HU, or ``None`` when not
-            requested; it ranks the real error (docs/uncertainty.md).
+        uncertainty: tissue-mixture spread of G(Y) in HU (:func:`mixture_spread`); it ranks the real error
+            (docs/uncertainty.md).
         pa, lat: the ``(128, 128)`` model inputs in [0, 1].
         pa_bs, lat_bs: the CDM's bone-suppressed ``(128, 128)`` images in [0, 1], or ``None``.
         ct_unit: G(Y) as ``(D, H, W)`` unit values (HU window → [0, 1]), for metrics.
@@ -84,7 +82,7 @@ class ReconstructionResult:
     pa_bs: np.ndarray | None
     lat_bs: np.ndarray | None
     ct_unit: np.ndarray
-    uncertainty: CTVolume | None = None
+    uncertainty: CTVolume
     timings: dict[str, float] = field(default_factory=dict)
 
 
@@ -109,19 +107,27 @@ def _as_model_image(image: np.ndarray | torch.Tensor, name: str, size: int) -> n
     return arr
 
 
-def tta_inputs(pair: torch.Tensor) -> list[torch.Tensor]:
-    """The radiograph pair and its test-time augmentations: brightness gains :data:`TTA_GAINS` and Gaussian
-    pixel noise of standard deviation :data:`TTA_NOISE` (fixed seeds, so the map is reproducible).
+def mixture_spread(ct_hu: np.ndarray, classes: tuple[float, ...] = TISSUE_CLASSES_HU) -> np.ndarray:
+    """Per-voxel uncertainty of a reconstruction: the spread of a two-tissue mixture with the predicted mean.
+
+    A generator trained with a squared error predicts the conditional mean; where it cannot tell which of two
+    neighbouring tissues ``a < b`` a voxel holds, it returns a value μ between them. A voxel that is ``a`` with
+    probability p and ``b`` otherwise, with mean μ, has standard deviation ``√((μ − a)(b − μ))``: zero at a class
+    value, largest half-way. Values outside ``[classes[0], classes[-1]]`` get 0.
+
+    Args:
+        ct_hu: the reconstruction in HU.
+        classes: increasing tissue values in HU. Defaults to :data:`TISSUE_CLASSES_HU`.
 
     Shapes:
-        ``(1, 2, n, n)`` in [0, 1] → a list of ``(1, 2, n, n)`` in [0, 1], the unchanged pair first.
+        ``(D, H, W)`` → ``(D, H, W)`` in HU, ≥ 0.
     """
-    out = [pair] + [(pair * gain).clamp(0.0, 1.0) for gain in TTA_GAINS]
-    for seed in TTA_NOISE_SEEDS:
-        generator = torch.Generator(device="cpu").manual_seed(seed)
-        noise = torch.randn(pair.shape, generator=generator).to(pair.device) * TTA_NOISE
-        out.append((pair + noise).clamp(0.0, 1.0))
-    return out
+    values = np.asarray(ct_hu, dtype=np.float32)
+    spread = np.zeros_like(values)
+    for low, high in zip(classes[:-1], classes[1:]):
+        inside = (values >= low) & (values < high)
+        spread[inside] = np.sqrt((values[inside] - low) * (high - values[inside]))
+    return spread
 
 
 def _like(values: np.ndarray, reference: CTVolume) -> CTVolume:
@@ -214,20 +220,9 @@ class Reconstructor:
             return self._reconstruct(*args, **kwargs)
 
     @torch.inference_mode()
-    def uncertainty(self, y: torch.Tensor) -> torch.Tensor:
-        """Standard deviation of G(Y) over :func:`tta_inputs` of ``y``, in unit values.
-
-        Shapes:
-            ``(1, 2, n, n)`` → ``(n, n, n)``.
-        """
-        stack = torch.stack([self.g_raw(pair)[0, 0].float() for pair in tta_inputs(y)])
-        return stack.std(dim=0)
-
-    @torch.inference_mode()
     def _reconstruct(self, pa, lat, steps: int | None = None, seed: int = 0,
                     geometry: PreparedVolume | None = None, progress: ProgressCallback | None = None,
-                    bone_suppressed: tuple[np.ndarray, np.ndarray] | None = None,
-                    uncertainty: bool = False) -> ReconstructionResult:
+                    bone_suppressed: tuple[np.ndarray, np.ndarray] | None = None) -> ReconstructionResult:
         """Reconstruct the CT from a PA and a lateral radiograph.
 
         Args:
@@ -238,7 +233,6 @@ class Reconstructor:
                 made from). Defaults to a 320 mm cube centred on the world origin.
             progress: ``callback(fraction, message)``.
             bone_suppressed: precomputed ``(pa_bs, lat_bs)`` to skip the CDM.
-            uncertainty: also compute the uncertainty map (four more G(Y) passes).
 
         Returns:
             :class:`ReconstructionResult` (volumes in HU, 2.5 mm voxels).
@@ -273,12 +267,6 @@ class Reconstructor:
             start = time.perf_counter()
             soft_unit = self.g_bs(x)[0, 0].float()
             timings["g_bs_s"] = time.perf_counter() - start
-        spread = None
-        if uncertainty:
-            report(0.85, "uncertainty (test-time augmentation)")
-            start = time.perf_counter()
-            spread = self.uncertainty(y).cpu().numpy() * (HU_MAX - HU_MIN)
-            timings["uncertainty_s"] = time.perf_counter() - start
         report(0.95, "writing volumes")
 
         ct_hu = to_ct_volume(ct_unit, geometry)
@@ -291,8 +279,7 @@ class Reconstructor:
             ct_hu=ct_hu, ct_from_bone_suppressed=from_bs, branch_difference=difference, pa=pa, lat=lat,
             pa_bs=x[0, 0].cpu().numpy() if x is not None else None,
             lat_bs=x[0, 1].cpu().numpy() if x is not None else None,
-            ct_unit=ct_unit.cpu().numpy(), uncertainty=_like(spread, ct_hu) if spread is not None else None,
-            timings=timings,
+            ct_unit=ct_unit.cpu().numpy(), uncertainty=_like(mixture_spread(ct_hu.hu), ct_hu), timings=timings,
         )
 
 

@@ -5,8 +5,8 @@ README's setup command; a procedural chest phantom when it is absent), makes its
 training geometry, runs the whole DCT-Net pipeline with the shipped small model (bone suppression by the CDM for
 both views, G(Y) and G(X)), and writes into ``--output``:
 
-* ``ct_reconstructed.nii.gz`` (G(Y), HU, 2.5 mm), ``ct_uncertainty.nii.gz`` (spread of G(Y) over test-time
-  augmentations, HU), ``ct_from_bone_suppressed.nii.gz`` (G(X): the CT from the bone-suppressed radiographs),
+* ``ct_reconstructed.nii.gz`` (G(Y), HU, 2.5 mm), ``ct_uncertainty.nii.gz`` (tissue-mixture spread of G(Y), HU),
+  ``ct_from_bone_suppressed.nii.gz`` (G(X): the CT from the bone-suppressed radiographs),
   ``ct_branch_difference.nii.gz`` (|G(Y) − G(X)|, HU), ``ct_ground_truth.nii.gz`` (the CT on the same 128³ grid),
 * ``pa.png``, ``lat.png`` and their bone-suppressed versions,
 * ``figure.png`` (inputs, previews, three planes of reconstruction, ground truth and error),
@@ -117,7 +117,7 @@ def run(args: argparse.Namespace) -> int:
     prepared, pa, lat = radiographs_from_ct(ct)
     t_prepare = time.perf_counter() - start
     model = Reconstructor.load(args.weights, args.device)
-    result = model.reconstruct(pa, lat, steps=args.steps, geometry=prepared, uncertainty=True,
+    result = model.reconstruct(pa, lat, steps=args.steps, geometry=prepared,
                                progress=lambda f, m: log.info("%3.0f%% %s", 100 * f, m))
     ground_truth = on_model_grid(prepared.volume, result.ct_unit.shape)
     metrics = evaluate_volume(result.ct_unit, ground_truth, _lpips_or_none())

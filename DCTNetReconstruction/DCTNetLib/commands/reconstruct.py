@@ -6,7 +6,7 @@ Examples::
     dctnet reconstruct --ct chest.nii.gz --output ct.nii.gz          # radiographs made from a CT (round trip)
     dctnet reconstruct --pa pa.dcm --lat lat.dcm --output ct.nrrd --weights my_model.pt --device cuda --steps 50
 
-Besides the CT (G(Y)), ``--extras`` writes the uncertainty map (spread of G(Y) over test-time augmentations, HU),
+Besides the CT (G(Y)), ``--extras`` writes the uncertainty map (tissue-mixture spread of G(Y), HU),
 the second branch's CT G(X) (reconstructed from the bone-suppressed radiographs), the branch difference
 |G(Y) − G(X)|, the bone-suppressed radiographs and a PNG figure next to it. Nothing is overwritten without ``--overwrite``.
 """
@@ -167,7 +167,7 @@ def run(args: argparse.Namespace) -> int:
         warnings.simplefilter("always")
         try:
             result = model.reconstruct(pa, lat, steps=args.steps, seed=args.seed, geometry=geometry,
-                                       uncertainty=args.extras, progress=lambda f, m: progress(0.1 + 0.8 * f, m))
+                                       progress=lambda f, m: progress(0.1 + 0.8 * f, m))
         except InputError as exc:  # the arrays' checks cannot know the files: name them
             raise InputError(f"{exc} ({sources})") from exc
     for warning in caught:

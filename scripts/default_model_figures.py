@@ -1,0 +1,104 @@
+"""Figures of the shipped model's documentation: validation curves of a run and a before/after comparison.
+
+    python scripts/default_model_figures.py curves --gan WORK/runs/gan --output docs/figures/validation_curve.png
+    python scripts/default_model_figures.py compare --before OLD.pt --after NEW.pt \
+        --output docs/figures/before_after_lidc0001.png
+
+``curves`` plots the validation PSNR and SSIM of G(Y) (and G(X)'s PSNR) on the validation case against the step,
+from the run's ``metrics.jsonl``. ``compare`` reconstructs LIDC-IDRI-0001 (never trained on) with two bundles and
+shows the same axial, coronal and sagittal slices of each beside the ground truth.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+
+
+def _val_records(run: Path) -> list[dict]:
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    return [r for r in rows if r.get("event") == "val"]
+
+
+def curves(gan: Path, output: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    val = _val_records(gan)
+    steps = [r["step"] for r in val]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.6), dpi=120)
+    left.plot(steps, [r["psnr"] for r in val], "o-", ms=3, label="G(Y)")
+    if all("psnr_gx" in r for r in val):
+        left.plot(steps, [r["psnr_gx"] for r in val], "s--", ms=3, label="G(X)")
+    left.axhline(19.5, color="grey", ls=":", label="target 19.5 dB")
+    left.set_xlabel("training step")
+    left.set_ylabel("PSNR (dB, data range 1)")
+    left.legend(fontsize=8)
+    right.plot(steps, [r["ssim"] for r in val], "o-", ms=3, color="tab:green", label="G(Y)")
+    right.axhline(0.45, color="grey", ls=":", label="target 0.45")
+    right.set_xlabel("training step")
+    right.set_ylabel("SSIM (mean of three planes)")
+    right.legend(fontsize=8)
+    fig.suptitle("Validation on LIDC-IDRI-0001 (never trained on) during training of the shipped GAN", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(output)
+    plt.close(fig)
+
+
+def compare(before: Path, after: Path, output: Path) -> dict:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from DCTNetLib.data.phantom import load_lidc_demo_ct
+    from DCTNetLib.evaluation.metrics import psnr, ssim3plane
+    from DCTNetLib.inference import Reconstructor, radiographs_from_ct
+
+    prepared, pa, lat = radiographs_from_ct(load_lidc_demo_ct())
+    truth = prepared.volume
+    rows, scores = [], {}
+    for name, path in (("before (v1)", before), ("after", after)):
+        pred = Reconstructor.load(path, "cpu").reconstruct(pa, lat).ct_unit
+        scores[name] = {"psnr": round(psnr(pred, truth), 2), "ssim": round(ssim3plane(pred, truth)["mean"], 3)}
+        rows.append((f"{name}: PSNR {scores[name]['psnr']} dB, SSIM {scores[name]['ssim']}", pred))
+    rows.append(("ground truth", truth))
+    n = truth.shape[0] // 2
+    fig, axes = plt.subplots(len(rows), 3, figsize=(9, 3 * len(rows)), dpi=100)
+    for r, (title, volume) in enumerate(rows):
+        for c, (plane, image) in enumerate((("axial", volume[n]), ("coronal", volume[:, n]),
+                                            ("sagittal", volume[:, :, n]))):
+            axes[r, c].imshow(image, cmap="gray", vmin=0.0, vmax=0.8)
+            axes[r, c].set_title(f"{title} — {plane}" if c == 0 else plane, fontsize=8)
+            axes[r, c].axis("off")
+    fig.suptitle("LIDC-IDRI-0001 (never trained on), window [-1024, 976] HU", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(output)
+    plt.close(fig)
+    return scores
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    c = sub.add_parser("curves")
+    c.add_argument("--gan", required=True, type=Path, help="GAN run folder (metrics.jsonl)")
+    c.add_argument("--output", required=True, type=Path)
+    m = sub.add_parser("compare")
+    m.add_argument("--before", required=True, type=Path)
+    m.add_argument("--after", required=True, type=Path)
+    m.add_argument("--output", required=True, type=Path)
+    args = parser.parse_args(argv)
+    if args.command == "curves":
+        curves(args.gan, args.output)
+    else:
+        print(json.dumps(compare(args.before, args.after, args.output)))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
