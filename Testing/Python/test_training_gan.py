@@ -344,7 +344,9 @@ def test_evaluate_writes_csv_and_table_matching_the_metrics_module(tmp_path, one
     assert ("lpips" in rows[0]) == (not lpips_flags)
 
     table = (out / "table.md").read_text(encoding="utf-8")
-    line = next(l for l in table.splitlines() if l.startswith("| DCT-Net (ours)"))
+    # the row names the model evaluated (preset, checkpoint, step), not the paper's "DCT-Net (ours)"
+    assert "(ours)" not in table
+    line = next(l for l in table.splitlines() if l.startswith("| ") and f"{checkpoint.parent.name}/{checkpoint.name}, step" in l)
     cells = [c.strip() for c in line.strip("|").split("|")]
     for cell, key in zip(cells[1:4], ("psnr", "ssim", "lpips")):
         values = [e[key] for e in expected if key in e]
@@ -435,6 +437,13 @@ def _check_export_and_direct_loading(gan_ckpt: Path, cdm_ckpt: Path, tmp_path: P
         assert all(torch.equal(v, gan["models"]["g_bs"][k]) for k, v in bundle.g_bs.state_dict().items())
     assert dctnet(["export", "--gan", str(gan_ckpt), "--cdm", str(cdm_ckpt), "--output",
                    str(tmp_path / "bundle_ema.pt")]) == 2  # no silent overwrite
+    # --strength is stored in the CDM's config and used by its sampler
+    assert dctnet(["export", "--gan", str(gan_ckpt), "--cdm", str(cdm_ckpt), "--strength", "0.5", "--output",
+                   str(tmp_path / "bundle_half.pt")]) == 0
+    half = load_model_bundle(tmp_path / "bundle_half.pt")
+    assert half.cdm.config.sampling_strength == 0.5 and half.cdm_config["sampling_strength"] == 0.5
+    assert dctnet(["export", "--gan", str(gan_ckpt), "--cdm", str(cdm_ckpt), "--strength", "1.5", "--output",
+                   str(tmp_path / "bundle_bad.pt")]) == 2
     direct = Reconstructor.load(gan_ckpt, device="cpu")
     assert all(torch.equal(v, gan["models"]["g_raw"][k]) for k, v in direct.g_raw.state_dict().items())
     assert direct.cdm is not None

@@ -20,10 +20,13 @@ HELP = "make a model bundle (for reconstruct/demo/Slicer) from CDM and GAN train
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--gan", required=True, type=Path, help="GAN checkpoint (`dctnet train`), e.g. best.pt")
-    parser.add_argument("--cdm", type=Path, help="CDM checkpoint (`dctnet train-cdm`); required for G(X)")
+    parser.add_argument("--gan", required=True, type=Path, help="GAN checkpoint (`dctnet train`), e.g. runs/gan/best.pt, or the run folder")
+    parser.add_argument("--cdm", type=Path, help="CDM checkpoint (`dctnet train-cdm`) or its run folder; required for G(X)")
     parser.add_argument("--output", required=True, type=Path, help="bundle file to write (.pt)")
     parser.add_argument("--steps", type=int, help="default DDIM steps stored in the bundle (default: the CDM's)")
+    parser.add_argument("--strength", type=float,
+                        help="where the CDM's DDIM starts, as a fraction of T (default: the CDM's; < 1 starts from "
+                             "the noised input, docs/cdm.md)")
     parser.add_argument("--cdm-weights", choices=("ema", "online"), default="ema",
                         help="the CDM's EMA weights (default) or its online weights (better early in a run)")
     parser.add_argument("--half", action="store_true", help="store float16 weights (half the size)")
@@ -35,10 +38,15 @@ def run(args: argparse.Namespace) -> int:
     from ..io.atomic import check_writable_dir
     from ..io.model_bundle import bundle_from_checkpoints, load_model_bundle, save_model_bundle, write_manifest
 
+    from ..training.checkpoint import resolve_checkpoint
+
+    args.gan = resolve_checkpoint(args.gan)
+    args.cdm = resolve_checkpoint(args.cdm) if args.cdm is not None else None
     if args.output.exists() and not args.overwrite:
         raise OutputError(f"{args.output} exists; pass --overwrite to replace it")
     check_writable_dir(args.output.parent)
-    bundle = bundle_from_checkpoints(args.gan, args.cdm, sampling_steps=args.steps, cdm_weights=args.cdm_weights)
+    bundle = bundle_from_checkpoints(args.gan, args.cdm, sampling_steps=args.steps, cdm_weights=args.cdm_weights,
+                                     sampling_strength=args.strength)
     save_model_bundle(bundle, args.output, half=args.half)
     load_model_bundle(args.output)  # read it back: a bundle that does not load is never left as the result
     if args.manifest:

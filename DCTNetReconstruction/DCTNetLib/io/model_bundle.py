@@ -330,10 +330,12 @@ def _generators_from_state(state: dict[str, Any], path: Path
 
 def bundle_from_checkpoints(gan_checkpoint: str | Path, cdm_checkpoint: str | Path | None,
                             sampling_steps: int | None = None, meta: dict[str, Any] | None = None,
-                            cdm_weights: str = "ema", gan_state: dict[str, Any] | None = None) -> ModelBundle:
+                            cdm_weights: str = "ema", gan_state: dict[str, Any] | None = None,
+                            sampling_strength: float | None = None) -> ModelBundle:
     """Assemble a bundle from training checkpoints (the CDM's EMA or online weights, both generators).
 
     ``gan_state``: the GAN checkpoint already loaded from ``gan_checkpoint`` (not read again).
+    ``sampling_strength``: where the CDM's DDIM starts (``CDMConfig.sampling_strength``), stored in its config.
     """
     if gan_state is None:
         from ..training.checkpoint import load_checkpoint
@@ -344,6 +346,14 @@ def bundle_from_checkpoints(gan_checkpoint: str | Path, cdm_checkpoint: str | Pa
     cdm_progress: dict[str, Any] = {}
     if cdm_checkpoint is not None:
         cdm, cdm_config, cdm_progress = _cdm_from_checkpoint(Path(cdm_checkpoint), cdm_weights)
+        if sampling_strength is not None:
+            from ..models.diffusion.config import CDMConfig
+
+            cdm_config = {**cdm_config, "sampling_strength": float(sampling_strength)}
+            try:
+                cdm.config = CDMConfig.from_dict(cdm_config)  # validates the value; the sampler reads it from here
+            except ValueError as exc:
+                raise InputError(f"--strength {sampling_strength}: {exc}") from exc
     if g_bs is not None and cdm is None:
         raise InputError(f"{gan_checkpoint} has a bone-suppressed generator G(X): pass the CDM checkpoint that "
                          "makes its inputs (--cdm)")
