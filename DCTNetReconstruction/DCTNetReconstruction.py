@@ -16,13 +16,11 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
-from pathlib import Path
-from typing import Annotated, Any, Callable
+from typing import Annotated, Any, Callable, Optional, Union
 
 import slicer
 import vtk
-from slicer import vtkMRMLScalarVolumeNode
+from slicer import vtkMRMLScalarVolumeNode, vtkMRMLVectorVolumeNode
 from slicer.i18n import tr as _
 from slicer.i18n import translate
 from slicer.parameterNodeWrapper import WithinRange, parameterNodeWrapper
@@ -36,8 +34,14 @@ from slicer.util import VTKObservationMixin
 
 DEVICES = ("auto", "cpu", "cuda")
 # Output roles → parameter-node attribute holding the node of that role.
-OUTPUT_PARAMETERS = {"ct": "ctVolume", "soft_tissue": "softTissueVolume", "disagreement": "disagreementVolume",
+# Roles are the keys `dctnet reconstruct --extras` lists its files by (test_slicer_reconstruction.py checks this).
+OUTPUT_PARAMETERS = {"ct": "ctVolume", "from_bone_suppressed": "fromBoneSuppressedVolume",
+                     "branch_difference": "branchDifferenceVolume", "uncertainty": "uncertaintyVolume",
                      "pa_bs": "paBoneSuppressed", "lat_bs": "latBoneSuppressed"}
+# A radiograph node: grey images load as scalar volumes, RGB ones (PNG/JPEG through Add Data) as vector volumes.
+# parameterNodeWrapper gives a node selector the classes of this Union as its nodeTypes; with the .ui's
+# showChildNodeTypes=false, label maps and other scalar-volume subclasses stay hidden.
+RadiographNode = Optional[Union[vtkMRMLScalarVolumeNode, vtkMRMLVectorVolumeNode]]
 
 
 class DCTNetReconstruction(ScriptedLoadableModule):
@@ -62,26 +66,28 @@ class DCTNetReconstruction(ScriptedLoadableModule):
 class DCTNetReconstructionParameterNode:
     """The module's state, saved with the scene.
 
-    paVolume, latVolume: input radiographs (single-slice volumes).
+    paVolume, latVolume: input radiographs (single-slice scalar or RGB vector volumes).
     sourceCT: CT to make radiographs from (optional).
     weightsPath: model file; empty = the shipped weights.
     device: "auto", "cpu" or "cuda".
     samplingSteps: DDIM steps of the bone suppression; 0 = the model's default.
     seed: sampling seed.
-    ctVolume, softTissueVolume, disagreementVolume, paBoneSuppressed, latBoneSuppressed: outputs.
+    ctVolume, fromBoneSuppressedVolume, branchDifferenceVolume, uncertaintyVolume, paBoneSuppressed,
+    latBoneSuppressed: outputs.
     windowPreset: "CT_LUNG" or "CT_BONE".
     """
 
-    paVolume: vtkMRMLScalarVolumeNode
-    latVolume: vtkMRMLScalarVolumeNode
+    paVolume: RadiographNode
+    latVolume: RadiographNode
     sourceCT: vtkMRMLScalarVolumeNode
     weightsPath: str = ""
     device: str = "auto"
     samplingSteps: Annotated[int, WithinRange(0, 1000)] = 0
     seed: Annotated[int, WithinRange(0, 1000000)] = 0
     ctVolume: vtkMRMLScalarVolumeNode
-    softTissueVolume: vtkMRMLScalarVolumeNode
-    disagreementVolume: vtkMRMLScalarVolumeNode
+    fromBoneSuppressedVolume: vtkMRMLScalarVolumeNode
+    branchDifferenceVolume: vtkMRMLScalarVolumeNode
+    uncertaintyVolume: vtkMRMLScalarVolumeNode
     paBoneSuppressed: vtkMRMLScalarVolumeNode
     latBoneSuppressed: vtkMRMLScalarVolumeNode
     windowPreset: str = "CT_LUNG"
@@ -114,7 +120,7 @@ class DCTNetReconstructionWidget(ScriptedLoadableModuleWidget, VTKObservationMix
         self.ui.weightsPathLineEdit.connect("currentPathChanged(QString)", self.onWeightsPathChanged)
         self.ui.deviceComboBox.connect("currentIndexChanged(int)", self.onDeviceChanged)
         self.ui.windowPresetComboBox.connect("currentIndexChanged(int)", self.onWindowPresetChanged)
-        self.ui.showDisagreementCheckBox.connect("toggled(bool)", lambda checked: self.showResults())
+        self.ui.showUncertaintyCheckBox.connect("toggled(bool)", lambda checked: self.showResults())
 
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
@@ -248,7 +254,7 @@ class DCTNetReconstructionWidget(ScriptedLoadableModuleWidget, VTKObservationMix
 
     def showResults(self) -> None:
         if self._parameterNode:
-            self.logic.showResults(self._parameterNode, showDisagreement=self.ui.showDisagreementCheckBox.checked)
+            self.logic.showResults(self._parameterNode, showUncertainty=self.ui.showUncertaintyCheckBox.checked)
 
     def _setStatus(self, text: str) -> None:
         self.ui.statusLabel.text = text
@@ -287,88 +293,69 @@ class DCTNetReconstructionLogic(ScriptedLoadableModuleLogic):
     """Everything the module does, callable from the Python console without the GUI.
 
     Nodes in, nodes out; options are passed explicitly (defaults: shipped weights, CUDA when available, the
-    model's number of sampling steps). :meth:`reconstruct` and :meth:`previewBoneSuppression` run in Slicer's
-    process (simple, blocking); the ``…InBackground`` variants used by the widget run the same code in a
-    ``PythonSlicer`` child process and keep Slicer responsive.
+    model's number of sampling steps). The work is done by ``DCTNetSlicerLib.reconstruction``: the reconstruction
+    and the preview run the public ``dctnet reconstruct`` command in a ``PythonSlicer`` child process, waiting for
+    it (:meth:`reconstruct`, :meth:`previewBoneSuppression`) or not (the ``…InBackground`` variants the widget
+    uses). Only :meth:`radiographsFromCT` needs torch in Slicer's own process.
     """
 
     def __init__(self) -> None:
         ScriptedLoadableModuleLogic.__init__(self)
-        self._models: dict[tuple[str, str], Any] = {}
         self.lastMetrics: dict[str, float] = {}
 
     def getParameterNode(self) -> DCTNetReconstructionParameterNode:
         return DCTNetReconstructionParameterNode(super().getParameterNode())
 
     # -- inputs ----------------------------------------------------------------------------------------------
-    def loadRadiograph(self, path: str, view: str = "PA") -> vtkMRMLScalarVolumeNode:
+    def loadRadiograph(self, path: str, view: str = "PA"):
         """Read a PNG/JPEG/TIFF/DICOM CR/DX radiograph into a single-slice volume node in [0, 1].
 
         Args:
             path: image file.
             view: ``"PA"`` or ``"LAT"``: places the image in a coronal / sagittal plane.
         """
-        from DCTNetLib.io.radiograph import read_radiograph
-        from DCTNetSlicerLib import nodes
+        from DCTNetSlicerLib import reconstruction
 
-        image = read_radiograph(path)
-        return nodes.radiograph_to_node(image, view, f"{Path(path).stem} {view.upper()}")
+        return reconstruction.load_radiograph(path, view)
 
-    def radiographsFromCT(self, ctNode: vtkMRMLScalarVolumeNode) -> tuple[Any, Any]:
+    def radiographsFromCT(self, ctNode) -> tuple[Any, Any]:
         """PA and lateral DRRs of a CT node with the training geometry; also adds the 128³ reference CT.
 
         Returns:
-            ``(paNode, latNode)``; both reference the prepared CT (role ``DCTNetReference``) and carry its grid,
-            so a reconstruction lands on that grid and is compared with it.
+            ``(paNode, latNode)``; both reference the prepared CT (role ``DCTNetReference``), so a reconstruction
+            lands on that grid and is compared with it.
         """
-        from DCTNetSlicerLib import nodes, radiographs
+        from DCTNetSlicerLib import reconstruction
 
-        if ctNode is None:
-            raise ValueError("ctNode: no CT volume selected")
-        pair = radiographs.radiographs_from_ct(nodes.volume_node_to_ct_volume(ctNode))
-        name = ctNode.GetName()
-        reference = nodes.ct_volume_to_node(radiographs.reference_ct(pair.prepared), f"{name} reference 128³",
-                                            role="reference")
-        centre = radiographs.radiograph_centre_ras(pair.prepared)
-        views = []
-        for image, view in ((pair.pa, "PA"), (pair.lat, "LAT")):
-            node = nodes.radiograph_to_node(image, view, f"{name} {view}", centre_ras=centre)
-            node.SetAttribute(radiographs.GEOMETRY_ATTRIBUTE, radiographs.geometry_to_json(pair.prepared))
-            node.SetNodeReferenceID(nodes.REFERENCE_ROLE, reference.GetID())
-            views.append(node)
-        return views[0], views[1]
+        return reconstruction.radiographs_from_ct(ctNode)
 
     makeRadiographs = radiographsFromCT  # the name used in the issue and the README
 
-    # -- models ----------------------------------------------------------------------------------------------
-    def model(self, weights: str | None = None, device: str = "auto"):
-        """The ``DCTNetLib.inference.Reconstructor`` for ``weights`` (None = shipped) on ``device``, cached."""
-        from DCTNetLib.inference import Reconstructor
+    # -- the model (blocking) ------------------------------------------------------------------------------------
+    @staticmethod
+    def options(weights: str | None = None, device: str = "auto", steps: int | None = None, seed: int = 0):
+        from DCTNetSlicerLib.reconstruction import Options
 
-        key = (str(weights or ""), device)
-        if key not in self._models:
-            self._models[key] = Reconstructor.load(weights or None, device=device)
-        return self._models[key]
+        return Options(weights=weights or None, device=device, steps=steps or None, seed=int(seed))
 
     def previewBoneSuppression(self, paNode, latNode, weights: str | None = None, device: str = "auto",
                                steps: int | None = None, seed: int = 0, show: bool = True) -> tuple[Any, Any]:
-        """Bone-suppressed PA and lateral radiographs (the CDM branch only) as two new volume nodes."""
-        from DCTNetSlicerLib import nodes
+        """Bone-suppressed PA and lateral radiographs as two new volume nodes."""
+        from DCTNetSlicerLib import reconstruction
 
-        pa, lat = nodes.node_to_radiograph(paNode), nodes.node_to_radiograph(latNode)
-        pa_bs, lat_bs = self.model(weights, device).suppress_bones(pa, lat, steps=steps or None, seed=seed)
-        out = self._previewNodes(paNode, latNode, pa_bs, lat_bs, {})
+        made, _ = reconstruction.reconstruct(paNode, latNode, self.options(weights, device, steps, seed),
+                                             images_only=True)
         if show:
-            self._showRadiographs(paNode, latNode, out.get("pa_bs"), out.get("lat_bs"))
-        return out["pa_bs"], out["lat_bs"]
+            reconstruction.show_radiographs(paNode, latNode, made.get("pa_bs"), made.get("lat_bs"))
+        return made["pa_bs"], made["lat_bs"]
 
     def reconstruct(self, paNode, latNode, weights: str | None = None, device: str = "auto",
                     steps: int | None = None, seed: int = 0, progress: Callable[[float, str], None] | None = None,
                     show: bool = True) -> dict[str, Any]:
-        """Reconstruct the CT from two radiograph nodes, in this process.
+        """Reconstruct the CT from two radiograph nodes; waits for ``dctnet reconstruct`` to finish.
 
         Args:
-            paNode, latNode: single-slice radiograph volumes (any size; values rescaled to [0, 1]).
+            paNode, latNode: single-slice radiograph volumes (any size; scalar or RGB).
             weights: model file. Defaults to the shipped weights.
             device: ``"auto"``, ``"cpu"`` or ``"cuda"``.
             steps: DDIM steps of the bone suppression. Defaults to the model's.
@@ -377,21 +364,22 @@ class DCTNetReconstructionLogic(ScriptedLoadableModuleLogic):
             show: switch to the results layout.
 
         Returns:
-            Nodes by role: ``ct`` (G(Y), HU), ``soft_tissue`` (G(X)), ``disagreement`` (|G(Y) − G(X)|),
-            ``pa_bs``, ``lat_bs`` and, for radiographs made from a CT, ``difference`` (reconstruction − reference).
+            Nodes by role (those of :data:`OUTPUT_PARAMETERS`): ``ct`` (G(Y), HU), ``from_bone_suppressed``
+            (G(X)), ``branch_difference`` (|G(Y) − G(X)|), ``uncertainty``, ``pa_bs``, ``lat_bs`` and, for radiographs made from a CT, ``difference`` (reconstruction − reference);
+            :attr:`lastMetrics` then holds ``psnr``, ``ssim`` and ``mae_hu`` against that CT.
         """
-        from DCTNetSlicerLib import nodes, radiographs
+        from DCTNetSlicerLib import reconstruction
 
-        pa, lat = nodes.node_to_radiograph(paNode), nodes.node_to_radiograph(latNode)
-        geometry = radiographs.geometry_from_json(paNode.GetAttribute(radiographs.GEOMETRY_ATTRIBUTE))
-        result = self.model(weights, device).reconstruct(pa, lat, steps=steps or None, seed=seed, geometry=geometry,
-                                                        progress=progress)
-        return self._resultToScene(result, paNode, latNode, show=show)
+        volumes, self.lastMetrics = reconstruction.reconstruct(
+            paNode, latNode, self.options(weights, device, steps, seed), progress=progress)
+        if show:
+            reconstruction.show_results(volumes, paNode, latNode)
+        return volumes
 
     # -- background (widget) -----------------------------------------------------------------------------------
     def previewInBackground(self, parameterNode, onProgress=None, onFinished=None):
         """Start the bone-suppression preview of the parameter node's radiographs in a child process."""
-        return self._runWorker("bone-preview", parameterNode, onProgress, onFinished)
+        return self._startRun(parameterNode, True, onProgress, onFinished)
 
     def reconstructInBackground(self, parameterNode, onProgress=None, onFinished=None):
         """Start the reconstruction of the parameter node's radiographs in a child process.
@@ -400,82 +388,29 @@ class DCTNetReconstructionLogic(ScriptedLoadableModuleLogic):
             The running ``DCTNetSlicerLib.tasks.SlicerTask`` (``cancel()`` kills it). When it succeeds, the
             output nodes are created or updated and stored in the parameter node before ``onFinished`` is called.
         """
-        return self._runWorker("reconstruct", parameterNode, onProgress, onFinished)
+        return self._startRun(parameterNode, False, onProgress, onFinished)
 
-    def _runWorker(self, task: str, p, onProgress, onFinished):
-        import numpy as np
+    def _startRun(self, p, imagesOnly: bool, onProgress, onFinished):
+        from DCTNetSlicerLib import reconstruction
 
-        from DCTNetSlicerLib import nodes, radiographs, worker
-        from DCTNetSlicerLib.tasks import SlicerTask
+        existing = {role: getattr(p, name) for role, name in OUTPUT_PARAMETERS.items()}
 
-        if not (p.paVolume and p.latVolume):
-            raise ValueError("select both a PA and a lateral radiograph first")
-        folder = Path(slicer.util.tempDirectory(key="DCTNet"))
-        np.save(folder / "pa.npy", nodes.node_to_radiograph(p.paVolume))
-        np.save(folder / "lat.npy", nodes.node_to_radiograph(p.latVolume))
-        geometryText = p.paVolume.GetAttribute(radiographs.GEOMETRY_ATTRIBUTE)
-        if geometryText:
-            (folder / "geometry.json").write_text(geometryText, encoding="utf-8")
-        output = folder / "result.npz"
-        args = worker.worker_args(task, folder / "pa.npy", folder / "lat.npy", output, weights=p.weightsPath or None,
-                                  device=p.device, steps=p.samplingSteps, seed=p.seed,
-                                  geometry=folder / "geometry.json" if geometryText else None)
-
-        def finished(success: bool, message: str) -> None:
-            try:
-                if success:
-                    self._loadWorkerOutput(task, output, p)
-            except Exception as exc:  # report through the callback: the GUI shows it, the log has the trace
-                logging.exception("reading the %s result failed", task)
-                success, message = False, str(exc)
-            finally:
-                shutil.rmtree(folder, ignore_errors=True)
+        def finished(success: bool, message: str, made: dict[str, Any], metrics: dict[str, float]) -> None:
+            if success:
+                for role, node in made.items():
+                    if role in OUTPUT_PARAMETERS:
+                        setattr(p, OUTPUT_PARAMETERS[role], node)
+                if not imagesOnly:
+                    self.lastMetrics = metrics
             if onFinished:
                 onFinished(success, message)
 
-        return SlicerTask(args, module="DCTNetSlicerLib.worker", on_log=logging.info, on_progress=onProgress,
-                          on_finished=finished).start()
-
-    def _loadWorkerOutput(self, task: str, output: Path, p) -> None:
-        from DCTNetSlicerLib import results, worker
-
-        existing = {role: getattr(p, name) for role, name in OUTPUT_PARAMETERS.items()}
-        if task == "bone-preview":
-            preview = worker.load_preview(output)
-            volumes = self._previewNodes(p.paVolume, p.latVolume, preview.pa_bs, preview.lat_bs, existing)
-            self._showRadiographs(p.paVolume, p.latVolume, volumes["pa_bs"], volumes["lat_bs"])
-        else:
-            volumes = self._resultToScene(results.load_result(output), p.paVolume, p.latVolume, existing,
-                                          show=False)
-        for role, node in volumes.items():
-            if role in OUTPUT_PARAMETERS:
-                setattr(p, OUTPUT_PARAMETERS[role], node)
+        options = self.options(p.weightsPath, p.device, p.samplingSteps, p.seed)
+        return reconstruction.reconstruct_in_background(p.paVolume, p.latVolume, options, existing=existing,
+                                                        on_progress=onProgress, on_finished=finished,
+                                                        images_only=imagesOnly)
 
     # -- results ---------------------------------------------------------------------------------------------
-    def _previewNodes(self, paNode, latNode, pa_bs, lat_bs, existing: dict[str, Any]) -> dict[str, Any]:
-        from DCTNetSlicerLib import nodes, radiographs
-
-        geometry = radiographs.geometry_from_json(paNode.GetAttribute(radiographs.GEOMETRY_ATTRIBUTE))
-        centre = radiographs.radiograph_centre_ras(geometry) if geometry is not None else (0.0, 0.0, 0.0)
-        pairs = (("pa_bs", "PA", pa_bs, paNode), ("lat_bs", "LAT", lat_bs, latNode))
-        return {role: nodes.radiograph_to_node(image, view, f"{source.GetName()} bone-suppressed",
-                                               node=existing.get(role), centre_ras=centre, role=role)
-                for role, view, image, source in pairs}
-
-    def _resultToScene(self, result, paNode, latNode, existing: dict[str, Any] | None = None,
-                       show: bool = True) -> dict[str, Any]:
-        from DCTNetSlicerLib import nodes, results
-
-        reference = paNode.GetNodeReference(nodes.REFERENCE_ROLE)
-        volumes = results.result_to_nodes(result, reference_node=reference, existing=existing,
-                                          name=f"{paNode.GetName()} DCTNet")
-        self.lastMetrics = {}
-        if reference is not None:
-            volumes["difference"], self.lastMetrics = results.compare_to_reference(volumes["ct"], reference)
-        if show:
-            self._show(volumes, paNode, latNode)
-        return volumes
-
     def metricsText(self) -> str:
         """PSNR / SSIM / MAE of the last reconstruction against its reference CT ("" without one)."""
         from DCTNetSlicerLib import results
@@ -486,38 +421,32 @@ class DCTNetReconstructionLogic(ScriptedLoadableModuleLogic):
         """Put the parameter node's window/level preset on its CT outputs."""
         from DCTNetSlicerLib import nodes
 
-        for node in (p.ctVolume, p.softTissueVolume):
+        for node in (p.ctVolume, p.fromBoneSuppressedVolume):
             if node is not None and p.windowPreset in nodes.WINDOW_LEVEL_PRESETS:
                 nodes.set_window_level(node, p.windowPreset)
 
-    def showResults(self, p, showDisagreement: bool = False) -> None:
-        """Switch to the results layout with the parameter node's outputs."""
+    def showResults(self, p, showUncertainty: bool = False) -> None:
+        """Switch to the results layout with the parameter node's outputs (the radiographs only, before)."""
+        from DCTNetSlicerLib import reconstruction
+
         if p.ctVolume is None:
-            self._showRadiographs(p.paVolume, p.latVolume, p.paBoneSuppressed, p.latBoneSuppressed)
+            reconstruction.show_radiographs(p.paVolume, p.latVolume, p.paBoneSuppressed, p.latBoneSuppressed)
             return
         self.applyWindowPreset(p)
-        volumes = {"ct": p.ctVolume, "disagreement": p.disagreementVolume, "pa_bs": p.paBoneSuppressed,
+        volumes = {"ct": p.ctVolume, "uncertainty": p.uncertaintyVolume, "pa_bs": p.paBoneSuppressed,
                    "lat_bs": p.latBoneSuppressed}
-        self._show(volumes, p.paVolume, p.latVolume, showDisagreement)
-
-    def _show(self, volumes: dict[str, Any], paNode, latNode, showDisagreement: bool = False) -> None:
-        from DCTNetSlicerLib import layout
-
-        overlay = volumes.get("disagreement") if showDisagreement else None
-        layout.show_results(volumes["ct"], overlay_node=overlay, radiographs={
-            "pa": paNode, "lat": latNode, "pa_bs": volumes.get("pa_bs"), "lat_bs": volumes.get("lat_bs")})
-
-    def _showRadiographs(self, paNode, latNode, paBs=None, latBs=None) -> None:
-        from DCTNetSlicerLib import layout
-
-        layout.ensure_layout()
-        layout.show_radiographs({"pa": paNode, "lat": latNode, "pa_bs": paBs, "lat_bs": latBs})
+        reconstruction.show_results(volumes, p.paVolume, p.latVolume, showUncertainty)
 
 
 class DCTNetReconstructionTest(ScriptedLoadableModuleTest):
-    """End to end inside Slicer: SampleData CTChest → DRRs → reconstruction → nodes, geometry, linked views.
+    """End to end inside Slicer, in two parts.
 
-    Uses the shipped weights, or the model file named by the ``DCTNET_TEST_WEIGHTS`` environment variable.
+    1. Without the model (:meth:`test_radiographs_and_views`): radiograph files and an RGB image → nodes in the
+       right planes, the files the reconstruction command would read, the results layout. Needs no torch, so it
+       runs on Slicer's build machines, which have none.
+    2. With the model (:meth:`test_reconstruct_from_ct_chest`): SampleData CTChest → DRRs → ``dctnet reconstruct``
+       → nodes, geometry, window/level, linked views. Skipped with a message when torch is not installed. Uses
+       the shipped weights, or the model file named by the ``DCTNET_TEST_WEIGHTS`` environment variable.
     """
 
     def setUp(self) -> None:
@@ -525,9 +454,67 @@ class DCTNetReconstructionTest(ScriptedLoadableModuleTest):
 
     def runTest(self) -> None:
         self.setUp()
+        self.test_radiographs_and_views()
+        self.setUp()
         self.test_reconstruct_from_ct_chest()
 
+    def test_radiographs_and_views(self) -> None:
+        import tempfile
+        from pathlib import Path
+
+        import numpy as np
+        import SimpleITK as sitk
+
+        from DCTNetLib.io.geometry import volume_centre_ras
+        from DCTNetLib.io.radiograph import read_radiograph
+        from DCTNetSlicerLib import layout, nodes, reconstruction
+
+        logic = DCTNetReconstructionLogic()
+        rng = np.random.default_rng(0)
+        grey = rng.random((96, 80)).astype(np.float32)
+        rgb = rng.integers(0, 256, size=(1, 64, 72, 3), dtype=np.uint8)
+        with tempfile.TemporaryDirectory() as folder:
+            self.delayDisplay("Loading a radiograph file")
+            path = os.path.join(folder, "chest.tif")
+            sitk.WriteImage(sitk.GetImageFromArray(grey), path)
+            paNode = logic.loadRadiograph(path, "PA")
+            self.assertEqual(slicer.util.arrayFromVolume(paNode).shape, (1, 96, 80))
+            np.testing.assert_allclose(slicer.util.arrayFromVolume(paNode)[0], (grey - grey.min()) / np.ptp(grey),
+                                       atol=1e-6)
+            ijkToRas = nodes.node_ijk_to_ras(paNode)
+            self.assertAlmostEqual(float(ijkToRas[1, 0]), 0.0)  # rows and columns span R-L and S-I: coronal
+            self.assertAlmostEqual(float(ijkToRas[1, 1]), 0.0)
+            np.testing.assert_allclose(volume_centre_ras((1, 96, 80), ijkToRas), (0.0, 0.0, 0.0), atol=1e-6)
+
+            self.delayDisplay("An RGB image, as Add Data loads a colour PNG")
+            latNode = slicer.util.addVolumeFromArray(rgb, name="lateral RGB", nodeClassName="vtkMRMLVectorVolumeNode")
+            parameters = logic.getParameterNode()
+            parameters.paVolume, parameters.latVolume = paNode, latNode  # a vector volume is a valid input
+            self.assertIs(parameters.latVolume, latNode)
+            exported = reconstruction.export_radiograph(latNode, Path(folder) / "lat")
+            np.testing.assert_allclose(read_radiograph(exported), nodes.node_to_radiograph(latNode), atol=1e-6)
+
+        self.delayDisplay("The results layout before a reconstruction")
+        logic.showResults(parameters)
+        views = layout.AppViews()
+        self.assertEqual(views.layout_node().GetViewArrangement(), layout.LAYOUT_ID)
+        for role, tag in layout.RADIOGRAPH_ROLES.items():
+            composite = views.slice_logic(tag).GetSliceCompositeNode()
+            self.assertFalse(composite.GetLinkedControl())
+            expected = {"pa": paNode, "lat": latNode}.get(role)
+            self.assertEqual(composite.GetBackgroundVolumeID(), expected.GetID() if expected else None)
+        self.delayDisplay("Radiographs and views: passed")
+
     def test_reconstruct_from_ct_chest(self) -> None:
+        import importlib.util
+
+        if importlib.util.find_spec("torch") is None:
+            message = ("Skipped the reconstruction test: PyTorch is not installed in this Slicer (install the "
+                       "PyTorch extension and press Make radiographs from CT once). The test without the model "
+                       "passed.")
+            logging.warning(message)
+            self.delayDisplay(message)
+            return
         import numpy as np
         import SampleData
 
@@ -555,7 +542,7 @@ class DCTNetReconstructionTest(ScriptedLoadableModuleTest):
                                             nodes.node_ijk_to_ras(reference))
         np.testing.assert_allclose(referenceCentre, ctCentre, atol=VOXEL_SPACING_MM)
 
-        self.delayDisplay("Reconstructing")
+        self.delayDisplay("Reconstructing (dctnet reconstruct in a child process)")
         volumes = logic.reconstruct(paNode, latNode, weights=os.environ.get("DCTNET_TEST_WEIGHTS") or None,
                                     device="cpu", steps=2)
         ct = volumes["ct"]
@@ -571,14 +558,14 @@ class DCTNetReconstructionTest(ScriptedLoadableModuleTest):
         self.assertTrue(np.isfinite(logic.lastMetrics["psnr"]))
 
         self.delayDisplay("Checking the views")
-        layoutManager = slicer.app.layoutManager()
-        self.assertEqual(layoutManager.layout, layout.LAYOUT_ID)
+        views = layout.AppViews()
+        self.assertEqual(views.layout_node().GetViewArrangement(), layout.LAYOUT_ID)
         for tag in layout.CT_VIEWS:
-            composite = layoutManager.sliceWidget(tag).sliceLogic().GetSliceCompositeNode()
+            composite = views.slice_logic(tag).GetSliceCompositeNode()
             self.assertEqual(composite.GetBackgroundVolumeID(), ct.GetID())
             self.assertTrue(composite.GetLinkedControl())
         for role, tag in layout.RADIOGRAPH_ROLES.items():
-            composite = layoutManager.sliceWidget(tag).sliceLogic().GetSliceCompositeNode()
+            composite = views.slice_logic(tag).GetSliceCompositeNode()
             self.assertFalse(composite.GetLinkedControl())
             expected = {"pa": paNode, "lat": latNode}.get(role) or volumes[role]
             self.assertEqual(composite.GetBackgroundVolumeID(), expected.GetID())

@@ -2,16 +2,17 @@
 
 Unlike :mod:`DCTNetLib` (the pure-Python core), these modules import ``slicer``, ``vtk`` and ``qt``. They are
 imported lazily by the DCTNetReconstruction and DCTNetTraining modules, so importing this package itself
-imports nothing from Slicer (:mod:`DCTNetSlicerLib.worker` runs as a plain ``PythonSlicer -m`` child process).
+imports nothing from Slicer.
 
+- ``reconstruction``   what the Reconstruction module does with nodes: radiographs in, ``dctnet reconstruct`` in a
+                       child process, volumes out where the radiographs came from, the results layout
 - ``nodes``            numpy / CTVolume ↔ volume nodes with correct IJK→RAS, window/level presets
 - ``layout``           the results layout (linked CT views, radiograph views in their own view group)
 - ``radiographs``      CT node → PA and lateral DRR nodes with the training geometry
-- ``results``          result files of a background run → nodes; comparison with a reference CT
+- ``results``          the files ``dctnet reconstruct`` wrote → nodes; comparison with a reference CT
 - ``install``          first-use install of PyTorch (PyTorchUtils) and the core's other Python packages
                        (``slicer.packaging.pip_ensure`` on Slicer ≥ 5.12, ``pip_install`` before)
 - ``tasks``            background ``dctnet`` runs with progress, Stop and Cancel
 - ``console_process``  the Slicer ≥ 5.12 ``launchConsoleProcess(blocking=False)`` runner used by ``tasks``
 - ``training_runs``    argument lists of training / evaluation runs, loss-plot and table data
-- ``worker``           child-process entry point for reconstruction and the bone-suppression preview
 """

@@ -17,8 +17,10 @@ What it does not provide, and how it is made up for, so Stop and Cancel behave a
   hit Slicer itself. The child is therefore started through :data:`BOOTSTRAP`, which calls ``os.setsid()``
   before running the module: the child leads its own session and process group again, exactly like
   ``BackgroundProcess(start_new_session=True)``, and ``send_interrupt``/``killpg`` work unchanged.
-- **A pid when the return value is not a ``Popen``.** :data:`BOOTSTRAP` prints one ``{"event": "session",
-  "pid": ...}`` line first; it is consumed here and never reaches the task's callbacks.
+- **The interpreter's pid.** ``PythonSlicer`` is CTK's launcher: it sets up the environment and starts the real
+  interpreter as its *child*, so the ``Popen`` Slicer returns (if any) is the launcher's. :data:`BOOTSTRAP`
+  prints one ``{"event": "session", "pid": ...}`` line first, from the interpreter itself; it is consumed here
+  (never reaching the task's callbacks) and is the pid Stop interrupts. Cancel kills both trees.
 - **Windows.** A running process cannot get its own console process group there (needed for the Ctrl-Break
   that lets a run stop cleanly), so :func:`nonblocking_launcher` returns ``None`` and the
   ``BackgroundProcess`` runner (``CREATE_NEW_PROCESS_GROUP``) is used instead.
@@ -36,10 +38,10 @@ from collections import deque
 from types import SimpleNamespace
 from typing import Any, Callable, Mapping, Sequence
 
-from DCTNetLib.process import TAIL_LINES, BackgroundProcess, kill_process_tree, parse_event
+from DCTNetLib.process import TAIL_LINES, BackgroundProcess, parse_event
 
 __all__ = ["BOOTSTRAP", "SESSION_EVENT", "REQUIRED_PARAMETERS", "nonblocking_launcher", "bootstrap_command",
-           "environment_update", "ConsoleProcess"]
+           "environment_update", "session_pid", "kill_now", "ConsoleProcess"]
 
 logger = logging.getLogger(__name__)
 
@@ -90,6 +92,58 @@ def bootstrap_command(python: str, module: str, args: Sequence[str]) -> list[str
     return [str(python), "-u", "-c", BOOTSTRAP, module, *[str(arg) for arg in args]]
 
 
+def session_pid(event: Mapping[str, Any] | None) -> int | None:
+    """The interpreter's pid from a :data:`BOOTSTRAP` session event, else None."""
+    if event is not None and event.get("event") == SESSION_EVENT and isinstance(event.get("pid"), int):
+        return int(event["pid"])
+    return None
+
+
+def kill_now(roots: Sequence[int | None], groups: Sequence[int | None] = ()) -> list[int]:
+    """SIGKILL the process trees under ``roots`` and the process groups ``groups``, and return at once.
+
+    Unlike :func:`DCTNetLib.process.kill_process_tree` nothing is waited for (no SIGTERM grace, no reaping), so
+    it can run on Slicer's GUI thread: whoever started a process reaps it (the reader thread of
+    ``BackgroundProcess`` or Slicer's launcher), and the task's end is reported through the usual callback.
+    Descendants are collected before anything is killed, so none escapes by being re-parented.
+
+    Returns:
+        the pids signalled (by tree; without ``psutil`` only the roots themselves).
+    """
+    try:
+        import psutil
+    except ImportError:  # the group kill below still reaches each session
+        psutil = None
+    victims: dict[int, Any] = {}
+    for pid in roots:
+        if pid is None:
+            continue
+        if psutil is None:
+            victims[pid] = None
+            continue
+        try:
+            root = psutil.Process(pid)
+            for proc in [root, *root.children(recursive=True)]:
+                victims[proc.pid] = proc
+        except psutil.NoSuchProcess:
+            pass
+    gone = (OSError,) if psutil is None else (OSError, psutil.Error)
+    for pid, proc in victims.items():
+        try:
+            proc.kill() if proc is not None else os.kill(pid, getattr(signal, "SIGKILL", signal.SIGTERM))
+        except gone:
+            pass
+    if os.name == "posix":
+        for group in groups:
+            if group is None:
+                continue
+            try:  # anything of the session that escaped the tree walk (daemonised helpers)
+                os.killpg(group, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+    return sorted(victims)
+
+
 def environment_update(env: Mapping[str, str], base: Mapping[str, str]) -> dict[str, str]:
     """The variables of ``env`` that are new or different in ``base`` (what ``updateEnvironment`` must set)."""
     return {key: value for key, value in env.items() if base.get(key) != value}
@@ -125,7 +179,8 @@ class ConsoleProcess:
         self.cancelled = False
         self.returncode: int | None = None
         self._popen: Any = None
-        self._pid: int | None = None
+        self._pid: int | None = None  # the launched process (the launcher when Slicer returns its Popen)
+        self.session_pid: int | None = None  # the interpreter, as it reported itself
         self._started = False
         self._finished = False
         self._start_time: float | None = None
@@ -158,10 +213,11 @@ class ConsoleProcess:
 
     def _line(self, line: str) -> None:
         line = str(line).rstrip("\r\n")
-        event = parse_event(line)
-        if event is not None and event.get("event") == SESSION_EVENT:
-            if self._pid is None and isinstance(event.get("pid"), int):
-                self._pid = event["pid"]
+        reported = session_pid(parse_event(line))
+        if reported is not None:
+            self.session_pid = reported
+            if self._pid is None:
+                self._pid = reported
             return
         self.tail.append(line)
         self._on_line(line)
@@ -188,23 +244,14 @@ class ConsoleProcess:
     def elapsed_s(self) -> float:
         return 0.0 if self._start_time is None else time.monotonic() - self._start_time
 
-    def cancel(self, timeout: float | None = None) -> None:
-        """Kill the child, its descendants and its session; Slicer's completion callback follows."""
+    def cancel(self) -> None:
+        """Kill the launcher, the interpreter, their descendants and the interpreter's session, without waiting;
+        Slicer's completion callback follows."""
         if not self.running or self._pid is None:
             return
         self.cancelled = True
-        logger.info("cancelling process %s and its children", self._pid)
-        popen = self._popen if isinstance(self._popen, subprocess.Popen) else None
-        kwargs = {} if timeout is None else {"timeout": timeout}
-        try:
-            kill_process_tree(self._pid, popen=popen, **kwargs)
-        except ImportError:  # no psutil: the session kill below still reaches the whole tree
-            pass
-        if os.name == "posix":
-            try:  # BOOTSTRAP made the child a session leader: its pid is its process-group id
-                os.killpg(self._pid, signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                pass
+        logger.info("cancelling process %s (interpreter %s) and its children", self._pid, self.session_pid)
+        kill_now([self._pid, self.session_pid], groups=[self.session_pid])
 
     def error_summary(self, max_lines: int = 5) -> str:
         """Same message as :meth:`BackgroundProcess.error_summary` for the same output and status."""

@@ -6,7 +6,8 @@ view group 0, slice composite nodes with *linked control* so scrolling, zoom and
 slice views, view group 1 and not linked, so they never move with the CT. The PA views are coronal and the
 lateral views sagittal, matching :func:`DCTNetLib.io.geometry.radiograph_ijk_to_ras`.
 
-:func:`layout_xml` is pure (tested without Slicer); the rest needs the Slicer application.
+:func:`layout_xml` is pure; the rest works on any views behind the :class:`AppViews` interface (the Slicer
+application by default; MRML slice logics in ``Testing/SlicerCore``).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ __all__ = [
     "CT_VIEWS",
     "RADIOGRAPH_VIEWS",
     "layout_xml",
+    "AppViews",
     "ensure_layout",
     "show_results",
     "show_radiographs",
@@ -66,28 +68,49 @@ def layout_xml() -> str:
             '</layout>')
 
 
-def ensure_layout() -> None:
-    """Register the layout (once) and switch the view arrangement to it."""
-    import slicer
+class AppViews:
+    """The views of the running Slicer application (its layout manager and slice widgets).
 
-    layout_manager = slicer.app.layoutManager()
-    layout_node = layout_manager.layoutLogic().GetLayoutNode()
+    The functions below talk to views only through this interface (``layout_node``, ``set_layout``,
+    ``slice_logic``, ``reset_3d``), so the same code runs on any set of MRML views: the Slicer-core tests drive it
+    with slice logics of their own on a plain scene.
+    """
+
+    def _manager(self) -> Any:
+        import slicer
+
+        return slicer.app.layoutManager()
+
+    def layout_node(self) -> Any:
+        return self._manager().layoutLogic().GetLayoutNode()
+
+    def set_layout(self, layout_id: int) -> None:
+        self._manager().setLayout(layout_id)
+
+    def slice_logic(self, tag: str) -> Any:
+        widget = self._manager().sliceWidget(tag)
+        return None if widget is None else widget.sliceLogic()
+
+    def reset_3d(self) -> None:
+        three_d = self._manager().threeDWidget(0)
+        if three_d is not None:
+            three_d.threeDView().resetFocalPoint()
+
+
+def ensure_layout(views: Any = None) -> None:
+    """Register the layout (once) and switch the view arrangement to it."""
+    views = views or AppViews()
+    layout_node = views.layout_node()
     if not layout_node.IsLayoutDescription(LAYOUT_ID):
         layout_node.AddLayoutDescription(LAYOUT_ID, layout_xml())
-    layout_manager.setLayout(LAYOUT_ID)
+    views.set_layout(LAYOUT_ID)
 
 
-def _slice_logic(tag: str) -> Any:
-    import slicer
-
-    widget = slicer.app.layoutManager().sliceWidget(tag)
-    return None if widget is None else widget.sliceLogic()
-
-
-def show_radiographs(nodes_by_role: dict[str, Any]) -> None:
+def show_radiographs(nodes_by_role: dict[str, Any], views: Any = None) -> None:
     """Put radiograph nodes (roles ``pa``, ``pa_bs``, ``lat``, ``lat_bs``) in their views and fit them."""
+    views = views or AppViews()
     for role, tag in RADIOGRAPH_ROLES.items():
-        logic = _slice_logic(tag)
+        logic = views.slice_logic(tag)
         node = nodes_by_role.get(role)
         if logic is None:
             continue
@@ -101,20 +124,20 @@ def show_radiographs(nodes_by_role: dict[str, Any]) -> None:
 
 
 def show_results(ct_node: Any, overlay_node: Any = None, overlay_opacity: float = 0.5,
-                 radiographs: dict[str, Any] | None = None) -> None:
+                 radiographs: dict[str, Any] | None = None, views: Any = None) -> None:
     """Switch to the results layout and show ``ct_node`` (with an optional overlay) in linked CT views.
 
     Args:
         ct_node: background volume of the CT views.
-        overlay_node: foreground volume (e.g. the disagreement map or the difference to a reference CT).
+        overlay_node: foreground volume (e.g. the uncertainty map or the difference to a reference CT).
         overlay_opacity: foreground opacity in [0, 1].
         radiographs: nodes by role for :func:`show_radiographs`.
+        views: where to show them. Defaults to the Slicer application's views (:class:`AppViews`).
     """
-    import slicer
-
-    ensure_layout()
+    views = views or AppViews()
+    ensure_layout(views)
     for tag in CT_VIEWS:
-        logic = _slice_logic(tag)
+        logic = views.slice_logic(tag)
         if logic is None:
             continue
         composite = logic.GetSliceCompositeNode()
@@ -127,7 +150,5 @@ def show_results(ct_node: Any, overlay_node: Any = None, overlay_opacity: float 
         slice_node.SetSliceVisible(True)  # show the three planes in the 3D view
         logic.FitSliceToAll()
     if radiographs:
-        show_radiographs(radiographs)
-    three_d = slicer.app.layoutManager().threeDWidget(0)
-    if three_d is not None:
-        three_d.threeDView().resetFocalPoint()
+        show_radiographs(radiographs, views)
+    views.reset_3d()

@@ -1,17 +1,16 @@
-"""Reconstruction results → a file → MRML nodes, and the comparison with a reference CT (difference, PSNR, SSIM).
+"""Reconstruction outputs → MRML nodes, and the comparison with a reference CT (difference, PSNR, SSIM).
 
-The background worker (:mod:`DCTNetSlicerLib.worker`) and the in-process console path both end in a
-``DCTNetLib.inference.ReconstructionResult``; the worker saves it with :func:`save_result` (one ``.npz``, no
-pickles) and the module reads it back with :func:`load_result`, so both paths make the same nodes through
-:func:`result_to_nodes`. Importing this module imports no ``slicer``.
+``dctnet reconstruct --extras`` (run by :mod:`DCTNetSlicerLib.reconstruction`) writes its volumes and the
+bone-suppressed radiographs to files and names them by *role* in its last progress event; :func:`read_outputs`
+reads them back and :func:`volumes_to_nodes` makes the nodes, so the console and the GUI make the same nodes.
+Importing this module imports no ``slicer``.
 """
 
 from __future__ import annotations
 
-import json
+import logging
 import math
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -19,84 +18,74 @@ import numpy as np
 from . import nodes
 
 __all__ = [
-    "RESULT_VOLUMES",
-    "RESULT_IMAGES",
-    "save_result",
-    "load_result",
-    "result_to_nodes",
+    "VOLUME_ROLES",
+    "IMAGE_ROLES",
+    "read_outputs",
+    "volumes_to_nodes",
+    "place_at",
     "compare_to_reference",
     "format_metrics",
 ]
 
-# ReconstructionResult fields saved by save_result: CTVolumes in HU, then (H, W) images in [0, 1].
-RESULT_VOLUMES = ("ct_hu", "soft_tissue_hu", "disagreement")
-RESULT_IMAGES = ("pa_bs", "lat_bs")
+logger = logging.getLogger(__name__)
+
+# The uncertainty map (tissue-mixture spread of G(Y), DCTNetLib.inference) peaks at 500 HU half-way between
+# air and water or water and bone: 0–500 HU on the colour scale.
+UNCERTAINTY_WINDOW_LEVEL = (500.0, 250.0)
+# Output roles of `dctnet reconstruct --extras` (keys of DCTNetLib.commands.reconstruct.output_paths) this module
+# shows, with their node-name suffix and window/level (None = automatic). A role the command adds later is still
+# loaded, with an automatic window; Testing/Python/test_slicer_reconstruction.py fails when the two lists differ.
+VOLUME_ROLES: dict[str, tuple[str, Any]] = {
+    "ct": ("CT", "CT_LUNG"),
+    "from_bone_suppressed": ("CT from bone-suppressed G(X)", "CT_LUNG"),
+    "branch_difference": ("branch difference", nodes.BRANCH_DIFFERENCE_WINDOW_LEVEL),
+    "uncertainty": ("uncertainty", UNCERTAINTY_WINDOW_LEVEL),
+}
+# Maps (not CTs) shown with a colour table.
+COLOUR_MAP_ROLES = ("branch_difference", "uncertainty")
+# Bone-suppressed radiographs: role → view.
+IMAGE_ROLES = {"pa_bs": "PA", "lat_bs": "LAT"}
 # Difference to the reference CT shown on a symmetric ±500 HU window (soft tissue vs. air/bone errors).
 DIFFERENCE_WINDOW_LEVEL = (1000.0, 0.0)
+_VOLUME_SUFFIXES = (".nrrd", ".nii", ".nii.gz", ".mha", ".mhd")
 
 
-def save_result(result: Any, path: str | Path) -> Path:
-    """Write the volumes and bone-suppressed images of a reconstruction result to one ``.npz`` (atomically).
+def read_outputs(outputs: dict[str, str]) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """The files of a ``dctnet reconstruct`` run by role: volumes as ``CTVolume`` (HU), images as ``(H, W)``.
 
     Args:
-        result: ``ReconstructionResult`` (or any object with the fields of :data:`RESULT_VOLUMES` and
-            :data:`RESULT_IMAGES`; ``None`` fields are left out).
-        path: output file, normally ending in ``.npz``.
+        outputs: role → path, as listed by the command's last progress event (``--progress json``).
+
+    Returns:
+        ``(volumes, images)``; files that are neither (figure, report) are left out.
     """
-    from DCTNetLib.io.atomic import atomic_path
+    from DCTNetLib.io.radiograph import read_radiograph
 
-    arrays: dict[str, np.ndarray] = {}
-    for name in RESULT_VOLUMES:
-        volume = getattr(result, name, None)
-        if volume is None:
-            continue
-        arrays[f"{name}.hu"] = np.asarray(volume.hu, dtype=np.float32)
-        arrays[f"{name}.geometry"] = np.array(json.dumps({
-            "spacing": list(volume.spacing), "origin_lps": list(volume.origin_lps),
-            "direction": list(volume.direction), "source": str(getattr(volume, "source", "")),
-        }))
-    for name in RESULT_IMAGES:
-        image = getattr(result, name, None)
-        if image is not None:
-            arrays[name] = np.asarray(image, dtype=np.float32)
-    if "ct_hu.hu" not in arrays:
-        raise ValueError("result has no ct_hu volume to save")
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        with open(tmp, "wb") as handle:
-            np.savez(handle, **arrays)
-    return path
+    volumes, images = {}, {}
+    for role, path in outputs.items():
+        name = Path(path).name.lower()
+        if name.endswith(_VOLUME_SUFFIXES):
+            volumes[role] = _read_volume(path)
+        elif role in IMAGE_ROLES:
+            images[role] = read_radiograph(path)
+    if "ct" not in volumes:
+        from DCTNetLib.errors import OutputError
+
+        raise OutputError(f"the reconstruction wrote no CT volume (outputs: {sorted(outputs)})")
+    return volumes, images
 
 
-def load_result(path: str | Path) -> SimpleNamespace:
-    """Read :func:`save_result` output into an object with the result's field names (missing ones ``None``).
+def _read_volume(path: str | Path) -> Any:
+    """A volume the command has just written, as a ``CTVolume``. Not ``read_ct``: that refuses values that do not
+    look like a CT, and the branch-difference and uncertainty maps (≥ 0 HU) are not; these files are our own
+    output."""
+    import SimpleITK as sitk
 
-    Raises:
-        DCTNetLib.errors.OutputError: the file is missing or not a DCTNet result.
-    """
-    from DCTNetLib.errors import OutputError
     from DCTNetLib.io.ct import CTVolume
 
-    path = Path(path)
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            stored = {key: data[key] for key in data.files}
-    except (OSError, ValueError) as exc:
-        raise OutputError(f"cannot read the reconstruction result {path}: {exc}") from exc
-    if "ct_hu.hu" not in stored:
-        raise OutputError(f"{path} is not a DCTNet reconstruction result (no ct_hu volume)")
-    fields: dict[str, Any] = {}
-    for name in RESULT_VOLUMES:
-        if f"{name}.hu" not in stored:
-            fields[name] = None
-            continue
-        geometry = json.loads(str(stored[f"{name}.geometry"]))
-        fields[name] = CTVolume(hu=stored[f"{name}.hu"], spacing=tuple(geometry["spacing"]),
-                                origin_lps=tuple(geometry["origin_lps"]), direction=tuple(geometry["direction"]),
-                                source=geometry.get("source", ""))
-    for name in RESULT_IMAGES:
-        fields[name] = stored.get(name)
-    return SimpleNamespace(**fields)
+    image = sitk.ReadImage(str(path), sitk.sitkFloat32)
+    return CTVolume(hu=sitk.GetArrayFromImage(image), spacing=tuple(reversed(image.GetSpacing())),
+                    origin_lps=image.GetOrigin(), direction=image.GetDirection(), source=str(path))
 
 
 def _place_like(node: Any, reference_node: Any) -> None:
@@ -108,43 +97,56 @@ def _place_like(node: Any, reference_node: Any) -> None:
     node.SetIJKToRASMatrix(matrix)
 
 
-def result_to_nodes(result: Any, scene: Any = None, reference_node: Any = None,
-                    existing: dict[str, Any] | None = None, name: str = "DCTNet") -> dict[str, Any]:
-    """Volume nodes for a reconstruction result.
+def place_at(node: Any, reference_node: Any = None, centre_ras: Any = None) -> None:
+    """Put a reconstructed volume where its radiographs came from.
+
+    The command places its output on a grid centred on the world origin. With the prepared 128³ reference CT of
+    the radiographs (same size), the node gets exactly that grid, so it overlays the source CT voxel by voxel;
+    otherwise it is moved so that its centre is at ``centre_ras`` (the radiographs' centre).
+    """
+    if reference_node is not None and reference_node.GetImageData() is not None and \
+            tuple(reference_node.GetImageData().GetDimensions()) == tuple(node.GetImageData().GetDimensions()):
+        _place_like(node, reference_node)
+        return
+    if centre_ras is None:
+        return
+    from DCTNetLib.io.geometry import volume_centre_ras
+
+    matrix = nodes.node_ijk_to_ras(node, include_transforms=False)
+    shape = node.GetImageData().GetDimensions()[::-1]
+    matrix[:3, 3] += np.asarray(centre_ras, dtype=np.float64) - volume_centre_ras(shape, matrix)
+    node.SetIJKToRASMatrix(nodes.numpy_to_vtk_matrix(matrix))
+
+
+def volumes_to_nodes(volumes: dict[str, Any], images: dict[str, np.ndarray], scene: Any = None,
+                     existing: dict[str, Any] | None = None, name: str = "DCTNet",
+                     centre_ras: Any = (0.0, 0.0, 0.0)) -> dict[str, Any]:
+    """Volume nodes for the outputs of a reconstruction (see :func:`read_outputs`).
 
     Args:
-        result: ``ReconstructionResult`` or :func:`load_result` output (``ct_hu``, ``soft_tissue_hu``,
-            ``disagreement`` as CTVolumes; ``pa_bs``, ``lat_bs`` as ``(H, W)`` arrays, may be None).
+        volumes: role → ``CTVolume`` in HU.
+        images: role → ``(H, W)`` bone-suppressed radiograph in [0, 1] (roles of :data:`IMAGE_ROLES`).
         scene: MRML scene. Defaults to ``slicer.mrmlScene``.
-        reference_node: prepared 128³ reference CT the radiographs were made from; when its grid matches,
-            the results are placed exactly on it (so they overlay the source CT).
-        existing: nodes of a previous run by key, overwritten instead of adding new nodes.
+        existing: nodes of a previous run by role, overwritten instead of adding new nodes.
         name: node name prefix.
+        centre_ras: where the bone-suppressed radiographs are centred (that of their source radiographs).
 
     Returns:
-        ``{"ct", "soft_tissue", "disagreement", "pa_bs", "lat_bs"}`` → node (missing outputs left out).
+        role → node.
     """
     existing = existing or {}
     out: dict[str, Any] = {}
-    specs = [("ct", "ct_hu", f"{name} CT", "CT_LUNG"),
-             ("soft_tissue", "soft_tissue_hu", f"{name} soft tissue G(X)", "CT_LUNG"),
-             ("disagreement", "disagreement", f"{name} branch disagreement", nodes.DISAGREEMENT_WINDOW_LEVEL)]
-    for key, field, node_name, preset in specs:
-        volume = getattr(result, field, None)
-        if volume is None:
-            continue
-        node = nodes.ct_volume_to_node(volume, node_name, scene, existing.get(key), preset=preset, role=key)
-        if reference_node is not None and tuple(reference_node.GetImageData().GetDimensions()) == \
-                tuple(node.GetImageData().GetDimensions()):
-            _place_like(node, reference_node)
-        out[key] = node
-    if "disagreement" in out:
-        nodes.set_colormap(out["disagreement"], nodes.DISAGREEMENT_COLOR_NODE_IDS)
-    for key, view in (("pa_bs", "PA"), ("lat_bs", "LAT")):
-        image = getattr(result, key, None)
-        if image is not None:
-            out[key] = nodes.radiograph_to_node(np.asarray(image), view, f"{name} {view} bone-suppressed", scene,
-                                                existing.get(key), role=key)
+    for role, volume in volumes.items():
+        label, preset = VOLUME_ROLES.get(role, (role.replace("_", " "), None))
+        out[role] = nodes.ct_volume_to_node(volume, f"{name} {label}", scene, existing.get(role), preset=preset,
+                                            role=role)
+    for role in COLOUR_MAP_ROLES:
+        if role in out:
+            nodes.set_colormap(out[role], nodes.MAP_COLOR_NODE_IDS)
+    for role, image in images.items():
+        view = IMAGE_ROLES[role]
+        out[role] = nodes.radiograph_to_node(np.asarray(image), view, f"{name} {view} bone-suppressed", scene,
+                                             existing.get(role), centre_ras=centre_ras, role=role)
     return out
 
 
@@ -153,10 +155,9 @@ def compare_to_reference(ct_node: Any, reference_node: Any, scene: Any = None,
     """Difference volume (reconstruction − reference, HU) and PSNR / SSIM on the model's unit scale.
 
     Both volumes must be on the same grid (the reference is the prepared 128³ volume the radiographs were
-    made from). Metrics follow :mod:`DCTNetLib.evaluation.metrics` (PSNR over all voxels, tri-plane SSIM).
+    made from). Metrics follow :mod:`DCTNetLib.evaluation.metrics` (PSNR over all voxels, tri-plane SSIM); without
+    torch / scikit-image only the MAE is given.
     """
-    from DCTNetLib.data.preprocess import hu_to_unit
-    from DCTNetLib.evaluation.metrics import psnr, ssim3plane
     from DCTNetLib.io.geometry import ijk_to_ras_matrix
 
     pred = nodes.volume_node_to_canonical(ct_node)
@@ -169,13 +170,16 @@ def compare_to_reference(ct_node: Any, reference_node: Any, scene: Any = None,
         f"{ct_node.GetName()} − reference", scene, difference_node, role="difference")
     nodes.set_window_level(difference_node, DIFFERENCE_WINDOW_LEVEL)
     nodes.set_colormap(difference_node, ("vtkMRMLColorTableNodeFileDivergingBlueRed.txt",))
+    metrics = {"mae_hu": float(np.mean(np.abs(difference)))}
+    try:  # PSNR / SSIM as the evaluation computes them (needs torch and scikit-image, absent on a bare Slicer)
+        from DCTNetLib.data.preprocess import hu_to_unit
+        from DCTNetLib.evaluation.metrics import psnr, ssim3plane
+    except ImportError as exc:
+        logger.info("PSNR and SSIM against the reference are not computed: %s", exc)
+        return difference_node, metrics
     pred_unit = np.asarray(hu_to_unit(pred.array), dtype=np.float32)
     ref_unit = np.asarray(hu_to_unit(ref.array), dtype=np.float32)
-    metrics = {
-        "psnr": float(psnr(pred_unit, ref_unit)),
-        "ssim": float(ssim3plane(pred_unit, ref_unit)["mean"]),
-        "mae_hu": float(np.mean(np.abs(difference))),
-    }
+    metrics.update(psnr=float(psnr(pred_unit, ref_unit)), ssim=float(ssim3plane(pred_unit, ref_unit)["mean"]))
     return difference_node, metrics
 
 

@@ -3,9 +3,15 @@
 :class:`SlicerTask` runs the child with Slicer's own Python (``PythonSlicer``) and handles its output on the
 GUI thread without ever blocking it, so Slicer stays responsive; output
 lines go to the log callback, ``{"event": "progress", ...}`` lines to the progress callback, and the
-finished callback gets ``(success, message)``. :meth:`SlicerTask.cancel` kills the whole process tree at once;
-:meth:`SlicerTask.stop` first interrupts the child (Ctrl-C: ``dctnet`` commands exit cleanly, leaving only
-complete files) and kills the tree only if it is still running after a grace period.
+finished callback gets ``(success, message)``. :meth:`SlicerTask.cancel` kills the whole process tree at once,
+without waiting on the GUI thread; :meth:`SlicerTask.stop` first interrupts the child (Ctrl-C: ``dctnet``
+commands exit cleanly, leaving only complete files) and kills the tree only if it is still running after a grace
+period.
+
+``PythonSlicer`` is CTK's launcher, which starts the real interpreter as its child. The child is therefore always
+started through :data:`DCTNetSlicerLib.console_process.BOOTSTRAP`: the interpreter puts itself in its own session
+and reports its pid, and Stop interrupts that pid's process group (the interpreter and its workers), never the
+launcher, which then exits with the interpreter's status.
 
 Two runners behind one interface, chosen when the task is created:
 
@@ -32,7 +38,8 @@ from typing import Any, Callable, Sequence
 import DCTNetLib
 from DCTNetLib.process import BackgroundProcess, child_environment, module_command, parse_event
 
-from .console_process import ConsoleProcess, bootstrap_command, environment_update, nonblocking_launcher
+from .console_process import (ConsoleProcess, bootstrap_command, environment_update, kill_now, nonblocking_launcher,
+                              session_pid)
 
 __all__ = ["python_executable", "core_pythonpath", "send_interrupt", "SlicerTask"]
 
@@ -46,8 +53,15 @@ MAX_LINES_PER_POLL = 500
 STOP_GRACE_S = 15.0
 
 
+# Environment variable naming the interpreter of the child processes (tests, or a separate Python for the model).
+PYTHON_ENV = "DCTNET_PYTHON"
+
+
 def python_executable() -> str:
-    """``PythonSlicer`` (Slicer's Python with its libraries set up) when available, else this interpreter."""
+    """The interpreter of the child processes: ``$DCTNET_PYTHON`` if set, else ``PythonSlicer`` (Slicer's Python
+    with its libraries set up) when available, else this interpreter."""
+    if os.environ.get(PYTHON_ENV):
+        return os.environ[PYTHON_ENV]
     found = shutil.which("PythonSlicer")
     if found:
         return found
@@ -113,21 +127,24 @@ class SlicerTask:
         on_finished: Callable[[bool, str], None] | None = None,
         cwd: str | None = None,
     ) -> None:
-        self.argv = module_command(module, args, python=python_executable())
+        self.argv = module_command(module, args, python=python_executable())  # what it runs, as shown in the log
         self.on_log, self.on_progress, self.on_event, self.on_finished = on_log, on_progress, on_event, on_finished
+        command = bootstrap_command(python_executable(), module, args)
         launcher = nonblocking_launcher()
         if launcher is not None:  # Slicer ≥ 5.12
             base = _startup_environment()
             env = child_environment(core_pythonpath(), base=base)
             self.process = ConsoleProcess(
-                bootstrap_command(python_executable(), module, args), launcher, cwd=cwd,
+                command, launcher, cwd=cwd,
                 update=environment_update(env, os.environ if base is None else base),
                 use_startup_environment=base is not None,
             )
         else:
-            self.process = BackgroundProcess(self.argv, cwd=cwd, env=_environment())
+            self.process = BackgroundProcess(command, cwd=cwd, env=_environment())
         self._timer = None
+        self._session_pid: int | None = None  # the interpreter's pid, from the bootstrap's first line
         self.stopped = False  # set by stop(): the run was ended on purpose
+        self.cancelled = False  # set by cancel()
 
     @property
     def uses_slicer_launcher(self) -> bool:
@@ -137,6 +154,13 @@ class SlicerTask:
     @property
     def running(self) -> bool:
         return self.process.running
+
+    @property
+    def interrupt_pid(self) -> int | None:
+        """Whom Stop interrupts: the interpreter as it reported itself (POSIX), else the started process (Windows:
+        its console process group, or before the interpreter has reported)."""
+        reported = getattr(self.process, "session_pid", None) or self._session_pid
+        return reported if reported is not None and os.name == "posix" else self.process.pid
 
     def start(self) -> SlicerTask:
         if self.on_log:
@@ -154,17 +178,24 @@ class SlicerTask:
         return self
 
     def cancel(self) -> None:
-        """Kill the child and its descendants; ``on_finished(False, "Cancelled")`` follows."""
-        self.process.cancel()
+        """Kill the child and its descendants at once; ``on_finished(False, "Cancelled")`` follows."""
+        if not self.running:
+            return
+        self.cancelled = True
+        if isinstance(self.process, ConsoleProcess):
+            self.process.cancel()
+            return
+        pid = self.process.pid  # BackgroundProcess: the launcher, leader of its own session
+        kill_now([pid, self._session_pid], groups=[pid, self._session_pid])
 
     def stop(self, grace_s: float = STOP_GRACE_S) -> None:
         """Interrupt the child; if it is still running after ``grace_s`` seconds, kill its whole tree."""
         import qt
 
-        if not self.running or self.process.pid is None:
+        if not self.running or self.interrupt_pid is None:
             return
         self.stopped = True
-        if not send_interrupt(self.process.pid):
+        if not send_interrupt(self.interrupt_pid):
             self.cancel()
             return
         if self.on_log:
@@ -180,6 +211,10 @@ class SlicerTask:
                 if self.on_log:
                     self.on_log(line)
             for event in events:
+                reported = session_pid(event)
+                if reported is not None:  # the bootstrap's line (BackgroundProcess path): ours, not the caller's
+                    self._session_pid = reported
+                    continue
                 if self.on_event:
                     self.on_event(event)
                 if event.get("event") == "progress" and self.on_progress:
@@ -204,7 +239,7 @@ class SlicerTask:
             self._finish(update.returncode)
 
     def _finish(self, returncode: int | None) -> None:
-        if self.process.cancelled or self.stopped:
+        if self.cancelled or self.process.cancelled or self.stopped:
             success, message = False, "Stopped" if self.stopped else "Cancelled"
         elif returncode == 0:
             success, message = True, f"Finished in {self.process.elapsed_s:.0f} s"

@@ -3,7 +3,9 @@ Slicer 5.12 (non-blocking ``slicer.util.launchConsoleProcess``, ``slicer.packagi
 
 The fake 5.12 launcher behaves like Slicer's (a plain ``Popen`` in the caller's process group, output read on a
 thread, callbacks delivered on the "GUI" thread when the test pumps), and the children are real processes, so
-the tests check real output handling, real interrupts and real process-tree kills on both paths.
+the tests check real output handling, real interrupts and real process-tree kills on both paths. The program
+started is a fake ``PythonSlicer``: like CTK's launcher, a real parent process that starts the interpreter as its
+child and exits with its status.
 """
 
 from __future__ import annotations
@@ -37,15 +39,24 @@ print(json.dumps({"event": "progress", "fraction": 1.0, "message": "done"}), flu
 """
 
 SLEEPY = """
-import subprocess, sys, time
+import os, signal, subprocess, sys, time
+if "--ignore-sigterm" in sys.argv:
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 child = subprocess.Popen([sys.executable, "-c", "import time; print('grandchild ready', flush=True); time.sleep(600)"])
-print("ready", child.pid, flush=True)
+print("ready", child.pid, os.getpid(), flush=True)
 try:
     time.sleep(600)
 except KeyboardInterrupt:
     print("interrupted", flush=True)
     child.wait(timeout=20)
     sys.exit(130)
+"""
+
+# Stands in for PythonSlicer (CTK's launcher): a real parent that starts the interpreter as its child with the same
+# arguments and exits with the child's status; Python's default SIGINT handling applies to it.
+LAUNCHER = """#!{python}
+import subprocess, sys
+sys.exit(subprocess.call([{python!r}, *sys.argv[1:]]))
 """
 
 
@@ -125,6 +136,10 @@ def fake_slicer(monkeypatch, tmp_path):
     """Fake ``slicer``, ``slicer.util``, ``slicer.packaging`` and ``qt``; child modules live in ``tmp_path``."""
     (tmp_path / "fake_job.py").write_text(JOB)
     (tmp_path / "sleepy_job.py").write_text(SLEEPY)
+    launcher = tmp_path / "PythonSlicer"
+    launcher.write_text(LAUNCHER.format(python=sys.executable))
+    launcher.chmod(0o755)
+    monkeypatch.setenv("DCTNET_PYTHON", str(launcher))
     startup_env = dict(os.environ, PYTHONPATH=str(tmp_path))
     util = types.ModuleType("slicer.util")
     util.startupEnvironment = lambda: dict(startup_env)
@@ -236,7 +251,7 @@ def test_5_12_stop_interrupts_the_whole_tree_like_ctrl_c(fake_slicer, returns_po
     task.start()
     grandchild = int(wait_for_line(launcher, records, "ready").split()[1])
     wait_for_line(launcher, records, "grandchild ready")
-    pid = task.process.pid  # from the returned Popen, or from the bootstrap's session event
+    pid = task.interrupt_pid  # the interpreter, from the bootstrap's session event
     assert pid is not None and os.getpgid(pid) == pid != os.getpgid(0)  # own group, not Slicer's
     task.stop(grace_s=30)
     assert FakeTimer.single_shots[-1][0] == 30000  # the kill-after-grace timer is armed
@@ -263,6 +278,75 @@ def test_5_12_cancel_kills_child_and_grandchild(fake_slicer):
     assert records[-1] == ("finished", False, "Cancelled")
     assert task.process.returncode not in (0, None)
     assert not psutil.pid_exists(grandchild) or psutil.Process(grandchild).status() == psutil.STATUS_ZOMBIE
+
+
+def _start(runner: str, fake_slicer, args):
+    """A sleepy job through the fake PythonSlicer on the 5.10 (BackgroundProcess) or 5.12 (Slicer's launcher)
+    runner; returns the task, its records and a pump(until) for that runner."""
+    launcher = None
+    if runner == "5.12":
+        launcher = FakeSlicerLauncher(fake_slicer.startup_env)
+        fake_slicer.util.launchConsoleProcess = launcher
+    task, records = recording_task(args, "sleepy_job")
+    task.start()
+    assert task.uses_slicer_launcher == (runner == "5.12")
+
+    def pump(until, timeout=60.0):
+        if launcher is not None:
+            return launcher.pump(until, timeout)
+        deadline = time.monotonic() + timeout
+        while not until() and time.monotonic() < deadline:
+            for timer in FakeTimer.instances:
+                if timer.active:
+                    timer.callback()
+            time.sleep(0.02)
+        assert until(), "timed out waiting for the child"
+
+    return task, records, pump
+
+
+def _line(records, prefix):
+    return next((r[1] for r in records if r[0] == "log" and str(r[1]).startswith(prefix)), None)
+
+
+@posix_only
+@pytest.mark.parametrize("runner", ["5.10", "5.12"])
+def test_stop_interrupts_the_interpreter_not_the_launcher(fake_slicer, runner):
+    """PythonSlicer starts the interpreter as a child: Stop must reach the interpreter (which exits cleanly, 130)
+    and leave the launcher alone (which then exits with the interpreter's status, not killed by a signal)."""
+    import psutil
+
+    task, records, pump = _start(runner, fake_slicer, [])
+    pump(lambda: _line(records, "grandchild ready") is not None)
+    _, grandchild, interpreter = _line(records, "ready ").split()
+    assert task.interrupt_pid == int(interpreter) != task.process.pid  # the launcher is another process
+    assert psutil.Process(int(interpreter)).ppid() == task.process.pid or runner == "5.12"
+    task.stop(grace_s=30)
+    pump(lambda: finished(records))
+    assert records[-1] == ("finished", False, "Stopped")
+    assert any(kind == "log" and "interrupted" in str(text) for kind, text in records)
+    assert task.process.returncode == 130  # the launcher passed on the interpreter's clean exit
+    assert not psutil.pid_exists(int(grandchild)) or psutil.Process(int(grandchild)).status() == psutil.STATUS_ZOMBIE
+
+
+@posix_only
+@pytest.mark.parametrize("runner", ["5.10", "5.12"])
+def test_cancel_returns_at_once_and_kills_launcher_interpreter_and_workers(fake_slicer, runner):
+    """Cancel runs on the GUI thread: it must not wait for processes to die (a run that ignores SIGTERM made the
+    old terminate-wait-kill take seconds)."""
+    import psutil
+
+    task, records, pump = _start(runner, fake_slicer, ["--ignore-sigterm"])
+    pump(lambda: _line(records, "grandchild ready") is not None)
+    _, grandchild, interpreter = _line(records, "ready ").split()
+    started = time.monotonic()
+    task.cancel()
+    assert time.monotonic() - started < 0.5
+    pump(lambda: finished(records))
+    assert records[-1] == ("finished", False, "Cancelled")
+    for pid in (int(grandchild), int(interpreter)):
+        assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    assert task.process.returncode not in (0, None)
 
 
 def test_runner_falls_back_without_the_non_blocking_api_or_without_sessions(fake_slicer, monkeypatch):

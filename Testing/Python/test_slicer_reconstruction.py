@@ -1,0 +1,132 @@
+"""One entry point: DCTNet Reconstruction runs the public ``dctnet reconstruct`` command, with machine-readable
+progress (``--progress json``), and reads back the files it lists.
+
+The node side of the same run is tested on real MRML in ``Testing/SlicerCore/test_reconstruction_mrml.py``; here
+the command itself, as a child process, exactly as the module starts it.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+if str(REPO / "DCTNetReconstruction") not in sys.path:
+    sys.path.insert(0, str(REPO / "DCTNetReconstruction"))
+
+
+def _output_parameters() -> dict[str, str]:
+    """``OUTPUT_PARAMETERS`` of DCTNetReconstruction.py (role → parameter-node field), read without Slicer."""
+    tree = ast.parse((REPO / "DCTNetReconstruction" / "DCTNetReconstruction.py").read_text(encoding="utf-8"))
+    node = next(n for n in tree.body if isinstance(n, ast.Assign) and getattr(n.targets[0], "id", "") == "OUTPUT_PARAMETERS")
+    return ast.literal_eval(node.value)
+
+
+def _radiographs(folder: Path) -> tuple[Path, Path]:
+    import SimpleITK as sitk
+
+    rng = np.random.default_rng(0)
+    rows, cols = np.mgrid[0:64, 0:64] / 63.0
+    paths = []
+    for name, shift in (("pa", 0.0), ("lat", 0.2)):
+        image = np.exp(-(((rows - 0.5) / 0.3) ** 2 + ((cols - 0.5 - shift) / 0.2) ** 2)) + 0.05 * rng.random((64, 64))
+        image = ((image - image.min()) / np.ptp(image)).astype(np.float32)
+        path = folder / f"{name}.tif"
+        sitk.WriteImage(sitk.GetImageFromArray(image), str(path))
+        paths.append(path)
+    return paths[0], paths[1]
+
+
+def _run(args: list[str]) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "DCTNetLib", *args], capture_output=True, text=True, timeout=600,
+                          cwd=REPO)
+
+
+def _events(stdout: str) -> list[dict]:
+    from DCTNetLib.process import parse_event
+
+    return [e for e in (parse_event(line) for line in stdout.splitlines()) if e is not None]
+
+
+def test_the_module_command_line_is_accepted_by_dctnet(tmp_path):
+    from DCTNetLib.cli import build_parser
+    from DCTNetSlicerLib.reconstruction import Options, command_args
+
+    args = command_args(tmp_path / "pa.png", tmp_path / "lat.tif", tmp_path / "ct.nrrd",
+                        Options(weights=str(tmp_path / "w.pt"), device="cpu", steps=7, seed=3))
+    parsed = build_parser().parse_args(args)
+    assert parsed.command == "reconstruct" and parsed.progress == "json" and parsed.extras
+    assert (parsed.steps, parsed.seed, parsed.device, parsed.weights) == (7, 3, "cpu", tmp_path / "w.pt")
+    default = build_parser().parse_args(command_args("a.png", "b.png", "c.nrrd"))
+    assert default.steps is None and default.weights is None and default.device == "auto"
+    assert build_parser().parse_args(["reconstruct", "--pa", "a", "--lat", "b", "--output", "c.nrrd"]).progress == "log"
+
+
+def test_progress_json_reports_every_stage_and_the_files_written(tmp_path, tiny_bundle_path):
+    from DCTNetSlicerLib import results
+    from DCTNetSlicerLib.reconstruction import Options, command_args
+
+    pa, lat = _radiographs(tmp_path)
+    (tmp_path / "out").mkdir()
+    out = _run(command_args(pa, lat, tmp_path / "out" / "ct.nrrd",
+                            Options(weights=str(tiny_bundle_path), device="cpu", steps=2)))
+    assert out.returncode == 0, out.stderr[-2000:]
+    events = _events(out.stdout)
+    assert events and all(e["event"] == "progress" and isinstance(e["message"], str) for e in events)
+    fractions = [e["fraction"] for e in events]
+    assert fractions[0] == 0.0 and fractions[-1] == 1.0 and fractions == sorted(fractions)
+    messages = [e["message"] for e in events]
+    assert len(set(messages)) >= 5 and "loading the model" in messages  # one line per stage, not one at the end
+    outputs = events[-1]["outputs"]
+    assert all(Path(path).is_file() and Path(path).parent == tmp_path / "out" for path in outputs.values())
+    # the roles the command writes are the ones the module knows how to show and where to keep them
+    volumes, images = results.read_outputs(outputs)
+    assert set(volumes) == set(results.VOLUME_ROLES) and set(images) == set(results.IMAGE_ROLES)
+    assert set(_output_parameters()) == set(results.VOLUME_ROLES) | set(results.IMAGE_ROLES)
+    assert volumes["ct"].hu.shape == (32, 32, 32) and volumes["branch_difference"].hu.min() >= 0.0
+    np.testing.assert_allclose(volumes["ct"].spacing, (10.0,) * 3)  # the tiny model's 32³ over 320 mm
+    assert images["pa_bs"].shape == (32, 32)
+    # stdout also carries the command's summary line, which is not an event
+    assert json.loads(out.stdout.strip().splitlines()[-1])["output"] == str(tmp_path / "out" / "ct.nrrd")
+
+
+def test_progress_log_prints_no_events_and_errors_stay_one_line(tmp_path, tiny_bundle_path):
+    pa, lat = _radiographs(tmp_path)
+    out = _run(["reconstruct", "--pa", str(pa), "--lat", str(lat), "--output", str(tmp_path / "ct.nrrd"),
+                "--weights", str(tiny_bundle_path), "--device", "cpu", "--steps", "2"])
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert _events(out.stdout) == []
+    failed = _run(["reconstruct", "--pa", str(pa), "--lat", str(lat), "--output", str(tmp_path / "x.nrrd"),
+                   "--weights", str(tmp_path / "missing.pt"), "--progress", "json"])
+    assert failed.returncode == 2 and "error:" in failed.stderr and "missing.pt" in failed.stderr
+    assert all(e["fraction"] < 1.0 for e in _events(failed.stdout))  # never reports "done" for a failed run
+
+
+def test_the_private_worker_is_gone_and_nothing_refers_to_it():
+    assert not (REPO / "DCTNetReconstruction" / "DCTNetSlicerLib" / "worker.py").exists()
+    for path in [*(REPO / "DCTNetReconstruction" / "DCTNetSlicerLib").glob("*.py"),
+                 REPO / "DCTNetReconstruction" / "DCTNetReconstruction.py", REPO / "DCTNetReconstruction" / "CMakeLists.txt"]:
+        assert "DCTNetSlicerLib.worker" not in path.read_text(encoding="utf-8"), path
+        assert "worker.py" not in path.read_text(encoding="utf-8"), path
+
+
+@pytest.mark.parametrize("mode", ["log", "json"])
+def test_progress_reporter_modes(mode, capsys, caplog):
+    import logging
+
+    from DCTNetLib.commands.reconstruct import progress_reporter
+
+    with caplog.at_level(logging.DEBUG, logger="dctnet.reconstruct"):
+        progress_reporter(mode)(0.25, "half of a half", outputs={"ct": Path("x.nrrd")})
+    printed = capsys.readouterr().out.strip()
+    if mode == "json":
+        assert json.loads(printed) == {"event": "progress", "fraction": 0.25, "message": "half of a half",
+                                       "outputs": {"ct": "x.nrrd"}}
+    else:
+        assert printed == "" and "25% half of a half" in caplog.text
