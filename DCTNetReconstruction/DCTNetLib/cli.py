@@ -25,6 +25,7 @@ import re
 import signal
 import sys
 import threading
+import warnings
 
 from . import __version__
 from .errors import DCTNetError, Terminated, raise_terminated
@@ -40,6 +41,7 @@ COMMANDS: dict[str, str] = {
     "info": "info",
     "weights": "weights",
     "export": "export",
+    "plot": "plot",
     "reproduce": "reproduce",
 }
 
@@ -112,6 +114,10 @@ def _requested_command(argv: list[str]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run ``dctnet``; ``argv=None`` (the console script, ``python -m DCTNetLib``) also prints every Python
+    warning as one line, ``dctnet COMMAND: warning: …``, without the source path and line of the default format."""
+    if argv is None:
+        warnings.showwarning = _one_line_warning
     argv = sys.argv[1:] if argv is None else list(argv)
     parser = build_parser(_requested_command(argv))
     args = parser.parse_args(argv)
@@ -134,6 +140,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"dctnet {args.command}: {how}; files written so far are valid{_how_to_continue(args)}",
               file=sys.stderr)
         return 143 if isinstance(exc, Terminated) else 130
+
+
+def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    command = _requested_command(sys.argv[1:]) or "dctnet"
+    text = " ".join(str(message).split())
+    print(f"dctnet {command}: warning: {text}" if command != "dctnet" else f"dctnet: warning: {text}",
+          file=file or sys.stderr)
 
 
 def _how_to_continue(args: argparse.Namespace) -> str:

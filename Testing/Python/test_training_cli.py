@@ -95,10 +95,100 @@ def test_train_cdm_writes_run_files_and_refuses_to_overwrite(prepared, tmp_path,
     assert sum(r["event"] == "train" for r in read_records(run)) == 4
 
 
-def test_tiny_preset_on_wrong_image_size_is_a_clear_error(tmp_path, capsys):
-    data = write_tiny_prepared(tmp_path / "prep64", n_train=1, n_val=0, size=64)
-    code = dctnet(["train-cdm", "--data", str(data), "--output", str(tmp_path / "run"), *TINY_CDM])
-    assert code == 2 and "64×64" in capsys.readouterr().err
+def test_tiny_preset_resamples_prepared_data_of_another_size(tmp_path):
+    from DCTNetLib.data.datasets import PreparedCaseDataset
+
+    data = write_tiny_prepared(tmp_path / "prep64", n_train=2, n_val=0, size=64)
+    stored = PreparedCaseDataset(data, "train")[0]
+    item = PreparedCaseDataset(data, "train", image_size=TINY)[0]
+    assert item["drr"].shape == (2, TINY, TINY) and item["ct"].shape == (1, TINY, TINY, TINY)
+    # area averaging: each 2×2 (2×2×2) block's mean, so the totals are kept
+    assert torch.allclose(item["drr"], stored["drr"].reshape(2, TINY, 2, TINY, 2).mean((2, 4)), atol=1e-6)
+    assert item["ct"].mean().item() == pytest.approx(stored["ct"].mean().item(), rel=1e-5)
+    run = tmp_path / "run"
+    assert dctnet(["train-cdm", "--data", str(data), "--output", str(run), "--max-steps", "1", *TINY_CDM]) == 0
+    state = torch.load(run / "latest.pt", weights_only=True)
+    assert state["model_config"]["image_size"] == TINY and state["progress"]["step"] == 1
+
+
+GAN_TINY = ["--preset", "tiny", "--device", "cpu", "--bs-source", "target", "--set", "num_workers=0",
+            "--set", "log_every=1", "--set", "progress=false"]
+
+
+def test_tiny_gan_on_prepare_sized_data_is_quick_and_leaves_best_and_latest(tmp_path, capsys):
+    import warnings
+
+    data = write_tiny_prepared(tmp_path / "prep128", n_train=2, n_val=1, size=128)
+    run = tmp_path / "gan"
+    assert dctnet(["train", "--data", str(data), "--output", str(run), "--max-steps", "2", *GAN_TINY]) == 0
+    # stopped by --max-steps at the end of epoch 1, before any validation: both files the docs name exist
+    assert (run / "latest.pt").is_file() and (run / "best.pt").is_file()
+    # the tiny model ran at its own 32² / 32³ (the 128² cases resampled on load), not at the data's 128
+    assert torch.load(run / "latest.pt", weights_only=True)["model_config"]["generator"]["image_size"] == TINY
+    records = read_records(run)
+    assert [r["step"] for r in records if r["event"] == "train"] == [1, 2]
+    assert any(r["event"] == "val" for r in records)
+
+    # resuming at the limit trains nothing more
+    assert dctnet(["train", "--data", str(data), "--output", str(run), "--resume", "--max-steps", "2", *GAN_TINY]) == 0
+    assert [r["step"] for r in read_records(run) if r["event"] == "train"] == [1, 2]
+    assert torch.load(run / "latest.pt", weights_only=True)["progress"]["step"] == 2
+    # resuming at an epoch's end steps the LR schedule first: no "lr_scheduler.step() before optimizer.step()"
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert dctnet(["train", "--data", str(data), "--output", str(run), "--resume", "--max-steps", "3",
+                       *GAN_TINY]) == 0
+    assert not [w for w in caught if "lr_scheduler.step()" in str(w.message)], [str(w.message) for w in caught]
+    assert [r["step"] for r in read_records(run) if r["event"] == "train"] == [1, 2, 3]
+
+    # dctnet plot: losses and one panel per validation metric, 400 px (5 in at 80 dpi) each
+    from PIL import Image
+
+    assert dctnet(["plot", str(run)]) == 0
+    val_metrics = {k for r in read_records(run) if r["event"] == "val" for k in r if k not in ("event", "epoch", "step")}
+    assert Image.open(run / "curves.png").size[0] == 400 * (1 + len(val_metrics))
+    assert dctnet(["plot", str(run)]) == 2  # not replaced without --overwrite
+
+    # evaluate and export take the run folder (best.pt there)
+    from DCTNetLib.training.checkpoint import resolve_checkpoint
+
+    assert resolve_checkpoint(run) == run / "best.pt"
+    out = tmp_path / "eval"
+    assert dctnet(["evaluate", "--data", str(data), "--split", "val", "--checkpoint", str(run), "--output", str(out),
+                   "--no-lpips", "--device", "cpu"]) == 0
+    table = (out / "table.md").read_text(encoding="utf-8")
+    assert "gan/best.pt, step" in table and "(ours)" not in table
+    capsys.readouterr()
+    # export resolves the folder to best.pt too (this run's G(X) then needs its CDM: said in one line)
+    assert dctnet(["export", "--gan", str(run), "--output", str(tmp_path / "model.pt")]) == 2
+    assert f"{run / 'best.pt'} has a bone-suppressed generator" in capsys.readouterr().err
+
+
+def test_checkpoint_paths_resolve_to_best_else_latest_with_clear_errors(tmp_path, capsys):
+    from DCTNetLib.errors import InputError
+    from DCTNetLib.training.checkpoint import resolve_checkpoint
+
+    run = tmp_path / "run"
+    run.mkdir()
+    with pytest.raises(InputError, match="holds no best.pt or latest.pt"):
+        resolve_checkpoint(run)
+    (run / "latest.pt").write_bytes(b"x")
+    assert resolve_checkpoint(run) == run / "latest.pt"
+    with pytest.raises(InputError, match="pass the folder"):
+        resolve_checkpoint(run / "best.pt")
+    (run / "best.pt").write_bytes(b"x")
+    assert resolve_checkpoint(run) == run / "best.pt"
+
+
+def test_a_run_that_finds_no_data_leaves_no_folder(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert dctnet(["train", "--data", str(tmp_path / "missing"), "--output", str(run), *GAN_TINY]) == 2
+    assert dctnet(["train-cdm", "--data", str(tmp_path / "missing"), "--output", str(run), *TINY_CDM]) == 2
+    assert "not found" in capsys.readouterr().err and not run.exists()
+    (tmp_path / "empty").mkdir()
+    assert dctnet(["prepare", "--dataset", "generic", "--source", str(tmp_path / "empty"),
+                   "--output", str(tmp_path / "prep")]) == 2
+    assert "no generic cases found" in capsys.readouterr().err and not (tmp_path / "prep").exists()
 
 
 def test_unknown_set_key_lists_valid_keys(prepared, tmp_path, capsys):

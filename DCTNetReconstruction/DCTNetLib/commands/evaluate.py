@@ -3,6 +3,7 @@
 One checkpoint::
 
     dctnet evaluate --data PREP --split test --checkpoint runs/gan/best.pt --output eval/gan
+    dctnet evaluate --data PREP --checkpoint runs/gan --output eval/gan --method "DCT-Net small, 300 steps"
 
 The Table 1 ablations (``--ablations``): one run folder per variant under ``--runs``, named after the variant
 (``dctnet``, ``ablation-no-dual-branch``, ``ablation-no-recon-gan``, ``ablation-no-perceptual``,
@@ -57,8 +58,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", required=True, type=Path, help="prepared data folder (`dctnet prepare`)")
     parser.add_argument("--split", default="test", choices=("train", "val", "test"), help="default: test")
     parser.add_argument("--output", required=True, type=Path, help="folder for cases*.csv, table.md, metrics.jsonl")
-    parser.add_argument("--checkpoint", type=Path, help="a `dctnet train` checkpoint (best.pt / latest.pt)")
-    parser.add_argument("--method", help="row name in the table (default: from the checkpoint's variant)")
+    parser.add_argument("--checkpoint", type=Path,
+                        help="a `dctnet train` checkpoint (best.pt / latest.pt), or its run folder (best.pt there, "
+                             "else latest.pt)")
+    parser.add_argument("--method", help="row name in the table (default: the checkpoint's preset, file and step; "
+                                          "with --ablations the paper's Table 1 row names)")
     parser.add_argument("--ablations", action="store_true", help="evaluate the Table 1 variants found in --runs")
     parser.add_argument("--runs", type=Path, help="with --ablations: folder of one run folder per variant")
     parser.add_argument("--train-epochs", type=int, metavar="N",
@@ -104,6 +108,13 @@ def _evaluate_checkpoint(checkpoint: Path, dataset: Any, device: Any, lpips_mode
 
     g_raw, _, preset, params_m = load_gan_generators(checkpoint, device)
     size = preset.image_size
+    if getattr(dataset, "split", None) and hasattr(dataset, "image_size") and len(dataset) and \
+            tuple(dataset[0]["drr"].shape[-2:]) != (size, size):
+        from ..data.datasets import PreparedCaseDataset
+
+        log.warning("%s is a %d² model: the prepared cases are resampled to %d² / %d³ (its metrics are on that grid)",
+                    checkpoint, size, size, size)
+        dataset = PreparedCaseDataset(dataset.root, dataset.split, image_size=size)
     variant = preset.name.partition("@")[0]
     result = MethodResult(method or ROW_NAMES.get(variant, preset.name), params_m=params_m)
     for index in range(len(dataset)):
@@ -144,6 +155,16 @@ def write_tables(results: list[Any], output: Path, split: str) -> Path:
     text = (f"Results on the {split} split (mean ± std over cases; PSNR on the [0, 1] HU window).\n\n"
             + markdown_table(results) + "\n" + extra_table(results))
     return atomic_write_text(output / "table.md", text)
+
+
+def checkpoint_label(path: Path, state: dict[str, Any]) -> str:
+    """What a single evaluated model is, for its table row: preset, checkpoint file and training step (the
+    paper's "DCT-Net (ours)" names only the rows of ``--ablations``, which reproduce its Table 1)."""
+    config = state.get("model_config") or {}
+    name = config.get("name") if isinstance(config, dict) else None
+    step = (state.get("progress") or {}).get("step")
+    where = f"{path.parent.name}/{path.name}" if path.parent.name else path.name
+    return f"{name or 'GAN'}: {where}" + (f", step {step}" if step is not None else "")
 
 
 # ---------------------------------------------------------------------------------------------- ablations
@@ -236,8 +257,10 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(f"--lpips-stride must be >= 1, got {args.lpips_stride}")
     if not args.data.is_dir():
         raise InputError(f"prepared data folder not found: {args.data}")
-    if args.checkpoint is not None and not args.checkpoint.is_file():
-        raise InputError(f"checkpoint not found: {args.checkpoint}")
+    if args.checkpoint is not None:
+        from ..training.checkpoint import resolve_checkpoint
+
+        args.checkpoint = resolve_checkpoint(args.checkpoint)
     dataset = PreparedCaseDataset(args.data, args.split)
     if len(dataset) == 0:
         raise InputError(f"the {args.split} split of {args.data} is empty")
@@ -245,8 +268,11 @@ def run(args: argparse.Namespace) -> int:
     targets = ablation_checkpoints(args) if args.ablations else [(None, args.checkpoint)]
     from ..training.checkpoint import load_checkpoint
 
-    for _, checkpoint in targets:  # every checkpoint is validated before anything is computed or replaced
-        load_checkpoint(checkpoint, kind="gan")
+    labels = {}
+    for variant, checkpoint in targets:  # every checkpoint is validated before anything is computed or replaced
+        state = load_checkpoint(checkpoint, kind="gan")
+        labels[checkpoint] = args.method or (checkpoint_label(checkpoint, state) if variant is None else None)
+        del state
     device = select_device(args.device)
     lpips_model = None
     if not args.no_lpips:
@@ -261,7 +287,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         for variant, checkpoint in targets:
             results.append((variant, evaluate_checkpoint(checkpoint, dataset, device, lpips_model, args.lpips_stride,
-                                                         records, method=args.method if variant is None else None)))
+                                                         records, method=labels[checkpoint])))
     except BaseException:
         staging.unlink(missing_ok=True)
         raise

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from pathlib import Path
 
 from ..errors import OutputError
@@ -35,19 +36,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..io.atomic import check_writable_dir
+    from ..io.atomic import check_name_length, check_writable_dir
     from ..io.model_bundle import bundle_from_checkpoints, load_model_bundle, save_model_bundle, write_manifest
 
     from ..training.checkpoint import resolve_checkpoint
 
     args.gan = resolve_checkpoint(args.gan)
     args.cdm = resolve_checkpoint(args.cdm) if args.cdm is not None else None
-    if args.output.exists() and not args.overwrite:
+    for source in filter(None, (args.gan, args.cdm)):
+        if args.output.resolve() == Path(source).resolve():
+            raise OutputError(f"--output {args.output} is the input {source}; writing it would destroy the input "
+                              "(even with --overwrite): choose another --output")
+    check_name_length(args.output)
+    if os.path.lexists(args.output) and not args.overwrite:
         raise OutputError(f"{args.output} exists; pass --overwrite to replace it")
-    check_writable_dir(args.output.parent)
+    check_writable_dir(args.output.parent if str(args.output.parent) else Path("."))
     bundle = bundle_from_checkpoints(args.gan, args.cdm, sampling_steps=args.steps, cdm_weights=args.cdm_weights,
                                      sampling_strength=args.strength)
-    save_model_bundle(bundle, args.output, half=args.half)
+    save_model_bundle(bundle, args.output, half=args.half, overwrite=args.overwrite)
     load_model_bundle(args.output)  # read it back: a bundle that does not load is never left as the result
     if args.manifest:
         write_manifest(args.output, {"gan_checkpoint": str(args.gan), "cdm_checkpoint": str(args.cdm)})

@@ -1,9 +1,11 @@
-"""``dctnet prepare`` — turn LIDC-IDRI or CTSpine1K downloads into training cases.
+"""``dctnet prepare`` — turn LIDC-IDRI or CTSpine1K downloads, or your own CTs, into training cases.
 
 Examples::
 
     dctnet prepare --dataset lidc-idri --source ~/TCIA/LIDC-IDRI --output data/lidc --workers 4
     dctnet prepare --dataset ctspine1k --source ~/CTSpine1K --output data/ctspine1k
+    dctnet prepare --dataset generic --source ~/my_cts --output data/mine            # your own CTs (any layout)
+    dctnet prepare --dataset generic --source cases.csv --output data/mine           # path,id,split,patient
     dctnet prepare ... --limit 5            # a quick trial on the first five cases
     dctnet prepare --dataset lidc-idri ... --unit patient   # one CT per patient instead of every CT scan
 
@@ -47,7 +49,7 @@ from ..io.atomic import atomic_write_text, check_free_space, check_writable_dir,
 
 __all__ = ["HELP", "add_arguments", "run", "prepare_dataset", "prepare_case", "PrepareSummary"]
 
-HELP = "prepare LIDC-IDRI / CTSpine1K: CT → 128³ volume + PA/lateral DRRs + bone-suppressed DRRs, and splits"
+HELP = "prepare LIDC-IDRI / CTSpine1K / your own CTs (generic): CT → 128³ volume + PA/lateral DRRs + bone-suppressed DRRs, and splits"
 
 log = logging.getLogger("dctnet.prepare")
 
@@ -82,7 +84,9 @@ class PrepareSummary:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dataset", required=True, choices=datasets.DATASETS, help="which dataset layout to read")
     parser.add_argument("--source", required=True, metavar="DIR",
-                        help="the download: folder holding LIDC-IDRI-XXXX/ case folders, or CTSpine1K NIfTI files")
+                        help="the download: folder holding LIDC-IDRI-XXXX/ case folders, or CTSpine1K NIfTI files; "
+                             "generic: a folder of CT files / DICOM CT series, or a .csv/.json case list (columns "
+                             "path, and optionally id, split, patient)")
     parser.add_argument("--output", required=True, metavar="DIR", help="where cases/ and splits/ are written")
     parser.add_argument("--workers", type=int, default=DEFAULT_WORKERS,
                         help=f"parallel processes (default {DEFAULT_WORKERS}; each uses one torch thread)")
@@ -216,21 +220,33 @@ def _remove_stale_temporary_files(case_dir: Path) -> None:
             stale.unlink(missing_ok=True)
 
 
+_case_running = False  # in a pool worker: whether a case is being prepared (see _end_worker)
+
+
+def _end_worker(signum: int, frame: object) -> None:
+    """SIGTERM / SIGINT in a pool worker: unwind the case being written (removing its temporary files), or, when
+    idle, just end — without the traceback multiprocessing would print for an interrupt in its queue wait."""
+    from ..errors import Terminated
+
+    if _case_running:
+        raise Terminated(f"terminated by signal {signum}")
+    os._exit(128 + signum)
+
+
 def _init_worker(parent_pid: int | None = None) -> None:
-    """One thread per worker process (the processes provide the parallelism); SIGTERM and SIGINT unwind the case
-    being written (its temporary files are removed) and end the worker, and a worker whose parent has gone away
-    (killed with ``kill -9``) ends itself the same way instead of writing on as an orphan."""
+    """One thread per worker process (the processes provide the parallelism); SIGTERM and SIGINT end the worker
+    (after unwinding the case being written), and a worker whose parent has gone away (killed with ``kill -9``)
+    ends itself the same way instead of writing on as an orphan."""
     import signal
     import threading
 
     import SimpleITK as sitk
     import torch
 
-    from ..errors import raise_terminated
-
     torch.set_num_threads(1)
     sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(1)
-    signal.signal(signal.SIGTERM, raise_terminated)
+    signal.signal(signal.SIGTERM, _end_worker)
+    signal.signal(signal.SIGINT, _end_worker)
     if parent_pid is not None:
         def watch_parent() -> None:
             while os.getppid() == parent_pid:
@@ -244,10 +260,14 @@ def _prepare_case_in_worker(case: datasets.Case, output: Path, drr_fn: DrrFn | N
                             bone_fn: DrrFn | None) -> tuple[str, str, str]:
     """:func:`prepare_case` in a pool worker: an interrupt ends the worker process once the case has unwound
     (the pool would otherwise catch it and start the next case)."""
+    global _case_running
+    _case_running = True
     try:
         return prepare_case(case, output, drr_fn, bone_fn)
-    except KeyboardInterrupt:  # Ctrl-C, or SIGTERM as errors.Terminated
+    except KeyboardInterrupt:  # Ctrl-C, or SIGTERM as errors.Terminated: the case has unwound
         os._exit(143)
+    finally:
+        _case_running = False
 
 
 def _stop_workers(pool: ProcessPoolExecutor, futures: list, grace_s: float = 10.0) -> None:
@@ -320,10 +340,11 @@ def prepare_dataset(dataset: str, source: str | os.PathLike, output: str | os.Pa
             summary.skipped.append(case.case_id)
         else:
             todo.append(case)
-    _prepare_output(output, len(todo))
-    if not cases:
-        layout = "a DICOM series folder per case" if dataset == "lidc-idri" else "NIfTI files (*.nii.gz)"
+    if not cases:  # before any folder is made: a run that finds nothing leaves nothing behind
+        layout = {"lidc-idri": "LIDC-IDRI-XXXX folders holding DICOM series", "ctspine1k": "NIfTI files (*.nii.gz)",
+                  "generic": "CT files (.nii.gz, .nrrd, .mha) or DICOM CT series folders"}[dataset]
         raise InputError(f"no {dataset} cases found under {source} (expected {layout}); check --source and --dataset")
+    _prepare_output(output, len(todo))
     if todo and drr_fn is None:
         from ..data import drr  # noqa: F401  fail now, not once per case, when the DRR engine is missing
     if todo and bone_fn is None:
@@ -362,10 +383,12 @@ def prepare_dataset(dataset: str, source: str | os.PathLike, output: str | os.Pa
 
     finished = [c.case_id for c in cases if datasets.is_case_done(output / datasets.CASES_DIR / c.case_id)]
     groups = {c.case_id: c.group for c in cases} if any(c.patient for c in cases) else None
-    summary.splits = datasets.make_splits(finished, dataset, seed, groups)
+    summary.splits = datasets.given_splits(cases, finished) or datasets.make_splits(finished, dataset, seed, groups)
     datasets.write_splits(output, summary.splits)
     summary.split_record = datasets.split_record(summary.splits, dataset, seed=seed,
                                                  unit=unit if dataset == "lidc-idri" else "scan", groups=groups)
+    if any(c.split for c in cases):
+        summary.split_record["given_by"] = f"the split column of {source}"
     datasets.write_split_record(output, summary.split_record)
     atomic_write_text(output / "failed.txt", "".join(f"{k}\t{v}\n" for k, v in sorted(summary.failed.items())))
     log.info("prepare: %s", summary.line())

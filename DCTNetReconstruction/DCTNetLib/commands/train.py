@@ -69,6 +69,10 @@ def bone_suppressed_sets(config: Any, preset: Any, args: argparse.Namespace, tra
     if not uses_bone_suppressed(config, preset) or config.bs_source != "cdm":
         return train_set, val_set, None
     cdm_path = args.cdm or _recorded_cdm(args)
+    if args.cdm is not None:
+        from ..training.checkpoint import resolve_checkpoint
+
+        cdm_path = resolve_checkpoint(args.cdm)
     if cdm_path is None:
         raise InputError("dctnet train needs the bone-suppression CDM for G(X): pass --cdm runs/cdm/best.pt "
                          "(from `dctnet train-cdm`), or --bs-source target to use the prepared synthetic "
@@ -105,12 +109,12 @@ def run(args: argparse.Namespace) -> int:
     config = resolve_run_config(GANTrainConfig, args, extra)
     preset = build_gan_preset(config)  # validates the model/loss keys before touching the run folder
     try:
-        device, info = setup_run(config, args)
         if config.augment and config.bs_source == "cdm" and uses_bone_suppressed(config, preset):
             raise InputError("augment=true re-renders the radiographs of every sample, so cached CDM outputs "
                              "cannot follow them: add --bs-source target")
-        train_set, val_set = load_splits(args.data, config.augment)
+        train_set, val_set = load_splits(args.data, config.augment, preset.image_size)
         check_image_size(train_set, preset.image_size, f"{preset.name} GAN preset")
+        device, info = setup_run(config, args)  # the run folder is made only once there is data to train on
         train_set, val_set, cdm_info = bone_suppressed_sets(config, preset, args, train_set, val_set, device, info)
         perceptual = build_perceptual(preset, args.vgg_weights)
         seed_everything(config.seed)

@@ -45,7 +45,8 @@ def add_common_arguments(parser: argparse.ArgumentParser, command: str, example_
     parser.add_argument("--output", required=True, type=Path, help="run folder (checkpoints, logs)")
     parser.add_argument("--config", type=Path, help="YAML or JSON file of training config keys")
     parser.add_argument("--preset", choices=("tiny", "small", "full"),
-                        help="model size: full (GPU, paper), small (CPU), tiny (tests; 32² images)")
+                        help="model size: full (GPU, paper), small (CPU), tiny (a quick trial: 32² radiographs "
+                             "and 32³ CTs, prepared data resampled on load)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config key (repeatable), e.g. --set lr=1e-4 --set model.dropout=0.1")
     mode = parser.add_mutually_exclusive_group()
@@ -102,16 +103,20 @@ def check_image_size(dataset: Any, expected: int, what: str) -> None:
                          f"--set model.image_size={size[0]}")
 
 
-def load_splits(data: Path, augment: bool = False) -> tuple[Any, Any]:
-    """Training and validation :class:`PreparedCaseDataset` (validation None when its split is empty); with
-    ``augment`` the training cases are drawn anew at every access (:class:`AugmentedCaseDataset`)."""
+def load_splits(data: Path, augment: bool = False, image_size: int | None = None) -> tuple[Any, Any]:
+    """Training and validation :class:`PreparedCaseDataset` (validation None when its split is empty), resampled
+    on load to the model's ``image_size`` when the prepared size differs; with ``augment`` the training cases
+    are drawn anew at every access (:class:`AugmentedCaseDataset`)."""
     from ..data.augment import AugmentedCaseDataset
     from ..data.datasets import PreparedCaseDataset
 
     if not data.is_dir():
         raise InputError(f"prepared data folder not found: {data}")
-    train = PreparedCaseDataset(data, "train")
-    val = PreparedCaseDataset(data, "val")
+    train = PreparedCaseDataset(data, "train", image_size=image_size)
+    val = PreparedCaseDataset(data, "val", image_size=image_size)
+    if augment and image_size and len(train) and tuple(PreparedCaseDataset(data, "train")[0]["drr"].shape[-2:]) != (image_size,) * 2:
+        raise InputError(f"augment=true re-renders the radiographs at the prepared size, which differs from the "
+                         f"model's {image_size}×{image_size}: choose the preset of the prepared data's size")
     if augment and len(train):
         train = AugmentedCaseDataset(train)
     return train, (val if len(val) else None)
@@ -148,11 +153,11 @@ def run(args: argparse.Namespace) -> int:
 
     config = resolve_run_config(CDMTrainConfig, args)
     try:
-        device, info = setup_run(config, args)
-        train_set, val_set = load_splits(args.data, config.augment)
         seed_everything(config.seed)
         diffusion = build_cdm_model(config.preset, config.model)
+        train_set, val_set = load_splits(args.data, config.augment, diffusion.config.image_size)
         check_image_size(train_set, diffusion.config.image_size, f"{config.preset} CDM preset")
+        device, info = setup_run(config, args)  # the run folder is made only once there is data to train on
         trainer = CDMTrainer(config, args.output, train_set=train_set, val_set=val_set, diffusion=diffusion,
                              device=device, dist_info=info)
         return report(trainer.fit(resume=args.resume), info)

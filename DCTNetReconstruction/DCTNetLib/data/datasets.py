@@ -62,11 +62,13 @@ CASE_FILES = {"ct": "ct_unit.npy", "drr": "drr.npy", "drr_bs": "drr_bone_suppres
 CASES_DIR = "cases"
 SPLITS_DIR = "splits"
 SPLITS = ("train", "val", "test")
-DATASETS = ("lidc-idri", "ctspine1k")
+DATASETS = ("lidc-idri", "ctspine1k", "generic")
 CT_STORE_DTYPE = np.float16
 
 # Train / val / test sizes of DCT-Net §3.1: LIDC-IDRI 1,018 CTs → 854/72/92; CTSpine1K 784 CTs → 650/60/74.
 PAPER_SPLIT_SIZES = {"lidc-idri": (854, 72, 92), "ctspine1k": (650, 60, 74)}
+# Your own CTs ("generic"): LIDC-IDRI's proportions (84 / 7 / 9 %) unless a split is given.
+PAPER_SPLIT_SIZES["generic"] = PAPER_SPLIT_SIZES["lidc-idri"]
 # What one LIDC-IDRI case is. "scan": every CT series (the paper's 1,018 are scans: LIDC-IDRI holds 1,018 CT
 # scans of 1,010 patients, Armato et al. 2011, the paper's ref. [32]); "patient": one series per patient folder
 # (the one with the most slices), at most 1,010 cases.
@@ -89,6 +91,7 @@ class Case:
     dataset: str
     patient: str = ""  # the patient the scan belongs to ("" = its own); scans of one patient share a split
     duplicate_of: Path | None = None  # another source that maps to the same case id (this one is not prepared)
+    split: str = ""  # the split a case list assigned ("" = dealt by the seeded split)
 
     @property
     def group(self) -> str:
@@ -221,6 +224,89 @@ def discover_ctspine1k_cases(source: str | os.PathLike) -> list[Case]:
     return sorted(cases, key=lambda c: (c.case_id, str(c.source)))
 
 
+_CT_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")  # = io.ct.READABLE_SUFFIXES
+_LIST_SUFFIXES = (".csv", ".json")
+
+
+def _volume_stem(path: Path) -> str:
+    name = path.name
+    for suffix in _CT_SUFFIXES:
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return name
+
+
+def _safe_id(text: str) -> str:
+    """A case id usable as a folder name: path separators and spaces become ``_``."""
+    return re.sub(r"[\\/\s:]+", "_", text).strip("._") or "case"
+
+
+def discover_generic_cases(source: str | os.PathLike) -> list[Case]:
+    """Your own CTs: a folder of CT files and DICOM series, or a CSV / JSON list of them.
+
+    Folder: every CT volume file (``.nii(.gz)``, ``.nrrd``, ``.nhdr``, ``.mha``, ``.mhd``) that is not a label map
+    (see :func:`discover_ctspine1k_cases`), and every folder whose DICOM files are a CT series, at any depth; the
+    case id is the path below ``source`` with ``_`` for ``/`` (``site1/ct01.nii.gz`` → ``site1_ct01``).
+
+    List (like nnU-Net's ``dataset.json``): a CSV with a header row and the columns ``path`` (required), ``id``,
+    ``split`` (``train`` / ``val`` / ``test``) and ``patient`` (all optional), or a JSON file holding either a list
+    or ``{"cases": [...]}`` whose items are paths or objects with the same keys. Relative paths are relative to
+    the list file. A case's ``split`` fixes its split; cases of one ``patient`` share a split.
+
+    Raises:
+        InputError: an unreadable list, an item without a path, a split name that is not train/val/test.
+    """
+    source = Path(source)
+    if source.is_file():
+        return _cases_from_list(source)
+    cases = []
+    for root, dirs, names in os.walk(source):
+        dirs[:] = sorted(d for d in dirs if d.lower() not in _LABEL_DIRS and not d.startswith("."))
+        folder = Path(root)
+        volumes = [folder / name for name in sorted(names)
+                   if name.lower().endswith(_CT_SUFFIXES) and not _LABEL_WORDS.search(_volume_stem(folder / name))]
+        for path in volumes:
+            cases.append(Case(_safe_id(_utf8_id(str(path.relative_to(source).parent / _volume_stem(path)))), path,
+                              "generic"))
+        others = [name for name in names if not name.startswith(".") and not name.lower().endswith(
+            _CT_SUFFIXES + (".raw", ".zraw", ".txt", ".xml", ".json", ".csv", ".md"))]
+        if others and _modality(folder) == "CT":
+            rel = folder.relative_to(source)
+            cases.append(Case(_safe_id(_utf8_id(str(rel) if str(rel) != "." else source.name)), folder, "generic"))
+    return sorted(cases, key=lambda c: (c.case_id, str(c.source)))
+
+
+def _cases_from_list(path: Path) -> list[Case]:
+    import csv
+
+    if not path.name.lower().endswith(_LIST_SUFFIXES):
+        raise InputError(f"--source {path}: a generic dataset is a folder, or a case list ending in .csv or .json")
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+        if path.name.lower().endswith(".json"):
+            data = json.loads(text)
+            items = data.get("cases") if isinstance(data, dict) else data
+            if not isinstance(items, list):
+                raise ValueError('expected a list of cases, or {"cases": [...]}')
+            rows = [{"path": item} if isinstance(item, str) else item for item in items]
+        else:
+            rows = list(csv.DictReader(text.splitlines()))
+    except (OSError, UnicodeDecodeError, ValueError, csv.Error) as exc:
+        raise InputError(f"cannot read the case list {path}: {exc}") from exc
+    cases = []
+    for number, row in enumerate(rows, start=1):
+        if not isinstance(row, dict) or not str(row.get("path") or "").strip():
+            raise InputError(f"case list {path}, item {number}: no 'path' given")
+        source = Path(str(row["path"]).strip())
+        source = source if source.is_absolute() else path.parent / source
+        split = str(row.get("split") or "").strip().lower()
+        if split and split not in SPLITS:
+            raise InputError(f"case list {path}, item {number}: split {split!r} is not one of {', '.join(SPLITS)}")
+        case_id = str(row.get("id") or "").strip() or _volume_stem(source)
+        cases.append(Case(_safe_id(case_id), source, "generic", str(row.get("patient") or "").strip(), split=split))
+    return cases
+
+
 def _utf8_id(name: str) -> str:
     """``name`` as UTF-8 text: a name whose bytes are not UTF-8 (one Latin-1 byte, legal on Linux) read as Latin-1."""
     raw = os.fsencode(name)
@@ -243,7 +329,7 @@ def mark_duplicate_ids(cases: list[Case]) -> list[Case]:
 
 
 def discover_cases(dataset: str, source: str | os.PathLike, unit: str = "scan") -> list[Case]:
-    """Cases of ``dataset`` (``"lidc-idri"`` or ``"ctspine1k"``) under ``source``.
+    """Cases of ``dataset`` (``"lidc-idri"``, ``"ctspine1k"`` or ``"generic"``) under ``source``.
 
     Args:
         dataset: which layout to read.
@@ -256,11 +342,15 @@ def discover_cases(dataset: str, source: str | os.PathLike, unit: str = "scan") 
     """
     if dataset not in DATASETS:
         raise InputError(f"unknown dataset {dataset!r}; choose one of {', '.join(DATASETS)}")
+    if dataset == "generic" and Path(source).is_file():
+        return mark_duplicate_ids(discover_generic_cases(source))
     if not Path(source).is_dir():
         raise InputError(f"dataset source folder not found: {source}")
     if unit not in LIDC_UNITS:
         raise InputError(f"unknown discovery unit {unit!r}; choose one of {', '.join(LIDC_UNITS)}")
-    cases = discover_lidc_cases(source, unit) if dataset == "lidc-idri" else discover_ctspine1k_cases(source)
+    discover = {"lidc-idri": lambda: discover_lidc_cases(source, unit), "ctspine1k": lambda: discover_ctspine1k_cases(source),
+                "generic": lambda: discover_generic_cases(source)}[dataset]
+    cases = discover()
     return mark_duplicate_ids(cases)
 
 
@@ -332,6 +422,19 @@ def split_sizes(n: int, paper_sizes: tuple[int, int, int]) -> tuple[int, int, in
     val = max(1, round(n * paper_sizes[1] / total))
     test = max(1, round(n * paper_sizes[2] / total))
     return n - val - test, val, test
+
+
+def given_splits(cases: list[Case], finished: list[str]) -> dict[str, list[str]] | None:
+    """The splits a case list fixed (its ``split`` column), over the ``finished`` cases; None when no case has one.
+    Finished cases without a split go to train."""
+    if not any(case.split for case in cases):
+        return None
+    done = set(finished)
+    splits: dict[str, list[str]] = {name: [] for name in SPLITS}
+    for case in cases:
+        if case.case_id in done and case.duplicate_of is None:
+            splits[case.split or "train"].append(case.case_id)
+    return {name: sorted(ids) for name, ids in splits.items()}
 
 
 def make_splits(case_ids: list[str], dataset: str, seed: int = 2025,
@@ -455,14 +558,19 @@ class PreparedCaseDataset:
     Args:
         root: folder written by ``dctnet prepare``.
         split: ``"train"``, ``"val"`` or ``"test"``.
+        image_size: when given and different from the stored size, every item is resampled on load: the
+            radiographs to ``image_size``², the CT to ``image_size``³ (area averaging when shrinking, linear
+            interpolation when enlarging), so a smaller model preset (``tiny``: 32) trains on ``prepare``'s
+            128² output directly.
 
     Raises:
         InputError: missing split file, or a listed case that is not prepared (named in the message).
     """
 
-    def __init__(self, root: str | os.PathLike, split: str) -> None:
+    def __init__(self, root: str | os.PathLike, split: str, image_size: int | None = None) -> None:
         self.root = Path(root)
         self.split = split
+        self.image_size = image_size
         self.case_ids = read_split(self.root, split)
         for case_id in self.case_ids:
             if not is_case_done(self.case_dir(case_id)):
@@ -486,9 +594,25 @@ class PreparedCaseDataset:
             drr_bs = np.load(folder / CASE_FILES["drr_bs"]).astype(np.float32)
         except (OSError, ValueError) as exc:
             raise InputError(f"damaged prepared case {case_id}: {folder} ({exc})") from exc
-        return {
+        item = {
             "ct": torch.from_numpy(ct)[None],
             "drr": torch.from_numpy(drr),
             "drr_bs": torch.from_numpy(drr_bs),
             "case_id": case_id,
         }
+        if self.image_size and tuple(drr.shape[-2:]) != (self.image_size, self.image_size):
+            item.update(ct=resample(item["ct"], self.image_size), drr=resample(item["drr"], self.image_size),
+                        drr_bs=resample(item["drr_bs"], self.image_size))
+        return item
+
+
+def resample(array, size: int):
+    """A (C, H, W) image stack or (C, D, H, W) volume tensor resampled to side ``size``: area averaging when
+    shrinking (each output pixel/voxel is the mean of the ones it covers), (bi/tri)linear when enlarging."""
+    import torch.nn.functional as F
+
+    spatial = array.shape[1:]
+    shrinking = all(side >= size for side in spatial)
+    mode = "area" if shrinking else ("bilinear" if len(spatial) == 2 else "trilinear")
+    kwargs = {} if shrinking else {"align_corners": False}
+    return F.interpolate(array[None].float(), size=(size,) * len(spatial), mode=mode, **kwargs)[0].contiguous()

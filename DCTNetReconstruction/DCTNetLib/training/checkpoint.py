@@ -79,6 +79,26 @@ def save_checkpoint(state: dict[str, Any], path: str | Path) -> Path:
     return atomic_torch_save(state, path)
 
 
+def resolve_checkpoint(path: str | Path) -> Path:
+    """``path`` itself when it is a file; for a run folder its ``best.pt``, else its ``latest.pt``.
+
+    Raises:
+        InputError: no such file, or a folder holding neither checkpoint.
+    """
+    path = Path(path)
+    if path.is_dir():
+        for name in (BEST, LATEST):
+            if (path / name).is_file():
+                return path / name
+        raise InputError(f"run folder {path} holds no {BEST} or {LATEST} (was the run started?)")
+    if not path.is_file():
+        hint = ""
+        if path.name in (BEST, LATEST) and (path.parent / LATEST).is_file():
+            hint = f"; the run folder {path.parent} has {LATEST}: pass the folder to use its best or latest"
+        raise InputError(f"checkpoint not found: {path}{hint}")
+    return path
+
+
 def _torch_load(path: Path) -> Any:
     """``weights_only`` load through the project's safe loader when present (:mod:`DCTNetLib.io.safe_load`)."""
     try:

@@ -8,7 +8,9 @@ A subclass builds its networks with :meth:`Trainer.add_model` / :meth:`Trainer.a
   world size) and a DataLoader with its *own* generator, so starting an iterator draws nothing from the global
   RNG. A checkpoint stores the epoch and the samples done in it; resuming skips exactly those.
 - checkpoints: ``latest.pt`` every ``checkpoint_every`` steps, at every epoch end and when stopping; ``best.pt``
-  when validation improves. Each holds models, optimisers, schedulers, GradScalers, extra state (EMA), the RNG
+  when validation improves. A run that ends (all epochs, or ``max_steps``) always leaves ``best.pt``: when it
+  has not been validated yet it is validated once at the end; without a validation split ``best.pt`` is the
+  last state (recorded as such in ``metrics.jsonl``). Each holds models, optimisers, schedulers, GradScalers, extra state (EMA), the RNG
   states of *every* rank, progress and config (:mod:`.checkpoint`). Only rank 0 writes.
 - stops: ``max_steps``, ``stop_after_steps`` (a simulated interruption), Ctrl-C / SIGTERM (agreed between ranks
   with one all-reduce per step) — each ends the loop at a step boundary after writing ``latest.pt``.
@@ -20,6 +22,7 @@ uninterrupted one (``Testing/Python/test_training_resume.py``).
 from __future__ import annotations
 
 import math
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -247,6 +250,19 @@ class Trainer:
             return "max_steps"
         return None
 
+    def _save_final_best(self) -> None:
+        """A finished run without ``best.pt`` (stopped by ``max_steps`` before its first validation, or no
+        validation split): validate now and keep the result as ``best.pt``; with nothing to validate on,
+        ``best.pt`` is the last state."""
+        improved = self._validate_and_rank()
+        for module in self.models.values():
+            module.train()
+        if not improved:
+            self.log.write("best_is_latest", step=self.step, epoch=self.epoch,
+                           reason="no validation split" if self.val_set is None or not len(self.val_set)
+                           else "validation metric not finite")
+        self.save(best=True)
+
     def resume(self) -> None:
         """Load ``latest.pt`` after checking its kind and config (raises with a readable diff on mismatch)."""
         state = self.checkpoints.load_latest(self.kind)
@@ -272,7 +288,7 @@ class Trainer:
         for module in self.models.values():
             module.train()
         steps_this_run = 0
-        status = "done"
+        status = "max_steps" if cfg.max_steps and self.step >= cfg.max_steps else "done"  # resumed at the limit
         try:
             with StopRequest() as stop:
                 while self.epoch < cfg.epochs and status == "done":
@@ -297,8 +313,11 @@ class Trainer:
                         break
                     self.epoch += 1
                     self.epoch_step = 0
-                    for scheduler in self.schedulers.values():
-                        scheduler.step()
+                    with warnings.catch_warnings():
+                        if steps_this_run == 0:  # resumed at an epoch's end: the optimisers stepped in the last run
+                            warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler\.step\(\)`")
+                        for scheduler in self.schedulers.values():
+                            scheduler.step()
                     improved = False
                     if self.epoch % cfg.val_every == 0 or self.epoch == cfg.epochs:
                         improved = self._validate_and_rank()
@@ -309,6 +328,8 @@ class Trainer:
                         status = "interrupted"
                 if status != "done":
                     self.save()
+                if status != "interrupted" and broadcast_object(not self.checkpoints.best_path.is_file()):
+                    self._save_final_best()
                 if status == "interrupted":
                     self.log.write("interrupted", step=self.step, epoch=self.epoch,
                                    reason=stop.signal_name or "stop_after_steps")
