@@ -87,7 +87,7 @@ def _gan_parts(variant: str, device: torch.device | str, batch: int) -> dict[str
             nets["g_bs"] = build_generator(preset.generator)
         if cfg.adversarial:
             nets["d"] = build_discriminator(preset.discriminator)
-        phi = VGG16Features(random_init=True).eval() if cfg.uses_perceptual else None
+        phi = VGG16Features(random_init=True, blocks=cfg.perceptual_blocks).eval() if cfg.uses_perceptual else None
         n = preset.image_size
         inputs = {"y": torch.rand(batch, 2, n, n), "x": torch.rand(batch, 2, n, n),
                   "ct": torch.rand(batch, 1, n, n, n)}
@@ -233,13 +233,14 @@ def _guard(fn: Callable[[], dict[str, Any]]) -> dict[str, Any]:
         torch.cuda.empty_cache()
 
 
-def _perceptual() -> tuple[Any, str]:
+def _perceptual(blocks: int) -> tuple[Any, str]:
+    """φ as ``dctnet train`` builds it (``commands.train.build_perceptual``)."""
     from DCTNetLib.models.perceptual import VGG16Features
 
     try:
-        return VGG16Features(), "ImageNet VGG16"
+        return VGG16Features(blocks=blocks), "ImageNet VGG16"
     except Exception:  # weights not fetched: same cost with random weights
-        return VGG16Features(random_init=True), "random VGG16 (ImageNet weights not fetched; same cost)"
+        return VGG16Features(random_init=True, blocks=blocks), "random VGG16 (ImageNet weights not fetched; same cost)"
 
 
 def cuda_train_step(variant: str, amp: bool, repeats: int) -> dict[str, Any]:
@@ -252,7 +253,7 @@ def cuda_train_step(variant: str, amp: bool, repeats: int) -> dict[str, Any]:
     batch = recipe_for(variant).batch_size
     n = preset.image_size
     case = {"ct": torch.rand(1, n, n, n), "drr": torch.rand(2, n, n), "drr_bs": torch.rand(2, n, n), "case_id": "x"}
-    perceptual, phi_note = _perceptual() if preset.loss.uses_perceptual else (None, None)
+    perceptual, phi_note = _perceptual(preset.loss.perceptual_blocks) if preset.loss.uses_perceptual else (None, None)
     config = GANTrainConfig(preset="full", amp=amp, num_workers=0, batch_size=batch, device="cuda", progress=False,
                             bs_source="target", model={"variant": variant})
     torch.cuda.reset_peak_memory_stats()
