@@ -17,14 +17,14 @@ from __future__ import annotations
 import logging
 import sys
 from pathlib import Path
-from typing import Any, Callable
+from typing import Annotated, Any, Callable
 
 import qt
 import slicer
 import vtk
 from slicer.i18n import tr as _
 from slicer.i18n import translate
-from slicer.parameterNodeWrapper import parameterNodeWrapper
+from slicer.parameterNodeWrapper import WithinRange, parameterNodeWrapper
 from slicer.ScriptedLoadableModule import (
     ScriptedLoadableModule,
     ScriptedLoadableModuleLogic,
@@ -75,7 +75,7 @@ class DCTNetTrainingParameterNode:
     runDir: str = ""
     preset: str = "small"
     device: str = "auto"
-    epochs: int = 0
+    epochs: Annotated[int, WithinRange(0, 100000)] = 0  # the .ui's range: keeps 0 = "preset default" reachable
     resume: bool = False
 
 
@@ -171,7 +171,7 @@ class DCTNetTrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         from DCTNetSlicerLib import install
 
         try:
-            install.ensure_dependencies(requester="DCTNet Training")
+            install.ensure_dependencies(requester="DCTNet Training", purpose="training")
         except install.InstallError as exc:
             slicer.util.errorDisplay(exc.message)
             return
@@ -195,7 +195,9 @@ class DCTNetTrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def onMetricsTimer(self) -> None:
         if self.logic.pollMetrics():
             self.logic.updatePlot()
-            self.ui.evaluationTableView.setMRMLTableNode(self.logic.updateEvaluationTable())
+            table = self.logic.updateEvaluationTable()
+            if table is not None:
+                self.ui.evaluationTableView.setMRMLTableNode(table)
         if not self.logic.running:
             self._metricsTimer.stop()
 
@@ -221,9 +223,9 @@ class DCTNetTrainingLogic(ScriptedLoadableModuleLogic):
         self.request_ = None
         self.history = None
         self._tail = None
-        self._tableNode = None
-        self._chartNode = None
-        self._series: dict[str, Any] = {}
+        from DCTNetSlicerLib.training_nodes import TrainingNodes
+
+        self.nodes = TrainingNodes()
 
     def getParameterNode(self) -> DCTNetTrainingParameterNode:
         return DCTNetTrainingParameterNode(super().getParameterNode())
@@ -272,51 +274,12 @@ class DCTNetTrainingLogic(ScriptedLoadableModuleLogic):
         return self.history.update(self._tail.read_new()) > 0
 
     def updatePlot(self):
-        """The loss curves as a plot chart (one series per loss term), shown in the view layout."""
-        from DCTNetSlicerLib.training_runs import loss_table_columns
-
-        names, table = loss_table_columns(self.history)
-        if table.shape[0] == 0:
-            return None
-        if self._tableNode is None or self._tableNode.GetScene() is None:
-            self._tableNode = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLTableNode", "DCTNet losses")
-            self._chartNode = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLPlotChartNode", "DCTNet training")
-            self._chartNode.SetXAxisTitle("step")
-            self._chartNode.SetYAxisTitle("loss")
-            self._series = {}
-        slicer.util.updateTableFromArray(self._tableNode, table, columnNames=names)
-        for name in names[1:]:
-            if name in self._series:
-                continue
-            series = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLPlotSeriesNode", f"DCTNet {name}")
-            series.SetAndObserveTableNodeID(self._tableNode.GetID())
-            series.SetXColumnName("step")
-            series.SetYColumnName(name)
-            series.SetPlotType(series.PlotTypeScatter)
-            series.SetMarkerStyle(series.MarkerStyleNone)
-            series.SetUniqueColor()
-            self._chartNode.AddAndObservePlotSeriesNodeID(series.GetID())
-            self._series[name] = series
-        slicer.modules.plots.logic().ShowChartInLayout(self._chartNode)
-        return self._chartNode
+        """The loss curves as a plot chart (one series per loss term); put in the view layout when created."""
+        return self.nodes.update_plot(self.history)
 
     def updateEvaluationTable(self):
-        """Per-case PSNR / SSIM / LPIPS and mean ± std as a table node (string columns)."""
-        from DCTNetSlicerLib.training_runs import eval_table_rows
-
-        header, rows = eval_table_rows(self.history)
-        node = slicer.mrmlScene.GetFirstNodeByName("DCTNet evaluation")
-        node = node or slicer.mrmlScene.AddNewNodeByClass("vtkMRMLTableNode", "DCTNet evaluation")
-        table = node.GetTable()
-        table.Initialize()
-        for column, name in enumerate(header):
-            values = vtk.vtkStringArray()
-            values.SetName(name)
-            for row in rows:
-                values.InsertNextValue(row[column])
-            table.AddColumn(values)
-        node.Modified()
-        return node
+        """Per-case PSNR / SSIM / LPIPS and mean ± std as a table node; None until there are results."""
+        return self.nodes.update_evaluation_table(self.history)
 
     def loadBestIntoReconstruction(self, p) -> Path:
         """Point DCTNet Reconstruction's model file at this run's best GAN checkpoint; returns its path."""

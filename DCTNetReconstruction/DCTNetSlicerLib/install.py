@@ -5,9 +5,18 @@ Order matters:
 1. **PyTorch** through the PyTorch extension's ``PyTorchUtils`` (``EXTENSION_DEPENDS PyTorch``): it picks the
    torch build that matches the user's NVIDIA driver (or the CPU build), which a plain ``pip install torch``
    cannot do. It asks the user before downloading (``askConfirmation=True``).
-2. **The other packages** of ``pyproject.toml`` that Slicer does not ship, after the user confirms the list.
-   ``slicer.packaging.pip_ensure`` (Slicer ≥ 5.12) asks and installs with a progress dialog; on Slicer 5.10 the
-   same steps are done here with ``confirmOkCancelDisplay`` and ``slicer.util.pip_install``.
+2. **The other packages** that Slicer does not ship, after the user confirms the list: only those the task needs
+   (:data:`RECONSTRUCTION_REQUIREMENTS` for DCTNet Reconstruction; :data:`TRAINING_REQUIREMENTS` adds LPIPS and
+   YAML configs for DCTNet Training). ``slicer.packaging.pip_ensure`` (Slicer ≥ 5.12) asks and installs with a
+   progress dialog; on Slicer 5.10 the same steps are done here with ``confirmOkCancelDisplay`` and
+   ``slicer.util.pip_install``.
+
+**Protected packages** (:data:`PROTECTED`): ``torch``, ``torchvision`` (PyTorchUtils owns them; a pip upgrade could
+replace a CUDA build by a CPU one), ``numpy``, ``SimpleITK`` and ``vtk`` (Slicer's C++ code is built against its
+own copies; replacing them can break Slicer itself) are never installed or upgraded, not even as a dependency of
+a package installed here: pip gets a constraints file pinning the installed version of each (``-c``; Slicer 5.10
+and newer), and ``pip_ensure`` additionally gets them as ``skip_packages`` (Slicer ≥ 5.12: each requirement is
+installed without dependencies and its dependency tree is walked, leaving those out), as TotalSegmentator does.
 
 ``pip_ensure`` as read from the Slicer/Slicer sources (``Base/Python/slicer/packaging.py``, commit
 4bf416c705675a9bccc55ade3904f04a1ca91750): ``pip_ensure(requirements, constraints=None, skip_packages=None,
@@ -20,11 +29,9 @@ flag, hence the ``Requirement`` objects and the signature check below). It insta
 fails. Called with ``prompt_restart=False`` and ``skip_in_testing=False`` so that the restart advice and the
 behaviour in Slicer's test mode stay the ones of this module on every Slicer version.
 
-Never installed or upgraded from here (see :data:`NEVER_INSTALL`): ``torch``/``torchvision`` (PyTorchUtils
-owns them; a pip upgrade could replace a CUDA build by a CPU one), ``SimpleITK`` and ``numpy`` (Slicer ships
-builds its own C++ code links against; replacing them can break Slicer itself).
-
-All failures raise :class:`InstallError`; ``restartRequired`` tells the widget to offer a restart.
+All failures raise :class:`InstallError`; ``restartRequired`` tells the widget to offer a restart, which is set
+only when a restart fixes the problem (a package already loaded in this session was updated), never when the user
+must first do something else (install the PyTorch extension, uninstall an old torch).
 """
 
 from __future__ import annotations
@@ -40,8 +47,13 @@ from typing import Any, Callable, Sequence
 __all__ = [
     "InstallError",
     "TORCH_REQUIREMENT",
+    "RECONSTRUCTION_REQUIREMENTS",
+    "TRAINING_REQUIREMENTS",
     "PYTHON_REQUIREMENTS",
+    "PROTECTED",
     "NEVER_INSTALL",
+    "requirements_for",
+    "constraints_text",
     "missing_requirements",
     "torch_status",
     "ensure_torch",
@@ -55,24 +67,31 @@ logger = logging.getLogger(__name__)
 # Same floor as pyproject.toml: torch ≥ 2.1 has scaled_dot_product_attention and weights_only loading.
 TORCH_REQUIREMENT = ">=2.1"
 
-# Core packages (pyproject.toml [project] dependencies) that a Slicer install may lack, with the reason:
-PYTHON_REQUIREMENTS: tuple[str, ...] = (
-    "lpips>=0.1.4",        # LPIPS metric of the evaluation (paper §3.1); its torch requirement is met by step 1
-    "scikit-image>=0.21",  # SSIM (skimage.metrics.structural_similarity)
-    "pydicom>=2.4",        # DICOM CR/DX radiographs (Slicer ships pydicom; listed so an old copy is updated)
+# What DCTNet Reconstruction needs beyond Slicer and torch: Slicer's own process (radiograph files, nodes, the
+# comparison with a reference CT) and `dctnet reconstruct --extras` in the child (test_slicer_extension.py checks
+# this list against the modules a real run loads). Packages Slicer usually ships have no version floor, so they
+# are installed only when absent (upgrading Slicer's copy could break Slicer's own modules that use it).
+RECONSTRUCTION_REQUIREMENTS: tuple[str, ...] = (
+    "scikit-image>=0.21",  # SSIM against the reference CT (skimage.metrics.structural_similarity)
     "einops>=0.7",         # tensor reshapes in the networks
-    "tqdm>=4.66",          # progress of data preparation and training
-    "PyYAML>=6",           # training config files
+    "tqdm>=4.66",          # progress bars of the core
     "psutil>=5.9",         # cancel: kill a background process with all its children
-    # Usually shipped with Slicer; listed without a floor so they are installed only when absent (upgrading
-    # a copy Slicer ships could break Slicer's own modules that use it):
-    "scipy",               # bone masks (ndimage) and resampling helpers
+    "pydicom",             # DICOM CR/DX radiographs (Slicer ships pydicom 2.4 or 3.x; both work)
+    "scipy",               # resampling and bone masks
     "Pillow",              # PNG/JPEG/TIFF radiographs
-    "matplotlib",          # `dctnet figure` (paper-style figures); not needed for reconstruction
+    "matplotlib",          # the figure `dctnet reconstruct --extras` writes next to the volumes
 )
+# DCTNet Training also evaluates (LPIPS, paper §3.1; its torch requirement is met by step 1) and reads YAML configs.
+TRAINING_REQUIREMENTS: tuple[str, ...] = RECONSTRUCTION_REQUIREMENTS + (
+    "lpips>=0.1.4",
+    "PyYAML>=6",
+)
+# Every core dependency of pyproject.toml that a Slicer install may lack.
+PYTHON_REQUIREMENTS = TRAINING_REQUIREMENTS
 
-# Distributions this module never installs, upgrades or replaces (reasons in the module docstring).
-NEVER_INSTALL = ("torch", "torchvision", "SimpleITK", "numpy")
+# Distributions never installed, upgraded or replaced, even as a dependency (reasons in the module docstring).
+PROTECTED = ("torch", "torchvision", "numpy", "SimpleITK", "vtk")
+NEVER_INSTALL = PROTECTED
 
 
 class InstallError(Exception):
@@ -139,17 +158,15 @@ def ensure_torch(askConfirmation: bool = True) -> None:  # noqa: N803
     try:
         import PyTorchUtils  # provided by the PyTorch extension
     except ImportError as exc:
-        raise InstallError(
+        raise InstallError(  # restarting now would not help: the extension must be installed first
             "DCTNet needs PyTorch, which is installed by the 'PyTorch' extension. Install it from the "
             "Extensions Manager, restart Slicer, and try again.",
-            restartRequired=True,
         ) from exc
     logic = PyTorchUtils.PyTorchUtilsLogic()
-    if status == "too old":
+    if status == "too old":  # a restart alone changes nothing: torch must be uninstalled first
         raise InstallError(
             f"The installed PyTorch is older than DCTNet needs (torch{TORCH_REQUIREMENT}). Open the PyTorch Utils "
             "module, uninstall PyTorch, restart Slicer and try again.",
-            restartRequired=True,
         )
     torch = logic.installTorch(askConfirmation=askConfirmation, torchVersionRequirement=TORCH_REQUIREMENT)
     if torch is None:
@@ -186,15 +203,46 @@ def _as_requirements(requirements: Sequence[str]) -> list[Any]:
     return [Requirement(requirement) for requirement in requirements]
 
 
+def constraints_text() -> str:
+    """A pip constraints file pinning the installed version of every :data:`PROTECTED` distribution.
+
+    Protected packages that are not installed as distributions (Slicer's own ``vtk``) cannot be pinned; they are
+    kept out by ``skip_packages`` where Slicer has it.
+    """
+    lines = []
+    for name in PROTECTED:
+        try:
+            lines.append(f"{name}=={importlib.metadata.version(name)}")
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return "".join(line + "\n" for line in lines)
+
+
 def _install(missing: list[str], requester: str, askConfirmation: bool) -> None:  # noqa: N803
+    import tempfile
+    from pathlib import Path
+
+    with tempfile.TemporaryDirectory(prefix="DCTNet-pip-") as folder:
+        constraints = Path(folder) / "constraints.txt"
+        constraints.write_text(constraints_text(), encoding="utf-8")
+        _install_with(missing, requester, askConfirmation, constraints)
+
+
+def _install_with(missing: list[str], requester: str, askConfirmation: bool, constraints) -> None:  # noqa: N803
     import slicer
 
     declined = InstallError(f"{requester} cannot run without: {', '.join(missing)}")
     pip_ensure = pip_ensure_api()
     if pip_ensure is not None:  # Slicer ≥ 5.12
+        parameters = inspect.signature(pip_ensure).parameters
+        protect = {}
+        if "constraints" in parameters:
+            protect["constraints"] = str(constraints)
+        if "skip_packages" in parameters:
+            protect["skip_packages"] = list(PROTECTED)
         try:
             pip_ensure(_as_requirements(missing), requester=requester, prompt_install=askConfirmation,
-                       prompt_restart=False, skip_in_testing=False)
+                       prompt_restart=False, skip_in_testing=False, **protect)
         except RuntimeError as exc:  # the user declined
             raise declined from exc
         except subprocess.CalledProcessError as exc:
@@ -207,8 +255,8 @@ def _install(missing: list[str], requester: str, askConfirmation: bool) -> None:
                "take a few minutes.")
     if askConfirmation and not _confirm(message):
         raise declined
-    logger.info("installing %s", " ".join(missing))
-    slicer.util.pip_install(list(missing))
+    logger.info("installing %s (constraints: %s)", " ".join(missing), constraints_text().split())
+    slicer.util.pip_install(["-c", str(constraints), *missing])
 
 
 def ensure_python_packages(
@@ -245,7 +293,17 @@ def _loaded() -> set[str]:
     return set(sys.modules)
 
 
-def ensure_dependencies(requester: str = "DCTNet", askConfirmation: bool = True) -> None:  # noqa: N803
-    """PyTorch first (so pip never pulls a CPU torch in as a dependency of lpips), then the rest."""
+def requirements_for(purpose: str) -> tuple[str, ...]:
+    """:data:`RECONSTRUCTION_REQUIREMENTS` or :data:`TRAINING_REQUIREMENTS`."""
+    choices = {"reconstruction": RECONSTRUCTION_REQUIREMENTS, "training": TRAINING_REQUIREMENTS}
+    if purpose not in choices:
+        raise ValueError(f"purpose must be one of {sorted(choices)}, got {purpose!r}")
+    return choices[purpose]
+
+
+def ensure_dependencies(requester: str = "DCTNet", askConfirmation: bool = True,  # noqa: N803
+                        purpose: str = "reconstruction") -> None:
+    """PyTorch first (so pip never pulls a CPU torch in as a dependency), then what ``purpose`` needs."""
     ensure_torch(askConfirmation=askConfirmation)
-    ensure_python_packages(requester=requester, askConfirmation=askConfirmation)
+    ensure_python_packages(requester=requester, askConfirmation=askConfirmation,
+                           requirements=requirements_for(purpose))

@@ -381,6 +381,69 @@ def installed(monkeypatch):
     return names
 
 
+def _pins(text: str) -> dict[str, str]:
+    return dict(line.split("==") for line in text.splitlines() if line.strip())
+
+
+def _installed_protected() -> dict[str, str]:
+    import importlib.metadata
+
+    from DCTNetSlicerLib import install
+
+    found = {}
+    for name in install.PROTECTED:
+        try:
+            found[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            pass
+    return found
+
+
+def test_protected_packages_are_pinned_to_what_is_installed():
+    from DCTNetSlicerLib import install
+
+    pins = _pins(install.constraints_text())
+    assert {"torch", "numpy", "SimpleITK"} <= set(pins)  # installed here, so pinned
+    assert pins == _installed_protected()
+    assert set(install.PROTECTED) >= {"torch", "torchvision", "numpy", "SimpleITK", "vtk"}
+
+
+def test_reconstruction_installs_less_than_training():
+    from DCTNetSlicerLib import install
+
+    names = {purpose: {install._split(r)[0] for r in install.requirements_for(purpose)}
+             for purpose in ("reconstruction", "training")}
+    assert {"lpips", "PyYAML"} & names["reconstruction"] == set()  # evaluation / training only
+    assert names["reconstruction"] < names["training"] and {"lpips", "PyYAML"} <= names["training"]
+    assert not names["training"] & {n for n in install.PROTECTED}
+    assert "pydicom" in names["reconstruction"]
+    assert install._split(next(r for r in install.RECONSTRUCTION_REQUIREMENTS if r.startswith("pydicom")))[1] == ""
+    with pytest.raises(ValueError, match="purpose"):
+        install.requirements_for("evaluation")
+
+
+def test_a_restart_is_offered_only_when_it_fixes_the_problem(fake_slicer, installed, monkeypatch):
+    from DCTNetSlicerLib import install
+
+    monkeypatch.setitem(sys.modules, "PyTorchUtils", None)  # no PyTorch extension
+    monkeypatch.setattr(install, "torch_status", lambda: "missing")
+    with pytest.raises(install.InstallError, match="PyTorch' extension") as missing_extension:
+        install.ensure_torch()
+    assert not missing_extension.value.restartRequired
+    monkeypatch.setitem(sys.modules, "PyTorchUtils", types.SimpleNamespace(PyTorchUtilsLogic=lambda: None))
+    monkeypatch.setattr(install, "torch_status", lambda: "too old")
+    with pytest.raises(install.InstallError, match="uninstall PyTorch") as too_old:
+        install.ensure_torch()
+    assert not too_old.value.restartRequired  # restarting alone would load the same old torch
+    # a package already imported in this session was updated: only a restart loads the new version
+    fake_slicer.util.confirmOkCancelDisplay = lambda text, title: True
+    fake_slicer.util.pip_install = lambda requirements: installed.update(["pytest"])
+    monkeypatch.setattr(install, "_satisfied", lambda r: install._split(r)[0] in installed)
+    with pytest.raises(install.InstallError, match="restart Slicer") as updated:
+        install.ensure_python_packages("DCTNet", requirements=["pytest>=1"])
+    assert updated.value.restartRequired
+
+
 def test_pip_ensure_is_used_with_the_missing_packages_when_present(fake_slicer, installed):
     from packaging.requirements import Requirement
 
@@ -391,7 +454,8 @@ def test_pip_ensure_is_used_with_the_missing_packages_when_present(fake_slicer, 
     def pip_ensure(requirements, constraints=None, skip_packages=None, prompt_install=True, prompt_restart=True,
                    requester=None, skip_in_testing=True, show_progress=True):
         calls.append(dict(requirements=requirements, prompt_install=prompt_install, prompt_restart=prompt_restart,
-                          requester=requester, skip_in_testing=skip_in_testing))
+                          requester=requester, skip_in_testing=skip_in_testing, skip_packages=skip_packages,
+                          constraints=Path(constraints).read_text() if constraints else None))
         installed.update(r.name for r in requirements)
 
     fake_slicer.packaging.pip_ensure = pip_ensure
@@ -403,6 +467,9 @@ def test_pip_ensure_is_used_with_the_missing_packages_when_present(fake_slicer, 
     assert [str(r) for r in call["requirements"]] == [MISSING]  # only what is missing, as Requirement objects
     assert all(isinstance(r, Requirement) for r in call["requirements"])
     assert call == dict(call, prompt_install=True, prompt_restart=False, requester="DCTNet", skip_in_testing=False)
+    # torch, numpy, SimpleITK, vtk... never come in as someone's dependency: skipped, and pinned where installed
+    assert call["skip_packages"] == list(install.PROTECTED)
+    assert _pins(call["constraints"]) == _installed_protected()
 
     installed.clear()
     fake_slicer.packaging.pip_ensure = lambda requirements, **kw: (_ for _ in ()).throw(RuntimeError("declined"))
@@ -419,8 +486,12 @@ def test_pip_install_after_confirmation_on_5_10(fake_slicer, installed):
     questions, pip_calls = [], []
     answer = {"ok": False}
     fake_slicer.util.confirmOkCancelDisplay = lambda text, title: questions.append(text) or answer["ok"]
-    fake_slicer.util.pip_install = lambda requirements: pip_calls.append(requirements) or installed.update(
-        install._split(r)[0] for r in requirements)
+    def pip_install(requirements):
+        assert requirements[0] == "-c"  # a constraints file first, then what is missing
+        pip_calls.append((_pins(Path(requirements[1]).read_text()), requirements[2:]))
+        installed.update(install._split(r)[0] for r in requirements[2:])
+
+    fake_slicer.util.pip_install = pip_install
 
     with pytest.raises(install.InstallError, match="cannot run without"):
         install.ensure_python_packages("DCTNet", requirements=[MISSING, "pytest>=1"])
@@ -429,11 +500,11 @@ def test_pip_install_after_confirmation_on_5_10(fake_slicer, installed):
 
     answer["ok"] = True
     assert install.ensure_python_packages("DCTNet", requirements=[MISSING, "pytest>=1"]) == [MISSING]
-    assert pip_calls == [[MISSING]] and len(questions) == 2
+    assert pip_calls == [(_installed_protected(), [MISSING])] and len(questions) == 2
     assert install.ensure_python_packages("DCTNet", requirements=[MISSING]) == []  # now satisfied: no question
     assert len(questions) == 2
 
     del fake_slicer.packaging.pip_ensure  # no slicer.packaging.pip_ensure at all: same 5.10 path
     installed.clear()
     assert install.ensure_python_packages("DCTNet", askConfirmation=False, requirements=[MISSING]) == [MISSING]
-    assert pip_calls[-1] == [MISSING] and len(questions) == 2  # askConfirmation=False: no dialog
+    assert pip_calls[-1][1] == [MISSING] and len(questions) == 2  # askConfirmation=False: no dialog

@@ -191,6 +191,12 @@ def test_parameter_bindings_and_scene_connections(module):
             assert listed == annotated, (name, listed, annotated)
         if widgets[name].get("class") == "QSpinBox":
             assert "int" in fields[field], (name, fields[field])
+            # Without WithinRange, connectGui sets the range to ±2^31 (Slicer parameterNodeWrapper/guiConnectors.py),
+            # dropping the .ui's minimum (and the special value text shown at it): they must agree.
+            bounds = re.search(r"WithinRange\((-?\d+), (-?\d+)\)", fields[field])
+            assert bounds, f"{name} is bound to '{field}' without WithinRange: {fields[field]}"
+            ui_range = tuple(int(widgets[name].find(f"property[@name='{k}']/number").text) for k in ("minimum", "maximum"))
+            assert tuple(map(int, bounds.groups())) == ui_range, (name, bounds.groups(), ui_range)
     # every node selector receives the module's scene (otherwise it stays empty)
     receivers = {c.findtext("receiver") for c in root.iter("connection")
                  if c.findtext("signal") == "mrmlSceneChanged(vtkMRMLScene*)"}
@@ -269,6 +275,58 @@ def test_install_covers_every_third_party_package_of_the_core():
     assert install.missing_requirements(["tqdm>=999"]) == ["tqdm>=999"]
     with pytest.raises(ValueError, match="NEVER_INSTALL"):
         install.missing_requirements(["torch>=2"])
+
+
+PROBE = """
+import json, runpy, sys
+out = sys.argv.pop(1)
+try:
+    runpy.run_module("DCTNetLib", run_name="__main__", alter_sys=True)
+except SystemExit as exc:
+    code = exc.code
+else:
+    code = 0
+import DCTNetSlicerLib.reconstruction, DCTNetSlicerLib.results, DCTNetSlicerLib.radiographs  # Slicer's side
+from DCTNetLib.evaluation import metrics  # compare_to_reference
+from DCTNetLib import inference  # radiographs_from_ct
+json.dump({"code": code, "modules": sorted(sys.modules)}, open(out, "w"))
+"""
+
+
+def test_reconstruction_requirements_cover_what_a_reconstruction_loads(tmp_path, tiny_bundle_path):
+    """The modules a real ``dctnet reconstruct --extras --progress json`` run loads (and the module's own side):
+    every third-party package they import is provided by Slicer / PyTorchUtils or in RECONSTRUCTION_REQUIREMENTS;
+    LPIPS and YAML are not needed."""
+    import SimpleITK as sitk
+
+    from DCTNetSlicerLib import install
+    from DCTNetSlicerLib.reconstruction import Options, command_args
+
+    rows, cols = np.mgrid[0:64, 0:64] / 63.0
+    for name in ("pa", "lat"):
+        image = np.exp(-(((rows - 0.5) / 0.3) ** 2 + ((cols - 0.4) / 0.2) ** 2)).astype(np.float32)
+        sitk.WriteImage(sitk.GetImageFromArray(image), str(tmp_path / f"{name}.tif"))
+    args = command_args(tmp_path / "pa.tif", tmp_path / "lat.tif", tmp_path / "ct.nrrd",
+                        Options(weights=str(tiny_bundle_path), device="cpu", steps=2))
+    out = subprocess.run([sys.executable, "-c", PROBE, str(tmp_path / "loaded.json"), *args],
+                         cwd=REPO / "DCTNetReconstruction", capture_output=True, text=True, timeout=900)
+    assert (tmp_path / "loaded.json").is_file(), out.stderr[-2000:]
+    loaded = json.loads((tmp_path / "loaded.json").read_text())
+    assert loaded["code"] == 0, out.stderr[-2000:]
+    ours = [name for name in loaded["modules"] if name.split(".")[0] in ("DCTNetLib", "DCTNetSlicerLib")]
+    assert "DCTNetLib.commands.reconstruct" in ours
+    imported = set()
+    for name in ours:
+        path = REPO / "DCTNetReconstruction" / Path(*name.split("."))
+        source = path.with_suffix(".py") if path.with_suffix(".py").is_file() else path / "__init__.py"
+        imported |= _imports(ast.parse(source.read_text(encoding="utf-8")), top_level_only=False)
+    third_party = {n for n in imported if n not in sys.stdlib_module_names} - {"DCTNetLib", "DCTNetSlicerLib"}
+    third_party -= GUI_MODULES  # imported inside functions that only run in Slicer
+    provided = {"numpy", "SimpleITK", "torch", "torchvision"}
+    wanted = {install._import_name(install._split(r)[0]) for r in install.RECONSTRUCTION_REQUIREMENTS}
+    assert third_party - provided <= wanted, f"not installed for reconstruction: {third_party - provided - wanted}"
+    loaded_top = {name.split(".")[0] for name in loaded["modules"]}
+    assert "lpips" not in loaded_top and "yaml" not in loaded_top
 
 
 # -- logic helpers on real data ----------------------------------------------------------------------------------
