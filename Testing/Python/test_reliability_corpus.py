@@ -1,4 +1,4 @@
-"""Issue 5, bad input: every case of the generated corpus (Testing/Data/bad_inputs/make_corpus.py) fed to every public
+"""Issues 5 and 12, bad and hostile input: every case of the generated corpus (Testing/Data/bad_inputs/make_corpus.py) fed to every public
 entry point its manifest names. Each must give its expected outcome: a DCTNet error of the expected type whose
 message names the problem *and* the file, or acceptance with the documented conversion / warning. No other exception
 type may escape, the command line must exit 2 with one line on stderr and no traceback, and no weights file may run
@@ -38,7 +38,9 @@ def _load_corpus_module():
 
 mc = _load_corpus_module()
 ERRORS = {"InputError": InputError, "OutputError": OutputError, "WeightsError": WeightsError}
-CLI_ENTRIES = {"prepare", "reconstruct"}
+CLI_ENTRIES = {"prepare", "reconstruct", "reconstruct_weights", "evaluate"}
+# Library text that must never reach a user (pydicom's advice, torch's C++ assertion, a traceback, a temp name).
+LEAKS = ("force=True", "enforce fail", "Traceback", "/.tmp-")
 PAIRS = [(name, entry) for name, case in mc.MANIFEST.items() for entry in case.expect]
 LUMA = np.array([0.299, 0.587, 0.114])  # ITU-R BT.601, the documented RGB → grey rule
 
@@ -100,6 +102,19 @@ def _simulate(recipe: str, target: Path, monkeypatch, request) -> None:
 
         monkeypatch.setattr(os, "write", write_enospc)
         monkeypatch.setattr(sitk, "WriteImage", sitk_write_fails)
+    elif recipe == "appears_meanwhile":  # another run writes the same output while this one computes
+        from DCTNetLib.io import atomic
+
+        real_fsync = atomic._fsync_file
+
+        def fsync_then_other_run_finishes(tmp):
+            real_fsync(tmp)
+            if Path(tmp).parent.resolve() == target.parent.resolve() and not target.exists():
+                target.write_bytes(b"written by another run")
+
+        target.unlink(missing_ok=True)
+        request.addfinalizer(lambda: target.unlink(missing_ok=True))
+        monkeypatch.setattr(atomic, "_fsync_file", fsync_then_other_run_finishes)
     elif recipe:
         raise AssertionError(f"unknown simulation {recipe}")
 
@@ -121,6 +136,12 @@ def _call_library(entry: str, name: str, path: Path, corpus: Path):
     if entry == "write_ct":
         from DCTNetLib.io.ct import CTVolume, write_ct
         return write_ct(CTVolume(mc.synthetic_ct_hu(), spacing=(2.0, 1.5, 1.5)), path)
+    if entry == "write_ct_new":
+        from DCTNetLib.io.ct import CTVolume, write_ct
+        return write_ct(CTVolume(mc.synthetic_ct_hu(), spacing=(2.0, 1.5, 1.5)), path, overwrite=False)
+    if entry == "bundle":
+        from DCTNetLib.io.model_bundle import load_model_bundle
+        return load_model_bundle(path)
     if entry == "write_text":
         from DCTNetLib.io.atomic import atomic_write_text
         return atomic_write_text(path.with_name("report.json"), "{}\n")
@@ -143,8 +164,11 @@ def _call_library(entry: str, name: str, path: Path, corpus: Path):
 def _prepare_source(name: str, path: Path, tmp_path: Path) -> tuple[str, Path]:
     """A download-like source folder holding only this case: LIDC layout for DICOM folders, NIfTI for files."""
     source = tmp_path / "source"
+    if name.startswith("src_"):  # already a download-like NIfTI folder
+        shutil.copytree(path, source)
+        return "ctspine1k", source
     if path.is_dir():
-        shutil.copytree(path, source / "LIDC-IDRI-0001" / "01-01-2000-CT" / path.name)
+        shutil.copytree(path, source / "LIDC-IDRI-0001" / "01-01-2000-CT" / path.name, symlinks=True)
         return "lidc-idri", source
     source.mkdir()
     shutil.copy(path, source / path.name)
@@ -163,6 +187,7 @@ def _assert_one_line_error(code: int, err: str, fragment: str, names: list[str])
     assert "Traceback" not in err
     lines = err.strip().splitlines()
     assert len(lines) == 1, f"expected one error line, got {lines}"
+    assert not [leak for leak in LEAKS if leak in lines[0]], lines[0]
     assert fragment.lower() in lines[0].lower(), lines[0]
     assert any(n in lines[0] for n in names), f"{names} not named in: {lines[0]}"
 
@@ -170,19 +195,50 @@ def _assert_one_line_error(code: int, err: str, fragment: str, names: list[str])
 def _run_cli(entry: str, name: str, case, path: Path, corpus: Path, tmp_path: Path, capsys, monkeypatch,
              request) -> None:
     outcome, fragment = case.expect[entry]
-    if entry == "reconstruct":
+    if entry in ("reconstruct", "reconstruct_weights"):
         pytest.importorskip("DCTNetLib.commands.reconstruct", reason="dctnet reconstruct not in this build yet")
         pytest.importorskip("DCTNetLib.io.model_bundle", reason="model bundles not in this build yet")
-        if name.startswith("out_"):
-            argv = ["--pa", corpus / "good_pa.png", "--lat", corpus / "good_lat.png", "--output", path]
+        good = ["--pa", corpus / "good_pa.png", "--lat", corpus / "good_lat.png"]
+        if entry == "reconstruct_weights":
+            argv = [*good, "--output", tmp_path / "ct.nii.gz", "--weights", path]
+        elif name == "out_is_input":
+            argv = ["--ct", path, "--output", path, "--overwrite"]
+        elif outcome == "ok":  # a legal but awkward output name: written into this test's folder
+            output = tmp_path / path.relative_to(corpus)
+            output.parent.mkdir(parents=True, exist_ok=True)
+            argv = [*good, "--output", output]
+        elif name.startswith("out_"):
+            argv = [*good, "--output", path]
         else:
             argv = ["--pa", path, "--lat", corpus / "good_lat.png", "--output", tmp_path / "ct.nii.gz"]
+        before = path.read_bytes() if len(path.name) < 255 and path.is_file() else None
         _simulate(case.simulate, path, monkeypatch, request)
         code, _, err = _cli(["reconstruct", *map(str, argv), "--device", "cpu"], capsys)
+        if outcome == "ok":
+            from DCTNetLib.io.ct import read_ct
+            assert code == 0 and not err.strip().count("\n"), (code, err)
+            assert read_ct(output).shape == (128, 128, 128)
+            assert [p.name for p in output.parent.iterdir()] == [output.name]  # no temporary file left
+            return
         _assert_one_line_error(code, err, fragment, [path.name, path.parent.name])
+        if before is not None and entry == "reconstruct":
+            assert path.read_bytes() == before, "an input or an earlier file was changed"
+        if case.simulate == "appears_meanwhile":
+            assert path.read_bytes() == b"written by another run"  # the other run's file is kept
+            assert not [p for p in path.parent.iterdir() if p.name.startswith(".tmp-")]
+        return
+    if entry == "evaluate":
+        _run_evaluate(path, fragment, tmp_path, capsys)
         return
     # dctnet prepare
     output = tmp_path / "prepared"
+    if outcome == "prepared":
+        dataset, source = _prepare_source(name, path, tmp_path)
+        code, out, err = _cli(["prepare", "--dataset", dataset, "--source", str(source), "--output", str(output),
+                               "--workers", "1"], capsys)
+        assert code == 0 and "Traceback" not in err and fragment in out + err, (code, out, err)
+        _check_prepared(name, output)
+        return
     if outcome == "failed":
         dataset, source = _prepare_source(name, path, tmp_path)
         code, out, err = _cli(["prepare", "--dataset", dataset, "--source", str(source), "--output", str(output),
@@ -203,6 +259,44 @@ def _run_cli(entry: str, name: str, case, path: Path, corpus: Path, tmp_path: Pa
     _assert_one_line_error(code, err, fragment, [output.name])
 
 
+def _run_evaluate(checkpoint: Path, fragment: str, tmp_path: Path, capsys) -> None:
+    """``dctnet evaluate --overwrite`` with a bad checkpoint must leave the earlier results byte-identical."""
+    from DCTNetLib.data.datasets import write_case, write_splits
+
+    data = tmp_path / "prepared"
+    rng = np.random.default_rng(0)
+    write_case(data / "cases" / "c0", rng.random((16, 16, 16)), rng.random((2, 16, 16)), rng.random((2, 16, 16)),
+               {"case_id": "c0"})
+    write_splits(data, {"train": [], "val": [], "test": ["c0"]})
+    out = tmp_path / "eval"
+    out.mkdir()
+    earlier = {"cases.csv": "case,psnr\nold,30\n", "table.md": "| earlier table |\n", "metrics.jsonl": "{}\n"}
+    for name, text in earlier.items():
+        (out / name).write_text(text, encoding="utf-8")
+    code, _, err = _cli(["evaluate", "--data", str(data), "--checkpoint", str(checkpoint), "--output", str(out),
+                         "--overwrite", "--no-lpips", "--device", "cpu"], capsys)
+    _assert_one_line_error(code, err, fragment, [checkpoint.name])
+    assert {p.name: p.read_text(encoding="utf-8") for p in out.iterdir()} == earlier
+
+
+def _check_prepared(name: str, output: Path) -> None:
+    """Every discovered file was prepared under its own id, or reported as a duplicate (never merged)."""
+    from DCTNetLib.data.datasets import is_case_done
+
+    cases = sorted(p.name for p in (output / "cases").iterdir() if is_case_done(p))
+    failed = (output / "failed.txt").read_text(encoding="utf-8")
+    if name == "src_same_stem":
+        assert cases == ["siteA_imgs_case001", "siteB_imgs_case001"] and failed == "", (cases, failed)
+    elif name == "src_twin_nifti":
+        assert cases == ["case002"], cases
+        assert failed.count("\n") == 1 and "duplicate case id case002" in failed, failed
+        assert "case002.nii.gz" in failed and "case002.nii " in failed.replace(",", " "), failed
+    elif name == "ct_latin1_name":
+        assert cases == ["ct_café"] and failed == "", (cases, failed)
+    else:
+        raise AssertionError(f"no prepare check for {name}")
+
+
 # ------------------------------------------------------------------------------------------ outcome checks
 
 
@@ -214,7 +308,31 @@ def _check_accepted(name: str, result, corpus: Path) -> None:
         assert result.dtype == np.float32 and 0.0 <= result.min() and result.max() <= 1.0 and np.ptp(result) > 0.3
         return
     raw = np.asarray(Image.open(corpus / name)) if name.endswith((".png", ".tif")) else None
-    if name in ("rg_rgb.png", "rg_rgba.png"):
+    if name.startswith("out_"):  # write_ct of a legal but awkward name: the written file reads back exactly
+        from DCTNetLib.io.ct import read_ct
+        assert result.name == mc.MANIFEST[name].path.split("/")[-1]
+        np.testing.assert_array_equal(read_ct(result).hu, mc.synthetic_ct_hu().astype(np.float32))
+        assert not [p for p in result.parent.iterdir() if p.name.startswith(".tmp-")]
+    elif name == "ct_latin1_name":
+        from DCTNetLib.io.ct import read_ct
+        np.testing.assert_array_equal(result.hu, read_ct(corpus / "good_ct.nii.gz").hu)
+    elif name == "rg_latin1_name":
+        np.testing.assert_allclose(result, np.asarray(Image.open(corpus / "good_pa.png")) / 255.0, atol=1e-6)
+    elif name == "ct_sform_scale.nii":  # the warning says which voxel size is used, and it is
+        np.testing.assert_allclose(result.spacing, (mc.SLICE_MM, mc.PIXEL_MM, mc.PIXEL_MM))
+    elif name == "rg_dicom_bad_is.dcm":
+        assert np.corrcoef(result.ravel(), mc.synthetic_views()[0].ravel())[0, 1] > 0.99
+    elif name == "rg_exif_rotated.jpg":
+        upright = np.load(corpus / "rg_exif_upright.npy").astype(np.float64) / 255.0
+        assert result.shape == upright.shape  # 60 × 48 upright, not the stored 48 × 60
+        assert np.abs(result - upright).mean() < 0.02, np.abs(result - upright).mean()
+    elif name == "rg_palette.dcm":
+        import pydicom
+        indices = pydicom.dcmread(corpus / name).pixel_array.astype(np.float64)
+        pa = mc.synthetic_views()[0]
+        assert np.corrcoef(indices.ravel(), pa.ravel())[0, 1] < -0.99  # the raw indices run backwards …
+        assert np.corrcoef(result.ravel(), pa.ravel())[0, 1] > 0.99  # … the colour table puts them right
+    elif name in ("rg_rgb.png", "rg_rgba.png"):
         np.testing.assert_allclose(result, raw[..., :3] @ LUMA / 255.0, atol=1e-5)
     elif name in ("rg_16bit.png", "rg_float.tif"):
         raw = raw.astype(np.float64)
@@ -240,7 +358,7 @@ def test_corpus_case(name, entry, corpus, tmp_path, capsys, caplog, monkeypatch,
     if entry in CLI_ENTRIES:
         _run_cli(entry, name, case, path, corpus, tmp_path, capsys, monkeypatch, request)
         return
-    old = path.read_bytes() if path.is_file() and entry.startswith("write") else None
+    old = path.read_bytes() if len(path.name) < 255 and path.is_file() and entry.startswith("write") else None
     _simulate(case.simulate, path, monkeypatch, request)
     caplog.set_level(logging.INFO)
     with warnings.catch_warnings():
@@ -254,6 +372,7 @@ def test_corpus_case(name, entry, corpus, tmp_path, capsys, caplog, monkeypatch,
             message = str(exc)
             assert fragment.lower() in message.lower(), message
             assert "\n" not in message, message
+            assert not [leak for leak in LEAKS if leak in message], message
             target = path.with_name("report.json") if entry == "write_text" else path
             assert target.name in message or target.parent.name in message, f"file not named: {message}"
             if old is not None:
@@ -286,14 +405,17 @@ def test_corpus_covers_every_item_of_the_issue(corpus):
     assert set(mc.ISSUE_ITEMS) <= covered, set(mc.ISSUE_ITEMS) - covered
     assert len(mc.MANIFEST) >= len(mc.ISSUE_ITEMS)
     assert len(PAIRS) >= 2 * len(mc.ISSUE_ITEMS)  # most cases go through two or more entry points
+    issue12 = {case.issue_item for case in mc.ISSUE12_MANIFEST.values()}
+    assert set(mc.ISSUE12_ITEMS) == issue12, set(mc.ISSUE12_ITEMS) ^ issue12
     for name, case in mc.MANIFEST.items():
         path = corpus / case.path
         if name.startswith("out_") and name != "out_missing_folder":
             assert path.parent.is_dir(), name  # the output folder exists; the simulated disk / permission fails
         else:
-            assert path.exists() or "missing" in name, name
-    sizes = [p.stat().st_size for p in corpus.rglob("*") if p.is_file() and p.name != "manifest.json"]
-    assert max(sizes) < 16 * 1024  # "a few KB" each
+            assert os.path.lexists(path) or "missing" in name, name
+    files = [p for p in corpus.rglob("*") if p.is_file() and not p.is_symlink() and p.name != "manifest.json"]
+    assert max(p.stat().st_size for p in files if p.name not in mc.BOMBS) < 16 * 1024  # "a few KB" each
+    assert max(p.stat().st_size for p in files if p.name in mc.BOMBS) < 1024 * 1024  # … but a bomb's ~1/1000
     manifest = (corpus / "manifest.json").read_text(encoding="utf-8")
     assert all(f'"{name}"' in manifest for name in mc.MANIFEST)
 
@@ -354,6 +476,8 @@ def test_cli_missing_inputs_exit_2_without_traceback(corpus, tmp_path, capsys):
                          "--output", str(tmp_path / "out")], capsys)
     _assert_one_line_error(code, err, "source folder not found", ["no_such_download"])
     (tmp_path / "a_file").write_text("x")
-    code, _, err = _cli(["prepare", "--dataset", "lidc-idri", "--source", str(corpus / "ct_two_series"),
+    source = tmp_path / "download"
+    shutil.copytree(corpus / "ct_two_series", source / "LIDC-IDRI-0001" / "01-01-2000-CT" / "series")
+    code, _, err = _cli(["prepare", "--dataset", "lidc-idri", "--source", str(source),
                          "--output", str(tmp_path / "a_file" / "out")], capsys)
     _assert_one_line_error(code, err, "cannot create output folder", ["a_file"])

@@ -18,6 +18,7 @@ otherwise look like a missing slice or go unnoticed).
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 from dataclasses import dataclass, field
@@ -176,7 +177,7 @@ def from_sitk(image: sitk.Image, source: str = "") -> CTVolume:
     Raises:
         InputError: 2D, 4D or multi-component images; NaN/inf; values that are not CT-like.
     """
-    name = source or "<in-memory image>"
+    name = display_path(source) if source else "<in-memory image>"
     if image.GetNumberOfComponentsPerPixel() != 1:
         raise InputError(f"CT must have one value per voxel, found {image.GetNumberOfComponentsPerPixel()} "
                          f"(a colour or vector image?): {name}")
@@ -253,7 +254,7 @@ def read_ct(path: str | os.PathLike) -> CTVolume:
             image = reader.Execute()
         except RuntimeError as exc:
             raise InputError(f"cannot read CT file (truncated or damaged?): {shown} ({_first_line(exc)})") from exc
-    return from_sitk(image, shown)
+    return from_sitk(image, str(path))
 
 
 def _check_nifti_header(path: Path) -> None:
@@ -273,6 +274,14 @@ def _check_nifti_header(path: Path) -> None:
     if not all(np.isfinite(p) and p > 0 for p in pixdim):
         raise InputError(f"NIfTI header gives an invalid voxel size (pixdim {[float(p) for p in pixdim]}; must be "
                          f"positive mm, a reader would guess 1 mm or flip the axes): {display_path(path)}")
+    order = layout[0]
+    if int(np.frombuffer(header[:4], f"{order}i4")[0]) == 348 and int(np.frombuffer(header[254:256], f"{order}i2")[0]):
+        srow = np.frombuffer(header[280:328], f"{order}f4").astype(np.float64).reshape(3, 4)[:, :3]
+        scales = np.linalg.norm(srow, axis=0)  # voxel size along each index axis according to the sform
+        if np.all(np.isfinite(scales)) and not np.allclose(scales, pixdim, rtol=1e-3):
+            log.warning("NIfTI header disagrees with itself on the voxel size: sform %s mm, pixdim %s mm; the pixdim "
+                        "values are used: %s", np.round(scales, 4).tolist(), np.round(pixdim, 4).tolist(),
+                        display_path(path))
 
 
 def _nifti_layout(header: bytes) -> tuple[str, int, int, int, np.ndarray] | None:
@@ -412,13 +421,13 @@ def _check_series_tree(folder: Path) -> None:
         for name in (*dirs, *files):
             path = Path(root) / name
             if not is_utf8_path(name):
-                raise InputError(f"file name {display_path(name)!r} is not valid UTF-8 (GDCM cannot open it; rename "
+                raise InputError(f"file name '{display_path(name)}' is not valid UTF-8 (GDCM cannot open it; rename "
                                  f"it) in CT folder {display_path(root)}")
             try:
                 mode = os.stat(path).st_mode
-            except OSError as exc:  # ENOENT: dangling link; ELOOP: a link to itself
-                reason = "points to nothing" if not os.path.lexists(os.readlink(path) if path.is_symlink() else path) \
-                    or exc.errno == 2 else "points to itself" if exc.errno == 40 else (exc.strerror or str(exc))
+            except OSError as exc:  # ENOENT: dangling link; ELOOP: a link to itself (or a loop of links)
+                reason = {errno.ENOENT: "points to nothing", errno.ELOOP: "points to itself"}.get(
+                    exc.errno, exc.strerror or str(exc))
                 raise InputError(f"broken symbolic link {name} ({reason}) in CT folder {root}") from exc
             if not (stat_module.S_ISREG(mode) or stat_module.S_ISDIR(mode)):
                 raise InputError(f"{name} is not a regular file (a FIFO, socket or device) in CT folder {root}")

@@ -60,8 +60,8 @@ MAX_SIDE = 8192
 # 16 × 8192 strip, padded to a square and shrunk to 128², would leave the model a line of pixels.
 MAX_ASPECT = 4.0
 # Largest pixel data (all frames, as stored) a radiograph file may decode to, and the most a deflated DICOM file
-# may inflate to: 8192² px × 16 bit × 3 samples = 384 MiB fits; a 3 MB file inflating to 9.5 GB does not.
-MAX_PIXEL_BYTES = 512 * 1024**2
+# may inflate to: 8192² px × 16 bit (128 MiB) or × 8 bit RGB (192 MiB) fits; a 3 MB file inflating to 9.5 GB does not.
+MAX_PIXEL_BYTES = 256 * 1024**2
 # DICOM modalities that are not projection radiographs (cross-sections, segmentations, reports, plans).
 NOT_RADIOGRAPH_MODALITIES = {"CT", "MR", "PT", "NM", "US", "SEG", "RTSTRUCT", "RTDOSE", "RTPLAN", "SR", "KO", "PR",
                              "REG", "OCT", "RWV", "ECG", "DOC"}
@@ -169,14 +169,16 @@ def dicom_error_reason(exc: BaseException) -> str:
 
 
 def _check_deflated_size(path: Path) -> None:
-    """Refuse a Deflated-transfer-syntax file that inflates beyond :data:`MAX_PIXEL_BYTES` (a zip bomb).
+    """Refuse a Deflated-transfer-syntax file that claims or inflates to over :data:`MAX_PIXEL_BYTES` (a zip bomb).
 
-    pydicom inflates the whole data set in memory even to read its header, so the inflated size is measured first,
-    in 1 MiB pieces, stopping as soon as it passes the limit.
+    pydicom inflates the whole data set in memory even to read its header. So the first MiB is inflated and its
+    header read: a claimed image over the limit is refused at once; otherwise the rest is inflated in 1 MiB pieces,
+    kept nowhere, stopping as soon as the total passes the limit (a header that lies).
     """
+    import io
     import zlib
 
-    from pydicom.filereader import read_preamble, _read_file_meta_info
+    from pydicom.filereader import _read_file_meta_info, read_dataset, read_preamble
 
     with open(path, "rb") as handle:
         try:
@@ -187,17 +189,40 @@ def _check_deflated_size(path: Path) -> None:
         syntax = meta.get("TransferSyntaxUID")
         if syntax is None or not getattr(syntax, "is_deflated", False):
             return
-        inflater, total = zlib.decompressobj(-zlib.MAX_WBITS), 0
-        while chunk := handle.read(1 << 20):
+        inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+        try:
+            head = inflater.decompress(handle.read(1 << 20), 1 << 20)
+            header = read_dataset(io.BytesIO(head), False, True, stop_when=lambda tag, vr, length: tag == 0x7FE00010)
+            claimed = _claimed_pixel_bytes(header, path)
+        except InputError:
+            raise
+        except Exception:  # noqa: BLE001 — a header over 1 MiB or damaged: the streamed count below decides
+            claimed = 0
+        if claimed > MAX_PIXEL_BYTES:
+            raise InputError(f"deflated DICOM file claims {claimed / 1024**2:.0f} MiB of pixel data (over "
+                             f"{MAX_PIXEL_BYTES // 1024**2} MiB; a decompression bomb?), refused before inflating it: "
+                             f"{display_path(path)}")
+        total = len(head)
+        pending = inflater.unconsumed_tail
+        while total <= MAX_PIXEL_BYTES:
+            if not pending:
+                pending = handle.read(1 << 20)
+                if not pending:
+                    return
             try:
-                total += len(inflater.decompress(chunk, MAX_PIXEL_BYTES + 1 - total))
-                while inflater.unconsumed_tail and total <= MAX_PIXEL_BYTES:
-                    total += len(inflater.decompress(inflater.unconsumed_tail, MAX_PIXEL_BYTES + 1 - total))
+                total += len(inflater.decompress(pending, 1 << 20))
             except zlib.error:
                 return  # damaged: dcmread reports it
-            if total > MAX_PIXEL_BYTES:
-                raise InputError(f"deflated DICOM file inflates to over {MAX_PIXEL_BYTES // 1024**2} MiB (a "
-                                 f"decompression bomb?), refused before reading it: {display_path(path)}")
+            pending = inflater.unconsumed_tail
+        raise InputError(f"deflated DICOM file inflates to over {MAX_PIXEL_BYTES // 1024**2} MiB (a decompression "
+                         f"bomb?), refused before reading it: {display_path(path)}")
+
+
+def _claimed_pixel_bytes(ds, path: Path) -> int:
+    """Bytes of pixel data the header promises: rows × columns × frames × samples × bits / 8."""
+    keys = (("Rows", 0), ("Columns", 0), ("NumberOfFrames", 1), ("SamplesPerPixel", 1), ("BitsAllocated", 16))
+    rows, cols, frames, samples, bits = (max(dicom_int(ds, key, default, path), 0) for key, default in keys)
+    return rows * cols * max(frames, 1) * max(samples, 1) * bits // 8
 
 
 def dcmread_checked(path: str | os.PathLike, **kwargs):
@@ -211,14 +236,20 @@ def dcmread_checked(path: str | os.PathLike, **kwargs):
 
     path = Path(path)
     _check_deflated_size(path)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        try:
-            ds = pydicom.dcmread(path, **kwargs)
-        except Exception as exc:  # pydicom raises many types for damaged files
-            raise InputError(f"{dicom_error_reason(exc)}: {display_path(path)}") from exc
-    for warning in caught:
-        log.warning("%s: %s", display_path(path), " ".join(str(warning.message).split()))
+    pydicom_log = logging.getLogger("pydicom")  # it logs each warning too: say it once, in our words
+    was_disabled, pydicom_log.disabled = pydicom_log.disabled, True
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            try:
+                ds = pydicom.dcmread(path, **kwargs)
+                ds.walk(lambda dataset, element: None)  # convert every value now, so its warnings are caught here
+            except Exception as exc:  # pydicom raises many types for damaged files
+                raise InputError(f"{dicom_error_reason(exc)}: {display_path(path)}") from exc
+    finally:
+        pydicom_log.disabled = was_disabled
+    for message in dict.fromkeys(" ".join(str(w.message).split()) for w in caught):
+        log.warning("%s: %s", display_path(path), message.split(" Please see <")[0])
     return ds
 
 
@@ -244,9 +275,7 @@ def _check_radiograph_header(ds, path: Path) -> tuple[int, int]:
     rows, cols = dicom_int(ds, "Rows", 0, path), dicom_int(ds, "Columns", 0, path)
     _check_size(rows, cols, path)
     frames = dicom_int(ds, "NumberOfFrames", 1, path)
-    samples = dicom_int(ds, "SamplesPerPixel", 1, path)
-    bits = dicom_int(ds, "BitsAllocated", 16, path)
-    nbytes = rows * cols * max(frames, 1) * max(samples, 1) * max(bits, 1) // 8
+    nbytes = _claimed_pixel_bytes(ds, path)
     if frames < 1 or nbytes > MAX_PIXEL_BYTES:
         raise InputError(f"DICOM file would decode to {nbytes / 1024**2:.0f} MiB ({max(frames, 0)} frame(s) of "
                          f"{cols}×{rows}; at most {MAX_PIXEL_BYTES // 1024**2} MiB), refused before decoding: "

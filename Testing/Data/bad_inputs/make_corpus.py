@@ -1,4 +1,4 @@
-"""Generate the bad-input corpus of issue 5 (each file a few KB) and describe what every case must produce.
+"""Generate the bad-input corpus of issues 5 and 12 (each file a few KB) and describe what every case must produce.
 
 Usage::
 
@@ -15,16 +15,23 @@ corpus does not depend on the code it tests).
   (case-insensitive) and the case's file name;
 * ``"ok"``: accepted (the test checks the decoded values);
 * ``"warns"``: accepted with a warning or log line containing the fragment;
-* ``"failed"``: ``dctnet prepare`` lists the case in ``failed.txt`` with the fragment and keeps going.
+* ``"failed"``: ``dctnet prepare`` lists the case in ``failed.txt`` with the fragment and keeps going;
+* ``"prepared"``: ``dctnet prepare`` exits 0 and prepares every case under a distinct id (the fragment is in its
+  summary line).
 
 Entry points: ``read_ct``, ``read_radiograph``, ``load_radiograph``, ``write_ct`` and ``write_text`` (output
 cases; ``write_text`` is ``atomic_write_text``, used for every JSON/text file), ``prepare``
 (``dctnet prepare`` through ``cli.main``), ``reconstruct`` (``dctnet reconstruct``, the case used as ``--pa`` or as
-``--output``), ``check_pair`` (two views), ``load_checkpoint`` (training checkpoints), ``safe_load``
-(``io.safe_load.load_checkpoint`` with the corpus's sha256 manifest) and ``numpy_pickle`` (the restricted
-unpickler).
+``--output``; ``out_is_input`` as both ``--ct`` and ``--output``), ``reconstruct_weights`` (the case as
+``--weights``), ``check_pair`` (two views), ``load_checkpoint`` (training checkpoints), ``safe_load``
+(``io.safe_load.load_checkpoint`` with the corpus's sha256 manifest), ``numpy_pickle`` (the restricted
+unpickler), ``bundle`` (``io.model_bundle.load_model_bundle``), ``write_ct_new`` (``write_ct(..., overwrite=False)``)
+and ``evaluate`` (``dctnet evaluate --overwrite`` with the case as ``--checkpoint``, into a folder of earlier
+results that must survive).
 Cases whose condition cannot be built as a file (no read permission when running as root, a full disk, a
-read-only folder) name a ``simulate`` recipe that the test applies with ``monkeypatch``.
+read-only folder, a file another run writes meanwhile) name a ``simulate`` recipe that the test applies with
+``monkeypatch``. The memory bombs (``BOMBS``) are the only files over a few KB: a deflated DICOM has to be ~1/1000
+of what it inflates to, so it is ~650 KB (it is generated, never committed).
 """
 
 from __future__ import annotations
@@ -32,8 +39,10 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import shutil
 import struct
 import sys
+import zipfile
 import zlib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -195,6 +204,123 @@ MANIFEST: dict[str, Case] = {
                                           "safe_load": ("WeightsError", "not found")}, "path that does not exist"),
 }
 
+# ------------------------------------------------------------------------------------------------ issue 12
+LATIN1 = os.fsdecode(b"\xe9")  # one Latin-1 byte: a legal Linux file name that is not UTF-8
+BOMBS = ("rg_deflate_bomb.dcm",)
+_BUNDLE_PRESET = {"name": "corpus", "generator": {"image_size": 128}, "discriminator": {}, "loss": {}}
+
+
+def _weights(message: str, cli: bool = True) -> dict[str, tuple[str, str]]:
+    """A model-bundle case: ``load_model_bundle`` and ``dctnet reconstruct --weights`` refuse it."""
+    out = {"bundle": ("WeightsError", message)}
+    if cli:
+        out["reconstruct_weights"] = ("WeightsError", message)
+    return out
+
+
+ISSUE12_MANIFEST: dict[str, Case] = {
+    # crashes and hangs
+    "ct_latin1_name": Case(f"ct_caf{LATIN1}.nii.gz", {"read_ct": ("ok", ""), "prepare": ("prepared", "1 done")},
+                           "non-UTF-8 file name", note="read through a UTF-8 alias; prepare's case id reads it as Latin-1"),
+    "rg_latin1_name": Case(f"rg_caf{LATIN1}.png", _rg("ok", ""), "non-UTF-8 file name"),
+    "ct_dicom_latin1_name": Case("ct_dicom_latin1_name", _ct(("InputError", "not valid UTF-8")),
+                                 "non-UTF-8 file name", note="one slice's name is not UTF-8: GDCM would abort"),
+    "out_latin1_name": Case(f"latin1_{LATIN1}/out_{LATIN1}.nii.gz", {"write_ct": ("ok", ""), "reconstruct": ("ok", "")},
+                            "non-UTF-8 file name", note="output folder and file name not UTF-8"),
+    "rg_fifo": Case("rg_fifo.png", _rg("InputError", "FIFO"), "FIFO or other non-regular file"),
+    "ct_fifo": Case("ct_fifo.nii.gz", _ct(("InputError", "FIFO"), prepare=False), "FIFO or other non-regular file"),
+    "ct_dicom_fifo": Case("ct_dicom_fifo", _ct(("InputError", "not a regular file"), prepare=False),
+                          "FIFO or other non-regular file", note="a FIFO among the slices: GDCM would block on it"),
+    "w_fifo.pt": Case("w_fifo.pt", {"safe_load": ("WeightsError", "FIFO"), **_weights("FIFO")},
+                      "FIFO or other non-regular file"),
+    "rg_frames_text.dcm": Case("rg_frames_text.dcm", _rg("InputError", "NumberOfFrames is not a number"),
+                               "traceback on a malformed header"),
+    "ct_dicom_ipp_two": Case("ct_dicom_ipp_two", _ct(("InputError", "malformed ImagePositionPatient")),
+                             "traceback on a malformed header", note="one slice's position has two values"),
+    "ct_dicom_ipp_text": Case("ct_dicom_ipp_text", _ct(("InputError", "malformed ImagePositionPatient")),
+                              "traceback on a malformed header", note="one slice's position is text"),
+    "ct_dicom_iop_three": Case("ct_dicom_iop_three", _ct(("InputError", "malformed ImageOrientationPatient")),
+                               "traceback on a malformed header", note="every slice's orientation has 3 values"),
+    "b_version_text.pt": Case("b_version_text.pt", _weights("format_version"), "traceback on a malformed header"),
+    "b_image_size_text.pt": Case("b_image_size_text.pt", _weights("image_size"), "traceback on a malformed header"),
+    "b_image_size_mismatch.pt": Case("b_image_size_mismatch.pt", _weights("image size"),
+                                     "traceback on a malformed header", note="bundle 64, networks 128"),
+    "b_steps_zero.pt": Case("b_steps_zero.pt", _weights("sampling_steps 0"), "traceback on a malformed header"),
+    "b_steps_over_t.pt": Case("b_steps_over_t.pt", _weights("sampling_steps 20"), "traceback on a malformed header",
+                              note="20 DDIM steps of a 10-step diffusion"),
+    "b_not_tensor.pt": Case("b_not_tensor.pt", _weights("not tensors"), "traceback on a malformed header"),
+    # memory bombs: refused from headers and recorded configs, before allocating
+    "rg_deflate_bomb.dcm": Case("rg_deflate_bomb.dcm", _rg("InputError", "decompression bomb"), "memory bomb",
+                                note="330 KB deflated, 40 frames of 2048² × 16 bit = 320 MiB inflated"),
+    "rg_nifti_20000.nii": Case("rg_nifti_20000.nii", _rg("InputError", "too large"), "memory bomb",
+                               note="a NIfTI header claiming 20000² px, no data"),
+    "ct_1200.nii": Case("ct_1200.nii", _ct(("InputError", "too large")), "memory bomb",
+                        note="a NIfTI header claiming 1200³ voxels (3.2 GiB as int16), no data"),
+    "b_huge_arch.pt": Case("b_huge_arch.pt", _weights("GiB of weights"), "memory bomb",
+                           note="a recorded generator of 3.5 G parameters (14 GB) with no weights"),
+    # data loss
+    "out_is_input": Case("out_is_input.nii.gz", {"reconstruct": ("OutputError", "is the input")},
+                         "output that is an input", note="--ct X --output X --overwrite; X must survive"),
+    "out_appears": Case("appear/out.nii.gz", {"write_ct_new": ("OutputError", "appeared while"),
+                                              "reconstruct": ("OutputError", "appeared while")},
+                        "output that appears while computing", simulate="appears_meanwhile",
+                        note="another run writes the file between the existence check and the rename"),
+    "src_same_stem": Case("src_same_stem", {"prepare": ("prepared", "2 done")}, "duplicate case ids",
+                          note="siteA/imgs/case001.nii.gz and siteB/imgs/case001.nii.gz"),
+    "src_twin_nifti": Case("src_twin_nifti", {"prepare": ("prepared", "1 done, 0 skipped (already prepared), 1 failed")},
+                           "duplicate case ids",
+                           note="case002.nii beside case002.nii.gz: one is prepared, the other reported"),
+    "w_truncated_eval": Case("w_truncated.pt", {"evaluate": ("WeightsError", "truncated")},
+                             "evaluate --overwrite with a bad checkpoint"),
+    "w_text_eval": Case("w_text.pt", {"evaluate": ("WeightsError", "truncated or")},
+                        "evaluate --overwrite with a bad checkpoint"),
+    # silent garbage
+    "ct_pixdim_zero.nii": Case("ct_pixdim_zero.nii", _ct(("InputError", "invalid voxel size")), "garbage geometry"),
+    "ct_pixdim_nan.nii": Case("ct_pixdim_nan.nii", _ct(("InputError", "invalid voxel size")), "garbage geometry"),
+    "ct_pixdim_negative.nii": Case("ct_pixdim_negative.nii", _ct(("InputError", "invalid voxel size")),
+                                   "garbage geometry"),
+    "ct_sform_scale.nii": Case("ct_sform_scale.nii", {"read_ct": ("warns", "disagrees with itself on the voxel size")},
+                               "library warnings in our words", note="sform says 2 mm, pixdim 1.5/2 mm"),
+    "ct_dicom_two_slices": Case("ct_dicom_two_slices", _ct(("InputError", "too few slices")), "garbage geometry"),
+    "rg_strip.png": Case("rg_strip.png", _rg("InputError", "aspect ratio"), "garbage geometry",
+                         note="16 × 8192 px"),
+    "rg_exif_rotated.jpg": Case("rg_exif_rotated.jpg", _rg("ok", ""), "image read the wrong way",
+                                note="stored sideways with EXIF orientation 6: read upright"),
+    "rg_palette.dcm": Case("rg_palette.dcm", _rg("ok", ""), "image read the wrong way",
+                           note="PALETTE COLOR whose table reverses the grey scale: read through the table"),
+    "rg_dicom_seg.dcm": Case("rg_dicom_seg.dcm", _rg("InputError", "SEG image, not a radiograph"),
+                             "DICOM that is not a radiograph"),
+    "rg_dicom_ct.dcm": Case("rg_dicom_ct.dcm", _rg("InputError", "CT image, not a radiograph"),
+                            "DICOM that is not a radiograph"),
+    "rg_dicom_mr.dcm": Case("rg_dicom_mr.dcm", _rg("InputError", "MR image, not a radiograph"),
+                            "DICOM that is not a radiograph"),
+    "ct_dicom_dangling_link": Case("ct_dicom_dangling_link", _ct(("InputError", "broken symbolic link")),
+                                   "broken series", note="a link to a deleted slice"),
+    "ct_dicom_self_link": Case("ct_dicom_self_link", _ct(("InputError", "points to itself")), "broken series"),
+    "ct_dicom_enhanced": Case("ct_dicom_enhanced", _ct(("InputError", "Enhanced CT")), "broken series",
+                              note="one Enhanced CT file of 8 frames"),
+    # messages
+    "out_upper_case": Case("OUT_UPPER.NII.GZ", {"write_ct": ("ok", ""), "reconstruct": ("ok", "")},
+                           "output name the writer mishandled"),
+    "out_mhd": Case("out.mhd", {"write_ct": ("OutputError", "unsupported CT output format"),
+                                "reconstruct": ("InputError", "use one of")}, "output name the writer mishandled"),
+    "out_long_name": Case("L" * 240 + ".nii.gz", {"write_ct": ("ok", "")}, "output name the writer mishandled",
+                          note="247 characters: legal, its temporary file must be too"),
+    "out_too_long_name": Case("L" * 253 + ".nii.gz", {"write_ct": ("OutputError", "too long"),
+                                                     "reconstruct": ("OutputError", "too long")},
+                              "output name the writer mishandled", note="260 bytes: over the 255-byte limit"),
+    "w_zip.pt": Case("w_zip.pt", {"safe_load": ("WeightsError", "not a PyTorch weights file"),
+                                  **_weights("not a PyTorch weights file")}, "library message leaking",
+                     note="torch would say [enforce fail at inline_container.cc]"),
+    "w_torchscript.pt": Case("w_torchscript.pt", {"safe_load": ("WeightsError", "TorchScript"),
+                                                  **_weights("TorchScript")}, "library message leaking",
+                             note="torch would warn and dispatch to torch.jit.load"),
+    "rg_dicom_bad_is.dcm": Case("rg_dicom_bad_is.dcm", _rg("warns", "Invalid value for VR IS"),
+                                "library warnings in our words",
+                                note="InstanceNumber 'ab': pydicom's warning becomes one log line naming the file"),
+}
+MANIFEST.update(ISSUE12_MANIFEST)
+
 # Every item of issue 5's "bad input" list; the test checks each is covered by at least one case.
 ISSUE_ITEMS = (
     "truncated DICOM", "DICOM without pixel data", "DICOM series with missing slices",
@@ -204,6 +330,15 @@ ISSUE_ITEMS = (
     "radiograph 10000×10000", "PA and lateral swapped", "PA and lateral identical",
     "non-image file with an image extension", "path that does not exist", "file without read permission",
     "output folder that does not exist", "output folder not writable", "full disk",
+)
+
+# The classes of issue 12; the test checks each is covered by at least one case.
+ISSUE12_ITEMS = (
+    "non-UTF-8 file name", "FIFO or other non-regular file", "traceback on a malformed header", "memory bomb",
+    "output that is an input", "output that appears while computing", "duplicate case ids",
+    "evaluate --overwrite with a bad checkpoint", "garbage geometry", "image read the wrong way",
+    "DICOM that is not a radiograph", "broken series", "output name the writer mishandled",
+    "library message leaking", "library warnings in our words",
 )
 
 # Reference files that are *valid*: the CLI tests use them as the other view / a good CT.
@@ -466,6 +601,234 @@ def _write_weights(out: Path) -> dict[str, str]:
     return {"w_tampered.pt": digest}
 
 
+# ------------------------------------------------------------------------------------------------- issue 12
+
+
+def _write_issue12(out: Path) -> None:
+    """The files of issue 12's classes (see ``ISSUE12_MANIFEST``)."""
+    from PIL import Image
+
+    hu = synthetic_ct_hu()
+    pa, _ = synthetic_views()
+    grey8 = (pa * 255).round().astype(np.uint8)
+    # non-UTF-8 names: valid files whose only defect is the name
+    shutil.copy(out / "good_ct.nii.gz", out / f"ct_caf{LATIN1}.nii.gz")
+    shutil.copy(out / "good_pa.png", out / f"rg_caf{LATIN1}.png")
+    files = write_ct_series(out / "ct_dicom_latin1_name", hu)
+    files[2].rename(files[2].with_name(f"A003{LATIN1}.dcm"))
+    (out / f"latin1_{LATIN1}").mkdir()
+    # FIFOs (reading one blocks forever)
+    for name in ("rg_fifo.png", "ct_fifo.nii.gz", "w_fifo.pt"):
+        os.mkfifo(out / name)
+    write_ct_series(out / "ct_dicom_fifo", hu)
+    os.mkfifo(out / "ct_dicom_fifo" / "A009.dcm")
+    # malformed headers
+    _dicom(out / "rg_frames_text.dcm", np.round(pa * 4000), modality="DX", extra={"NumberOfFrames": 1})
+    _patch_value(out / "rg_frames_text.dcm", (0x0028, 0x0008), b"ab")  # IS "1 " → "ab"
+    files = write_ct_series(out / "ct_dicom_ipp_two", hu)
+    _edit_dicom(files[3], ImagePositionPatient=[0.0, 0.0])
+    files = write_ct_series(out / "ct_dicom_ipp_text", hu)
+    _patch_value(files[3], (0x0020, 0x0032), None)  # DS "0.0\\0.0\\-6.0" → letters of the same length
+    for path in write_ct_series(out / "ct_dicom_iop_three", hu):
+        _edit_dicom(path, ImageOrientationPatient=[1.0, 0.0, 0.0])
+    _write_bundles(out)
+    # memory bombs: headers that promise gigabytes
+    _deflated_bomb(out / "rg_deflate_bomb.dcm", frames=40, side=2048)
+    _nifti_header_only(out / "rg_nifti_20000.nii", (20000, 20000), datatype=2, bitpix=8)
+    _nifti_header_only(out / "ct_1200.nii", (1200, 1200, 1200), datatype=4, bitpix=16)
+    # data loss
+    shutil.copy(out / "good_ct.nii.gz", out / "out_is_input.nii.gz")
+    (out / "appear").mkdir()
+    for site in ("siteA", "siteB"):
+        (out / "src_same_stem" / site / "imgs").mkdir(parents=True)
+        shutil.copy(out / "good_ct.nii.gz", out / "src_same_stem" / site / "imgs" / "case001.nii.gz")
+    (out / "src_twin_nifti").mkdir()
+    shutil.copy(out / "good_ct.nii.gz", out / "src_twin_nifti" / "case002.nii.gz")
+    _nifti(out / "src_twin_nifti" / "case002.nii", hu, compress=False)
+    # silent garbage
+    for name, value in (("zero", 0.0), ("nan", float("nan")), ("negative", -PIXEL_MM)):
+        _nifti(out / f"ct_pixdim_{name}.nii", hu, compress=False)
+        _patch_nifti_f4(out / f"ct_pixdim_{name}.nii", 80, value)  # pixdim[1]: the x voxel size
+    _nifti(out / "ct_sform_scale.nii", hu, compress=False)
+    _patch_nifti_f4(out / "ct_sform_scale.nii", 280, 2.0 * PIXEL_MM)  # srow_x[0]: 3 mm where pixdim says 1.5
+    write_ct_series(out / "ct_dicom_two_slices", hu[:2])
+    Image.fromarray(np.tile(grey8[:16, :], (1, 171))[:, :8192]).save(out / "rg_strip.png")  # 16 × 8192
+    upright = np.vstack([grey8, grey8[:12]])  # 60 × 48: its orientation shows in its shape too
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90° clockwise to display"
+    Image.fromarray(upright).transpose(Image.Transpose.ROTATE_90).save(out / "rg_exif_rotated.jpg", quality=95,
+                                                                        exif=exif)
+    np.save(out / "rg_exif_upright.npy", upright)  # what the reader must return (×255)
+    _palette_dicom(out / "rg_palette.dcm", grey8)
+    _dicom(out / "rg_dicom_seg.dcm", np.round(pa * 4000), modality="SEG", sop_class="1.2.840.10008.5.1.4.1.1.66.4")
+    _dicom(out / "rg_dicom_ct.dcm", np.round(pa * 4000), modality="CT")
+    _dicom(out / "rg_dicom_mr.dcm", np.round(pa * 4000), modality="MR")
+    files = write_ct_series(out / "ct_dicom_dangling_link", hu)
+    os.symlink("A004_deleted.dcm", out / "ct_dicom_dangling_link" / "A004b.dcm")
+    files = write_ct_series(out / "ct_dicom_self_link", hu)
+    os.symlink("A009.dcm", out / "ct_dicom_self_link" / "A009.dcm")
+    _enhanced_ct(out / "ct_dicom_enhanced" / "enhanced.dcm", hu)
+    # messages
+    _dicom(out / "rg_dicom_bad_is.dcm", np.round(pa * 4000), modality="DX", extra={"InstanceNumber": 1})
+    _patch_value(out / "rg_dicom_bad_is.dcm", (0x0020, 0x0013), b"ab")  # IS "1 " → "ab": pydicom warns
+    with zipfile.ZipFile(out / "w_zip.pt", "w") as archive:
+        archive.writestr("notes.txt", "a zip archive, not a checkpoint\n")
+    import warnings
+
+    import torch
+
+    with warnings.catch_warnings():  # torch ≥ 2.9 calls TorchScript deprecated; it still writes such archives
+        warnings.simplefilter("ignore", FutureWarning)
+        torch.jit.save(torch.jit.script(torch.nn.Linear(2, 2)), str(out / "w_torchscript.pt"))
+
+
+def _nifti(path: Path, hu: np.ndarray, compress: bool = True) -> None:
+    import SimpleITK as sitk
+
+    image = sitk.GetImageFromArray(hu.astype(np.float32))
+    image.SetSpacing((PIXEL_MM, PIXEL_MM, SLICE_MM))
+    sitk.WriteImage(image, str(path), useCompression=compress)
+
+
+def _patch_nifti_f4(path: Path, offset: int, value: float) -> None:
+    """Overwrite one little-endian float32 of an uncompressed NIfTI-1 header."""
+    data = bytearray(path.read_bytes())
+    data[offset:offset + 4] = struct.pack("<f", value)
+    path.write_bytes(bytes(data))
+
+
+def _nifti_header_only(path: Path, size: tuple[int, ...], datatype: int, bitpix: int) -> None:
+    """A 352-byte NIfTI-1 file whose header claims ``size`` voxels and that holds none of them."""
+    dims = [len(size), *size] + [1] * (7 - len(size))
+    header = bytearray(352)
+    header[0:4] = struct.pack("<i", 348)
+    header[40:56] = struct.pack("<8h", *dims)
+    header[70:74] = struct.pack("<hh", datatype, bitpix)
+    header[76:108] = struct.pack("<8f", 1.0, *([1.0] * 7))
+    header[108:112] = struct.pack("<f", 352.0)
+    header[252:256] = struct.pack("<hh", 1, 0)  # qform_code 1 (scanner), sform_code 0
+    header[344:348] = b"n+1\0"
+    path.write_bytes(bytes(header))
+
+
+def _patch_value(path: Path, tag: tuple[int, int], value: bytes | None) -> None:
+    """Overwrite the value bytes of one explicit-VR element in place (same length; ``None``: letters), as a
+    broken writer would store them: pydicom itself refuses to write such values."""
+    data = bytearray(path.read_bytes())
+    start = data.index(struct.pack("<HH", *tag)) + 8  # tag (4) + VR (2) + length (2)
+    length = struct.unpack("<H", data[start - 2:start])[0]
+    value = value if value is not None else b"x" * length
+    data[start:start + length] = value.ljust(length)[:length]
+    path.write_bytes(bytes(data))
+
+
+def _edit_dicom(path: Path, **values) -> None:
+    """Set attributes of a written file as a broken scanner would (pydicom's value checks switched off)."""
+    import pydicom
+    from pydicom import config
+
+    ds = pydicom.dcmread(path)
+    with config.disable_value_validation():
+        for key, value in values.items():
+            setattr(ds, key, value)
+        ds.save_as(path, enforce_file_format=True)
+
+
+def _palette_dicom(path: Path, grey8: np.ndarray) -> None:
+    """PALETTE COLOR: stored index i shows as grey level 255 − i, so the indices run opposite to the picture."""
+    from pydicom.uid import ExplicitVRLittleEndian
+
+    _dicom(path, None, modality="DX")
+    import pydicom
+
+    ds = pydicom.dcmread(path)
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.Rows, ds.Columns = grey8.shape
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "PALETTE COLOR"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0
+    table = (np.arange(255, -1, -1, dtype=np.uint16) * 257).astype("<u2").tobytes()  # 16-bit entries, reversed
+    for offset in range(3):  # Red, Green, Blue: descriptor (0028,110x) US, data (0028,120x) OW
+        ds.add_new((0x0028, 0x1101 + offset), "US", [256, 0, 16])
+        ds.add_new((0x0028, 0x1201 + offset), "OW", table)
+    ds.add_new((0x7FE0, 0x0010), "OB", (255 - grey8).astype(np.uint8).tobytes())
+    ds.save_as(path, enforce_file_format=True)
+
+
+def _enhanced_ct(path: Path, hu: np.ndarray) -> None:
+    """One Enhanced CT Image Storage file holding all slices as frames (geometry in functional groups)."""
+    path.parent.mkdir(parents=True)
+    stored = np.clip(np.round(hu - RESCALE_INTERCEPT), 0, 65535).astype(np.uint16)
+    _dicom(path, stored[0], modality="CT", sop_class="1.2.840.10008.5.1.4.1.1.2.1",
+           extra={"SeriesInstanceUID": _uid("enhanced", "series")})
+    import pydicom
+
+    ds = pydicom.dcmread(path)
+    ds.NumberOfFrames = stored.shape[0]
+    ds.PixelData = stored.tobytes()
+    ds.save_as(path, enforce_file_format=True)
+
+
+def _deflated_bomb(path: Path, frames: int, side: int) -> None:
+    """A Deflated Explicit VR Little Endian DX file of ``frames`` zero frames of ``side``² × 16 bit.
+
+    Written by streaming zeros through zlib (constant memory): about 1/1000 of the inflated size on disk.
+    """
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.filebase import DicomBytesIO
+    from pydicom.filewriter import write_dataset, write_file_meta_info
+    from pydicom.uid import DeflatedExplicitVRLittleEndian
+
+    sop_class, instance = "1.2.840.10008.5.1.4.1.1.1.1", _uid(path.name, "sop")
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID = sop_class, instance
+    meta.TransferSyntaxUID = DeflatedExplicitVRLittleEndian
+    ds = Dataset()
+    ds.SOPClassUID, ds.SOPInstanceUID, ds.Modality = sop_class, instance, "DX"
+    ds.Rows = ds.Columns = side
+    ds.NumberOfFrames, ds.SamplesPerPixel, ds.PhotometricInterpretation = frames, 1, "MONOCHROME2"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 0
+    body = DicomBytesIO()
+    body.is_little_endian, body.is_implicit_VR = True, False
+    write_dataset(body, ds)
+    nbytes = frames * side * side * 2
+    pixel_header = struct.pack("<HH2sHI", 0x7FE0, 0x0010, b"OW", 0, nbytes)
+    head = DicomBytesIO()
+    head.is_little_endian, head.is_implicit_VR = True, False
+    write_file_meta_info(head, meta, enforce_standard=True)
+    deflate = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS)
+    # after a full flush the compressor starts afresh, so one compressed MiB of zeros serves for every MiB
+    mib_of_zeros = deflate.compress(bytes(1 << 20)) + deflate.flush(zlib.Z_FULL_FLUSH)
+    with open(path, "wb") as handle:
+        handle.write(b"\0" * 128 + b"DICM" + head.getvalue())
+        start = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS)
+        handle.write(start.compress(body.getvalue() + pixel_header) + start.flush(zlib.Z_FULL_FLUSH))
+        for _ in range(nbytes >> 20):
+            handle.write(mib_of_zeros)
+        handle.write(start.flush())
+
+
+def _write_bundles(out: Path) -> None:
+    """Model bundles whose recorded fields are broken (built without DCTNetLib: configs as plain dicts)."""
+    import torch
+
+    def bundle(**changes) -> dict:
+        base = {"format": "dctnet-model-bundle", "format_version": 1, "cdm": None,
+                "generator": {"preset": _BUNDLE_PRESET, "g_raw": {}, "g_bs": None},
+                "image_size": 128, "sampling_steps": 4, "meta": {}}
+        return {**base, **changes}
+
+    cdm = {"config": {"image_size": 128, "timesteps": 10}, "state_dict": {}}
+    torch.save(bundle(format_version="one"), out / "b_version_text.pt")
+    torch.save(bundle(image_size="big"), out / "b_image_size_text.pt")
+    torch.save(bundle(image_size=64), out / "b_image_size_mismatch.pt")
+    torch.save(bundle(cdm=cdm, sampling_steps=0), out / "b_steps_zero.pt")
+    torch.save(bundle(cdm=cdm, sampling_steps=20), out / "b_steps_over_t.pt")
+    torch.save(bundle(generator={"preset": _BUNDLE_PRESET, "g_raw": {"conv.weight": [1.0, 2.0]}, "g_bs": None}),
+               out / "b_not_tensor.pt")
+    huge = {**_BUNDLE_PRESET, "generator": {"image_size": 128, "stem_channels": 1024, "growth_rate": 512}}
+    torch.save(bundle(generator={"preset": huge, "g_raw": {}, "g_bs": None}), out / "b_huge_arch.pt")
+
+
 # ------------------------------------------------------------------------------------------------------- main
 
 
@@ -483,6 +846,7 @@ def make_corpus(folder: str | os.PathLike) -> dict[str, Path]:
         (out / name).mkdir(exist_ok=True)
     (out / "full" / "out.nii.gz").write_bytes((out / "good_ct.nii.gz").read_bytes())
     sha256 = _write_weights(out)
+    _write_issue12(out)
     manifest = {name: {**asdict(case), "expect": {k: list(v) for k, v in case.expect.items()}}
                 for name, case in MANIFEST.items()}
     (out / "manifest.json").write_text(json.dumps({"cases": manifest, "sha256": sha256}, indent=1) + "\n")
@@ -498,5 +862,5 @@ if __name__ == "__main__":
     if len(sys.argv) != 2:
         sys.exit("usage: make_corpus.py OUT_DIR")
     paths = make_corpus(sys.argv[1])
-    total = sum(p.stat().st_size for p in Path(sys.argv[1]).rglob("*") if p.is_file())
+    total = sum(p.stat().st_size for p in Path(sys.argv[1]).rglob("*") if p.is_file() and not p.is_symlink())
     print(f"{len(paths)} cases, {total / 1024:.0f} KiB in {sys.argv[1]}")
