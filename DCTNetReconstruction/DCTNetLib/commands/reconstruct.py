@@ -4,7 +4,26 @@ Examples::
 
     dctnet reconstruct --pa pa.png --lat lat.png --output ct.nii.gz
     dctnet reconstruct --ct chest.nii.gz --output ct.nii.gz          # radiographs made from a CT (round trip)
-    dctnet reconstruct --pa pa.dcm --lat lat.dcm --output ct.nrrd --weights my_model.pt --device cuda --steps 50
+    dctnet reconstruct --pa pa.dcm --lat lat.dcm --output ct.nrrd --weights my_model.pt --device cuda
+    dctnet reconstruct --batch cases.csv --output volumes/       # many cases: CSV columns id,pa,lat, or a folder
+
+Real films: a DICOM radiograph with a plausible ImagerPixelSpacing / PixelSpacing is resampled onto the
+training detector's 500 mm field (128² at 3.9 mm); its ViewPosition must match --pa / --lat, and a
+PatientOrientation that is mirrored or upside down against the training display is flipped back. What cannot be
+checked (PNG/JPEG, missing tags, an implausible spacing) is said in a warning, and with the shipped weights a
+note says once that the model was trained on DRRs and is a demonstration model (DCTNetLib.io.film).
+
+With ``--ct`` the reference CT (the input on the model's 128³ grid, HU) and its PA and lateral DRRs are written
+beside the output, and the report adds PSNR/SSIM/MAE against the reference and the re-projection check (DRRs
+of the reconstruction against the input DRRs), as ``dctnet demo`` does. The JSON report (printed, and written
+with ``--extras``) records the inputs, the model file's sha256 and version, the DDIM steps, the seed and every
+warning.
+
+Batch mode (``--batch``) loads the model once and reconstructs every case of a CSV file (columns ``pa``, ``lat``
+and optionally ``id``; relative paths are relative to the CSV) or of a folder (one sub-folder per case holding
+``pa.*`` and ``lat.*``, or files ``<id>_pa.*`` and ``<id>_lat.*``) into ``--output`` (a folder):
+``<id>.nii.gz`` per case and ``batch_report.json``. A case that cannot be read is reported in one line and
+skipped; the exit code is 1 when any case failed.
 
 Besides the CT (G(Y)), ``--extras`` writes the uncertainty map (tissue-mixture spread of G(Y), HU),
 the second branch's CT G(X) (reconstructed from the bone-suppressed radiographs), the branch difference
@@ -31,13 +50,16 @@ PROGRESS_MODES = ("log", "json")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    source = parser.add_argument_group("input (either --pa and --lat, or --ct)")
+    source = parser.add_argument_group("input (--pa and --lat, or --ct, or --batch)")
     source.add_argument("--pa", type=Path, help="posterior-anterior radiograph (PNG, JPEG, TIFF, DICOM CR/DX)")
     source.add_argument("--lat", type=Path, help="lateral radiograph (patient's left side towards the detector)")
+    source.add_argument("--batch", type=Path, metavar="CSV_OR_DIR",
+                        help="many cases: a CSV (pa, lat[, id] columns) or a folder of cases; --output is a folder")
     source.add_argument("--ct", type=Path, help="a CT (DICOM folder, NIfTI, NRRD, MHA): reconstruct from its DRRs "
                                                 "and report PSNR/SSIM against it")
     parser.add_argument("--output", required=True, type=Path, help="output CT: .nii.gz, .nii, .nrrd or .mha (any "
-                                                                   "case); never one of the inputs")
+                                                                   "case); never one of the inputs; with --batch "
+                                                                   "a folder")
     parser.add_argument("--weights", type=Path, help="model bundle (default: the shipped small model)")
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="default: auto")
     parser.add_argument("--steps", type=int, help="DDIM steps of the bone suppression (default: the model's)")
@@ -61,12 +83,16 @@ def _stem(path: Path) -> str:
     return path.stem
 
 
-def output_paths(output: Path, extras: bool) -> dict[str, Path]:
-    """Every file the command will write, named after ``output``."""
+def output_paths(output: Path, extras: bool, from_ct: bool = False) -> dict[str, Path]:
+    """Every file the command will write, named after ``output`` (``from_ct``: the reference CT and its DRRs)."""
     if not output.name.lower().endswith(_VOLUME_SUFFIXES):
         raise InputError(f"--output {output}: use one of {', '.join(_VOLUME_SUFFIXES)} (any case)")
     suffix = output.name[len(_stem(output)):]
     paths = {"ct": output}
+    if from_ct:
+        stem, folder = _stem(output), output.parent
+        paths.update(reference=folder / f"{stem}_reference{suffix}", pa=folder / f"{stem}_pa.png",
+                     lat=folder / f"{stem}_lat.png")
     if extras:
         stem, folder = _stem(output), output.parent
         paths.update(uncertainty=folder / f"{stem}_uncertainty{suffix}",
@@ -132,11 +158,147 @@ def progress_reporter(mode: str):
     return report
 
 
+DEMONSTRATION_NOTE = ("the shipped model is a small demonstration model trained on DRRs (digitally reconstructed "
+                      "radiographs) of 48 CTs, not on real films: expect a rough, chest-shaped volume, not a "
+                      "diagnostic CT (dctnet info shows its model card)")
+
+
+def model_record(weights: Path | None, model) -> dict:
+    """Which model ran: file, sha256, dctnet version, default DDIM steps and the bundle's provenance."""
+    from .. import __version__
+    from ..io.model_bundle import default_weights_path
+    from ..io.safe_load import sha256_file
+
+    path = Path(weights) if weights is not None else default_weights_path()
+    return {"weights": str(path), "shipped": weights is None, "sha256": sha256_file(path),
+            "dctnet_version": __version__, "default_steps": model.default_steps, "meta": model.bundle.meta}
+
+
+def batch_cases(source: Path) -> list[tuple[str, Path, Path]]:
+    """``[(id, pa, lat)]`` of a batch: a CSV (``pa``, ``lat``, optional ``id``) or a folder (see the module help)."""
+    import csv
+
+    if source.is_file():
+        try:
+            rows = list(csv.DictReader(source.read_text(encoding="utf-8-sig").splitlines()))
+        except (OSError, UnicodeDecodeError, csv.Error) as exc:
+            raise InputError(f"cannot read the batch list {source}: {exc}") from exc
+        cases = []
+        for number, row in enumerate(rows, start=1):
+            pa, lat = (str(row.get(key) or "").strip() for key in ("pa", "lat"))
+            if not pa or not lat:
+                raise InputError(f"batch list {source}, row {number}: needs both a 'pa' and a 'lat' path")
+            resolve = lambda text: Path(text) if Path(text).is_absolute() else source.parent / text  # noqa: E731
+            cases.append((str(row.get("id") or "").strip() or f"case{number:03d}", resolve(pa), resolve(lat)))
+        return cases
+    if not source.is_dir():
+        raise InputError(f"--batch {source}: no such CSV file or folder")
+
+    def view_file(folder: Path, view: str) -> Path | None:  # pa.png, PA.dcm, lat (a DICOM file without ending)
+        found = [p for p in sorted(folder.iterdir()) if p.is_file() and p.name.lower().split(".", 1)[0] == view]
+        return found[0] if found else None
+
+    cases = []
+    for folder in sorted(p for p in source.iterdir() if p.is_dir()):
+        pa, lat = view_file(folder, "pa"), view_file(folder, "lat")
+        if pa and lat:
+            cases.append((folder.name, pa, lat))
+    for pa in sorted(source.glob("*_pa.*")) + sorted(source.glob("*_PA.*")):
+        case_id = pa.name.rsplit("_", 1)[0]
+        lats = sorted(source.glob(f"{case_id}_lat.*")) + sorted(source.glob(f"{case_id}_LAT.*"))
+        if lats:
+            cases.append((case_id, pa, lats[0]))
+    if not cases:
+        raise InputError(f"--batch {source}: no cases found (expected sub-folders holding pa.* and lat.*, or "
+                         "files <id>_pa.* and <id>_lat.*)")
+    return cases
+
+
+def read_films(pa_path: Path, lat_path: Path) -> tuple[tuple, dict]:
+    """Both radiographs through :func:`~DCTNetLib.io.film.read_film` (view checks, orientation, detector field);
+    each of its warnings is issued as a Python warning (the callers record and print them once). Returns
+    ``((pa, lat), {view: header facts})``."""
+    from ..io.film import read_film
+
+    images, facts = [], {}
+    for view, path in (("pa", pa_path), ("lat", lat_path)):
+        image, info = read_film(path, view)
+        for message in info.warnings:
+            warnings.warn(message, stacklevel=2)
+        images.append(image)
+        facts[view] = {"view_position": info.view_position, "orientation": info.orientation,
+                       "spacing_mm": info.spacing_mm, "spacing_source": info.spacing_source,
+                       "field": "mapped onto the 500 mm training detector" if info.spacing_mm else
+                                "whole image taken as the 500 mm training detector (spacing unknown)"}
+    return tuple(images), facts
+
+
+def run_batch(args: argparse.Namespace) -> int:
+    """``--batch``: every case of a CSV or folder, one model load, ``<id>.nii.gz`` each and ``batch_report.json``."""
+    from ..inference import Reconstructor
+    from ..io.atomic import atomic_write_text, check_writable_dir, display_path
+    from ..io.ct import write_ct
+
+    if args.pa is not None or args.lat is not None or args.ct is not None:
+        raise InputError("give --batch alone, or --pa/--lat, or --ct")
+    if args.extras:
+        raise InputError("--extras is for one case; in batch mode only the CTs and batch_report.json are written")
+    if args.output.name.lower().endswith(_VOLUME_SUFFIXES):
+        raise InputError(f"with --batch, --output is a folder (got {args.output})")
+    cases = batch_cases(args.batch)
+    ids = [case_id for case_id, _, _ in cases]
+    if len(set(ids)) != len(ids):
+        raise InputError(f"--batch {args.batch}: case ids repeat ({', '.join(sorted({i for i in ids if ids.count(i) > 1}))})")
+    args.output.mkdir(parents=True, exist_ok=True)
+    check_writable_dir(args.output)
+    targets = {case_id: args.output / f"{case_id}.nii.gz" for case_id in ids}
+    check_outputs({**targets, "report": args.output / "batch_report.json"}, args.overwrite,
+                  tuple(path for _, pa, lat in cases for path in (pa, lat)))
+    notes = [] if args.weights is not None else [DEMONSTRATION_NOTE]
+    for line in notes:
+        log.warning("note: %s", line)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model = Reconstructor.load(args.weights, args.device)
+    for line in dict.fromkeys(" ".join(str(w.message).split()) for w in caught):
+        log.warning("%s", line)
+    rows, failed = [], 0
+    for number, (case_id, pa_path, lat_path) in enumerate(cases, start=1):
+        row = {"id": case_id, "pa": str(pa_path), "lat": str(lat_path)}
+        start = time.perf_counter()
+        try:
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                (pa, lat), films = read_films(pa_path, lat_path)
+                result = model.reconstruct(pa, lat, steps=args.steps, seed=args.seed)
+            write_ct(result.ct_hu, targets[case_id], overwrite=args.overwrite)
+            row.update(status="done", output=str(targets[case_id]), films=films, seconds=round(time.perf_counter() - start, 3),
+                       warnings=list(dict.fromkeys(" ".join(str(w.message).split()) for w in caught)))
+            for line in row["warnings"]:
+                log.warning("%s: %s", case_id, line)
+            print(f"dctnet reconstruct: {number}/{len(cases)} {case_id} → {display_path(targets[case_id])}", flush=True)
+        except InputError as exc:
+            failed += 1
+            row.update(status="failed", error=str(exc))
+            log.warning("%s: skipped: %s", case_id, exc)
+        rows.append(row)
+    report = {"batch": str(args.batch), "model": model_record(args.weights, model),
+              "steps": args.steps or model.default_steps, "seed": args.seed, "device": str(model.device),
+              "notes": notes, "cases": rows}
+    atomic_write_text(args.output / "batch_report.json", json.dumps(report, indent=2, default=float) + "\n",
+                      overwrite=args.overwrite)
+    print(f"dctnet reconstruct: {len(cases) - failed} of {len(cases)} cases reconstructed into "
+          f"{display_path(args.output)}" + (f"; {failed} failed (see batch_report.json)" if failed else ""))
+    return 1 if failed else 0
+
+
 def run(args: argparse.Namespace) -> int:
+    if getattr(args, "batch", None) is not None:
+        return run_batch(args)
     from ..evaluation.metrics import evaluate_volume
     from ..inference import Reconstructor, on_model_grid, radiographs_from_ct
     from ..io.ct import read_ct, write_ct
-    from ..io.radiograph import read_radiograph
+    from .demo import prepared_ct, reprojection_check
 
     if args.ct is None and (args.pa is None or args.lat is None):
         raise InputError("give --pa and --lat (radiographs), or --ct (a CT to make them from)")
@@ -144,41 +306,56 @@ def run(args: argparse.Namespace) -> int:
         raise InputError("give either --pa/--lat or --ct, not both")
     if args.steps is not None and args.steps < 1:
         raise InputError(f"--steps must be at least 1, got {args.steps}")
-    paths = output_paths(args.output, args.extras)
+    paths = output_paths(args.output, args.extras, from_ct=args.ct is not None)
     check_outputs(paths, args.overwrite, (args.pa, args.lat, args.ct, args.weights))
 
     progress = progress_reporter(getattr(args, "progress", "log"))
     progress(0.0, "reading the inputs")
     start = time.perf_counter()
     geometry = ground_truth = None
-    if args.ct is not None:
-        geometry, pa, lat = radiographs_from_ct(read_ct(args.ct))
-        ground_truth = geometry.volume
-    else:
-        pa, lat = read_radiograph(args.pa), read_radiograph(args.lat)
-    progress(0.05, "loading the model")
-    model = Reconstructor.load(args.weights, args.device)
-    timesteps = getattr(model.cdm, "num_timesteps", None)
-    if args.steps is not None and timesteps is not None and args.steps > timesteps:
-        raise InputError(f"--steps {args.steps} is more than the {timesteps} steps the model's diffusion was trained "
-                         f"with (use 1 to {timesteps})")
-    sources = f"radiographs made from {args.ct}" if args.ct is not None else f"--pa {args.pa} --lat {args.lat}"
+    notes: list[str] = []
+    films: dict = {}
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
+        if args.ct is not None:
+            geometry, pa, lat = radiographs_from_ct(read_ct(args.ct))
+            ground_truth = geometry.volume
+        else:
+            (pa, lat), films = read_films(args.pa, args.lat)
+            if args.weights is None:
+                notes.append(DEMONSTRATION_NOTE)
+        progress(0.05, "loading the model")
+        model = Reconstructor.load(args.weights, args.device)
+        timesteps = getattr(model.cdm, "num_timesteps", None)
+        if args.steps is not None and timesteps is not None and args.steps > timesteps:
+            raise InputError(f"--steps {args.steps} is more than the {timesteps} steps the model's diffusion was "
+                             f"trained with (use 1 to {timesteps})")
+        sources = f"radiographs made from {args.ct}" if args.ct is not None else f"--pa {args.pa} --lat {args.lat}"
         try:
             result = model.reconstruct(pa, lat, steps=args.steps, seed=args.seed, geometry=geometry,
                                        progress=lambda f, m: progress(0.1 + 0.8 * f, m))
         except InputError as exc:  # the arrays' checks cannot know the files: name them
             raise InputError(f"{exc} ({sources})") from exc
-    for warning in caught:
-        log.warning("%s", warning.message)
+    warning_lines = list(dict.fromkeys(" ".join(str(w.message).split()) for w in caught))
+    for line in warning_lines:
+        log.warning("%s", line)
+    for line in notes:
+        log.warning("note: %s", line)
     progress(0.9, "writing the outputs")
     write_ct(result.ct_hu, paths["ct"], overwrite=args.overwrite)
-    report = {"output": str(paths["ct"]), "device": str(model.device), "timings_s": result.timings,
+    inputs = ({"ct": str(args.ct)} if args.ct is not None else {"pa": str(args.pa), "lat": str(args.lat),
+                                                                "films": films})
+    report = {"output": str(paths["ct"]), "inputs": inputs, "model": model_record(args.weights, model),
+              "steps": args.steps or model.default_steps, "seed": args.seed, "device": str(model.device),
+              "warnings": warning_lines, "notes": notes, "timings_s": result.timings,
               "total_s": round(time.perf_counter() - start, 3)}
     if ground_truth is not None:
         ground_truth = on_model_grid(ground_truth, result.ct_unit.shape)
         report["metrics"] = evaluate_volume(result.ct_unit, ground_truth)
+        report["metrics"]["reprojection"] = reprojection_check(result.ct_unit, pa, lat)  # the 128² DRRs made
+        write_ct(prepared_ct(geometry), paths["reference"], overwrite=args.overwrite)
+        write_png(paths["pa"], pa, overwrite=args.overwrite)
+        write_png(paths["lat"], lat, overwrite=args.overwrite)
     if args.extras:
         from ..evaluation.figures import reconstruction_figure
 

@@ -12,12 +12,16 @@ from pathlib import Path
 
 import numpy as np
 
+from ..conventions import HU_MAX, HU_MIN
 from ..io.atomic import atomic_write_bytes
 
 __all__ = ["orthogonal_slices", "reconstruction_figure", "data_figure"]
 
-# Error maps are shown on [0, 0.2] of the unit range (= 0–500 HU) so typical errors are visible (our choice).
+# Error maps are shown on [0, 0.2] of the unit range (= 0–500 HU) so typical errors are visible (our choice),
+# in HU with a colour bar.
 ERROR_DISPLAY_MAX = 0.2
+ERROR_DISPLAY_MAX_HU = ERROR_DISPLAY_MAX * (HU_MAX - HU_MIN)
+ERROR_LABEL = "|error| (HU)"
 
 
 def orthogonal_slices(volume: np.ndarray) -> dict[str, np.ndarray]:
@@ -60,9 +64,10 @@ def reconstruction_figure(path: str | Path, pa: np.ndarray, lat: np.ndarray, ct_
         images += [("PA, bone-suppressed (CDM)", pa_bs), ("lateral, bone-suppressed (CDM)", lat_bs)]
     rows = [("reconstruction G(Y)", ct_unit, "gray", 1.0)]
     if ground_truth_unit is not None:
+        error_hu = np.abs(ct_unit - ground_truth_unit) * (HU_MAX - HU_MIN)
         rows += [("ground truth", ground_truth_unit, "gray", 1.0),
-                 ("|error|", np.abs(ct_unit - ground_truth_unit), "magma", ERROR_DISPLAY_MAX)]
-    ncols = max(len(images), 3)
+                 ("|error|", error_hu, "magma", ERROR_DISPLAY_MAX_HU)]
+    ncols = max(len(images), 4 if ground_truth_unit is not None else 3)  # the 4th column holds the colour bar
     fig, axes = plt.subplots(1 + len(rows), ncols, figsize=(3.0 * ncols, 3.1 * (1 + len(rows))), squeeze=False)
     for ax in axes.ravel():
         ax.axis("off")
@@ -71,8 +76,11 @@ def reconstruction_figure(path: str | Path, pa: np.ndarray, lat: np.ndarray, ct_
         ax.set_title(name, fontsize=9)
     for r, (name, volume, cmap, vmax) in enumerate(rows, start=1):
         for ax, (plane, image) in zip(axes[r], orthogonal_slices(volume).items()):
-            ax.imshow(image, cmap=cmap, vmin=0, vmax=vmax)
+            shown = ax.imshow(image, cmap=cmap, vmin=0, vmax=vmax)
             ax.set_title(f"{name}: {plane}", fontsize=9)
+        if name == "|error|":
+            bar = fig.colorbar(shown, cax=axes[r][3].inset_axes((0.05, 0.05, 0.1, 0.9)), extend="max")
+            bar.set_label(ERROR_LABEL, fontsize=9)
     caption = title
     if metrics:
         caption += ("\n" if caption else "") + "   ".join(f"{k} {v:.3f}" for k, v in metrics.items())

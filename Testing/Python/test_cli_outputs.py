@@ -1,0 +1,150 @@
+"""What the commands write and say: reconstruct's report and --ct outputs, one-line warnings, figure colour bars,
+the model card shown by ``dctnet info``."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from DCTNetLib import __version__, cli
+from DCTNetLib.io.ct import read_ct, write_ct
+
+
+def test_reconstruct_from_a_ct_writes_reference_and_drrs_and_a_complete_report(tmp_path, tiny_bundle_path,
+                                                                                tiny_phantom_ct, capsys):
+    from PIL import Image
+
+    from DCTNetLib.evaluation.metrics import psnr
+    from DCTNetLib.inference import on_model_grid
+
+    ct_path = write_ct(tiny_phantom_ct, tmp_path / "phantom.nii.gz")
+    out = tmp_path / "recon.nii.gz"
+    assert cli.main(["reconstruct", "--ct", str(ct_path), "--output", str(out), "--weights", str(tiny_bundle_path),
+                     "--device", "cpu", "--seed", "3"]) == 0
+    report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert report["inputs"] == {"ct": str(ct_path)} and report["seed"] == 3
+    assert report["model"]["sha256"] == hashlib.sha256(tiny_bundle_path.read_bytes()).hexdigest()
+    assert report["model"]["dctnet_version"] == __version__ and not report["model"]["shipped"]
+    assert report["steps"] == report["model"]["default_steps"] >= 1
+    assert isinstance(report["warnings"], list)
+    # the reference CT is the input on the model's grid: the report's PSNR is the one between the two files
+    recon, reference = read_ct(out), read_ct(tmp_path / "recon_reference.nii.gz")
+    unit = lambda hu: np.clip((hu + 1024.0) / 2500.0, 0, 1)  # noqa: E731 — the HU window of conventions.py
+    expected = psnr(unit(recon.hu), on_model_grid(unit(reference.hu).astype(np.float32), recon.hu.shape))
+    assert report["metrics"]["psnr"] == pytest.approx(expected, abs=0.05)
+    assert set(report["metrics"]["reprojection"]) == {"pa_psnr", "pa_ncc", "lat_psnr", "lat_ncc"}
+    for view in ("pa", "lat"):
+        image = np.asarray(Image.open(tmp_path / f"recon_{view}.png"))
+        assert image.ndim == 2 and image.std() > 5  # a DRR of the phantom, not a blank image
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="needs a machine without CUDA")
+def test_device_cuda_without_a_gpu_is_one_clean_line(tmp_path, tiny_bundle_path, tiny_phantom_ct):
+    ct_path = write_ct(tiny_phantom_ct, tmp_path / "phantom.nii.gz")
+    result = subprocess.run([sys.executable, "-m", "DCTNetLib", "reconstruct", "--ct", str(ct_path), "--output",
+                             str(tmp_path / "r.nii.gz"), "--weights", str(tiny_bundle_path), "--device", "cuda"],
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    lines = [line for line in result.stderr.splitlines() if "CUDA" in line]
+    assert len(lines) == 1 and "using the CPU" in lines[0], result.stderr
+    assert ".py:" not in result.stderr and "RuntimeWarning" not in result.stderr
+    assert "CUDA was requested" in json.loads(result.stdout.strip().splitlines()[-1])["warnings"][0]
+
+
+def test_error_panels_have_a_colour_bar_in_hu(tmp_path, monkeypatch):
+    from DCTNetLib.evaluation import figures
+
+    figs = []
+    monkeypatch.setattr(figures, "_save", lambda fig, path, title: figs.append(fig) or path)
+    rng = np.random.default_rng(0)
+    volume = rng.random((16, 16, 16), dtype=np.float32)
+    image = rng.random((16, 16), dtype=np.float32)
+    figures.reconstruction_figure(tmp_path / "f.png", image, image, volume, ground_truth_unit=volume * 0.9)
+    every = lambda fig: [a for ax in fig.axes for a in (ax, *ax.child_axes)]  # noqa: E731 — the bar is an inset
+    bars = [ax for ax in every(figs[0]) if ax.get_ylabel() == figures.ERROR_LABEL]
+    assert len(bars) == 1 and bars[0].get_ylim()[1] == pytest.approx(500.0)  # 0.2 of the 2500 HU window
+    figures.reconstruction_figure(tmp_path / "g.png", image, image, volume)  # no ground truth: no error bar
+    assert not [ax for ax in every(figs[1]) if ax.get_ylabel() == figures.ERROR_LABEL]
+
+
+def test_info_shows_the_model_card_recorded_beside_the_weights(tmp_path, tiny_bundle_path, capsys):
+    bundle = shutil.copy(tiny_bundle_path, tmp_path / "model.pt")
+    card = {"intended_use": "trying the pipeline", "training_data": "12 phantoms",
+            "performance": {"psnr_db": 17.9, "cases": "LIDC-IDRI-0001"}, "licence": "Apache-2.0", "version": "9.9"}
+    (tmp_path / "manifest.json").write_text(json.dumps({"file": "model.pt", "sha256": "ab" * 32, "model_card": card}))
+    assert cli.main(["info", "--weights", str(bundle)]) == 0
+    out = capsys.readouterr().out
+    assert "Intended use:         trying the pipeline" in out and "psnr_db: 17.9; cases: LIDC-IDRI-0001" in out
+    assert "Licence:              Apache-2.0" in out and "Version:              9.9" in out
+    assert "Citation:             not recorded in the manifest" in out
+    assert out.strip().splitlines()[-1].lstrip().startswith("total")  # the parameter table still follows
+    # the shipped manifest: fields it lacks in model_card come from its recipe fields
+    assert cli.main(["info", "--json"]) == 0
+    shipped = json.loads(capsys.readouterr().out)["model_card"]
+    from DCTNetLib.io.model_bundle import default_manifest_path
+
+    manifest = json.loads(default_manifest_path().read_text())
+    assert shipped["sha256"] == manifest["sha256"]
+    for name in manifest.get("training_cts", {}):
+        assert name in json.dumps(shipped["training_data"])
+    (tmp_path / "manifest.json").write_text("[1, 2]")
+    assert cli.main(["info", "--weights", str(bundle)]) == 2
+    assert "not a JSON object" in capsys.readouterr().err
+
+
+def test_batch_mode_reconstructs_every_case_of_a_csv_and_reports_failures(tmp_path, tiny_bundle_path, capsys):
+    from PIL import Image
+
+    from DCTNetLib.inference import Reconstructor
+    from DCTNetLib.io.radiograph import read_radiograph
+
+    rng = np.random.default_rng(0)
+    for case in ("a", "b"):
+        (tmp_path / "cases" / case).mkdir(parents=True)
+        for view in ("pa", "lat"):
+            Image.fromarray((rng.random((48, 48)) * 255).astype(np.uint8)).save(tmp_path / "cases" / case / f"{view}.png")
+    (tmp_path / "list.csv").write_text("id,pa,lat\nfirst,cases/a/pa.png,cases/a/lat.png\n"
+                                       "broken,cases/a/pa.png,cases/missing.png\n")
+    out = tmp_path / "volumes"
+    args = ["reconstruct", "--weights", str(tiny_bundle_path), "--device", "cpu", "--output", str(out)]
+    assert cli.main([*args, "--batch", str(tmp_path / "list.csv")]) == 1  # one case failed
+    report = json.loads((out / "batch_report.json").read_text())
+    assert [(c["id"], c["status"]) for c in report["cases"]] == [("first", "done"), ("broken", "failed")]
+    assert "missing.png" in report["cases"][1]["error"] and not (out / "broken.nii.gz").exists()
+    # the batch result is the single-case result of the same inputs, seed and steps
+    model = Reconstructor.load(tiny_bundle_path, "cpu")
+    single = model.reconstruct(read_radiograph(tmp_path / "cases/a/pa.png"), read_radiograph(tmp_path / "cases/a/lat.png"),
+                               seed=0)
+    np.testing.assert_allclose(read_ct(out / "first.nii.gz").hu, single.ct_hu.hu, atol=1e-3)
+    # a folder of case folders; existing outputs are not overwritten
+    assert cli.main([*args, "--batch", str(tmp_path / "cases")]) == 2 and "exists" in capsys.readouterr().err
+    assert cli.main([*args, "--batch", str(tmp_path / "cases"), "--overwrite"]) == 0
+    assert sorted(p.name for p in out.glob("*.nii.gz")) == ["a.nii.gz", "b.nii.gz", "first.nii.gz"]
+
+
+def test_the_manifest_script_writes_a_model_card_that_info_shows(repo_root, tmp_path, tiny_bundle_path, capsys):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("write_weights_manifest",
+                                                  repo_root / "scripts" / "write_weights_manifest.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    demo = {"case": "LIDC-IDRI-0001", "metrics": {"psnr": 17.912, "ssim": 0.3671, "lpips": 0.4789, "mae_hu": 219.4,
+                                                  "reprojection": {"pa_ncc": 0.901, "lat_ncc": 0.934}}}
+    card = script.model_card({"chest_phantom": "train"}, {"train": 39, "val": 4, "test": 5}, "abc1234", demo,
+                             {"licence": "CC0"})
+    assert card["performance"]["psnr_db"] == 17.912 and card["performance"]["reprojection_ncc"] == {"pa": 0.901,
+                                                                                                    "lat": 0.934}
+    assert card["licence"] == "CC0" and "abc1234" in card["version"] and __version__ in card["version"]
+    assert "39 train / 4 val / 5 test" in card["training_data"]
+    bundle = shutil.copy(tiny_bundle_path, tmp_path / "model.pt")
+    (tmp_path / "manifest.json").write_text(json.dumps({"file": "model.pt", "model_card": card}))
+    assert cli.main(["info", "--weights", str(bundle), "--json"]) == 0
+    shown = json.loads(capsys.readouterr().out)["model_card"]
+    assert shown["performance"] == card["performance"] and shown["intended_use"] == script.INTENDED_USE

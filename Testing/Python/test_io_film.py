@@ -1,0 +1,114 @@
+"""Real radiographs (the shared CRs): pixel spacing onto the training detector's 500 mm field, ViewPosition and
+PatientOrientation checks, and what is said when something cannot be checked."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from DCTNetLib.errors import InputError
+from DCTNetLib.io.film import DETECTOR_MM, DETECTOR_PIXELS, map_to_detector, read_film
+from DCTNetLib.io.radiograph import read_radiograph
+
+
+@pytest.fixture
+def cr_dir(shared_data):
+    return shared_data / "radiographs"
+
+
+def _copy_with(source, target, **tags):
+    """The DICOM file ``source`` written to ``target`` with header ``tags`` replaced (None deletes a tag)."""
+    import pydicom
+
+    ds = pydicom.dcmread(source)
+    for keyword, value in tags.items():
+        if value is None:
+            if keyword in ds:
+                delattr(ds, keyword)
+        else:
+            setattr(ds, keyword, value)
+    ds.save_as(target)
+    return target
+
+
+def test_a_cr_without_usable_spacing_is_used_whole_and_says_so(cr_dir):
+    path = cr_dir / "pa_chest_cr_monochrome1.dcm"  # PixelSpacing 0\0, ViewPosition PA, PatientOrientation L\F
+    image, info = read_film(path, "pa")
+    np.testing.assert_array_equal(image, read_radiograph(path))  # right view and orientation: used as stored
+    assert info.view_position == "PA" and info.orientation == ("L", "F") and info.spacing_mm is None
+    assert len(info.warnings) == 1 and "pixel spacing unknown" in info.warnings[0]
+
+
+def test_an_implausible_spacing_is_not_trusted_and_missing_orientation_is_reported(cr_dir):
+    image, info = read_film(cr_dir / "pa_chest_cr_siim.dcm", "pa")  # 1024² at "0.168 mm" = a 172 mm chest?
+    assert info.spacing_mm is None and image.shape == (1024, 1024)
+    text = "\n".join(info.warnings)
+    assert "PixelSpacing 0.168 mm makes the film 172 mm wide" in text and "not trusted" in text
+    assert "no PatientOrientation" in text and "pixel spacing unknown" in text
+
+
+@pytest.mark.parametrize("spacing", [0.4, 0.55])
+def test_a_known_spacing_maps_the_film_onto_the_500_mm_detector(cr_dir, tmp_path, spacing):
+    from PIL import Image
+
+    path = _copy_with(cr_dir / "pa_chest_cr_siim.dcm", tmp_path / "cr.dcm", ImagerPixelSpacing=[spacing, spacing],
+                      PatientOrientation=["L", "F"])
+    image, info = read_film(path, "pa")
+    assert info.spacing_mm == pytest.approx(spacing) and info.spacing_source == "ImagerPixelSpacing"
+    assert image.shape == (DETECTOR_PIXELS, DETECTOR_PIXELS) and not info.warnings
+    film = read_radiograph(path)
+    side = round(1024 * spacing * DETECTOR_PIXELS / DETECTOR_MM)  # the film's width in detector pixels
+    resized = np.asarray(Image.fromarray(film, mode="F").resize((side, side), Image.Resampling.BOX), np.float32)
+    if side <= DETECTOR_PIXELS:  # 409.6 mm film: 105 px centred, no attenuation around it
+        start = (DETECTOR_PIXELS - side) // 2
+        np.testing.assert_allclose(image[start:start + side, start:start + side], np.clip(resized, 0, 1), atol=1e-6)
+        assert not image[:, :start].any() and not image[:, start + side:].any()
+    else:  # 563 mm film: the detector sees its central 500 mm
+        start = (side - DETECTOR_PIXELS) // 2
+        np.testing.assert_allclose(image, np.clip(resized[start:start + 128, start:start + 128], 0, 1), atol=1e-6)
+    np.testing.assert_array_equal(map_to_detector(film, spacing), image)
+
+
+def test_view_position_and_orientation_are_checked_and_fixed(cr_dir, tmp_path):
+    source = cr_dir / "pa_chest_cr_siim.dcm"
+    with pytest.raises(InputError, match="ViewPosition is PA.*pass it as --pa"):
+        read_film(source, "lat")
+    lateral = _copy_with(source, tmp_path / "lat.dcm", ViewPosition="LL")
+    with pytest.raises(InputError, match="ViewPosition is LL.*pass it as --lat"):
+        read_film(lateral, "pa")
+    mirrored = _copy_with(source, tmp_path / "mirrored.dcm", PatientOrientation=["R", "H"])
+    image, info = read_film(mirrored, "pa")
+    np.testing.assert_array_equal(image, read_radiograph(mirrored)[::-1, ::-1])
+    assert any("flipped left-right and upside down" in w for w in info.warnings)
+    ap = _copy_with(source, tmp_path / "ap.dcm", ViewPosition="AP", PatientOrientation=["L", "F"])
+    assert any("an AP film" in w for w in read_film(ap, "pa")[1].warnings)
+
+
+def test_png_films_cannot_be_checked_and_say_so(cr_dir):
+    image, info = read_film(cr_dir / "pa_chest_nih_00000001_000.png", "pa")
+    assert not info.dicom and len(info.warnings) == 1 and "no DICOM header" in info.warnings[0]
+    np.testing.assert_array_equal(image, read_radiograph(cr_dir / "pa_chest_nih_00000001_000.png"))
+
+
+def test_reconstruct_real_films_reports_checks_and_says_once_it_is_a_demonstration_model(cr_dir, tmp_path, capsys,
+                                                                                          caplog):
+    from DCTNetLib.cli import main
+
+    lateral = _copy_with(cr_dir / "pa_chest_cr_siim.dcm", tmp_path / "lat.dcm", ViewPosition="LL",
+                         PatientOrientation=["P", "F"], ImagerPixelSpacing=[0.4, 0.4])
+    out = tmp_path / "ct.nii.gz"
+    # a PA film given as the lateral: one clear line, exit 2, nothing written
+    assert main(["reconstruct", "--pa", str(lateral), "--lat", str(cr_dir / "pa_chest_cr_monochrome1.dcm"),
+                 "--output", str(out), "--device", "cpu"]) == 2
+    err = capsys.readouterr().err
+    assert "ViewPosition is LL" in err and len(err.strip().splitlines()) == 1 and not out.exists()
+    assert main(["reconstruct", "--pa", str(cr_dir / "pa_chest_cr_monochrome1.dcm"), "--lat", str(lateral),
+                 "--output", str(out), "--device", "cpu"]) == 0
+    report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert report["inputs"]["films"]["lat"]["spacing_mm"] == pytest.approx(0.4)
+    assert report["inputs"]["films"]["pa"]["spacing_mm"] is None
+    assert any("pixel spacing unknown" in w for w in report["warnings"])
+    assert len(report["notes"]) == 1 and "trained on DRRs" in report["notes"][0]
+    assert sum("trained on DRRs" in r.getMessage() for r in caplog.records) == 1
