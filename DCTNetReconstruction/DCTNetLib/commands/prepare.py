@@ -270,11 +270,10 @@ def _prepare_case_in_worker(case: datasets.Case, output: Path, drr_fn: DrrFn | N
         _case_running = False
 
 
-def _stop_workers(pool: ProcessPoolExecutor, futures: list, grace_s: float = 10.0) -> None:
-    """Cancel what has not started and end the running workers (SIGTERM, so each removes its temporary files;
-    SIGKILL after ``grace_s``), so that no worker keeps writing after the command has stopped."""
-    for future in futures:
-        future.cancel()
+def _stop_workers(pool: ProcessPoolExecutor, grace_s: float = 10.0) -> None:
+    """End the running workers (SIGTERM, so each removes its temporary files; SIGKILL after ``grace_s``), so that
+    no worker keeps writing after the command has stopped. The pool then marks the cases not done as failed with
+    BrokenProcessPool (futures are not cancelled here: Python 3.11's pool would then raise in its own thread)."""
     processes = list((getattr(pool, "_processes", None) or {}).values())
     for process in processes:
         if process.is_alive():
@@ -285,7 +284,7 @@ def _stop_workers(pool: ProcessPoolExecutor, futures: list, grace_s: float = 10.
         if process.is_alive():
             process.kill()
             process.join(1.0)
-    pool.shutdown(wait=False, cancel_futures=True)
+    pool.shutdown(wait=False)
 
 
 # ---------------------------------------------------------------------------------------------- whole dataset
@@ -368,14 +367,13 @@ def prepare_dataset(dataset: str, source: str | os.PathLike, output: str | os.Pa
             context = multiprocessing.get_context("spawn")  # fork after torch/OpenMP start-up can deadlock
             pool = ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_init_worker,
                                        initargs=(os.getpid(),))
-            futures = []
             try:
                 futures = [pool.submit(_prepare_case_in_worker, case, output, drr_fn, bone_fn) for case in todo]
                 for future in as_completed(futures):
                     record(*future.result())
                     bar.update()
             except BaseException:  # Ctrl-C, SIGTERM, an output error: stop every worker before leaving
-                _stop_workers(pool, futures)
+                _stop_workers(pool)
                 raise
             pool.shutdown(wait=True)
     finally:

@@ -279,18 +279,19 @@ def atomic_write_text(path: str | os.PathLike, text: str, encoding: str = "utf-8
     return atomic_write_bytes(path, text.encode(encoding, "backslashreplace"), overwrite)
 
 
-def atomic_torch_save(obj: Any, path: str | os.PathLike) -> Path:
+def atomic_torch_save(obj: Any, path: str | os.PathLike, overwrite: bool = True) -> Path:
     """``torch.save(obj, path)`` atomically: an interrupted save never leaves a truncated checkpoint behind.
 
     Args:
         obj: anything ``torch.save`` accepts (keep to tensors, dicts, lists and numbers so it loads with
             ``weights_only=True``).
         path: destination file.
+        overwrite: see :func:`atomic_path`. Defaults to True.
     """
     import torch  # lazy: this module is also used by light tools that do not need torch
 
     target = Path(path)
-    with atomic_path(target) as tmp:
+    with atomic_path(target, overwrite) as tmp:
         torch.save(obj, tmp)
     return target
 

@@ -267,8 +267,9 @@ def _bundle_from_gan_checkpoint(state: dict[str, Any], path: Path) -> ModelBundl
     return bundle_from_checkpoints(path, cdm_path, gan_state=state)
 
 
-def save_model_bundle(bundle: ModelBundle, path: str | Path, half: bool = False) -> Path:
-    """Write ``bundle`` atomically. ``half=True`` stores float16 weights (loaded back as float32)."""
+def save_model_bundle(bundle: ModelBundle, path: str | Path, half: bool = False, overwrite: bool = True) -> Path:
+    """Write ``bundle`` atomically. ``half=True`` stores float16 weights (loaded back as float32);
+    ``overwrite=False`` never replaces a file, even one that appeared while the bundle was being made."""
 
     def weights(model: nn.Module) -> dict[str, torch.Tensor]:
         out = {}
@@ -286,7 +287,7 @@ def save_model_bundle(bundle: ModelBundle, path: str | Path, half: bool = False)
                       "g_bs": weights(bundle.g_bs) if bundle.g_bs is not None else None},
         "image_size": int(bundle.image_size), "sampling_steps": int(bundle.sampling_steps), "meta": bundle.meta,
     }
-    return atomic_torch_save(state, Path(path))
+    return atomic_torch_save(state, Path(path), overwrite)
 
 
 CDM_WEIGHTS = ("ema", "online")

@@ -1,0 +1,433 @@
+"""Issue 12, hostile inputs, the parts that are not a single file of the corpus (test_reliability_corpus.py runs
+those): memory bombs measured in a child process with a small address-space limit, NaN weights and outputs,
+``--steps`` beyond the diffusion, library messages and warnings on stderr, SIGTERM of ``reconstruct`` and of
+``prepare --workers 2`` (and ``kill -9`` of its parent), a non-UTF-8 ``prepare`` source with workers, and the
+interrupt message's promise.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from DCTNetLib import cli
+from DCTNetLib.errors import InputError, OutputError, WeightsError
+from test_reliability_weights import _corpus_module
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+PACKAGE_ROOT = REPO_ROOT / "DCTNetReconstruction"
+pytestmark = pytest.mark.filterwarnings("ignore:Detected pickle protocol")
+
+
+mc = _corpus_module()  # the corpus generator (Testing/Data/bad_inputs/make_corpus.py), loaded once per session
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("hostile")
+    mc.make_corpus(folder)
+    return folder
+
+
+def _child(code: str, *args: str, env: dict | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
+    """Run ``code`` in a fresh interpreter with the package importable; stdout/stderr captured as text."""
+    environment = {**os.environ, "PYTHONPATH": str(PACKAGE_ROOT), "OMP_NUM_THREADS": "1", **(env or {})}
+    return subprocess.run([sys.executable, "-c", textwrap.dedent(code), *args], capture_output=True, text=True,
+                          env=environment, timeout=timeout)
+
+
+def _cli(argv: list[str], capsys) -> tuple[int, str, str]:
+    capsys.readouterr()
+    code = cli.main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+# ------------------------------------------------------------------------------------------------ memory bombs
+
+# In the child: the readers are imported (no torch), then the address space is capped at what is mapped now plus
+# LIMIT_MIB. A 64 MiB allocation must still work and a 1 GiB one must fail (so the cap is real), and each bomb must be
+# refused with its one-line InputError — not a MemoryError, which is what decoding it under the cap would give.
+BOMB_CHILD = """
+    import json, resource, sys
+    import numpy as np
+    from DCTNetLib.io.ct import read_ct
+    from DCTNetLib.io.radiograph import read_radiograph
+    from DCTNetLib.errors import InputError
+
+    def vm_size():
+        for line in open("/proc/self/status"):
+            if line.startswith("VmSize:"):
+                return int(line.split()[1]) * 1024
+    limit = vm_size() + int(sys.argv[1]) * 2**20
+    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    out = {"small_allocation": bool(np.ones(64 * 2**20, np.uint8).sum())}
+    try:
+        np.ones(2**30, np.uint8)
+        out["big_allocation"] = "allowed"
+    except MemoryError:
+        out["big_allocation"] = "MemoryError"
+    for reader, path in (("radiograph", sys.argv[2]), ("radiograph", sys.argv[3]), ("ct", sys.argv[4])):
+        try:
+            (read_radiograph if reader == "radiograph" else read_ct)(path)
+            out[path] = "accepted"
+        except InputError as exc:
+            out[path] = str(exc)
+        except MemoryError:
+            out[path] = "MemoryError"
+    print(json.dumps(out))
+"""
+LIMIT_MIB = 200
+
+
+def test_memory_bombs_are_refused_from_their_headers_under_a_small_address_space(corpus):
+    bombs = [corpus / "rg_deflate_bomb.dcm", corpus / "rg_nifti_20000.nii", corpus / "ct_1200.nii"]
+    result = _child(BOMB_CHILD, str(LIMIT_MIB), *map(str, bombs))
+    assert result.returncode == 0, result.stderr[-2000:]
+    out = json.loads(result.stdout.strip().splitlines()[-1])
+    assert out["small_allocation"] and out["big_allocation"] == "MemoryError", out  # the cap is real
+    assert "decompression bomb" in out[str(bombs[0])] and "320 MiB" in out[str(bombs[0])], out  # 40 × 2048² × 2 B
+    assert "too large" in out[str(bombs[1])] and "20000×20000" in out[str(bombs[1])], out
+    assert "too large" in out[str(bombs[2])] and "(1200, 1200, 1200)" in out[str(bombs[2])], out
+    assert result.stderr.strip() == "", result.stderr
+
+
+def test_a_deflated_file_is_checked_by_its_header_then_by_a_streamed_count(tmp_path, monkeypatch):
+    """12 frames of 512² × 16 bit = 6 MiB, with the limit lowered to 5 MiB: refused from the header; with a header
+    that states nothing, refused by counting the inflated bytes; under an 8 MiB limit it is decoded (all zero, so
+    "blank"), which shows the checks, not a failure to read, made the refusals."""
+    from DCTNetLib.io import radiograph
+
+    path = tmp_path / "zeros.dcm"
+    mc._deflated_bomb(path, frames=12, side=512)
+    monkeypatch.setattr(radiograph, "MAX_PIXEL_BYTES", 5 * 2**20)
+    with pytest.raises(InputError, match=r"claims 6 MiB of pixel data.*zeros\.dcm"):
+        radiograph.read_radiograph(path)
+    monkeypatch.setattr(radiograph, "_claimed_pixel_bytes", lambda ds, p: 0)  # a header that says nothing
+    with pytest.raises(InputError, match=r"inflates to over 5 MiB.*zeros\.dcm"):
+        radiograph.read_radiograph(path)
+    monkeypatch.setattr(radiograph, "MAX_PIXEL_BYTES", 8 * 2**20)
+    with pytest.raises(InputError, match=r"blank.*zeros\.dcm"):
+        radiograph.read_radiograph(path)
+
+
+def test_a_huge_recorded_architecture_is_refused_without_allocating_it(corpus):
+    """3.5 G parameters recorded: refused from the meta-device build; the child's peak memory stays small."""
+    result = _child("""
+        import json, resource, sys
+        import torch
+        from DCTNetLib.io.model_bundle import load_model_bundle
+        from DCTNetLib.errors import WeightsError
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        try:
+            load_model_bundle(sys.argv[1])
+            message = "accepted"
+        except WeightsError as exc:
+            message = str(exc)
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        print(json.dumps({"message": message, "grew_kib": peak - before}))
+    """, str(corpus / "b_huge_arch.pt"))
+    assert result.returncode == 0, result.stderr[-2000:]
+    out = json.loads(result.stdout.strip().splitlines()[-1])
+    assert re.search(r"needs 1\d\.\d GiB of weights", out["message"]) and "b_huge_arch.pt" in out["message"], out
+    assert out["grew_kib"] < 300 * 1024, out  # building it would take 13 GiB
+
+
+# ------------------------------------------------------------------------------------------------ garbage out
+
+
+@pytest.fixture(scope="module")
+def nan_bundle(tmp_path_factory) -> Path:
+    """The shipped bundle with one weight of G(Y) set to NaN."""
+    import torch
+
+    from DCTNetLib.io.model_bundle import default_weights_path
+    from DCTNetLib.io.safe_load import load_torch_file
+
+    state = load_torch_file(default_weights_path())
+    key = next(k for k, v in state["generator"]["g_raw"].items() if v.is_floating_point() and v.numel() > 1)
+    state["generator"]["g_raw"][key].view(-1)[0] = float("nan")
+    path = tmp_path_factory.mktemp("nan") / "nan_weights.pt"
+    torch.save(state, path)
+    return path
+
+
+def test_nan_weights_are_refused_by_the_loader_and_the_cli(nan_bundle, corpus, tmp_path, capsys):
+    from DCTNetLib.io.model_bundle import load_model_bundle
+
+    with pytest.raises(WeightsError, match=r"G\(Y\) weights hold 1 NaN/inf value.*") as info:
+        load_model_bundle(nan_bundle)
+    assert str(nan_bundle) in str(info.value)
+    code, _, err = _cli(["reconstruct", "--pa", corpus / "good_pa.png", "--lat", corpus / "good_lat.png",
+                         "--output", tmp_path / "ct.nii.gz", "--weights", nan_bundle, "--device", "cpu"], capsys)
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "NaN/inf" in err and "nan_weights.pt" in err, err
+    assert not list(tmp_path.iterdir())
+
+
+def test_a_non_finite_volume_is_never_written(tmp_path):
+    from DCTNetLib.io.ct import CTVolume, write_ct
+
+    hu = np.full((8, 8, 8), -1000.0, np.float32)
+    hu[3, 3, 3] = np.nan
+    with pytest.raises(OutputError, match=r"1 NaN/inf voxel.*out\.nii\.gz"):
+        write_ct(CTVolume(hu, spacing=(1.0, 1.0, 1.0)), tmp_path / "out.nii.gz")
+    assert not list(tmp_path.iterdir())
+
+
+def test_steps_beyond_the_diffusion_are_refused_before_sampling(corpus, tmp_path, capsys):
+    code, _, err = _cli(["reconstruct", "--pa", corpus / "good_pa.png", "--lat", corpus / "good_lat.png",
+                         "--output", tmp_path / "ct.nii.gz", "--steps", "5000", "--device", "cpu"], capsys)
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert "--steps 5000 is more than the 1000 steps" in err, err
+    assert not list(tmp_path.iterdir())
+
+
+def test_a_blank_model_input_names_the_radiograph_files(corpus, tmp_path, capsys, monkeypatch):
+    """The arrays' own check ("PA radiograph is blank") cannot know the files; the command adds them."""
+    from DCTNetLib.io import radiograph
+
+    monkeypatch.setattr(radiograph, "read_radiograph", lambda path: np.zeros((64, 64), np.float32))
+    code, _, err = _cli(["reconstruct", "--pa", corpus / "good_pa.png", "--lat", corpus / "good_lat.png",
+                         "--output", tmp_path / "ct.nii.gz", "--device", "cpu"], capsys)
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert "PA radiograph is blank" in err and "good_pa.png" in err and "good_lat.png" in err, err
+
+
+# ------------------------------------------------------------------------------------------ messages on stderr
+
+
+def test_itk_and_pydicom_warnings_reach_stderr_as_one_line_of_ours(corpus):
+    """With logging set up as the CLI does, stderr holds our line naming the file, not ITK's "WARNING: In …" block
+    nor pydicom's raw UserWarning; the control shows that ITK does print its block for the same file."""
+    ours = _child("""
+        import logging, sys
+        logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+        from DCTNetLib.io.ct import read_ct
+        from DCTNetLib.io.radiograph import read_radiograph
+        read_ct(sys.argv[1])
+        read_radiograph(sys.argv[2])
+    """, str(corpus / "ct_sform_scale.nii"), str(corpus / "rg_dicom_bad_is.dcm"))
+    assert ours.returncode == 0, ours.stderr
+    lines = ours.stderr.strip().splitlines()
+    assert len(lines) == 2, lines
+    assert "disagrees with itself on the voxel size" in lines[0] and "ct_sform_scale.nii" in lines[0], lines
+    assert "Invalid value for VR IS" in lines[1] and "rg_dicom_bad_is.dcm" in lines[1], lines
+    assert not [line for line in lines if "WARNING: In" in line or "UserWarning" in line or "pydicom" in line]
+    control = _child("import SimpleITK as sitk, sys; sitk.ReadImage(sys.argv[1])", str(corpus / "ct_sform_scale.nii"))
+    assert "WARNING: In" in control.stderr and "unexpected scales in sform" in control.stderr
+
+
+# ----------------------------------------------------------------------------------------------------- SIGTERM
+
+RECONSTRUCT_CHILD = """
+    import dataclasses, sys, time
+    import numpy as np
+    from DCTNetLib import cli, inference
+    from DCTNetLib.io import ct as ct_module
+    from DCTNetLib.io.ct import CTVolume
+
+    class Model:  # the network is not what is tested here: the command's writing and its signal handling are
+        device, cdm = "cpu", None
+        def reconstruct(self, pa, lat, **kwargs):
+            fields = {f.name: None for f in dataclasses.fields(inference.ReconstructionResult) if f.name != "timings"}
+            volume = CTVolume(np.full((16, 16, 16), -1000.0, np.float32), spacing=(2.5, 2.5, 2.5))
+            return inference.ReconstructionResult(**{**fields, "ct_hu": volume, "pa": pa, "lat": lat,
+                                                     "ct_unit": np.zeros((16, 16, 16), np.float32)})
+
+    inference.Reconstructor.load = classmethod(lambda cls, weights=None, device="auto": Model())
+    write = ct_module.sitk.WriteImage
+    def slow_write(image, name, *args, **kwargs):
+        write(image, name, *args, **kwargs)  # the temporary file is complete …
+        print("WRITTEN", flush=True)
+        time.sleep(120)  # … and the run is stopped before its rename
+    ct_module.sitk.WriteImage = slow_write
+    sys.exit(cli.main(sys.argv[1:]))
+"""
+
+
+def _wait_for_line(process: subprocess.Popen, expected: str, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        line = process.stdout.readline()
+        if expected in line:
+            return
+        if not line and process.poll() is not None:
+            break
+    raise AssertionError(f"no {expected!r} from the child: {process.stderr.read()[-2000:]}")
+
+
+def test_sigterm_during_reconstruct_removes_the_temporary_file_and_exits_143(corpus, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    env = {**os.environ, "PYTHONPATH": str(PACKAGE_ROOT), "OMP_NUM_THREADS": "1"}
+    argv = ["reconstruct", "--pa", corpus / "good_pa.png", "--lat", corpus / "good_lat.png",
+            "--output", out / "ct.nii.gz", "--device", "cpu"]
+    process = subprocess.Popen([sys.executable, "-c", textwrap.dedent(RECONSTRUCT_CHILD), *map(str, argv)],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        _wait_for_line(process, "WRITTEN", timeout=300)
+        assert [p.name for p in out.iterdir() if p.name.startswith(".tmp-")], "the partial file was not there"
+        process.send_signal(signal.SIGTERM)
+        code = process.wait(timeout=60)
+    finally:
+        process.kill()
+    err = process.stderr.read()
+    assert code == 143, err
+    assert err.strip().splitlines()[-1] == ("dctnet reconstruct: terminated; files written so far are valid."), err
+    assert "Traceback" not in err
+    assert list(out.iterdir()) == [], list(out.iterdir())  # no hidden partial file, no output
+
+
+def _nifti_sources(folder: Path, count: int, size: int = 48) -> None:
+    """``count`` small CTs (a phantom) as NIfTI files: enough work that the workers are busy when signalled."""
+    from DCTNetLib.data.phantom import phantom_ct
+    from DCTNetLib.io.ct import write_ct
+
+    folder.mkdir(parents=True)
+    for index in range(count):
+        write_ct(phantom_ct(size=size, seed=index), folder / f"case{index:02d}.nii.gz")
+
+
+def _descendants(pid: int) -> list[int]:
+    import psutil
+
+    try:
+        return [child.pid for child in psutil.Process(pid).children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return []
+
+
+def _alive(pids: list[int]) -> list[int]:
+    import psutil
+
+    alive = []
+    for pid in pids:
+        try:
+            if psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
+                alive.append(pid)
+        except psutil.NoSuchProcess:
+            pass
+    return alive
+
+
+def _start_prepare_with_workers(tmp_path: Path, count: int) -> tuple[subprocess.Popen, Path, list[int]]:
+    """``dctnet prepare --workers 2`` on ``count`` cases, returned once both workers are writing a case."""
+    source, output = tmp_path / "source", tmp_path / "prepared"
+    _nifti_sources(source, count)
+    env = {**os.environ, "PYTHONPATH": str(PACKAGE_ROOT), "OMP_NUM_THREADS": "1"}
+    process = subprocess.Popen([sys.executable, "-m", "DCTNetLib.cli", "prepare", "--dataset", "ctspine1k",
+                                "--source", str(source), "--output", str(output), "--workers", "2"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                               start_new_session=True)
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline and process.poll() is None:
+        cases = output / "cases"
+        if cases.is_dir() and len([p for p in cases.iterdir() if p.is_dir()]) >= 2:
+            break
+        time.sleep(0.2)
+    workers = _descendants(process.pid)
+    assert process.poll() is None and len(workers) >= 2, (process.poll(), workers)
+    return process, output, workers
+
+
+def _leftovers(output: Path) -> list[str]:
+    return [str(p.relative_to(output)) for p in output.rglob(".tmp-*")]
+
+
+def test_sigterm_stops_prepare_workers_and_leaves_no_temporary_file(tmp_path):
+    process, output, workers = _start_prepare_with_workers(tmp_path, count=8)
+    try:
+        process.send_signal(signal.SIGTERM)
+        code = process.wait(timeout=120)
+        deadline = time.monotonic() + 30
+        while _alive(workers) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert _alive(workers) == [], "workers outlived the command"
+    finally:
+        os.killpg(process.pid, signal.SIGKILL) if process.poll() is None else None
+    err = process.stderr.read()
+    assert code == 143, err
+    assert err.strip().splitlines()[-1] == ("dctnet prepare: terminated; files written so far are valid (re-run the "
+                                            "same command to continue: finished cases are skipped)."), err
+    assert "Traceback" not in err, err
+    assert _leftovers(output) == []
+    done = [p for p in (output / "cases").iterdir() if (p / "meta.json").is_file()]
+    assert len(done) < 8  # it did stop
+
+
+def test_workers_end_themselves_when_prepare_is_killed_with_sigkill(tmp_path):
+    process, output, workers = _start_prepare_with_workers(tmp_path, count=8)
+    try:
+        process.kill()  # kill -9: no handler runs in the parent
+        process.wait(timeout=30)
+        deadline = time.monotonic() + 30
+        while _alive(workers) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert _alive(workers) == [], "orphaned workers kept running"
+    finally:
+        for pid in _alive(workers):
+            os.kill(pid, signal.SIGKILL)
+    assert _leftovers(output) == []
+
+
+# ------------------------------------------------------------------------------------------------- prepare
+
+
+def test_prepare_with_workers_survives_non_utf8_names_and_keeps_ids_apart(corpus, tmp_path, capsys):
+    """A Latin-1 file name (read), a DICOM series with one (refused in one line), two same-named files of two
+    sites (two ids), with two workers: the run completes and accounts for every case."""
+    import shutil
+
+    source = tmp_path / "source"
+    shutil.copytree(corpus / "src_same_stem", source)
+    shutil.copy(corpus / mc.MANIFEST["ct_latin1_name"].path, source / mc.MANIFEST["ct_latin1_name"].path)
+    code, out, err = _cli(["prepare", "--dataset", "ctspine1k", "--source", source, "--output", tmp_path / "prep",
+                           "--workers", "2"], capsys)
+    assert code == 0 and "3 done" in out and "0 failed" in out, (out, err)
+    cases = sorted(p.name for p in (tmp_path / "prep" / "cases").iterdir())
+    assert cases == ["ct_café", "siteA_imgs_case001", "siteB_imgs_case001"], cases
+    lidc = tmp_path / "lidc"
+    shutil.copytree(corpus / "ct_dicom_latin1_name", lidc / "LIDC-IDRI-0001" / "study" / "series")
+    code, out, err = _cli(["prepare", "--dataset", "lidc-idri", "--source", lidc, "--output", tmp_path / "prep2",
+                           "--workers", "2"], capsys)
+    assert code == 1 and "1 failed" in out, (out, err)
+    failed = (tmp_path / "prep2" / "failed.txt").read_text(encoding="utf-8")
+    assert "not valid UTF-8" in failed and "A003\\xe9.dcm" in failed, failed
+
+
+def test_the_interrupt_message_promises_only_what_the_command_has(monkeypatch, tmp_path, capsys):
+    from DCTNetLib.commands import prepare
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(prepare, "prepare_dataset", interrupted)
+    code, _, err = _cli(["prepare", "--dataset", "ctspine1k", "--source", tmp_path, "--output", tmp_path / "o"],
+                        capsys)
+    assert code == 130
+    assert err.strip() == ("dctnet prepare: interrupted; files written so far are valid (re-run the same command to "
+                           "continue: finished cases are skipped).")
+    with pytest.raises(SystemExit) as info:  # so the message must not tell prepare users to add --resume
+        cli.main(["prepare", "--dataset", "ctspine1k", "--source", str(tmp_path), "--output", str(tmp_path / "o"),
+                  "--resume"])
+    assert info.value.code == 2
+
+
+def test_export_refuses_to_write_over_its_input_even_with_overwrite(tmp_path, capsys):
+    checkpoint = tmp_path / "gan.pt"
+    checkpoint.write_bytes(b"a checkpoint that must survive")
+    code, _, err = _cli(["export", "--gan", checkpoint, "--output", tmp_path / "." / "gan.pt", "--overwrite"], capsys)
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "is the input" in err, err
+    assert checkpoint.read_bytes() == b"a checkpoint that must survive"
+    code, _, err = _cli(["export", "--gan", checkpoint, "--output", tmp_path / ("x" * 260 + ".pt")], capsys)
+    assert code == 2 and "too long" in err, err
