@@ -86,7 +86,8 @@ def main(argv: list[str] | None = None) -> int:
               for name in ("train", "val", "test")}
     repo = Path(__file__).resolve().parents[1]
     recipe = {
-        "model": "DCT-Net small presets (CDM small, v-objective; GAN small), demonstration weights",
+        "model": "DCT-Net small presets (CDM small: v-objective, bone-component target; GAN small v2), demonstration "
+                 "weights",
         "parameters": bundle.parameter_counts(),
         "sampling_steps": bundle.sampling_steps,
         "training_cts": {s["source"]: s["role"] for s in sources if s.get("role") != "validation"},
