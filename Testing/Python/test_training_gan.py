@@ -229,7 +229,8 @@ def test_kill_9_during_dctnet_train_then_resume_ends_with_the_same_weights(prepa
         before = _count(log, '"checkpoint"')
         target = before + rng.randint(1, 3)
         proc = subprocess.Popen(cmd + (["--resume"] if attempt else []), env=SUBPROCESS_ENV,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, encoding="utf-8",
+                                errors="replace")
         if attempt < 2 and _kill_when(proc, lambda: _count(log, '"checkpoint"') >= target, rng):
             kills += 1
             continue
@@ -281,7 +282,8 @@ def test_kill_9_during_dctnet_prepare_then_rerun_gives_the_same_cases(tmp_path, 
 
     kills = 0
     for attempt in range(3):
-        proc = subprocess.Popen(cmd, env=SUBPROCESS_ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        proc = subprocess.Popen(cmd, env=SUBPROCESS_ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                encoding="utf-8", errors="replace")
         if attempt < 2:
             target = rng.randint(0, 6)
             if _kill_when(proc, lambda: (output / "cases").is_dir() and files_done() >= target, rng):
