@@ -159,7 +159,7 @@ def progress_reporter(mode: str):
 
 
 DEMONSTRATION_NOTE = ("the shipped model is a small demonstration model trained on DRRs (digitally reconstructed "
-                      "radiographs) of 48 CTs, not on real films: expect a rough, chest-shaped volume, not a "
+                      "radiographs) of four real CTs and phantoms, not on real films: expect a smooth chest, not a "
                       "diagnostic CT (dctnet info shows its model card)")
 
 
