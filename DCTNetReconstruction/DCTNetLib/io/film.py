@@ -29,7 +29,8 @@ import numpy as np
 
 from ..errors import InputError
 from .atomic import display_path
-from .radiograph import _is_dicom, dcmread_checked, read_radiograph
+from . import radiograph
+from .radiograph import _is_dicom, dcmread_checked
 
 __all__ = ["FilmInfo", "film_info", "map_to_detector", "read_film", "DETECTOR_MM", "DETECTOR_PIXELS",
            "FILM_MIN_MM", "FILM_MAX_MM", "EXPECTED_ORIENTATION"]
@@ -191,7 +192,7 @@ def read_film(path: str | os.PathLike, view: str) -> tuple[np.ndarray, FilmInfo]
     """
     if view not in _VIEW_NAMES:
         raise ValueError(f"view must be 'pa' or 'lat', got {view!r}")
-    image = read_radiograph(path)
+    image = radiograph.read_radiograph(path)  # looked up at call time (tests replace it)
     info = film_info(path, image.shape)
     flip_cols, flip_rows, messages = check_view(info, view)
     info.warnings.extend(messages)
