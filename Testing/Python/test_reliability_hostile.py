@@ -431,3 +431,17 @@ def test_export_refuses_to_write_over_its_input_even_with_overwrite(tmp_path, ca
     assert checkpoint.read_bytes() == b"a checkpoint that must survive"
     code, _, err = _cli(["export", "--gan", checkpoint, "--output", tmp_path / ("x" * 260 + ".pt")], capsys)
     assert code == 2 and "too long" in err, err
+
+
+def test_a_fifo_given_as_a_training_checkpoint_is_named_and_never_opened(tmp_path):
+    import os
+
+    from DCTNetLib.errors import WeightsError
+    from DCTNetLib.training.checkpoint import load_checkpoint
+
+    fifo = tmp_path / "latest.pt"
+    os.mkfifo(fifo)
+    with pytest.raises(WeightsError, match="FIFO"):
+        load_checkpoint(fifo, kind="gan")  # returns at once: opening a FIFO for reading would block
+    with pytest.raises(WeightsError, match="not found"):
+        load_checkpoint(tmp_path / "missing.pt")

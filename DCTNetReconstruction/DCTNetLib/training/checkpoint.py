@@ -30,6 +30,7 @@ from typing import Any, Iterable
 import torch
 
 from ..errors import InputError, WeightsError
+from ..io.safe_load import check_weights_file
 
 __all__ = [
     "CHECKPOINT_FORMAT",
@@ -119,8 +120,7 @@ def load_checkpoint(path: str | Path, kind: str | None = None) -> dict[str, Any]
         WeightsError: the file is missing, truncated, not a training checkpoint, or of another kind.
     """
     path = Path(path)
-    if not path.is_file():
-        raise WeightsError(f"checkpoint not found: {path}")
+    check_weights_file(path)  # missing, a folder, a FIFO or a device: one line, never opened
     try:
         state = _torch_load(path)
     except WeightsError:
