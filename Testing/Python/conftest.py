@@ -168,3 +168,18 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(previous)
+
+
+@pytest.fixture(autouse=True)
+def _utf8_locale():
+    """Put the C library's character-type locale back after each test. Something in the suite (a native library
+    under test) can leave LC_CTYPE at "C", after which ``subprocess`` decodes a child's UTF-8 output (e.g. an
+    arrow in ``prepare``'s summary) as ASCII and fails in whichever test happens to run next."""
+    import locale
+
+    yield
+    if locale.getpreferredencoding(False).lower().replace("-", "") != "utf8":
+        try:
+            locale.setlocale(locale.LC_CTYPE, "")
+        except locale.Error:
+            pass

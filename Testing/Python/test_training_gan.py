@@ -164,7 +164,8 @@ def test_two_gloo_processes_with_batch_1_equal_one_process_with_batch_2(prepared
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "DCTNetLib",
            "train", "--data", str(prepared16), "--output", str(run), "--epochs", str(epochs), *CLI_TRAIN,
            "--set", "batch_size=1"]
-    done = subprocess.run(cmd, env=SUBPROCESS_ENV, capture_output=True, text=True, timeout=600)
+    done = subprocess.run(cmd, env=SUBPROCESS_ENV, capture_output=True, encoding="utf-8",
+                          errors="replace", timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     ddp, reference = load_state(run / "latest.pt"), load_state(tmp_path / "single" / "latest.pt")
     assert ddp["progress"]["step"] == reference["progress"]["step"] == 4
