@@ -101,7 +101,7 @@ def build_perceptual(preset: Any, weights: Path | None) -> Any:
 
 def run(args: argparse.Namespace) -> int:
     from ..training.config import GANTrainConfig
-    from ..training.distributed import cleanup
+    from ..training.distributed import barrier, cleanup
     from ..training.engine import seed_everything
     from ..training.gan_trainer import VARIANT_KEY, GANTrainer, build_gan_preset, uses_bone_suppressed
 
@@ -120,6 +120,8 @@ def run(args: argparse.Namespace) -> int:
         seed_everything(config.seed)
         trainer = GANTrainer(config, args.output, train_set=train_set, val_set=val_set, preset=preset,
                              perceptual=perceptual, cdm_info=cdm_info, device=device, dist_info=info)
-        return report(trainer.fit(resume=args.resume), info)
+        result = trainer.fit(resume=args.resume)
+        barrier()  # no rank tears the process group down while another is still writing its last checkpoint
+        return report(result, info)
     finally:
         cleanup()

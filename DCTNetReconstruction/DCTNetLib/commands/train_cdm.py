@@ -148,7 +148,7 @@ def report(result: dict[str, Any], info: Any) -> int:
 def run(args: argparse.Namespace) -> int:
     from ..training.cdm_trainer import CDMTrainer, build_cdm_model
     from ..training.config import CDMTrainConfig
-    from ..training.distributed import cleanup
+    from ..training.distributed import barrier, cleanup
     from ..training.engine import seed_everything
 
     config = resolve_run_config(CDMTrainConfig, args)
@@ -160,6 +160,8 @@ def run(args: argparse.Namespace) -> int:
         device, info = setup_run(config, args)  # the run folder is made only once there is data to train on
         trainer = CDMTrainer(config, args.output, train_set=train_set, val_set=val_set, diffusion=diffusion,
                              device=device, dist_info=info)
-        return report(trainer.fit(resume=args.resume), info)
+        result = trainer.fit(resume=args.resume)
+        barrier()  # no rank tears the process group down while another is still writing its last checkpoint
+        return report(result, info)
     finally:
         cleanup()
