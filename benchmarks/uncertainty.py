@@ -34,6 +34,7 @@ from scipy.stats import spearmanr
 
 from DCTNetLib.conventions import HU_MAX, HU_MIN
 from DCTNetLib.data.bone import body_mask
+from DCTNetLib.data.preprocess import unit_to_hu
 from DCTNetLib.data.phantom import lidc_demo_ct_path
 from DCTNetLib.inference import Reconstructor, radiographs_from_ct
 from DCTNetLib.io.ct import read_ct
@@ -75,7 +76,7 @@ def candidate_maps(model: Reconstructor, pa: np.ndarray, lat: np.ndarray) -> tup
 def correlations(pred: np.ndarray, truth: np.ndarray, maps: dict[str, np.ndarray], seed: int = 0
                  ) -> dict[str, Any]:
     """Spearman ρ of each map with |pred − truth| inside the body of ``truth`` (unit values)."""
-    body = body_mask(truth * (HU_MAX - HU_MIN) + HU_MIN)
+    body = body_mask(unit_to_hu(truth))
     index = np.flatnonzero(body)
     rng = np.random.default_rng(seed)
     pick = rng.choice(index, size=min(VOXELS, index.size), replace=False)

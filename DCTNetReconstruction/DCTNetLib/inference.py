@@ -17,9 +17,11 @@ CT); |G(Y) − G(X)| is the difference of the two branches. The uncertainty map 
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import warnings
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Callable
 
@@ -67,8 +69,6 @@ class ReconstructionResult:
             second generator, or ``None`` for single-branch models.
         branch_difference: ``|G(Y) − G(X)|`` in HU, or ``None``. Not an uncertainty: on held-out CTs it does
             not rank the error (docs/uncertainty.md).
-        uncertainty: tissue-mixture spread of G(Y) in HU (:func:`mixture_spread`); it ranks the real error
-            (docs/uncertainty.md).
         pa, lat: the ``(128, 128)`` model inputs in [0, 1].
         pa_bs, lat_bs: the CDM's bone-suppressed ``(128, 128)`` images in [0, 1], or ``None``.
         ct_unit: G(Y) as ``(D, H, W)`` unit values (HU window → [0, 1]), for metrics.
@@ -82,8 +82,13 @@ class ReconstructionResult:
     pa_bs: np.ndarray | None
     lat_bs: np.ndarray | None
     ct_unit: np.ndarray
-    uncertainty: CTVolume
     timings: dict[str, float] = field(default_factory=dict)
+
+    @cached_property
+    def uncertainty(self) -> CTVolume:
+        """Tissue-mixture spread of G(Y) in HU (:func:`mixture_spread`), computed on first use; it ranks the real
+        error (docs/uncertainty.md)."""
+        return dataclasses.replace(self.ct_hu, hu=mixture_spread(self.ct_hu.hu))
 
 
 def _as_model_image(image: np.ndarray | torch.Tensor, name: str, size: int) -> np.ndarray:
@@ -128,12 +133,6 @@ def mixture_spread(ct_hu: np.ndarray, classes: tuple[float, ...] = TISSUE_CLASSE
         inside = (values >= low) & (values < high)
         spread[inside] = np.sqrt((values[inside] - low) * (high - values[inside]))
     return spread
-
-
-def _like(values: np.ndarray, reference: CTVolume) -> CTVolume:
-    """A volume of ``values`` on ``reference``'s grid."""
-    return CTVolume(hu=values, spacing=reference.spacing, origin_lps=reference.origin_lps,
-                    direction=reference.direction, source=reference.source)
 
 
 def check_pair(pa: np.ndarray, lat: np.ndarray) -> None:
@@ -273,13 +272,14 @@ class Reconstructor:
         from_bs = to_ct_volume(soft_unit, geometry) if soft_unit is not None else None
         difference = None
         if soft_unit is not None:
-            difference = _like((ct_unit - soft_unit).abs().cpu().numpy() * (HU_MAX - HU_MIN), ct_hu)
+            difference_hu = (ct_unit - soft_unit).abs().cpu().numpy() * (HU_MAX - HU_MIN)
+            difference = dataclasses.replace(ct_hu, hu=difference_hu)
         report(1.0, "done")
         return ReconstructionResult(
             ct_hu=ct_hu, ct_from_bone_suppressed=from_bs, branch_difference=difference, pa=pa, lat=lat,
             pa_bs=x[0, 0].cpu().numpy() if x is not None else None,
             lat_bs=x[0, 1].cpu().numpy() if x is not None else None,
-            ct_unit=ct_unit.cpu().numpy(), uncertainty=_like(mixture_spread(ct_hu.hu), ct_hu), timings=timings,
+            ct_unit=ct_unit.cpu().numpy(), timings=timings,
         )
 
 

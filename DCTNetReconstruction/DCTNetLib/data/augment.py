@@ -36,8 +36,9 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
-from ..conventions import HU_AIR, HU_MAX, HU_MIN, VOXEL_SPACING_MM
+from ..conventions import HU_AIR, HU_MIN, VOXEL_SPACING_MM
 from .bone import BoneConfig, bone_mask, drrs_given_bone_mask
+from .preprocess import unit_to_hu
 
 if HU_MIN != HU_AIR:  # augment_volume scales unit values to scale attenuation above air
     raise ImportError("data.augment assumes the HU window starts at air")
@@ -157,7 +158,7 @@ class AugmentedCaseDataset(Dataset):
 
     def _mask(self, case_id: str, unit: torch.Tensor) -> torch.Tensor:
         if case_id not in self._masks:
-            hu = unit[0].numpy().astype(np.float32) * (HU_MAX - HU_MIN) + HU_MIN
+            hu = unit_to_hu(unit[0].numpy().astype(np.float32))
             self._masks[case_id] = torch.from_numpy(bone_mask(hu, VOXEL_SPACING_MM, self.bone_config))[None]
         return self._masks[case_id]
 
