@@ -148,3 +148,26 @@ def test_the_manifest_script_writes_a_model_card_that_info_shows(repo_root, tmp_
     assert cli.main(["info", "--weights", str(bundle), "--json"]) == 0
     shown = json.loads(capsys.readouterr().out)["model_card"]
     assert shown["performance"] == card["performance"] and shown["intended_use"] == script.INTENDED_USE
+
+
+def test_the_last_progress_event_carries_the_demonstration_note_for_programs(tmp_path, tiny_bundle_path,
+                                                                              tiny_phantom_ct, capsys):
+    """The Slicer module shows what the final JSON event says the user must know: with the shipped model the
+    demonstration-model note, with one's own weights nothing."""
+    from DCTNetLib.commands.reconstruct import write_png
+    from DCTNetLib.inference import radiographs_from_ct
+
+    _, pa, lat = radiographs_from_ct(tiny_phantom_ct)
+    write_png(tmp_path / "pa.png", pa)
+    write_png(tmp_path / "lat.png", lat)
+    base = ["reconstruct", "--pa", str(tmp_path / "pa.png"), "--lat", str(tmp_path / "lat.png"), "--device", "cpu",
+            "--progress", "json"]
+    finals = {}
+    for name, extra in (("shipped", []), ("own", ["--weights", str(tiny_bundle_path)])):
+        assert cli.main([*base, "--output", str(tmp_path / f"{name}.nii.gz"), *extra]) == 0
+        events = [json.loads(line) for line in capsys.readouterr().out.splitlines() if '"event"' in line]
+        finals[name] = events[-1]
+        assert finals[name]["fraction"] == 1.0 and str(tmp_path / f"{name}.nii.gz") in finals[name]["outputs"].values()
+    assert len(finals["shipped"]["notes"]) == 1 and "trained on DRRs" in finals["shipped"]["notes"][0]
+    assert finals["own"]["notes"] == []
+    assert any("cannot" in w or "unknown" in w for w in finals["own"]["warnings"])  # PNG films: nothing to check

@@ -112,3 +112,41 @@ def test_reconstruct_real_films_reports_checks_and_says_once_it_is_a_demonstrati
     assert any("pixel spacing unknown" in w for w in report["warnings"])
     assert len(report["notes"]) == 1 and "trained on DRRs" in report["notes"][0]
     assert sum("trained on DRRs" in r.getMessage() for r in caplog.records) == 1
+
+
+def test_dicom_output_files_under_the_films_patient_and_study_and_reads_back_as_the_nifti(cr_dir, tmp_path,
+                                                                                           tiny_bundle_path):
+    import pydicom
+
+    from DCTNetLib.cli import main
+    from DCTNetLib.io.ct import read_ct
+
+    pa = _copy_with(cr_dir / "pa_chest_cr_siim.dcm", tmp_path / "pa.dcm", ViewPosition="PA", PatientID="P-0042",
+                    PatientName="Doe^Jane", StudyInstanceUID="2.25.123456789", AccessionNumber="ACC7")
+    lateral = _copy_with(cr_dir / "pa_chest_cr_siim.dcm", tmp_path / "lat.dcm", ViewPosition="LL",
+                         PatientOrientation=["P", "F"], ImagerPixelSpacing=[0.4, 0.4])
+    args = ["reconstruct", "--pa", str(pa), "--lat", str(lateral), "--output", str(tmp_path / "ct.nii.gz"),
+            "--weights", str(tiny_bundle_path), "--device", "cpu", "--dicom", str(tmp_path / "series")]
+    assert main(args) == 0
+    files = sorted((tmp_path / "series").iterdir())
+    nifti = read_ct(tmp_path / "ct.nii.gz")
+    assert len(files) == nifti.shape[0]
+    headers = [pydicom.dcmread(f, stop_before_pixels=True) for f in files]
+    first = headers[0]
+    assert (first.PatientID, str(first.PatientName), first.StudyInstanceUID, first.AccessionNumber) == \
+        ("P-0042", "Doe^Jane", "2.25.123456789", "ACC7")
+    assert first.Modality == "CT" and first.SOPClassUID == "1.2.840.10008.5.1.4.1.1.2"
+    assert "DERIVED" in first.ImageType and "not for clinical use" in first.ImageComments
+    assert len({h.SeriesInstanceUID for h in headers}) == 1 and first.SeriesInstanceUID != first.StudyInstanceUID
+    assert len({h.SOPInstanceUID for h in headers}) == len(headers)
+    # the series is the NIfTI in integer HU on the same grid
+    series = read_ct(tmp_path / "series")
+    assert series.shape == nifti.shape
+    np.testing.assert_allclose(series.spacing, nifti.spacing, atol=1e-3)
+    np.testing.assert_allclose(series.origin_lps, nifti.origin_lps, atol=1e-3)
+    np.testing.assert_allclose(series.hu, np.clip(np.rint(nifti.hu), -1024, 3071), atol=0)
+    # an existing series is not replaced without --overwrite; with it, it is replaced whole
+    assert main(args) == 2
+    assert main([*args, "--overwrite"]) == 0
+    assert len(list((tmp_path / "series").iterdir())) == len(files)
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith((".tmp-", ".old-"))]

@@ -6,6 +6,7 @@ Examples::
     dctnet reconstruct --ct chest.nii.gz --output ct.nii.gz          # radiographs made from a CT (round trip)
     dctnet reconstruct --pa pa.dcm --lat lat.dcm --output ct.nrrd --weights my_model.pt --device cuda
     dctnet reconstruct --batch cases.csv --output volumes/       # many cases: CSV columns id,pa,lat, or a folder
+    dctnet reconstruct --pa pa.dcm --lat lat.dcm --output ct.nii.gz --dicom ct_dicom/   # and a DICOM series
 
 Real films: a DICOM radiograph with a plausible ImagerPixelSpacing / PixelSpacing is resampled onto the
 training detector's 500 mm field (128² at 3.9 mm); its ViewPosition must match --pa / --lat, and a
@@ -24,6 +25,10 @@ and optionally ``id``; relative paths are relative to the CSV) or of a folder (o
 ``pa.*`` and ``lat.*``, or files ``<id>_pa.*`` and ``<id>_lat.*``) into ``--output`` (a folder):
 ``<id>.nii.gz`` per case and ``batch_report.json``. A case that cannot be read is reported in one line and
 skipped; the exit code is 1 when any case failed.
+
+``--dicom FOLDER`` also writes the CT as a DICOM series (CT Image Storage, one file per axial slice, integer HU,
+marked DERIVED and as research output); when the PA film is DICOM the series takes its patient and study tags,
+so it files beside the films in a PACS or in Slicer's DICOM browser. With ``--batch``: ``FOLDER/<id>/``.
 
 Besides the CT (G(Y)), ``--extras`` writes the uncertainty map (tissue-mixture spread of G(Y), HU),
 the second branch's CT G(X) (reconstructed from the bone-suppressed radiographs), the branch difference
@@ -67,12 +72,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--extras", action="store_true",
                         help="also write the uncertainty map, G(X) (the CT from the bone-suppressed radiographs), "
                              "|G(Y) - G(X)|, the bone-suppressed PNGs, a figure and a report")
+    parser.add_argument("--dicom", type=Path, metavar="FOLDER",
+                        help="also write the CT as a DICOM series (one CT file per axial slice) into FOLDER; with a "
+                             "DICOM --pa film it takes that film's patient and study; with --batch, FOLDER/<id>/")
     parser.add_argument("--overwrite", action="store_true", help="replace existing output files")
     parser.add_argument("--progress", choices=PROGRESS_MODES, default="log",
                         help="how to report progress: 'log' (debug log lines, the default) or 'json': one line per "
                              "stage on stdout, {\"event\": \"progress\", \"fraction\": F, \"message\": M}; the last "
-                             "(fraction 1) also lists the files written, {\"outputs\": {role: path}} (for programs, "
-                             "e.g. the Slicer module)")
+                             "(fraction 1) also lists the files written, {\"outputs\": {role: path}}, and the notes and "
+                             "warnings for the user, {\"notes\": [...], \"warnings\": [...]} (for programs, e.g. the "
+                             "Slicer module)")
 
 
 def _stem(path: Path) -> str:
@@ -159,7 +168,7 @@ def progress_reporter(mode: str):
 
 
 DEMONSTRATION_NOTE = ("the shipped model is a small demonstration model trained on DRRs (digitally reconstructed "
-                      "radiographs) of four real CTs and phantoms, not on real films: expect a smooth chest, not a "
+                      "radiographs) of four real CTs and phantoms, not on real films: expect a coarse chest volume, not a "
                       "diagnostic CT (dctnet info shows its model card)")
 
 
@@ -254,6 +263,12 @@ def run_batch(args: argparse.Namespace) -> int:
     targets = {case_id: args.output / f"{case_id}.nii.gz" for case_id in ids}
     check_outputs({**targets, "report": args.output / "batch_report.json"}, args.overwrite,
                   tuple(path for _, pa, lat in cases for path in (pa, lat)))
+    if args.dicom is not None:
+        from ..io.dicom_writer import check_dicom_output
+
+        args.dicom.mkdir(parents=True, exist_ok=True)
+        for case_id in ids:
+            check_dicom_output(args.dicom / case_id, args.overwrite)
     notes = [] if args.weights is not None else [DEMONSTRATION_NOTE]
     for line in notes:
         log.warning("note: %s", line)
@@ -272,6 +287,8 @@ def run_batch(args: argparse.Namespace) -> int:
                 (pa, lat), films = read_films(pa_path, lat_path)
                 result = model.reconstruct(pa, lat, steps=args.steps, seed=args.seed)
             write_ct(result.ct_hu, targets[case_id], overwrite=args.overwrite)
+            if args.dicom is not None:
+                row["dicom"] = str(write_dicom(args, result, args.dicom / case_id, pa_path))
             row.update(status="done", output=str(targets[case_id]), films=films, seconds=round(time.perf_counter() - start, 3),
                        warnings=list(dict.fromkeys(" ".join(str(w.message).split()) for w in caught)))
             for line in row["warnings"]:
@@ -292,14 +309,8 @@ def run_batch(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
-def run(args: argparse.Namespace) -> int:
-    if getattr(args, "batch", None) is not None:
-        return run_batch(args)
-    from ..evaluation.metrics import evaluate_volume
-    from ..inference import Reconstructor, on_model_grid, radiographs_from_ct
-    from ..io.ct import read_ct, write_ct
-    from .demo import prepared_ct, reprojection_check
-
+def _check_single_case(args: argparse.Namespace) -> dict[str, Path]:
+    """The single-case arguments make sense and every output can be written: the output paths, by role."""
     if args.ct is None and (args.pa is None or args.lat is None):
         raise InputError("give --pa and --lat (radiographs), or --ct (a CT to make them from)")
     if args.ct is not None and (args.pa is not None or args.lat is not None):
@@ -308,22 +319,26 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(f"--steps must be at least 1, got {args.steps}")
     paths = output_paths(args.output, args.extras, from_ct=args.ct is not None)
     check_outputs(paths, args.overwrite, (args.pa, args.lat, args.ct, args.weights))
+    if args.dicom is not None:
+        from ..io.dicom_writer import check_dicom_output
 
-    progress = progress_reporter(getattr(args, "progress", "log"))
-    progress(0.0, "reading the inputs")
-    start = time.perf_counter()
-    geometry = ground_truth = None
-    notes: list[str] = []
-    films: dict = {}
+        check_dicom_output(args.dicom, args.overwrite)
+    return paths
+
+
+def _reconstruct_case(args: argparse.Namespace, progress) -> tuple:
+    """Read the inputs, load the model and reconstruct: ``(model, result, geometry, (pa, lat), films, warnings)``;
+    every warning raised meanwhile is collected (once each) rather than printed."""
+    from ..inference import Reconstructor, radiographs_from_ct
+    from ..io.ct import read_ct
+
+    geometry, films = None, {}
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         if args.ct is not None:
             geometry, pa, lat = radiographs_from_ct(read_ct(args.ct))
-            ground_truth = geometry.volume
         else:
             (pa, lat), films = read_films(args.pa, args.lat)
-            if args.weights is None:
-                notes.append(DEMONSTRATION_NOTE)
         progress(0.05, "loading the model")
         model = Reconstructor.load(args.weights, args.device)
         timesteps = getattr(model.cdm, "num_timesteps", None)
@@ -337,41 +352,85 @@ def run(args: argparse.Namespace) -> int:
         except InputError as exc:  # the arrays' checks cannot know the files: name them
             raise InputError(f"{exc} ({sources})") from exc
     warning_lines = list(dict.fromkeys(" ".join(str(w.message).split()) for w in caught))
+    return model, result, geometry, (pa, lat), films, warning_lines
+
+
+def _write_reference(args, paths, report, result, geometry, pa, lat):
+    """``--ct``: the reference CT and its DRRs beside the output, the metrics and the re-projection check in
+    ``report``; returns the reference on the model's grid (unit values)."""
+    from ..evaluation.metrics import evaluate_volume
+    from ..inference import on_model_grid
+    from ..io.ct import write_ct
+    from .demo import prepared_ct, reprojection_check
+
+    ground_truth = on_model_grid(geometry.volume, result.ct_unit.shape)
+    report["metrics"] = evaluate_volume(result.ct_unit, ground_truth)
+    report["metrics"]["reprojection"] = reprojection_check(result.ct_unit, pa, lat)  # the 128² DRRs made
+    write_ct(prepared_ct(geometry), paths["reference"], overwrite=args.overwrite)
+    write_png(paths["pa"], pa, overwrite=args.overwrite)
+    write_png(paths["lat"], lat, overwrite=args.overwrite)
+    return ground_truth
+
+
+def _write_extras(args, paths, report, result, ground_truth) -> None:
+    """``--extras``: uncertainty, G(X), |G(Y) − G(X)|, bone-suppressed PNGs, the figure and the report."""
+    from ..evaluation.figures import reconstruction_figure
+    from ..io.atomic import atomic_write_text
+    from ..io.ct import write_ct
+
+    write_ct(result.uncertainty, paths["uncertainty"], overwrite=args.overwrite)
+    if result.ct_from_bone_suppressed is not None:
+        write_ct(result.ct_from_bone_suppressed, paths["from_bone_suppressed"], overwrite=args.overwrite)
+        write_ct(result.branch_difference, paths["branch_difference"], overwrite=args.overwrite)
+        write_png(paths["pa_bs"], result.pa_bs, overwrite=args.overwrite)
+        write_png(paths["lat_bs"], result.lat_bs, overwrite=args.overwrite)
+    reconstruction_figure(paths["figure"], result.pa, result.lat, result.ct_unit, result.pa_bs, result.lat_bs,
+                          ground_truth, title=f"DCT-Net: {paths['ct'].name}")
+    atomic_write_text(paths["report"], json.dumps(report, indent=2, default=float) + "\n", overwrite=args.overwrite)
+
+
+def run(args: argparse.Namespace) -> int:
+    if getattr(args, "batch", None) is not None:
+        return run_batch(args)
+    from ..io.ct import write_ct
+
+    paths = _check_single_case(args)
+    progress = progress_reporter(getattr(args, "progress", "log"))
+    progress(0.0, "reading the inputs")
+    start = time.perf_counter()
+    model, result, geometry, (pa, lat), films, warning_lines = _reconstruct_case(args, progress)
+    notes = [DEMONSTRATION_NOTE] if args.ct is None and args.weights is None else []
     for line in warning_lines:
         log.warning("%s", line)
     for line in notes:
         log.warning("note: %s", line)
     progress(0.9, "writing the outputs")
     write_ct(result.ct_hu, paths["ct"], overwrite=args.overwrite)
+    if args.dicom is not None:
+        paths["dicom"] = write_dicom(args, result)
     inputs = ({"ct": str(args.ct)} if args.ct is not None else {"pa": str(args.pa), "lat": str(args.lat),
                                                                 "films": films})
     report = {"output": str(paths["ct"]), "inputs": inputs, "model": model_record(args.weights, model),
               "steps": args.steps or model.default_steps, "seed": args.seed, "device": str(model.device),
               "warnings": warning_lines, "notes": notes, "timings_s": result.timings,
               "total_s": round(time.perf_counter() - start, 3)}
-    if ground_truth is not None:
-        ground_truth = on_model_grid(ground_truth, result.ct_unit.shape)
-        report["metrics"] = evaluate_volume(result.ct_unit, ground_truth)
-        report["metrics"]["reprojection"] = reprojection_check(result.ct_unit, pa, lat)  # the 128² DRRs made
-        write_ct(prepared_ct(geometry), paths["reference"], overwrite=args.overwrite)
-        write_png(paths["pa"], pa, overwrite=args.overwrite)
-        write_png(paths["lat"], lat, overwrite=args.overwrite)
+    if args.dicom is not None:
+        report["dicom"] = str(paths["dicom"])
+    ground_truth = None
+    if geometry is not None:
+        ground_truth = _write_reference(args, paths, report, result, geometry, pa, lat)
     if args.extras:
-        from ..evaluation.figures import reconstruction_figure
-
-        write_ct(result.uncertainty, paths["uncertainty"], overwrite=args.overwrite)
-        if result.ct_from_bone_suppressed is not None:
-            write_ct(result.ct_from_bone_suppressed, paths["from_bone_suppressed"], overwrite=args.overwrite)
-            write_ct(result.branch_difference, paths["branch_difference"], overwrite=args.overwrite)
-            write_png(paths["pa_bs"], result.pa_bs, overwrite=args.overwrite)
-            write_png(paths["lat_bs"], result.lat_bs, overwrite=args.overwrite)
-        reconstruction_figure(paths["figure"], result.pa, result.lat, result.ct_unit, result.pa_bs, result.lat_bs,
-                              ground_truth, title=f"DCT-Net: {paths['ct'].name}")
-        from ..io.atomic import atomic_write_text
-
-        atomic_write_text(paths["report"], json.dumps(report, indent=2, default=float) + "\n",
-                          overwrite=args.overwrite)
+        _write_extras(args, paths, report, result, ground_truth)
     written = {role: str(path) for role, path in paths.items() if path.exists()}
-    progress(1.0, "done", outputs=written)
+    progress(1.0, "done", outputs=written, notes=notes, warnings=warning_lines)
     print(json.dumps(report, default=float))
     return 0
+
+
+def write_dicom(args: argparse.Namespace, result, folder: Path | None = None, pa_film: Path | None = None) -> Path:
+    """``--dicom``: G(Y) as a DICOM CT series, under the patient and study of a DICOM PA film when there is one."""
+    from ..io.dicom_writer import write_dicom_series
+
+    description = "DCTNet CT from radiographs" + (f" ({args.weights.name})" if args.weights else "")
+    return write_dicom_series(result.ct_hu, folder or args.dicom, description=description,
+                              inherit_from=pa_film or args.pa, overwrite=args.overwrite)

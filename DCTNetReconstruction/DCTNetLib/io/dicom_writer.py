@@ -1,0 +1,170 @@
+"""Write a reconstructed CT as a DICOM series (one CT Image Storage file per axial slice), for PACS and viewers.
+
+The series is *derived* and labelled as research output: ImageType ``DERIVED\\SECONDARY\\AXIAL``, a
+SeriesDescription and an ImageComments line that say what made it, Manufacturer "DCTNet". When the radiographs
+were DICOM, the patient and study tags are copied from the PA film, so the CT files under the same patient and
+study in a PACS or in Slicer's DICOM browser; otherwise the patient is "Anonymous" and a new study is made.
+
+The voxels are rounded to integer HU, clipped to [-1024, 3071] (the range of a 12-bit CT scanner) and stored as
+signed 16-bit integers with RescaleSlope 1 / RescaleIntercept 0, i.e. the stored value is the HU (PS3.3 C.8.2.1). SimpleITK (GDCM) writes the
+files; positions and orientation come from the volume's geometry, so reading the folder back gives the same grid.
+
+The folder is written atomically: the slices go to a hidden temporary folder beside it, which is renamed into
+place only when every slice is written.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import os
+import secrets
+import shutil
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import SimpleITK as sitk
+from pydicom.uid import generate_uid
+
+from .. import __version__
+from ..errors import OutputError
+from .atomic import check_free_space, check_name_length, check_writable_dir, display_path, utf8_alias
+from .ct import CTVolume, to_sitk
+from .radiograph import dcmread_checked, has_dicom_prefix, itk_reason
+
+__all__ = ["write_dicom_series", "patient_study_tags", "DICOM_HU_RANGE"]
+
+# The HU range of a 12-bit CT scanner with RescaleIntercept 0 (-1024 … 3071), kept when writing DICOM.
+DICOM_HU_RANGE = (-1024, 3071)
+CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"  # SOP Class UID, DICOM PS3.4 Annex B.5
+# Tags copied from the input film (keyword → SimpleITK "gggg|eeee" key): the patient and the study it belongs to.
+_PATIENT_STUDY_TAGS = {
+    "PatientName": "0010|0010", "PatientID": "0010|0020", "PatientBirthDate": "0010|0030",
+    "PatientSex": "0010|0040", "StudyInstanceUID": "0020|000d", "StudyDate": "0008|0020",
+    "StudyTime": "0008|0030", "StudyID": "0020|0010", "AccessionNumber": "0008|0050",
+    "ReferringPhysicianName": "0008|0090", "StudyDescription": "0008|1030",
+}
+RESEARCH_NOTE = "DCTNet reconstruction from two radiographs; research software, not for clinical use"
+
+
+def patient_study_tags(radiograph: str | os.PathLike | None) -> dict[str, str]:
+    """Patient and study tags of a DICOM radiograph as SimpleITK ``"gggg|eeee"`` keys; ``{}`` for other files."""
+    if radiograph is None:
+        return {}
+    if not has_dicom_prefix(radiograph):
+        return {}
+    ds = dcmread_checked(radiograph, stop_before_pixels=True)
+    tags = {}
+    for keyword, key in _PATIENT_STUDY_TAGS.items():
+        value = ds.get(keyword)
+        if value not in (None, ""):
+            tags[key] = str(value)
+    return tags
+
+
+def _series_tags(ct: CTVolume, description: str, inherited: dict[str, str]) -> dict[str, str]:
+    """The tags every slice shares: patient/study (inherited or new), series, frame of reference, geometry."""
+    now = datetime.datetime.now()
+    date, time = now.strftime("%Y%m%d"), now.strftime("%H%M%S")
+    tags = {"0010|0010": "Anonymous", "0010|0020": "DCTNet", "0020|000d": generate_uid(),
+            "0008|0020": date, "0008|0030": time}
+    tags.update(inherited)
+    rows = np.asarray(ct.direction).reshape(3, 3)
+    orientation = list(rows[:, 0]) + list(rows[:, 1])  # direction cosines of the x (column) and y (row) axes
+    tags.update({
+        "0008|0016": CT_IMAGE_STORAGE, "0008|0060": "CT", "0008|0008": "DERIVED\\SECONDARY\\AXIAL",
+        "0008|0070": "DCTNet", "0008|1090": "DCT-Net", "0018|1020": f"dctnet {__version__}",
+        "0008|103e": description[:64], "0020|4000": RESEARCH_NOTE, "0028|0301": "NO",
+        "0020|000e": generate_uid(), "0020|0052": generate_uid(), "0020|0011": "1001",
+        "0008|0021": date, "0008|0031": time, "0008|0012": date, "0008|0013": time,
+        "0020|0037": "\\".join(f"{v:.6f}" for v in orientation),
+        "0018|0050": f"{ct.spacing[0]:.4f}", "0018|0088": f"{ct.spacing[0]:.4f}",
+        "0028|1050": "40", "0028|1051": "400",  # a soft-tissue window (centre 40, width 400 HU) to open with
+        "0028|1052": "0", "0028|1053": "1", "0028|1054": "HU",
+    })
+    return tags
+
+
+@contextlib.contextmanager
+def _atomic_folder(folder: Path, overwrite: bool) -> Iterator[Path]:
+    """A temporary folder beside ``folder`` that replaces it only when the block succeeds."""
+    parent = folder.parent if str(folder.parent) else Path(".")
+    tmp = parent / f".tmp-{secrets.token_hex(4)}-dicom"
+    tmp.mkdir()
+    try:
+        yield tmp
+        if os.path.lexists(folder):
+            if not overwrite:
+                raise OutputError(f"{display_path(folder)} appeared while this run was working; it was left as it "
+                                  "is: pass --overwrite to replace it")
+            old = parent / f".old-{secrets.token_hex(4)}-dicom"
+            os.rename(folder, old)
+            os.rename(tmp, folder)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.rename(tmp, folder)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def check_dicom_output(folder: str | os.PathLike, overwrite: bool = False) -> Path:
+    """Check before any work that a DICOM series can be written into ``folder`` (a new folder, or ``overwrite``)."""
+    folder = Path(folder)
+    check_name_length(folder)
+    check_writable_dir(folder.parent if str(folder.parent) else Path("."))
+    if os.path.lexists(folder):
+        if not folder.is_dir():
+            raise OutputError(f"--dicom {display_path(folder)} is a file; a DICOM series is written into a folder")
+        if any(folder.iterdir()) and not overwrite:
+            raise OutputError(f"{display_path(folder)} exists and is not empty; pass --overwrite to replace it, "
+                              "or choose another folder")
+    return folder
+
+
+def write_dicom_series(ct: CTVolume, folder: str | os.PathLike, *, description: str = "DCTNet reconstructed CT",
+                       inherit_from: str | os.PathLike | None = None, overwrite: bool = False) -> Path:
+    """Write ``ct`` as a DICOM CT series into ``folder`` (created; one file per axial slice, ``IM00001.dcm`` …).
+
+    Args:
+        ct: the volume in HU (finite); rounded to integer HU and clipped to :data:`DICOM_HU_RANGE`.
+        folder: the series folder; must not exist (or be empty) unless ``overwrite``.
+        description: SeriesDescription (at most 64 characters are kept, the DICOM LO limit).
+        inherit_from: a DICOM radiograph whose patient and study tags the series takes (ignored if not DICOM).
+        overwrite: replace an existing folder, only once the new series is complete.
+
+    Returns:
+        ``folder``.
+
+    Raises:
+        OutputError: the folder exists (without ``overwrite``), is a file, its parent is missing or not writable,
+            the disk is full, or the volume holds NaN/inf.
+    """
+    folder = check_dicom_output(folder, overwrite)
+    if not np.isfinite(ct.hu).all():
+        raise OutputError(f"refusing to write a CT with NaN/inf voxels as DICOM: {display_path(folder)}")
+    check_free_space(folder.parent if str(folder.parent) else Path("."), ct.hu.size * 2 + 4096 * ct.shape[0])
+    hu = np.clip(np.rint(ct.hu), *DICOM_HU_RANGE).astype(np.int16)
+    image = to_sitk(CTVolume(hu.astype(np.float32), ct.spacing, ct.origin_lps, ct.direction))
+    image = sitk.Cast(image, sitk.sitkInt16)
+    shared = _series_tags(ct, description, patient_study_tags(inherit_from))
+    writer = sitk.ImageFileWriter()
+    writer.KeepOriginalImageUIDOn()  # write our SOP/Series UIDs, not GDCM's own
+    with _atomic_folder(folder, overwrite) as tmp, utf8_alias(tmp) as tmp_name:
+        for index in range(image.GetDepth()):
+            piece = image[:, :, index]
+            for key, value in shared.items():
+                piece.SetMetaData(key, value)
+            position = image.TransformIndexToPhysicalPoint((0, 0, index))
+            piece.SetMetaData("0020|0032", "\\".join(f"{p:.4f}" for p in position))
+            piece.SetMetaData("0020|1041", f"{position[2]:.4f}")
+            piece.SetMetaData("0020|0013", str(index + 1))
+            piece.SetMetaData("0008|0018", generate_uid())
+            writer.SetFileName(os.path.join(tmp_name, f"IM{index + 1:05d}.dcm"))
+            try:
+                writer.Execute(piece)
+            except RuntimeError as exc:
+                raise OutputError(f"cannot write DICOM slice {index + 1} into {display_path(folder)}: "
+                                  f"{itk_reason(exc)}") from exc
+    return folder
