@@ -302,6 +302,7 @@ class DCTNetReconstructionLogic(ScriptedLoadableModuleLogic):
     def __init__(self) -> None:
         ScriptedLoadableModuleLogic.__init__(self)
         self.lastMetrics: dict[str, float] = {}
+        self.lastNotes: list[str] = []  # what the last run said the user must know (e.g. a demonstration model)
 
     def getParameterNode(self) -> DCTNetReconstructionParameterNode:
         return DCTNetReconstructionParameterNode(super().getParameterNode())
@@ -344,7 +345,7 @@ class DCTNetReconstructionLogic(ScriptedLoadableModuleLogic):
         from DCTNetSlicerLib import reconstruction
 
         made, _ = reconstruction.reconstruct(paNode, latNode, self.options(weights, device, steps, seed),
-                                             images_only=True)
+                                             images_only=True, on_notes=self._keepNotes)
         if show:
             reconstruction.show_radiographs(paNode, latNode, made.get("pa_bs"), made.get("lat_bs"))
         return made["pa_bs"], made["lat_bs"]
@@ -371,7 +372,7 @@ class DCTNetReconstructionLogic(ScriptedLoadableModuleLogic):
         from DCTNetSlicerLib import reconstruction
 
         volumes, self.lastMetrics = reconstruction.reconstruct(
-            paNode, latNode, self.options(weights, device, steps, seed), progress=progress)
+            paNode, latNode, self.options(weights, device, steps, seed), progress=progress, on_notes=self._keepNotes)
         if show:
             reconstruction.show_results(volumes, paNode, latNode)
         return volumes
@@ -408,14 +409,20 @@ class DCTNetReconstructionLogic(ScriptedLoadableModuleLogic):
         options = self.options(p.weightsPath, p.device, p.samplingSteps, p.seed)
         return reconstruction.reconstruct_in_background(p.paVolume, p.latVolume, options, existing=existing,
                                                         on_progress=onProgress, on_finished=finished,
-                                                        images_only=imagesOnly)
+                                                        images_only=imagesOnly, on_notes=self._keepNotes)
+
+    def _keepNotes(self, notes: list[str]) -> None:
+        self.lastNotes = list(notes)
 
     # -- results ---------------------------------------------------------------------------------------------
     def metricsText(self) -> str:
-        """PSNR / SSIM / MAE of the last reconstruction against its reference CT ("" without one)."""
+        """PSNR / SSIM / MAE of the last reconstruction against its reference CT, and the notes of the last run
+        (e.g. that the shipped model is a demonstration model trained on DRRs); "" when there is neither."""
         from DCTNetSlicerLib import results
 
-        return results.format_metrics(self.lastMetrics) if self.lastMetrics else ""
+        lines = [results.format_metrics(self.lastMetrics)] if self.lastMetrics else []
+        lines += [_("Note: {note}").format(note=note) for note in self.lastNotes]
+        return "\n".join(lines)
 
     def applyWindowPreset(self, p) -> None:
         """Put the parameter node's window/level preset on its CT outputs."""

@@ -173,11 +173,13 @@ class Run:
         lat = export_radiograph(lat_node, self.folder / "lat")
         self.args = command_args(pa, lat, self.folder / OUTPUT_NAME, options)
         self.outputs: dict[str, str] | None = None
+        self.notes: list[str] = []
 
     def on_event(self, event: dict[str, Any]) -> None:
-        """Keep the files the command lists in its last progress event."""
+        """Keep the files and the notes for the user (e.g. "a demonstration model") of the last progress event."""
         if event.get("event") == "progress" and isinstance(event.get("outputs"), dict):
             self.outputs = {str(role): str(path) for role, path in event["outputs"].items()}
+            self.notes = [str(note) for note in event.get("notes") or []]
 
     def load(self, scene: Any = None, existing: dict[str, Any] | None = None,
              images_only: bool = False) -> tuple[dict[str, Any], dict[str, float]]:
@@ -244,8 +246,8 @@ def _child(args: list[str], python: str | None) -> tuple[list[str], dict[str, st
 
 def reconstruct(pa_node: Any, lat_node: Any, options: Options | None = None, scene: Any = None,
                 existing: dict[str, Any] | None = None, progress: Callable[[float, str], None] | None = None,
-                python: str | None = None, images_only: bool = False,
-                timeout_s: float | None = None) -> tuple[dict[str, Any], dict[str, float]]:
+                python: str | None = None, images_only: bool = False, timeout_s: float | None = None,
+                on_notes: Callable[[list[str]], None] | None = None) -> tuple[dict[str, Any], dict[str, float]]:
     """Run ``dctnet reconstruct`` on two radiograph nodes and wait for it; returns :func:`outputs_to_scene`'s.
 
     Args:
@@ -257,6 +259,8 @@ def reconstruct(pa_node: Any, lat_node: Any, options: Options | None = None, sce
         python: interpreter of the child. Defaults to ``PythonSlicer`` (see ``tasks.python_executable``).
         images_only: keep only the bone-suppressed radiographs (the preview).
         timeout_s: give up (and kill the child) after this many seconds.
+        on_notes: ``callback(notes)`` with what the user must be told once (the shipped model is a demonstration
+            model trained on DRRs), called when the run succeeds; the notes are also logged.
 
     Raises:
         RuntimeError: the command failed (its ``error:`` line) or timed out.
@@ -284,20 +288,30 @@ def reconstruct(pa_node: Any, lat_node: Any, options: Options | None = None, sce
             time.sleep(0.05)
         if process.returncode != 0:
             raise RuntimeError(process.error_summary())
-        return run.load(scene, existing, images_only)
+        loaded = run.load(scene, existing, images_only)
+        _tell(run.notes, on_notes)
+        return loaded
     finally:
         run.cleanup()
+
+
+def _tell(notes: list[str], on_notes: Callable[[list[str]], None] | None) -> None:
+    for note in notes:
+        logger.warning("note: %s", note)
+    if on_notes is not None:
+        on_notes(notes)
 
 
 def reconstruct_in_background(pa_node: Any, lat_node: Any, options: Options | None = None, scene: Any = None,
                               existing: dict[str, Any] | None = None,
                               on_progress: Callable[[float | None, str], None] | None = None,
                               on_finished: Callable[[bool, str, dict[str, Any], dict[str, float]], None] | None = None,
-                              images_only: bool = False):
+                              images_only: bool = False, on_notes: Callable[[list[str]], None] | None = None):
     """Start ``dctnet reconstruct`` on two radiograph nodes and return the running ``SlicerTask`` at once.
 
     When it ends, ``on_finished(success, message, nodes_by_role, metrics)`` is called on the GUI thread; on
-    success the nodes are already in the scene. ``task.cancel()`` kills the run and everything it started.
+    success the nodes are already in the scene, and ``on_notes(notes)`` has been called first (see
+    :func:`reconstruct`). ``task.cancel()`` kills the run and everything it started.
     """
     from .tasks import SlicerTask
 
@@ -309,6 +323,7 @@ def reconstruct_in_background(pa_node: Any, lat_node: Any, options: Options | No
         try:
             if success:
                 made, metrics = run.load(scene, existing, images_only)
+                _tell(run.notes, on_notes)
         except Exception as exc:  # reported through the callback: the GUI shows it, the log has the trace
             logger.exception("reading the reconstruction failed")
             success, message = False, str(exc)

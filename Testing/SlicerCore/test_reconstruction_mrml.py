@@ -318,10 +318,11 @@ def test_background_run_loads_the_same_nodes_through_the_task_runner(scene, tiny
     monkeypatch.setitem(sys.modules, "qt", types.SimpleNamespace(QTimer=Timer))
     monkeypatch.setenv("DCTNET_PYTHON", child_python)
     pa, lat = _radiograph_pair(scene)
-    progress, finished = [], []
+    progress, finished, notes = [], [], []
     task = reconstruction.reconstruct_in_background(
         pa, lat, reconstruction.Options(weights=str(tiny_bundle), device="cpu", steps=2), scene,
-        on_progress=lambda f, m: progress.append(f), on_finished=lambda *a: finished.append(a))
+        on_progress=lambda f, m: progress.append(f), on_finished=lambda *a: finished.append(a),
+        on_notes=notes.append)
     deadline = time.monotonic() + 600
     while not finished and time.monotonic() < deadline:
         pump()
@@ -331,5 +332,6 @@ def test_background_run_loads_the_same_nodes_through_the_task_runner(scene, tiny
     assert task.uses_slicer_launcher == hasattr(__import__("os"), "setsid")
     assert {"ct", "from_bone_suppressed", "branch_difference", "uncertainty", "pa_bs", "lat_bs"} <= set(made)
     assert metrics == {}
+    assert notes == [[]]  # own weights: no demonstration-model note (the shipped model's is tested in Testing/Python)
     assert progress[-1] == 1.0 and progress == sorted(progress)
     assert slicer.util.arrayFromVolume(made["ct"]).shape == (TINY_SIZE,) * 3
