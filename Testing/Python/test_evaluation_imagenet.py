@@ -104,7 +104,8 @@ def _fake_sdist(path, arch: str = "alexnet"):
 @pytest.mark.parametrize("pair", sorted(PUBLISHED_LPIPS_ALEX))
 def test_lpips_alex_reproduces_published_tid2013_values(pair, lpips_alex):
     if not CALIBRATION.is_dir():
-        pytest.skip(f"LPIPS calibration pairs not found: {CALIBRATION}")
+        pytest.skip(f"LPIPS calibration pairs not found: they live in the real-data folder shared/data beside "
+                    f"the checkout ({CALIBRATION}), which a plain clone does not have")
     dist, ref = _rgb_unit(CALIBRATION / f"dist_{pair}.png"), _rgb_unit(CALIBRATION / f"ref_{pair}.png")
     with torch.no_grad():
         value = float(lpips_alex(dist, ref))
@@ -122,7 +123,8 @@ def test_lpips_identical_image_is_zero(lpips_alex):
 def test_calibration_pairs_catch_a_spatially_transposed_kernel(weights_folder, tmp_path):
     """The ±5e-4 calibration is sharp enough to catch the likeliest conversion bug (kh ↔ kw swapped)."""
     if not CALIBRATION.is_dir():
-        pytest.skip(f"LPIPS calibration pairs not found: {CALIBRATION}")
+        pytest.skip(f"LPIPS calibration pairs not found: they live in the real-data folder shared/data beside "
+                    f"the checkout ({CALIBRATION}), which a plain clone does not have")
     from DCTNetLib.evaluation.lpips_metric import build_lpips
 
     features = imagenet.load_imagenet_features("alexnet")
