@@ -95,16 +95,9 @@ def _lpips_or_none():
         return None
 
 
-def run(args: argparse.Namespace) -> int:
-    import numpy as np
-
-    from ..data.bone import bone_suppressed_drrs
-    from ..evaluation.figures import data_figure, reconstruction_figure
-    from ..evaluation.metrics import evaluate_volume
-    from ..inference import Reconstructor, on_model_grid, radiographs_from_ct
-    from ..io.atomic import atomic_write_text, check_writable_dir
-    from ..io.ct import write_ct
-    from .reconstruct import write_png
+def _output_folder(args: argparse.Namespace) -> Path:
+    """The demo's folder, created; an earlier demo run in it is kept unless ``--overwrite``."""
+    from ..io.atomic import check_writable_dir
 
     out = Path(args.output)
     existing = [name for name in OUTPUT_FILES if (out / name).exists()]
@@ -114,7 +107,49 @@ def run(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     check_writable_dir(out)
     print(f"dctnet demo: writing into {out.resolve()} (choose another folder with --output)", flush=True)
+    return out
 
+
+def _write_images(out: Path, result, prepared, pa, lat, overwrite: bool) -> None:
+    """The volumes (reconstruction, ground truth, uncertainty, G(X), branch difference) and the radiograph PNGs."""
+    from ..io.ct import write_ct
+    from .reconstruct import write_png
+
+    write_ct(result.ct_hu, out / "ct_reconstructed.nii.gz", overwrite=overwrite)
+    write_ct(prepared_ct(prepared), out / "ct_ground_truth.nii.gz", overwrite=overwrite)
+    write_ct(result.uncertainty, out / "ct_uncertainty.nii.gz", overwrite=overwrite)
+    if result.ct_from_bone_suppressed is not None:
+        write_ct(result.ct_from_bone_suppressed, out / "ct_from_bone_suppressed.nii.gz", overwrite=overwrite)
+        write_ct(result.branch_difference, out / "ct_branch_difference.nii.gz", overwrite=overwrite)
+        write_png(out / "pa_bone_suppressed.png", result.pa_bs, overwrite=overwrite)
+        write_png(out / "lat_bone_suppressed.png", result.lat_bs, overwrite=overwrite)
+    write_png(out / "pa.png", pa, overwrite=overwrite)
+    write_png(out / "lat.png", lat, overwrite=overwrite)
+
+
+def _write_figures(out: Path, name: str, result, prepared, pa, lat, ground_truth, headline: dict) -> None:
+    """``figure.png`` (inputs, previews, reconstruction / truth / error) and ``data_figure.png`` (training view)."""
+    import numpy as np
+    import torch
+
+    from ..data.bone import bone_suppressed_drrs
+    from ..evaluation.figures import data_figure, reconstruction_figure
+
+    reconstruction_figure(out / "figure.png", pa, lat, result.ct_unit, result.pa_bs, result.lat_bs,
+                          ground_truth, title=f"DCT-Net demo: {name}", metrics=headline)
+    with torch.inference_mode():
+        targets = bone_suppressed_drrs(torch.from_numpy(prepared.volume)[None, None])[0].numpy()
+    data_figure(out / "data_figure.png", prepared.volume, np.stack([pa, lat]), targets,
+                title=f"{name}: prepared as for training")
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..evaluation.metrics import evaluate_volume
+    from ..inference import Reconstructor, on_model_grid, radiographs_from_ct
+    from ..io.atomic import atomic_write_text
+    from .reconstruct import model_record
+
+    out = _output_folder(args)
     start = time.perf_counter()
     ct, name = demo_ct(args.phantom)
     log.info("demo CT: %s", name)
@@ -126,33 +161,14 @@ def run(args: argparse.Namespace) -> int:
     ground_truth = on_model_grid(prepared.volume, result.ct_unit.shape)
     metrics = evaluate_volume(result.ct_unit, ground_truth, _lpips_or_none())
     metrics["reprojection"] = reprojection_check(result.ct_unit, pa, lat)
-
-    write_ct(result.ct_hu, out / "ct_reconstructed.nii.gz", overwrite=args.overwrite)
-    write_ct(prepared_ct(prepared), out / "ct_ground_truth.nii.gz", overwrite=args.overwrite)
-    write_ct(result.uncertainty, out / "ct_uncertainty.nii.gz", overwrite=args.overwrite)
-    if result.ct_from_bone_suppressed is not None:
-        write_ct(result.ct_from_bone_suppressed, out / "ct_from_bone_suppressed.nii.gz", overwrite=args.overwrite)
-        write_ct(result.branch_difference, out / "ct_branch_difference.nii.gz", overwrite=args.overwrite)
-        write_png(out / "pa_bone_suppressed.png", result.pa_bs, overwrite=args.overwrite)
-        write_png(out / "lat_bone_suppressed.png", result.lat_bs, overwrite=args.overwrite)
-    write_png(out / "pa.png", pa, overwrite=args.overwrite)
-    write_png(out / "lat.png", lat, overwrite=args.overwrite)
+    _write_images(out, result, prepared, pa, lat, args.overwrite)
     headline = {k: metrics[k] for k in ("psnr", "ssim", "lpips") if isinstance(metrics.get(k), float)}
-    reconstruction_figure(out / "figure.png", pa, lat, result.ct_unit, result.pa_bs, result.lat_bs,
-                          ground_truth, title=f"DCT-Net demo: {name}", metrics=headline)
-    from .reconstruct import model_record
-
     report = {"case": name, "device": str(model.device), "weights": str(args.weights or "shipped default"),
               "model_file": model_record(args.weights, model), "model": model.bundle.meta,
               "parameters": model.bundle.parameter_counts(), "metrics": metrics,
               "timings_s": {"radiographs_from_ct": round(t_prepare, 3), **result.timings,
                             "total": round(time.perf_counter() - start, 3)}}
-    import torch
-
-    with torch.inference_mode():
-        targets = bone_suppressed_drrs(torch.from_numpy(prepared.volume)[None, None])[0].numpy()
-    data_figure(out / "data_figure.png", prepared.volume, np.stack([pa, lat]), targets,
-                title=f"{name}: prepared as for training")
+    _write_figures(out, name, result, prepared, pa, lat, ground_truth, headline)
     atomic_write_text(out / "report.json", json.dumps(report, indent=2, default=float) + "\n",
                       overwrite=args.overwrite)
     print(json.dumps({"output": str(out), "case": name, "metrics": headline,
