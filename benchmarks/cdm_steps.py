@@ -48,10 +48,10 @@ def phantom_pairs(seeds: list[int], image_size: int) -> tuple[torch.Tensor, torc
     Shapes:
         → two ``(len(seeds), 2, image_size, image_size)`` tensors in [0, 1].
     """
+    from DCTNetLib.conventions import hu_to_unit
     from DCTNetLib.data.bone import drrs_with_bone_suppression
     from DCTNetLib.data.drr import DRRGeometry
     from DCTNetLib.data.phantom import PHANTOM_FIELD_MM, chest_phantom
-    from DCTNetLib.data.preprocess import hu_to_unit
 
     volume = 128
     raws, targets = [], []

@@ -15,7 +15,8 @@ Radiographs
     A pair is ``(B, 2, H, W)`` with channel 0 = PA, channel 1 = lateral.
 
 Values
-    Every function states its domain: HU, or "unit" = [0, 1] on the HU window below.
+    Every function states its domain: HU, or "unit" = [0, 1] on the HU window below (:func:`hu_to_unit`,
+    :func:`unit_to_hu`).
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ VIEW_NAMES = ("PA", "LAT")
 HU_MIN = -1024.0
 HU_MAX = 1476.0
 HU_AIR = -1024.0
+HU_PER_UNIT = HU_MAX - HU_MIN  # 2500 HU: a difference of unit values times this is a difference in HU
 
 # X2CT-GAN data: 1 mm isotropic resample, 320³ crop/pad, resize to 128³ → 320 mm / 128 = 2.5 mm voxels.
 RESAMPLE_SPACING_MM = 1.0
@@ -45,3 +47,13 @@ VOXEL_SPACING_MM = CROP_SIZE * RESAMPLE_SPACING_MM / VOLUME_SIZE  # 2.5 mm
 SITK_ORIENTATION = "LPI"
 
 IMAGE_SIZE = 128  # radiographs are 128 × 128 (paper §3.1)
+
+
+def hu_to_unit(hu, hu_min: float = HU_MIN, hu_max: float = HU_MAX):
+    """Clip HU to ``[hu_min, hu_max]`` and map linearly to [0, 1]. Works on numpy arrays and torch tensors."""
+    return ((hu - hu_min) / (hu_max - hu_min)).clip(0.0, 1.0)
+
+
+def unit_to_hu(unit, hu_min: float = HU_MIN, hu_max: float = HU_MAX):
+    """Inverse of :func:`hu_to_unit` on [0, 1] (values outside are clipped first). Numpy arrays and torch tensors."""
+    return unit.clip(0.0, 1.0) * (hu_max - hu_min) + hu_min

@@ -28,7 +28,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from .conventions import IMAGE_SIZE, HU_MAX, HU_MIN
+from .conventions import HU_PER_UNIT, IMAGE_SIZE
 from .data.preprocess import PreparedVolume, to_ct_volume
 from .errors import InputError
 from .io.ct import CTVolume
@@ -272,7 +272,7 @@ class Reconstructor:
         from_bs = to_ct_volume(soft_unit, geometry) if soft_unit is not None else None
         difference = None
         if soft_unit is not None:
-            difference_hu = (ct_unit - soft_unit).abs().cpu().numpy() * (HU_MAX - HU_MIN)
+            difference_hu = (ct_unit - soft_unit).abs().cpu().numpy() * HU_PER_UNIT
             difference = dataclasses.replace(ct_hu, hu=difference_hu)
         report(1.0, "done")
         return ReconstructionResult(

@@ -28,11 +28,11 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 @pytest.fixture(scope="module")
 def phantom_prepared(tmp_path_factory) -> Path:
     """Prepared folder of ``N_TRAIN + N_VAL`` phantom cases (different seeds) with 32² DRR pairs."""
+    from DCTNetLib.conventions import hu_to_unit
     from DCTNetLib.data.bone import drrs_with_bone_suppression
     from DCTNetLib.data.datasets import write_case, write_splits
     from DCTNetLib.data.drr import DRRGeometry
     from DCTNetLib.data.phantom import PHANTOM_FIELD_MM, chest_phantom
-    from DCTNetLib.data.preprocess import hu_to_unit
 
     root = tmp_path_factory.mktemp("phantom_prepared")
     ids = [f"phantom{i}" for i in range(N_TRAIN + N_VAL)]

@@ -31,15 +31,14 @@ import SimpleITK as sitk
 import torch
 import torch.nn.functional as F
 
-from ..conventions import CROP_SIZE, HU_AIR, HU_MAX, HU_MIN, RESAMPLE_SPACING_MM, VOLUME_SIZE, VOXEL_SPACING_MM
+from ..conventions import (CROP_SIZE, HU_AIR, HU_MAX, HU_MIN, RESAMPLE_SPACING_MM, VOLUME_SIZE, VOXEL_SPACING_MM,
+                           hu_to_unit, unit_to_hu)
 from ..io.ct import CANONICAL_DIRECTION, CTVolume, to_sitk
 
 __all__ = [
     "PREPROCESSING_VERSION",
     "PreprocessConfig",
     "PreparedVolume",
-    "hu_to_unit",
-    "unit_to_hu",
     "resample_to_crop_grid",
     "preprocess_ct",
     "to_ct_volume",
@@ -130,16 +129,6 @@ class PreparedVolume:
         )
 
 
-def hu_to_unit(hu, hu_min: float = HU_MIN, hu_max: float = HU_MAX):
-    """Clip HU to ``[hu_min, hu_max]`` and map linearly to [0, 1]. Works on numpy arrays and torch tensors."""
-    return ((hu - hu_min) / (hu_max - hu_min)).clip(0.0, 1.0)
-
-
-def unit_to_hu(unit, hu_min: float = HU_MIN, hu_max: float = HU_MAX):
-    """Inverse of :func:`hu_to_unit` on [0, 1] (values outside are clipped first)."""
-    return unit.clip(0.0, 1.0) * (hu_max - hu_min) + hu_min
-
-
 def centred_origin(centre_lps, size: int, spacing_mm: float, direction=CANONICAL_DIRECTION) -> tuple[float, ...]:
     """Origin (centre of voxel 0) of a ``size``³ grid with ``spacing_mm`` voxels centred on ``centre_lps``."""
     half = np.full(3, (size - 1) / 2.0 * spacing_mm)
@@ -201,7 +190,7 @@ def to_ct_volume(unit_volume, geometry: PreparedVolume | None = None,
         unit_volume: ``(S, S, S)``, ``(1, S, S, S)`` or ``(1, 1, S, S, S)``, numpy or torch, values in [0, 1].
         geometry: the :class:`PreparedVolume` of the source (or ``PreparedVolume.from_geometry(meta)``). Defaults
             to a volume centred on the LPS origin with canonical axes (radiographs without a CT).
-        hu_min, hu_max: the HU window used by :func:`hu_to_unit`.
+        hu_min, hu_max: the HU window used by :func:`~DCTNetLib.conventions.hu_to_unit`.
 
     Returns:
         float32 HU :class:`CTVolume` with isotropic spacing.

@@ -31,7 +31,7 @@ import torch
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 from torch import nn
 
-from ..conventions import AXIS_AP, AXIS_RL, AXIS_SI, HU_MAX, HU_MIN
+from ..conventions import AXIS_AP, AXIS_RL, AXIS_SI, HU_PER_UNIT
 
 __all__ = [
     "PLANES", "X2CT_CT_MAX", "X2CT_PIXEL_MAX", "X2CT_IDENTICAL_PSNR",
@@ -47,8 +47,6 @@ PLANES: dict[str, int] = {"axial": AXIS_SI, "coronal": AXIS_AP, "sagittal": AXIS
 X2CT_CT_MAX = 2500
 X2CT_PIXEL_MAX = 4095.0
 X2CT_IDENTICAL_PSNR = 100.0
-
-HU_WINDOW_WIDTH = HU_MAX - HU_MIN  # 2500 HU per unit
 
 
 def _check_pair(pred: np.ndarray, gt: np.ndarray, min_side: int = 1) -> tuple[np.ndarray, np.ndarray]:
@@ -145,7 +143,7 @@ def mae(pred: np.ndarray, gt: np.ndarray) -> dict[str, float]:
     """
     pred, gt = _check_pair(pred, gt)
     value = float(np.mean(np.abs(pred - gt)))
-    return {"unit": value, "hu": value * HU_WINDOW_WIDTH}
+    return {"unit": value, "hu": value * HU_PER_UNIT}
 
 
 def x2ct_psnr(pred: np.ndarray, gt: np.ndarray) -> float:
