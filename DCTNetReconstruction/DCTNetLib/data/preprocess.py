@@ -34,6 +34,7 @@ import torch.nn.functional as F
 from ..conventions import (CROP_SIZE, HU_AIR, HU_MAX, HU_MIN, RESAMPLE_SPACING_MM, VOLUME_SIZE, VOXEL_SPACING_MM,
                            hu_to_unit, unit_to_hu)
 from ..io.ct import CANONICAL_DIRECTION, CTVolume, to_sitk
+from ..io.geometry import centred_origin_lps, grid_centre_lps
 
 __all__ = [
     "PREPROCESSING_VERSION",
@@ -42,7 +43,6 @@ __all__ = [
     "resample_to_crop_grid",
     "preprocess_ct",
     "to_ct_volume",
-    "centred_origin",
 ]
 
 # Bump when the numbers a prepared case holds would change; stored in every prepared case's meta.json.
@@ -103,8 +103,7 @@ class PreparedVolume:
 
     def centre_lps(self) -> np.ndarray:
         """LPS position (mm) of the centre of the volume."""
-        half = (np.asarray(self.volume.shape[::-1], dtype=np.float64) - 1.0) / 2.0 * self.spacing_mm
-        return np.asarray(self.origin_lps) + np.asarray(self.direction).reshape(3, 3) @ half
+        return grid_centre_lps(self.volume.shape, (self.spacing_mm,) * 3, self.origin_lps, self.direction)
 
     def geometry(self) -> dict[str, Any]:
         """JSON-ready geometry (everything but the voxels), the inverse of :meth:`from_geometry`."""
@@ -129,13 +128,6 @@ class PreparedVolume:
         )
 
 
-def centred_origin(centre_lps, size: int, spacing_mm: float, direction=CANONICAL_DIRECTION) -> tuple[float, ...]:
-    """Origin (centre of voxel 0) of a ``size``³ grid with ``spacing_mm`` voxels centred on ``centre_lps``."""
-    half = np.full(3, (size - 1) / 2.0 * spacing_mm)
-    origin = np.asarray(centre_lps, dtype=np.float64) - np.asarray(direction, dtype=np.float64).reshape(3, 3) @ half
-    return tuple(float(v) for v in origin)
-
-
 def resample_to_crop_grid(ct: CTVolume, config: PreprocessConfig = PreprocessConfig()) -> np.ndarray:
     """Steps 1–2: the CT on a ``crop_size``³ grid of ``resample_spacing_mm`` voxels centred on its centre (HU).
 
@@ -146,7 +138,7 @@ def resample_to_crop_grid(ct: CTVolume, config: PreprocessConfig = PreprocessCon
         ``(C, C, C)`` float32 HU, C = ``crop_size``, canonical (D, H, W) axes.
     """
     n, step = config.crop_size, config.resample_spacing_mm
-    origin = centred_origin(ct.centre_lps(), n, step, ct.direction)
+    origin = centred_origin_lps((n,) * 3, (step,) * 3, ct.centre_lps(), ct.direction)
     image = sitk.Resample(
         to_sitk(ct), [n, n, n], sitk.Transform(), sitk.sitkLinear, origin, (step,) * 3, ct.direction,
         float(config.pad_hu), sitk.sitkFloat32,
@@ -172,7 +164,7 @@ def preprocess_ct(ct: CTVolume, config: PreprocessConfig = PreprocessConfig()) -
     return PreparedVolume(
         volume=unit,
         spacing_mm=spacing,
-        origin_lps=centred_origin(ct.centre_lps(), config.volume_size, spacing, ct.direction),
+        origin_lps=centred_origin_lps((config.volume_size,) * 3, (spacing,) * 3, ct.centre_lps(), ct.direction),
         direction=tuple(ct.direction),
         source=ct.source,
     )
@@ -207,7 +199,7 @@ def to_ct_volume(unit_volume, geometry: PreparedVolume | None = None,
     spacing = field / np.asarray(unit.shape, dtype=np.float64)
     if not np.allclose(spacing, spacing[0]):
         raise ValueError(f"unit_volume shape {unit.shape} does not tile the cubic field of {field[0]:.1f} mm")
-    origin = centred_origin(geometry.centre_lps(), unit.shape[0], float(spacing[0]), geometry.direction)
+    origin = centred_origin_lps(unit.shape, tuple(spacing.tolist()), geometry.centre_lps(), geometry.direction)
     return CTVolume(
         hu=unit_to_hu(unit, hu_min, hu_max),
         spacing=tuple(spacing.tolist()),
