@@ -27,6 +27,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from ..errors import InputError
+from ..evaluation.metrics import MSE_FLOOR, psnr_from_mse
 from .config import CDMTrainConfig
 from .distributed import DistInfo, unwrap
 from .loop import Trainer
@@ -98,9 +99,10 @@ def draw_timesteps_and_noise(indices: torch.Tensor, shape: tuple[int, ...], time
 
 
 def image_psnr(pred: torch.Tensor, target: torch.Tensor, data_range: float = 1.0) -> torch.Tensor:
-    """PSNR in dB per image of ``(B, …)`` batches on a ``data_range`` scale. Shapes: ``(B, …)`` → ``(B,)``."""
-    mse = (pred.float() - target.float()).flatten(1).pow(2).mean(dim=1).clamp_min(1e-12)
-    return 10.0 * torch.log10(data_range ** 2 / mse)
+    """PSNR in dB per image of ``(B, …)`` batches on a ``data_range`` scale, capped at :data:`MSE_FLOOR`'s 120 dB
+    (:func:`~DCTNetLib.evaluation.metrics.psnr_from_mse`). Shapes: ``(B, …)`` → ``(B,)``."""
+    mse = (pred.float() - target.float()).flatten(1).pow(2).mean(dim=1)
+    return psnr_from_mse(mse, data_range, mse_floor=MSE_FLOOR)
 
 
 def _ssim_2d(pred: np.ndarray, target: np.ndarray) -> float:
