@@ -17,9 +17,15 @@ Radiographs
 Values
     Every function states its domain: HU, or "unit" = [0, 1] on the HU window below (:func:`hu_to_unit`,
     :func:`unit_to_hu`).
+
+Seeds
+    Per-case and per-sample random streams are seeded by :func:`derived_seed` from the run's seed and what they
+    belong to, never by ``hash()`` or by the order in which a process meets them.
 """
 
 from __future__ import annotations
+
+import hashlib
 
 # Axis indices of a (D, H, W) volume.
 AXIS_SI = 0  # superior → inferior
@@ -57,3 +63,15 @@ def hu_to_unit(hu, hu_min: float = HU_MIN, hu_max: float = HU_MAX):
 def unit_to_hu(unit, hu_min: float = HU_MIN, hu_max: float = HU_MAX):
     """Inverse of :func:`hu_to_unit` on [0, 1] (values outside are clipped first). Numpy arrays and torch tensors."""
     return unit.clip(0.0, 1.0) * (hu_max - hu_min) + hu_min
+
+
+def derived_seed(*parts: object) -> int:
+    """A seed derived from ``parts`` (a run's seed with e.g. an epoch and a sample index, or a case id).
+
+    The sha256 of the parts' ``str`` joined by ":", its first 8 bytes read little-endian and shifted right by 4:
+    a 60-bit number, so it fits a signed 64-bit integer (``torch.Generator.manual_seed``, numpy). Unlike
+    ``hash()`` it is the same in every process and on every machine, so a sample's noise does not depend on which
+    rank or batch draws it. Changing this recipe changes every CDM sample and cached CDM output.
+    """
+    digest = hashlib.sha256(":".join(str(part) for part in parts).encode()).digest()
+    return int.from_bytes(digest[:8], "little") >> 4

@@ -18,7 +18,6 @@ PSNR / SSIM of DDIM samples of the first ``val_samples`` validation radiographs 
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +25,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from ..conventions import derived_seed
 from ..errors import InputError
 from ..evaluation.metrics import MSE_FLOOR, psnr_from_mse
 from .config import CDMTrainConfig
@@ -82,9 +82,8 @@ class RadiographViews(Dataset):
 
 
 def sample_seed(seed: int, epoch: int, index: int) -> int:
-    """A 60-bit seed for sample ``index`` in ``epoch`` of a run seeded ``seed`` (stable across processes)."""
-    digest = hashlib.sha256(f"{seed}:{epoch}:{index}".encode()).digest()
-    return int.from_bytes(digest[:8], "little") >> 4
+    """Seed of sample ``index`` in ``epoch`` of a run seeded ``seed`` (:func:`DCTNetLib.conventions.derived_seed`)."""
+    return derived_seed(seed, epoch, index)
 
 
 def draw_timesteps_and_noise(indices: torch.Tensor, shape: tuple[int, ...], timesteps: int, seed: int,
