@@ -253,7 +253,15 @@ def test_case_csv_round_trip(tmp_path, volumes):
     assert read[1]["psnr"] == "inf" and read[1]["ssim"] == ""
 
 
-def test_count_parameters_m():
+def test_parameter_counts_agree_everywhere():
+    """One count behind the table's Params (M), `dctnet info` and a bundle's parameter_counts (frozen included)."""
+    from DCTNetLib.helpers import count_parameters
+    from DCTNetLib.io.model_bundle import ModelBundle
+
     linear = torch.nn.Linear(10, 10)
     frozen = torch.nn.Linear(5, 5).requires_grad_(False)
+    assert count_parameters(linear, frozen, linear) == 110  # a shared module counts once; frozen ones do not
+    assert count_parameters(linear, frozen, trainable_only=False) == 140
     assert tables.count_parameters_m(linear, frozen, linear) == pytest.approx(110 / 1e6)
+    bundle = ModelBundle(cdm=None, g_raw=frozen, g_bs=linear, image_size=8)
+    assert bundle.parameter_counts() == {"cdm": 0, "g_raw": 30, "g_bs": 110}

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 
 from DCTNetLib.conventions import VIEW_LAT, VIEW_PA
 from DCTNetLib.errors import InputError
-from DCTNetLib.models.blocks import count_parameters
+from DCTNetLib.helpers import count_parameters
 from DCTNetLib.models.encoder import DenseEncoder2d
 from DCTNetLib.models.losses import MultiPathLoss, lsgan_loss, perceptual_loss, project_planes
 from DCTNetLib.models.perceptual import VGG16Features
