@@ -39,7 +39,6 @@ from ..errors import InputError
 from .distributed import DistInfo
 
 __all__ = [
-    "select_device",
     "configure_backends",
     "seed_everything",
     "capture_rng_state",
@@ -63,24 +62,6 @@ _GIT_TIMEOUT_S = 5
 
 
 # ---------------------------------------------------------------------------------------------- device & seeds
-def select_device(preference: str, info: DistInfo | None = None) -> torch.device:
-    """``"auto"`` → CUDA when available else CPU; ``"cuda"`` → GPU ``LOCAL_RANK``; ``"cpu"`` → CPU.
-
-    Raises:
-        InputError: ``"cuda"`` was asked for but no GPU is visible, or an unknown ``preference``.
-    """
-    info = info or DistInfo()
-    if preference == "auto":
-        preference = "cuda" if torch.cuda.is_available() else "cpu"
-    if preference == "cuda":
-        if not torch.cuda.is_available():
-            raise InputError("--device cuda: no CUDA GPU is visible to PyTorch (use --device cpu or auto)")
-        return torch.device("cuda", info.local_rank)
-    if preference == "cpu":
-        return torch.device("cpu")
-    raise InputError(f"--device must be auto, cpu or cuda, got {preference!r}")
-
-
 def configure_backends(device: torch.device, deterministic: bool) -> None:
     """Deterministic algorithms when asked; cuDNN autotuning only on CUDA and only when not deterministic."""
     if deterministic:

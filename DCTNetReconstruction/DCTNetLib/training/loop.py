@@ -31,13 +31,14 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from .. import __version__
+from ..devices import select_device
 from ..errors import OutputError
 from .checkpoint import CHECKPOINT_FORMAT, CHECKPOINT_FORMAT_VERSION, CheckpointManager
 from .config import TrainConfig, config_to_dict, save_config
 from .distributed import (DistInfo, ResumableSampler, all_gather_objects, all_reduce_flag, broadcast_object,
                           detect, unwrap)
 from .engine import (MetricsLog, Progress, StopRequest, capture_rng_state, configure_backends, now,
-                     preserved_rng, restore_rng_state, seed_everything, select_device, write_run_info)
+                     preserved_rng, restore_rng_state, seed_everything, write_run_info)
 from .schedules import build_scheduler
 
 __all__ = ["Trainer", "FitResult"]
@@ -67,7 +68,7 @@ class Trainer:
         self.config = config
         self.run_dir = Path(run_dir)
         self.info = dist_info or detect()
-        self.device = device or select_device(config.device, self.info)
+        self.device = device or select_device(config.device, missing_cuda="raise", local_rank=self.info.local_rank)
         self.use_amp = bool(config.amp and self.device.type == "cuda")
         configure_backends(self.device, config.deterministic)
         seed_everything(config.seed)  # identical model initialisation on every rank
