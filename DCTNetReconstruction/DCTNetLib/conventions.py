@@ -54,6 +54,11 @@ SITK_ORIENTATION = "LPI"
 
 IMAGE_SIZE = 128  # radiographs are 128 × 128 (paper §3.1)
 
+# Datasets `dctnet prepare --dataset` reads: the two public ones of DCT-Net §3.1 (value → the name shown to a user,
+# in the order the Slicer training module lists them) and "generic", any folder of CTs.
+PAPER_DATASETS = {"lidc-idri": "LIDC-IDRI", "ctspine1k": "CTSpine1K"}
+DATASETS = (*PAPER_DATASETS, "generic")
+
 
 def hu_to_unit(hu, hu_min: float = HU_MIN, hu_max: float = HU_MAX):
     """Clip HU to ``[hu_min, hu_max]`` and map linearly to [0, 1]. Works on numpy arrays and torch tensors."""
