@@ -7,10 +7,8 @@ autocast and GradScaler are no-ops), so the tests exercise the GPU code path.
 Run folder files written here (rank 0 only):
 
 - ``metrics.jsonl``  one JSON record per line, appended and flushed per record (a reader tailing the file sees
-  whole lines; the Slicer training module parses it). Records: ``{"event": "train", "epoch", "step",
-  "losses": {…}, "lr", "time"}``, ``{"event": "val", "epoch", "psnr", "ssim", …}``,
-  ``{"event": "checkpoint", "path", "best"}``, ``{"event": "resume", "step", "epoch"}``,
-  ``{"event": "interrupted", "step", "epoch", "reason"}`` and ``{"event": "done"}``. An append-only log cannot be
+  whole lines; the Slicer training module parses it). Its record kinds and fields are the schema of
+  :mod:`.runlog` (``RECORD_FIELDS``), which every record is checked against. An append-only log cannot be
   replaced atomically as a whole; every record is one ``write`` of a complete line instead.
 - ``run.json``       provenance: resolved config, code version (``git describe`` when run from a checkout,
   ``DCTNetLib.__version__``), environment (python, torch, platform, CUDA), one entry per start/resume.
@@ -37,6 +35,7 @@ import torch
 from .. import __version__
 from ..errors import InputError
 from .distributed import DistInfo
+from .runlog import make_record
 
 __all__ = [
     "configure_backends",
@@ -130,7 +129,7 @@ class MetricsLog:
 
     def write(self, event: str, **fields: Any) -> dict[str, Any]:
         """Append ``{"event": event, **fields}`` as one line and flush it to disk; returns the record."""
-        record = {"event": event, **fields}
+        record = make_record(event, **fields)
         if self.enabled:
             line = json.dumps(record, default=_json_default) + "\n"
             with open(self.path, "a", encoding="utf-8") as handle:
