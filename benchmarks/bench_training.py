@@ -81,7 +81,7 @@ def gan_steps(size: str = "small", repeats: int = 3, warmup: int = 1, batch: int
 
 def cdm_steps(size: str = "small", repeats: int = 3, warmup: int = 1, batch_pairs: int | None = None
               ) -> dict[str, Any]:
-    """Median seconds per CDM training step (ε-MSE on PA/lateral pairs + Adam)."""
+    """Median seconds per CDM training step (the preset's denoising MSE on PA/lateral pairs + Adam)."""
     from DCTNetLib.models.diffusion import CDMConfig, ConditionalDiffusion
     from DCTNetLib.training.config import CDMTrainConfig
 

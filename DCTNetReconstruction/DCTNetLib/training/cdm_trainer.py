@@ -2,16 +2,18 @@
 
 Each prepared case gives two samples, its PA and its lateral radiograph, each with a view flag
 (:class:`RadiographViews`): the condition ``y`` is the DRR, the target ``x0`` the synthetic bone-suppressed DRR.
-One step draws a timestep and noise per sample and minimises the ε-MSE of
-:class:`~DCTNetLib.models.diffusion.diffusion.ConditionalDiffusion`; an EMA copy of the weights (its decay and
+One step draws a timestep and noise per sample and minimises the denoising MSE of
+:class:`~DCTNetLib.models.diffusion.diffusion.ConditionalDiffusion` (against ε, v or x₀, as the config's
+``objective`` says; the shipped small CDM predicts v); an EMA copy of the weights (its decay and
 period from :class:`~DCTNetLib.models.diffusion.config.CDMConfig`) is what validation and sampling use.
 
 The timestep and noise of a sample are drawn from a generator seeded by ``(seed, epoch, sample index)``, not from
 the global RNG: they do not depend on which rank or batch the sample lands in, so one process with batch
-``w·b`` takes the same steps as ``w`` DDP ranks with batch ``b`` (``test_training_ddp.py``), and resuming needs
-no more than the data position.
+``w·b`` takes the same steps as ``w`` DDP ranks with batch ``b`` (``Testing/Python/test_training_cdm.py``,
+``test_a_samples_timestep_and_noise_do_not_depend_on_its_batch``), and resuming needs no more than the data
+position (``test_resume_matches_an_uninterrupted_run``).
 
-Validation (rank 0, EMA weights): the ε-MSE on the whole validation split with fixed noise (``loss``), and the
+Validation (rank 0, EMA weights): the denoising MSE on the whole validation split with fixed noise (``loss``), and the
 PSNR / SSIM of DDIM samples of the first ``val_samples`` validation radiographs against their targets (``psnr``,
 ``ssim``; ``best.pt`` keeps the best PSNR).
 """
@@ -188,7 +190,7 @@ class CDMTrainer(Trainer):
         return {"loss": float(loss.detach())}
 
     def validate(self) -> dict[str, float]:
-        """ε-MSE with fixed noise on the whole split, and PSNR/SSIM of DDIM samples of the first radiographs."""
+        """Denoising MSE with fixed noise on the whole split, and PSNR/SSIM of DDIM samples of the first radiographs."""
         cfg: CDMTrainConfig = self.config  # type: ignore[assignment]
         model = self.ema.model
         loader = DataLoader(self.val_set, batch_size=cfg.batch_size, shuffle=False, num_workers=0)

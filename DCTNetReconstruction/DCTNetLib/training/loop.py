@@ -16,7 +16,8 @@ A subclass builds its networks with :meth:`Trainer.add_model` / :meth:`Trainer.a
   with one all-reduce per step) — each ends the loop at a step boundary after writing ``latest.pt``.
 
 With ``deterministic=True`` on CPU, a run stopped after k steps and resumed ends bit-identical to an
-uninterrupted one (``Testing/Python/test_training_resume.py``).
+uninterrupted one (``Testing/Python/test_training_cdm.py``, ``test_resume_matches_an_uninterrupted_run``;
+``test_training_gan.py``, ``test_resume_gives_the_same_weights_as_an_uninterrupted_run``).
 """
 
 from __future__ import annotations
