@@ -150,12 +150,12 @@ def test_canonicalize_keeps_an_oblique_volume_exactly_in_place():
 
 
 def test_matrices_agree_with_ctvolume_index_to_lps():
-    ct_module = pytest.importorskip("DCTNetLib.io.ct")
+    from DCTNetLib.io.ct import CTVolume
+
     angle = np.radians(20.0)
     rotation = np.array([[1, 0, 0], [0, np.cos(angle), -np.sin(angle)], [0, np.sin(angle), np.cos(angle)]])
     direction = tuple((rotation @ np.diag([1.0, 1.0, -1.0])).reshape(-1))
-    ct = ct_module.CTVolume(hu=np.zeros((3, 4, 5)), spacing=(2.0, 0.5, 0.7), origin_lps=(1.0, 2.0, 3.0),
-                            direction=direction)
+    ct = CTVolume(hu=np.zeros((3, 4, 5)), spacing=(2.0, 0.5, 0.7), origin_lps=(1.0, 2.0, 3.0), direction=direction)
     dhw = np.array([[2, 3, 4], [1, 0, 2], [0, 0, 0]], dtype=np.float64)
     lps = (ijk_to_lps_matrix(ct.spacing, ct.origin_lps, ct.direction) @ np.c_[dhw[:, ::-1], np.ones(3)].T).T
     np.testing.assert_allclose(lps[:, :3], ct.index_to_lps(dhw), atol=1e-9)
