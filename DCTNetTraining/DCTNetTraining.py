@@ -45,10 +45,12 @@ def _ensure_core_importable() -> None:
 
 _ensure_core_importable()
 
+from DCTNetLib.conventions import PAPER_DATASETS  # noqa: E402  (torch-free; importable once the path is set)
+
 # Milliseconds between two reads of the metrics log (the trainers append a record every few steps).
 METRICS_POLL_MS = 2000
 DEVICES = ("auto", "cpu", "cuda")
-DATASETS = ("lidc-idri", "ctspine1k")  # order of datasetComboBox (DCTNetLib.data.datasets.DATASETS)
+DATASETS = tuple(PAPER_DATASETS)  # the order of datasetComboBox's items (their labels are PAPER_DATASETS')
 
 
 class DCTNetTraining(ScriptedLoadableModule):

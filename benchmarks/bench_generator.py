@@ -46,13 +46,15 @@ def forward(model: str = "dctnet", size: str = "full", repeats: int = 3) -> dict
         size: preset size ("full", "small", "tiny").
         repeats: timed runs after one warm-up run.
     """
+    from DCTNetLib.helpers import count_parameters
+
     torch.manual_seed(0)
     net, n = build(model, size)
     y = _input(n)
     with torch.inference_mode():
         timing = time_repeats(lambda: net(y), repeats, warmup=1)
     return {"model": model, "preset": _PRESET[model].format(size=size), "volume": [n] * 3,
-            "parameters_m": round(sum(p.numel() for p in net.parameters()) / 1e6, 2), **timing}
+            "parameters_m": round(count_parameters(net, trainable_only=False) / 1e6, 2), **timing}
 
 
 def _groups(net: nn.Module, model: str) -> list[str]:

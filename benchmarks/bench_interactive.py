@@ -56,9 +56,9 @@ def _write_radiographs(folder: Path, image_size: int) -> tuple[Path, Path]:
     """PA and lateral PNGs: DRRs of the chest phantom, 16-bit like a saved radiograph."""
     from PIL import Image
 
+    from DCTNetLib.conventions import hu_to_unit
     from DCTNetLib.data.drr import make_drrs
     from DCTNetLib.data.phantom import chest_phantom
-    from DCTNetLib.data.preprocess import hu_to_unit
 
     unit = torch.from_numpy(np.asarray(hu_to_unit(chest_phantom(image_size)), dtype=np.float32))[None, None]
     drr = make_drrs(unit, spacing_mm=320.0 / image_size)[0].numpy()

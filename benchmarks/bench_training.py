@@ -27,6 +27,7 @@ def _gan_step_fn(size: str, batch: int, recipe: str = "current"):
     ``recipe="v1"`` builds the small preset as the first shipped model had it
     (:data:`~DCTNetLib.models.presets.SMALL_RECIPE_V1`), for the side-by-side comparison.
     """
+    from DCTNetLib.helpers import count_parameters
     from DCTNetLib.models.losses import MultiPathLoss
     from DCTNetLib.models.perceptual import VGG16Features
     from DCTNetLib.models.presets import SMALL_RECIPE_V1, build_discriminator, build_generator, gan_preset
@@ -60,7 +61,7 @@ def _gan_step_fn(size: str, batch: int, recipe: str = "current"):
         g_loss.backward()
         opt_g.step()
 
-    counts = {name: round(sum(p.numel() for p in m.parameters()) / 1e6, 2)
+    counts = {name: round(count_parameters(m, trainable_only=False) / 1e6, 2)
               for name, m in (("g_raw", g_raw), ("g_bs", g_bs), ("discriminator", disc))}
     return step, counts, preset
 
@@ -81,7 +82,8 @@ def gan_steps(size: str = "small", repeats: int = 3, warmup: int = 1, batch: int
 
 def cdm_steps(size: str = "small", repeats: int = 3, warmup: int = 1, batch_pairs: int | None = None
               ) -> dict[str, Any]:
-    """Median seconds per CDM training step (ε-MSE on PA/lateral pairs + Adam)."""
+    """Median seconds per CDM training step (the preset's denoising MSE on PA/lateral pairs + Adam)."""
+    from DCTNetLib.helpers import count_parameters
     from DCTNetLib.models.diffusion import CDMConfig, ConditionalDiffusion
     from DCTNetLib.training.config import CDMTrainConfig
 
@@ -103,5 +105,5 @@ def cdm_steps(size: str = "small", repeats: int = 3, warmup: int = 1, batch_pair
 
     timing = time_repeats(step, repeats, warmup=warmup)
     return {"preset": size, "batch_radiographs": 2 * pairs, "image": [n, n],
-            "parameters_m": round(sum(p.numel() for p in model.parameters()) / 1e6, 2),
+            "parameters_m": round(count_parameters(model, trainable_only=False) / 1e6, 2),
             **timing, "steps_per_s": round(1 / timing["median_s"], 3)}

@@ -48,10 +48,10 @@ def phantom_pairs(seeds: list[int], image_size: int) -> tuple[torch.Tensor, torc
     Shapes:
         → two ``(len(seeds), 2, image_size, image_size)`` tensors in [0, 1].
     """
+    from DCTNetLib.conventions import hu_to_unit
     from DCTNetLib.data.bone import drrs_with_bone_suppression
     from DCTNetLib.data.drr import DRRGeometry
     from DCTNetLib.data.phantom import PHANTOM_FIELD_MM, chest_phantom
-    from DCTNetLib.data.preprocess import hu_to_unit
 
     volume = 128
     raws, targets = [], []
@@ -201,6 +201,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     set_threads(args.threads)
+    from DCTNetLib.helpers import count_parameters
     from DCTNetLib.models.diffusion import CDMConfig
 
     steps_list = sorted({int(s) for s in args.steps.split(",") if s.strip()})
@@ -229,7 +230,7 @@ def main(argv: list[str] | None = None) -> int:
         "machine": machine_info(),
         "strength": args.strength if args.strength is not None else config.sampling_strength,
         "model": {"preset_objective": config.objective, "target": config.target, "image_size": config.image_size, "timesteps": config.timesteps,
-                  "parameters_m": round(sum(p.numel() for p in model.parameters()) / 1e6, 3),
+                  "parameters_m": round(count_parameters(model, trainable_only=False) / 1e6, 3),
                   "config_sampling_steps": config.sampling_steps, **source},
         "eval_case": case,
         "input_vs_target": baseline,

@@ -136,12 +136,9 @@ def _gan_step(parts: dict[str, Any]) -> tuple[Callable[[], None], Callable[[], N
     return generator_phase, discriminator_phase
 
 
-def _params(module: torch.nn.Module, trainable: bool = True) -> int:
-    return sum(p.numel() for p in module.parameters() if p.requires_grad or not trainable)
-
-
 def expected_gan_step(variant: str) -> dict[str, Any]:
     """First-principles figures of one full-preset training step of ``variant`` at its recipe's batch."""
+    from DCTNetLib.helpers import count_parameters
     from DCTNetLib.models.presets import recipe_for
 
     recipe = recipe_for(variant)
@@ -151,8 +148,8 @@ def expected_gan_step(variant: str) -> dict[str, Any]:
     forward_flops, _ = _count(lambda: parts["nets"]["g_raw"](parts["inputs"]["y"]))
     g_flops, g_saved = _count(g_phase)
     d_flops, d_saved = _count(d_phase)
-    trained = sum(_params(net) for net in parts["nets"].values())
-    frozen = _params(parts["phi"], trainable=False) if parts["phi"] is not None else 0
+    trained = count_parameters(*parts["nets"].values())
+    frozen = count_parameters(parts["phi"], trainable_only=False) if parts["phi"] is not None else 0
     state_bytes = 16 * trained + 4 * frozen  # fp32 weights, grads, Adam m and v; frozen VGG16 weights only
     step_flops = g_flops + d_flops
     steps = math.ceil(TRAIN_CASES / batch) * EPOCHS
@@ -173,6 +170,7 @@ def expected_gan_step(variant: str) -> dict[str, Any]:
 
 def expected_cdm_step() -> dict[str, Any]:
     """The CDM's full-preset training step (batch 8 radiographs) and its 100-epoch cost (2 views per scan)."""
+    from DCTNetLib.helpers import count_parameters
     from DCTNetLib.training.cdm_trainer import build_cdm_model
     from DCTNetLib.training.config import CDMTrainConfig
 
@@ -186,7 +184,7 @@ def expected_cdm_step() -> dict[str, Any]:
     view = torch.zeros(batch, dtype=torch.long, device="meta")
     # the U-Net's ε/v prediction and its MSE, as ConditionalDiffusion.forward (whose input checks need values)
     flops, saved = _count(lambda: torch.nn.functional.mse_loss(cdm.model(x0, y, t, view), noise).backward())
-    trained = _params(cdm)
+    trained = count_parameters(cdm)
     steps = math.ceil(2 * TRAIN_CASES / batch) * EPOCHS
     seconds = flops / (REFERENCE_GPU["fp32_peak_tflops"] * 1e12 * ASSUMED_EFFICIENCY)
     return {"batch": batch, "trained_params_m": round(trained / 1e6, 2), "step_gflops": round(flops / 1e9, 1),

@@ -32,9 +32,8 @@ import torch
 from scipy import ndimage as ndi
 from scipy.stats import spearmanr
 
-from DCTNetLib.conventions import HU_MAX, HU_MIN
+from DCTNetLib.conventions import HU_PER_UNIT, unit_to_hu
 from DCTNetLib.data.bone import body_mask
-from DCTNetLib.data.preprocess import unit_to_hu
 from DCTNetLib.data.phantom import lidc_demo_ct_path
 from DCTNetLib.inference import Reconstructor, radiographs_from_ct
 from DCTNetLib.io.ct import read_ct
@@ -58,7 +57,7 @@ def tta_std(model: Reconstructor, pair: torch.Tensor) -> np.ndarray:
         passes.append((pair + noise).clamp(0.0, 1.0))
     with torch.inference_mode():
         stack = torch.stack([model.g_raw(p)[0, 0] for p in passes])
-    return stack.std(dim=0).numpy() * (HU_MAX - HU_MIN)
+    return stack.std(dim=0).numpy() * HU_PER_UNIT
 
 
 def candidate_maps(model: Reconstructor, pa: np.ndarray, lat: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:
@@ -82,7 +81,7 @@ def correlations(pred: np.ndarray, truth: np.ndarray, maps: dict[str, np.ndarray
     pick = rng.choice(index, size=min(VOXELS, index.size), replace=False)
     error = np.abs(pred - truth).ravel()[pick]
     out: dict[str, Any] = {"body_voxels": int(index.size), "voxels_used": int(pick.size),
-                           "mean_abs_error_hu": round(float(error.mean() * (HU_MAX - HU_MIN)), 1)}
+                           "mean_abs_error_hu": round(float(error.mean() * HU_PER_UNIT), 1)}
     for name, values in maps.items():
         rho = spearmanr(values.ravel()[pick], error).statistic
         out[name] = round(float(rho), 4)

@@ -15,10 +15,17 @@ Radiographs
     A pair is ``(B, 2, H, W)`` with channel 0 = PA, channel 1 = lateral.
 
 Values
-    Every function states its domain: HU, or "unit" = [0, 1] on the HU window below.
+    Every function states its domain: HU, or "unit" = [0, 1] on the HU window below (:func:`hu_to_unit`,
+    :func:`unit_to_hu`).
+
+Seeds
+    Per-case and per-sample random streams are seeded by :func:`derived_seed` from the run's seed and what they
+    belong to, never by ``hash()`` or by the order in which a process meets them.
 """
 
 from __future__ import annotations
+
+import hashlib
 
 # Axis indices of a (D, H, W) volume.
 AXIS_SI = 0  # superior → inferior
@@ -34,6 +41,7 @@ VIEW_NAMES = ("PA", "LAT")
 HU_MIN = -1024.0
 HU_MAX = 1476.0
 HU_AIR = -1024.0
+HU_PER_UNIT = HU_MAX - HU_MIN  # 2500 HU: a difference of unit values times this is a difference in HU
 
 # X2CT-GAN data: 1 mm isotropic resample, 320³ crop/pad, resize to 128³ → 320 mm / 128 = 2.5 mm voxels.
 RESAMPLE_SPACING_MM = 1.0
@@ -45,3 +53,30 @@ VOXEL_SPACING_MM = CROP_SIZE * RESAMPLE_SPACING_MM / VOLUME_SIZE  # 2.5 mm
 SITK_ORIENTATION = "LPI"
 
 IMAGE_SIZE = 128  # radiographs are 128 × 128 (paper §3.1)
+
+# Datasets `dctnet prepare --dataset` reads: the two public ones of DCT-Net §3.1 (value → the name shown to a user,
+# in the order the Slicer training module lists them) and "generic", any folder of CTs.
+PAPER_DATASETS = {"lidc-idri": "LIDC-IDRI", "ctspine1k": "CTSpine1K"}
+DATASETS = (*PAPER_DATASETS, "generic")
+
+
+def hu_to_unit(hu, hu_min: float = HU_MIN, hu_max: float = HU_MAX):
+    """Clip HU to ``[hu_min, hu_max]`` and map linearly to [0, 1]. Works on numpy arrays and torch tensors."""
+    return ((hu - hu_min) / (hu_max - hu_min)).clip(0.0, 1.0)
+
+
+def unit_to_hu(unit, hu_min: float = HU_MIN, hu_max: float = HU_MAX):
+    """Inverse of :func:`hu_to_unit` on [0, 1] (values outside are clipped first). Numpy arrays and torch tensors."""
+    return unit.clip(0.0, 1.0) * (hu_max - hu_min) + hu_min
+
+
+def derived_seed(*parts: object) -> int:
+    """A seed derived from ``parts`` (a run's seed with e.g. an epoch and a sample index, or a case id).
+
+    The sha256 of the parts' ``str`` joined by ":", its first 8 bytes read little-endian and shifted right by 4:
+    a 60-bit number, so it fits a signed 64-bit integer (``torch.Generator.manual_seed``, numpy). Unlike
+    ``hash()`` it is the same in every process and on every machine, so a sample's noise does not depend on which
+    rank or batch draws it. Changing this recipe changes every CDM sample and cached CDM output.
+    """
+    digest = hashlib.sha256(":".join(str(part) for part in parts).encode()).digest()
+    return int.from_bytes(digest[:8], "little") >> 4

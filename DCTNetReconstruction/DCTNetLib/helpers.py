@@ -30,3 +30,18 @@ def cast_tuple(value: T | Sequence[T], length: int = 1) -> tuple[T, ...]:
 
 def divisible_by(numerator: int, denominator: int) -> bool:
     return (numerator % denominator) == 0
+
+
+def count_parameters(*modules: Any, trainable_only: bool = True) -> int:
+    """Number of parameters of torch ``modules`` together, each shared parameter counted once.
+
+    Args:
+        modules: ``torch.nn.Module`` objects (on any device, "meta" included).
+        trainable_only: count only parameters with ``requires_grad``. Defaults to True.
+    """
+    seen: dict[int, int] = {}
+    for module in modules:
+        for parameter in module.parameters():
+            if parameter.requires_grad or not trainable_only:
+                seen[id(parameter)] = parameter.numel()
+    return sum(seen.values())

@@ -28,14 +28,15 @@ from typing import Callable
 import numpy as np
 import torch
 
-from .conventions import IMAGE_SIZE, HU_MAX, HU_MIN
+from .conventions import HU_PER_UNIT, IMAGE_SIZE
 from .data.preprocess import PreparedVolume, to_ct_volume
+from .devices import select_device
 from .errors import InputError
 from .io.ct import CTVolume
 from .io.model_bundle import ModelBundle, load_model_bundle
 from .io.radiograph import resize_radiograph, view_pair_warnings
 
-__all__ = ["Reconstructor", "ReconstructionResult", "select_device", "mixture_spread", "TISSUE_CLASSES_HU"]
+__all__ = ["Reconstructor", "ReconstructionResult", "mixture_spread", "TISSUE_CLASSES_HU"]
 
 # The three tissue classes of a chest CT on the model's window: air and lung (−1000 HU), water and soft tissue
 # (0 HU), bone (+1000 HU) (the Hounsfield scale's anchors, rounded; docs/uncertainty.md).
@@ -44,19 +45,6 @@ TISSUE_CLASSES_HU = (-1000.0, 0.0, 1000.0)
 log = logging.getLogger(__name__)
 
 ProgressCallback = Callable[[float, str], None]
-
-
-def select_device(device: str | torch.device = "auto") -> torch.device:
-    """``"auto"`` → CUDA when available, else CPU; ``"cuda"`` without a GPU falls back to CPU with a warning."""
-    name = str(device)
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        warnings.warn("CUDA was requested but is not available; using the CPU", RuntimeWarning, stacklevel=2)
-        return torch.device("cpu")
-    if name not in ("cpu",) and not name.startswith("cuda"):
-        raise ValueError(f"device must be 'auto', 'cpu' or 'cuda[:N]', got {device!r}")
-    return torch.device(name)
 
 
 @dataclass
@@ -151,7 +139,7 @@ class Reconstructor:
 
     def __init__(self, bundle: ModelBundle, device: str | torch.device = "auto") -> None:
         self.bundle = bundle
-        self.device = select_device(device)
+        self.device = select_device(device, missing_cuda="cpu")
         self.cdm = bundle.cdm.to(self.device).eval() if bundle.cdm is not None else None
         self.g_raw = bundle.g_raw.to(self.device).eval()
         self.g_bs = bundle.g_bs.to(self.device).eval() if bundle.g_bs is not None else None
@@ -194,7 +182,7 @@ class Reconstructor:
 
     def to(self, device: str | torch.device) -> "Reconstructor":
         """Move the models to ``device`` (e.g. back to the CPU after a GPU out-of-memory error)."""
-        self.device = select_device(device)
+        self.device = select_device(device, missing_cuda="cpu")
         for model in (self.cdm, self.g_raw, self.g_bs):
             if model is not None:
                 model.to(self.device)
@@ -272,7 +260,7 @@ class Reconstructor:
         from_bs = to_ct_volume(soft_unit, geometry) if soft_unit is not None else None
         difference = None
         if soft_unit is not None:
-            difference_hu = (ct_unit - soft_unit).abs().cpu().numpy() * (HU_MAX - HU_MIN)
+            difference_hu = (ct_unit - soft_unit).abs().cpu().numpy() * HU_PER_UNIT
             difference = dataclasses.replace(ct_hu, hu=difference_hu)
         report(1.0, "done")
         return ReconstructionResult(

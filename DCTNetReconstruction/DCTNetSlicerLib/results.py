@@ -172,7 +172,7 @@ def compare_to_reference(ct_node: Any, reference_node: Any, scene: Any = None,
     nodes.set_colormap(difference_node, ("vtkMRMLColorTableNodeFileDivergingBlueRed.txt",))
     metrics = {"mae_hu": float(np.mean(np.abs(difference)))}
     try:  # PSNR / SSIM as the evaluation computes them (needs torch and scikit-image, absent on a bare Slicer)
-        from DCTNetLib.data.preprocess import hu_to_unit
+        from DCTNetLib.conventions import hu_to_unit
         from DCTNetLib.evaluation.metrics import psnr, ssim3plane
     except ImportError as exc:
         logger.info("PSNR and SSIM against the reference are not computed: %s", exc)

@@ -20,9 +20,10 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from DCTNetLib.conventions import PAPER_DATASETS
+
 __all__ = [
     "STAGES",
-    "DATASET_LABELS",
     "RunRequest",
     "command_args",
     "metrics_log_path",
@@ -33,8 +34,6 @@ __all__ = [
 
 # Stage → dctnet sub-command.
 STAGES = {"prepare": "prepare", "cdm": "train-cdm", "gan": "train", "evaluate": "evaluate"}
-# dctnet prepare --dataset value → label shown in the module (DCTNetLib.data.datasets.DATASETS).
-DATASET_LABELS = {"lidc-idri": "LIDC-IDRI", "ctspine1k": "CTSpine1K"}
 # Sub-folders of the run folder: the CDM run and the GAN run (the GAN stage reads the CDM's best.pt).
 CDM_SUBDIR = "cdm"
 GAN_SUBDIR = "gan"
@@ -47,7 +46,7 @@ class RunRequest:
 
     Args:
         stage: one of :data:`STAGES`.
-        dataset: ``"lidc-idri"`` or ``"ctspine1k"`` (``prepare`` only).
+        dataset: one of :data:`DCTNetLib.conventions.PAPER_DATASETS` (``prepare`` only).
         raw_dir: the downloaded dataset (``prepare`` only).
         prepared_dir: prepared cases (output of ``prepare``, input of the others).
         run_dir: run folder; the CDM goes to ``run_dir/cdm``, the GAN to ``run_dir/gan``.
@@ -95,8 +94,8 @@ def command_args(request: RunRequest) -> list[str]:
         raise ValueError(f"stage must be one of {sorted(STAGES)}, got {request.stage!r}")
     command = STAGES[request.stage]
     if request.stage == "prepare":
-        if request.dataset not in DATASET_LABELS:
-            raise ValueError(f"dataset must be one of {sorted(DATASET_LABELS)}, got {request.dataset!r}")
+        if request.dataset not in PAPER_DATASETS:
+            raise ValueError(f"dataset must be one of {sorted(PAPER_DATASETS)}, got {request.dataset!r}")
         return [command, "--dataset", request.dataset, "--source", _require(request.raw_dir, "the dataset folder"),
                 "--output", str(stage_dir(request))]
     data = _require(request.prepared_dir, "the prepared-data folder")

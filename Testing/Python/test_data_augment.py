@@ -7,12 +7,11 @@ import numpy as np
 import pytest
 import torch
 
-from DCTNetLib.conventions import AXIS_RL
+from DCTNetLib.conventions import AXIS_RL, hu_to_unit
 from DCTNetLib.data.augment import AugmentConfig, AugmentedCaseDataset, augment_volume, random_pose
 from DCTNetLib.data.bone import bone_mask, drrs_given_bone_mask, drrs_with_bone_suppression
 from DCTNetLib.data.drr import make_drrs
 from DCTNetLib.data.phantom import chest_phantom
-from DCTNetLib.data.preprocess import hu_to_unit
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -7,10 +7,11 @@ import numpy as np
 import pytest
 import torch
 
+from DCTNetLib.conventions import unit_to_hu
 from DCTNetLib.data.bone import BoneConfig, bone_mask, drrs_with_bone_suppression, suppress_bone
 from DCTNetLib.data.drr import default_projector
 from DCTNetLib.data.phantom import load_lidc_demo_ct
-from DCTNetLib.data.preprocess import preprocess_ct, unit_to_hu
+from DCTNetLib.data.preprocess import preprocess_ct
 
 SPACING_MM = 2.5
 

@@ -190,6 +190,18 @@ def test_make_drrs_range_and_normalisation():
     assert normalise_drr(torch.zeros(1, 2, 4, 4)).abs().max() == 0  # all-air volume: no division by zero
 
 
+def test_make_drrs_projects_the_hu_that_the_written_ct_holds():
+    """The DRRs of a unit volume are those of the HU CT written from it (one HU ↔ unit mapping for both, values
+    outside [0, 1] included)."""
+    from DCTNetLib.data.drr import default_projector
+    from DCTNetLib.data.preprocess import to_ct_volume
+
+    unit = torch.rand(1, 1, 16, 16, 16, generator=torch.Generator().manual_seed(3)) * 1.2 - 0.1
+    written = to_ct_volume(unit)
+    projected = default_projector()(torch.from_numpy(written.hu)[None, None], written.spacing)
+    torch.testing.assert_close(make_drrs(unit, written.spacing), normalise_drr(projected), rtol=0, atol=0)
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_cuda_matches_cpu():
     volume = torch.rand(1, 1, 32, 32, 32) * 1500 - 1000

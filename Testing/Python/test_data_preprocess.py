@@ -9,16 +9,14 @@ import pytest
 import SimpleITK as sitk
 import torch
 
-from DCTNetLib.conventions import HU_MAX, HU_MIN
+from DCTNetLib.conventions import HU_MAX, HU_MIN, hu_to_unit, unit_to_hu
 from DCTNetLib.data.phantom import chest_phantom, phantom_ct
 from DCTNetLib.data.preprocess import (
     PreparedVolume,
     PreprocessConfig,
-    hu_to_unit,
     preprocess_ct,
     resample_to_crop_grid,
     to_ct_volume,
-    unit_to_hu,
 )
 from DCTNetLib.io.ct import CTVolume, to_sitk
 
@@ -30,6 +28,10 @@ def test_hu_window_maps_linearly_and_clips_for_numpy_and_torch():
     torch.testing.assert_close(hu_to_unit(torch.from_numpy(hu)), torch.from_numpy(expected))
     inside = np.linspace(HU_MIN, HU_MAX, 11, dtype=np.float32)
     np.testing.assert_allclose(unit_to_hu(hu_to_unit(inside)), inside, atol=1e-3)
+    torch.testing.assert_close(unit_to_hu(hu_to_unit(torch.from_numpy(inside))), torch.from_numpy(inside),
+                               atol=1e-3, rtol=0)
+    # values outside [0, 1] (e.g. an unclamped network output) are clipped to the window's ends
+    np.testing.assert_array_equal(unit_to_hu(np.array([-0.5, 1.5])), [HU_MIN, HU_MAX])
 
 
 # A smooth test CT: air plus an off-centre Gaussian blob, sampled on an anisotropic, RAS-like source grid.

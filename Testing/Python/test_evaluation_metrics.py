@@ -41,6 +41,31 @@ def test_psnr_matches_skimage(volumes):
     assert metrics.psnr(pred, gt) == pytest.approx(peak_signal_noise_ratio(gt, pred, data_range=1.0), abs=1e-9)
 
 
+def test_every_psnr_of_the_package_is_skimage_psnr(volumes):
+    """The volume PSNR, the CDM trainer's per-image PSNR and the demo's re-projection PSNR share one formula."""
+    from DCTNetLib.commands.demo import reprojection_check
+    from DCTNetLib.conventions import CROP_SIZE
+    from DCTNetLib.data.drr import make_drrs
+    from DCTNetLib.training.cdm_trainer import image_psnr
+
+    pred, gt = volumes
+    assert metrics.psnr(pred, gt) == peak_signal_noise_ratio(gt.astype(np.float64), pred.astype(np.float64),
+                                                             data_range=1.0)
+    for data_range in (1.0, 2.5):
+        per_image = image_psnr(torch.from_numpy(pred), torch.from_numpy(gt), data_range)  # slices as a batch
+        expected = [peak_signal_noise_ratio(g, p, data_range=data_range) for p, g in zip(pred, gt)]
+        np.testing.assert_allclose(per_image.numpy(), expected, atol=1e-4)  # float32 in torch
+    capped = image_psnr(torch.from_numpy(gt[:2]), torch.from_numpy(gt[:2]))
+    assert torch.allclose(capped, torch.full((2,), 10 * math.log10(1 / metrics.MSE_FLOOR)))
+
+    with torch.inference_mode():
+        drr = make_drrs(torch.from_numpy(gt)[None, None], CROP_SIZE / gt.shape[0])[0].numpy()
+    pa = np.clip(drr[0] + np.random.default_rng(5).normal(0.0, 0.02, drr[0].shape), 0, 1)
+    check = reprojection_check(gt, pa, drr[1])
+    assert check["pa_psnr"] == pytest.approx(peak_signal_noise_ratio(pa, drr[0], data_range=1.0), abs=1e-6)
+    assert check["lat_psnr"] == pytest.approx(10 * math.log10(1 / metrics.MSE_FLOOR))  # identical: capped
+
+
 def test_psnr_identical_is_inf_without_warning(volumes):
     _, gt = volumes
     with warnings.catch_warnings():
@@ -228,7 +253,15 @@ def test_case_csv_round_trip(tmp_path, volumes):
     assert read[1]["psnr"] == "inf" and read[1]["ssim"] == ""
 
 
-def test_count_parameters_m():
+def test_parameter_counts_agree_everywhere():
+    """One count behind the table's Params (M), `dctnet info` and a bundle's parameter_counts (frozen included)."""
+    from DCTNetLib.helpers import count_parameters
+    from DCTNetLib.io.model_bundle import ModelBundle
+
     linear = torch.nn.Linear(10, 10)
     frozen = torch.nn.Linear(5, 5).requires_grad_(False)
+    assert count_parameters(linear, frozen, linear) == 110  # a shared module counts once; frozen ones do not
+    assert count_parameters(linear, frozen, trainable_only=False) == 140
     assert tables.count_parameters_m(linear, frozen, linear) == pytest.approx(110 / 1e6)
+    bundle = ModelBundle(cdm=None, g_raw=frozen, g_bs=linear, image_size=8)
+    assert bundle.parameter_counts() == {"cdm": 0, "g_raw": 30, "g_bs": 110}

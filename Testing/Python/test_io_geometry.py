@@ -12,6 +12,7 @@ from DCTNetLib.io.geometry import (
     CANONICAL_DIRECTION,
     canonicalize,
     centred_origin_lps,
+    grid_centre_lps,
     ijk_to_lps_matrix,
     ijk_to_ras_matrix,
     ijk_to_ras_points,
@@ -53,6 +54,26 @@ def test_centred_origin_puts_the_grid_centre_on_the_point():
     np.testing.assert_allclose(centre_ras, [-10.0, 20.0, 30.0], atol=1e-9)
     # a 128³ grid of 2.5 mm spans 317.5 mm between first and last voxel centres: 158.75 mm each side
     np.testing.assert_allclose(origin, [10.0 - 158.75, -20.0 - 158.75, 30.0 + 158.75])
+
+
+def test_grid_centring_of_an_oblique_anisotropic_grid_agrees_with_every_user():
+    """One centring for io.geometry, CTVolume and the preprocessing: each agrees with the voxel-to-LPS matrix."""
+    from DCTNetLib.data.preprocess import PreparedVolume
+    from DCTNetLib.io.ct import CTVolume
+
+    angle = np.radians(25.0)
+    rotation = np.array([[np.cos(angle), -np.sin(angle), 0], [np.sin(angle), np.cos(angle), 0], [0, 0, 1]])
+    direction = tuple((rotation @ np.diag([1.0, 1.0, -1.0])).reshape(-1))
+    shape, spacing, centre = (5, 8, 11), (3.0, 0.8, 1.2), (12.0, -7.0, 40.0)
+    origin = centred_origin_lps(shape, spacing, centre, direction)
+    centre_index_xyz1 = [*((np.asarray(shape[::-1]) - 1) / 2.0), 1.0]
+    np.testing.assert_allclose((ijk_to_lps_matrix(spacing, origin, direction) @ centre_index_xyz1)[:3], centre,
+                               atol=1e-9)
+    np.testing.assert_allclose(grid_centre_lps(shape, spacing, origin, direction), centre, atol=1e-9)
+    np.testing.assert_allclose(CTVolume(np.zeros(shape), spacing, origin, direction).centre_lps(), centre, atol=1e-9)
+    cube = centred_origin_lps((6, 6, 6), (2.0,) * 3, centre, direction)
+    prepared = PreparedVolume(np.zeros((6, 6, 6), np.float32), 2.0, cube, direction)
+    np.testing.assert_allclose(prepared.centre_lps(), centre, atol=1e-9)
 
 
 def _random_geometry(rng, permutation, signs, spacing_ijk):
@@ -129,12 +150,12 @@ def test_canonicalize_keeps_an_oblique_volume_exactly_in_place():
 
 
 def test_matrices_agree_with_ctvolume_index_to_lps():
-    ct_module = pytest.importorskip("DCTNetLib.io.ct")
+    from DCTNetLib.io.ct import CTVolume
+
     angle = np.radians(20.0)
     rotation = np.array([[1, 0, 0], [0, np.cos(angle), -np.sin(angle)], [0, np.sin(angle), np.cos(angle)]])
     direction = tuple((rotation @ np.diag([1.0, 1.0, -1.0])).reshape(-1))
-    ct = ct_module.CTVolume(hu=np.zeros((3, 4, 5)), spacing=(2.0, 0.5, 0.7), origin_lps=(1.0, 2.0, 3.0),
-                            direction=direction)
+    ct = CTVolume(hu=np.zeros((3, 4, 5)), spacing=(2.0, 0.5, 0.7), origin_lps=(1.0, 2.0, 3.0), direction=direction)
     dhw = np.array([[2, 3, 4], [1, 0, 2], [0, 0, 0]], dtype=np.float64)
     lps = (ijk_to_lps_matrix(ct.spacing, ct.origin_lps, ct.direction) @ np.c_[dhw[:, ::-1], np.ones(3)].T).T
     np.testing.assert_allclose(lps[:, :3], ct.index_to_lps(dhw), atol=1e-9)

@@ -157,6 +157,30 @@ def test_every_ui_name_the_code_uses_exists_with_the_right_class(module):
         assert widgets[name].get("class") == SUFFIX_CLASSES[suffix], (name, widgets[name].get("class"))
 
 
+def test_training_module_lists_the_cores_datasets():
+    """The dataset combo box shows PAPER_DATASETS' labels in their order, the module maps its index through them,
+    and the run glue accepts exactly those (``dctnet prepare`` itself also reads "generic" folders)."""
+    from DCTNetLib.conventions import DATASETS, PAPER_DATASETS
+    from DCTNetLib.data import datasets
+    from DCTNetSlicerLib.training_runs import RunRequest, command_args
+
+    _, widgets = _ui_widgets("DCTNetTraining")
+    labels = [item.findtext("property/string") for item in widgets["datasetComboBox"].findall("item")]
+    assert labels == list(PAPER_DATASETS.values())
+    tree = ast.parse((MODULES["DCTNetTraining"] / "DCTNetTraining.py").read_text(encoding="utf-8"))
+    assigned = {node.targets[0].id: ast.unparse(node.value) for node in tree.body
+                if isinstance(node, ast.Assign) and isinstance(node.targets[0], ast.Name)}
+    assert assigned["DATASETS"] == "tuple(PAPER_DATASETS)"
+    assert datasets.DATASETS is DATASETS and set(PAPER_DATASETS) < set(DATASETS)
+    for name in DATASETS:
+        request = RunRequest("prepare", dataset=name, raw_dir="raw", prepared_dir="prepared")
+        if name in PAPER_DATASETS:
+            assert command_args(request)[:3] == ["prepare", "--dataset", name]
+        else:
+            with pytest.raises(ValueError, match="dataset must be one of"):
+                command_args(request)
+
+
 def _parameter_fields(module: str) -> dict[str, str]:
     """Parameter-node field → its annotation's source (module-level type aliases resolved)."""
     tree = ast.parse((MODULES[module] / f"{module}.py").read_text(encoding="utf-8"))

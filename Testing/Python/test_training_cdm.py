@@ -28,11 +28,11 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 @pytest.fixture(scope="module")
 def phantom_prepared(tmp_path_factory) -> Path:
     """Prepared folder of ``N_TRAIN + N_VAL`` phantom cases (different seeds) with 32² DRR pairs."""
+    from DCTNetLib.conventions import hu_to_unit
     from DCTNetLib.data.bone import drrs_with_bone_suppression
     from DCTNetLib.data.datasets import write_case, write_splits
     from DCTNetLib.data.drr import DRRGeometry
     from DCTNetLib.data.phantom import PHANTOM_FIELD_MM, chest_phantom
-    from DCTNetLib.data.preprocess import hu_to_unit
 
     root = tmp_path_factory.mktemp("phantom_prepared")
     ids = [f"phantom{i}" for i in range(N_TRAIN + N_VAL)]
@@ -113,3 +113,17 @@ def _flatten(tree: dict, prefix: str = "") -> dict:
         else:
             out[f"{prefix}{key}"] = value
     return out
+
+
+def test_a_samples_timestep_and_noise_do_not_depend_on_its_batch():
+    """Drawn from (seed, epoch, sample index) alone: one batch of four samples gets what two ranks with two samples
+    each get, whichever samples share a batch; another epoch draws anew."""
+    from DCTNetLib.training.cdm_trainer import draw_timesteps_and_noise
+
+    shape, timesteps, seed = (1, 8, 8), 1000, 3
+    t_all, noise_all = draw_timesteps_and_noise(torch.tensor([0, 1, 2, 3]), shape, timesteps, seed, epoch=1)
+    for ranks in ([0, 2], [3, 1]):
+        t_rank, noise_rank = draw_timesteps_and_noise(torch.tensor(ranks), shape, timesteps, seed, epoch=1)
+        assert torch.equal(t_rank, t_all[ranks]) and torch.equal(noise_rank, noise_all[ranks])
+    _, noise_next = draw_timesteps_and_noise(torch.tensor([0, 1, 2, 3]), shape, timesteps, seed, epoch=2)
+    assert not torch.equal(noise_next, noise_all)

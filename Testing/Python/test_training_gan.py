@@ -136,6 +136,13 @@ def test_resume_gives_the_same_weights_as_an_uninterrupted_run(prepared16, tmp_p
     assert all(math.isfinite(v) for entry in losses for v in entry.values())
     val = [r for r in records if r["event"] == "val"]
     assert len(val) == 2 and all(math.isfinite(r["psnr"]) and 0 < r["ssim"] <= 1 for r in val)
+    # the reader of the Slicer training module sees the trainer's own loss and metric names, nothing else
+    from DCTNetLib.training.runlog import MetricsTail, RunHistory
+
+    history = RunHistory()
+    history.update(MetricsTail(tmp_path / "a" / "metrics.jsonl").read_new())
+    assert set(history.losses) == set(losses[0])
+    assert set(history.validation) == set(val[0]) - {"event", "epoch", "step"}
 
 
 def test_resume_with_other_bone_suppressed_inputs_is_refused(prepared16, tmp_path, one_thread):

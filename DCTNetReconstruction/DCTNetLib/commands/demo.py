@@ -70,6 +70,7 @@ def reprojection_check(ct_unit, pa, lat) -> dict[str, float]:
 
     from ..conventions import CROP_SIZE
     from ..data.drr import make_drrs
+    from ..evaluation.metrics import MSE_FLOOR, psnr_from_mse
 
     with torch.inference_mode():
         volume = torch.from_numpy(np.ascontiguousarray(ct_unit))[None, None].float()
@@ -78,7 +79,7 @@ def reprojection_check(ct_unit, pa, lat) -> dict[str, float]:
     out = {}
     for name, image, ref in (("pa", drr[0], pa), ("lat", drr[1], lat)):
         mse = float(np.mean((image - ref) ** 2))
-        out[f"{name}_psnr"] = 10 * np.log10(1.0 / max(mse, 1e-12))
+        out[f"{name}_psnr"] = float(psnr_from_mse(mse, mse_floor=MSE_FLOOR))
         out[f"{name}_ncc"] = float(np.corrcoef(image.ravel(), ref.ravel())[0, 1])
     return out
 

@@ -247,7 +247,8 @@ def _prepare_output(output: Path, overwrite: bool) -> list[str]:
 def run(args: argparse.Namespace) -> int:
     from ..data.datasets import PreparedCaseDataset
     from ..evaluation.tables import write_case_csv
-    from ..training.engine import MetricsLog, select_device
+    from ..devices import select_device
+    from ..training.engine import MetricsLog
 
     if args.ablations == (args.checkpoint is not None):
         raise InputError("give either --checkpoint CKPT or --ablations --runs DIR")
@@ -273,7 +274,7 @@ def run(args: argparse.Namespace) -> int:
         state = load_checkpoint(checkpoint, kind="gan")
         labels[checkpoint] = args.method or (checkpoint_label(checkpoint, state) if variant is None else None)
         del state
-    device = select_device(args.device)
+    device = select_device(args.device, missing_cuda="raise", local_rank=0)
     lpips_model = None
     if not args.no_lpips:
         from ..evaluation.lpips_metric import build_lpips

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import InputError
+from ..helpers import count_parameters
 
 HELP = "show the model card of the weights, parameter counts of a model preset and the torch / CUDA setup"
 
@@ -87,8 +88,6 @@ def _canonical(name: str) -> str:
 
 def _module_rows(prefix: str, module: Any) -> list[tuple[str, int]]:
     """One row per direct child holding parameters, then the module's total."""
-    from ..models.blocks import count_parameters
-
     rows = [(f"{prefix}.{child_name}", count_parameters(child)) for child_name, child in module.named_children()]
     rows = [row for row in rows if row[1]]
     return rows + [(f"{prefix} total", count_parameters(module))]
@@ -102,7 +101,6 @@ def parameter_table(preset: Any) -> dict[str, Any]:
     """
     import torch
 
-    from ..models.blocks import count_parameters
     from ..models.presets import build_discriminator, build_generator, describe
 
     with torch.device("meta"):  # shapes only: no memory, no initialisation cost
@@ -125,8 +123,6 @@ def parameter_table(preset: Any) -> dict[str, Any]:
 def _cdm_parameters(name: str) -> int | None:
     """Parameters of the CDM preset of the same size (``None`` if the CDM package is unavailable)."""
     import torch
-
-    from ..models.blocks import count_parameters
 
     try:
         from ..models.diffusion import CDMConfig, ConditionalUNet

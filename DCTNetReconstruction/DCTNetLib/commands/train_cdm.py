@@ -82,9 +82,10 @@ def resolve_run_config(config_cls: type, args: argparse.Namespace, extra_flags: 
 def setup_run(config: Any, args: argparse.Namespace) -> tuple[Any, Any]:
     """Select the device, start the process group (under torchrun) and prepare the run folder on rank 0."""
     from ..training.distributed import barrier, detect, init_distributed
-    from ..training.engine import prepare_run_dir, select_device
+    from ..devices import select_device
+    from ..training.engine import prepare_run_dir
 
-    device = select_device(config.device, detect())
+    device = select_device(config.device, missing_cuda="raise", local_rank=detect().local_rank)
     info = init_distributed(use_cuda=device.type == "cuda")
     if info.is_main:
         prepare_run_dir(args.output, resume=args.resume, overwrite=args.overwrite)

@@ -36,9 +36,8 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
-from ..conventions import HU_AIR, HU_MIN, VOXEL_SPACING_MM
+from ..conventions import HU_AIR, HU_MIN, VOXEL_SPACING_MM, unit_to_hu
 from .bone import BoneConfig, bone_mask, drrs_given_bone_mask
-from .preprocess import unit_to_hu
 
 if HU_MIN != HU_AIR:  # augment_volume scales unit values to scale attenuation above air
     raise ImportError("data.augment assumes the HU window starts at air")

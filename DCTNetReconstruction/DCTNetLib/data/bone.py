@@ -30,9 +30,9 @@ import numpy as np
 import torch
 from scipy import ndimage as ndi
 
-from ..conventions import VOXEL_SPACING_MM
+from ..conventions import VOXEL_SPACING_MM, unit_to_hu
 from ..helpers import cast_tuple
-from .drr import DRRGeometry, default_projector, drr_scale, normalise_drr, unit_to_hu
+from .drr import DRRGeometry, default_projector, drr_scale, normalise_drr
 
 __all__ = ["BoneConfig", "body_mask", "bone_mask", "suppress_bone", "bone_suppressed_drrs", "drrs_with_bone_suppression",
            "drrs_given_bone_mask"]

@@ -30,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..conventions import DATASETS
 from ..errors import InputError
 from ..io.atomic import atomic_path, atomic_write_text
 
@@ -62,7 +63,6 @@ CASE_FILES = {"ct": "ct_unit.npy", "drr": "drr.npy", "drr_bs": "drr_bone_suppres
 CASES_DIR = "cases"
 SPLITS_DIR = "splits"
 SPLITS = ("train", "val", "test")
-DATASETS = ("lidc-idri", "ctspine1k", "generic")
 CT_STORE_DTYPE = np.float16
 
 # Train / val / test sizes of DCT-Net §3.1: LIDC-IDRI 1,018 CTs → 854/72/92; CTSpine1K 784 CTs → 650/60/74.

@@ -31,7 +31,7 @@ from typing import Sequence
 import torch
 import torch.nn as nn
 
-from ..conventions import AXIS_AP, AXIS_RL, AXIS_SI, HU_MAX, HU_MIN, IMAGE_SIZE, VOXEL_SPACING_MM
+from ..conventions import AXIS_AP, AXIS_RL, AXIS_SI, IMAGE_SIZE, VOXEL_SPACING_MM, unit_to_hu
 from ..helpers import cast_tuple, exists
 
 __all__ = ["DRRGeometry", "DRRProjector", "hu_to_mu", "normalise_drr", "make_drrs", "default_projector"]
@@ -277,18 +277,12 @@ def default_projector(device: torch.device | str = "cpu", geometry: DRRGeometry 
     return _DEFAULT_PROJECTORS[key]
 
 
-def unit_to_hu(unit_volume: torch.Tensor) -> torch.Tensor:
-    """Map the [0, 1] model range back to HU on the conventions' window (local copy: keeps this module free of
-    ``data.preprocess``)."""
-    return unit_volume * (HU_MAX - HU_MIN) + HU_MIN
-
-
 def make_drrs(unit_volume: torch.Tensor, spacing_mm: float | Sequence[float] = VOXEL_SPACING_MM,
               geometry: DRRGeometry | None = None) -> torch.Tensor:
     """Normalised PA + lateral DRRs of model-range volumes.
 
     Args:
-        unit_volume: CT in [0, 1] on the HU window [HU_MIN, HU_MAX].
+        unit_volume: CT in [0, 1] on the HU window [HU_MIN, HU_MAX] (values outside are clipped).
         spacing_mm: voxel size. Defaults to 2.5 (the 128³ model grid).
         geometry: projection geometry. Defaults to ``DRRGeometry()``.
 

@@ -31,19 +31,18 @@ import SimpleITK as sitk
 import torch
 import torch.nn.functional as F
 
-from ..conventions import CROP_SIZE, HU_AIR, HU_MAX, HU_MIN, RESAMPLE_SPACING_MM, VOLUME_SIZE, VOXEL_SPACING_MM
+from ..conventions import (CROP_SIZE, HU_AIR, HU_MAX, HU_MIN, RESAMPLE_SPACING_MM, VOLUME_SIZE, VOXEL_SPACING_MM,
+                           hu_to_unit, unit_to_hu)
 from ..io.ct import CANONICAL_DIRECTION, CTVolume, to_sitk
+from ..io.geometry import centred_origin_lps, grid_centre_lps
 
 __all__ = [
     "PREPROCESSING_VERSION",
     "PreprocessConfig",
     "PreparedVolume",
-    "hu_to_unit",
-    "unit_to_hu",
     "resample_to_crop_grid",
     "preprocess_ct",
     "to_ct_volume",
-    "centred_origin",
 ]
 
 # Bump when the numbers a prepared case holds would change; stored in every prepared case's meta.json.
@@ -104,8 +103,7 @@ class PreparedVolume:
 
     def centre_lps(self) -> np.ndarray:
         """LPS position (mm) of the centre of the volume."""
-        half = (np.asarray(self.volume.shape[::-1], dtype=np.float64) - 1.0) / 2.0 * self.spacing_mm
-        return np.asarray(self.origin_lps) + np.asarray(self.direction).reshape(3, 3) @ half
+        return grid_centre_lps(self.volume.shape, (self.spacing_mm,) * 3, self.origin_lps, self.direction)
 
     def geometry(self) -> dict[str, Any]:
         """JSON-ready geometry (everything but the voxels), the inverse of :meth:`from_geometry`."""
@@ -130,23 +128,6 @@ class PreparedVolume:
         )
 
 
-def hu_to_unit(hu, hu_min: float = HU_MIN, hu_max: float = HU_MAX):
-    """Clip HU to ``[hu_min, hu_max]`` and map linearly to [0, 1]. Works on numpy arrays and torch tensors."""
-    return ((hu - hu_min) / (hu_max - hu_min)).clip(0.0, 1.0)
-
-
-def unit_to_hu(unit, hu_min: float = HU_MIN, hu_max: float = HU_MAX):
-    """Inverse of :func:`hu_to_unit` on [0, 1] (values outside are clipped first)."""
-    return unit.clip(0.0, 1.0) * (hu_max - hu_min) + hu_min
-
-
-def centred_origin(centre_lps, size: int, spacing_mm: float, direction=CANONICAL_DIRECTION) -> tuple[float, ...]:
-    """Origin (centre of voxel 0) of a ``size``³ grid with ``spacing_mm`` voxels centred on ``centre_lps``."""
-    half = np.full(3, (size - 1) / 2.0 * spacing_mm)
-    origin = np.asarray(centre_lps, dtype=np.float64) - np.asarray(direction, dtype=np.float64).reshape(3, 3) @ half
-    return tuple(float(v) for v in origin)
-
-
 def resample_to_crop_grid(ct: CTVolume, config: PreprocessConfig = PreprocessConfig()) -> np.ndarray:
     """Steps 1–2: the CT on a ``crop_size``³ grid of ``resample_spacing_mm`` voxels centred on its centre (HU).
 
@@ -157,7 +138,7 @@ def resample_to_crop_grid(ct: CTVolume, config: PreprocessConfig = PreprocessCon
         ``(C, C, C)`` float32 HU, C = ``crop_size``, canonical (D, H, W) axes.
     """
     n, step = config.crop_size, config.resample_spacing_mm
-    origin = centred_origin(ct.centre_lps(), n, step, ct.direction)
+    origin = centred_origin_lps((n,) * 3, (step,) * 3, ct.centre_lps(), ct.direction)
     image = sitk.Resample(
         to_sitk(ct), [n, n, n], sitk.Transform(), sitk.sitkLinear, origin, (step,) * 3, ct.direction,
         float(config.pad_hu), sitk.sitkFloat32,
@@ -183,7 +164,7 @@ def preprocess_ct(ct: CTVolume, config: PreprocessConfig = PreprocessConfig()) -
     return PreparedVolume(
         volume=unit,
         spacing_mm=spacing,
-        origin_lps=centred_origin(ct.centre_lps(), config.volume_size, spacing, ct.direction),
+        origin_lps=centred_origin_lps((config.volume_size,) * 3, (spacing,) * 3, ct.centre_lps(), ct.direction),
         direction=tuple(ct.direction),
         source=ct.source,
     )
@@ -201,7 +182,7 @@ def to_ct_volume(unit_volume, geometry: PreparedVolume | None = None,
         unit_volume: ``(S, S, S)``, ``(1, S, S, S)`` or ``(1, 1, S, S, S)``, numpy or torch, values in [0, 1].
         geometry: the :class:`PreparedVolume` of the source (or ``PreparedVolume.from_geometry(meta)``). Defaults
             to a volume centred on the LPS origin with canonical axes (radiographs without a CT).
-        hu_min, hu_max: the HU window used by :func:`hu_to_unit`.
+        hu_min, hu_max: the HU window used by :func:`~DCTNetLib.conventions.hu_to_unit`.
 
     Returns:
         float32 HU :class:`CTVolume` with isotropic spacing.
@@ -218,7 +199,7 @@ def to_ct_volume(unit_volume, geometry: PreparedVolume | None = None,
     spacing = field / np.asarray(unit.shape, dtype=np.float64)
     if not np.allclose(spacing, spacing[0]):
         raise ValueError(f"unit_volume shape {unit.shape} does not tile the cubic field of {field[0]:.1f} mm")
-    origin = centred_origin(geometry.centre_lps(), unit.shape[0], float(spacing[0]), geometry.direction)
+    origin = centred_origin_lps(unit.shape, tuple(spacing.tolist()), geometry.centre_lps(), geometry.direction)
     return CTVolume(
         hu=unit_to_hu(unit, hu_min, hu_max),
         spacing=tuple(spacing.tolist()),

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..conventions import HU_MAX, HU_MIN
+from ..conventions import HU_PER_UNIT
 from ..io.atomic import atomic_write_bytes
 
 __all__ = ["orthogonal_slices", "reconstruction_figure", "data_figure"]
@@ -20,7 +20,7 @@ __all__ = ["orthogonal_slices", "reconstruction_figure", "data_figure"]
 # Error maps are shown on [0, 0.2] of the unit range (= 0–500 HU) so typical errors are visible (our choice),
 # in HU with a colour bar.
 ERROR_DISPLAY_MAX = 0.2
-ERROR_DISPLAY_MAX_HU = ERROR_DISPLAY_MAX * (HU_MAX - HU_MIN)
+ERROR_DISPLAY_MAX_HU = ERROR_DISPLAY_MAX * HU_PER_UNIT
 ERROR_LABEL = "|error| (HU)"
 
 
@@ -64,7 +64,7 @@ def reconstruction_figure(path: str | Path, pa: np.ndarray, lat: np.ndarray, ct_
         images += [("PA, bone-suppressed (CDM)", pa_bs), ("lateral, bone-suppressed (CDM)", lat_bs)]
     rows = [("reconstruction G(Y)", ct_unit, "gray", 1.0)]
     if ground_truth_unit is not None:
-        error_hu = np.abs(ct_unit - ground_truth_unit) * (HU_MAX - HU_MIN)
+        error_hu = np.abs(ct_unit - ground_truth_unit) * HU_PER_UNIT
         rows += [("ground truth", ground_truth_unit, "gray", 1.0),
                  ("|error|", error_hu, "magma", ERROR_DISPLAY_MAX_HU)]
     ncols = max(len(images), 4 if ground_truth_unit is not None else 3)  # the 4th column holds the colour bar

@@ -6,8 +6,9 @@ PSNR, SSIM [35] and LPIPS [36] without further detail; the choices below follow 
 (Ying et al. 2019, kylekma/X2CT ``3DGAN/test.py`` and ``3DGAN/lib/utils/metrics_np.py``), the common protocol
 of the methods compared in the paper's Table 1:
 
-- **PSNR**: one 3D PSNR over all voxels, ``data_range = 1`` (``skimage.metrics.peak_signal_noise_ratio``).
-  Identical volumes give ``inf``.
+- **PSNR**: one 3D PSNR over all voxels, ``data_range = 1``, the formula of
+  ``skimage.metrics.peak_signal_noise_ratio`` (:func:`psnr_from_mse`, which the CDM trainer and the demo's
+  re-projection check use too). Identical volumes give ``inf``.
 - **SSIM**: 2D SSIM per slice, averaged over the slices of each plane (axial = along D, coronal = along H,
   sagittal = along W), then over the three planes. ``skimage.metrics.structural_similarity`` with its defaults
   (7×7 uniform window, K1 = 0.01, K2 = 0.03, sample covariance) and ``data_range = 1``: exactly what X2CT-GAN's
@@ -24,18 +25,16 @@ unit values outside the HU window are not representable in the output CT either.
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import torch
-from skimage.metrics import peak_signal_noise_ratio, structural_similarity
+from skimage.metrics import structural_similarity
 from torch import nn
 
-from ..conventions import AXIS_AP, AXIS_RL, AXIS_SI, HU_MAX, HU_MIN
+from ..conventions import AXIS_AP, AXIS_RL, AXIS_SI, HU_PER_UNIT
 
 __all__ = [
-    "PLANES", "X2CT_CT_MAX", "X2CT_PIXEL_MAX", "X2CT_IDENTICAL_PSNR",
-    "psnr", "ssim3plane", "lpips3plane", "mae", "x2ct_psnr", "evaluate_volume",
+    "PLANES", "X2CT_CT_MAX", "X2CT_PIXEL_MAX", "X2CT_IDENTICAL_PSNR", "MSE_FLOOR",
+    "psnr_from_mse", "psnr", "ssim3plane", "lpips3plane", "mae", "x2ct_psnr", "evaluate_volume",
 ]
 
 # Slices perpendicular to each array axis (docs/conventions.md: D = superior→inferior, H = anterior→posterior,
@@ -48,7 +47,9 @@ X2CT_CT_MAX = 2500
 X2CT_PIXEL_MAX = 4095.0
 X2CT_IDENTICAL_PSNR = 100.0
 
-HU_WINDOW_WIDTH = HU_MAX - HU_MIN  # 2500 HU per unit
+# Smallest MSE that per-image PSNRs averaged over a batch use (120 dB at data range 1), so that one identical
+# image does not turn the mean into inf; :func:`psnr` itself keeps inf for identical volumes.
+MSE_FLOOR = 1e-12
 
 
 def _check_pair(pred: np.ndarray, gt: np.ndarray, min_side: int = 1) -> tuple[np.ndarray, np.ndarray]:
@@ -66,6 +67,24 @@ def _check_pair(pred: np.ndarray, gt: np.ndarray, min_side: int = 1) -> tuple[np
     return np.clip(pred.astype(np.float64), 0.0, 1.0), gt.astype(np.float64)
 
 
+def psnr_from_mse(mse, data_range: float = 1.0, *, mse_floor: float = 0.0):
+    """PSNR in dB of a mean squared error on a ``data_range`` scale: ``10·log10(data_range² / max(mse, mse_floor))``.
+
+    The one PSNR formula of the package (as ``skimage.metrics.peak_signal_noise_ratio`` computes it). ``mse`` may
+    be a float, a numpy array or a torch tensor (then the result is a tensor, computed in torch); an MSE of 0
+    gives ``inf``.
+
+    Args:
+        mse: mean squared error(s).
+        data_range: the peak value (1 for unit volumes and radiographs). Defaults to 1.
+        mse_floor: clamp ``mse`` to at least this (:data:`MSE_FLOOR` caps the PSNR at 120 dB). Defaults to 0.
+    """
+    if isinstance(mse, torch.Tensor):
+        return 10.0 * torch.log10(data_range ** 2 / mse.clamp_min(mse_floor))
+    with np.errstate(divide="ignore"):
+        return 10.0 * np.log10(data_range ** 2 / np.maximum(np.asarray(mse, dtype=np.float64), mse_floor))
+
+
 def psnr(pred: np.ndarray, gt: np.ndarray) -> float:
     """3D PSNR in dB with data range 1 (unit volumes); ``inf`` for identical volumes.
 
@@ -74,9 +93,7 @@ def psnr(pred: np.ndarray, gt: np.ndarray) -> float:
         gt: ground truth, unit values ``(D, H, W)``.
     """
     pred, gt = _check_pair(pred, gt)
-    if np.array_equal(pred, gt):
-        return math.inf  # skimage would divide by zero (and warn)
-    return float(peak_signal_noise_ratio(gt, pred, data_range=1.0))
+    return float(psnr_from_mse(np.mean((gt - pred) ** 2, dtype=np.float64)))
 
 
 def ssim3plane(pred: np.ndarray, gt: np.ndarray) -> dict[str, float]:
@@ -145,7 +162,7 @@ def mae(pred: np.ndarray, gt: np.ndarray) -> dict[str, float]:
     """
     pred, gt = _check_pair(pred, gt)
     value = float(np.mean(np.abs(pred - gt)))
-    return {"unit": value, "hu": value * HU_WINDOW_WIDTH}
+    return {"unit": value, "hu": value * HU_PER_UNIT}
 
 
 def x2ct_psnr(pred: np.ndarray, gt: np.ndarray) -> float:

@@ -21,6 +21,7 @@ from typing import Mapping, Sequence
 import numpy as np
 from torch import nn
 
+from ..helpers import count_parameters
 from ..io.atomic import atomic_write_text
 
 __all__ = [
@@ -52,12 +53,7 @@ class MethodResult:
 
 def count_parameters_m(*modules: nn.Module) -> float:
     """Trainable parameters of ``modules`` in millions (the paper's "Params (M)"), each parameter counted once."""
-    seen: dict[int, int] = {}
-    for module in modules:
-        for parameter in module.parameters():
-            if parameter.requires_grad:
-                seen[id(parameter)] = parameter.numel()
-    return sum(seen.values()) / 1e6
+    return count_parameters(*modules) / 1e6
 
 
 def summarize(cases: Sequence[Mapping[str, float]], key: str) -> tuple[float, float] | None:

@@ -31,6 +31,7 @@ from ..conventions import SITK_ORIENTATION
 from ..errors import InputError, OutputError
 from .atomic import (atomic_path, check_free_space, check_name_length, check_readable, check_writable_dir,
                      display_path, is_utf8_path, utf8_alias)
+from .geometry import CANONICAL_DIRECTION, grid_centre_lps
 from .radiograph import dcmread_checked, has_dicom_prefix, image_header, itk_reason
 
 sitk.ProcessObject.SetGlobalWarningDisplay(False)  # ITK's "WARNING: In …" lines: our checks say it in one line
@@ -52,10 +53,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-# Direction cosines (SimpleITK row-major 3×3, LPS world) of an axis-aligned volume after DICOMOrient(..., "LPI"):
-# x → patient Left (+x of LPS), y → Posterior (+y), z → Inferior (−z).
-CANONICAL_DIRECTION: tuple[float, ...] = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, -1.0)
 
 # CT-likeness rule (see check_ct_values): a CT of a body always contains air (≈ −1000 HU outside the body, in the
 # lungs or the bowel) or scanner padding (−1024 … −3024 HU), so its minimum is far below −500 HU. MR, PET or CT
@@ -131,7 +128,7 @@ class CTVolume:
 
     def centre_lps(self) -> np.ndarray:
         """LPS position (mm) of the geometric centre of the volume (half-way between the end voxel centres)."""
-        return self.index_to_lps((np.asarray(self.shape, dtype=np.float64) - 1.0) / 2.0)
+        return grid_centre_lps(self.shape, self.spacing, self.origin_lps, self.direction)
 
 
 def to_sitk(ct: CTVolume) -> sitk.Image:

@@ -40,6 +40,7 @@ __all__ = [
     "ijk_to_ras_matrix",
     "ijk_to_ras_points",
     "centred_origin_lps",
+    "grid_centre_lps",
     "volume_centre_ras",
     "canonicalize",
     "radiograph_ijk_to_ras",
@@ -115,14 +116,15 @@ def lps_to_ras(points: np.ndarray | Sequence[float]) -> np.ndarray:
 ras_to_lps = lps_to_ras  # the same sign flip both ways
 
 
-def _direction_matrix(direction: Sequence[float] | None) -> np.ndarray:
+def _direction_matrix(direction: Sequence[float] | None, orthonormal: bool = True) -> np.ndarray:
+    """The 3×3 direction cosines (canonical when None); ``orthonormal`` also checks that they are a rotation."""
     if direction is None:
         return CANONICAL_IJK_DIRECTIONS_LPS.copy()
     matrix = np.asarray(direction, dtype=np.float64).reshape(-1)
     if matrix.shape != (9,) or not np.all(np.isfinite(matrix)):
         raise ValueError(f"direction must be 9 finite numbers (row-major 3×3), got {direction!r}")
     matrix = matrix.reshape(3, 3)
-    if not np.allclose(matrix.T @ matrix, np.eye(3), atol=1e-4):
+    if orthonormal and not np.allclose(matrix.T @ matrix, np.eye(3), atol=1e-4):
         raise ValueError(f"direction must be orthonormal direction cosines, got {tuple(matrix.reshape(-1))}")
     return matrix
 
@@ -173,22 +175,39 @@ def ijk_to_ras_points(ijk_to_ras: np.ndarray, kji_indices: np.ndarray) -> np.nda
     return (np.asarray(ijk_to_ras, dtype=np.float64) @ ijk1.T).T[:, :3]
 
 
+def _half_diagonal_lps(shape: Sequence[int], spacing: Sequence[float],
+                       direction: Sequence[float] | None) -> np.ndarray:
+    """LPS vector (mm) from the centre of voxel 0 to the centre of a ``(D, H, W)`` grid (half-way between the end
+    voxel centres). The direction is not required to be orthonormal (SimpleITK does not require it either)."""
+    if len(shape) != 3 or any(int(n) < 1 for n in shape):
+        raise ValueError(f"shape must be 3 positive sizes (D, H, W), got {tuple(shape)}")
+    half_xyz = (np.asarray(shape[::-1], dtype=np.float64) - 1.0) / 2.0 * _check_spacing(spacing)[::-1]
+    return _direction_matrix(direction, orthonormal=False) @ half_xyz
+
+
 def centred_origin_lps(
-    shape: Sequence[int], spacing: Sequence[float], centre_lps: Sequence[float] = (0.0, 0.0, 0.0)
+    shape: Sequence[int], spacing: Sequence[float], centre_lps: Sequence[float] = (0.0, 0.0, 0.0),
+    direction: Sequence[float] | None = None,
 ) -> tuple[float, float, float]:
-    """Origin (LPS of voxel 0) that puts the centre of a canonical ``(D, H, W)`` grid at ``centre_lps``.
+    """Origin (LPS of voxel 0) that puts the centre of a ``(D, H, W)`` grid at ``centre_lps``.
 
     Args:
         shape: ``(D, H, W)`` voxel counts.
         spacing: ``(D, H, W)`` voxel size in mm.
         centre_lps: LPS point (mm) the grid centre should land on. Defaults to the origin.
+        direction: SimpleITK direction cosines (row-major 3×3) of the grid. Defaults to the canonical axes.
     """
-    if len(shape) != 3 or any(int(n) < 1 for n in shape):
-        raise ValueError(f"shape must be 3 positive sizes (D, H, W), got {tuple(shape)}")
-    half_extent_ijk = (np.asarray(shape[::-1], dtype=np.float64) - 1.0) / 2.0
-    offset = ijk_to_lps_matrix(spacing, (0.0, 0.0, 0.0))[:3, :3] @ half_extent_ijk
-    origin = _as_vector3(centre_lps, "centre_lps") - offset
+    origin = _as_vector3(centre_lps, "centre_lps") - _half_diagonal_lps(shape, spacing, direction)
     return (float(origin[0]), float(origin[1]), float(origin[2]))
+
+
+def grid_centre_lps(
+    shape: Sequence[int], spacing: Sequence[float], origin_lps: Sequence[float],
+    direction: Sequence[float] | None = None,
+) -> np.ndarray:
+    """LPS position (mm) of the centre of a ``(D, H, W)`` grid whose voxel 0 is at ``origin_lps``; the inverse of
+    :func:`centred_origin_lps`. Arguments as there."""
+    return _as_vector3(origin_lps, "origin_lps") + _half_diagonal_lps(shape, spacing, direction)
 
 
 def volume_centre_ras(shape_kji: Sequence[int], ijk_to_ras: np.ndarray) -> np.ndarray:

@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from ..errors import InputError, WeightsError
+from ..helpers import count_parameters
 from .atomic import atomic_torch_save, atomic_write_text
 from .safe_load import check_sha256, check_weights_file, load_torch_file, sha256_file
 
@@ -95,7 +96,7 @@ class ModelBundle:
 
     def parameter_counts(self) -> dict[str, int]:
         """Parameters per model (``0`` for an absent one)."""
-        return {name: sum(p.numel() for p in m.parameters()) if m is not None else 0
+        return {name: count_parameters(m, trainable_only=False) if m is not None else 0
                 for name, m in (("cdm", self.cdm), ("g_raw", self.g_raw), ("g_bs", self.g_bs))}
 
 

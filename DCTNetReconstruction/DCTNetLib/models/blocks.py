@@ -33,7 +33,6 @@ __all__ = [
     "DenseBlock",
     "broadcast_view",
     "ViewToVolume",
-    "count_parameters",
 ]
 
 _CONV = {2: nn.Conv2d, 3: nn.Conv3d}
@@ -216,6 +215,3 @@ class ViewToVolume(nn.Module):
         return volume if self.conv3d is None else self.conv3d(volume)
 
 
-def count_parameters(module: nn.Module, trainable_only: bool = True) -> int:
-    """Number of (trainable) parameters of ``module``; works on the "meta" device."""
-    return sum(p.numel() for p in module.parameters() if p.requires_grad or not trainable_only)

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from ..conventions import derived_seed
 from ..errors import InputError, WeightsError
 from .distributed import DistInfo, barrier
 
@@ -49,7 +50,7 @@ def cache_file(case_dir: str | Path, key: str) -> Path:
 
 def case_seed(seed: int, case_id: str) -> int:
     """Sampling seed of one case: stable across runs, processes and batch compositions."""
-    return int.from_bytes(hashlib.sha256(f"{seed}:{case_id}".encode()).digest()[:8], "little") >> 4
+    return derived_seed(seed, case_id)
 
 
 def load_cdm(path: str | Path, device: torch.device) -> torch.nn.Module:

@@ -2,23 +2,24 @@
 
 Each prepared case gives two samples, its PA and its lateral radiograph, each with a view flag
 (:class:`RadiographViews`): the condition ``y`` is the DRR, the target ``x0`` the synthetic bone-suppressed DRR.
-One step draws a timestep and noise per sample and minimises the ε-MSE of
-:class:`~DCTNetLib.models.diffusion.diffusion.ConditionalDiffusion`; an EMA copy of the weights (its decay and
+One step draws a timestep and noise per sample and minimises the denoising MSE of
+:class:`~DCTNetLib.models.diffusion.diffusion.ConditionalDiffusion` (against ε, v or x₀, as the config's
+``objective`` says; the shipped small CDM predicts v); an EMA copy of the weights (its decay and
 period from :class:`~DCTNetLib.models.diffusion.config.CDMConfig`) is what validation and sampling use.
 
 The timestep and noise of a sample are drawn from a generator seeded by ``(seed, epoch, sample index)``, not from
 the global RNG: they do not depend on which rank or batch the sample lands in, so one process with batch
-``w·b`` takes the same steps as ``w`` DDP ranks with batch ``b`` (``test_training_ddp.py``), and resuming needs
-no more than the data position.
+``w·b`` takes the same steps as ``w`` DDP ranks with batch ``b`` (``Testing/Python/test_training_cdm.py``,
+``test_a_samples_timestep_and_noise_do_not_depend_on_its_batch``), and resuming needs no more than the data
+position (``test_resume_matches_an_uninterrupted_run``).
 
-Validation (rank 0, EMA weights): the ε-MSE on the whole validation split with fixed noise (``loss``), and the
+Validation (rank 0, EMA weights): the denoising MSE on the whole validation split with fixed noise (``loss``), and the
 PSNR / SSIM of DDIM samples of the first ``val_samples`` validation radiographs against their targets (``psnr``,
 ``ssim``; ``best.pt`` keeps the best PSNR).
 """
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +27,9 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from ..conventions import derived_seed
 from ..errors import InputError
+from ..evaluation.metrics import MSE_FLOOR, psnr_from_mse
 from .config import CDMTrainConfig
 from .distributed import DistInfo, unwrap
 from .loop import Trainer
@@ -81,9 +84,8 @@ class RadiographViews(Dataset):
 
 
 def sample_seed(seed: int, epoch: int, index: int) -> int:
-    """A 60-bit seed for sample ``index`` in ``epoch`` of a run seeded ``seed`` (stable across processes)."""
-    digest = hashlib.sha256(f"{seed}:{epoch}:{index}".encode()).digest()
-    return int.from_bytes(digest[:8], "little") >> 4
+    """Seed of sample ``index`` in ``epoch`` of a run seeded ``seed`` (:func:`DCTNetLib.conventions.derived_seed`)."""
+    return derived_seed(seed, epoch, index)
 
 
 def draw_timesteps_and_noise(indices: torch.Tensor, shape: tuple[int, ...], timesteps: int, seed: int,
@@ -98,9 +100,10 @@ def draw_timesteps_and_noise(indices: torch.Tensor, shape: tuple[int, ...], time
 
 
 def image_psnr(pred: torch.Tensor, target: torch.Tensor, data_range: float = 1.0) -> torch.Tensor:
-    """PSNR in dB per image of ``(B, …)`` batches on a ``data_range`` scale. Shapes: ``(B, …)`` → ``(B,)``."""
-    mse = (pred.float() - target.float()).flatten(1).pow(2).mean(dim=1).clamp_min(1e-12)
-    return 10.0 * torch.log10(data_range ** 2 / mse)
+    """PSNR in dB per image of ``(B, …)`` batches on a ``data_range`` scale, capped at :data:`MSE_FLOOR`'s 120 dB
+    (:func:`~DCTNetLib.evaluation.metrics.psnr_from_mse`). Shapes: ``(B, …)`` → ``(B,)``."""
+    mse = (pred.float() - target.float()).flatten(1).pow(2).mean(dim=1)
+    return psnr_from_mse(mse, data_range, mse_floor=MSE_FLOOR)
 
 
 def _ssim_2d(pred: np.ndarray, target: np.ndarray) -> float:
@@ -187,7 +190,7 @@ class CDMTrainer(Trainer):
         return {"loss": float(loss.detach())}
 
     def validate(self) -> dict[str, float]:
-        """ε-MSE with fixed noise on the whole split, and PSNR/SSIM of DDIM samples of the first radiographs."""
+        """Denoising MSE with fixed noise on the whole split, and PSNR/SSIM of DDIM samples of the first radiographs."""
         cfg: CDMTrainConfig = self.config  # type: ignore[assignment]
         model = self.ema.model
         loader = DataLoader(self.val_set, batch_size=cfg.batch_size, shuffle=False, num_workers=0)

@@ -7,10 +7,8 @@ autocast and GradScaler are no-ops), so the tests exercise the GPU code path.
 Run folder files written here (rank 0 only):
 
 - ``metrics.jsonl``  one JSON record per line, appended and flushed per record (a reader tailing the file sees
-  whole lines; the Slicer training module parses it). Records: ``{"event": "train", "epoch", "step",
-  "losses": {…}, "lr", "time"}``, ``{"event": "val", "epoch", "psnr", "ssim", …}``,
-  ``{"event": "checkpoint", "path", "best"}``, ``{"event": "resume", "step", "epoch"}``,
-  ``{"event": "interrupted", "step", "epoch", "reason"}`` and ``{"event": "done"}``. An append-only log cannot be
+  whole lines; the Slicer training module parses it). Its record kinds and fields are the schema of
+  :mod:`.runlog` (``RECORD_FIELDS``), which every record is checked against. An append-only log cannot be
   replaced atomically as a whole; every record is one ``write`` of a complete line instead.
 - ``run.json``       provenance: resolved config, code version (``git describe`` when run from a checkout,
   ``DCTNetLib.__version__``), environment (python, torch, platform, CUDA), one entry per start/resume.
@@ -37,9 +35,9 @@ import torch
 from .. import __version__
 from ..errors import InputError
 from .distributed import DistInfo
+from .runlog import make_record
 
 __all__ = [
-    "select_device",
     "configure_backends",
     "seed_everything",
     "capture_rng_state",
@@ -63,24 +61,6 @@ _GIT_TIMEOUT_S = 5
 
 
 # ---------------------------------------------------------------------------------------------- device & seeds
-def select_device(preference: str, info: DistInfo | None = None) -> torch.device:
-    """``"auto"`` → CUDA when available else CPU; ``"cuda"`` → GPU ``LOCAL_RANK``; ``"cpu"`` → CPU.
-
-    Raises:
-        InputError: ``"cuda"`` was asked for but no GPU is visible, or an unknown ``preference``.
-    """
-    info = info or DistInfo()
-    if preference == "auto":
-        preference = "cuda" if torch.cuda.is_available() else "cpu"
-    if preference == "cuda":
-        if not torch.cuda.is_available():
-            raise InputError("--device cuda: no CUDA GPU is visible to PyTorch (use --device cpu or auto)")
-        return torch.device("cuda", info.local_rank)
-    if preference == "cpu":
-        return torch.device("cpu")
-    raise InputError(f"--device must be auto, cpu or cuda, got {preference!r}")
-
-
 def configure_backends(device: torch.device, deterministic: bool) -> None:
     """Deterministic algorithms when asked; cuDNN autotuning only on CUDA and only when not deterministic."""
     if deterministic:
@@ -149,7 +129,7 @@ class MetricsLog:
 
     def write(self, event: str, **fields: Any) -> dict[str, Any]:
         """Append ``{"event": event, **fields}`` as one line and flush it to disk; returns the record."""
-        record = {"event": event, **fields}
+        record = make_record(event, **fields)
         if self.enabled:
             line = json.dumps(record, default=_json_default) + "\n"
             with open(self.path, "a", encoding="utf-8") as handle:

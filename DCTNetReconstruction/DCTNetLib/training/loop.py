@@ -16,7 +16,8 @@ A subclass builds its networks with :meth:`Trainer.add_model` / :meth:`Trainer.a
   with one all-reduce per step) — each ends the loop at a step boundary after writing ``latest.pt``.
 
 With ``deterministic=True`` on CPU, a run stopped after k steps and resumed ends bit-identical to an
-uninterrupted one (``Testing/Python/test_training_resume.py``).
+uninterrupted one (``Testing/Python/test_training_cdm.py``, ``test_resume_matches_an_uninterrupted_run``;
+``test_training_gan.py``, ``test_resume_gives_the_same_weights_as_an_uninterrupted_run``).
 """
 
 from __future__ import annotations
@@ -31,13 +32,14 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from .. import __version__
+from ..devices import select_device
 from ..errors import OutputError
 from .checkpoint import CHECKPOINT_FORMAT, CHECKPOINT_FORMAT_VERSION, CheckpointManager
 from .config import TrainConfig, config_to_dict, save_config
 from .distributed import (DistInfo, ResumableSampler, all_gather_objects, all_reduce_flag, broadcast_object,
                           detect, unwrap)
 from .engine import (MetricsLog, Progress, StopRequest, capture_rng_state, configure_backends, now,
-                     preserved_rng, restore_rng_state, seed_everything, select_device, write_run_info)
+                     preserved_rng, restore_rng_state, seed_everything, write_run_info)
 from .schedules import build_scheduler
 
 __all__ = ["Trainer", "FitResult"]
@@ -67,7 +69,7 @@ class Trainer:
         self.config = config
         self.run_dir = Path(run_dir)
         self.info = dist_info or detect()
-        self.device = device or select_device(config.device, self.info)
+        self.device = device or select_device(config.device, missing_cuda="raise", local_rank=self.info.local_rank)
         self.use_amp = bool(config.amp and self.device.type == "cuda")
         configure_backends(self.device, config.deterministic)
         seed_everything(config.seed)  # identical model initialisation on every rank

@@ -1,14 +1,18 @@
-"""Read a run's JSON-lines metrics log (``<run_dir>/metrics.jsonl``) while the run is still writing it.
+"""The schema of a run's JSON-lines metrics log (``<run_dir>/metrics.jsonl``), and its reader for a live run.
 
-Records (one JSON object per line, written by the trainers and ``dctnet evaluate``)::
+Records are one JSON object per line, built by :func:`make_record` for every writer (the trainers through
+:class:`~DCTNetLib.training.engine.MetricsLog`, and ``dctnet evaluate``), for example from a GAN run::
 
-    {"event": "train", "epoch": 1, "step": 10, "losses": {"g_total": 1.2, "recon": 0.3}}
-    {"event": "val",   "epoch": 1, "psnr": 24.1, "ssim": 0.55}
-    {"event": "eval",  "case": "LIDC-0001", "psnr": 26.9, "ssim": 0.61, "lpips": 0.28}
+    {"event": "train", "epoch": 1, "step": 10, "losses": {"adv": 0.25, "recon": 0.031, "total": 1.9, …},
+     "lr": 0.0002, "time": 1795600000.125}
+    {"event": "val", "epoch": 1, "step": 17, "psnr": 24.1, "ssim": 0.55, "mae": 0.04, "psnr_gx": 23.2}
+    {"event": "eval", "case": "LIDC-IDRI-0001", "method": "DCT-Net", "checkpoint": "best.pt", "psnr": 26.9, …}
 
-:class:`MetricsTail` returns only the records appended since its previous call and never a half-written
-line; :class:`RunHistory` turns records into loss curves, validation curves and an evaluation table with
-mean ± standard deviation. Used by the DCTNetTraining Slicer module and usable from any script.
+:data:`RECORD_FIELDS` names each kind and the fields it must carry; every other field of a ``val`` or ``eval``
+record, and every entry of a ``train`` record's ``losses``, is a measurement. :class:`MetricsTail` returns only
+the records appended since its previous call and never a half-written line; :class:`RunHistory` turns records
+into loss curves, validation curves and an evaluation table with mean ± standard deviation. Used by the
+DCTNetTraining Slicer module and usable from any script.
 """
 
 from __future__ import annotations
@@ -24,6 +28,11 @@ import numpy as np
 
 __all__ = [
     "METRICS_FILENAME",
+    "TRAIN",
+    "VAL",
+    "EVAL",
+    "RECORD_FIELDS",
+    "make_record",
     "EVAL_METRICS",
     "MetricsTail",
     "EvalRow",
@@ -35,8 +44,38 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 METRICS_FILENAME = "metrics.jsonl"
+
+# Record kinds ("event") whose other fields are measurements: training losses, validation and evaluation metrics.
+TRAIN, VAL, EVAL = "train", "val", "eval"
+# Every kind a writer may append, with the fields it must carry (besides its measurements).
+RECORD_FIELDS: dict[str, tuple[str, ...]] = {
+    TRAIN: ("epoch", "step", "losses", "lr", "time"),
+    VAL: ("epoch", "step"),
+    EVAL: ("case", "method", "checkpoint"),
+    "checkpoint": ("path", "best", "step", "epoch"),
+    "resume": ("epoch", "step"),
+    "best_is_latest": ("step", "epoch", "reason"),
+    "interrupted": ("step", "epoch", "reason"),
+    "done": ("step", "epoch", "reason", "best_metric", "best_epoch"),
+}
+# Fields that are never a measurement, whatever the record (readers also meet records from older versions).
+_NOT_MEASUREMENTS = frozenset({"event", *(name for fields in RECORD_FIELDS.values() for name in fields)})
 # Metrics of the paper's result tables (DCT-Net §3.2: PSNR, SSIM, LPIPS), in table order.
 EVAL_METRICS = ("psnr", "ssim", "lpips")
+
+
+def make_record(event: str, **fields: Any) -> dict[str, Any]:
+    """The record ``{"event": event, **fields}``, checked against :data:`RECORD_FIELDS`.
+
+    Raises:
+        ValueError: ``event`` is not a kind of the schema, or one of its fields is missing.
+    """
+    if event not in RECORD_FIELDS:
+        raise ValueError(f"unknown metrics-log record kind {event!r}; known: {', '.join(RECORD_FIELDS)}")
+    missing = [name for name in RECORD_FIELDS[event] if name not in fields]
+    if missing:
+        raise ValueError(f"a {event!r} record needs {', '.join(missing)}")
+    return {"event": event, **fields}
 
 
 class MetricsTail:
@@ -153,11 +192,11 @@ class RunHistory:
             epoch = _as_float(record.get("epoch"))
             if math.isfinite(epoch):
                 self.last_epoch = int(epoch)
-            if event == "train":
+            if event == TRAIN:
                 self._add_train(record)
-            elif event == "val":
+            elif event == VAL:
                 self._add_val(record)
-            elif event == "eval":
+            elif event == EVAL:
                 self._add_eval(record)
             else:
                 key = str(event)
@@ -173,7 +212,7 @@ class RunHistory:
         self.last_step = step
         losses = record.get("losses")
         if not isinstance(losses, dict):  # tolerate flat records: every numeric field but the bookkeeping
-            losses = {k: v for k, v in record.items() if k not in ("event", "epoch", "step", "time", "lr")}
+            losses = {k: v for k, v in record.items() if k not in _NOT_MEASUREMENTS}
         for name, value in losses.items():
             number = _as_float(value)
             if math.isfinite(number):
@@ -183,7 +222,7 @@ class RunHistory:
         epoch_value = _as_float(record.get("epoch"))
         epoch = int(epoch_value) if math.isfinite(epoch_value) else (self.last_epoch or 0)
         for name, value in record.items():
-            if name in ("event", "epoch", "step", "time"):
+            if name in _NOT_MEASUREMENTS:
                 continue
             number = _as_float(value)
             if math.isfinite(number):
@@ -192,7 +231,7 @@ class RunHistory:
     def _add_eval(self, record: dict[str, Any]) -> None:
         case = str(record.get("case", f"case {len(self.evaluations) + 1}"))
         values = {name: _as_float(value) for name, value in record.items()
-                  if name not in ("event", "case", "epoch", "step", "time") and not isinstance(value, (dict, list, str))}
+                  if name not in _NOT_MEASUREMENTS and not isinstance(value, (dict, list, str))}
         self.evaluations = [row for row in self.evaluations if row.case != case]
         self.evaluations.append(EvalRow(case=case, values=values))
 

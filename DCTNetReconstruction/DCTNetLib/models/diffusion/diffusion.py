@@ -1,4 +1,7 @@
-"""Conditional DDPM wrapper of DCT-Net §2.1: ε-MSE training loss, ancestral DDPM and DDIM samplers.
+"""Conditional DDPM wrapper of DCT-Net §2.1: denoising MSE loss, ancestral DDPM and DDIM samplers.
+
+The U-Net predicts the noise ε (the paper's choice, the ``full`` preset), v or x₀, as ``CDMConfig.objective``
+says; the shipped model's ``small`` CDM predicts v (``docs/cdm.md``).
 
 Radiographs enter and leave in [0, 1] (the project's convention) and are mapped to the diffusion domain [-1, 1]
 inside (Ho et al. 2020 scale data to [-1, 1]). One model serves both views: a view index (PA = 0, LAT = 1,
@@ -115,7 +118,7 @@ class ConditionalDiffusion(nn.Module):
 
     Args:
         config: Architecture, schedule and sampling settings. Defaults to :meth:`CDMConfig.full`.
-        model: ε-prediction network; built from ``config`` when None.
+        model: denoising network predicting ``config.objective`` (ε, v or x₀); built from ``config`` when None.
 
     Example:
         >>> cdm = ConditionalDiffusion(CDMConfig.tiny())

@@ -1,4 +1,5 @@
-"""ε-prediction U-Net of the bone-suppression CDM, conditioned on the clean radiograph, the timestep and the view.
+"""Denoising U-Net of the bone-suppression CDM (it predicts ε, v or x₀, see ``CDMConfig.objective``), conditioned
+on the clean radiograph, the timestep and the view.
 
 Layout of DDPM / ADM (Ho et al. 2020; Dhariwal & Nichol 2021, openai/guided-diffusion ``UNetModel``): per level
 ``num_res_blocks`` ResBlocks (GroupNorm → SiLU → conv, time embedding as scale/shift), self-attention after each
