@@ -148,6 +148,11 @@ class ConfigBase:
             raise InputError(f"{what}: {name} expects {_type_name(annotation)}, got {value!r}") from None
 
     @classmethod
+    def field_types(cls) -> dict[str, Any]:
+        """``{key: annotation}`` of the config, in declaration order (annotations resolved to types)."""
+        return dict(_field_types(cls))
+
+    @classmethod
     def field_names(cls) -> list[str]:
         """The config's keys, in declaration order."""
         return list(_field_types(cls))
@@ -175,7 +180,8 @@ class ConfigBase:
 
         Raises:
             InputError: ``data`` is not a mapping, has a key that is not a field (the message lists the valid
-                ones) or a value of the wrong type (the message names the key), or the config's own checks fail.
+                ones), lacks a field that has no default, holds a value of the wrong type (the message names the
+                key), or the config's own checks fail.
         """
         what = f"{source}: {cls.config_name}" if source else cls.config_name
         if not isinstance(data, Mapping):
@@ -186,4 +192,8 @@ class ConfigBase:
         if unknown:
             raise InputError(f"{what}: unknown key{'s' if len(unknown) > 1 else ''} "
                              f"{', '.join(map(repr, unknown))}; valid keys: {', '.join(types_)}")
+        missing = [f.name for f in dataclasses.fields(cls) if f.name not in data
+                   and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+        if missing:
+            raise InputError(f"{what}: missing key{'s' if len(missing) > 1 else ''} {', '.join(map(repr, missing))}")
         return cls(**{key: cls._checked(key, value, types_[key], what) for key, value in data.items()})

@@ -84,6 +84,17 @@ def test_direct_construction_is_checked_too():
     assert Inner(widths=[4, 8]).widths == (4, 8)  # a list from a caller is stored as the annotated tuple
 
 
+def test_a_field_without_default_must_be_present():
+    @dataclass(frozen=True, kw_only=True)
+    class Required(ConfigBase):
+        size: str
+        rate: float = 1.0
+
+    assert Required.from_dict({"size": "small"}) == Required(size="small")
+    with pytest.raises(InputError, match="config: missing key 'size'"):
+        Required.from_dict({"rate": 2.0})
+
+
 def test_source_is_named_before_the_config():
     with pytest.raises(InputError, match="^run.json: outer config: unknown key"):
         Outer.from_dict({"bogus": 1}, source="run.json")
@@ -96,3 +107,77 @@ def test_old_key_is_accepted_through_the_upgrade_hook_only():
     assert "title" not in Outer.from_dict({"title": "legacy"}).to_dict()
     with pytest.raises(InputError, match="unknown key 'title'"):
         Inner.from_dict({"title": "legacy"})  # a class without that history refuses it
+
+
+# ---------------------------------------------------------------------------------------------- the project's configs
+def test_every_project_config_round_trips_and_refuses_unknown_keys():
+    from DCTNetLib.models.diffusion import CDMConfig
+    from DCTNetLib.models.presets import gan_preset
+    from DCTNetLib.training.config import CDMTrainConfig, GANTrainConfig
+
+    configs = [gan_preset("ablation-no-perceptual@tiny"), gan_preset("small").generator, CDMConfig.small(),
+               GANTrainConfig(size="tiny", variant="x2ct-baseline", model={"fusion_rank": 8}), CDMTrainConfig()]
+    for config in configs:
+        data = json.loads(json.dumps(config.to_dict()))
+        assert type(config).from_dict(data) == config
+        with pytest.raises(InputError, match="unknown key 'bogus'"):
+            type(config).from_dict({**data, "bogus": 1})
+
+
+@pytest.mark.parametrize("build, key", [
+    (lambda: __import__("DCTNetLib.models.diffusion", fromlist=["CDMConfig"]).CDMConfig(channels=(8, "16")),
+     "CDM config: channels expects"),
+    (lambda: __import__("DCTNetLib.models.presets", fromlist=["gan_preset"]).gan_preset("tiny", fusion_rank="8"),
+     "generator config: fusion_rank expects int | None"),
+    (lambda: __import__("DCTNetLib.training.config", fromlist=["resolve_config"]).resolve_config(
+        __import__("DCTNetLib.training.config", fromlist=["GANTrainConfig"]).GANTrainConfig, set_pairs=["lr=fast"]),
+     "--set: training config: lr expects float, got 'fast'"),
+])
+def test_project_configs_refuse_a_wrong_type_naming_the_key(build, key):
+    with pytest.raises(InputError, match=key.replace("|", r"\|")):
+        build()
+
+
+def test_shipped_bundle_preset_with_the_old_name_key_loads_as_before():
+    """The shipped bundle stores its GAN preset as {"name": "dctnet@small", …}: read as variant and size."""
+    from DCTNetLib.io.model_bundle import default_weights_path
+    from DCTNetLib.io.safe_load import load_torch_file
+    from DCTNetLib.models.presets import GANPreset, gan_preset
+
+    stored = load_torch_file(default_weights_path())["generator"]["preset"]
+    assert stored["name"] == "dctnet@small" and "variant" not in stored  # the old layout, never re-saved
+    preset = GANPreset.from_dict(stored)
+    assert (preset.variant, preset.size) == ("dctnet", "small") and preset == gan_preset("small")
+    assert GANPreset.from_dict({**stored, "name": "x2ct-baseline"}).size == "full"  # a bare ablation was @full
+    with pytest.raises(InputError, match="unknown GAN preset 'bogus'"):
+        GANPreset.from_dict({**stored, "name": "bogus"})
+
+
+def test_cdm_config_without_objective_was_saved_before_v_prediction():
+    from DCTNetLib.models.diffusion import CDMConfig
+
+    legacy = CDMConfig.small().to_dict()
+    del legacy["objective"]
+    assert CDMConfig.from_dict(legacy).objective == "eps" and CDMConfig.small().objective == "v"
+
+
+def test_training_config_keys_of_older_runs_are_read_as_size_and_variant(tmp_path):
+    """Runs written before size/variant were fields: config.json and --set used "preset" and model.variant."""
+    from DCTNetLib.training.config import (CDMTrainConfig, GANTrainConfig, check_config_compatible, config_to_dict,
+                                           resolve_config)
+
+    config = resolve_config(GANTrainConfig, flags={"size": "tiny", "variant": "ablation-no-perceptual",
+                                                   "model": {"fusion_rank": 8}})
+    new = config_to_dict(config)
+    old = {k: v for k, v in new.items() if k not in ("size", "variant")}  # what that run's config.json holds
+    old.update(preset="tiny", model={"variant": "ablation-no-perceptual", "fusion_rank": 8})
+    assert resolve_config(GANTrainConfig, saved=old) == config
+    assert resolve_config(GANTrainConfig, set_pairs=["preset=small", "model.variant=x2ct-baseline"]).variant \
+        == "x2ct-baseline"
+    assert "preset" not in new and "variant" not in new["model"]
+    check_config_compatible(old, config, tmp_path / "latest.pt")  # resuming such a run: nothing differs
+    other = resolve_config(GANTrainConfig, flags={"size": "tiny", "model": {"fusion_rank": 8}})
+    with pytest.raises(InputError, match="variant: 'ablation-no-perceptual' \\(checkpoint\\) → 'dctnet' \\(now\\)"):
+        check_config_compatible(old, other, tmp_path / "latest.pt")
+    with pytest.raises(InputError, match="unknown training config key 'variant'"):
+        resolve_config(CDMTrainConfig, saved={"model": {"variant": "dctnet"}})  # the CDM never had one

@@ -16,7 +16,8 @@ from DCTNetLib import cli
 from DCTNetLib.errors import InputError, WeightsError
 from DCTNetLib.io.safe_load import load_checkpoint as safe_load_checkpoint
 from DCTNetLib.io.safe_load import load_numpy_pickle, sha256_file
-from DCTNetLib.training.checkpoint import CheckpointManager, load_checkpoint, save_checkpoint
+from DCTNetLib.training.checkpoint import load_checkpoint, save_checkpoint
+from DCTNetLib.training.config import TrainConfig, check_config_compatible
 
 CORPUS_SCRIPT = Path(__file__).resolve().parents[2] / "Testing" / "Data" / "bad_inputs" / "make_corpus.py"
 
@@ -108,15 +109,15 @@ def test_code_in_any_pickle_protocol_is_refused_without_running(tmp_path, protoc
 
 def test_config_mismatch_names_the_differing_key(checkpoint):
     state = load_checkpoint(checkpoint, kind="gan")
-    current = _training_state(channels=32)["config"]
+    current = TrainConfig(**_training_state(channels=32)["config"])
     with pytest.raises(InputError) as info:
-        CheckpointManager.check_resumable(state, current, checkpoint)
+        check_config_compatible(state["config"], current, checkpoint)
     message = str(info.value)
     assert str(checkpoint) in message
     assert "model.channels: 16 (checkpoint) → 32 (now)" in message
     assert "depth" not in message and "lr" not in message  # only what differs
-    runtime_only = {**state["config"], "epochs": 99}  # more epochs is a legal change on resume
-    CheckpointManager.check_resumable(state, runtime_only, checkpoint)
+    runtime_only = TrainConfig(**{**state["config"], "epochs": 99})  # more epochs is a legal change on resume
+    check_config_compatible(state["config"], runtime_only, checkpoint)
 
 
 def test_checkpoint_of_another_kind_or_format(checkpoint, tmp_path):

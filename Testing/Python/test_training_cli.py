@@ -76,7 +76,7 @@ def test_train_cdm_writes_run_files_and_refuses_to_overwrite(prepared, tmp_path,
     assert any(r["event"] == "checkpoint" and r["best"] for r in records)
 
     run_info = json.loads((run / "run.json").read_text(encoding="utf-8"))
-    assert run_info["config"]["preset"] == "tiny" and run_info["code_version"]["dctnet"]
+    assert run_info["config"]["size"] == "tiny" and run_info["code_version"]["dctnet"]
     assert run_info["environment"]["torch"] == torch.__version__
     saved = json.loads((run / "config.json").read_text(encoding="utf-8"))
     assert saved["kind"] == "cdm" and saved["batch_size"] == 2 and saved["epochs"] == 2

@@ -64,7 +64,7 @@ class StandInFeatures(nn.Module):
 def gan_config(**overrides):
     from DCTNetLib.training.config import GANTrainConfig
 
-    values = dict(preset="tiny", model=dict(MICRO), epochs=2, num_workers=0, progress=False, deterministic=True,
+    values = dict(size="tiny", model=dict(MICRO), epochs=2, num_workers=0, progress=False, deterministic=True,
                   device="cpu", bs_source="target", checkpoint_every=1, log_every=1)
     values.update(overrides)
     return GANTrainConfig(**values)
@@ -371,7 +371,7 @@ def test_evaluate_ablations_collects_the_variant_runs_in_table_1_order(prepared1
 
     runs = tmp_path / "runs"
     for variant in ("dctnet", "ablation-no-dual-branch"):
-        config = gan_config(model={**MICRO, "variant": variant}, max_steps=1, loss={"contrastive_metric": "l1"})
+        config = gan_config(variant=variant, max_steps=1, loss={"contrastive_metric": "l1"})
         make_trainer(config, runs / variant, prepared16).fit()
     data = tmp_path / "prep"
     shutil.copytree(prepared16, data)

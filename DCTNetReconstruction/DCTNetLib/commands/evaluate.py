@@ -115,8 +115,7 @@ def _evaluate_checkpoint(checkpoint: Path, dataset: Any, device: Any, lpips_mode
         log.warning("%s is a %d² model: the prepared cases are resampled to %d² / %d³ (its metrics are on that grid)",
                     checkpoint, size, size, size)
         dataset = PreparedCaseDataset(dataset.root, dataset.split, image_size=size)
-    variant = preset.name.partition("@")[0]
-    result = MethodResult(method or ROW_NAMES.get(variant, preset.name), params_m=params_m)
+    result = MethodResult(method or ROW_NAMES.get(preset.variant, preset.name), params_m=params_m)
     for index in range(len(dataset)):
         item = dataset[index]
         y = item["drr"][None].to(device)

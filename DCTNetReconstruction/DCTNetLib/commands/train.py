@@ -103,9 +103,9 @@ def run(args: argparse.Namespace) -> int:
     from ..training.config import GANTrainConfig
     from ..training.distributed import barrier, cleanup
     from ..training.engine import seed_everything
-    from ..training.gan_trainer import VARIANT_KEY, GANTrainer, build_gan_preset, uses_bone_suppressed
+    from ..training.gan_trainer import GANTrainer, build_gan_preset, uses_bone_suppressed
 
-    extra = {"bs_source": args.bs_source, f"model.{VARIANT_KEY}": args.variant}
+    extra = {"bs_source": args.bs_source, "variant": args.variant}
     config = resolve_run_config(GANTrainConfig, args, extra)
     preset = build_gan_preset(config)  # validates the model/loss keys before touching the run folder
     try:

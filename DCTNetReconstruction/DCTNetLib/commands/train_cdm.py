@@ -74,7 +74,7 @@ def resolve_run_config(config_cls: type, args: argparse.Namespace, extra_flags: 
             raise InputError(f"cannot parse the saved run config {saved_path}: {exc}") from exc
         for key in ("max_steps", "stop_after_steps"):  # limits of one invocation, not of the run
             saved.pop(key, None)
-    flags = {"preset": args.preset, "device": args.device, "epochs": args.epochs, "max_steps": args.max_steps,
+    flags = {"size": args.preset, "device": args.device, "epochs": args.epochs, "max_steps": args.max_steps,
              **(extra_flags or {})}
     return resolve_config(config_cls, saved=saved, config_file=args.config, set_pairs=args.set, flags=flags)
 
@@ -154,9 +154,9 @@ def run(args: argparse.Namespace) -> int:
     config = resolve_run_config(CDMTrainConfig, args)
     try:
         seed_everything(config.seed)
-        diffusion = build_cdm_model(config.preset, config.model)
+        diffusion = build_cdm_model(config.size, config.model)
         train_set, val_set = load_splits(args.data, config.augment, diffusion.config.image_size)
-        check_image_size(train_set, diffusion.config.image_size, f"{config.preset} CDM preset")
+        check_image_size(train_set, diffusion.config.image_size, f"{config.size} CDM preset")
         device, info = setup_run(config, args)  # the run folder is made only once there is data to train on
         trainer = CDMTrainer(config, args.output, train_set=train_set, val_set=val_set, diffusion=diffusion,
                              device=device, dist_info=info)

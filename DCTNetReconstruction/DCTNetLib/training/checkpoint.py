@@ -18,14 +18,14 @@ A checkpoint is a plain dict of tensors, numbers, strings, lists and dicts (so i
     progress          {epoch, step, epoch_step, best_metric, best_epoch, world_size, samples_done}
 
 Writes go through :func:`DCTNetLib.io.atomic.atomic_torch_save` after a free-space check, so an interruption or
-a full disk leaves the previous file intact. Resuming compares the stored config with the current one and
-refuses with a readable diff when anything but :data:`~.config.RUNTIME_KEYS` differs.
+a full disk leaves the previous file intact. Resuming compares the stored config with the current one
+(:func:`~.config.check_config_compatible`).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import torch
 
@@ -40,8 +40,6 @@ __all__ = [
     "estimate_nbytes",
     "save_checkpoint",
     "load_checkpoint",
-    "config_diff",
-    "check_config_compatible",
     "CheckpointManager",
 ]
 
@@ -146,51 +144,6 @@ def check_checkpoint_state(state: Any, path: str | Path, kind: str | None = None
     return state
 
 
-def _flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in data.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict):
-            out.update(_flatten(value, f"{name}."))
-        else:
-            out[name] = list(value) if isinstance(value, tuple) else value
-    return out
-
-
-def config_diff(saved: dict[str, Any], current: dict[str, Any], ignore: Iterable[str] = ()) -> list[str]:
-    """Readable lines ``"  key: <checkpoint value> → <current value>"`` for every differing key.
-
-    Nested dicts (``model``, ``loss``) are compared key by key (``model.channels``). Keys in ``ignore`` are skipped.
-    """
-    ignored = set(ignore)
-    old, new = _flatten(saved), _flatten(current)
-    lines = []
-    for key in sorted(set(old) | set(new)):
-        if key in ignored:
-            continue
-        a, b = old.get(key, "<absent>"), new.get(key, "<absent>")
-        if a != b:
-            lines.append(f"  {key}: {a!r} (checkpoint) → {b!r} (now)")
-    return lines
-
-
-def check_config_compatible(saved: dict[str, Any], current: dict[str, Any], path: str | Path) -> None:
-    """Refuse to resume from ``path`` when its config differs from ``current`` beyond the runtime keys.
-
-    Raises:
-        InputError: naming ``path`` and listing every difference.
-    """
-    from .config import RUNTIME_KEYS
-
-    lines = config_diff(saved, current, ignore=RUNTIME_KEYS)
-    if lines:
-        raise InputError(
-            f"cannot resume from {path}: the training config differs from the one it was written with:\n"
-            + "\n".join(lines)
-            + "\nRun with the original settings (drop the --set/--config changes), or start a new --output folder."
-        )
-
-
 class CheckpointManager:
     """Keeps ``latest.pt`` (every N steps and at epoch ends) and ``best.pt`` (best validation metric) in a run.
 
@@ -222,8 +175,3 @@ class CheckpointManager:
     def load_latest(self, kind: str | None = None) -> dict[str, Any]:
         """The state in ``latest.pt`` (see :func:`load_checkpoint`)."""
         return load_checkpoint(self.latest_path, kind)
-
-    @staticmethod
-    def check_resumable(state: dict[str, Any], current_config: dict[str, Any], path: str | Path) -> None:
-        """Config check before resuming (see :func:`check_config_compatible`)."""
-        check_config_compatible(state.get("config", {}), current_config, path)

@@ -38,31 +38,24 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from ..errors import InputError, WeightsError
+from ..models.presets import GANPreset, compose_preset
 from .config import GANTrainConfig
 from .distributed import DistInfo, unwrap
 from .loop import Trainer
 
-__all__ = ["GANTrainer", "build_gan_preset", "uses_bone_suppressed", "load_gan_generators", "DEFAULT_VARIANT"]
-
-DEFAULT_VARIANT = "dctnet"
-VARIANT_KEY = "variant"  # model.variant: which row of Table 1 (presets.ABLATIONS) on top of the size preset
+__all__ = ["GANTrainer", "build_gan_preset", "uses_bone_suppressed", "load_gan_generators"]
 
 
-def build_gan_preset(config: GANTrainConfig) -> Any:
+def build_gan_preset(config: GANTrainConfig) -> GANPreset:
     """The :class:`~DCTNetLib.models.presets.GANPreset` of a training config.
 
-    ``config.preset`` is the size (tiny/small/full), ``config.model["variant"]`` the variant (``dctnet`` or an
-    entry of :data:`~DCTNetLib.models.presets.ABLATIONS`), the other ``model`` keys override generator or
-    discriminator fields and ``config.loss`` overrides :class:`~DCTNetLib.models.presets.LossConfig` fields.
+    ``config.variant`` at ``config.size``; the ``model`` keys override generator or discriminator fields and
+    ``config.loss`` overrides :class:`~DCTNetLib.models.presets.LossConfig` fields.
 
     Raises:
-        InputError: unknown variant or field (the message lists the valid ones).
+        InputError: unknown field (the message lists the valid ones) or an invalid value.
     """
-    from ..models.presets import gan_preset
-
-    overrides = dict(config.model)
-    variant = str(overrides.pop(VARIANT_KEY, DEFAULT_VARIANT))
-    return gan_preset(f"{variant}@{config.preset}", **overrides, loss=dict(config.loss))
+    return compose_preset(config.variant, config.size, **config.model, loss=dict(config.loss))
 
 
 def uses_bone_suppressed(config: GANTrainConfig, preset: Any) -> bool:

@@ -33,7 +33,7 @@ from torch.utils.data import DataLoader, Dataset
 from .. import __version__
 from ..errors import OutputError
 from .checkpoint import CHECKPOINT_FORMAT, CHECKPOINT_FORMAT_VERSION, CheckpointManager
-from .config import TrainConfig, config_to_dict, save_config
+from .config import TrainConfig, check_config_compatible, config_to_dict, save_config
 from .distributed import (DistInfo, ResumableSampler, all_gather_objects, all_reduce_flag, broadcast_object,
                           detect, unwrap)
 from .engine import (MetricsLog, Progress, StopRequest, capture_rng_state, configure_backends, now,
@@ -266,7 +266,7 @@ class Trainer:
     def resume(self) -> None:
         """Load ``latest.pt`` after checking its kind and config (raises with a readable diff on mismatch)."""
         state = self.checkpoints.load_latest(self.kind)
-        self.checkpoints.check_resumable(state, config_to_dict(self.config), self.checkpoints.latest_path)
+        check_config_compatible(state.get("config", {}), self.config, self.checkpoints.latest_path)
         self.load_state_dict(state)
         self.log.write("resume", epoch=self.epoch, step=self.step)
 
