@@ -523,9 +523,11 @@ def build_generator(cfg: GeneratorConfig) -> nn.Module:
     if cfg.arch == "x2ct":
         from .x2ct import X2CTGenerator
 
-        generator = X2CTGenerator(cfg.image_size, cfg.stem_channels, cfg.encoder_blocks, cfg.growth_rate,
-                                  cfg.decoder_channels, cfg.view_decoder_convs, cfg.fusion_decoder_convs,
-                                  cfg.fusion_dropout, cfg.norm)
+        generator = X2CTGenerator(image_size=cfg.image_size, stem_channels=cfg.stem_channels,
+                                  blocks=cfg.encoder_blocks, growth_rate=cfg.growth_rate,
+                                  decoder_channels=cfg.decoder_channels, view_decoder_convs=cfg.view_decoder_convs,
+                                  fusion_decoder_convs=cfg.fusion_decoder_convs, fc_dropout=cfg.fusion_dropout,
+                                  norm=cfg.norm)
     else:
         from .generator import DCTNetGenerator
 
@@ -546,10 +548,11 @@ def build_discriminator(cfg: DiscriminatorConfig) -> nn.Module:
     if cfg.arch == "x2ct3d":
         from .x2ct import X2CTDiscriminator
 
-        discriminator = X2CTDiscriminator(cfg.channels, cfg.norm, cfg.conditional)
+        discriminator = X2CTDiscriminator(channels=cfg.channels, norm=cfg.norm, conditional=cfg.conditional)
     else:
         from .discriminator import TriPlaneDiscriminator
 
-        discriminator = TriPlaneDiscriminator(1, cfg.channels, cfg.norm, cfg.conditional, cfg.slices_per_plane)
+        discriminator = TriPlaneDiscriminator(volume_channels=1, channels=cfg.channels, norm=cfg.norm,
+                                              conditional=cfg.conditional, slices_per_plane=cfg.slices_per_plane)
     init_weights(discriminator, cfg.init, cfg.init_gain)
     return discriminator
