@@ -140,7 +140,7 @@ def test_project_configs_refuse_a_wrong_type_naming_the_key(build, key):
 
 def test_shipped_bundle_preset_with_the_old_name_key_loads_as_before():
     """The shipped bundle stores its GAN preset as {"name": "dctnet@small", …}: read as variant and size."""
-    from DCTNetLib.io.model_bundle import default_weights_path
+    from DCTNetLib.checkpoints.bundle import default_weights_path
     from DCTNetLib.io.safe_load import load_torch_file
     from DCTNetLib.models.presets import GANPreset, gan_preset
 

@@ -140,7 +140,7 @@ def _call_library(entry: str, name: str, path: Path, corpus: Path):
         from DCTNetLib.io.ct import CTVolume, write_ct
         return write_ct(CTVolume(mc.synthetic_ct_hu(), spacing=(2.0, 1.5, 1.5)), path, overwrite=False)
     if entry == "bundle":
-        from DCTNetLib.io.model_bundle import load_model_bundle
+        from DCTNetLib.checkpoints.bundle import load_model_bundle
         return load_model_bundle(path)
     if entry == "write_text":
         from DCTNetLib.io.atomic import atomic_write_text
@@ -150,11 +150,11 @@ def _call_library(entry: str, name: str, path: Path, corpus: Path):
         pa, lat = read_radiograph(corpus / "pair_pa.png"), read_radiograph(corpus / "pair_lat.png")
         return view_pair_warnings(pa, pa) if name == "pair_identical" else view_pair_warnings(lat, pa)
     if entry == "load_checkpoint":
-        from DCTNetLib.training.checkpoint import load_checkpoint
+        from DCTNetLib.checkpoints.checkpoint import load_checkpoint
         return load_checkpoint(path)
     if entry == "safe_load":
-        from DCTNetLib.io.safe_load import load_checkpoint
-        return load_checkpoint(path, expected_sha256=mc.weights_sha256(corpus).get(path.name))
+        from DCTNetLib.io.safe_load import load_torch_file
+        return load_torch_file(path, expected_sha256=mc.weights_sha256(corpus).get(path.name))
     if entry == "numpy_pickle":
         from DCTNetLib.io.safe_load import load_numpy_pickle
         return load_numpy_pickle(path)
@@ -197,7 +197,7 @@ def _run_cli(entry: str, name: str, case, path: Path, corpus: Path, tmp_path: Pa
     outcome, fragment = case.expect[entry]
     if entry in ("reconstruct", "reconstruct_weights"):
         pytest.importorskip("DCTNetLib.commands.reconstruct", reason="dctnet reconstruct not in this build yet")
-        pytest.importorskip("DCTNetLib.io.model_bundle", reason="model bundles not in this build yet")
+        pytest.importorskip("DCTNetLib.checkpoints.bundle", reason="model bundles not in this build yet")
         good = ["--pa", corpus / "good_pa.png", "--lat", corpus / "good_lat.png"]
         if entry == "reconstruct_weights":
             argv = [*good, "--output", tmp_path / "ct.nii.gz", "--weights", path]
@@ -425,10 +425,10 @@ def test_no_weights_file_ran_code(corpus):
     """Runs after the weights cases (same module corpus); also proves the payload is live under plain pickle."""
     import pickle
 
-    from DCTNetLib.io.safe_load import load_checkpoint, load_numpy_pickle
-    from DCTNetLib.training.checkpoint import load_checkpoint as load_training_checkpoint
+    from DCTNetLib.checkpoints.checkpoint import load_checkpoint as load_training_checkpoint
+    from DCTNetLib.io.safe_load import load_numpy_pickle, load_torch_file
 
-    for loader, file in [(load_checkpoint, "w_code.pt"), (load_checkpoint, "w_code.pkl"),
+    for loader, file in [(load_torch_file, "w_code.pt"), (load_torch_file, "w_code.pkl"),
                          (load_training_checkpoint, "w_code.pt"), (load_training_checkpoint, "w_code.pkl"),
                          (load_numpy_pickle, "w_code.pkl")]:
         with pytest.raises(WeightsError, match=r"refusing to load .*w_code\.p"):
@@ -457,7 +457,7 @@ def test_view_pair_check_on_real_geometry(lidc_demo_ct):
 
 def test_inference_check_pair_warns_for_identical_and_swapped(corpus):
     """The lead's public pair check (inference.check_pair) gives the same two warnings."""
-    pytest.importorskip("DCTNetLib.io.model_bundle", reason="inference.py needs io/model_bundle.py (not yet built)")
+    pytest.importorskip("DCTNetLib.checkpoints.bundle", reason="inference.py needs io/model_bundle.py (not yet built)")
     from DCTNetLib.inference import check_pair
     from DCTNetLib.io.radiograph import read_radiograph
 

@@ -386,7 +386,7 @@ def test_evaluate_ablations_collects_the_variant_runs_in_table_1_order(prepared1
     for variant in ("dctnet", "ablation-no-dual-branch"):
         cases = list(csv.DictReader((out / f"cases_{variant}.csv").open()))
         assert [c["case"] for c in cases] == ["case03", "case04"] and "lpips" not in cases[0]
-    from DCTNetLib.training.gan_trainer import load_gan_generators
+    from DCTNetLib.checkpoints.networks import load_gan_generators
 
     single, dual = (load_gan_generators(runs / v / "latest.pt")[3] for v in ("ablation-no-dual-branch", "dctnet"))
     assert dual > single  # the dual-branch model also trains G(X)
@@ -394,7 +394,8 @@ def test_evaluate_ablations_collects_the_variant_runs_in_table_1_order(prepared1
 
 
 def test_train_with_a_cdm_caches_its_samples_and_resume_reuses_the_recorded_cdm(prepared16, tmp_path, one_thread):
-    from DCTNetLib.training.cache import case_seed, load_cdm
+    from DCTNetLib.checkpoints.networks import load_cdm
+    from DCTNetLib.training.cache import case_seed
 
     data = tmp_path / "prep"
     shutil.copytree(prepared16, data)
@@ -410,7 +411,7 @@ def test_train_with_a_cdm_caches_its_samples_and_resume_reuses_the_recorded_cdm(
     key = state["cdm"]["key"]
     cached = sorted((data / "cases").rglob("drr_cdm_*.npy"))
     assert [p.name for p in cached] == [f"drr_cdm_{key}.npy"] * 5  # 4 training + 1 validation case
-    cdm = load_cdm(cdm_run / "latest.pt", torch.device("cpu"))
+    cdm, _ = load_cdm(cdm_run / "latest.pt")
     drr = torch.from_numpy(np.load(data / "cases" / "case02" / "drr.npy"))[None]
     with torch.no_grad():
         direct = cdm.suppress_bones(drr, steps=2, seed=case_seed(0, "case02"), eta=0.0)[0].numpy()
@@ -427,7 +428,7 @@ def _check_export_and_direct_loading(gan_ckpt: Path, cdm_ckpt: Path, tmp_path: P
     """`dctnet export` copies exactly the checkpoints' weights (EMA or online CDM), and a GAN checkpoint whose run
     recorded its CDM loads directly as a model."""
     from DCTNetLib.inference import Reconstructor
-    from DCTNetLib.io.model_bundle import load_model_bundle
+    from DCTNetLib.checkpoints.bundle import load_model_bundle
 
     gan, cdm = load_state(gan_ckpt), load_state(cdm_ckpt)
     for choice, expected in (("ema", cdm["ema"]["diffusion"]["model"]), ("online", cdm["models"]["diffusion"])):

@@ -314,7 +314,7 @@ def _row_info(out: Path, row: str) -> dict[str, Any] | None:
     """Measured metrics and how the row was trained, or None when it has not been evaluated."""
     from ..evaluation.tables import summarize
     from ..training.config import TrainConfig
-    from ..training.gan_trainer import load_gan_generators
+    from ..checkpoints.networks import load_gan_generators
 
     cases_csv = out / "eval" / row / "cases.csv"
     if not cases_csv.is_file():

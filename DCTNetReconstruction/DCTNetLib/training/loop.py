@@ -11,7 +11,7 @@ A subclass builds its networks with :meth:`Trainer.add_model` / :meth:`Trainer.a
   when validation improves. A run that ends (all epochs, or ``max_steps``) always leaves ``best.pt``: when it
   has not been validated yet it is validated once at the end; without a validation split ``best.pt`` is the
   last state (recorded as such in ``metrics.jsonl``). Each holds models, optimisers, schedulers, GradScalers, extra state (EMA), the RNG
-  states of *every* rank, progress and config (:mod:`.checkpoint`). Only rank 0 writes.
+  states of *every* rank, progress and config (:mod:`DCTNetLib.checkpoints.checkpoint`). Only rank 0 writes.
 - stops: ``max_steps``, ``stop_after_steps`` (a simulated interruption), Ctrl-C / SIGTERM (agreed between ranks
   with one all-reduce per step) — each ends the loop at a step boundary after writing ``latest.pt``.
 
@@ -31,8 +31,8 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from .. import __version__
+from ..checkpoints.checkpoint import CHECKPOINT_FORMAT, CHECKPOINT_FORMAT_VERSION, CheckpointManager
 from ..errors import OutputError
-from .checkpoint import CHECKPOINT_FORMAT, CHECKPOINT_FORMAT_VERSION, CheckpointManager
 from .config import TrainConfig, check_config_compatible, config_to_dict, save_config
 from .distributed import (DistInfo, ResumableSampler, all_gather_objects, all_reduce_flag, broadcast_object,
                           detect, unwrap)
