@@ -108,15 +108,15 @@ def assert_same_weights(a: dict, b: dict) -> None:
 def test_resume_gives_the_same_weights_as_an_uninterrupted_run(prepared16, tmp_path, one_thread):
     """2 epochs straight == stopped mid-epoch 1 then resumed == 1 epoch then resumed to 2 (perceptual path on)."""
     straight = make_trainer(gan_config(), tmp_path / "a", prepared16, StandInFeatures())
-    assert straight.fit()["status"] == "done"
+    assert straight.fit().status == "done"
     reference = load_state(tmp_path / "a" / "latest.pt")
     assert reference["progress"]["step"] == 8 and set(reference["models"]) == {"g_raw", "g_bs", "discriminator"}
 
     first = make_trainer(gan_config(stop_after_steps=3), tmp_path / "b", prepared16, StandInFeatures())
-    assert first.fit()["status"] == "interrupted"
+    assert first.fit().status == "interrupted"
     assert load_state(tmp_path / "b" / "latest.pt")["progress"]["step"] == 3
     resumed = make_trainer(gan_config(), tmp_path / "b", prepared16, StandInFeatures())
-    assert resumed.fit(resume=True)["step"] == 8
+    assert resumed.fit(resume=True).step == 8
 
     one_epoch = make_trainer(gan_config(epochs=1), tmp_path / "c", prepared16, StandInFeatures())
     one_epoch.fit()

@@ -20,9 +20,12 @@ import json
 import shlex
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import InputError
+
+if TYPE_CHECKING:  # the training package imports torch; the CLI parses its arguments without it
+    from ..training.loop import FitResult
 
 HELP = "train the bone-suppression conditional diffusion model (CDM) on prepared radiograph pairs"
 
@@ -131,18 +134,17 @@ def resume_hint() -> str:
     return f"{prefix} {shlex.join(argv)}"
 
 
-def report(result: dict[str, Any], info: Any) -> int:
+def report(result: FitResult, info: Any) -> int:
     """Print how the run ended (rank 0) and return the exit code (130 after an interruption)."""
     if info.is_main:
-        if result["status"] == "interrupted":
-            print(f"stopped at step {result['step']} (epoch {result['epoch']}); checkpoint {result['latest']}\n"
+        if result.status == "interrupted":
+            print(f"stopped at step {result.step} (epoch {result.epoch}); checkpoint {result.latest}\n"
                   f"resume with:\n  {resume_hint()}", file=sys.stderr)
         else:
-            best = result["best_metric"]
-            best_text = f", best validation PSNR {best:.3f} dB" if best is not None else ""
-            print(f"finished at step {result['step']} (epoch {result['epoch']}){best_text}; "
-                  f"checkpoints in {Path(result['latest']).parent}")
-    return 130 if result["status"] == "interrupted" else 0
+            best_text = f", best validation PSNR {result.best_metric:.3f} dB" if result.best_metric is not None else ""
+            print(f"finished at step {result.step} (epoch {result.epoch}){best_text}; "
+                  f"checkpoints in {result.latest.parent}")
+    return 130 if result.status == "interrupted" else 0
 
 
 def run(args: argparse.Namespace) -> int:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -43,8 +44,24 @@ from .schedules import build_scheduler
 __all__ = ["Trainer", "FitResult"]
 
 
-class FitResult(dict):
-    """``{"status": "done" | "max_steps" | "interrupted", "step", "epoch", "best_metric", "latest"}``."""
+@dataclass(frozen=True)
+class FitResult:
+    """How :meth:`Trainer.fit` ended.
+
+    Args:
+        status: ``"done"`` (all epochs), ``"max_steps"`` (the step limit) or ``"interrupted"`` (Ctrl-C, SIGTERM,
+            ``stop_after_steps``).
+        step: optimisation steps done in the whole run.
+        epoch: completed epochs.
+        best_metric: best validation value (``best.pt``), or None before any validation.
+        latest: path of the run's ``latest.pt``.
+    """
+
+    status: str
+    step: int
+    epoch: int
+    best_metric: float | None
+    latest: Path
 
 
 class Trainer:
@@ -339,4 +356,4 @@ class Trainer:
             self.log.write("done", step=self.step, epoch=self.epoch, reason=status, best_metric=self.best_metric,
                            best_epoch=self.best_epoch)
         return FitResult(status=status, step=self.step, epoch=self.epoch, best_metric=self.best_metric,
-                         latest=str(self.checkpoints.latest_path))
+                         latest=self.checkpoints.latest_path)
