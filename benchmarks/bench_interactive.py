@@ -27,7 +27,7 @@ __all__ = ["end_to_end", "random_bundle"]
 
 def random_bundle(size: str = "small"):
     """A :class:`ModelBundle` of randomly initialised models with the ``size`` preset architectures."""
-    from DCTNetLib.io.model_bundle import ModelBundle
+    from DCTNetLib.checkpoints.bundle import ModelBundle
     from DCTNetLib.models.diffusion import CDMConfig, ConditionalDiffusion
     from DCTNetLib.models.presets import build_generator, gan_preset
 
@@ -42,7 +42,7 @@ def random_bundle(size: str = "small"):
 
 def _load(size: str) -> tuple[Any, str, float]:
     """(bundle, source description, load seconds): the shipped weights for "small" when present."""
-    from DCTNetLib.io.model_bundle import default_weights_path, load_model_bundle
+    from DCTNetLib.checkpoints.bundle import default_weights_path, load_model_bundle
 
     start = time.perf_counter()
     if size == "small" and default_weights_path().is_file():

@@ -206,9 +206,9 @@ def main(argv: list[str] | None = None) -> int:
 
     steps_list = sorted({int(s) for s in args.steps.split(",") if s.strip()})
     if args.weights is not None:
-        from DCTNetLib.training.cache import load_cdm
+        from DCTNetLib.checkpoints.networks import load_cdm
 
-        model = load_cdm(args.weights, torch.device("cpu"))
+        model, _ = load_cdm(args.weights)
         source: dict[str, Any] = {"weights": str(args.weights)}
     else:
         config = getattr(CDMConfig, args.preset)()

@@ -252,8 +252,8 @@ def cuda_train_step(variant: str, amp: bool, repeats: int) -> dict[str, Any]:
     n = preset.image_size
     case = {"ct": torch.rand(1, n, n, n), "drr": torch.rand(2, n, n), "drr_bs": torch.rand(2, n, n), "case_id": "x"}
     perceptual, phi_note = _perceptual(preset.loss.perceptual_blocks) if preset.loss.uses_perceptual else (None, None)
-    config = GANTrainConfig(preset="full", amp=amp, num_workers=0, batch_size=batch, device="cuda", progress=False,
-                            bs_source="target", model={"variant": variant})
+    config = GANTrainConfig(size="full", amp=amp, num_workers=0, batch_size=batch, device="cuda", progress=False,
+                            bs_source="target", variant=variant)
     torch.cuda.reset_peak_memory_stats()
     with tempfile.TemporaryDirectory() as run_dir:
         trainer = GANTrainer(config, run_dir, train_set=[case] * batch, val_set=None, preset=preset,

@@ -37,7 +37,7 @@ from DCTNetLib.data.bone import body_mask
 from DCTNetLib.data.phantom import lidc_demo_ct_path
 from DCTNetLib.inference import Reconstructor, radiographs_from_ct
 from DCTNetLib.io.ct import read_ct
-from DCTNetLib.io.model_bundle import bundle_from_checkpoints, load_model_bundle
+from DCTNetLib.checkpoints.bundle import bundle_from_checkpoints, load_model_bundle
 
 VOXELS = 200_000  # voxels per CT in the rank correlation (a fixed random subset: the full body is ~1 M)
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from DCTNetLib.io.atomic import atomic_path
-from DCTNetLib.training.checkpoint import load_checkpoint
+from DCTNetLib.checkpoints.checkpoint import load_checkpoint
 
 
 def average(paths: list[Path]) -> dict:

@@ -16,7 +16,7 @@ from collections import Counter
 from pathlib import Path
 
 from DCTNetLib import __version__
-from DCTNetLib.io.model_bundle import default_weights_path, load_model_bundle, write_manifest
+from DCTNetLib.checkpoints.bundle import default_weights_path, load_model_bundle, write_manifest
 
 INTENDED_USE = ("demonstrating the DCT-Net pipeline end to end (CLI, Python, 3D Slicer) and testing it; a starting "
                 "point for training on your own data")

@@ -6,7 +6,8 @@ DCT-Net reconstructs a 128³ CT from a posterior–anterior and a lateral radiog
 - ``io``          CT / radiograph reading and writing, atomic writes, safe weight loading
 - ``data``        preprocessing (HU → 128³ in [0, 1]), DRR projector, bone-suppression targets, phantom, datasets
 - ``models``      bone-suppression CDM, dual generators, tri-plane discriminator, X2CT-GAN baseline, losses
-- ``training``    trainers, checkpoints, distributed, configs
+- ``checkpoints`` training-checkpoint format, model bundles, networks rebuilt from stored state
+- ``training``    trainers, distributed, configs
 - ``evaluation``  PSNR / SSIM / LPIPS, tables, offline ImageNet weights
 - ``inference``   radiographs in → volumes out (used by the CLI and the Slicer logic alike)
 - ``commands``    one module per ``dctnet`` sub-command

@@ -28,12 +28,12 @@ from typing import Callable
 import numpy as np
 import torch
 
-from .conventions import HU_PER_UNIT, IMAGE_SIZE
+from .checkpoints.bundle import ModelBundle, load_model_bundle
+from .conventions import HU_PER_UNIT
 from .data.preprocess import PreparedVolume, to_ct_volume
 from .devices import select_device
 from .errors import InputError
 from .io.ct import CTVolume
-from .io.model_bundle import ModelBundle, load_model_bundle
 from .io.radiograph import resize_radiograph, view_pair_warnings
 
 __all__ = ["Reconstructor", "ReconstructionResult", "mixture_spread", "TISSUE_CLASSES_HU"]
@@ -133,7 +133,7 @@ class Reconstructor:
     """A loaded DCT-Net model: the bone-suppression CDM and the dual generators on one device.
 
     Args:
-        bundle: weights and configs from :func:`DCTNetLib.io.model_bundle.load_model_bundle`.
+        bundle: weights and configs from :func:`DCTNetLib.checkpoints.bundle.load_model_bundle`.
         device: ``"auto"``, ``"cpu"`` or ``"cuda"``. Defaults to ``"auto"``.
     """
 

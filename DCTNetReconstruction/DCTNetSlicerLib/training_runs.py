@@ -123,7 +123,7 @@ def metrics_log_path(run_dir: str | Path) -> Path:
 
 def best_checkpoint(run_dir: str | Path) -> Path | None:
     """The run's ``best.pt``, else its ``latest.pt``, else ``None``."""
-    from DCTNetLib.training.checkpoint import BEST, LATEST
+    from DCTNetLib.checkpoints.checkpoint import BEST, LATEST
 
     for name in (BEST, LATEST):
         path = Path(run_dir) / name

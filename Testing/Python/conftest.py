@@ -136,7 +136,7 @@ def make_tiny_bundle(with_cdm: bool = True, seed: int = 0):
     """A randomly initialised tiny model bundle (32² radiographs → 32³ volumes): real models, fast."""
     import torch
 
-    from DCTNetLib.io.model_bundle import ModelBundle
+    from DCTNetLib.checkpoints.bundle import ModelBundle
     from DCTNetLib.models.diffusion import CDMConfig, ConditionalDiffusion
     from DCTNetLib.models.presets import build_generator, gan_preset
 
@@ -156,7 +156,7 @@ def make_tiny_bundle(with_cdm: bool = True, seed: int = 0):
 @pytest.fixture(scope="session")
 def tiny_bundle_path(tmp_path_factory) -> Path:
     """A saved tiny random bundle file (see :func:`make_tiny_bundle`)."""
-    from DCTNetLib.io.model_bundle import save_model_bundle
+    from DCTNetLib.checkpoints.bundle import save_model_bundle
 
     return save_model_bundle(make_tiny_bundle(), tmp_path_factory.mktemp("bundle") / "tiny.pt")
 

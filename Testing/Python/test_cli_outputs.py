@@ -87,7 +87,7 @@ def test_info_shows_the_model_card_recorded_beside_the_weights(tmp_path, tiny_bu
     # the shipped manifest: fields it lacks in model_card come from its recipe fields
     assert cli.main(["info", "--json"]) == 0
     shipped = json.loads(capsys.readouterr().out)["model_card"]
-    from DCTNetLib.io.model_bundle import default_manifest_path
+    from DCTNetLib.checkpoints.bundle import default_manifest_path
 
     manifest = json.loads(default_manifest_path().read_text())
     assert shipped["sha256"] == manifest["sha256"]

@@ -256,7 +256,7 @@ def test_case_csv_round_trip(tmp_path, volumes):
 def test_parameter_counts_agree_everywhere():
     """One count behind the table's Params (M), `dctnet info` and a bundle's parameter_counts (frozen included)."""
     from DCTNetLib.helpers import count_parameters
-    from DCTNetLib.io.model_bundle import ModelBundle
+    from DCTNetLib.checkpoints.bundle import ModelBundle
 
     linear = torch.nn.Linear(10, 10)
     frozen = torch.nn.Linear(5, 5).requires_grad_(False)

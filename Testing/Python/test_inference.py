@@ -15,7 +15,7 @@ from DCTNetLib import cli
 from DCTNetLib.errors import WeightsError
 from DCTNetLib.inference import Reconstructor, mixture_spread, on_model_grid, radiographs_from_ct
 from DCTNetLib.io.ct import read_ct
-from DCTNetLib.io.model_bundle import load_model_bundle, save_model_bundle
+from DCTNetLib.checkpoints.bundle import load_model_bundle, save_model_bundle
 
 
 def _radiographs(seed: int = 0, size: int = 64) -> tuple[np.ndarray, np.ndarray]:
@@ -240,7 +240,7 @@ def test_gpu_out_of_memory_falls_back_to_the_cpu_with_a_warning(tiny_bundle_path
 
 
 def test_shipped_bundle_matches_its_manifest_and_reconstructs(tiny_phantom_ct):
-    from DCTNetLib.io.model_bundle import default_manifest_path, default_weights_path
+    from DCTNetLib.checkpoints.bundle import default_manifest_path, default_weights_path
     from DCTNetLib.io.safe_load import sha256_file
 
     manifest = json.loads(default_manifest_path().read_text(encoding="utf-8"))

@@ -13,7 +13,6 @@ import torch
 from DCTNetLib.errors import WeightsError
 from DCTNetLib.io.safe_load import (
     RestrictedUnpickler,
-    load_checkpoint,
     load_numpy_pickle,
     load_torch_file,
     loads_numpy_pickle,
@@ -61,7 +60,6 @@ def test_load_torch_file_round_trip_and_sha256(tmp_path):
     loaded = load_torch_file(path, expected_sha256=sha256_file(path).upper())
     assert loaded["step"] == 7
     assert torch.equal(loaded["conv.weight"], _state()["conv.weight"])
-    assert load_checkpoint is load_torch_file
 
 
 def test_load_torch_file_missing(tmp_path):

@@ -86,6 +86,19 @@ def test_small_preset_is_a_few_million_parameters():
 
 
 # ---------------------------------------------------------------------------------------------- modules
+@pytest.mark.parametrize("cls", ["generator.DCTNetGenerator", "x2ct.X2CTGenerator", "x2ct.X2CTDiscriminator",
+                                 "discriminator.TriPlaneDiscriminator"])
+def test_model_options_are_keyword_only(cls):
+    """Options passed by position could silently miswire a model after a signature change: they are refused."""
+    import importlib
+
+    module, name = cls.split(".")
+    model = getattr(importlib.import_module(f"DCTNetLib.models.{module}"), name)
+    with torch.device("meta"):
+        with pytest.raises(TypeError, match="positional argument"):
+            model(32)
+
+
 @pytest.mark.parametrize("arch_preset", ["tiny", "x2ct-baseline@tiny"])
 def test_generator_shapes_and_range(arch_preset):
     torch.manual_seed(0)

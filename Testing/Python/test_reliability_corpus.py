@@ -24,7 +24,7 @@ import pytest
 from DCTNetLib import cli
 from DCTNetLib.commands import reconstruct as _reconstruct_command  # noqa: F401  (a broken import fails here)
 from DCTNetLib.errors import DCTNetError, InputError, OutputError, WeightsError
-from DCTNetLib.io import model_bundle as _model_bundle  # noqa: F401  (a broken import fails here)
+from DCTNetLib.checkpoints import bundle as _bundle  # noqa: F401  (a broken import fails here)
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CORPUS_SCRIPT = REPO_ROOT / "Testing" / "Data" / "bad_inputs" / "make_corpus.py"
@@ -142,7 +142,7 @@ def _call_library(entry: str, name: str, path: Path, corpus: Path):
         from DCTNetLib.io.ct import CTVolume, write_ct
         return write_ct(CTVolume(mc.synthetic_ct_hu(), spacing=(2.0, 1.5, 1.5)), path, overwrite=False)
     if entry == "bundle":
-        from DCTNetLib.io.model_bundle import load_model_bundle
+        from DCTNetLib.checkpoints.bundle import load_model_bundle
         return load_model_bundle(path)
     if entry == "write_text":
         from DCTNetLib.io.atomic import atomic_write_text
@@ -152,11 +152,11 @@ def _call_library(entry: str, name: str, path: Path, corpus: Path):
         pa, lat = read_radiograph(corpus / "pair_pa.png"), read_radiograph(corpus / "pair_lat.png")
         return view_pair_warnings(pa, pa) if name == "pair_identical" else view_pair_warnings(lat, pa)
     if entry == "load_checkpoint":
-        from DCTNetLib.training.checkpoint import load_checkpoint
+        from DCTNetLib.checkpoints.checkpoint import load_checkpoint
         return load_checkpoint(path)
     if entry == "safe_load":
-        from DCTNetLib.io.safe_load import load_checkpoint
-        return load_checkpoint(path, expected_sha256=mc.weights_sha256(corpus).get(path.name))
+        from DCTNetLib.io.safe_load import load_torch_file
+        return load_torch_file(path, expected_sha256=mc.weights_sha256(corpus).get(path.name))
     if entry == "numpy_pickle":
         from DCTNetLib.io.safe_load import load_numpy_pickle
         return load_numpy_pickle(path)
@@ -425,10 +425,10 @@ def test_no_weights_file_ran_code(corpus):
     """Runs after the weights cases (same module corpus); also proves the payload is live under plain pickle."""
     import pickle
 
-    from DCTNetLib.io.safe_load import load_checkpoint, load_numpy_pickle
-    from DCTNetLib.training.checkpoint import load_checkpoint as load_training_checkpoint
+    from DCTNetLib.checkpoints.checkpoint import load_checkpoint as load_training_checkpoint
+    from DCTNetLib.io.safe_load import load_numpy_pickle, load_torch_file
 
-    for loader, file in [(load_checkpoint, "w_code.pt"), (load_checkpoint, "w_code.pkl"),
+    for loader, file in [(load_torch_file, "w_code.pt"), (load_torch_file, "w_code.pkl"),
                          (load_training_checkpoint, "w_code.pt"), (load_training_checkpoint, "w_code.pkl"),
                          (load_numpy_pickle, "w_code.pkl")]:
         with pytest.raises(WeightsError, match=r"refusing to load .*w_code\.p"):

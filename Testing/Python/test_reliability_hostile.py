@@ -126,7 +126,7 @@ def test_a_huge_recorded_architecture_is_refused_without_allocating_it(corpus):
     result = _child("""
         import json, resource, sys
         import torch
-        from DCTNetLib.io.model_bundle import load_model_bundle
+        from DCTNetLib.checkpoints.bundle import load_model_bundle
         from DCTNetLib.errors import WeightsError
         before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         try:
@@ -151,7 +151,7 @@ def nan_bundle(tmp_path_factory) -> Path:
     """The shipped bundle with one weight of G(Y) set to NaN."""
     import torch
 
-    from DCTNetLib.io.model_bundle import default_weights_path
+    from DCTNetLib.checkpoints.bundle import default_weights_path
     from DCTNetLib.io.safe_load import load_torch_file
 
     state = load_torch_file(default_weights_path())
@@ -163,7 +163,7 @@ def nan_bundle(tmp_path_factory) -> Path:
 
 
 def test_nan_weights_are_refused_by_the_loader_and_the_cli(nan_bundle, corpus, tmp_path, capsys):
-    from DCTNetLib.io.model_bundle import load_model_bundle
+    from DCTNetLib.checkpoints.bundle import load_model_bundle
 
     with pytest.raises(WeightsError, match=r"G\(Y\) weights hold 1 NaN/inf value.*") as info:
         load_model_bundle(nan_bundle)
@@ -437,7 +437,7 @@ def test_a_fifo_given_as_a_training_checkpoint_is_named_and_never_opened(tmp_pat
     import os
 
     from DCTNetLib.errors import WeightsError
-    from DCTNetLib.training.checkpoint import load_checkpoint
+    from DCTNetLib.checkpoints.checkpoint import load_checkpoint
 
     fifo = tmp_path / "latest.pt"
     os.mkfifo(fifo)

@@ -15,9 +15,10 @@ import torch
 from DCTNetLib import cli
 from DCTNetLib.commands import reconstruct as _reconstruct_command  # noqa: F401  (a broken import fails here)
 from DCTNetLib.errors import InputError, WeightsError
-from DCTNetLib.io.safe_load import load_checkpoint as safe_load_checkpoint
+from DCTNetLib.io.safe_load import load_torch_file
 from DCTNetLib.io.safe_load import load_numpy_pickle, sha256_file
-from DCTNetLib.training.checkpoint import CheckpointManager, load_checkpoint, save_checkpoint
+from DCTNetLib.checkpoints.checkpoint import load_checkpoint, save_checkpoint
+from DCTNetLib.training.config import TrainConfig, check_config_compatible
 
 CORPUS_SCRIPT = Path(__file__).resolve().parents[2] / "Testing" / "Data" / "bad_inputs" / "make_corpus.py"
 
@@ -62,7 +63,7 @@ def test_truncated_checkpoint_is_a_weights_error_naming_the_file(checkpoint, kee
     data = checkpoint.read_bytes()
     cut = len(data) - 1 if keep == -1 else int(len(data) * keep)
     checkpoint.write_bytes(data[:cut])
-    for loader in (load_checkpoint, safe_load_checkpoint):
+    for loader in (load_checkpoint, load_torch_file):
         with pytest.raises(WeightsError) as info:
             loader(checkpoint)
         message = str(info.value)
@@ -72,12 +73,12 @@ def test_truncated_checkpoint_is_a_weights_error_naming_the_file(checkpoint, kee
 
 def test_tampered_checkpoint_fails_its_sha256(checkpoint):
     digest = sha256_file(checkpoint)
-    assert safe_load_checkpoint(checkpoint, expected_sha256=digest.upper())["kind"] == "gan"
+    assert load_torch_file(checkpoint, expected_sha256=digest.upper())["kind"] == "gan"
     data = bytearray(checkpoint.read_bytes())
     data[len(data) // 3] ^= 0x01  # one bit
     checkpoint.write_bytes(bytes(data))
     with pytest.raises(WeightsError, match=rf"sha256 mismatch for {checkpoint}: expected {digest}"):
-        safe_load_checkpoint(checkpoint, expected_sha256=digest)
+        load_torch_file(checkpoint, expected_sha256=digest)
 
 
 def test_sha256_is_checked_before_unpickling(tmp_path):
@@ -86,7 +87,7 @@ def test_sha256_is_checked_before_unpickling(tmp_path):
     hostile = tmp_path / "model.pt"
     torch.save({"w": mc.CreatesMarkerWhenUnpickled(str(marker))}, hostile)
     with pytest.raises(WeightsError, match="sha256 mismatch"):
-        safe_load_checkpoint(hostile, expected_sha256="0" * 64)
+        load_torch_file(hostile, expected_sha256="0" * 64)
     assert not marker.exists()
 
 
@@ -98,7 +99,7 @@ def test_code_in_any_pickle_protocol_is_refused_without_running(tmp_path, protoc
     torch_file, pickle_file = tmp_path / "ckpt.pt", tmp_path / "weights.pkl"
     torch.save(payload, torch_file, pickle_protocol=protocol)
     pickle_file.write_bytes(pickle.dumps(payload, protocol=protocol))
-    for loader, path in [(load_checkpoint, torch_file), (safe_load_checkpoint, torch_file),
+    for loader, path in [(load_checkpoint, torch_file), (load_torch_file, torch_file),
                          (load_checkpoint, pickle_file), (load_numpy_pickle, pickle_file)]:
         with pytest.raises(WeightsError, match=f"refusing to load {path}"):
             loader(path)
@@ -109,15 +110,15 @@ def test_code_in_any_pickle_protocol_is_refused_without_running(tmp_path, protoc
 
 def test_config_mismatch_names_the_differing_key(checkpoint):
     state = load_checkpoint(checkpoint, kind="gan")
-    current = _training_state(channels=32)["config"]
+    current = TrainConfig(**_training_state(channels=32)["config"])
     with pytest.raises(InputError) as info:
-        CheckpointManager.check_resumable(state, current, checkpoint)
+        check_config_compatible(state["config"], current, checkpoint)
     message = str(info.value)
     assert str(checkpoint) in message
     assert "model.channels: 16 (checkpoint) → 32 (now)" in message
     assert "depth" not in message and "lr" not in message  # only what differs
-    runtime_only = {**state["config"], "epochs": 99}  # more epochs is a legal change on resume
-    CheckpointManager.check_resumable(state, runtime_only, checkpoint)
+    runtime_only = TrainConfig(**{**state["config"], "epochs": 99})  # more epochs is a legal change on resume
+    check_config_compatible(state["config"], runtime_only, checkpoint)
 
 
 def test_checkpoint_of_another_kind_or_format(checkpoint, tmp_path):

@@ -113,11 +113,11 @@ def test_init_weights_leaves_parameter_free_layers_and_gates_alone():
 
 
 def test_each_variant_trains_with_its_own_recipe_by_default():
-    x2ct = resolve_config(GANTrainConfig, flags={"model.variant": "x2ct-baseline"})
+    x2ct = resolve_config(GANTrainConfig, flags={"variant": "x2ct-baseline"})
     assert (x2ct.recipe, x2ct.betas, x2ct.batch_size, x2ct.epochs, x2ct.lr_schedule, x2ct.lr) == \
         ("x2ct", (0.5, 0.99), 4, 100, "x2ct", 2e-4)
     for variant in ("dctnet", *[a for a in ABLATIONS if a != "x2ct-baseline"]):
-        config = resolve_config(GANTrainConfig, flags={"model.variant": variant})
+        config = resolve_config(GANTrainConfig, flags={"variant": variant})
         assert (config.recipe, config.betas, config.batch_size, config.epochs, config.lr_schedule) == \
             ("dctnet", (0.5, 0.999), 1, 100, "constant"), variant
     # DCT-Net's recipe is the config's own defaults (DCT-Net §3.1).
@@ -128,15 +128,15 @@ def test_each_variant_trains_with_its_own_recipe_by_default():
 
 
 def test_user_settings_and_explicit_recipes_win_over_the_variant_recipe(tmp_path):
-    config = resolve_config(GANTrainConfig, flags={"model.variant": "x2ct-baseline", "epochs": 6},
+    config = resolve_config(GANTrainConfig, flags={"variant": "x2ct-baseline", "epochs": 6},
                             set_pairs=["batch_size=2"])
     assert (config.epochs, config.batch_size, config.betas, config.lr_schedule) == (6, 2, (0.5, 0.99), "x2ct")
-    config = resolve_config(GANTrainConfig, flags={"model.variant": "x2ct-baseline"}, set_pairs=["recipe=dctnet"])
+    config = resolve_config(GANTrainConfig, flags={"variant": "x2ct-baseline"}, set_pairs=["recipe=dctnet"])
     assert (config.recipe, config.betas, config.batch_size) == ("dctnet", (0.5, 0.999), 1)
     config = resolve_config(GANTrainConfig, set_pairs=["recipe=x2ct"])
     assert (config.betas, config.batch_size, config.lr_schedule) == ((0.5, 0.99), 4, "x2ct")
     # A resumed run keeps what it was started with, whatever the recipe says now.
-    saved = {"recipe": "x2ct", "model": {"variant": "x2ct-baseline"}, "batch_size": 3, "betas": [0.5, 0.9]}
+    saved = {"recipe": "x2ct", "variant": "x2ct-baseline", "batch_size": 3, "betas": [0.5, 0.9]}
     config = resolve_config(GANTrainConfig, saved=saved)
     assert (config.batch_size, config.betas) == (3, (0.5, 0.9))
     with pytest.raises(InputError, match="recipe"):
@@ -155,7 +155,7 @@ def test_trainer_uses_amp_only_on_cuda_and_only_when_asked(tmp_path):
 
     data = [{"x": torch.zeros(1)}]
     for amp in (False, True):
-        trainer = Trainer(GANTrainConfig(preset="tiny", amp=amp, num_workers=0), tmp_path, train_set=data,
+        trainer = Trainer(GANTrainConfig(size="tiny", amp=amp, num_workers=0), tmp_path, train_set=data,
                           device=torch.device("cpu"))
         assert trainer.use_amp is False  # CPU: never, even when asked
         with trainer.autocast():

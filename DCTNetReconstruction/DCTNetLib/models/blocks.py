@@ -133,7 +133,7 @@ class DenseLayer(nn.Module):
         norm: Normalisation name. Defaults to "instance".
     """
 
-    def __init__(self, spatial_dims: int, in_channels: int, growth_rate: int, bn_size: int = 4,
+    def __init__(self, spatial_dims: int, in_channels: int, growth_rate: int, *, bn_size: int = 4,
                  norm: str = "instance") -> None:
         super().__init__()
         self.body = nn.Sequential(
@@ -149,12 +149,12 @@ class DenseLayer(nn.Module):
 class DenseBlock(nn.Sequential):
     """``num_layers`` :class:`DenseLayer` in sequence; output has ``in_channels + num_layers * growth_rate`` channels."""
 
-    def __init__(self, spatial_dims: int, num_layers: int, in_channels: int, growth_rate: int,
+    def __init__(self, spatial_dims: int, num_layers: int, in_channels: int, growth_rate: int, *,
                  bn_size: int = 4, norm: str = "instance") -> None:
         if num_layers < 0:
             raise ValueError(f"num_layers must be >= 0, got {num_layers}")
         super().__init__(*[
-            DenseLayer(spatial_dims, in_channels + i * growth_rate, growth_rate, bn_size, norm)
+            DenseLayer(spatial_dims, in_channels + i * growth_rate, growth_rate, bn_size=bn_size, norm=norm)
             for i in range(num_layers)
         ])
         self.out_channels = in_channels + num_layers * growth_rate
@@ -202,7 +202,7 @@ class ViewToVolume(nn.Module):
         conv3d: Add X2CT-GAN's 3×3×3 conv after the broadcast. Defaults to False.
     """
 
-    def __init__(self, in_channels: int, out_channels: int, view: int, norm: str = "instance",
+    def __init__(self, in_channels: int, out_channels: int, view: int, *, norm: str = "instance",
                  conv3d: bool = False) -> None:
         super().__init__()
         self.view = view

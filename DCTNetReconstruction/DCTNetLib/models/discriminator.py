@@ -82,7 +82,7 @@ class PatchDiscriminator(nn.Sequential):
         out_channels: Score channels; ``0`` leaves the output conv out (a trunk). Defaults to 1.
     """
 
-    def __init__(self, spatial_dims: int, in_channels: int, channels: tuple[int, ...] = (64, 128, 256, 512),
+    def __init__(self, spatial_dims: int, in_channels: int, *, channels: tuple[int, ...] = (64, 128, 256, 512),
                  norm: str = "instance", out_channels: int = 1) -> None:
         if len(channels) < 2:
             raise ValueError(f"channels needs at least 2 widths, got {channels}")
@@ -111,7 +111,7 @@ class TriPlaneDiscriminator(nn.Module):
             :class:`~DCTNetLib.models.presets.DiscriminatorConfig`). Defaults to 0.
     """
 
-    def __init__(self, volume_channels: int = 1, channels: tuple[int, ...] = (64, 128, 256, 512),
+    def __init__(self, *, volume_channels: int = 1, channels: tuple[int, ...] = (64, 128, 256, 512),
                  norm: str = "instance", conditional: bool = True, slices_per_plane: int = 0) -> None:
         super().__init__()
         if slices_per_plane < 0:
@@ -119,7 +119,7 @@ class TriPlaneDiscriminator(nn.Module):
         self.conditional = conditional
         self.slices_per_plane = int(slices_per_plane)
         in_channels = volume_channels + (2 if conditional else 0)
-        self.trunk = PatchDiscriminator(2, in_channels, channels, norm, out_channels=0)
+        self.trunk = PatchDiscriminator(2, in_channels, channels=channels, norm=norm, out_channels=0)
         self.heads = nn.ModuleDict({
             plane: nn.Conv2d(channels[-1], 1, _KERNEL, stride=1, padding=_PADDING) for plane in PLANES
         })

@@ -57,7 +57,7 @@ class DenseEncoder2d(nn.Module):
         ([(3, 8, 16, 16), (3, 8, 8, 8)], (3, 16))
     """
 
-    def __init__(self, in_channels: int = 1, stem_channels: int = 64, blocks: tuple[int, ...] = (6, 12, 24, 16, 6),
+    def __init__(self, in_channels: int = 1, *, stem_channels: int = 64, blocks: tuple[int, ...] = (6, 12, 24, 16, 6),
                  growth_rate: int = 32, bn_size: int = 4, norm: str = "instance") -> None:
         super().__init__()
         if len(blocks) < 1:
@@ -73,7 +73,7 @@ class DenseEncoder2d(nn.Module):
         channels = stem_channels
         for index, num_layers in enumerate(blocks):
             down = NormActConv(2, channels, channels, kernel_size=3, stride=2, norm=norm)
-            dense = DenseBlock(2, num_layers, channels, growth_rate, bn_size, norm)
+            dense = DenseBlock(2, num_layers, channels, growth_rate, bn_size=bn_size, norm=norm)
             channels = dense.out_channels
             layers: list[nn.Module] = [down, dense]
             if index < len(blocks) - 1:

@@ -59,7 +59,7 @@ class ViewFusion(nn.Module):
         dropout: Dropout probability. Defaults to 0.0.
     """
 
-    def __init__(self, in_features: int, seed_channels: int, seed_size: int, rank: int | None = None,
+    def __init__(self, in_features: int, seed_channels: int, seed_size: int, *, rank: int | None = None,
                  dropout: float = 0.0) -> None:
         super().__init__()
         out_features = seed_channels * seed_size ** 3
@@ -98,7 +98,7 @@ class DecoderLevel(nn.Module):
         view_skip: Add the broadcast skip features of both views. Defaults to True.
     """
 
-    def __init__(self, in_channels: int, out_channels: int, skip_channels: int, convs: int = 1,
+    def __init__(self, in_channels: int, out_channels: int, skip_channels: int, *, convs: int = 1,
                  attention: dict | None = None, norm: str = "instance", deconv_kernel: int = 4,
                  view_skip: bool = True) -> None:
         super().__init__()
@@ -154,7 +154,7 @@ class DCTNetGenerator(nn.Module):
             of a chest CT. ``None`` keeps PyTorch's initialisation. Defaults to None.
     """
 
-    def __init__(self, image_size: int = 128, stem_channels: int = 64,
+    def __init__(self, *, image_size: int = 128, stem_channels: int = 64,
                  encoder_blocks: tuple[int, ...] = (6, 12, 24, 16, 6), growth_rate: int = 32,
                  decoder_channels: tuple[int, ...] = (256, 128, 64, 32, 16, 16),
                  decoder_convs: tuple[int, ...] = (1, 1, 1, 1, 0), attention_levels: tuple[bool, ...] | None = None,
@@ -181,13 +181,14 @@ class DCTNetGenerator(nn.Module):
         if image_size % 2 ** n:
             raise ValueError(f"image_size={image_size} must be divisible by 2**len(encoder_blocks)={2 ** n}")
         self.image_size = image_size
-        self.encoder = DenseEncoder2d(1, stem_channels, tuple(encoder_blocks), growth_rate, norm=norm)
+        self.encoder = DenseEncoder2d(1, stem_channels=stem_channels, blocks=tuple(encoder_blocks),
+                                      growth_rate=growth_rate, norm=norm)
         self.fusion = ViewFusion(self.encoder.out_channels, decoder_channels[0], image_size // 2 ** n,
-                                 fusion_rank, fusion_dropout)
+                                 rank=fusion_rank, dropout=fusion_dropout)
         skip_channels = self.encoder.skip_channels[::-1]  # coarsest first, matching the decoder levels
         self.levels = nn.ModuleList(
-            DecoderLevel(decoder_channels[i], decoder_channels[i + 1], skip_channels[i], decoder_convs[i],
-                         (dict(attention or {}) if attention_levels[i] else None), norm,
+            DecoderLevel(decoder_channels[i], decoder_channels[i + 1], skip_channels[i], convs=decoder_convs[i],
+                         attention=dict(attention or {}) if attention_levels[i] else None, norm=norm,
                          deconv_kernel=deconv_kernels[i], view_skip=view_skips[i])
             for i in range(n if head == "conv" else n - 1))
         if head == "conv":

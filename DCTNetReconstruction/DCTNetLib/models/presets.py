@@ -8,8 +8,9 @@ A preset is named ``VARIANT`` or ``VARIANT@SIZE``:
   and ``tiny`` (unit tests: 32² radiographs → 32³ volumes). An ablation without ``@SIZE`` is ``full``.
 
 Each variant only switches architecture or loss terms on top of the size's widths, so an ablation at ``small``
-trains on the same CPU budget as ``small``. ``docs/architecture.md`` tabulates every preset with its parameter
-count (``dctnet info``).
+trains on the same CPU budget as ``small``. A :class:`GANPreset` records both as typed fields (``variant``,
+``size``); the name ``VARIANT@SIZE`` is only how a user spells them. ``docs/architecture.md`` tabulates every
+preset with its parameter count (``dctnet info``).
 
 Example::
 
@@ -19,12 +20,12 @@ Example::
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 from torch import nn
 
+from ..config_base import ConfigBase
 from ..conventions import IMAGE_SIZE
 from ..errors import InputError
 from .weight_init import INIT_SCHEMES, X2CT_INIT_GAIN, init_weights
@@ -35,6 +36,7 @@ __all__ = [
     "LossConfig",
     "GANPreset",
     "SIZES",
+    "VARIANTS",
     "ABLATIONS",
     "PRESET_NAMES",
     "gan_preset",
@@ -59,33 +61,8 @@ def _check_init(scheme: str, gain: float, what: str) -> None:
         raise InputError(f"{what}: init_gain must be > 0, got {gain!r}")
 
 
-def _tuple(value: Any) -> Any:
-    """Lists (from JSON) back to tuples, recursively; other values unchanged."""
-    return tuple(_tuple(v) for v in value) if isinstance(value, (list, tuple)) else value
-
-
-def _as_dict(config: Any) -> dict[str, Any]:
-    """``dataclasses.asdict`` with tuples as lists (plain JSON)."""
-    def plain(value: Any) -> Any:
-        if isinstance(value, (list, tuple)):
-            return [plain(v) for v in value]
-        if isinstance(value, dict):
-            return {k: plain(v) for k, v in value.items()}
-        return value
-    return {f.name: plain(getattr(config, f.name)) for f in dataclasses.fields(config)}
-
-
-def _from_dict(cls: type, data: dict[str, Any], what: str) -> Any:
-    """Build dataclass ``cls`` from ``data``; unknown keys raise :class:`InputError` listing the valid ones."""
-    names = [f.name for f in dataclasses.fields(cls)]
-    unknown = sorted(set(data) - set(names))
-    if unknown:
-        raise InputError(f"{what}: unknown keys {unknown}; valid keys: {names}")
-    return cls(**{k: _tuple(v) if k != "attention" else dict(v or {}) for k, v in data.items()})
-
-
-@dataclass(frozen=True)
-class GeneratorConfig:
+@dataclass(frozen=True, kw_only=True)
+class GeneratorConfig(ConfigBase):
     """Architecture of one generator (G(Y) and G(X) share it).
 
     Args:
@@ -126,6 +103,8 @@ class GeneratorConfig:
         init_gain: Standard deviation of ``init="normal"``. Defaults to 0.02 (X2CT-GAN ``init_weights``).
     """
 
+    config_name: ClassVar[str] = "generator config"
+
     arch: str = "dctnet"
     image_size: int = IMAGE_SIZE
     stem_channels: int = 64
@@ -148,28 +127,17 @@ class GeneratorConfig:
     init_gain: float = X2CT_INIT_GAIN
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         _check_init(self.init, self.init_gain, "generator config")
-        for name in ("encoder_blocks", "decoder_channels", "decoder_convs", "attention_levels",
-                     "deconv_kernels", "view_skips", "view_decoder_convs", "fusion_decoder_convs"):
-            object.__setattr__(self, name, _tuple(getattr(self, name)))
         if self.arch not in GENERATOR_ARCHS:
             raise InputError(f"generator config: arch must be one of {GENERATOR_ARCHS}, got {self.arch!r}")
         if self.image_size % 2 ** len(self.encoder_blocks):
             raise InputError(f"generator config: image_size={self.image_size} must be divisible by "
                              f"2**len(encoder_blocks)={2 ** len(self.encoder_blocks)}")
 
-    def to_dict(self) -> dict[str, Any]:
-        """Plain-JSON dict (tuples become lists)."""
-        return _as_dict(self)
 
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "GeneratorConfig":
-        """Rebuild from :meth:`to_dict` output; unknown keys raise :class:`InputError`."""
-        return _from_dict(cls, data, "generator config")
-
-
-@dataclass(frozen=True)
-class DiscriminatorConfig:
+@dataclass(frozen=True, kw_only=True)
+class DiscriminatorConfig(ConfigBase):
     """Architecture of the discriminator D(· | Y).
 
     Args:
@@ -188,6 +156,8 @@ class DiscriminatorConfig:
         init_gain: Standard deviation of ``init="normal"``. Defaults to 0.02 (X2CT-GAN ``init_weights``).
     """
 
+    config_name: ClassVar[str] = "discriminator config"
+
     arch: str = "triplane"
     channels: tuple[int, ...] = (64, 128, 256, 512)
     norm: str = "instance"
@@ -197,23 +167,14 @@ class DiscriminatorConfig:
     init_gain: float = X2CT_INIT_GAIN
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         _check_init(self.init, self.init_gain, "discriminator config")
-        object.__setattr__(self, "channels", _tuple(self.channels))
         if self.arch not in DISCRIMINATOR_ARCHS:
             raise InputError(f"discriminator config: arch must be one of {DISCRIMINATOR_ARCHS}, got {self.arch!r}")
 
-    def to_dict(self) -> dict[str, Any]:
-        """Plain-JSON dict (tuples become lists)."""
-        return _as_dict(self)
 
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "DiscriminatorConfig":
-        """Rebuild from :meth:`to_dict` output; unknown keys raise :class:`InputError`."""
-        return _from_dict(cls, data, "discriminator config")
-
-
-@dataclass(frozen=True)
-class LossConfig:
+@dataclass(frozen=True, kw_only=True)
+class LossConfig(ConfigBase):
     """Weights and switches of the multi-path loss (eq. 10; :class:`~DCTNetLib.models.losses.MultiPathLoss`).
 
     The paper gives no λ values. λ1, λ3, λ4 are X2CT-GAN's (kylekma/X2CT ``d2_multiview2500.yml``:
@@ -243,6 +204,8 @@ class LossConfig:
             as written). Defaults to 0.
     """
 
+    config_name: ClassVar[str] = "loss config"
+
     lambda_adv: float = 0.1
     lambda_contrastive: float = 0.02
     lambda_recon: float = 10.0
@@ -257,7 +220,7 @@ class LossConfig:
     perceptual_size: int = 0
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "perceptual_layers", _tuple(self.perceptual_layers))
+        super().__post_init__()
         if self.contrastive_metric not in CONTRASTIVE_METRICS:
             raise InputError(f"loss config: contrastive_metric must be one of {CONTRASTIVE_METRICS}, "
                              f"got {self.contrastive_metric!r}")
@@ -281,43 +244,53 @@ class LossConfig:
         """How many VGG16 blocks φ needs: up to the deepest tap in :attr:`perceptual_layers`."""
         return max(self.perceptual_layers) + 1
 
-    def to_dict(self) -> dict[str, Any]:
-        """Plain-JSON dict (tuples become lists)."""
-        return _as_dict(self)
 
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "LossConfig":
-        """Rebuild from :meth:`to_dict` output; unknown keys raise :class:`InputError`."""
-        return _from_dict(cls, data, "loss config")
+@dataclass(frozen=True, kw_only=True)
+class GANPreset(ConfigBase):
+    """A complete model configuration of the reconstruction GAN, stored in checkpoints and bundles.
 
+    Args:
+        variant: the row of DCT-Net Table 1: ``"dctnet"`` or an entry of :data:`ABLATIONS`.
+        size: the widths it was built from: ``"full"``, ``"small"`` or ``"tiny"`` (:data:`SIZES`).
+        generator: architecture of G(Y) and G(X).
+        discriminator: architecture of D.
+        loss: the multi-path loss.
+    """
 
-@dataclass(frozen=True)
-class GANPreset:
-    """A named, complete model configuration of the reconstruction GAN."""
+    config_name: ClassVar[str] = "GAN preset"
 
-    name: str
+    variant: str
+    size: str
     generator: GeneratorConfig
     discriminator: DiscriminatorConfig
     loss: LossConfig
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.variant not in VARIANTS or self.size not in SIZES:
+            raise InputError(f"GAN preset: variant must be one of {VARIANTS} and size one of {SIZES}, got "
+                             f"{self.variant!r} and {self.size!r}")
+
+    @property
+    def name(self) -> str:
+        """``VARIANT@SIZE``, e.g. ``"dctnet@small"`` (what :func:`gan_preset` accepts)."""
+        return f"{self.variant}@{self.size}"
 
     @property
     def image_size(self) -> int:
         """Radiograph side = volume side."""
         return self.generator.image_size
 
-    def to_dict(self) -> dict[str, Any]:
-        """Plain-JSON dict, stored in checkpoints and ``config.json``."""
-        return {"name": self.name, "generator": self.generator.to_dict(),
-                "discriminator": self.discriminator.to_dict(), "loss": self.loss.to_dict()}
-
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "GANPreset":
-        """Rebuild from :meth:`to_dict` output; unknown or missing keys raise :class:`InputError`."""
-        expected = {"name", "generator", "discriminator", "loss"}
-        if set(data) != expected:
-            raise InputError(f"GAN preset: expected keys {sorted(expected)}, got {sorted(data)}")
-        return cls(str(data["name"]), GeneratorConfig.from_dict(data["generator"]),
-                   DiscriminatorConfig.from_dict(data["discriminator"]), LossConfig.from_dict(data["loss"]))
+    def upgrade(cls, data: dict[str, Any]) -> dict[str, Any]:
+        """Presets saved before ``variant`` and ``size`` were fields hold ``"name": "VARIANT@SIZE"`` (or a
+        shorthand such as ``"small"``) instead; the shipped ``dctnet_small.pt`` is one (``"dctnet@small"``)."""
+        if "name" in data and "variant" not in data and "size" not in data:
+            name = data.pop("name")
+            if not isinstance(name, str):
+                raise InputError(f"GAN preset: name expects str, got {name!r}")
+            data["variant"], data["size"] = _split(name)
+        return data
 
 
 # ---------------------------------------------------------------------------------------------- sizes
@@ -407,6 +380,7 @@ _VARIANTS: dict[str, tuple[bool, str, dict[str, Any], str]] = {
 # states no scheme, so its rows — including "w/o Recon-GAN", which swaps X2CT-GAN's networks into DCT-Net's
 # framework and otherwise trains like DCT-Net — keep PyTorch's default.
 _VARIANT_INIT = {"x2ct-baseline": "normal"}
+VARIANTS = tuple(_VARIANTS)
 
 
 @dataclass(frozen=True)
@@ -494,9 +468,9 @@ def _route_flat(overrides: dict[str, Any]) -> dict[str, dict[str, Any]]:
                 raise InputError(f"GAN preset override {key!r} must be a dict of fields, got {value!r}")
             routed[key].update(value)
             continue
-        matches = [k for k, cls in owners.items() if key in {f.name for f in dataclasses.fields(cls)}]
+        matches = [k for k, cls in owners.items() if key in cls.field_names()]
         if len(matches) != 1:
-            valid = {k: [f.name for f in dataclasses.fields(cls)] for k, cls in owners.items()}
+            valid = {k: cls.field_names() for k, cls in owners.items()}
             problem = "is ambiguous (use generator={...} or discriminator={...})" if matches else "is unknown"
             raise InputError(f"GAN preset override {key!r} {problem}; valid keys: {valid}")
         routed[matches[0]][key] = value
@@ -508,24 +482,38 @@ def gan_preset(name: str, **overrides: Any) -> GANPreset:
 
     Args:
         name: ``full``, ``small``, ``tiny``, an entry of :data:`ABLATIONS`, or ``VARIANT@SIZE``.
-        **overrides: ``generator={...}``, ``discriminator={...}``, ``loss={...}`` dicts of fields, or flat field
-            names owned by exactly one of the three configs (e.g. ``fusion_rank=None``, ``lambda_recon=5``).
+        **overrides: as in :func:`compose_preset`.
 
     Raises:
         InputError: unknown name or field, or an invalid value.
     """
     variant, size = _split(name)
+    return compose_preset(variant, size, **overrides)
+
+
+def compose_preset(variant: str, size: str, **overrides: Any) -> GANPreset:
+    """The preset of ``variant`` at ``size``: the size's widths, the variant's switches, then ``overrides``.
+
+    Args:
+        variant: ``dctnet`` or an entry of :data:`ABLATIONS`.
+        size: ``full``, ``small`` or ``tiny``.
+        **overrides: ``generator={...}``, ``discriminator={...}``, ``loss={...}`` dicts of fields, or flat field
+            names owned by exactly one of the three configs (e.g. ``fusion_rank=None``, ``lambda_recon=5``).
+
+    Raises:
+        InputError: unknown variant, size or field, or an invalid value.
+    """
+    if variant not in _VARIANTS or size not in SIZES:
+        raise InputError(f"unknown GAN variant {variant!r} or size {size!r}; variants: {', '.join(VARIANTS)}, "
+                         f"sizes: {', '.join(SIZES)}")
     x2ct, d_arch, loss_variant, _ = _VARIANTS[variant]
     routed = _route_flat(overrides)
     init = {"init": _VARIANT_INIT[variant]} if variant in _VARIANT_INIT else {}
     g = {**(_X2CT_G if x2ct else _DCTNET_G)[size], **init, **routed["generator"]}
     d = {**_DISCRIMINATOR[size], "arch": d_arch, **init, **routed["discriminator"]}
     loss = {**_LOSS[size], **loss_variant, **routed["loss"]}
-    try:
-        return GANPreset(name, GeneratorConfig.from_dict(g), DiscriminatorConfig.from_dict(d),
-                         LossConfig.from_dict(loss))
-    except TypeError as exc:  # a value of the wrong type for a field
-        raise InputError(f"GAN preset {name!r}: {exc}") from exc
+    return GANPreset(variant=variant, size=size, generator=GeneratorConfig.from_dict(g),
+                     discriminator=DiscriminatorConfig.from_dict(d), loss=LossConfig.from_dict(loss))
 
 
 # ---------------------------------------------------------------------------------------------- builders
@@ -535,9 +523,11 @@ def build_generator(cfg: GeneratorConfig) -> nn.Module:
     if cfg.arch == "x2ct":
         from .x2ct import X2CTGenerator
 
-        generator = X2CTGenerator(cfg.image_size, cfg.stem_channels, cfg.encoder_blocks, cfg.growth_rate,
-                                  cfg.decoder_channels, cfg.view_decoder_convs, cfg.fusion_decoder_convs,
-                                  cfg.fusion_dropout, cfg.norm)
+        generator = X2CTGenerator(image_size=cfg.image_size, stem_channels=cfg.stem_channels,
+                                  blocks=cfg.encoder_blocks, growth_rate=cfg.growth_rate,
+                                  decoder_channels=cfg.decoder_channels, view_decoder_convs=cfg.view_decoder_convs,
+                                  fusion_decoder_convs=cfg.fusion_decoder_convs, fc_dropout=cfg.fusion_dropout,
+                                  norm=cfg.norm)
     else:
         from .generator import DCTNetGenerator
 
@@ -558,10 +548,11 @@ def build_discriminator(cfg: DiscriminatorConfig) -> nn.Module:
     if cfg.arch == "x2ct3d":
         from .x2ct import X2CTDiscriminator
 
-        discriminator = X2CTDiscriminator(cfg.channels, cfg.norm, cfg.conditional)
+        discriminator = X2CTDiscriminator(channels=cfg.channels, norm=cfg.norm, conditional=cfg.conditional)
     else:
         from .discriminator import TriPlaneDiscriminator
 
-        discriminator = TriPlaneDiscriminator(1, cfg.channels, cfg.norm, cfg.conditional, cfg.slices_per_plane)
+        discriminator = TriPlaneDiscriminator(volume_channels=1, channels=cfg.channels, norm=cfg.norm,
+                                              conditional=cfg.conditional, slices_per_plane=cfg.slices_per_plane)
     init_weights(discriminator, cfg.init, cfg.init_gain)
     return discriminator

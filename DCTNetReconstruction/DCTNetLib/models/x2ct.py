@@ -59,18 +59,19 @@ def _level(in_channels: int, out_channels: int | None, convs: int, compress: boo
 class _ViewBranch(nn.Module):
     """Encoder, connections A and B and view decoder of one radiograph."""
 
-    def __init__(self, view: int, image_size: int, stem_channels: int, blocks: tuple[int, ...], growth_rate: int,
+    def __init__(self, view: int, *, image_size: int, stem_channels: int, blocks: tuple[int, ...], growth_rate: int,
                  decoder_channels: tuple[int, ...], decoder_convs: tuple[int, ...], fc_dropout: float,
                  norm: str) -> None:
         super().__init__()
-        self.encoder = DenseEncoder2d(1, stem_channels, blocks, growth_rate, norm=norm)
+        self.encoder = DenseEncoder2d(1, stem_channels=stem_channels, blocks=blocks, growth_rate=growth_rate, norm=norm)
         self.seed_size = image_size // self.encoder.stride
         fine = decoder_channels[::-1]  # finest first, X2CT-GAN's decoder_channel_list order
         self.link_a = nn.Sequential(
             nn.Linear(self.encoder.out_channels, decoder_channels[0] * self.seed_size ** 3),
             nn.Dropout(fc_dropout), nn.ReLU(inplace=True))
         self.link_b = nn.ModuleList(
-            ViewToVolume(c_skip, fine[i], view, norm, conv3d=True) for i, c_skip in enumerate(self.encoder.skip_channels))
+            ViewToVolume(c_skip, fine[i], view, norm=norm, conv3d=True)
+            for i, c_skip in enumerate(self.encoder.skip_channels))
         n = len(blocks)
         # level i (finest first, i = n-1 … 0) up-samples fine[i+1] → fine[i]; level n-1 has no compress/convs.
         self.levels = nn.ModuleList(
@@ -95,7 +96,7 @@ class X2CTGenerator(nn.Module):
         norm: Normalisation name. Defaults to "instance" (X2CT-GAN ``norm_G: 'instance3d'``).
     """
 
-    def __init__(self, image_size: int = 128, stem_channels: int = 64, blocks: tuple[int, ...] = (6, 12, 24, 16, 6),
+    def __init__(self, *, image_size: int = 128, stem_channels: int = 64, blocks: tuple[int, ...] = (6, 12, 24, 16, 6),
                  growth_rate: int = 32, decoder_channels: tuple[int, ...] = (256, 128, 64, 32, 16, 16),
                  view_decoder_convs: tuple[int, ...] = (1, 2, 2, 2, 2, 0),
                  fusion_decoder_convs: tuple[int, ...] = (1, 1, 1, 1, 1, 0),
@@ -108,10 +109,11 @@ class X2CTGenerator(nn.Module):
                 raise ValueError(f"{name} needs len(blocks) + 1 = {n + 1} entries, got {value}")
         if image_size % 2 ** n:
             raise ValueError(f"image_size={image_size} must be divisible by 2**len(blocks)={2 ** n}")
-        args = (image_size, stem_channels, tuple(blocks), growth_rate, tuple(decoder_channels),
-                tuple(view_decoder_convs), fc_dropout, norm)
-        self.pa = _ViewBranch(VIEW_PA, *args)
-        self.lat = _ViewBranch(VIEW_LAT, *args)
+        options = dict(image_size=image_size, stem_channels=stem_channels, blocks=tuple(blocks),
+                       growth_rate=growth_rate, decoder_channels=tuple(decoder_channels),
+                       decoder_convs=tuple(view_decoder_convs), fc_dropout=fc_dropout, norm=norm)
+        self.pa = _ViewBranch(VIEW_PA, **options)
+        self.lat = _ViewBranch(VIEW_LAT, **options)
         fine = tuple(decoder_channels)[::-1]
         self.fusion_levels = nn.ModuleList(
             _level(fine[i + 1], fine[i], 0 if i == n - 1 else fusion_decoder_convs[i + 1], i != n - 1, norm)
@@ -183,11 +185,11 @@ class X2CTDiscriminator(nn.Module):
         conditional: Concatenate the broadcast radiographs. Defaults to True.
     """
 
-    def __init__(self, channels: tuple[int, ...] = (64, 128, 256, 512), norm: str = "instance",
+    def __init__(self, *, channels: tuple[int, ...] = (64, 128, 256, 512), norm: str = "instance",
                  conditional: bool = True) -> None:
         super().__init__()
         self.conditional = conditional
-        self.net = PatchDiscriminator(3, 1 + (2 if conditional else 0), tuple(channels), norm)
+        self.net = PatchDiscriminator(3, 1 + (2 if conditional else 0), channels=tuple(channels), norm=norm)
 
     def forward(self, volume: torch.Tensor, radiographs: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """Score 3D patches.

@@ -23,11 +23,10 @@ import torch
 from torch.utils.data import Dataset
 
 from ..conventions import derived_seed
-from ..errors import InputError, WeightsError
+from ..errors import InputError
 from .distributed import DistInfo, barrier
 
-__all__ = ["CACHE_PREFIX", "cache_key", "cache_file", "load_cdm", "case_seed", "precompute_cdm_outputs",
-           "CachedBoneSuppressed"]
+__all__ = ["CACHE_PREFIX", "cache_key", "cache_file", "case_seed", "precompute_cdm_outputs", "CachedBoneSuppressed"]
 
 CACHE_PREFIX = "drr_cdm_"
 _KEY_HEX = 16  # 64 bits of sha256: collisions between a project's few CDMs are not a concern
@@ -51,45 +50,6 @@ def cache_file(case_dir: str | Path, key: str) -> Path:
 def case_seed(seed: int, case_id: str) -> int:
     """Sampling seed of one case: stable across runs, processes and batch compositions."""
     return derived_seed(seed, case_id)
-
-
-def load_cdm(path: str | Path, device: torch.device) -> torch.nn.Module:
-    """The CDM of a ``dctnet train-cdm`` checkpoint (its EMA weights), in eval mode on ``device``.
-
-    Also accepts a plain ``{"model_config" or "config": CDMConfig dict, "state_dict": weights}`` file.
-
-    Raises:
-        WeightsError: the file is missing, damaged, of another kind, or its weights do not fit the config.
-    """
-    from ..models.diffusion.config import CDMConfig
-    from ..models.diffusion.diffusion import ConditionalDiffusion
-    from .checkpoint import CHECKPOINT_FORMAT, _torch_load
-
-    path = Path(path)
-    if not path.is_file():
-        raise WeightsError(f"CDM checkpoint not found: {path}")
-    try:
-        state = _torch_load(path)
-    except WeightsError:
-        raise
-    except Exception as exc:  # noqa: BLE001 — damaged or foreign file
-        raise WeightsError(f"cannot read CDM checkpoint {path}: {exc}") from exc
-    if not isinstance(state, dict):
-        raise WeightsError(f"{path} is not a CDM checkpoint")
-    if state.get("format") == CHECKPOINT_FORMAT:
-        if state.get("kind") != "cdm":
-            raise WeightsError(f"{path} is a {state.get('kind')!r} training checkpoint, not a CDM one (train-cdm)")
-        config_dict, weights = state["model_config"], state["ema"]["diffusion"]["model"]
-    elif "state_dict" in state and ("model_config" in state or "config" in state):
-        config_dict, weights = state.get("model_config", state.get("config")), state["state_dict"]
-    else:
-        raise WeightsError(f"{path} holds no CDM weights (expected a `dctnet train-cdm` checkpoint)")
-    try:
-        model = ConditionalDiffusion(CDMConfig.from_dict(dict(config_dict)))
-        model.load_state_dict(weights)
-    except (TypeError, ValueError, RuntimeError, KeyError) as exc:
-        raise WeightsError(f"CDM weights in {path} do not match their config: {exc}") from exc
-    return model.to(device).eval()
 
 
 def _case_dir(dataset: Any, case_id: str) -> Path:

@@ -112,8 +112,9 @@ def _ssim_2d(pred: np.ndarray, target: np.ndarray) -> float:
     return float(structural_similarity(pred, target, data_range=1.0))
 
 
-def build_cdm_model(preset: str, overrides: dict[str, Any]) -> Any:
-    """A :class:`ConditionalDiffusion` from a :class:`CDMConfig` preset plus field overrides.
+def build_cdm_model(size: str, overrides: dict[str, Any]) -> Any:
+    """A :class:`ConditionalDiffusion` from a :class:`CDMConfig` size preset (``full``/``small``/``tiny``) plus
+    field overrides.
 
     Raises:
         InputError: an override names no CDMConfig field (the message lists the valid ones) or a bad value.
@@ -128,9 +129,9 @@ def build_cdm_model(preset: str, overrides: dict[str, Any]) -> Any:
     if unknown:
         raise InputError(f"unknown model key(s) {unknown} for the CDM; valid keys: {', '.join(valid)}")
     try:
-        config = getattr(CDMConfig, preset)(**overrides)
+        config = getattr(CDMConfig, size)(**overrides)
     except (TypeError, ValueError) as exc:
-        raise InputError(f"invalid CDM model config ({preset} preset, overrides {overrides}): {exc}") from exc
+        raise InputError(f"invalid CDM model config ({size} preset, overrides {overrides}): {exc}") from exc
     return ConditionalDiffusion(config)
 
 

@@ -9,32 +9,37 @@ Precedence, lowest first (nanoGPT's ``configurator.py`` idea, without ``exec``):
 2. on ``--resume``, the run's saved ``config.json``,
 3. a YAML or JSON file (``--config FILE``),
 4. ``--set key=value`` pairs (dotted keys reach into ``model.*``),
-5. the dedicated flags (``--preset``, ``--epochs``, ``--max-steps``, ``--device``, ``--bs-source``).
+5. the dedicated flags (``--preset`` sets ``size``, ``--variant``, ``--epochs``, ``--max-steps``, ``--device``,
+   ``--bs-source``).
 
-Every key is checked: an unknown one raises :class:`~DCTNetLib.errors.InputError` listing the valid keys, and
-each value is converted to the type of its field (``"1e-4"`` → float, ``"true"`` → bool, ``"[0.5, 0.9]"`` →
+The configs are strict dataclasses (:class:`~DCTNetLib.config_base.ConfigBase`): an unknown key raises
+:class:`~DCTNetLib.errors.InputError` listing the valid keys, a value of the wrong type one naming the key. Text
+typed by hand is first read as the field's type (``"1e-4"`` → float, ``"true"`` → bool, ``"[0.5, 0.9]"`` →
 tuple). ``model`` holds overrides of the model preset's own config dataclass; the trainers check its keys
 against that dataclass when they build the model. The resolved config is written to ``<run_dir>/config.json``
-and stored inside every checkpoint.
+and stored inside every checkpoint; configs written before ``size`` and ``variant`` were fields are read by
+:meth:`TrainConfig.upgrade`.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
+from ..config_base import ConfigBase
 from ..errors import InputError
+from ..io.atomic import atomic_write_text
+from ..models.presets import RECIPES, SIZES, VARIANTS, TrainingRecipe, recipe_for
+from .schedules import LR_SCHEDULES
 
 __all__ = [
     "TrainConfig",
     "CDMTrainConfig",
     "GANTrainConfig",
     "RUNTIME_KEYS",
-    "PRESETS",
     "load_config_file",
     "parse_set_overrides",
     "apply_overrides",
@@ -42,10 +47,10 @@ __all__ = [
     "training_recipe",
     "config_to_dict",
     "config_from_dict",
+    "config_diff",
+    "check_config_compatible",
     "save_config",
 ]
-
-PRESETS = ("tiny", "small", "full")
 
 # Keys that may change between an interrupted run and its resumption without changing what is learned
 # per step (how long to train, where, how often to write). Every other key must match the checkpoint.
@@ -55,13 +60,13 @@ RUNTIME_KEYS = frozenset({
 })
 
 
-@dataclass
-class TrainConfig:
+@dataclass(kw_only=True)
+class TrainConfig(ConfigBase):
     """Settings shared by the CDM and the GAN trainer.
 
     Args:
-        preset: model preset, ``tiny`` (tests: 32² images, 32³ volumes), ``small`` (CPU) or ``full`` (GPU).
-            Defaults to "full".
+        size: model size, ``tiny`` (tests: 32² images, 32³ volumes), ``small`` (CPU) or ``full`` (GPU)
+            (``--preset``). Defaults to "full".
         model: overrides of fields of the preset's model config (e.g. ``{"channels": [8, 16, 32]}``).
         seed: base seed; rank ``r`` of a distributed run uses ``seed + r`` for its random draws. Defaults to 0.
         epochs: epochs to train. Defaults to 100 (DCT-Net §3.1).
@@ -93,7 +98,7 @@ class TrainConfig:
             its bone-suppressed inputs from the re-rendered targets (``bs_source="target"``). Defaults to False.
     """
 
-    preset: str = "full"
+    size: str = "full"
     model: dict[str, Any] = field(default_factory=dict)
     seed: int = 0
     epochs: int = 100
@@ -115,19 +120,18 @@ class TrainConfig:
     augment: bool = False
 
     kind: typing.ClassVar[str] = "base"
+    config_name: typing.ClassVar[str] = "training config"
 
     def __post_init__(self) -> None:
-        from .schedules import LR_SCHEDULES
-
-        self.betas = tuple(float(b) for b in self.betas)  # type: ignore[assignment]
+        super().__post_init__()
         checks = [
-            (self.preset in PRESETS, "preset", f"one of {PRESETS}"),
+            (self.size in SIZES, "size", f"one of {SIZES}"),
             (self.epochs >= 1, "epochs", ">= 1"),
             (self.max_steps >= 0, "max_steps", ">= 0"),
             (self.stop_after_steps >= 0, "stop_after_steps", ">= 0"),
             (self.batch_size >= 1, "batch_size", ">= 1"),
             (self.lr > 0, "lr", "> 0"),
-            (len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas), "betas", "two numbers in [0, 1)"),
+            (all(0 <= b < 1 for b in self.betas), "betas", "two numbers in [0, 1)"),
             (self.lr_schedule in LR_SCHEDULES, "lr_schedule", f"one of {LR_SCHEDULES}"),
             (self.grad_clip >= 0, "grad_clip", ">= 0"),
             (self.num_workers >= 0, "num_workers", ">= 0"),
@@ -140,8 +144,24 @@ class TrainConfig:
             if not ok:
                 raise InputError(f"training config: {name} must be {expected}, got {getattr(self, name)!r}")
 
+    @classmethod
+    def upgrade(cls, data: dict[str, Any]) -> dict[str, Any]:
+        """Run configs written before ``size`` and ``variant`` were fields (a run's ``config.json``, the
+        ``config`` of its checkpoints, config files and ``--set`` pairs written for them) named the size
+        ``preset`` and kept the GAN variant in the model overrides (``model["variant"]``, ``--set
+        model.variant=…``). A CDM config with a variant is refused as an unknown key, as it was before."""
+        if "preset" in data and "size" not in data:
+            data["size"] = data.pop("preset")
+        if "model.variant" in data and "variant" not in data:
+            data["variant"] = data.pop("model.variant")
+        model = data.get("model")
+        if isinstance(model, dict) and "variant" in model and "variant" not in data:
+            data["model"] = {k: v for k, v in model.items() if k != "variant"}
+            data["variant"] = model["variant"]
+        return data
 
-@dataclass
+
+@dataclass(kw_only=True)
 class CDMTrainConfig(TrainConfig):
     """Settings of ``dctnet train-cdm`` (the paper gives none for the CDM; sources below).
 
@@ -164,11 +184,13 @@ class CDMTrainConfig(TrainConfig):
     kind: typing.ClassVar[str] = "cdm"
 
 
-@dataclass
+@dataclass(kw_only=True)
 class GANTrainConfig(TrainConfig):
     """Settings of ``dctnet train`` (the dual-generator reconstruction GAN, DCT-Net §2.2–2.3, §3.1).
 
     Args:
+        variant: the row of DCT-Net Table 1 to train: ``dctnet`` or an entry of
+            :data:`~DCTNetLib.models.presets.ABLATIONS` (``--variant``). Defaults to "dctnet".
         bs_source: where the bone-suppressed inputs X come from: ``"cdm"`` (the trained CDM's DDIM samples,
             computed once per case and cached) or ``"target"`` (the prepared synthetic bone-suppressed DRRs;
             quick runs and tests). Defaults to "cdm".
@@ -185,6 +207,7 @@ class GANTrainConfig(TrainConfig):
             applies no recipe (its defaults are DCT-Net's). Defaults to "auto".
     """
 
+    variant: str = "dctnet"
     bs_source: str = "cdm"
     cdm_sampling_steps: int = 0
     cdm_seed: int = 0
@@ -195,9 +218,9 @@ class GANTrainConfig(TrainConfig):
     kind: typing.ClassVar[str] = "gan"
 
     def __post_init__(self) -> None:
-        from ..models.presets import RECIPES
-
         super().__post_init__()
+        if self.variant not in VARIANTS:
+            raise InputError(f"training config: variant must be one of {', '.join(VARIANTS)}, got {self.variant!r}")
         if self.bs_source not in ("cdm", "target"):
             raise InputError(f"training config: bs_source must be 'cdm' or 'target', got {self.bs_source!r}")
         if self.recipe not in ("auto", *RECIPES):
@@ -206,9 +229,7 @@ class GANTrainConfig(TrainConfig):
 
 
 # ---------------------------------------------------------------------------------------------- conversion
-def _field_types(cls: type) -> dict[str, Any]:
-    hints = typing.get_type_hints(cls)
-    return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
+_BOOL_WORDS = {"true": True, "yes": True, "on": True, "1": True, "false": False, "no": False, "off": False, "0": False}
 
 
 def _parse_text(text: str) -> Any:
@@ -225,59 +246,31 @@ def _parse_text(text: str) -> Any:
         return text
 
 
-def _coerce(name: str, value: Any, annotation: Any) -> Any:
-    """Convert ``value`` to the field type ``annotation``, or raise InputError naming ``name``."""
-    origin = typing.get_origin(annotation)
-    try:
-        if annotation is bool:
-            if isinstance(value, str):
-                lowered = value.strip().lower()
-                if lowered in ("true", "yes", "on", "1"):
-                    return True
-                if lowered in ("false", "no", "off", "0"):
-                    return False
-                raise ValueError(value)
-            if isinstance(value, (bool, int)) and value in (0, 1):
-                return bool(value)
-            raise ValueError(value)
-        if annotation is int:
-            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
-                raise ValueError(value)
-            return int(value)
-        if annotation is float:
-            if isinstance(value, bool):
-                raise ValueError(value)
-            return float(value)
-        if annotation is str:
-            if not isinstance(value, str):
-                raise ValueError(value)
-            return value
-        if origin is tuple:
-            if isinstance(value, str):
-                value = _parse_text(value)
-            args = typing.get_args(annotation)
-            items = list(value)
-            return tuple(_coerce(name, item, args[0]) for item in items)
-        if origin is dict:
-            if isinstance(value, str):
-                value = _parse_text(value)
-            if not isinstance(value, dict):
-                raise ValueError(value)
-            return dict(value)
-    except (TypeError, ValueError):
-        pass
-    else:
-        return value
-    raise InputError(f"training config: {name} expects {getattr(annotation, '__name__', annotation)}, "
-                     f"got {value!r}")
+def _from_text(value: Any, annotation: Any) -> Any:
+    """A value typed by hand (``--set``, a YAML/JSON file) read as the field type where that is unambiguous.
+
+    ``"1e-4"`` → 0.0001 (YAML reads it as a string), ``"yes"`` / ``1`` → True, ``"[0.5, 0.9]"`` → a list,
+    ``5.0`` → 5 for an integer field. Anything else is returned unchanged for the config's own type check.
+    """
+    if isinstance(value, str) and annotation is bool:
+        return _BOOL_WORDS.get(value.strip().lower(), value)
+    if isinstance(value, str) and annotation in (int, float):
+        try:
+            return annotation(value.strip())
+        except ValueError:
+            value = _parse_text(value)
+    elif isinstance(value, str) and annotation is not str:
+        value = _parse_text(value)
+    if annotation is bool and type(value) is int and value in (0, 1):
+        return bool(value)
+    if annotation is int and isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
 
 
 def config_to_dict(config: TrainConfig) -> dict[str, Any]:
     """Plain-JSON dict of ``config`` (tuples become lists) plus its ``kind``."""
-    out = dataclasses.asdict(config)
-    out["betas"] = list(config.betas)
-    out["kind"] = config.kind
-    return out
+    return {**config.to_dict(), "kind": config.kind}
 
 
 def apply_overrides(config: TrainConfig, overrides: dict[str, Any], source: str = "overrides") -> TrainConfig:
@@ -285,21 +278,22 @@ def apply_overrides(config: TrainConfig, overrides: dict[str, Any], source: str 
 
     Args:
         config: the config to start from.
-        overrides: ``{key: value}``; values may be strings (converted to the field type).
+        overrides: ``{key: value}``; values may be strings (read as the field type, :func:`_from_text`); keys
+            of older layouts are accepted (:meth:`TrainConfig.upgrade`).
         source: where the overrides come from, named in error messages (a file path, ``--set``).
 
     Raises:
         InputError: an unknown key (the message lists the valid ones) or a value of the wrong type.
     """
     cls = type(config)
-    types = _field_types(cls)
-    values = {f.name: getattr(config, f.name) for f in dataclasses.fields(cls)}
-    values = {k: (dict(v) if isinstance(v, dict) else v) for k, v in values.items()}
+    types = cls.field_types()
+    overrides = cls.upgrade(dict(overrides))
+    kind = overrides.pop("kind", config.kind)
+    if kind != config.kind:
+        raise InputError(f"{source}: this is a {kind!r} config, expected {config.kind!r}")
+    values = {name: (dict(value) if isinstance(value, dict) else value)
+              for name, value in ((name, getattr(config, name)) for name in types)}
     for key, value in overrides.items():
-        if key == "kind":
-            if value != config.kind:
-                raise InputError(f"{source}: this is a {value!r} config, expected {config.kind!r}")
-            continue
         head, _, sub = key.partition(".")
         if head not in types:
             raise InputError(f"{source}: unknown training config key {key!r}; valid keys: "
@@ -309,13 +303,60 @@ def apply_overrides(config: TrainConfig, overrides: dict[str, Any], source: str 
                 raise InputError(f"{source}: {head!r} has no sub-keys (got {key!r})")
             values[head][sub] = _parse_text(value) if isinstance(value, str) else value
         else:
-            values[head] = _coerce(key, value, types[head])
-    return cls(**values)
+            values[head] = _from_text(value, types[head])
+    return cls.from_dict(values, source=source)
 
 
 def config_from_dict(cls: type[TrainConfig], data: dict[str, Any], source: str = "config") -> TrainConfig:
     """Rebuild a config of class ``cls`` from :func:`config_to_dict` output (keys checked as in overrides)."""
     return apply_overrides(cls(), data, source)
+
+
+def _flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.update(_flatten(value, f"{name}."))
+        else:
+            out[name] = list(value) if isinstance(value, tuple) else value
+    return out
+
+
+def config_diff(saved: dict[str, Any], current: dict[str, Any], ignore: Iterable[str] = ()) -> list[str]:
+    """Readable lines ``"  key: <checkpoint value> → <current value>"`` for every differing key.
+
+    Nested dicts (``model``, ``loss``) are compared key by key (``model.channels``). Keys in ``ignore`` are skipped.
+    """
+    ignored = set(ignore)
+    old, new = _flatten(saved), _flatten(current)
+    lines = []
+    for key in sorted(set(old) | set(new)):
+        if key in ignored:
+            continue
+        a, b = old.get(key, "<absent>"), new.get(key, "<absent>")
+        if a != b:
+            lines.append(f"  {key}: {a!r} (checkpoint) → {b!r} (now)")
+    return lines
+
+
+def check_config_compatible(saved: dict[str, Any], current: TrainConfig, path: str | Path) -> None:
+    """Refuse to resume from ``path`` when its config differs from ``current`` beyond :data:`RUNTIME_KEYS`.
+
+    ``saved`` (a checkpoint's ``config``) is first read as a config of ``current``'s class, so keys of an older
+    layout and keys it did not have yet (at their defaults) compare as what they mean.
+
+    Raises:
+        InputError: naming ``path`` and listing every difference.
+    """
+    saved_config = apply_overrides(type(current)(), saved, f"the training config saved in {path}")
+    lines = config_diff(config_to_dict(saved_config), config_to_dict(current), ignore=RUNTIME_KEYS)
+    if lines:
+        raise InputError(
+            f"cannot resume from {path}: the training config differs from the one it was written with:\n"
+            + "\n".join(lines)
+            + "\nRun with the original settings (drop the --set/--config changes), or start a new --output folder."
+        )
 
 
 def load_config_file(path: str | Path) -> dict[str, Any]:
@@ -396,18 +437,14 @@ def resolve_config(
     return config
 
 
-def training_recipe(config: "GANTrainConfig") -> Any:
+def training_recipe(config: GANTrainConfig) -> TrainingRecipe:
     """The :class:`~DCTNetLib.models.presets.TrainingRecipe` named by ``config.recipe`` (``"auto"``: the one of
-    the variant in ``config.model["variant"]``, default ``dctnet``)."""
-    from ..models.presets import RECIPES, recipe_for
-
+    ``config.variant``)."""
     if config.recipe != "auto":
         return RECIPES[config.recipe]
-    return recipe_for(str(config.model.get("variant", "dctnet")))
+    return recipe_for(config.variant)
 
 
 def save_config(config: TrainConfig, path: str | Path) -> Path:
     """Write the resolved config as indented JSON, atomically."""
-    from ..io.atomic import atomic_write_text
-
     return atomic_write_text(path, json.dumps(config_to_dict(config), indent=2, sort_keys=True) + "\n")

@@ -37,82 +37,31 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import Dataset
 
-from ..errors import InputError, WeightsError
+from ..errors import InputError
+from ..models.presets import GANPreset, compose_preset
 from .config import GANTrainConfig
 from .distributed import DistInfo, unwrap
 from .loop import Trainer
 
-__all__ = ["GANTrainer", "build_gan_preset", "uses_bone_suppressed", "load_gan_generators", "DEFAULT_VARIANT"]
-
-DEFAULT_VARIANT = "dctnet"
-VARIANT_KEY = "variant"  # model.variant: which row of Table 1 (presets.ABLATIONS) on top of the size preset
+__all__ = ["GANTrainer", "build_gan_preset", "uses_bone_suppressed"]
 
 
-def build_gan_preset(config: GANTrainConfig) -> Any:
+def build_gan_preset(config: GANTrainConfig) -> GANPreset:
     """The :class:`~DCTNetLib.models.presets.GANPreset` of a training config.
 
-    ``config.preset`` is the size (tiny/small/full), ``config.model["variant"]`` the variant (``dctnet`` or an
-    entry of :data:`~DCTNetLib.models.presets.ABLATIONS`), the other ``model`` keys override generator or
-    discriminator fields and ``config.loss`` overrides :class:`~DCTNetLib.models.presets.LossConfig` fields.
+    ``config.variant`` at ``config.size``; the ``model`` keys override generator or discriminator fields and
+    ``config.loss`` overrides :class:`~DCTNetLib.models.presets.LossConfig` fields.
 
     Raises:
-        InputError: unknown variant or field (the message lists the valid ones).
+        InputError: unknown field (the message lists the valid ones) or an invalid value.
     """
-    from ..models.presets import gan_preset
-
-    overrides = dict(config.model)
-    variant = str(overrides.pop(VARIANT_KEY, DEFAULT_VARIANT))
-    return gan_preset(f"{variant}@{config.preset}", **overrides, loss=dict(config.loss))
+    return compose_preset(config.variant, config.size, **config.model, loss=dict(config.loss))
 
 
 def uses_bone_suppressed(config: GANTrainConfig, preset: Any) -> bool:
     """True when the run trains G(X), i.e. needs bone-suppressed inputs X (dual branch, and G(X) gets a loss)."""
     loss = preset.loss
     return bool(loss.dual_branch and (loss.contrastive or config.gx_supervised))
-
-
-def load_gan_generators(path: str | Path, device: torch.device | str = "cpu") -> tuple[nn.Module, nn.Module | None,
-                                                                                         Any, float]:
-    """G(Y), G(X) (None for single-branch variants), the preset and the trained parameter count of a checkpoint.
-
-    Args:
-        path: ``latest.pt`` / ``best.pt`` of a ``dctnet train`` run.
-        device: where to put the generators (returned in eval mode).
-
-    Returns:
-        ``(g_raw, g_bs, preset, params_m)``; ``params_m`` counts every trained network (G(Y), G(X), D) in
-        millions, the paper's "Params (M)" (Table 2).
-
-    Raises:
-        WeightsError: not a GAN training checkpoint, or weights that do not fit the stored architecture.
-    """
-    from ..evaluation.tables import count_parameters_m
-    from ..models.presets import GANPreset, build_discriminator, build_generator
-    from .checkpoint import load_checkpoint
-
-    state = load_checkpoint(path, kind="gan")
-    try:
-        preset = GANPreset.from_dict(dict(state["model_config"]))
-    except (KeyError, TypeError, ValueError, InputError) as exc:
-        raise WeightsError(f"{path}: the stored model config is unusable: {exc}") from exc
-    models = state["models"]
-    built: dict[str, nn.Module] = {}
-    for name in ("g_raw", "g_bs", "discriminator"):
-        if name not in models:
-            continue
-        module = build_discriminator(preset.discriminator) if name == "discriminator" else \
-            build_generator(preset.generator)
-        try:
-            module.load_state_dict(models[name])
-        except RuntimeError as exc:
-            raise WeightsError(f"{path}: {name} weights do not match the stored config {preset.name}: {exc}") from exc
-        built[name] = module
-    if "g_raw" not in built:
-        raise WeightsError(f"{path} holds no G(Y) weights (models: {sorted(models)})")
-    params_m = count_parameters_m(*built.values())
-    g_bs = built.get("g_bs")
-    return (built["g_raw"].to(device).eval(), g_bs.to(device).eval() if g_bs is not None else None, preset,
-            params_m)
 
 
 class GANTrainer(Trainer):

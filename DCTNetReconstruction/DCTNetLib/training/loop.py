@@ -11,7 +11,7 @@ A subclass builds its networks with :meth:`Trainer.add_model` / :meth:`Trainer.a
   when validation improves. A run that ends (all epochs, or ``max_steps``) always leaves ``best.pt``: when it
   has not been validated yet it is validated once at the end; without a validation split ``best.pt`` is the
   last state (recorded as such in ``metrics.jsonl``). Each holds models, optimisers, schedulers, GradScalers, extra state (EMA), the RNG
-  states of *every* rank, progress and config (:mod:`.checkpoint`). Only rank 0 writes.
+  states of *every* rank, progress and config (:mod:`DCTNetLib.checkpoints.checkpoint`). Only rank 0 writes.
 - stops: ``max_steps``, ``stop_after_steps`` (a simulated interruption), Ctrl-C / SIGTERM (agreed between ranks
   with one all-reduce per step) — each ends the loop at a step boundary after writing ``latest.pt``.
 
@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,9 +34,9 @@ from torch.utils.data import DataLoader, Dataset
 
 from .. import __version__
 from ..devices import select_device
+from ..checkpoints.checkpoint import CHECKPOINT_FORMAT, CHECKPOINT_FORMAT_VERSION, CheckpointManager
 from ..errors import OutputError
-from .checkpoint import CHECKPOINT_FORMAT, CHECKPOINT_FORMAT_VERSION, CheckpointManager
-from .config import TrainConfig, config_to_dict, save_config
+from .config import TrainConfig, check_config_compatible, config_to_dict, save_config
 from .distributed import (DistInfo, ResumableSampler, all_gather_objects, all_reduce_flag, broadcast_object,
                           detect, unwrap)
 from .engine import (MetricsLog, Progress, StopRequest, capture_rng_state, configure_backends, now,
@@ -45,8 +46,24 @@ from .schedules import build_scheduler
 __all__ = ["Trainer", "FitResult"]
 
 
-class FitResult(dict):
-    """``{"status": "done" | "max_steps" | "interrupted", "step", "epoch", "best_metric", "latest"}``."""
+@dataclass(frozen=True)
+class FitResult:
+    """How :meth:`Trainer.fit` ended.
+
+    Args:
+        status: ``"done"`` (all epochs), ``"max_steps"`` (the step limit) or ``"interrupted"`` (Ctrl-C, SIGTERM,
+            ``stop_after_steps``).
+        step: optimisation steps done in the whole run.
+        epoch: completed epochs.
+        best_metric: best validation value (``best.pt``), or None before any validation.
+        latest: path of the run's ``latest.pt``.
+    """
+
+    status: str
+    step: int
+    epoch: int
+    best_metric: float | None
+    latest: Path
 
 
 class Trainer:
@@ -268,7 +285,7 @@ class Trainer:
     def resume(self) -> None:
         """Load ``latest.pt`` after checking its kind and config (raises with a readable diff on mismatch)."""
         state = self.checkpoints.load_latest(self.kind)
-        self.checkpoints.check_resumable(state, config_to_dict(self.config), self.checkpoints.latest_path)
+        check_config_compatible(state.get("config", {}), self.config, self.checkpoints.latest_path)
         self.load_state_dict(state)
         self.log.write("resume", epoch=self.epoch, step=self.step)
 
@@ -341,4 +358,4 @@ class Trainer:
             self.log.write("done", step=self.step, epoch=self.epoch, reason=status, best_metric=self.best_metric,
                            best_epoch=self.best_epoch)
         return FitResult(status=status, step=self.step, epoch=self.epoch, best_metric=self.best_metric,
-                         latest=str(self.checkpoints.latest_path))
+                         latest=self.checkpoints.latest_path)

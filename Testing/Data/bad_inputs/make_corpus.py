@@ -24,8 +24,8 @@ cases; ``write_text`` is ``atomic_write_text``, used for every JSON/text file), 
 (``dctnet prepare`` through ``cli.main``), ``reconstruct`` (``dctnet reconstruct``, the case used as ``--pa`` or as
 ``--output``; ``out_is_input`` as both ``--ct`` and ``--output``), ``reconstruct_weights`` (the case as
 ``--weights``), ``check_pair`` (two views), ``load_checkpoint`` (training checkpoints), ``safe_load``
-(``io.safe_load.load_checkpoint`` with the corpus's sha256 manifest), ``numpy_pickle`` (the restricted
-unpickler), ``bundle`` (``io.model_bundle.load_model_bundle``), ``write_ct_new`` (``write_ct(..., overwrite=False)``)
+(``io.safe_load.load_torch_file`` with the corpus's sha256 manifest), ``numpy_pickle`` (the restricted
+unpickler), ``bundle`` (``checkpoints.bundle.load_model_bundle``), ``write_ct_new`` (``write_ct(..., overwrite=False)``)
 and ``evaluate`` (``dctnet evaluate --overwrite`` with the case as ``--checkpoint``, into a folder of earlier
 results that must survive).
 Cases whose condition cannot be built as a file (no read permission when running as root, a full disk, a
@@ -207,7 +207,8 @@ MANIFEST: dict[str, Case] = {
 # ------------------------------------------------------------------------------------------------ issue 12
 LATIN1 = os.fsdecode(b"\xe9")  # one Latin-1 byte: a legal Linux file name that is not UTF-8
 BOMBS = ("rg_deflate_bomb.dcm",)
-_BUNDLE_PRESET = {"name": "corpus", "generator": {"image_size": 128}, "discriminator": {}, "loss": {}}
+# In the layout of the shipped bundle (written before variant and size were fields of the preset).
+_BUNDLE_PRESET = {"name": "dctnet@full", "generator": {"image_size": 128}, "discriminator": {}, "loss": {}}
 
 
 def _weights(message: str, cli: bool = True) -> dict[str, tuple[str, str]]:

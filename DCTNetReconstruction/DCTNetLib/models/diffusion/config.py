@@ -7,17 +7,19 @@ One dataclass holds every architecture, schedule and sampling constant; presets 
 - :meth:`CDMConfig.small` — trains on a 2-core CPU; its weights ship with the extension (≤ ~8 MB).
 - :meth:`CDMConfig.tiny`  — 32² images and 8-16-32 channels, for unit tests only.
 
-The config is saved inside every CDM checkpoint (``dataclasses.asdict``) and rebuilt with
-:meth:`CDMConfig.from_dict`, which rejects unknown keys.
+The config is saved inside every CDM checkpoint and bundle (:meth:`CDMConfig.to_dict`) and rebuilt with
+:meth:`CDMConfig.from_dict`, which rejects unknown keys and values of the wrong type
+(:class:`~DCTNetLib.config_base.ConfigBase`); every invalid value is an :class:`~DCTNetLib.errors.InputError`.
 """
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
+from ...config_base import ConfigBase
 from ...conventions import IMAGE_SIZE
+from ...errors import InputError
 
 __all__ = ["CDMConfig", "BETA_SCHEDULES", "OBJECTIVES", "TARGETS"]
 
@@ -30,8 +32,8 @@ TARGETS = ("image", "residual")
 LEGACY_OBJECTIVE = "eps"  # what configs saved before the ``objective`` field meant
 
 
-@dataclass(frozen=True)
-class CDMConfig:
+@dataclass(frozen=True, kw_only=True)
+class CDMConfig(ConfigBase):
     """Architecture, noise schedule and sampling settings of :class:`ConditionalDiffusion`.
 
     Args:
@@ -81,6 +83,8 @@ class CDMConfig:
             cross the spine, ``Testing/Python/test_data_bone.py``).
     """
 
+    config_name: ClassVar[str] = "CDM config"
+
     image_size: int = IMAGE_SIZE
     image_channels: int = 1
     cond_channels: int = 1
@@ -110,43 +114,46 @@ class CDMConfig:
     residual_range: float = 0.25
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "channels", tuple(int(c) for c in self.channels))
+        super().__post_init__()
         if self.image_size <= 0:
-            raise ValueError(f"image_size must be positive, got {self.image_size}")
+            raise InputError(f"CDM config: image_size must be positive, got {self.image_size}")
         if len(self.channels) < 2:
-            raise ValueError(f"channels needs at least 2 levels, got {self.channels}")
+            raise InputError(f"CDM config: channels needs at least 2 levels, got {self.channels}")
         if any(c <= 0 for c in self.channels):
-            raise ValueError(f"channels must be positive, got {self.channels}")
+            raise InputError(f"CDM config: channels must be positive, got {self.channels}")
         factor = 2 ** (len(self.channels) - 1)
         if self.image_size % factor:
-            raise ValueError(f"image_size={self.image_size} must be divisible by 2**(levels-1)={factor} "
+            raise InputError(f"CDM config: image_size={self.image_size} must be divisible by 2**(levels-1)={factor} "
                              f"for channels={self.channels}")
         if not 0 <= self.attention_levels <= len(self.channels):
-            raise ValueError(f"attention_levels must be in [0, {len(self.channels)}], got {self.attention_levels}")
+            raise InputError(f"CDM config: attention_levels must be in [0, {len(self.channels)}], "
+                             f"got {self.attention_levels}")
         if self.num_res_blocks < 1:
-            raise ValueError(f"num_res_blocks must be >= 1, got {self.num_res_blocks}")
+            raise InputError(f"CDM config: num_res_blocks must be >= 1, got {self.num_res_blocks}")
         if self.beta_schedule not in BETA_SCHEDULES:
-            raise ValueError(f"beta_schedule must be one of {BETA_SCHEDULES}, got {self.beta_schedule!r}")
+            raise InputError(f"CDM config: beta_schedule must be one of {BETA_SCHEDULES}, got {self.beta_schedule!r}")
         if self.target not in TARGETS:
-            raise ValueError(f"target must be one of {TARGETS}, got {self.target!r}")
+            raise InputError(f"CDM config: target must be one of {TARGETS}, got {self.target!r}")
         if not 0.0 < self.sampling_strength <= 1.0:
-            raise ValueError(f"sampling_strength must be in (0, 1], got {self.sampling_strength}")
+            raise InputError(f"CDM config: sampling_strength must be in (0, 1], got {self.sampling_strength}")
         if not 0.0 < self.residual_range <= 1.0:
-            raise ValueError(f"residual_range must be in (0, 1], got {self.residual_range}")
+            raise InputError(f"CDM config: residual_range must be in (0, 1], got {self.residual_range}")
         if self.objective not in OBJECTIVES:
-            raise ValueError(f"objective must be one of {OBJECTIVES}, got {self.objective!r}")
+            raise InputError(f"CDM config: objective must be one of {OBJECTIVES}, got {self.objective!r}")
         if self.timesteps < 2:
-            raise ValueError(f"timesteps must be >= 2, got {self.timesteps}")
+            raise InputError(f"CDM config: timesteps must be >= 2, got {self.timesteps}")
         if not 1 <= self.sampling_steps <= self.timesteps:
-            raise ValueError(f"sampling_steps must be in [1, timesteps={self.timesteps}], got {self.sampling_steps}")
+            raise InputError(f"CDM config: sampling_steps must be in [1, timesteps={self.timesteps}], "
+                             f"got {self.sampling_steps}")
         if not 0.0 <= self.ema_decay < 1.0:
-            raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
+            raise InputError(f"CDM config: ema_decay must be in [0, 1), got {self.ema_decay}")
         if self.ema_update_every < 1:
-            raise ValueError(f"ema_update_every must be >= 1, got {self.ema_update_every}")
+            raise InputError(f"CDM config: ema_update_every must be >= 1, got {self.ema_update_every}")
         for level in range(len(self.channels)):
             c = self.channels[level]
             if (self.has_attention(level) or level == len(self.channels) - 1) and c % self.attention_heads:
-                raise ValueError(f"attention_heads={self.attention_heads} must divide the attended channels {c}")
+                raise InputError(f"CDM config: attention_heads={self.attention_heads} must divide the attended "
+                                 f"channels {c}")
 
     def has_attention(self, level: int) -> bool:
         """True when U-Net level ``level`` (0 = full resolution) has self-attention after its ResBlocks."""
@@ -194,21 +201,9 @@ class CDMConfig:
         return cls(**{**base, **overrides})
 
     # ------------------------------------------------------------------ (de)serialisation
-    def to_dict(self) -> dict[str, Any]:
-        """Plain-JSON dict (tuples become lists) for checkpoints and config files."""
-        out = dataclasses.asdict(self)
-        out["channels"] = list(self.channels)
-        return out
-
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "CDMConfig":
-        """Rebuild from :meth:`to_dict` output; unknown keys raise ``ValueError`` naming them.
-
-        A dict without ``objective`` was written before that field existed, when every model predicted ε, so it
-        is read as ``objective="eps"`` whatever the current default.
-        """
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - names)
-        if unknown:
-            raise ValueError(f"unknown CDMConfig keys: {unknown}")
-        return cls(**{"objective": LEGACY_OBJECTIVE, **data})
+    def upgrade(cls, data: dict[str, Any]) -> dict[str, Any]:
+        """A dict without ``objective`` was written before that field existed, when every model predicted ε, so
+        it is read as ``objective="eps"`` whatever the current default."""
+        data.setdefault("objective", LEGACY_OBJECTIVE)
+        return data

@@ -92,7 +92,7 @@ class ResBlock(nn.Module):
         dropout: Dropout probability before the second conv.
     """
 
-    def __init__(self, in_channels: int, out_channels: int, emb_dim: int, groups: int, dropout: float = 0.0) -> None:
+    def __init__(self, in_channels: int, out_channels: int, emb_dim: int, groups: int, *, dropout: float = 0.0) -> None:
         super().__init__()
         self.in_layers = nn.Sequential(group_norm(in_channels, groups), nn.SiLU(),
                                        nn.Conv2d(in_channels, out_channels, 3, padding=1))
@@ -182,7 +182,7 @@ class ConditionalUNet(nn.Module):
         self.init_conv = nn.Conv2d(config.unet_in_channels, chans[0], 3, padding=1)
 
         def block(c_in: int, c_out: int) -> ResBlock:
-            return ResBlock(c_in, c_out, emb_dim, groups, config.dropout)
+            return ResBlock(c_in, c_out, emb_dim, groups, dropout=config.dropout)
 
         def attention(level: int) -> nn.Module:
             return SelfAttention2d(chans[level], config.attention_heads, groups) if config.has_attention(level) \

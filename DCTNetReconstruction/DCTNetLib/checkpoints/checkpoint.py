@@ -18,19 +18,23 @@ A checkpoint is a plain dict of tensors, numbers, strings, lists and dicts (so i
     progress          {epoch, step, epoch_step, best_metric, best_epoch, world_size, samples_done}
 
 Writes go through :func:`DCTNetLib.io.atomic.atomic_torch_save` after a free-space check, so an interruption or
-a full disk leaves the previous file intact. Resuming compares the stored config with the current one and
-refuses with a readable diff when anything but :data:`~.config.RUNTIME_KEYS` differs.
+a full disk leaves the previous file intact. Reads go through :func:`DCTNetLib.io.safe_load.load_torch_file`
+(``weights_only=True``: a file that would run code, or a truncated or corrupt one, is a
+:class:`~DCTNetLib.errors.WeightsError` naming it) and then check the format and kind. Resuming compares the
+stored config with the current one (:func:`DCTNetLib.training.config.check_config_compatible`); the networks are
+rebuilt from ``model_config`` by :mod:`.networks`.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import torch
 
 from ..errors import InputError, WeightsError
-from ..io.safe_load import check_weights_file
+from ..io.atomic import atomic_torch_save, check_free_space
+from ..io.safe_load import load_torch_file
 
 __all__ = [
     "CHECKPOINT_FORMAT",
@@ -39,9 +43,10 @@ __all__ = [
     "BEST",
     "estimate_nbytes",
     "save_checkpoint",
+    "resolve_checkpoint",
     "load_checkpoint",
-    "config_diff",
-    "check_config_compatible",
+    "check_checkpoint_state",
+    "recorded_int",
     "CheckpointManager",
 ]
 
@@ -73,8 +78,6 @@ def save_checkpoint(state: dict[str, Any], path: str | Path) -> Path:
         OutputError: not enough free space (checked first: nothing is written), or the write failed; the
             previous file at ``path`` is intact either way.
     """
-    from ..io.atomic import atomic_torch_save, check_free_space
-
     path = Path(path)
     check_free_space(path.parent, _SPACE_FACTOR * estimate_nbytes(state) + _SPACE_MARGIN_BYTES)
     return atomic_torch_save(state, path)
@@ -100,19 +103,6 @@ def resolve_checkpoint(path: str | Path) -> Path:
     return path
 
 
-def _torch_load(path: Path) -> Any:
-    """``weights_only`` load through the project's safe loader when present (:mod:`DCTNetLib.io.safe_load`)."""
-    try:
-        from ..io import safe_load
-    except ImportError:
-        safe_load = None
-    for name in ("load_torch_file", "load_checkpoint"):
-        loader = getattr(safe_load, name, None)
-        if loader is not None:
-            return loader(path)
-    return torch.load(path, map_location="cpu", weights_only=True)
-
-
 def load_checkpoint(path: str | Path, kind: str | None = None) -> dict[str, Any]:
     """Load a training checkpoint with ``weights_only=True`` and check its format (and ``kind`` if given).
 
@@ -120,9 +110,8 @@ def load_checkpoint(path: str | Path, kind: str | None = None) -> dict[str, Any]
         WeightsError: the file is missing, truncated, not a training checkpoint, or of another kind.
     """
     path = Path(path)
-    check_weights_file(path)  # missing, a folder, a FIFO or a device: one line, never opened
     try:
-        state = _torch_load(path)
+        state = load_torch_file(path)  # missing, a folder, a FIFO or a device: one line, never opened
     except WeightsError:
         raise
     except Exception as exc:  # noqa: BLE001 — any unpickling problem means a damaged or foreign file
@@ -138,7 +127,7 @@ def check_checkpoint_state(state: Any, path: str | Path, kind: str | None = None
     """
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
         raise WeightsError(f"{path} is not a DCTNet training checkpoint (no format={CHECKPOINT_FORMAT!r})")
-    if int(state.get("format_version", 0)) > CHECKPOINT_FORMAT_VERSION:
+    if recorded_int(state, "format_version", 0, path) > CHECKPOINT_FORMAT_VERSION:
         raise WeightsError(f"{path} has checkpoint format {state.get('format_version')}, newer than this "
                            f"DCTNet reads ({CHECKPOINT_FORMAT_VERSION}); update DCTNet")
     if kind is not None and state.get("kind") != kind:
@@ -146,49 +135,17 @@ def check_checkpoint_state(state: Any, path: str | Path, kind: str | None = None
     return state
 
 
-def _flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in data.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict):
-            out.update(_flatten(value, f"{name}."))
-        else:
-            out[name] = list(value) if isinstance(value, tuple) else value
-    return out
-
-
-def config_diff(saved: dict[str, Any], current: dict[str, Any], ignore: Iterable[str] = ()) -> list[str]:
-    """Readable lines ``"  key: <checkpoint value> → <current value>"`` for every differing key.
-
-    Nested dicts (``model``, ``loss``) are compared key by key (``model.channels``). Keys in ``ignore`` are skipped.
-    """
-    ignored = set(ignore)
-    old, new = _flatten(saved), _flatten(current)
-    lines = []
-    for key in sorted(set(old) | set(new)):
-        if key in ignored:
-            continue
-        a, b = old.get(key, "<absent>"), new.get(key, "<absent>")
-        if a != b:
-            lines.append(f"  {key}: {a!r} (checkpoint) → {b!r} (now)")
-    return lines
-
-
-def check_config_compatible(saved: dict[str, Any], current: dict[str, Any], path: str | Path) -> None:
-    """Refuse to resume from ``path`` when its config differs from ``current`` beyond the runtime keys.
+def recorded_int(record: Any, key: str, default: int, path: str | Path) -> int:
+    """An integer field of a loaded checkpoint or bundle (``default`` when absent, or when ``record`` is no dict).
 
     Raises:
-        InputError: naming ``path`` and listing every difference.
+        WeightsError: the value is not a whole number (text, NaN, infinite, fractional, a bool).
     """
-    from .config import RUNTIME_KEYS
-
-    lines = config_diff(saved, current, ignore=RUNTIME_KEYS)
-    if lines:
-        raise InputError(
-            f"cannot resume from {path}: the training config differs from the one it was written with:\n"
-            + "\n".join(lines)
-            + "\nRun with the original settings (drop the --set/--config changes), or start a new --output folder."
-        )
+    value = record.get(key, default) if isinstance(record, dict) else default
+    if (isinstance(value, bool) or not isinstance(value, (int, float)) or value != value
+            or abs(value) == float("inf") or value != int(value)):
+        raise WeightsError(f"{path}: recorded {key} is {value!r}, not a whole number")
+    return int(value)
 
 
 class CheckpointManager:
@@ -222,8 +179,3 @@ class CheckpointManager:
     def load_latest(self, kind: str | None = None) -> dict[str, Any]:
         """The state in ``latest.pt`` (see :func:`load_checkpoint`)."""
         return load_checkpoint(self.latest_path, kind)
-
-    @staticmethod
-    def check_resumable(state: dict[str, Any], current_config: dict[str, Any], path: str | Path) -> None:
-        """Config check before resuming (see :func:`check_config_compatible`)."""
-        check_config_compatible(state.get("config", {}), current_config, path)
