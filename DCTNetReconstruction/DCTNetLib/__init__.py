@@ -3,11 +3,11 @@
 DCT-Net reconstructs a 128³ CT from a posterior–anterior and a lateral radiograph
 (Zhang et al., MICCAI 2025). Sub-packages, one concern each:
 
-- ``io``          CT / radiograph reading and writing, atomic writes, safe weight loading
+- ``io``          CT / radiograph reading and writing, atomic writes, safe weight loading, offline ImageNet weights
 - ``data``        preprocessing (HU → 128³ in [0, 1]), DRR projector, bone-suppression targets, phantom, datasets
 - ``models``      bone-suppression CDM, dual generators, tri-plane discriminator, X2CT-GAN baseline, losses
 - ``training``    trainers, checkpoints, distributed, configs
-- ``evaluation``  PSNR / SSIM / LPIPS, tables, offline ImageNet weights
+- ``evaluation``  PSNR / SSIM / LPIPS, tables, figures
 - ``inference``   radiographs in → volumes out (used by the CLI and the Slicer logic alike)
 - ``commands``    one module per ``dctnet`` sub-command
 

@@ -136,7 +136,7 @@ def test_evaluate_volume_without_lpips(volumes):
 # ------------------------------------------------------------------------------------------------- LPIPS
 @pytest.fixture(scope="module")
 def lpips_model():
-    from DCTNetLib.evaluation.imagenet import fetch_weights
+    from DCTNetLib.io.imagenet_weights import fetch_weights
     from DCTNetLib.evaluation.lpips_metric import build_lpips
 
     try:
