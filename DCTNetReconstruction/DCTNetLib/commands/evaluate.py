@@ -91,7 +91,7 @@ def evaluate_checkpoint(checkpoint: Path, dataset: Any, device: Any, lpips_model
         device: where G(Y) runs.
         lpips_model: :func:`~DCTNetLib.evaluation.lpips_metric.build_lpips` model, or None (no LPIPS).
         lpips_stride: LPIPS on every n-th slice.
-        log_records: a :class:`~DCTNetLib.training.engine.MetricsLog` to append ``eval`` records to, or None.
+        log_records: a :class:`~DCTNetLib.training.metrics_log.MetricsLog` to append ``eval`` records to, or None.
         method: row name; defaults to the variant's Table 1 name.
     """
     import torch
@@ -247,7 +247,8 @@ def _prepare_output(output: Path, overwrite: bool) -> list[str]:
 def run(args: argparse.Namespace) -> int:
     from ..data.datasets import PreparedCaseDataset
     from ..evaluation.tables import write_case_csv
-    from ..training.engine import MetricsLog, select_device
+    from ..training.device import select_device
+    from ..training.metrics_log import MetricsLog
 
     if args.ablations == (args.checkpoint is not None):
         raise InputError("give either --checkpoint CKPT or --ablations --runs DIR")

@@ -185,7 +185,7 @@ class Reproduction:
     @staticmethod
     def resume_flag(run_dir: Path) -> list[str]:
         """``--resume`` after an interruption, ``--overwrite`` for a run that died before its first checkpoint."""
-        from ..training.engine import RUN_FILES
+        from ..training.run_folder import RUN_FILES
 
         if (run_dir / "latest.pt").is_file():
             return ["--resume"]

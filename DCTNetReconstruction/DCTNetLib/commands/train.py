@@ -102,7 +102,7 @@ def build_perceptual(preset: Any, weights: Path | None) -> Any:
 def run(args: argparse.Namespace) -> int:
     from ..training.config import GANTrainConfig
     from ..training.distributed import barrier, cleanup
-    from ..training.engine import seed_everything
+    from ..training.rng import seed_everything
     from ..training.gan_trainer import VARIANT_KEY, GANTrainer, build_gan_preset, uses_bone_suppressed
 
     extra = {"bs_source": args.bs_source, f"model.{VARIANT_KEY}": args.variant}

@@ -82,7 +82,8 @@ def resolve_run_config(config_cls: type, args: argparse.Namespace, extra_flags: 
 def setup_run(config: Any, args: argparse.Namespace) -> tuple[Any, Any]:
     """Select the device, start the process group (under torchrun) and prepare the run folder on rank 0."""
     from ..training.distributed import barrier, detect, init_distributed
-    from ..training.engine import prepare_run_dir, select_device
+    from ..training.device import select_device
+    from ..training.run_folder import prepare_run_dir
 
     device = select_device(config.device, detect())
     info = init_distributed(use_cuda=device.type == "cuda")
@@ -149,7 +150,7 @@ def run(args: argparse.Namespace) -> int:
     from ..training.cdm_trainer import CDMTrainer, build_cdm_model
     from ..training.config import CDMTrainConfig
     from ..training.distributed import barrier, cleanup
-    from ..training.engine import seed_everything
+    from ..training.rng import seed_everything
 
     config = resolve_run_config(CDMTrainConfig, args)
     try:

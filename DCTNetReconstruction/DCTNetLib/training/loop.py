@@ -36,9 +36,13 @@ from .checkpoint import CHECKPOINT_FORMAT, CHECKPOINT_FORMAT_VERSION, Checkpoint
 from .config import TrainConfig, config_to_dict, save_config
 from .distributed import (DistInfo, ResumableSampler, all_gather_objects, all_reduce_flag, broadcast_object,
                           detect, unwrap)
-from .engine import (MetricsLog, Progress, StopRequest, capture_rng_state, configure_backends, now,
-                     preserved_rng, restore_rng_state, seed_everything, select_device, write_run_info)
+from .device import configure_backends, select_device
+from .metrics_log import MetricsLog, now
+from .progress import Progress
+from .provenance import write_run_info
+from .rng import capture_rng_state, preserved_rng, restore_rng_state, seed_everything
 from .schedules import build_scheduler
+from .stop_request import StopRequest
 
 __all__ = ["Trainer", "FitResult"]
 
@@ -52,7 +56,7 @@ class Trainer:
 
     Args:
         config: resolved training config.
-        run_dir: the run folder (created beforehand by :func:`~.engine.prepare_run_dir`).
+        run_dir: the run folder (created beforehand by :func:`~.run_folder.prepare_run_dir`).
         train_set: map-style dataset of training samples (dicts of tensors).
         val_set: validation dataset or None.
         device: torch device; chosen from ``config.device`` and ``LOCAL_RANK`` when None.
