@@ -261,7 +261,7 @@ def _case_files(root: Path) -> dict[str, object]:
 
 
 def test_kill_9_during_dctnet_prepare_then_rerun_gives_the_same_cases(tmp_path, one_thread):
-    from DCTNetLib.commands.prepare import prepare_dataset
+    from DCTNetLib.data.prepare import prepare_dataset
     from DCTNetLib.data.phantom import phantom_ct
     from DCTNetLib.io.ct import write_ct
 
