@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from typing import Any
 
 from ..errors import InputError
 from ..io.atomic import check_writable_dir
 
-__all__ = ["RUN_FILES", "prepare_run_dir"]
+__all__ = ["RUN_FILES", "prepare_run_dir", "saved_run_config"]
 
 # Files that mark a folder as holding a run (refused without --resume/--overwrite).
 RUN_FILES = ("latest.pt", "best.pt", "config.json", "run.json", "metrics.jsonl")
+# Config keys that limit one invocation, not the run: a resumed run does not inherit them.
+_INVOCATION_LIMITS = ("max_steps", "stop_after_steps")
 
 
 def prepare_run_dir(run_dir: str | Path, resume: bool, overwrite: bool) -> Path:
@@ -42,3 +46,22 @@ def prepare_run_dir(run_dir: str | Path, resume: bool, overwrite: bool) -> Path:
     run_dir.mkdir(parents=True, exist_ok=True)
     check_writable_dir(run_dir)
     return run_dir
+
+
+def saved_run_config(run_dir: str | Path) -> dict[str, Any] | None:
+    """The resolved config a run was started with (its ``config.json``) without the limits of that invocation
+    (``max_steps``, ``stop_after_steps``), or None when the folder holds none.
+
+    Raises:
+        InputError: ``config.json`` is not valid JSON.
+    """
+    path = Path(run_dir) / "config.json"
+    if not path.is_file():
+        return None
+    try:
+        saved = json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as exc:
+        raise InputError(f"cannot parse the saved run config {path}: {exc}") from exc
+    for key in _INVOCATION_LIMITS:
+        saved.pop(key, None)
+    return saved
