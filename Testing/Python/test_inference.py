@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import inspect
 import json
+import pydoc
 import warnings
 from pathlib import Path
 
@@ -237,6 +239,19 @@ def test_gpu_out_of_memory_falls_back_to_the_cpu_with_a_warning(tiny_bundle_path
         result = model.reconstruct(*_radiographs())
     assert calls == ["cuda", "cpu"] and model.device.type == "cpu"
     assert result.ct_hu.hu.shape == (32, 32, 32)
+
+
+def test_reconstruct_shows_its_real_signature_through_the_out_of_memory_retry():
+    """help() and inspect.signature show the arguments, not ``*args, **kwargs``, and the retried method takes
+    the same ones in the same order (it is called with them positionally)."""
+    expected = ["self", "pa", "lat", "steps", "seed", "geometry", "progress", "bone_suppressed"]
+    signature = inspect.signature(Reconstructor.reconstruct)
+    assert list(signature.parameters) == expected
+    assert signature.parameters["steps"].default is None and signature.parameters["seed"].default == 0
+    assert all(p.kind is inspect.Parameter.POSITIONAL_OR_KEYWORD for p in signature.parameters.values())
+    assert list(inspect.signature(Reconstructor._reconstruct).parameters) == expected
+    shown = pydoc.render_doc(Reconstructor.reconstruct, renderer=pydoc.plaintext)
+    assert "reconstruct(self, pa, lat, steps" in shown and "bone_suppressed: precomputed" in shown
 
 
 def test_shipped_bundle_matches_its_manifest_and_reconstructs(tiny_phantom_ct):
