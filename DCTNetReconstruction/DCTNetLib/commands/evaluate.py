@@ -35,7 +35,12 @@ import os
 from pathlib import Path
 from typing import Any
 
+from ..cli import main as dctnet
 from ..errors import InputError, OutputError
+from ..io.atomic import atomic_write_text, check_writable_dir
+
+# torch, numpy and the modules that import them are imported inside the functions: `dctnet --help` imports
+# every command module (DCTNetLib.cli) and stays fast.
 
 HELP = "evaluate GAN checkpoints on a prepared split: PSNR/SSIM/LPIPS/MAE/X2CT-PSNR, per-case CSV + paper table"
 
@@ -150,7 +155,6 @@ def extra_table(results: list[Any]) -> str:
 def write_tables(results: list[Any], output: Path, split: str) -> Path:
     """``table.md``: the paper-format table, then the extra-metrics table."""
     from ..evaluation.tables import markdown_table
-    from ..io.atomic import atomic_write_text
 
     text = (f"Results on the {split} split (mean ± std over cases; PSNR on the [0, 1] HU window).\n\n"
             + markdown_table(results) + "\n" + extra_table(results))
@@ -185,8 +189,6 @@ def _trained_epochs(run_dir: Path) -> int:
 
 def train_variant(variant: str, args: argparse.Namespace) -> None:
     """Train (or resume) ``args.runs / variant`` with ``dctnet train`` until ``args.train_epochs`` epochs."""
-    from ..cli import main as dctnet
-
     run_dir = args.runs / variant
     done = _trained_epochs(run_dir)
     if done >= args.train_epochs:
@@ -233,8 +235,6 @@ def ablation_checkpoints(args: argparse.Namespace) -> list[tuple[str, Path]]:
 # ---------------------------------------------------------------------------------------------- command
 def _prepare_output(output: Path, overwrite: bool) -> list[str]:
     """Check ``output`` can take the results; returns the names of earlier results there (replaced at the end)."""
-    from ..io.atomic import check_writable_dir
-
     existing = sorted(p.name for p in output.glob("cases*.csv")) + [n for n in OUTPUT_FILES if (output / n).exists()]
     if existing and not overwrite:
         raise InputError(f"{output} already holds evaluation results ({', '.join(existing)}); add --overwrite "

@@ -31,6 +31,9 @@ import argparse
 import os
 from pathlib import Path
 
+# torch, numpy and the modules that import them are imported inside the functions: `dctnet --help` imports
+# every command module (DCTNetLib.cli) and stays fast.
+
 __all__ = ["HELP", "add_arguments", "run"]
 
 HELP = "prepare LIDC-IDRI / CTSpine1K / your own CTs (generic): CT → 128³ volume + PA/lateral DRRs + bone-suppressed DRRs, and splits"
@@ -39,7 +42,7 @@ DEFAULT_WORKERS = max(1, min(4, (os.cpu_count() or 1) // 2))  # each worker need
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from ..data import datasets  # lazy, like every import of a command: `dctnet --help` loads no numpy
+    from ..data import datasets
 
     parser.add_argument("--dataset", required=True, choices=datasets.DATASETS, help="which dataset layout to read")
     parser.add_argument("--source", required=True, metavar="DIR",
@@ -57,7 +60,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..data import datasets  # lazy (see add_arguments); the pipeline imports torch
+    from ..data import datasets
     from ..data.prepare import prepare_dataset
 
     summary = prepare_dataset(args.dataset, args.source, args.output, workers=args.workers, seed=args.seed,

@@ -29,11 +29,14 @@ from ..errors import InputError
 from ..training.config import GANTrainConfig
 from .train_common import add_common_arguments, report, resolve_run_config
 
+# torch, numpy and the modules that import them are imported inside the functions: `dctnet --help` imports
+# every command module (DCTNetLib.cli) and stays fast.
+
 HELP = "train the DCT-Net reconstruction GAN (G(Y), G(X), tri-plane D) on prepared cases"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from ..models.presets import ABLATIONS  # lazy, like every torch import of a command: `dctnet --help` loads them all
+    from ..models.presets import ABLATIONS
 
     add_common_arguments(parser, "train", "--data PREP --cdm runs/cdm/best.pt --output runs/gan")
     parser.add_argument("--cdm", type=Path, metavar="CKPT",

@@ -19,6 +19,9 @@ import argparse
 from ..training.config import CDMTrainConfig
 from .train_common import add_common_arguments, report, resolve_run_config
 
+# torch, numpy and the modules that import them are imported inside the functions: `dctnet --help` imports
+# every command module (DCTNetLib.cli) and stays fast.
+
 HELP = "train the bone-suppression conditional diffusion model (CDM) on prepared radiograph pairs"
 
 
@@ -27,7 +30,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    # lazy, like every torch import of a command: `dctnet --help` loads every command module
     from ..training.cdm_trainer import CDMTrainer, build_cdm_model
     from ..training.data_splits import check_image_size, load_splits
     from ..training.distributed import barrier, cleanup

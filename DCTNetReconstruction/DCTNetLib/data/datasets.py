@@ -396,7 +396,7 @@ def read_meta(case_dir: str | os.PathLike) -> dict | None:
 
 def is_case_done(case_dir: str | os.PathLike) -> bool:
     """True when the case folder is complete and was made by the current preprocessing version."""
-    from .preprocess import PREPROCESSING_VERSION
+    from .preprocess import PREPROCESSING_VERSION  # lazy, as in write_case
 
     meta = read_meta(case_dir)
     if meta is None or meta.get("preprocessing_version") != PREPROCESSING_VERSION:
