@@ -16,6 +16,10 @@ import os
 from pathlib import Path
 
 from ..errors import OutputError
+from ..io.atomic import check_name_length, check_writable_dir
+
+# torch, numpy and the modules that import them are imported inside the functions: `dctnet --help` imports
+# every command module (DCTNetLib.cli) and stays fast.
 
 HELP = "make a model bundle (for reconstruct/demo/Slicer) from CDM and GAN training checkpoints"
 
@@ -36,7 +40,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..io.atomic import check_name_length, check_writable_dir
     from ..io.model_bundle import bundle_from_checkpoints, load_model_bundle, save_model_bundle, write_manifest
 
     from ..training.checkpoint import resolve_checkpoint
