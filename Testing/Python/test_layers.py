@@ -1,0 +1,271 @@
+"""The core's layers: every import of a DCTNetLib module points down the layer order, and sits at module level
+unless its module is listed in :data:`LAZY_IMPORTS` with the reason.
+
+Layer order, lowest first (a module may import its own layer and the layers below it):
+
+    conventions/errors → io → data → models → training, evaluation → inference → commands → Slicer glue
+
+Imports are read with ``ast`` from every module of DCTNetLib, at module level and inside functions; relative
+imports are resolved, and ``from package import name`` counts as an import of ``package.name`` when that is a
+module. What ``importlib`` loads by name is not seen: the one such import of the core is ``cli`` dispatching to
+``DCTNetLib.commands.<name>`` (the same layer).
+"""
+
+from __future__ import annotations
+
+import ast
+import functools
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+SOURCE = Path(__file__).resolve().parents[2] / "DCTNetReconstruction"
+CORE = "DCTNetLib"
+PACKAGES = (CORE, "DCTNetSlicerLib")
+
+# Lowest first. A module belongs to the entry naming it, or naming the package that holds it (the longest such
+# entry wins); DCTNetLib itself stands for its __init__ only. A new package (e.g. DCTNetLib.checkpoints) goes
+# into the tuple of its layer, or into a new layer tuple at its place in the order; a module in no layer fails
+# test_every_module_has_a_layer.
+LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("conventions/errors", (CORE, "DCTNetLib.conventions", "DCTNetLib.errors", "DCTNetLib.helpers")),
+    ("io", ("DCTNetLib.io",)),
+    ("data", ("DCTNetLib.data",)),
+    ("models", ("DCTNetLib.models",)),
+    ("training, evaluation", ("DCTNetLib.training", "DCTNetLib.evaluation")),
+    ("inference", ("DCTNetLib.inference",)),
+    ("commands", ("DCTNetLib.commands", "DCTNetLib.cli", "DCTNetLib.__main__")),
+    ("Slicer glue", ("DCTNetSlicerLib",)),
+)
+
+# Libraries slow enough to import that a module may defer them (each takes from a tenth of a second to seconds).
+HEAVY = frozenset({"torch", "numpy", "SimpleITK"})
+
+
+@dataclass(frozen=True)
+class Reason:
+    """Why a module keeps imports inside functions. ``defers_heavy``: the test checks that each such import
+    loads a library of :data:`HEAVY` that the importing module does not load already."""
+
+    text: str
+    defers_heavy: bool
+
+
+FAST_HELP = Reason("`dctnet --help` imports every command module (DCTNetLib.cli builds the parser from them), so a "
+                   "command imports torch, numpy and SimpleITK only when it runs (test_cli checks --help stays "
+                   "torch-free)", defers_heavy=True)
+TORCH_FREE_DATASETS = Reason("case discovery and the split files need no torch (`dctnet prepare --help` and "
+                             "`dctnet reproduce` read them); only the preprocessing version stamp comes from the "
+                             "torch-based preprocessing", defers_heavy=True)
+PENDING = Reason("not moved yet: this module is being reworked in parallel for issue 14 (one checkpoint module and "
+                 "one config base, items 1-2; shared facts such as PSNR and parameter counts, item 3; the "
+                 "reconstruct/demo commands, which also import each other inside functions); delete the entry "
+                 "once its imports are at module level", defers_heavy=False)
+
+# Modules whose imports of the core may stay inside functions, and why.
+LAZY_IMPORTS: dict[str, Reason] = {
+    "DCTNetLib.commands.evaluate": FAST_HELP,
+    "DCTNetLib.commands.export": FAST_HELP,
+    "DCTNetLib.commands.info": FAST_HELP,
+    "DCTNetLib.commands.plot": FAST_HELP,
+    "DCTNetLib.commands.prepare": FAST_HELP,
+    "DCTNetLib.commands.reproduce": FAST_HELP,
+    "DCTNetLib.commands.train": FAST_HELP,
+    "DCTNetLib.commands.train_cdm": FAST_HELP,
+    "DCTNetLib.commands.weights": FAST_HELP,
+    "DCTNetLib.data.datasets": TORCH_FREE_DATASETS,
+    "DCTNetLib.commands.demo": PENDING,
+    "DCTNetLib.commands.reconstruct": PENDING,
+    "DCTNetLib.evaluation.metrics": PENDING,
+    "DCTNetLib.io.model_bundle": PENDING,
+    "DCTNetLib.models.presets": PENDING,
+    "DCTNetLib.training.cache": PENDING,
+    "DCTNetLib.training.cdm_trainer": PENDING,
+    "DCTNetLib.training.checkpoint": PENDING,
+    "DCTNetLib.training.config": PENDING,
+    "DCTNetLib.training.gan_trainer": PENDING,
+}
+
+# Imports that point up the layers and stay for now: importing module → (reason, packages it may import from).
+UPWARD_IMPORTS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "DCTNetLib.io.model_bundle": (
+        "a model bundle is built from training checkpoints into models (io → models, io → training); issue 14 "
+        "item 1 gives model-from-checkpoint one module above models, in progress in parallel: delete the entry then",
+        ("DCTNetLib.models", "DCTNetLib.training")),
+}
+
+
+@dataclass(frozen=True)
+class Import:
+    """One ``import`` of a DCTNetLib / DCTNetSlicerLib module."""
+
+    importer: str
+    target: str
+    path: Path
+    line: int
+    lazy: bool  # inside a function
+
+    def __str__(self) -> str:
+        where = "inside a function" if self.lazy else "at module level"
+        return f"{self.path.relative_to(SOURCE.parent)}:{self.line}: {self.importer} imports {self.target} {where}"
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(SOURCE).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+MODULES: dict[str, Path] = {module_name(path): path for package in PACKAGES
+                            for path in sorted((SOURCE / package).rglob("*.py"))}
+CORE_MODULES = sorted(name for name in MODULES if name.split(".")[0] == CORE)
+
+
+def layer_of(module: str) -> int | None:
+    """Index in :data:`LAYERS` of the layer ``module`` belongs to, None when it is in none."""
+    matches = [(len(entry), index) for index, (_, entries) in enumerate(LAYERS) for entry in entries
+               if module == entry or (entry != CORE and module.startswith(entry + "."))]
+    return max(matches)[1] if matches else None
+
+
+def _absolute(node: ast.ImportFrom, package: str) -> str:
+    if not node.level:
+        return node.module or ""
+    parts = package.split(".")
+    base = parts[:len(parts) - node.level + 1]
+    return ".".join(base + ([node.module] if node.module else []))
+
+
+def scan(module: str, path: Path, source: str | None = None) -> tuple[list[Import], frozenset[str]]:
+    """Every import of our packages in ``module``, and the top-level names of the other packages it imports at
+    module level (what importing it loads directly)."""
+    tree = ast.parse(source if source is not None else path.read_text(encoding="utf-8"))
+    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+    ours: list[Import] = []
+    libraries: set[str] = set()
+
+    def visit(node: ast.AST, lazy: bool) -> None:
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, ast.Import):
+                names = [alias.name for alias in child.names]
+            elif isinstance(child, ast.ImportFrom):
+                base = _absolute(child, package)
+                names = [f"{base}.{alias.name}" if f"{base}.{alias.name}" in MODULES else base
+                         for alias in child.names]
+            else:
+                names = []
+            for name in dict.fromkeys(names):
+                if name.split(".")[0] in PACKAGES:
+                    ours.append(Import(module, name, path, child.lineno, lazy))
+                elif not lazy:
+                    libraries.add(name.split(".")[0])
+            visit(child, lazy or isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)))
+
+    visit(tree, False)
+    return ours, frozenset(libraries)
+
+
+@functools.lru_cache(maxsize=None)
+def _scanned(module: str) -> tuple[list[Import], frozenset[str]]:
+    return scan(module, MODULES[module])
+
+
+def core_imports() -> list[Import]:
+    return [found for module in CORE_MODULES for found in _scanned(module)[0]]
+
+
+@functools.lru_cache(maxsize=None)
+def heavy_loaded_by(module: str) -> frozenset[str]:
+    """The :data:`HEAVY` libraries that importing ``module`` loads: through its packages' ``__init__``, its own
+    module-level imports and theirs, transitively."""
+    todo, seen, heavy = [module], set(), set()
+    while todo:
+        name = todo.pop()
+        if name in seen or name not in MODULES:
+            continue
+        seen.add(name)
+        todo += [name.rsplit(".", depth)[0] for depth in range(1, name.count(".") + 1)]  # parent packages
+        imports, libraries = _scanned(name)
+        heavy |= libraries & HEAVY
+        todo += [found.target for found in imports if not found.lazy]
+    return frozenset(heavy)
+
+
+def points_up(found: Import) -> bool:
+    """True when ``found`` imports from a higher layer (modules in no layer are test_every_module_has_a_layer's)."""
+    importer, target = layer_of(found.importer), layer_of(found.target)
+    return importer is not None and target is not None and target > importer
+
+
+# ---------------------------------------------------------------------------------------------------- tests
+def test_every_module_has_a_layer():
+    targets = {found.target for found in core_imports()}
+    homeless = sorted(name for name in set(CORE_MODULES) | targets if layer_of(name) is None)
+    assert not homeless, f"in no layer of LAYERS (add them where they belong): {homeless}"
+
+
+def test_imports_never_point_up_the_layers():
+    allowed = {importer: prefixes for importer, (_, prefixes) in UPWARD_IMPORTS.items()}
+    upward = [found for found in core_imports() if points_up(found)]
+    wrong = [f"{found} ({LAYERS[layer_of(found.importer)][0]} → {LAYERS[layer_of(found.target)][0]})"
+             for found in upward
+             if not any(found.target.startswith(prefix) for prefix in allowed.get(found.importer, ()))]
+    assert not wrong, "imports that point up the layers:\n" + "\n".join(wrong)
+    unused = [(importer, prefix) for importer, prefixes in allowed.items() for prefix in prefixes
+              if not any(f.importer == importer and f.target.startswith(prefix) for f in upward)]
+    assert not unused, f"UPWARD_IMPORTS allows what no longer happens (delete it): {unused}"
+
+
+def test_imports_sit_at_module_level_unless_the_module_says_why():
+    lazy = [found for found in core_imports() if found.lazy]
+    unlisted = [str(found) for found in lazy if found.importer not in LAZY_IMPORTS]
+    assert not unlisted, ("move these imports to module level, or list the module in LAZY_IMPORTS with the "
+                          "reason:\n" + "\n".join(unlisted))
+    stale = sorted(set(LAZY_IMPORTS) - {found.importer for found in lazy})
+    assert not stale, f"LAZY_IMPORTS lists modules that import nothing inside functions any more: {stale}"
+
+
+def test_imports_deferred_for_speed_really_defer_a_heavy_library():
+    needless = [str(found) for found in core_imports()
+                if found.lazy and LAZY_IMPORTS.get(found.importer, PENDING).defers_heavy
+                and not heavy_loaded_by(found.target) - heavy_loaded_by(found.importer)]
+    assert not needless, ("these load no library of HEAVY that their module does not load already: import them "
+                          "at module level\n" + "\n".join(needless))
+
+
+def test_the_scan_finds_relative_lazy_and_upward_imports_and_names_the_line():
+    path = SOURCE / "DCTNetLib" / "io" / "example.py"
+    source = ("from __future__ import annotations\n"
+              "import numpy as np\n"
+              "from .atomic import display_path\n"
+              "from ..training import loop\n"
+              "def read():\n"
+              "    from .. import errors, __version__\n"
+              "    import torch\n")
+    imports, libraries = scan("DCTNetLib.io.example", path, source)
+    assert [(f.target, f.line, f.lazy) for f in imports] == [
+        ("DCTNetLib.io.atomic", 3, False), ("DCTNetLib.training.loop", 4, False),
+        ("DCTNetLib.errors", 6, True), (CORE, 6, True)]
+    assert libraries == {"__future__", "numpy"}  # torch is imported inside the function
+    assert [points_up(f) for f in imports] == [False, True, False, False]
+    assert str(imports[1]) == ("DCTNetReconstruction/DCTNetLib/io/example.py:4: DCTNetLib.io.example imports "
+                               "DCTNetLib.training.loop at module level")
+
+
+@pytest.mark.parametrize("module, layer", [(CORE, "conventions/errors"), ("DCTNetLib.io.ct", "io"),
+                                           ("DCTNetLib.models.diffusion.unet", "models"),
+                                           ("DCTNetLib.evaluation.metrics", "training, evaluation"),
+                                           ("DCTNetLib.cli", "commands"), ("DCTNetSlicerLib.process", "Slicer glue")])
+def test_layer_map(module, layer):
+    assert LAYERS[layer_of(module)][0] == layer
+
+
+def test_a_new_package_is_in_no_layer_until_it_is_placed():
+    assert layer_of("DCTNetLib.checkpoints") is None  # the package root stands for its __init__ only
+
+
+def test_heavy_libraries_are_followed_through_imports_and_packages():
+    assert heavy_loaded_by("DCTNetLib.errors") == frozenset()
+    assert heavy_loaded_by("DCTNetLib.io.safe_load") == {"numpy"}
+    assert "torch" in heavy_loaded_by("DCTNetLib.models.diffusion.config")  # through models/diffusion/__init__
+    assert "torch" in heavy_loaded_by("DCTNetLib.inference")
