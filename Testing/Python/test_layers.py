@@ -20,6 +20,8 @@ from pathlib import Path
 
 import pytest
 
+from DCTNetSlicerLib import install
+
 SOURCE = Path(__file__).resolve().parents[2] / "DCTNetReconstruction"
 CORE = "DCTNetLib"
 PACKAGES = (CORE, "DCTNetSlicerLib")
@@ -41,39 +43,45 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
 
 # Libraries slow enough to import that a module may defer them (each takes from a tenth of a second to seconds).
 HEAVY = frozenset({"torch", "numpy", "SimpleITK"})
+# Packages only training needs (yaml configs, LPIPS): Slicer's reconstruction does not install them.
+TRAINING_ONLY = frozenset(install._import_name(install._split(r)[0]) for r in install.TRAINING_REQUIREMENTS) - {
+    install._import_name(install._split(r)[0]) for r in install.RECONSTRUCTION_REQUIREMENTS}
 
 
 @dataclass(frozen=True)
 class Reason:
-    """Why a module keeps imports inside functions. ``defers_heavy``: the test checks that each such import
-    loads a library of :data:`HEAVY` that the importing module does not load already."""
+    """Why a module keeps imports inside functions. ``checked``: the test checks that each such import keeps
+    something out of the importing module (:func:`kept_out_by`)."""
 
     text: str
-    defers_heavy: bool
+    checked: bool
 
 
-FAST_HELP = Reason("`dctnet --help` imports every command module (DCTNetLib.cli builds the parser from them), so a "
-                   "command imports torch, numpy and SimpleITK only when it runs (test_cli checks --help stays "
-                   "torch-free)", defers_heavy=True)
+EVERY_RUN_LOADS_COMMANDS = Reason(
+    "every dctnet run imports every command module (DCTNetLib.cli builds the parser from them): a command imports "
+    "torch, numpy and SimpleITK, and modules using packages only training installs (yaml, lpips), when it runs, "
+    "so `dctnet --help` stays fast (test_cli) and a reconstruction in Slicer loads only what it installs "
+    "(test_slicer_extension)", checked=True)
 TORCH_FREE_DATASETS = Reason("case discovery and the split files need no torch (`dctnet prepare --help` and "
                              "`dctnet reproduce` read them); only the preprocessing version stamp comes from the "
-                             "torch-based preprocessing", defers_heavy=True)
+                             "torch-based preprocessing", checked=True)
 PENDING = Reason("not moved yet: this module is being reworked in parallel for issue 14 (one checkpoint module and "
                  "one config base, items 1-2; shared facts such as PSNR and parameter counts, item 3; the "
                  "reconstruct/demo commands, which also import each other inside functions); delete the entry "
-                 "once its imports are at module level", defers_heavy=False)
+                 "once its imports are at module level", checked=False)
 
 # Modules whose imports of the core may stay inside functions, and why.
 LAZY_IMPORTS: dict[str, Reason] = {
-    "DCTNetLib.commands.evaluate": FAST_HELP,
-    "DCTNetLib.commands.export": FAST_HELP,
-    "DCTNetLib.commands.info": FAST_HELP,
-    "DCTNetLib.commands.plot": FAST_HELP,
-    "DCTNetLib.commands.prepare": FAST_HELP,
-    "DCTNetLib.commands.reproduce": FAST_HELP,
-    "DCTNetLib.commands.train": FAST_HELP,
-    "DCTNetLib.commands.train_cdm": FAST_HELP,
-    "DCTNetLib.commands.weights": FAST_HELP,
+    "DCTNetLib.commands.evaluate": EVERY_RUN_LOADS_COMMANDS,
+    "DCTNetLib.commands.export": EVERY_RUN_LOADS_COMMANDS,
+    "DCTNetLib.commands.info": EVERY_RUN_LOADS_COMMANDS,
+    "DCTNetLib.commands.plot": EVERY_RUN_LOADS_COMMANDS,
+    "DCTNetLib.commands.prepare": EVERY_RUN_LOADS_COMMANDS,
+    "DCTNetLib.commands.reproduce": EVERY_RUN_LOADS_COMMANDS,
+    "DCTNetLib.commands.train": EVERY_RUN_LOADS_COMMANDS,
+    "DCTNetLib.commands.train_cdm": EVERY_RUN_LOADS_COMMANDS,
+    "DCTNetLib.commands.train_common": EVERY_RUN_LOADS_COMMANDS,
+    "DCTNetLib.commands.weights": EVERY_RUN_LOADS_COMMANDS,
     "DCTNetLib.data.datasets": TORCH_FREE_DATASETS,
     "DCTNetLib.commands.demo": PENDING,
     "DCTNetLib.commands.reconstruct": PENDING,
@@ -136,13 +144,14 @@ def _absolute(node: ast.ImportFrom, package: str) -> str:
     return ".".join(base + ([node.module] if node.module else []))
 
 
-def scan(module: str, path: Path, source: str | None = None) -> tuple[list[Import], frozenset[str]]:
-    """Every import of our packages in ``module``, and the top-level names of the other packages it imports at
-    module level (what importing it loads directly)."""
+def scan(module: str, path: Path, source: str | None = None) -> tuple[list[Import], frozenset[str], frozenset[str]]:
+    """Every import of our packages in ``module``, and the top-level names of the other packages it imports: at
+    module level (what importing it loads directly), and anywhere."""
     tree = ast.parse(source if source is not None else path.read_text(encoding="utf-8"))
     package = module if path.name == "__init__.py" else module.rpartition(".")[0]
     ours: list[Import] = []
     libraries: set[str] = set()
+    anywhere: set[str] = set()
 
     def visit(node: ast.AST, lazy: bool) -> None:
         for child in ast.iter_child_nodes(node):
@@ -157,16 +166,18 @@ def scan(module: str, path: Path, source: str | None = None) -> tuple[list[Impor
             for name in dict.fromkeys(names):
                 if name.split(".")[0] in PACKAGES:
                     ours.append(Import(module, name, path, child.lineno, lazy))
-                elif not lazy:
+                    continue
+                anywhere.add(name.split(".")[0])
+                if not lazy:
                     libraries.add(name.split(".")[0])
             visit(child, lazy or isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)))
 
     visit(tree, False)
-    return ours, frozenset(libraries)
+    return ours, frozenset(libraries), frozenset(anywhere)
 
 
 @functools.lru_cache(maxsize=None)
-def _scanned(module: str) -> tuple[list[Import], frozenset[str]]:
+def _scanned(module: str) -> tuple[list[Import], frozenset[str], frozenset[str]]:
     return scan(module, MODULES[module])
 
 
@@ -175,20 +186,35 @@ def core_imports() -> list[Import]:
 
 
 @functools.lru_cache(maxsize=None)
-def heavy_loaded_by(module: str) -> frozenset[str]:
-    """The :data:`HEAVY` libraries that importing ``module`` loads: through its packages' ``__init__``, its own
-    module-level imports and theirs, transitively."""
-    todo, seen, heavy = [module], set(), set()
+def loaded_with(module: str) -> frozenset[str]:
+    """Our modules that importing ``module`` loads: itself, its packages' ``__init__``, their module-level imports
+    and theirs, transitively."""
+    todo, seen = [module], set()
     while todo:
         name = todo.pop()
         if name in seen or name not in MODULES:
             continue
         seen.add(name)
         todo += [name.rsplit(".", depth)[0] for depth in range(1, name.count(".") + 1)]  # parent packages
-        imports, libraries = _scanned(name)
-        heavy |= libraries & HEAVY
-        todo += [found.target for found in imports if not found.lazy]
-    return frozenset(heavy)
+        todo += [found.target for found in _scanned(name)[0] if not found.lazy]
+    return frozenset(seen)
+
+
+def heavy_loaded_by(module: str) -> frozenset[str]:
+    """The :data:`HEAVY` libraries that importing ``module`` loads."""
+    return frozenset().union(*(_scanned(name)[1] & HEAVY for name in loaded_with(module)))
+
+
+def training_only_needed_by(module: str) -> frozenset[str]:
+    """The :data:`TRAINING_ONLY` packages that the modules loaded with ``module`` import, anywhere in them."""
+    return frozenset().union(*(_scanned(name)[2] & TRAINING_ONLY for name in loaded_with(module)))
+
+
+def kept_out_by(found: Import) -> frozenset[str]:
+    """What importing ``found.target`` inside a function keeps out of its module: heavy libraries it would load,
+    training-only packages it would bring along."""
+    return ((heavy_loaded_by(found.target) - heavy_loaded_by(found.importer))
+            | (training_only_needed_by(found.target) - training_only_needed_by(found.importer)))
 
 
 def points_up(found: Import) -> bool:
@@ -225,12 +251,18 @@ def test_imports_sit_at_module_level_unless_the_module_says_why():
     assert not stale, f"LAZY_IMPORTS lists modules that import nothing inside functions any more: {stale}"
 
 
-def test_imports_deferred_for_speed_really_defer_a_heavy_library():
+def test_imports_kept_inside_functions_keep_something_out():
     needless = [str(found) for found in core_imports()
-                if found.lazy and LAZY_IMPORTS.get(found.importer, PENDING).defers_heavy
-                and not heavy_loaded_by(found.target) - heavy_loaded_by(found.importer)]
-    assert not needless, ("these load no library of HEAVY that their module does not load already: import them "
-                          "at module level\n" + "\n".join(needless))
+                if found.lazy and LAZY_IMPORTS.get(found.importer, PENDING).checked and not kept_out_by(found)]
+    assert not needless, ("these bring no HEAVY library and no TRAINING_ONLY package that their module does not "
+                          "bring already: import them at module level\n" + "\n".join(needless))
+
+
+def test_the_command_layer_loads_nothing_heavy_nor_training_only_when_imported():
+    """The other side of EVERY_RUN_LOADS_COMMANDS: what a command module imports at module level stays light."""
+    commands = [name for name in CORE_MODULES if LAYERS[layer_of(name)][0] == "commands"]
+    brought = {name: sorted(heavy_loaded_by(name) | training_only_needed_by(name)) for name in commands}
+    assert len(commands) > 10 and not {name: found for name, found in brought.items() if found}
 
 
 def test_the_scan_finds_relative_lazy_and_upward_imports_and_names_the_line():
@@ -242,11 +274,11 @@ def test_the_scan_finds_relative_lazy_and_upward_imports_and_names_the_line():
               "def read():\n"
               "    from .. import errors, __version__\n"
               "    import torch\n")
-    imports, libraries = scan("DCTNetLib.io.example", path, source)
+    imports, libraries, anywhere = scan("DCTNetLib.io.example", path, source)
     assert [(f.target, f.line, f.lazy) for f in imports] == [
         ("DCTNetLib.io.atomic", 3, False), ("DCTNetLib.training.loop", 4, False),
         ("DCTNetLib.errors", 6, True), (CORE, 6, True)]
-    assert libraries == {"__future__", "numpy"}  # torch is imported inside the function
+    assert libraries == {"__future__", "numpy"} and anywhere == libraries | {"torch"}
     assert [points_up(f) for f in imports] == [False, True, False, False]
     assert str(imports[1]) == ("DCTNetReconstruction/DCTNetLib/io/example.py:4: DCTNetLib.io.example imports "
                                "DCTNetLib.training.loop at module level")
@@ -264,8 +296,11 @@ def test_a_new_package_is_in_no_layer_until_it_is_placed():
     assert layer_of("DCTNetLib.checkpoints") is None  # the package root stands for its __init__ only
 
 
-def test_heavy_libraries_are_followed_through_imports_and_packages():
+def test_what_a_module_brings_is_followed_through_imports_and_packages():
     assert heavy_loaded_by("DCTNetLib.errors") == frozenset()
     assert heavy_loaded_by("DCTNetLib.io.safe_load") == {"numpy"}
     assert "torch" in heavy_loaded_by("DCTNetLib.models.diffusion.config")  # through models/diffusion/__init__
     assert "torch" in heavy_loaded_by("DCTNetLib.inference")
+    assert TRAINING_ONLY == {"yaml", "lpips"}
+    assert training_only_needed_by("DCTNetLib.training.config") == {"yaml"}  # imported inside a function
+    assert training_only_needed_by("DCTNetLib.commands.train_common") == frozenset()

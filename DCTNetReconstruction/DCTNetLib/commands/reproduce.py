@@ -47,11 +47,11 @@ from typing import Any
 from ..cli import main as dctnet
 from ..errors import InputError, OutputError
 from ..io.atomic import atomic_write_text
-from ..training.config import CDMTrainConfig
 from ..training.run_folder import RUN_FILES
 
-# torch, numpy and the modules that import them are imported inside the functions: `dctnet --help` imports
-# every command module (DCTNetLib.cli) and stays fast.
+# torch, numpy and the modules that import them, and training.config (YAML files), are imported inside the
+# functions: every dctnet run imports every command module (DCTNetLib.cli), so `dctnet --help` stays fast
+# and a reconstruction loads nothing it does not need.
 
 HELP = "reproduce DCT-Net Table 1 on LIDC-IDRI: prepare, train the CDM and every row, evaluate, write the table"
 
@@ -218,6 +218,8 @@ class Reproduction:
             shutil.copy2(path, split / path.name)
 
     def train_cdm(self) -> None:
+        from ..training.config import CDMTrainConfig
+
         run_dir = self.out / "runs" / "cdm"
         argv = ["train-cdm", "--data", str(self.data), "--output", str(run_dir), *self.common_training()]
         batch = CDMTrainConfig().batch_size

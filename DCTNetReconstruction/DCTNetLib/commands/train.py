@@ -26,11 +26,11 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import InputError
-from ..training.config import GANTrainConfig
 from .train_common import add_common_arguments, report, resolve_run_config
 
-# torch, numpy and the modules that import them are imported inside the functions: `dctnet --help` imports
-# every command module (DCTNetLib.cli) and stays fast.
+# torch, numpy and the modules that import them, and training.config (YAML files), are imported inside the
+# functions: every dctnet run imports every command module (DCTNetLib.cli), so `dctnet --help` stays fast
+# and a reconstruction loads nothing it does not need.
 
 HELP = "train the DCT-Net reconstruction GAN (G(Y), G(X), tri-plane D) on prepared cases"
 
@@ -102,6 +102,7 @@ def build_perceptual(preset: Any, weights: Path | None) -> Any:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..training.config import GANTrainConfig
     from ..training.data_splits import check_image_size, load_splits
     from ..training.distributed import barrier, cleanup
     from ..training.gan_trainer import VARIANT_KEY, GANTrainer, build_gan_preset, uses_bone_suppressed

@@ -16,11 +16,11 @@ from __future__ import annotations
 
 import argparse
 
-from ..training.config import CDMTrainConfig
 from .train_common import add_common_arguments, report, resolve_run_config
 
-# torch, numpy and the modules that import them are imported inside the functions: `dctnet --help` imports
-# every command module (DCTNetLib.cli) and stays fast.
+# torch, numpy and the modules that import them, and training.config (YAML files), are imported inside the
+# functions: every dctnet run imports every command module (DCTNetLib.cli), so `dctnet --help` stays fast
+# and a reconstruction loads nothing it does not need.
 
 HELP = "train the bone-suppression conditional diffusion model (CDM) on prepared radiograph pairs"
 
@@ -31,6 +31,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..training.cdm_trainer import CDMTrainer, build_cdm_model
+    from ..training.config import CDMTrainConfig
     from ..training.data_splits import check_image_size, load_splits
     from ..training.distributed import barrier, cleanup
     from ..training.rng import seed_everything

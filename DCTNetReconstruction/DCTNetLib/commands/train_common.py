@@ -2,7 +2,7 @@
 torchrun lines of their help), the run config they resolve from them, and the report of how a run ended.
 
 Not a sub-command itself (``cli.COMMANDS`` does not list it). Like a command module it imports nothing heavy at
-module level, so ``dctnet --help`` stays free of torch.
+module level, nor training.config (which reads YAML files): every ``dctnet`` run imports it.
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ..training.config import resolve_config
 from ..training.run_folder import saved_run_config
 
 __all__ = ["TORCHRUN_EPILOG", "add_common_arguments", "resolve_run_config", "resume_hint", "report"]
@@ -52,6 +51,8 @@ def add_common_arguments(parser: argparse.ArgumentParser, command: str, example_
 
 def resolve_run_config(config_cls: type, args: argparse.Namespace, extra_flags: dict[str, Any] | None = None) -> Any:
     """The run's config: saved run config (on --resume) < --config < --set < flags (see training.config)."""
+    from ..training.config import resolve_config
+
     saved = saved_run_config(args.output) if args.resume else None
     flags = {"preset": args.preset, "device": args.device, "epochs": args.epochs, "max_steps": args.max_steps,
              **(extra_flags or {})}
