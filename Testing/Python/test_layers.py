@@ -1,5 +1,6 @@
 """The core's layers: every import of a DCTNetLib module points down the layer order, and sits at module level
-unless its module is listed in :data:`LAZY_IMPORTS` with the reason.
+unless its module is listed in :data:`LAZY_IMPORTS` with the reason; where the reason is speed or what a
+reconstruction loads, each such import must really keep a heavy library or a training-only package out.
 
 Layer order, lowest first (a module may import its own layer and the layers below it):
 
@@ -62,9 +63,9 @@ EVERY_RUN_LOADS_COMMANDS = Reason(
     "torch, numpy and SimpleITK, and modules using packages only training installs (yaml, lpips), when it runs, "
     "so `dctnet --help` stays fast (test_cli) and a reconstruction in Slicer loads only what it installs "
     "(test_slicer_extension)", checked=True)
-TORCH_FREE_DATASETS = Reason("case discovery and the split files need no torch (`dctnet prepare --help` and "
-                             "`dctnet reproduce` read them); only the preprocessing version stamp comes from the "
-                             "torch-based preprocessing", checked=True)
+TORCH_FREE_DATASETS = Reason("`dctnet prepare --help` imports datasets (its choices) and stays free of torch; only "
+                             "the preprocessing version stamp of a case comes from the torch-based preprocessing",
+                             checked=True)
 PENDING = Reason("not moved yet: this module is being reworked in parallel for issue 14 (one checkpoint module and "
                  "one config base, items 1-2; shared facts such as PSNR and parameter counts, item 3; the "
                  "reconstruct/demo commands, which also import each other inside functions); delete the entry "
