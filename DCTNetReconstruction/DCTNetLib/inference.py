@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import time
 import warnings
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -28,13 +29,16 @@ from typing import Callable
 import numpy as np
 import torch
 
-from .checkpoints.bundle import ModelBundle, load_model_bundle
+from . import __version__
+from .checkpoints.bundle import ModelBundle, default_weights_path, load_model_bundle
 from .conventions import HU_PER_UNIT
-from .data.preprocess import PreparedVolume, to_ct_volume
+from .data.drr import make_drrs
+from .data.preprocess import PreparedVolume, preprocess_ct, to_ct_volume
 from .devices import select_device
 from .errors import InputError
 from .io.ct import CTVolume
 from .io.radiograph import resize_radiograph, view_pair_warnings
+from .io.safe_load import sha256_file
 
 __all__ = ["Reconstructor", "ReconstructionResult", "mixture_spread", "TISSUE_CLASSES_HU"]
 
@@ -188,29 +192,13 @@ class Reconstructor:
                 model.to(self.device)
         return self
 
-    def reconstruct(self, *args, **kwargs) -> ReconstructionResult:
-        """Reconstruct the CT (see :meth:`_reconstruct` for the arguments).
-
-        On CUDA, an out-of-memory error frees the cache, warns, moves the models to the CPU and runs again there
-        instead of failing (a 128³ reconstruction needs about 1.5 GB; small GPUs shared with a viewer run out).
-        """
-        try:
-            return self._reconstruct(*args, **kwargs)
-        except torch.cuda.OutOfMemoryError:
-            if self.device.type != "cuda":
-                raise
-            torch.cuda.empty_cache()
-            warnings.warn("the GPU ran out of memory; reconstructing on the CPU instead (slower)", RuntimeWarning,
-                          stacklevel=2)
-            log.warning("CUDA out of memory: falling back to the CPU")
-            self.to("cpu")
-            return self._reconstruct(*args, **kwargs)
-
-    @torch.inference_mode()
-    def _reconstruct(self, pa, lat, steps: int | None = None, seed: int = 0,
+    def reconstruct(self, pa, lat, steps: int | None = None, seed: int = 0,
                     geometry: PreparedVolume | None = None, progress: ProgressCallback | None = None,
                     bone_suppressed: tuple[np.ndarray, np.ndarray] | None = None) -> ReconstructionResult:
         """Reconstruct the CT from a PA and a lateral radiograph.
+
+        On CUDA, an out-of-memory error frees the cache, warns, moves the models to the CPU and runs again there
+        instead of failing (a 128³ reconstruction needs about 1.5 GB; small GPUs shared with a viewer run out).
 
         Args:
             pa, lat: ``(H, W)`` radiographs in [0, 1] (bright = bone), any size (resized to 128²).
@@ -224,8 +212,24 @@ class Reconstructor:
         Returns:
             :class:`ReconstructionResult` (volumes in HU, 2.5 mm voxels).
         """
-        import time
+        arguments = (pa, lat, steps, seed, geometry, progress, bone_suppressed)
+        try:
+            return self._reconstruct(*arguments)
+        except torch.cuda.OutOfMemoryError:
+            if self.device.type != "cuda":
+                raise
+            torch.cuda.empty_cache()
+            warnings.warn("the GPU ran out of memory; reconstructing on the CPU instead (slower)", RuntimeWarning,
+                          stacklevel=2)
+            log.warning("CUDA out of memory: falling back to the CPU")
+            self.to("cpu")
+            return self._reconstruct(*arguments)
 
+    @torch.inference_mode()
+    def _reconstruct(self, pa, lat, steps: int | None, seed: int, geometry: PreparedVolume | None,
+                     progress: ProgressCallback | None,
+                     bone_suppressed: tuple[np.ndarray, np.ndarray] | None) -> ReconstructionResult:
+        """:meth:`reconstruct` on the current device (no fallback)."""
         report = progress or (lambda fraction, message: None)
         timings: dict[str, float] = {}
         pa = _as_model_image(pa, "PA", self.image_size)
@@ -237,11 +241,7 @@ class Reconstructor:
         if self.g_bs is not None:
             report(0.05, "bone suppression (diffusion)")
             start = time.perf_counter()
-            if bone_suppressed is not None:
-                x = self._pair_tensor(_as_model_image(bone_suppressed[0], "bone-suppressed PA", self.image_size),
-                                      _as_model_image(bone_suppressed[1], "bone-suppressed lateral", self.image_size))
-            else:
-                x = self._run_cdm(y, steps, seed)
+            x = self._bone_suppressed_pair(y, steps, seed, bone_suppressed)
             timings["bone_suppression_s"] = time.perf_counter() - start
 
         report(0.5, "reconstruction G(Y)")
@@ -270,6 +270,14 @@ class Reconstructor:
             ct_unit=ct_unit.cpu().numpy(), timings=timings,
         )
 
+    def _bone_suppressed_pair(self, y: torch.Tensor, steps: int | None, seed: int,
+                              given: tuple[np.ndarray, np.ndarray] | None) -> torch.Tensor:
+        """X, the bone-suppressed pair: the images given by the caller, else the CDM's samples of ``y``."""
+        if given is None:
+            return self._run_cdm(y, steps, seed)
+        return self._pair_tensor(_as_model_image(given[0], "bone-suppressed PA", self.image_size),
+                                 _as_model_image(given[1], "bone-suppressed lateral", self.image_size))
+
 
 def radiographs_from_ct(ct: CTVolume, prepared: PreparedVolume | None = None
                         ) -> tuple[PreparedVolume, np.ndarray, np.ndarray]:
@@ -286,9 +294,6 @@ def radiographs_from_ct(ct: CTVolume, prepared: PreparedVolume | None = None
         ``(prepared, pa, lat)``: the 128³ model-grid volume (its geometry places the reconstruction on the CT) and
         the two ``(128, 128)`` radiographs in [0, 1].
     """
-    from .data.drr import make_drrs
-    from .data.preprocess import preprocess_ct
-
     prepared = prepared if prepared is not None else preprocess_ct(ct)
     volume = torch.from_numpy(np.ascontiguousarray(prepared.volume, dtype=np.float32))[None, None]
     with torch.inference_mode():
@@ -304,3 +309,11 @@ def on_model_grid(volume: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     resized = torch.nn.functional.interpolate(torch.from_numpy(np.ascontiguousarray(volume, np.float32))[None, None],
                                               size=tuple(shape), mode="trilinear", align_corners=False)
     return resized[0, 0].numpy()
+
+
+def model_record(weights: str | Path | None, model: Reconstructor) -> dict:
+    """Which model ran, for reports: file, sha256, dctnet version, default DDIM steps and the bundle's provenance
+    (``weights`` None = the shipped bundle)."""
+    path = Path(weights) if weights is not None else default_weights_path()
+    return {"weights": str(path), "shipped": weights is None, "sha256": sha256_file(path),
+            "dctnet_version": __version__, "default_steps": model.default_steps, "meta": model.bundle.meta}

@@ -13,6 +13,8 @@ imports nothing from Slicer.
 - ``install``          first-use install of PyTorch (PyTorchUtils) and the core's other Python packages
                        (``slicer.packaging.pip_ensure`` on Slicer ≥ 5.12, ``pip_install`` before)
 - ``tasks``            background ``dctnet`` runs with progress, Stop and Cancel
+- ``process``          the child-process runner (no Qt): output read by a thread, JSON progress events, the whole
+                       process tree killed on cancel
 - ``console_process``  the Slicer ≥ 5.12 ``launchConsoleProcess(blocking=False)`` runner used by ``tasks``
 - ``training_runs``    argument lists of training / evaluation runs, loss-plot and table data
 """

@@ -5,7 +5,7 @@ commit 4bf416c705675a9bccc55ade3904f04a1ca91750, ``_executePythonModule``): ``sl
 commandLine, useStartupEnvironment=..., blocking=False, logCallback=..., completedCallback=...)`` returns at
 once; ``logCallback(line: str)`` gets each output line (stdout and stderr merged) and
 ``completedCallback(returnCode: int)`` the exit status once, both on the GUI thread (Slicer reads the output
-on a thread and drains it from a ``qt.QTimer``, the same pattern as :class:`DCTNetLib.process.BackgroundProcess`).
+on a thread and drains it from a ``qt.QTimer``, the same pattern as :class:`DCTNetSlicerLib.process.BackgroundProcess`).
 The value returned in non-blocking mode is not used by Slicer's own callers; the design it implements returns
 the ``subprocess.Popen`` (the "blocking-prevention" proposal for ``slicer.util.pip_install``). The signature
 before 5.12 is ``launchConsoleProcess(args, useStartupEnvironment=True, updateEnvironment=None, cwd=None)``.
@@ -38,7 +38,7 @@ from collections import deque
 from types import SimpleNamespace
 from typing import Any, Callable, Mapping, Sequence
 
-from DCTNetLib.process import TAIL_LINES, BackgroundProcess, parse_event
+from .process import TAIL_LINES, BackgroundProcess, parse_event
 
 __all__ = ["BOOTSTRAP", "SESSION_EVENT", "REQUIRED_PARAMETERS", "nonblocking_launcher", "bootstrap_command",
            "environment_update", "session_pid", "kill_now", "ConsoleProcess"]
@@ -102,7 +102,7 @@ def session_pid(event: Mapping[str, Any] | None) -> int | None:
 def kill_now(roots: Sequence[int | None], groups: Sequence[int | None] = ()) -> list[int]:
     """SIGKILL the process trees under ``roots`` and the process groups ``groups``, and return at once.
 
-    Unlike :func:`DCTNetLib.process.kill_process_tree` nothing is waited for (no SIGTERM grace, no reaping), so
+    Unlike :func:`DCTNetSlicerLib.process.kill_process_tree` nothing is waited for (no SIGTERM grace, no reaping), so
     it can run on Slicer's GUI thread: whoever started a process reaps it (the reader thread of
     ``BackgroundProcess`` or Slicer's launcher), and the task's end is reported through the usual callback.
     Descendants are collected before anything is killed, so none escapes by being re-parented.
@@ -151,7 +151,7 @@ def environment_update(env: Mapping[str, str], base: Mapping[str, str]) -> dict[
 
 class ConsoleProcess:
     """A child run by ``launchConsoleProcess(blocking=False)``, with the interface ``SlicerTask`` uses of
-    :class:`DCTNetLib.process.BackgroundProcess` (``pid``, ``running``, ``cancelled``, ``returncode``,
+    :class:`DCTNetSlicerLib.process.BackgroundProcess` (``pid``, ``running``, ``cancelled``, ``returncode``,
     ``elapsed_s``, ``tail``, ``cancel()``, ``error_summary()``).
 
     Args:

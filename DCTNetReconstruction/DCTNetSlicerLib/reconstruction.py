@@ -30,6 +30,7 @@ from typing import Any, Callable
 import numpy as np
 
 from . import layout, nodes, radiographs, results
+from .process import BackgroundProcess, module_command
 
 __all__ = [
     "Options",
@@ -237,8 +238,6 @@ def outputs_to_scene(outputs: dict[str, str], pa_node: Any, lat_node: Any, scene
 
 
 def _child(args: list[str], python: str | None) -> tuple[list[str], dict[str, str]]:
-    from DCTNetLib.process import module_command
-
     from . import tasks
 
     return module_command("DCTNetLib", args, python=python or tasks.python_executable()), tasks._environment()
@@ -265,8 +264,6 @@ def reconstruct(pa_node: Any, lat_node: Any, options: Options | None = None, sce
     Raises:
         RuntimeError: the command failed (its ``error:`` line) or timed out.
     """
-    from DCTNetLib.process import BackgroundProcess
-
     run = Run(pa_node, lat_node, options)
     try:
         argv, env = _child(run.args, python)

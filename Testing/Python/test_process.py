@@ -1,4 +1,4 @@
-"""Background process runner (DCTNetLib.process), tested with real child processes."""
+"""Background process runner (DCTNetSlicerLib.process), tested with real child processes."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import time
 import psutil
 import pytest
 
-from DCTNetLib.process import BackgroundProcess, child_environment, module_command, parse_event
+from DCTNetSlicerLib.process import BackgroundProcess, child_environment, module_command, parse_event
 
 
 def _python(code: str) -> list[str]:

@@ -22,7 +22,7 @@ def readme(repo_root) -> str:
 
 
 def test_the_python_block_reads_films_reconstructs_and_writes_the_ct(readme, tmp_path, monkeypatch, tiny_phantom_ct):
-    from DCTNetLib.commands.reconstruct import write_png
+    from DCTNetLib.io.radiograph import write_png
     from DCTNetLib.inference import Reconstructor, radiographs_from_ct
     from DCTNetLib.io.ct import read_ct
 

@@ -406,7 +406,7 @@ def test_prepare_with_workers_survives_non_utf8_names_and_keeps_ids_apart(corpus
 
 
 def test_the_interrupt_message_promises_only_what_the_command_has(monkeypatch, tmp_path, capsys):
-    from DCTNetLib.commands import prepare
+    from DCTNetLib.data import prepare
 
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt

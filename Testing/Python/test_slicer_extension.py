@@ -469,7 +469,7 @@ def test_loss_plot_and_evaluation_table_from_a_metrics_log(tmp_path):
 
 @pytest.mark.skipif(sys.platform == "win32", reason="POSIX process groups")
 def test_stop_interrupts_the_whole_run_like_ctrl_c():
-    from DCTNetLib.process import BackgroundProcess, module_command
+    from DCTNetSlicerLib.process import BackgroundProcess, module_command
     from DCTNetSlicerLib.tasks import send_interrupt
 
     grandchild_code = "import time; print('grandchild ready', flush=True); time.sleep(600)"

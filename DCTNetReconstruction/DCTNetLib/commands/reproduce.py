@@ -44,7 +44,14 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ..cli import main as dctnet
 from ..errors import InputError, OutputError
+from ..io.atomic import atomic_write_text
+from ..training.run_folder import RUN_FILES
+
+# torch, numpy and the modules that import them, and training.config (YAML files), are imported inside the
+# functions: every dctnet run imports every command module (DCTNetLib.cli), so `dctnet --help` stays fast
+# and a reconstruction loads nothing it does not need.
 
 HELP = "reproduce DCT-Net Table 1 on LIDC-IDRI: prepare, train the CDM and every row, evaluate, write the table"
 
@@ -150,8 +157,6 @@ class Reproduction:
         if launcher is None and self.args.dry_run:
             # dry run: in this process (saves a Python + torch start per stage); real runs get one process per
             # stage, which hands the GPU back clean after each
-            from ..cli import main as dctnet
-
             code = dctnet(argv)
         else:
             code = subprocess.run(command, check=False).returncode
@@ -160,8 +165,6 @@ class Reproduction:
         if code != 0:
             raise OutputError(f"stage {stage} failed with exit code {code} (command: {line}); fix the cause and "
                               f"re-run the same reproduce command: finished stages are kept, training resumes")
-        from ..io.atomic import atomic_write_text
-
         self.marker(stage).parent.mkdir(parents=True, exist_ok=True)
         atomic_write_text(self.marker(stage), json.dumps({"command": command, "seconds": round(
             time.perf_counter() - start, 1)}, indent=2) + "\n")
@@ -185,8 +188,6 @@ class Reproduction:
     @staticmethod
     def resume_flag(run_dir: Path) -> list[str]:
         """``--resume`` after an interruption, ``--overwrite`` for a run that died before its first checkpoint."""
-        from ..training.engine import RUN_FILES
-
         if (run_dir / "latest.pt").is_file():
             return ["--resume"]
         if any((run_dir / name).exists() for name in RUN_FILES):
@@ -344,8 +345,6 @@ def _fmt(stats: tuple[float, float] | None) -> str:
 
 def write_table(out: Path, dry_run: bool = False, nproc: int = 1) -> Path:
     """``OUT/table1.md`` and ``OUT/table1.json`` from the evaluated rows (rows not run read "not run")."""
-    from ..io.atomic import atomic_write_text
-
     rows = {row: _row_info(out, row) for row in ROWS}
     header = ["Method", "PSNR (↑)", "PSNR, X2CT-GAN variant (↑)", "SSIM (↑)", "LPIPS (↓)", "Params (M)",
               "Paper PSNR", "Paper SSIM", "Paper LPIPS"]

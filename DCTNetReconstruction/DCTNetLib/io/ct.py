@@ -7,7 +7,8 @@ R→L)) together with the physical geometry (spacing, origin, direction) needed 
 Accepted inputs: a folder holding a DICOM series (searched recursively; with several series the one with the most
 slices is used and the choice is logged as a warning naming the series kept and skipped), or a NIfTI (``.nii``/``.nii.gz``), NRRD (``.nrrd``/``.nhdr``) or
 MetaImage (``.mha``/``.mhd``) file. DICOM rescale slope/intercept are applied by SimpleITK's ImageSeriesReader;
-the slice stack is checked for missing or duplicated slices and uneven spacing first.
+the series is found and its slice stack checked for missing or duplicated slices and uneven spacing first
+(:mod:`DCTNetLib.io.dicom_series`).
 
 Rejected, with an :class:`~DCTNetLib.errors.InputError` naming the problem and the file: missing paths,
 unreadable files, 2D images (or a single DICOM slice), multi-component (RGB) images, NaN/inf voxels, and volumes
@@ -18,7 +19,6 @@ otherwise look like a missing slice or go unnoticed).
 
 from __future__ import annotations
 
-import errno
 import logging
 import os
 from dataclasses import dataclass, field
@@ -30,9 +30,10 @@ import SimpleITK as sitk
 from ..conventions import SITK_ORIENTATION
 from ..errors import InputError, OutputError
 from .atomic import (atomic_path, check_free_space, check_name_length, check_readable, check_writable_dir,
-                     display_path, is_utf8_path, utf8_alias)
+                     display_path, utf8_alias)
+from .dicom_series import largest_ct_series
 from .geometry import CANONICAL_DIRECTION, grid_centre_lps
-from .radiograph import dcmread_checked, has_dicom_prefix, image_header, itk_reason
+from .radiograph import dcmread_checked, image_header, itk_reason
 
 sitk.ProcessObject.SetGlobalWarningDisplay(False)  # ITK's "WARNING: In …" lines: our checks say it in one line
 
@@ -72,16 +73,13 @@ MIN_CT_SLICES = 8
 READABLE_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd")
 WRITABLE_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".mha")  # single-file formats (an .mhd has a separate .raw)
 
-# Slice-stack checks of a DICOM series (fractions of the median slice gap).
-_DUPLICATE_GAP = 0.05  # two slices closer than 5 % of the gap are the same slice twice
-_MISSING_GAP = 1.5  # a gap over 1.5× the median means at least one slice is missing
-_SPACING_TOLERANCE = 0.1  # otherwise gaps must agree within ±10 %
-
 # NIfTI on-disk float types (NIfTI-1 header ``datatype`` codes, nifti1.h: DT_FLOAT32 16, DT_FLOAT64 64). ITK's NIfTI
 # reader replaces every NaN/±inf of these with 0 without a word (InsightSoftwareConsortium/ITK PR #6683, fixed only
 # for ITK 6), so read_ct scans the raw voxels itself.
 _NIFTI_FLOAT_TYPES = {16: "f4", 64: "f8"}
 _SCAN_CHUNK_BYTES = 1 << 22  # 4 MiB at a time: constant memory whatever the volume size
+
+_first_line = itk_reason
 
 
 @dataclass
@@ -383,197 +381,6 @@ def write_ct(ct: CTVolume, path: str | os.PathLike, overwrite: bool = True) -> P
 # ----------------------------------------------------------------------------------------------------- DICOM
 
 
-_first_line = itk_reason
-
-
-def find_dicom_series(folder: Path) -> list[tuple[str, Path, list[str]]]:
-    """All DICOM series under ``folder`` (recursively) as ``(series_uid, series_folder, file_names)``."""
-    found = []
-    for root, dirs, files in os.walk(folder):
-        dirs.sort()
-        if not files:  # DICOM files often have no extension at all (TCIA downloads): ask GDCM
-            continue
-        for uid in sitk.ImageSeriesReader.GetGDCMSeriesIDs(root):
-            names = list(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(root, uid))
-            if names:
-                found.append((uid, Path(root), names))
-    return found
-
-
-def _check_series_tree(folder: Path) -> None:
-    """Refuse, before GDCM scans ``folder``, what it would choke on or silently skip.
-
-    GDCM (C++) aborts the process on a name that is not UTF-8, blocks forever opening a FIFO, and silently leaves
-    out a broken or self-referencing symbolic link, which then looks like a missing or truncated healthy slice.
-
-    Raises:
-        InputError: naming the offending entry and the folder.
-    """
-    import stat as stat_module
-
-    if not is_utf8_path(folder):
-        raise InputError(f"the CT folder's name is not valid UTF-8 (GDCM cannot open it; rename it): "
-                         f"{display_path(folder)}")
-    for root, dirs, files in os.walk(folder):
-        for name in (*dirs, *files):
-            path = Path(root) / name
-            if not is_utf8_path(name):
-                raise InputError(f"file name '{display_path(name)}' is not valid UTF-8 (GDCM cannot open it; rename "
-                                 f"it) in CT folder {display_path(root)}")
-            try:
-                mode = os.stat(path).st_mode
-            except OSError as exc:  # ENOENT: dangling link; ELOOP: a link to itself (or a loop of links)
-                reason = {errno.ENOENT: "points to nothing", errno.ELOOP: "points to itself"}.get(
-                    exc.errno, exc.strerror or str(exc))
-                raise InputError(f"broken symbolic link {name} ({reason}) in CT folder {root}") from exc
-            if not (stat_module.S_ISREG(mode) or stat_module.S_ISDIR(mode)):
-                raise InputError(f"{name} is not a regular file (a FIFO, socket or device) in CT folder {root}")
-
-
-def _enhanced_ct_message(files: list[str], folder: Path) -> str | None:
-    """Why a one-file "series" is not a stack of slices: an Enhanced (multi-frame) CT/MR object, if it is one."""
-    try:
-        ds = dcmread_checked(files[0], stop_before_pixels=True,
-                             specific_tags=["SOPClassUID", "NumberOfFrames", "Modality"])
-    except InputError:
-        return None
-    frames = str(ds.get("NumberOfFrames", "") or "1")
-    sop = str(ds.get("SOPClassUID", ""))
-    if sop in _ENHANCED_SOP_CLASSES or (frames.isdigit() and int(frames) > 1):
-        kind = _ENHANCED_SOP_CLASSES.get(sop, f"multi-frame {ds.get('Modality', '')}".strip())
-        return (f"DICOM file {Path(files[0]).name} is an {kind} object ({frames} frames in one file), which DCTNet "
-                f"does not read; convert it to a one-file-per-slice series or to NIfTI (e.g. with dcm2niix): {folder}")
-    return None
-
-
-# Enhanced (multi-frame) SOP classes: a whole volume in one file, geometry in per-frame functional groups.
-_ENHANCED_SOP_CLASSES = {
-    "1.2.840.10008.5.1.4.1.1.2.1": "Enhanced CT",
-    "1.2.840.10008.5.1.4.1.1.2.2": "Legacy Converted Enhanced CT",
-    "1.2.840.10008.5.1.4.1.1.4.1": "Enhanced MR",
-    "1.2.840.10008.5.1.4.1.1.4.4": "Legacy Converted Enhanced MR",
-}
-
-
-def _numbers(ds, keyword: str, count: int, path: str) -> list[float]:
-    """A multi-valued decimal attribute (ImagePositionPatient …) with exactly ``count`` finite numbers."""
-    values = ds.get(keyword)
-    try:
-        numbers = [float(v) for v in values]
-    except (TypeError, ValueError) as exc:
-        raise InputError(f"DICOM file {Path(path).name} has a malformed {keyword} ({str(values)[:60]!r}, not numbers) "
-                         f"in series folder {Path(path).parent}") from exc
-    if len(numbers) != count or not np.isfinite(numbers).all():
-        raise InputError(f"DICOM file {Path(path).name} has a malformed {keyword} ({len(numbers)} values, need "
-                         f"{count} finite numbers) in series folder {Path(path).parent}")
-    return numbers
-
-
-def _sorted_slices(files: list[str], folder: Path) -> list[str]:
-    """Sort the slices along the slice normal and check the stack is complete, evenly spaced and not too large.
-
-    Raises:
-        InputError: unreadable file, malformed position/orientation, mixed slice sizes/orientations, duplicated or
-            missing slices, uneven spacing, a stack over :data:`MAX_CT_VOXELS`.
-    """
-    tags = ["ImagePositionPatient", "ImageOrientationPatient", "Rows", "Columns", "Modality"]
-    headers = []
-    for name in files:
-        try:
-            ds = dcmread_checked(name, stop_before_pixels=True, specific_tags=tags)
-        except InputError as exc:
-            raise InputError(f"unreadable DICOM file {Path(name).name} in series folder {folder}: "
-                             f"{str(exc).rsplit(': ', 1)[0]}") from exc
-        headers.append(ds)
-    modality = str(headers[0].get("Modality", "CT")).upper()
-    if modality in {"MR", "PT", "NM", "US", "CR", "DX", "MG", "XA", "RF"}:
-        raise InputError(f"DICOM series is {modality}, not CT: {folder}")
-    if len({(ds.get("Rows"), ds.get("Columns")) for ds in headers}) > 1:
-        raise InputError(f"DICOM series mixes slice sizes: {folder}")
-    if any(ds.get("ImagePositionPatient") is None or ds.get("ImageOrientationPatient") is None for ds in headers):
-        log.warning("DICOM series without slice positions; slice order and spacing not checked: %s", folder)
-        return files
-    orientation = np.array([_numbers(ds, "ImageOrientationPatient", 6, name) for ds, name in zip(headers, files)])
-    if np.abs(orientation - orientation[0]).max() > 1e-3:
-        raise InputError(f"DICOM series mixes slice orientations: {folder}")
-    normal = np.cross(orientation[0, :3], orientation[0, 3:])
-    if not np.linalg.norm(normal) > 0.5:
-        raise InputError(f"DICOM series has a degenerate ImageOrientationPatient {orientation[0].tolist()} (its row "
-                         f"and column directions are parallel): {folder}")
-    position = np.array([_numbers(ds, "ImagePositionPatient", 3, name) for ds, name in zip(headers, files)]) @ normal
-    order = np.argsort(position, kind="stable")
-    position = position[order]
-    files = [files[i] for i in order]
-    gaps = np.diff(position)
-    if gaps.size == 0:
-        return files
-    typical = float(np.median(gaps))
-    if typical <= 0:
-        raise InputError(f"DICOM series has its slices at one position (duplicated files?): {folder}")
-    dup = np.flatnonzero(gaps < _DUPLICATE_GAP * typical)
-    if dup.size:
-        i = int(dup[0])
-        raise InputError(f"DICOM series has {dup.size} duplicated slice(s) (e.g. {Path(files[i]).name} and "
-                         f"{Path(files[i + 1]).name} at {position[i]:.2f} mm): {folder}")
-    miss = np.flatnonzero(gaps > _MISSING_GAP * typical)
-    if miss.size:
-        i = int(miss[0])
-        raise InputError(f"DICOM series has missing slice(s): gap of {gaps[i]:.2f} mm between {position[i]:.2f} and "
-                         f"{position[i + 1]:.2f} mm where slices are {typical:.2f} mm apart: {folder}")
-    uneven = np.abs(gaps - typical) > _SPACING_TOLERANCE * typical
-    if uneven.any():
-        raise InputError(f"DICOM series has inconsistent slice spacing ({gaps.min():.2f} to {gaps.max():.2f} mm): "
-                         f"{folder}")
-    return files
-
-
-def _why_no_series(folder: Path) -> str:
-    """The message for a folder where GDCM finds no image series: empty, no DICOM, or DICOM without pixels."""
-    files = [Path(root) / name for root, _, names in os.walk(folder) for name in sorted(names)]
-    if not files:
-        return f"no readable DICOM series found: the CT folder is empty: {folder}"
-    dicom = [path for path in files if has_dicom_prefix(path)]
-    if not dicom:
-        return f"no readable DICOM series found in folder ({len(files)} file(s), none of them DICOM): {folder}"
-    try:
-        ds = dcmread_checked(dicom[0], defer_size=1024)
-    except InputError as exc:
-        return (f"no readable DICOM series found in folder: {dicom[0].name} is damaged or truncated "
-                f"({str(exc).rsplit(': ', 1)[0]}): {folder}")
-    if "PixelData" not in ds:
-        return (f"no readable DICOM series found in folder: its {len(dicom)} DICOM file(s) hold no pixel data "
-                f"(e.g. {dicom[0].name}, modality {ds.get('Modality', '?')}): {folder}")
-    return f"no readable DICOM series found in folder ({len(dicom)} DICOM file(s), none readable by GDCM): {folder}"
-
-
-def _check_left_out_files(series_folder: Path, uid: str, files: list[str]) -> None:
-    """Refuse a series when a DICOM file beside it is damaged or is one of its slices that GDCM left out.
-
-    GDCM's series scanner silently skips files it cannot parse (a truncated download), so the series it returns
-    looks complete or merely "missing a slice". Any DICOM-prefixed file of the folder outside the series is read
-    with pydicom: unreadable, or belonging to the same series, means a damaged slice.
-
-    Raises:
-        InputError: naming the damaged file and the folder.
-    """
-    listed = {Path(name).name for name in files}
-    for name in sorted(os.listdir(series_folder)):
-        path = series_folder / name
-        if name in listed or not path.is_file() or not has_dicom_prefix(path):
-            continue
-        try:
-            ds = dcmread_checked(path, stop_before_pixels=True)
-        except InputError as exc:
-            raise InputError(f"unreadable DICOM file {name} ({str(exc).rsplit(': ', 1)[0]}) in series folder "
-                             f"{series_folder}") from exc
-        if len(ds) == 0:  # only the preamble and file meta survived: cut off after the header
-            raise InputError(f"unreadable DICOM file {name} (truncated: it ends after its file header) in series "
-                             f"folder {series_folder}")
-        if str(ds.get("SeriesInstanceUID", "")) == uid:
-            raise InputError(f"DICOM slice {name} of the series is truncated or damaged (its pixel data cannot be "
-                             f"read): {series_folder}")
-
-
 def read_dicom_series(folder: str | os.PathLike) -> CTVolume:
     """Read the largest DICOM series found under ``folder`` (rescale slope/intercept applied), canonical HU.
 
@@ -581,23 +388,7 @@ def read_dicom_series(folder: str | os.PathLike) -> CTVolume:
         InputError: no series, damaged or incomplete series, not a CT.
     """
     folder = check_readable(folder, "CT folder")
-    _check_series_tree(folder)
-    series = find_dicom_series(folder)
-    if not series:
-        raise InputError(_why_no_series(folder))
-    series.sort(key=lambda s: len(s[2]), reverse=True)
-    uid, series_folder, files = series[0]
-    if len(series) > 1:
-        skipped = "; ".join(f"{s[0]} ({len(s[2])} files) in {s[1]}" for s in series[1:])
-        log.warning("%d DICOM series under %s; using the largest: %s (%d files) in %s; skipped: %s",
-                    len(series), folder, uid, len(files), series_folder, skipped)
-    _check_left_out_files(series_folder, uid, files)
-    enhanced = _enhanced_ct_message(files, series_folder)
-    if enhanced:
-        raise InputError(enhanced)
-    if len(files) < 2:
-        raise InputError(f"DICOM series has a single slice; a CT needs a stack of slices: {series_folder}")
-    files = _sorted_slices(files, series_folder)
+    series_folder, files = largest_ct_series(folder)
     first = dcmread_checked(files[0], stop_before_pixels=True, specific_tags=["Rows", "Columns"])
     rows, cols = (int(first.get(key) or 0) for key in ("Rows", "Columns"))
     _check_ct_size((cols, rows, len(files)), (1.0, 1.0, 1.0), str(series_folder))  # before decoding any slice

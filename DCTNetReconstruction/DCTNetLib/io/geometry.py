@@ -216,6 +216,26 @@ def volume_centre_ras(shape_kji: Sequence[int], ijk_to_ras: np.ndarray) -> np.nd
     return ijk_to_ras_points(ijk_to_ras, centre_kji[np.newaxis, :])[0]
 
 
+def _ijk_axes_in_lps(ijk_to_ras: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Each IJK axis of a 4×4 ``IJKToRAS`` matrix in LPS: its unit direction (column ``a`` of a 3×3), its voxel
+    size in mm, and the anatomical axis (0, 1, 2 = L, P, S) it is closest to.
+
+    Raises:
+        ValueError: not 4×4, a degenerate direction matrix, or two IJK axes closest to one anatomical axis.
+    """
+    if ijk_to_ras.shape != (4, 4):
+        raise ValueError(f"ijk_to_ras must be 4×4, got shape {ijk_to_ras.shape}")
+    columns_lps = LPS_TO_RAS @ ijk_to_ras[:3, :3]  # column a = LPS step of one voxel along IJK axis a
+    spacing_ijk = np.linalg.norm(columns_lps, axis=0)
+    if np.any(spacing_ijk <= 0) or abs(np.linalg.det(columns_lps)) < 1e-12:
+        raise ValueError(f"ijk_to_ras has a degenerate direction matrix:\n{ijk_to_ras}")
+    directions = columns_lps / spacing_ijk[np.newaxis, :]
+    dominant = np.argmax(np.abs(directions), axis=0)  # LPS axis of each IJK axis
+    if sorted(dominant.tolist()) != [0, 1, 2]:
+        raise ValueError(f"ijk_to_ras axes do not map onto three distinct anatomical axes:\n{ijk_to_ras}")
+    return directions, spacing_ijk, dominant
+
+
 def canonicalize(array_kji: np.ndarray, ijk_to_ras: np.ndarray) -> CanonicalGeometry:
     """Re-order a Slicer volume array into canonical ``(D, H, W)`` order by axis permutation and flips.
 
@@ -237,16 +257,7 @@ def canonicalize(array_kji: np.ndarray, ijk_to_ras: np.ndarray) -> CanonicalGeom
     if array_kji.ndim != 3:
         raise ValueError(f"array_kji must be 3-D (K, J, I), got shape {array_kji.shape}")
     matrix = np.asarray(ijk_to_ras, dtype=np.float64)
-    if matrix.shape != (4, 4):
-        raise ValueError(f"ijk_to_ras must be 4×4, got shape {matrix.shape}")
-    columns_lps = LPS_TO_RAS @ matrix[:3, :3]  # column a = LPS step of one voxel along IJK axis a
-    spacing_ijk = np.linalg.norm(columns_lps, axis=0)
-    if np.any(spacing_ijk <= 0) or abs(np.linalg.det(columns_lps)) < 1e-12:
-        raise ValueError(f"ijk_to_ras has a degenerate direction matrix:\n{matrix}")
-    directions = columns_lps / spacing_ijk[np.newaxis, :]
-    dominant = np.argmax(np.abs(directions), axis=0)  # LPS axis of each IJK axis
-    if sorted(dominant.tolist()) != [0, 1, 2]:
-        raise ValueError(f"ijk_to_ras axes do not map onto three distinct anatomical axes:\n{matrix}")
+    directions, spacing_ijk, dominant = _ijk_axes_in_lps(matrix)
 
     order, flips, spacing, start_ijk, columns = [], [], [], np.zeros(3), []
     worst_cos = 1.0

@@ -22,6 +22,7 @@ JPEG/TIFF EXIF orientation is applied; PALETTE COLOR DICOM goes through its colo
 from __future__ import annotations
 
 import contextlib
+import io
 import logging
 import os
 import re
@@ -33,7 +34,7 @@ import numpy as np
 
 from ..conventions import IMAGE_SIZE
 from ..errors import InputError
-from .atomic import check_readable, display_path, utf8_alias
+from .atomic import atomic_write_bytes, check_readable, display_path, utf8_alias
 
 __all__ = [
     "read_radiograph",
@@ -527,3 +528,13 @@ def view_pair_warnings(pa: np.ndarray, lat: np.ndarray) -> list[str]:
 def load_radiograph(path: str | os.PathLike, size: int = IMAGE_SIZE) -> np.ndarray:
     """:func:`read_radiograph` then :func:`resize_radiograph`: a model-ready ``(size, size)`` image."""
     return resize_radiograph(read_radiograph(path), size)
+
+
+def write_png(path: str | os.PathLike, image: np.ndarray, overwrite: bool = True) -> Path:
+    """An 8-bit greyscale PNG of a ``(H, W)`` image in [0, 1] (clipped), written atomically; ``overwrite=False``
+    never replaces a file. :func:`read_radiograph` reads it back within 1/255."""
+    from PIL import Image  # Pillow: only writers and the non-DICOM readers need it
+
+    buffer = io.BytesIO()
+    Image.fromarray((np.clip(image, 0, 1) * 255).round().astype(np.uint8)).save(buffer, format="PNG")
+    return atomic_write_bytes(path, buffer.getvalue(), overwrite)

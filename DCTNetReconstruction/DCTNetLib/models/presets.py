@@ -28,7 +28,10 @@ from torch import nn
 from ..config_base import ConfigBase
 from ..conventions import IMAGE_SIZE
 from ..errors import InputError
+from .discriminator import TriPlaneDiscriminator
+from .generator import DCTNetGenerator
 from .weight_init import INIT_SCHEMES, X2CT_INIT_GAIN, init_weights
+from .x2ct import X2CTDiscriminator, X2CTGenerator
 
 __all__ = [
     "GeneratorConfig",
@@ -521,16 +524,12 @@ def build_generator(cfg: GeneratorConfig) -> nn.Module:
     """The generator described by ``cfg``: a :class:`DCTNetGenerator` (``arch="dctnet"``) or an
     :class:`X2CTGenerator` (``arch="x2ct"``). Both map ``(B, 2, n, n)`` → ``(B, 1, n, n, n)``."""
     if cfg.arch == "x2ct":
-        from .x2ct import X2CTGenerator
-
         generator = X2CTGenerator(image_size=cfg.image_size, stem_channels=cfg.stem_channels,
                                   blocks=cfg.encoder_blocks, growth_rate=cfg.growth_rate,
                                   decoder_channels=cfg.decoder_channels, view_decoder_convs=cfg.view_decoder_convs,
                                   fusion_decoder_convs=cfg.fusion_decoder_convs, fc_dropout=cfg.fusion_dropout,
                                   norm=cfg.norm)
     else:
-        from .generator import DCTNetGenerator
-
         generator = DCTNetGenerator(image_size=cfg.image_size, stem_channels=cfg.stem_channels,
                                     encoder_blocks=cfg.encoder_blocks, growth_rate=cfg.growth_rate,
                                     decoder_channels=cfg.decoder_channels, decoder_convs=cfg.decoder_convs,
@@ -546,12 +545,8 @@ def build_discriminator(cfg: DiscriminatorConfig) -> nn.Module:
     """The discriminator described by ``cfg``: a :class:`TriPlaneDiscriminator` (``arch="triplane"``) or an
     :class:`X2CTDiscriminator` (``arch="x2ct3d"``). Both return a dict of patch-score maps."""
     if cfg.arch == "x2ct3d":
-        from .x2ct import X2CTDiscriminator
-
         discriminator = X2CTDiscriminator(channels=cfg.channels, norm=cfg.norm, conditional=cfg.conditional)
     else:
-        from .discriminator import TriPlaneDiscriminator
-
         discriminator = TriPlaneDiscriminator(volume_channels=1, channels=cfg.channels, norm=cfg.norm,
                                               conditional=cfg.conditional, slices_per_plane=cfg.slices_per_plane)
     init_weights(discriminator, cfg.init, cfg.init_gain)

@@ -24,6 +24,7 @@ from torch.utils.data import Dataset
 
 from ..conventions import derived_seed
 from ..errors import InputError
+from ..io.atomic import atomic_path
 from .distributed import DistInfo, barrier
 
 __all__ = ["CACHE_PREFIX", "cache_key", "cache_file", "case_seed", "precompute_cdm_outputs", "CachedBoneSuppressed"]
@@ -86,8 +87,6 @@ def precompute_cdm_outputs(dataset: Any, model: torch.nn.Module, *, steps: int, 
         from tqdm.auto import tqdm
 
         bar = tqdm(total=len(todo), desc="CDM bone suppression (cached)", unit="case", dynamic_ncols=True)
-    from ..io.atomic import atomic_path
-
     for i in todo:
         case_id = dataset.case_ids[i]
         drr = torch.as_tensor(dataset[i]["drr"], dtype=torch.float32)[None].to(device)

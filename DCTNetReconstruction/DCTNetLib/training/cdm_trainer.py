@@ -20,6 +20,7 @@ PSNR / SSIM of DDIM samples of the first ``val_samples`` validation radiographs 
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -28,8 +29,12 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from ..conventions import derived_seed
+from ..data.datasets import CASE_FILES
 from ..errors import InputError
 from ..evaluation.metrics import MSE_FLOOR, psnr_from_mse
+from ..models.diffusion.config import CDMConfig
+from ..models.diffusion.diffusion import ConditionalDiffusion
+from ..models.diffusion.ema import EMA
 from .config import CDMTrainConfig
 from .distributed import DistInfo, unwrap
 from .loop import Trainer
@@ -58,8 +63,6 @@ class RadiographViews(Dataset):
     def _radiographs(self, case_index: int, view: int) -> tuple[Any, Any, str]:
         """One view of the case's DRR and bone-suppressed DRR; reads only those files from prepared folders."""
         if hasattr(self.cases, "case_dir") and hasattr(self.cases, "case_ids"):
-            from ..data.datasets import CASE_FILES
-
             case_id = self.cases.case_ids[case_index]
             folder = self.cases.case_dir(case_id)
             try:
@@ -119,11 +122,6 @@ def build_cdm_model(size: str, overrides: dict[str, Any]) -> Any:
     Raises:
         InputError: an override names no CDMConfig field (the message lists the valid ones) or a bad value.
     """
-    import dataclasses
-
-    from ..models.diffusion.config import CDMConfig
-    from ..models.diffusion.diffusion import ConditionalDiffusion
-
     valid = sorted(f.name for f in dataclasses.fields(CDMConfig))
     unknown = sorted(set(overrides) - set(valid))
     if unknown:
@@ -155,8 +153,6 @@ class CDMTrainer(Trainer):
     def __init__(self, config: CDMTrainConfig, run_dir: str | Path, *, train_set: Dataset,
                  val_set: Dataset | None, diffusion: torch.nn.Module, device: torch.device | None = None,
                  dist_info: DistInfo | None = None) -> None:
-        from ..models.diffusion.ema import EMA
-
         super().__init__(config, run_dir, train_set=RadiographViews(train_set),
                          val_set=RadiographViews(val_set) if val_set is not None else None,
                          device=device, dist_info=dist_info)

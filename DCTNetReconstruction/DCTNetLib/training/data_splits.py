@@ -1,0 +1,41 @@
+"""The training and validation sets of a prepared-data folder, at the size the model expects."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from ..data.augment import AugmentedCaseDataset
+from ..data.datasets import PreparedCaseDataset
+from ..errors import InputError
+
+__all__ = ["load_splits", "check_image_size"]
+
+
+def load_splits(data: Path, augment: bool = False, image_size: int | None = None) -> tuple[Any, Any]:
+    """Training and validation :class:`PreparedCaseDataset` (validation None when its split is empty), resampled
+    on load to the model's ``image_size`` when the prepared size differs; with ``augment`` the training cases
+    are drawn anew at every access (:class:`AugmentedCaseDataset`)."""
+    if not data.is_dir():
+        raise InputError(f"prepared data folder not found: {data}")
+    train = PreparedCaseDataset(data, "train", image_size=image_size)
+    val = PreparedCaseDataset(data, "val", image_size=image_size)
+    if augment and image_size and len(train):
+        prepared_size = tuple(PreparedCaseDataset(data, "train")[0]["drr"].shape[-2:])
+        if prepared_size != (image_size, image_size):
+            raise InputError(f"augment=true re-renders the radiographs at the prepared size, which differs from "
+                             f"the model's {image_size}×{image_size}: choose the preset of the prepared data's size")
+    if augment and len(train):
+        train = AugmentedCaseDataset(train)
+    return train, (val if len(val) else None)
+
+
+def check_image_size(dataset: Any, expected: int, what: str) -> None:
+    """Refuse prepared radiographs whose size differs from the model's (e.g. the tiny preset on 128² data)."""
+    if len(dataset) == 0:
+        raise InputError(f"the training split of {getattr(dataset, 'root', 'the data')} is empty")
+    size = tuple(dataset[0]["drr"].shape[-2:])
+    if size != (expected, expected):
+        raise InputError(f"prepared radiographs in {getattr(dataset, 'root', 'the data')} are {size[0]}×{size[1]} "
+                         f"but the {what} expects {expected}×{expected}; choose another --preset or "
+                         f"--set model.image_size={size[0]}")

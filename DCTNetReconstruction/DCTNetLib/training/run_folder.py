@@ -1,0 +1,67 @@
+"""The run folder (``--output`` of ``dctnet train`` / ``train-cdm``): made once, never overwritten by accident."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from ..errors import InputError
+from ..io.atomic import check_writable_dir
+
+__all__ = ["RUN_FILES", "prepare_run_dir", "saved_run_config"]
+
+# Files that mark a folder as holding a run (refused without --resume/--overwrite).
+RUN_FILES = ("latest.pt", "best.pt", "config.json", "run.json", "metrics.jsonl")
+# Config keys that limit one invocation, not the run: a resumed run does not inherit them.
+_INVOCATION_LIMITS = ("max_steps", "stop_after_steps")
+
+
+def prepare_run_dir(run_dir: str | Path, resume: bool, overwrite: bool) -> Path:
+    """Create the run folder, refusing to silently overwrite an existing run.
+
+    Args:
+        run_dir: the ``--output`` folder.
+        resume: continue the run found there (``latest.pt`` must exist).
+        overwrite: delete that run's files (only :data:`RUN_FILES`, nothing else) and start again.
+
+    Raises:
+        InputError: a run exists and neither flag is given, both flags are given, or ``resume`` finds nothing.
+    """
+    run_dir = Path(run_dir)
+    if resume and overwrite:
+        raise InputError("--resume and --overwrite exclude each other")
+    existing = [name for name in RUN_FILES if (run_dir / name).exists()]
+    if resume:
+        if not (run_dir / "latest.pt").is_file():
+            raise InputError(f"--resume: no checkpoint to resume in {run_dir} (latest.pt is missing)")
+    elif existing:
+        if not overwrite:
+            raise InputError(
+                f"{run_dir} already holds a training run ({', '.join(existing)}); add --resume to continue it, "
+                "--overwrite to start it again, or choose another --output folder"
+            )
+        for name in existing:
+            (run_dir / name).unlink()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    check_writable_dir(run_dir)
+    return run_dir
+
+
+def saved_run_config(run_dir: str | Path) -> dict[str, Any] | None:
+    """The resolved config a run was started with (its ``config.json``) without the limits of that invocation
+    (``max_steps``, ``stop_after_steps``), or None when the folder holds none.
+
+    Raises:
+        InputError: ``config.json`` is not valid JSON.
+    """
+    path = Path(run_dir) / "config.json"
+    if not path.is_file():
+        return None
+    try:
+        saved = json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as exc:
+        raise InputError(f"cannot parse the saved run config {path}: {exc}") from exc
+    for key in _INVOCATION_LIMITS:
+        saved.pop(key, None)
+    return saved
