@@ -216,11 +216,8 @@ def read_films(pa_path: Path, lat_path: Path) -> tuple[tuple, dict]:
     return tuple(images), facts
 
 
-def run_batch(args: argparse.Namespace) -> int:
-    """``--batch``: every case of a CSV or folder, one model load, ``<id>.nii.gz`` each and ``batch_report.json``."""
-    from ..inference import Reconstructor, model_record
-    from ..io.ct import write_ct
-
+def _check_batch(args: argparse.Namespace) -> tuple[list[tuple[str, Path, Path]], dict[str, Path]]:
+    """The batch's cases and their output files, once every argument and output has been checked."""
     if args.pa is not None or args.lat is not None or args.ct is not None:
         raise InputError("give --batch alone, or --pa/--lat, or --ct")
     if args.extras:
@@ -242,6 +239,15 @@ def run_batch(args: argparse.Namespace) -> int:
         args.dicom.mkdir(parents=True, exist_ok=True)
         for case_id in ids:
             check_dicom_output(args.dicom / case_id, args.overwrite)
+    return cases, targets
+
+
+def run_batch(args: argparse.Namespace) -> int:
+    """``--batch``: every case of a CSV or folder, one model load, ``<id>.nii.gz`` each and ``batch_report.json``."""
+    from ..inference import Reconstructor, model_record
+    from ..io.ct import write_ct
+
+    cases, targets = _check_batch(args)
     notes = [] if args.weights is not None else [DEMONSTRATION_NOTE]
     for line in notes:
         log.warning("note: %s", line)
