@@ -1,7 +1,7 @@
 """The schema of a run's JSON-lines metrics log (``<run_dir>/metrics.jsonl``), and its reader for a live run.
 
 Records are one JSON object per line, built by :func:`make_record` for every writer (the trainers through
-:class:`~DCTNetLib.training.engine.MetricsLog`, and ``dctnet evaluate``), for example from a GAN run::
+:class:`~DCTNetLib.training.metrics_log.MetricsLog`, and ``dctnet evaluate``), for example from a GAN run::
 
     {"event": "train", "epoch": 1, "step": 10, "losses": {"adv": 0.25, "recon": 0.031, "total": 1.9, …},
      "lr": 0.0002, "time": 1795600000.125}
