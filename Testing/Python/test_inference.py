@@ -283,8 +283,8 @@ def test_shipped_model_reconstructs_the_unseen_demo_ct_above_its_quality_floor(l
     prepared, pa, lat = radiographs_from_ct(lidc_demo_ct)
     result = model.reconstruct(pa, lat, geometry=prepared)
     truth = prepared.volume
-    # measured at release: PSNR 19.51 dB, SSIM 0.497 (the mean of the training chest CTs: 16.46 dB, 0.324)
-    assert psnr(result.ct_unit, truth) > 19.3
+    # measured at release (v3): PSNR 19.88 dB, SSIM 0.495 (the mean of the training chest CTs: 16.72 dB, 0.340)
+    assert psnr(result.ct_unit, truth) > 19.7
     assert ssim3plane(result.ct_unit, truth)["mean"] > 0.47
     with torch.inference_mode():
         _, target = drrs_with_bone_suppression(torch.from_numpy(truth)[None, None], prepared.spacing_mm)

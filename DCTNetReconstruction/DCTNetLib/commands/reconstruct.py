@@ -153,7 +153,7 @@ def progress_reporter(mode: str):
 
 
 DEMONSTRATION_NOTE = ("the shipped model is a small demonstration model trained on DRRs (digitally reconstructed "
-                      "radiographs) of four real CTs and phantoms, not on real films: expect a coarse chest volume, not a "
+                      "radiographs) of six real CTs and phantoms, not on real films: expect a coarse chest volume, not a "
                       "diagnostic CT (dctnet info shows its model card)")
 
 
