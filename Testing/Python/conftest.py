@@ -7,6 +7,7 @@ Real data lives beside the checkout in ``../shared/data`` (see its README); test
 
 from __future__ import annotations
 
+import sys
 import uuid
 from pathlib import Path
 from typing import Callable
@@ -15,6 +16,10 @@ import numpy as np
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
+# The Slicer glue (DCTNetSlicerLib) sits beside DCTNetLib but is not part of the pip package: its tests import it
+# from the checkout.
+if str(REPO_ROOT / "DCTNetReconstruction") not in sys.path:
+    sys.path.insert(0, str(REPO_ROOT / "DCTNetReconstruction"))
 SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
 
 

@@ -17,8 +17,6 @@ import numpy as np
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-if str(REPO / "DCTNetReconstruction") not in sys.path:
-    sys.path.insert(0, str(REPO / "DCTNetReconstruction"))
 
 pydicom = pytest.importorskip("pydicom")
 

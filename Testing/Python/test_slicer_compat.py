@@ -23,7 +23,6 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO / "DCTNetReconstruction"))
 
 posix_only = pytest.mark.skipif(not hasattr(os, "setsid"), reason="POSIX sessions (Windows uses the 5.10 runner)")
 

@@ -28,8 +28,6 @@ CORE = REPO / "DCTNetReconstruction" / "DCTNetLib"
 SLICER_LIB = REPO / "DCTNetReconstruction" / "DCTNetSlicerLib"
 GUI_MODULES = {"slicer", "qt", "ctk", "vtk", "SlicerPythonQt", "PythonQt", "MRMLCorePython"}
 
-if str(REPO / "DCTNetReconstruction") not in sys.path:  # DCTNetSlicerLib is not part of the pip package
-    sys.path.insert(0, str(REPO / "DCTNetReconstruction"))
 
 
 def _load_script(name: str):
