@@ -139,18 +139,21 @@ def test_project_configs_refuse_a_wrong_type_naming_the_key(build, key):
 
 
 def test_shipped_bundle_preset_with_the_old_name_key_loads_as_before():
-    """The shipped bundle stores its GAN preset as {"name": "dctnet@small", …}: read as variant and size."""
+    """Bundles up to v2 stored their GAN preset as {"name": "dctnet@small", …}; the shipped v3 bundle stores variant
+    and size. Both layouts read as the same preset."""
     from DCTNetLib.checkpoints.bundle import default_weights_path
     from DCTNetLib.io.safe_load import load_torch_file
     from DCTNetLib.models.presets import GANPreset, gan_preset
 
     stored = load_torch_file(default_weights_path())["generator"]["preset"]
-    assert stored["name"] == "dctnet@small" and "variant" not in stored  # the old layout, never re-saved
-    preset = GANPreset.from_dict(stored)
+    assert (stored["variant"], stored["size"]) == ("dctnet", "small") and "name" not in stored
+    old_layout = {**{k: v for k, v in stored.items() if k not in ("variant", "size")}, "name": "dctnet@small"}
+    preset = GANPreset.from_dict(old_layout)
     assert (preset.variant, preset.size) == ("dctnet", "small") and preset == gan_preset("small")
-    assert GANPreset.from_dict({**stored, "name": "x2ct-baseline"}).size == "full"  # a bare ablation was @full
+    assert preset == GANPreset.from_dict(stored)
+    assert GANPreset.from_dict({**old_layout, "name": "x2ct-baseline"}).size == "full"  # a bare ablation was @full
     with pytest.raises(InputError, match="unknown GAN preset 'bogus'"):
-        GANPreset.from_dict({**stored, "name": "bogus"})
+        GANPreset.from_dict({**old_layout, "name": "bogus"})
 
 
 def test_cdm_config_without_objective_was_saved_before_v_prediction():
