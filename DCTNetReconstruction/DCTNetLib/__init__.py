@@ -8,15 +8,13 @@ DCT-Net reconstructs a 128³ CT from a posterior–anterior and a lateral radiog
                   the ``dctnet prepare`` pipeline
 - ``models``      bone-suppression CDM, dual generators, tri-plane discriminator, X2CT-GAN baseline, losses
 - ``checkpoints`` training-checkpoint format, model bundles, networks rebuilt from stored state
-- ``training``    trainers, distributed, configs
-- ``evaluation``  PSNR / SSIM / LPIPS, tables, offline ImageNet weights
-- ``training``    trainers, checkpoints, distributed, configs
+- ``training``    trainers and their loop, distributed, configs, backends, RNG, run folder and logs
 - ``evaluation``  PSNR / SSIM / LPIPS, tables, figures
 - ``inference``   radiographs in → volumes out (used by the CLI and the Slicer logic alike)
 - ``commands``    one module per ``dctnet`` sub-command
 
 Each package imports only from those listed above it (``training`` and ``evaluation`` form one layer) and from
-``conventions``, ``errors`` and ``helpers``, which import none of them; ``Testing/Python/test_layers.py`` checks it.
+``conventions``, ``errors``, ``helpers``, ``config_base`` and ``devices``, which import none of them; ``Testing/Python/test_layers.py`` checks it.
 
 Conventions are in ``docs/conventions.md`` and in :mod:`DCTNetLib.conventions`.
 """

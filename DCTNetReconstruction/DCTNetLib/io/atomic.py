@@ -29,6 +29,7 @@ from ..errors import InputError, OutputError
 
 __all__ = [
     "atomic_path",
+    "atomic_folder",
     "atomic_write_bytes",
     "atomic_write_text",
     "atomic_torch_save",
@@ -232,6 +233,45 @@ def atomic_path(path: str | os.PathLike, overwrite: bool = True) -> Iterator[Pat
         _remove_quietly(tmp)
         raise
     _fsync_dir(folder)
+
+
+@contextlib.contextmanager
+def atomic_folder(path: str | os.PathLike, overwrite: bool = False) -> Iterator[Path]:
+    """Context manager yielding a new hidden folder beside ``path`` to fill; it becomes ``path`` only on success.
+
+    The folder version of :func:`atomic_path`, for outputs made of many files (a DICOM series). An existing
+    ``path`` is replaced only with ``overwrite``: it is renamed aside, the new folder renamed into place, then the
+    old one removed, so a reader never sees a half-written folder. On any error the temporary folder is removed.
+
+    Raises:
+        OutputError: ``path`` exists by the end and ``overwrite`` is False, or a rename failed (disk, permission);
+            the previous ``path``, if any, is left untouched.
+    """
+    target = Path(path)
+    parent = target.parent if str(target.parent) else Path(".")
+    tmp = parent / f"{_TMP_PREFIX}{secrets.token_hex(4)}-folder"
+    try:
+        tmp.mkdir()
+    except OSError as exc:
+        raise _output_error(exc, target) from exc
+    try:
+        yield tmp
+        if os.path.lexists(target):
+            if not overwrite:
+                raise OutputError(f"{display_path(target)} appeared while this run was working; it was left as it "
+                                  "is: pass --overwrite to replace it")
+            old = parent / f"{_TMP_PREFIX}{secrets.token_hex(4)}-old"
+            os.rename(target, old)
+            os.rename(tmp, target)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.rename(tmp, target)
+    except BaseException as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(exc, OSError) and not isinstance(exc, OutputError):
+            raise _output_error(exc, target) from exc
+        raise
+    _fsync_dir(parent)
 
 
 def _remove_quietly(path: Path) -> None:

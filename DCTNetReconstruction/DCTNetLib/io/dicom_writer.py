@@ -9,19 +9,16 @@ The voxels are rounded to integer HU, clipped to [-1024, 3071] (the range of a 1
 signed 16-bit integers with RescaleSlope 1 / RescaleIntercept 0, i.e. the stored value is the HU (PS3.3 C.8.2.1). SimpleITK (GDCM) writes the
 files; positions and orientation come from the volume's geometry, so reading the folder back gives the same grid.
 
-The folder is written atomically: the slices go to a hidden temporary folder beside it, which is renamed into
-place only when every slice is written.
+The folder is written atomically (:func:`~DCTNetLib.io.atomic.atomic_folder`): the slices go to a hidden
+temporary folder beside it, which is renamed into place only when every slice is written.
 """
 
 from __future__ import annotations
 
-import contextlib
+import dataclasses
 import datetime
 import os
-import secrets
-import shutil
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import SimpleITK as sitk
@@ -29,7 +26,7 @@ from pydicom.uid import generate_uid
 
 from .. import __version__
 from ..errors import OutputError
-from .atomic import check_free_space, check_name_length, check_writable_dir, display_path, utf8_alias
+from .atomic import atomic_folder, check_free_space, check_name_length, check_writable_dir, display_path, utf8_alias
 from .ct import CTVolume, to_sitk
 from .radiograph import dcmread_checked, has_dicom_prefix, itk_reason
 
@@ -86,29 +83,6 @@ def _series_tags(ct: CTVolume, description: str, inherited: dict[str, str]) -> d
     return tags
 
 
-@contextlib.contextmanager
-def _atomic_folder(folder: Path, overwrite: bool) -> Iterator[Path]:
-    """A temporary folder beside ``folder`` that replaces it only when the block succeeds."""
-    parent = folder.parent if str(folder.parent) else Path(".")
-    tmp = parent / f".tmp-{secrets.token_hex(4)}-dicom"
-    tmp.mkdir()
-    try:
-        yield tmp
-        if os.path.lexists(folder):
-            if not overwrite:
-                raise OutputError(f"{display_path(folder)} appeared while this run was working; it was left as it "
-                                  "is: pass --overwrite to replace it")
-            old = parent / f".old-{secrets.token_hex(4)}-dicom"
-            os.rename(folder, old)
-            os.rename(tmp, folder)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.rename(tmp, folder)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-
-
 def check_dicom_output(folder: str | os.PathLike, overwrite: bool = False) -> Path:
     """Check before any work that a DICOM series can be written into ``folder`` (a new folder, or ``overwrite``)."""
     folder = Path(folder)
@@ -145,13 +119,12 @@ def write_dicom_series(ct: CTVolume, folder: str | os.PathLike, *, description: 
     if not np.isfinite(ct.hu).all():
         raise OutputError(f"refusing to write a CT with NaN/inf voxels as DICOM: {display_path(folder)}")
     check_free_space(folder.parent if str(folder.parent) else Path("."), ct.hu.size * 2 + 4096 * ct.shape[0])
-    hu = np.clip(np.rint(ct.hu), *DICOM_HU_RANGE).astype(np.int16)
-    image = to_sitk(CTVolume(hu.astype(np.float32), ct.spacing, ct.origin_lps, ct.direction))
-    image = sitk.Cast(image, sitk.sitkInt16)
+    rounded = dataclasses.replace(ct, hu=np.clip(np.rint(ct.hu), *DICOM_HU_RANGE))
+    image = sitk.Cast(to_sitk(rounded), sitk.sitkInt16)  # exact: the values are integers in the int16 range
     shared = _series_tags(ct, description, patient_study_tags(inherit_from))
     writer = sitk.ImageFileWriter()
     writer.KeepOriginalImageUIDOn()  # write our SOP/Series UIDs, not GDCM's own
-    with _atomic_folder(folder, overwrite) as tmp, utf8_alias(tmp) as tmp_name:
+    with atomic_folder(folder, overwrite) as tmp, utf8_alias(tmp) as tmp_name:
         for index in range(image.GetDepth()):
             piece = image[:, :, index]
             for key, value in shared.items():

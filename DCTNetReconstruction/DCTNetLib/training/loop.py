@@ -33,13 +33,13 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from .. import __version__
-from ..devices import select_device
 from ..checkpoints.checkpoint import CHECKPOINT_FORMAT, CHECKPOINT_FORMAT_VERSION, CheckpointManager
+from ..devices import select_device
 from ..errors import OutputError
+from .backends import configure_backends
 from .config import TrainConfig, check_config_compatible, config_to_dict, save_config
 from .distributed import (DistInfo, ResumableSampler, all_gather_objects, all_reduce_flag, broadcast_object,
                           detect, unwrap)
-from .device import configure_backends
 from .metrics_log import MetricsLog, now
 from .progress import Progress
 from .provenance import write_run_info

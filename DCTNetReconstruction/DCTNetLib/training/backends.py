@@ -1,4 +1,4 @@
-"""The training device's backends: how cuDNN and determinism are set for a run (the device itself is chosen by
+"""The backends of a training run's device: how cuDNN and determinism are set (the device itself is chosen by
 :func:`DCTNetLib.devices.select_device` with ``missing_cuda="raise"``).
 
 Everything GPU-only sits behind a device check: mixed precision (``torch.autocast`` float16 + ``GradScaler``)
@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 
 import torch
-
 
 __all__ = ["configure_backends"]
 
