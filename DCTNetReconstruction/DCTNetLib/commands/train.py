@@ -47,6 +47,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "synthetic bone-suppressed DRRs)")
     parser.add_argument("--variant", choices=("dctnet", *ABLATIONS),
                         help="model variant (DCT-Net Table 1 rows); default dctnet")
+    parser.add_argument("--init", type=Path, metavar="MODEL",
+                        help="start G(Y) and G(X) from this model bundle, `dctnet train` checkpoint or run folder "
+                             "(fine-tuning; same architecture; D and the optimisers start anew). Ignored on "
+                             "--resume, which continues from the run's own latest.pt")
     parser.add_argument("--vgg-weights", type=Path, metavar="FILE",
                         help="ImageNet VGG16 weights for the perceptual loss (default: `dctnet weights fetch` "
                              "location, then torchvision's cache)")
@@ -93,6 +97,26 @@ def bone_suppressed_sets(config: Any, preset: Any, args: argparse.Namespace, tra
     return wrap(train_set), wrap(val_set), {"path": str(Path(cdm_path).resolve()), "key": key}
 
 
+def initialise_generators(trainer: Any, path: Path) -> None:
+    """Copy the generators of a bundle or GAN checkpoint into ``trainer`` (its G(Y), and G(X) when both have one).
+
+    Raises:
+        InputError: the source's generator architecture differs from the run's.
+    """
+    from ..checkpoints.bundle import load_generators
+    from ..models.presets import GANPreset
+    from ..training.distributed import unwrap
+
+    preset, source = load_generators(path)
+    if GANPreset.from_dict(preset).generator != trainer.preset.generator:
+        raise InputError(f"--init {path}: its generator architecture differs from this run's "
+                         f"({trainer.preset.name}); fine-tuning needs the same preset and model settings")
+    for name in ("g_raw", "g_bs"):
+        target = getattr(trainer, name)
+        if target is not None and name in source:
+            unwrap(target).load_state_dict(source[name].state_dict())
+
+
 def build_perceptual(preset: Any, weights: Path | None) -> Any:
     """VGG16 ImageNet features φ when the preset's contrastive term is perceptual, else None."""
     if not preset.loss.uses_perceptual:
@@ -117,7 +141,9 @@ def run(args: argparse.Namespace) -> int:
         if config.augment and config.bs_source == "cdm" and uses_bone_suppressed(config, preset):
             raise InputError("augment=true re-renders the radiographs of every sample, so cached CDM outputs "
                              "cannot follow them: add --bs-source target")
-        train_set, val_set = load_splits(args.data, config.augment, preset.image_size)
+        train_set, val_set = load_splits(args.data, config.augment, preset.image_size,
+                                         film=config.augment_film, anisotropy=config.augment_anisotropy,
+                                         scale=config.augment_scale)
         check_image_size(train_set, preset.image_size, f"{preset.name} GAN preset")
         # the run folder is made only once there is data to train on
         device, info = setup_run(config, args.output, resume=args.resume, overwrite=args.overwrite)
@@ -126,6 +152,8 @@ def run(args: argparse.Namespace) -> int:
         seed_everything(config.seed)
         trainer = GANTrainer(config, args.output, train_set=train_set, val_set=val_set, preset=preset,
                              perceptual=perceptual, cdm_info=cdm_info, device=device, dist_info=info)
+        if args.init is not None and not args.resume:
+            initialise_generators(trainer, args.init)
         result = trainer.fit(resume=args.resume)
         barrier()  # no rank tears the process group down while another is still writing its last checkpoint
         return report(result, info)

@@ -15,7 +15,10 @@ Several GPUs on one node, and two nodes: the torchrun lines at the end of ``dctn
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
+from typing import Any
 
+from ..errors import InputError
 from .train_common import add_common_arguments, report, resolve_run_config
 
 # torch, numpy and the modules that import them, and training.config (YAML files), are imported inside the
@@ -27,6 +30,27 @@ HELP = "train the bone-suppression conditional diffusion model (CDM) on prepared
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_common_arguments(parser, "train-cdm", "--data PREP --output runs/cdm")
+    parser.add_argument("--init", type=Path, metavar="MODEL",
+                        help="start from the CDM of this model bundle, or the online weights of this `dctnet "
+                             "train-cdm` checkpoint or run folder (fine-tuning; same architecture). Ignored on "
+                             "--resume")
+
+
+def initialise_cdm(diffusion: Any, path: Path) -> None:
+    """Copy the weights of the CDM in ``path`` (bundle or CDM checkpoint) into ``diffusion``.
+
+    Raises:
+        InputError: the source's architecture differs from the run's.
+    """
+    from ..checkpoints.bundle import load_initial_cdm
+
+    source = load_initial_cdm(path)
+    sampler_only = {"sampling_strength", "sampling_steps"}  # how a bundle samples, not what the network is
+    if ({k: v for k, v in source.config.to_dict().items() if k not in sampler_only}
+            != {k: v for k, v in diffusion.config.to_dict().items() if k not in sampler_only}):
+        raise InputError(f"--init {path}: its CDM configuration differs from this run's; fine-tuning needs the "
+                         "same preset and model settings")
+    diffusion.load_state_dict(source.state_dict())
 
 
 def run(args: argparse.Namespace) -> int:
@@ -41,7 +65,11 @@ def run(args: argparse.Namespace) -> int:
     try:
         seed_everything(config.seed)
         diffusion = build_cdm_model(config.size, config.model)
-        train_set, val_set = load_splits(args.data, config.augment, diffusion.config.image_size)
+        if args.init is not None and not args.resume:
+            initialise_cdm(diffusion, args.init)  # before the trainer, so the EMA starts from it too
+        train_set, val_set = load_splits(args.data, config.augment, diffusion.config.image_size,
+                                         film=config.augment_film, anisotropy=config.augment_anisotropy,
+                                         scale=config.augment_scale)
         check_image_size(train_set, diffusion.config.image_size, f"{config.size} CDM preset")
         # the run folder is made only once there is data to train on
         device, info = setup_run(config, args.output, resume=args.resume, overwrite=args.overwrite)

@@ -9,7 +9,9 @@ sample drawn from its prepared case:
 2. **Calibration.** Attenuation above air scaled by a random factor (scanner/kVp calibration differs between
    sites): ``HU' = -1024 + (HU + 1024)·(1 + a)``, so air stays air;
 3. **Radiographs.** PA and lateral DRRs of the *augmented* volume, raw and with the bone mask suppressed
-   (:mod:`.bone`), rendered by the project's projector with the training geometry.
+   (:mod:`.bone`), rendered by the project's projector with the training geometry;
+4. **Film appearance** (optional, ``film``): each view's pair gets a random film-like look
+   (:mod:`.film_appearance`: scatter, blur, noise, display LUT, edge enhancement, collimation, markers).
 
 Because the radiographs are re-rendered from the transformed volume, every view stays consistent with the CT:
 a mirrored patient gets the PA *and* the lateral of the mirrored body (the lateral is not just flipped in 2D,
@@ -38,6 +40,7 @@ from torch.utils.data import Dataset
 
 from ..conventions import HU_AIR, HU_MIN, VOXEL_SPACING_MM, unit_to_hu
 from .bone import BoneConfig, bone_mask, drrs_given_bone_mask
+from .film_appearance import FilmAppearanceConfig, film_like
 
 if HU_MIN != HU_AIR:  # augment_volume scales unit values to scale attenuation above air
     raise ImportError("data.augment assumes the HU window starts at air")
@@ -53,6 +56,9 @@ class AugmentConfig:
         max_rotation_deg: largest rotation about the S–I, A–P and R–L axes, in degrees. Defaults to (6, 3, 3)
             (turning in the axial plane varies most between patients).
         scale_range: isotropic scale factors (patient size). Defaults to (0.9, 1.1).
+        max_anisotropy: largest extra relative scale of each axis on its own (patients differ in width, depth
+            and height independently; a film narrowed or squeezed must give a narrower or shorter body).
+            0 = isotropic only. Defaults to 0.
         max_shift_mm: largest shift along each axis, mm. Defaults to 10.
         flip_probability: probability of a left–right mirror. Defaults to 0.25.
         max_attenuation_change: largest relative change of attenuation above air (``a`` above). Defaults to 0.04.
@@ -60,6 +66,7 @@ class AugmentConfig:
 
     max_rotation_deg: tuple[float, float, float] = (6.0, 3.0, 3.0)
     scale_range: tuple[float, float] = (0.9, 1.1)
+    max_anisotropy: float = 0.0
     max_shift_mm: float = 10.0
     flip_probability: float = 0.25
     max_attenuation_change: float = 0.04
@@ -70,6 +77,8 @@ class AugmentConfig:
         low, high = self.scale_range
         if not 0 < low <= high:
             raise ValueError(f"scale_range must satisfy 0 < low <= high, got {self.scale_range}")
+        if not 0 <= self.max_anisotropy < 1:
+            raise ValueError(f"max_anisotropy must be in [0, 1), got {self.max_anisotropy}")
         if self.max_shift_mm < 0 or not 0 <= self.flip_probability <= 1 or not 0 <= self.max_attenuation_change < 1:
             raise ValueError(f"invalid augmentation ranges: {self}")
 
@@ -98,6 +107,9 @@ def random_pose(config: AugmentConfig, side: int, spacing_mm: float = VOXEL_SPAC
     rotation = _rotation(2, si) @ _rotation(1, ap) @ _rotation(0, rl)
     scale = _uniform(*config.scale_range)
     linear = rotation / scale
+    if config.max_anisotropy > 0:  # drawn only when on, so isotropic runs keep their random stream
+        axes = torch.tensor([1.0 + _uniform(-config.max_anisotropy, config.max_anisotropy) for _ in range(3)])
+        linear = linear @ torch.diag(1.0 / axes)
     if float(torch.rand(())) < config.flip_probability:
         linear = linear @ torch.diag(torch.tensor([-1.0, 1.0, 1.0]))  # mirror R↔L (the W axis)
     half_extent_mm = side * spacing_mm / 2
@@ -141,11 +153,13 @@ class AugmentedCaseDataset(Dataset):
         base: the prepared cases (any dataset with those keys).
         config: augmentation ranges. Defaults to ``AugmentConfig()``.
         bone_config: bone segmentation settings. Defaults to ``BoneConfig()``.
+        film: film-like appearance ranges for the radiographs, or ``None`` for plain DRRs. Defaults to None.
     """
 
     def __init__(self, base: Dataset, config: AugmentConfig | None = None,
-                 bone_config: BoneConfig | None = None) -> None:
+                 bone_config: BoneConfig | None = None, film: FilmAppearanceConfig | None = None) -> None:
         super().__init__()
+        self.film = film
         self.base = base
         self.config = config or AugmentConfig()
         self.bone_config = bone_config or BoneConfig()
@@ -166,4 +180,7 @@ class AugmentedCaseDataset(Dataset):
         unit, mask = augment_volume(item["ct"], self._mask(item["case_id"], item["ct"]), self.config)
         with torch.no_grad():
             drr, drr_bs = drrs_given_bone_mask(unit[None], mask[None], VOXEL_SPACING_MM, self.bone_config)
+            if self.film is not None:
+                views = [film_like(torch.stack([drr[0, v], drr_bs[0, v]]), self.film) for v in range(drr.shape[1])]
+                drr, drr_bs = (torch.stack([view[k] for view in views])[None] for k in (0, 1))
         return {"ct": unit, "drr": drr[0], "drr_bs": drr_bs[0], "case_id": item["case_id"]}

@@ -8,6 +8,11 @@ Generator objective (eq. 10b)::
     ℓ_recon = mean((G(Y) − GT)²)                                                  (MSE)
     ℓ_proj  = mean over planes v of mean |P_v G(Y) − P_v GT|                        (L1)
 
+Two optional bone terms (ours, off in the paper's presets; :class:`~DCTNetLib.models.presets.LossConfig`):
+``bone_weight`` makes ℓ_recon ``mean(w · (G(Y) − GT)²)`` with ``w = 1 + bone_weight`` where GT is bone, and
+``λ_bone · ℓ_bone`` adds ``mean_v mean |P_v B(G(Y)) − P_v B(GT)|`` for the bone component
+``B(v) = softplus(β (v − t)) / β``.
+
 Discriminator objective (eq. 10a): ``λ1 · ½ [mean_v mean((D_v(GT | Y) − 1)²) + mean_v mean(D_v(G(Y) | Y)²)]``.
 ``D_v`` are the entries of the discriminator's output dict (axial/coronal/sagittal slice patches for
 :class:`~DCTNetLib.models.discriminator.TriPlaneDiscriminator`, one 3D patch map for X2CT-GAN's); each entry's
@@ -23,18 +28,22 @@ from __future__ import annotations
 
 from typing import Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..conventions import AXIS_AP, AXIS_RL, AXIS_SI
+from ..conventions import AXIS_AP, AXIS_RL, AXIS_SI, hu_to_unit
 from .presets import LossConfig
 
-__all__ = ["PLANE_AXES", "project_planes", "perceptual_loss", "lsgan_loss", "MultiPathLoss"]
+__all__ = ["PLANE_AXES", "BONE_RAMP_UNIT", "project_planes", "perceptual_loss", "lsgan_loss", "bone_component",
+           "MultiPathLoss"]
 
 # Plane → volume axis (of (D, H, W)) averaged away: axial planes are normal to S–I, coronal to A–P, sagittal
 # to R–L (same plane names as the discriminator's slices).
 PLANE_AXES = {"axial": AXIS_SI, "coronal": AXIS_AP, "sagittal": AXIS_RL}
+# Width of the bone component's soft ramp in unit values: 0.02 of the 2500 HU window = 50 HU.
+BONE_RAMP_UNIT = 0.02
 
 
 def project_planes(volume: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -49,6 +58,17 @@ def project_planes(volume: torch.Tensor) -> dict[str, torch.Tensor]:
     if volume.ndim != 5:
         raise ValueError(f"volume must be (B, C, D, H, W), got shape {tuple(volume.shape)}")
     return {plane: volume.mean(dim=2 + axis) for plane, axis in PLANE_AXES.items()}
+
+
+def bone_component(volume: torch.Tensor, threshold_unit: float) -> torch.Tensor:
+    """The part of a unit volume above ``threshold_unit``, with a soft ramp (``softplus(β (v − t)) / β``,
+    β = 1 / :data:`BONE_RAMP_UNIT`) so that voxels just below the threshold still get a gradient.
+
+    Shapes:
+        any → the same shape.
+    """
+    beta = 1.0 / BONE_RAMP_UNIT
+    return F.softplus(volume - threshold_unit, beta=beta)
 
 
 def perceptual_loss(phi: nn.Module, a: torch.Tensor, b: torch.Tensor,
@@ -123,6 +143,38 @@ class MultiPathLoss(nn.Module):
         return sum(perceptual_loss(self.perceptual, raw[v], aug[v], self.config.perceptual_layers)
                    for v in raw) / len(raw)
 
+    def reconstruction(self, fake: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
+        """ℓ_recon: the voxel MSE, with bone voxels of ``real`` weighted ``1 + bone_weight``. Shapes: two volumes
+        → scalar."""
+        if not self.config.bone_weight:
+            return F.mse_loss(fake, real)
+        weight = 1.0 + self.config.bone_weight * (real >= self._bone_threshold).to(real.dtype)
+        return (weight * (fake - real) ** 2).mean()
+
+    @property
+    def _bone_threshold(self) -> float:
+        return float(hu_to_unit(np.float64(self.config.bone_threshold_hu)))
+
+    def bone_projection(self, fake: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
+        """ℓ_bone: the projection L1 of the bone components (:func:`bone_component`). Shapes: two volumes →
+        scalar."""
+        t = self._bone_threshold
+        return self.projection(bone_component(fake, t), bone_component(real, t))
+
+    def voxel_terms(self, fake: torch.Tensor, real: torch.Tensor, suffix: str = ""
+                    ) -> list[tuple[str, float, torch.Tensor]]:
+        """The switched-on voxel-level terms of one generator's output as ``(name, weight, value)``:
+        ℓ_recon, ℓ_proj and ℓ_bone (names get ``suffix``, e.g. ``"_x"`` for G(X))."""
+        cfg = self.config
+        parts: list[tuple[str, float, torch.Tensor]] = []
+        if cfg.reconstruction:
+            parts.append(("recon" + suffix, cfg.lambda_recon, self.reconstruction(fake, real)))
+        if cfg.projection:
+            parts.append(("proj" + suffix, cfg.lambda_proj, self.projection(fake, real)))
+        if cfg.lambda_bone_proj:
+            parts.append(("bone" + suffix, cfg.lambda_bone_proj, self.bone_projection(fake, real)))
+        return parts
+
     @staticmethod
     def projection(fake: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
         """ℓ_proj: mean over the three planes of the L1 between projections. Shapes: two volumes → scalar."""
@@ -142,7 +194,7 @@ class MultiPathLoss(nn.Module):
 
         Returns:
             ``(total, terms)``: the weighted sum, and the unweighted terms ``adv``, ``contrastive``, ``recon``,
-            ``proj`` that are switched on, plus ``total``, as floats (for logging).
+            ``proj``, ``bone`` that are switched on, plus ``total``, as floats (for logging).
 
         Shapes:
             volumes ``(B, 1, D, H, W)`` → scalar.
@@ -161,10 +213,7 @@ class MultiPathLoss(nn.Module):
             if fake_x.shape != fake_y.shape:
                 raise ValueError(f"fake_x {tuple(fake_x.shape)} must have fake_y's shape {tuple(fake_y.shape)}")
             parts.append(("contrastive", cfg.lambda_contrastive, self.contrastive(fake_y, fake_x)))
-        if cfg.reconstruction:
-            parts.append(("recon", cfg.lambda_recon, F.mse_loss(fake_y, real)))
-        if cfg.projection:
-            parts.append(("proj", cfg.lambda_proj, self.projection(fake_y, real)))
+        parts += self.voxel_terms(fake_y, real)
         if not parts:
             raise ValueError("config: every generator loss term is switched off")
         total = sum(weight * value for _, weight, value in parts)

@@ -96,6 +96,15 @@ class TrainConfig(ConfigBase):
         augment: draw every training sample anew from its case: random pose, attenuation calibration and
             re-rendered DRRs (:mod:`DCTNetLib.data.augment`); validation is never augmented. The GAN then takes
             its bone-suppressed inputs from the re-rendered targets (``bs_source="target"``). Defaults to False.
+        augment_film: with ``augment``, give every sample's radiographs a random film-like appearance (display
+            LUT, edge enhancement, scatter, noise, blur, collimation, markers: :mod:`DCTNetLib.data.film_appearance`)
+            so the model sees what real films look like. Defaults to False.
+        augment_anisotropy: with ``augment``, largest extra scale of each patient axis on its own
+            (:class:`~DCTNetLib.data.augment.AugmentConfig` ``max_anisotropy``). Defaults to 0.
+        augment_scale: with ``augment``, the range of the isotropic scale of the patient in the field
+            (:class:`~DCTNetLib.data.augment.AugmentConfig` ``scale_range``). Real films are framed tighter than
+            the DRRs' 500 mm detector (the chest fills a PA film: a scale of about 1.3–1.6). Defaults to
+            (0.9, 1.1).
     """
 
     size: str = "full"
@@ -118,6 +127,9 @@ class TrainConfig(ConfigBase):
     device: str = "auto"
     progress: bool = True
     augment: bool = False
+    augment_film: bool = False
+    augment_anisotropy: float = 0.0
+    augment_scale: tuple[float, float] = (0.9, 1.1)
 
     kind: typing.ClassVar[str] = "base"
     config_name: typing.ClassVar[str] = "training config"
@@ -138,6 +150,9 @@ class TrainConfig(ConfigBase):
             (self.checkpoint_every >= 1, "checkpoint_every", ">= 1"),
             (self.log_every >= 1, "log_every", ">= 1"),
             (self.val_every >= 1, "val_every", ">= 1"),
+            (0 <= self.augment_anisotropy < 1, "augment_anisotropy", "in [0, 1)"),
+            (len(self.augment_scale) == 2 and 0 < self.augment_scale[0] <= self.augment_scale[1],
+             "augment_scale", "two numbers 0 < low <= high"),
             (self.device in ("auto", "cpu", "cuda"), "device", "auto, cpu or cuda"),
         ]
         for ok, name, expected in checks:

@@ -5,17 +5,20 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from ..data.augment import AugmentedCaseDataset
+from ..data.augment import AugmentConfig, AugmentedCaseDataset
+from ..data.film_appearance import FilmAppearanceConfig
 from ..data.datasets import PreparedCaseDataset
 from ..errors import InputError
 
 __all__ = ["load_splits", "check_image_size"]
 
 
-def load_splits(data: Path, augment: bool = False, image_size: int | None = None) -> tuple[Any, Any]:
+def load_splits(data: Path, augment: bool = False, image_size: int | None = None, *, film: bool = False,
+                anisotropy: float = 0.0, scale: tuple[float, float] = (0.9, 1.1)) -> tuple[Any, Any]:
     """Training and validation :class:`PreparedCaseDataset` (validation None when its split is empty), resampled
     on load to the model's ``image_size`` when the prepared size differs; with ``augment`` the training cases
-    are drawn anew at every access (:class:`AugmentedCaseDataset`)."""
+    are drawn anew at every access (:class:`AugmentedCaseDataset`), with ``film`` in a film-like appearance and
+    with ``anisotropy`` scaled per axis, the patient scaled within ``scale`` (validation is never augmented)."""
     if not data.is_dir():
         raise InputError(f"prepared data folder not found: {data}")
     train = PreparedCaseDataset(data, "train", image_size=image_size)
@@ -26,7 +29,8 @@ def load_splits(data: Path, augment: bool = False, image_size: int | None = None
             raise InputError(f"augment=true re-renders the radiographs at the prepared size, which differs from "
                              f"the model's {image_size}×{image_size}: choose the preset of the prepared data's size")
     if augment and len(train):
-        train = AugmentedCaseDataset(train)
+        train = AugmentedCaseDataset(train, AugmentConfig(scale_range=tuple(scale), max_anisotropy=anisotropy),
+                                     film=FilmAppearanceConfig() if film else None)
     return train, (val if len(val) else None)
 
 

@@ -33,7 +33,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import Dataset
 
@@ -134,19 +133,11 @@ class GANTrainer(Trainer):
         return torch.func.functional_call(raw, weights, (volume, radiographs))
 
     def _gx_supervision(self, fake_x: torch.Tensor, real: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
-        """λ3 MSE + λ4 projection L1 of G(X) against GT (the switched-on voxel terms; see the module docstring)."""
-        cfg = self.preset.loss
-        total = fake_x.new_zeros(())
-        terms: dict[str, float] = {}
-        if cfg.reconstruction:
-            recon = F.mse_loss(fake_x, real)
-            total = total + cfg.lambda_recon * recon
-            terms["recon_x"] = float(recon.detach())
-        if cfg.projection:
-            proj = self.criterion.projection(fake_x, real)
-            total = total + cfg.lambda_proj * proj
-            terms["proj_x"] = float(proj.detach())
-        return total, terms
+        """G(Y)'s switched-on voxel terms (λ3 ℓ_recon, λ4 ℓ_proj, λ_bone ℓ_bone) for G(X) against GT (see the
+        module docstring)."""
+        parts = self.criterion.voxel_terms(fake_x, real, suffix="_x")
+        total = sum((weight * value for _, weight, value in parts), fake_x.new_zeros(()))
+        return total, {name: float(value.detach()) for name, _, value in parts}
 
     def train_step(self, batch: dict[str, Any]) -> dict[str, float]:
         y, real = batch["drr"], batch["ct"]
