@@ -31,12 +31,14 @@ import torch
 
 from . import __version__
 from .checkpoints.bundle import ModelBundle, default_weights_path, load_model_bundle
-from .conventions import HU_PER_UNIT
+from .conventions import HU_PER_UNIT, IMAGE_SIZE
 from .data.drr import make_drrs
 from .data.preprocess import PreparedVolume, preprocess_ct, to_ct_volume
 from .devices import select_device
 from .errors import InputError
+from .evaluation.metrics import reprojection_check
 from .io.ct import CTVolume
+from .io.film_gate import consistency_reason, non_chest_reason
 from .io.radiograph import resize_radiograph, view_pair_warnings
 from .io.safe_load import sha256_file
 
@@ -64,6 +66,8 @@ class ReconstructionResult:
         pa, lat: the ``(128, 128)`` model inputs in [0, 1].
         pa_bs, lat_bs: the CDM's bone-suppressed ``(128, 128)`` images in [0, 1], or ``None``.
         ct_unit: G(Y) as ``(D, H, W)`` unit values (HU window → [0, 1]), for metrics.
+        reprojection: DRRs of G(Y) against the inputs (``pa_psnr``, ``pa_ncc``, ``lat_psnr``, ``lat_ncc``:
+            :func:`~DCTNetLib.evaluation.metrics.reprojection_check`), for real films as for DRRs.
     """
 
     ct_hu: CTVolume
@@ -75,6 +79,7 @@ class ReconstructionResult:
     lat_bs: np.ndarray | None
     ct_unit: np.ndarray
     timings: dict[str, float] = field(default_factory=dict)
+    reprojection: dict[str, float] = field(default_factory=dict)
 
     @cached_property
     def uncertainty(self) -> CTVolume:
@@ -194,7 +199,8 @@ class Reconstructor:
 
     def reconstruct(self, pa, lat, steps: int | None = None, seed: int = 0,
                     geometry: PreparedVolume | None = None, progress: ProgressCallback | None = None,
-                    bone_suppressed: tuple[np.ndarray, np.ndarray] | None = None) -> ReconstructionResult:
+                    bone_suppressed: tuple[np.ndarray, np.ndarray] | None = None,
+                    check_inputs: bool = True) -> ReconstructionResult:
         """Reconstruct the CT from a PA and a lateral radiograph.
 
         On CUDA, an out-of-memory error frees the cache, warns, moves the models to the CPU and runs again there
@@ -208,11 +214,18 @@ class Reconstructor:
                 made from). Defaults to a 320 mm cube centred on the world origin.
             progress: ``callback(fraction, message)``.
             bone_suppressed: precomputed ``(pa_bs, lat_bs)`` to skip the CDM.
+            check_inputs: refuse images that are not chest radiographs, before (noise, an inverted PA, a CT slice)
+                and after the reconstruction (a view its DRR does not match): :mod:`DCTNetLib.io.film_gate`.
+                Defaults to True.
 
         Returns:
             :class:`ReconstructionResult` (volumes in HU, 2.5 mm voxels).
+
+        Raises:
+            InputError: an input is not a radiograph of the right size and range, or (``check_inputs``) not a chest
+                radiograph.
         """
-        arguments = (pa, lat, steps, seed, geometry, progress, bone_suppressed)
+        arguments = (pa, lat, steps, seed, geometry, progress, bone_suppressed, check_inputs)
         try:
             return self._reconstruct(*arguments)
         except torch.cuda.OutOfMemoryError:
@@ -228,12 +241,18 @@ class Reconstructor:
     @torch.inference_mode()
     def _reconstruct(self, pa, lat, steps: int | None, seed: int, geometry: PreparedVolume | None,
                      progress: ProgressCallback | None,
-                     bone_suppressed: tuple[np.ndarray, np.ndarray] | None) -> ReconstructionResult:
+                     bone_suppressed: tuple[np.ndarray, np.ndarray] | None,
+                     check_inputs: bool) -> ReconstructionResult:
         """:meth:`reconstruct` on the current device (no fallback)."""
         report = progress or (lambda fraction, message: None)
         timings: dict[str, float] = {}
         pa = _as_model_image(pa, "PA", self.image_size)
         lat = _as_model_image(lat, "lateral", self.image_size)
+        if check_inputs:
+            for image, view in ((pa, "pa"), (lat, "lat")):
+                reason = non_chest_reason(image, view)
+                if reason is not None:
+                    raise InputError(reason)
         check_pair(pa, lat)
         y = self._pair_tensor(pa, lat)
 
@@ -248,6 +267,12 @@ class Reconstructor:
         start = time.perf_counter()
         ct_unit = self.g_raw(y)[0, 0].float()
         timings["g_raw_s"] = time.perf_counter() - start
+        reprojection = {}
+        if self.image_size == IMAGE_SIZE:  # the projector renders the training detector's 128² (tiny test models
+            reprojection = reprojection_check(ct_unit.cpu().numpy(), pa, lat)  # have no DRR geometry of their own)
+        reason = consistency_reason(reprojection) if check_inputs else None
+        if reason is not None:
+            raise InputError(reason)
         soft_unit = None
         if x is not None:
             report(0.75, "reconstruction G(X)")
@@ -267,7 +292,7 @@ class Reconstructor:
             ct_hu=ct_hu, ct_from_bone_suppressed=from_bs, branch_difference=difference, pa=pa, lat=lat,
             pa_bs=x[0, 0].cpu().numpy() if x is not None else None,
             lat_bs=x[0, 1].cpu().numpy() if x is not None else None,
-            ct_unit=ct_unit.cpu().numpy(), timings=timings,
+            ct_unit=ct_unit.cpu().numpy(), timings=timings, reprojection=reprojection,
         )
 
     def _bone_suppressed_pair(self, y: torch.Tensor, steps: int | None, seed: int,

@@ -21,8 +21,15 @@ from DCTNetLib.checkpoints.bundle import load_model_bundle, save_model_bundle
 
 
 def _radiographs(seed: int = 0, size: int = 64) -> tuple[np.ndarray, np.ndarray]:
-    rng = np.random.default_rng(seed)
-    return rng.random((size, size), dtype=np.float32), rng.random((size, size), dtype=np.float32)
+    """PA and lateral DRRs of a coarse chest phantom at ``size``² (noise would be refused by the input checks)."""
+    from DCTNetLib.conventions import hu_to_unit
+    from DCTNetLib.data.drr import make_drrs
+    from DCTNetLib.data.phantom import chest_phantom
+    from DCTNetLib.io.radiograph import resize_radiograph
+
+    hu = chest_phantom(size=32, spacing_mm=10.0, seed=seed)
+    drr = make_drrs(torch.from_numpy(hu_to_unit(hu).astype(np.float32))[None, None], 10.0)[0].numpy()
+    return resize_radiograph(drr[0], size), resize_radiograph(drr[1], size)
 
 
 def test_bundle_round_trip_keeps_every_weight(tmp_path):
@@ -244,7 +251,7 @@ def test_gpu_out_of_memory_falls_back_to_the_cpu_with_a_warning(tiny_bundle_path
 def test_reconstruct_shows_its_real_signature_through_the_out_of_memory_retry():
     """help() and inspect.signature show the arguments, not ``*args, **kwargs``, and the retried method takes
     the same ones in the same order (it is called with them positionally)."""
-    expected = ["self", "pa", "lat", "steps", "seed", "geometry", "progress", "bone_suppressed"]
+    expected = ["self", "pa", "lat", "steps", "seed", "geometry", "progress", "bone_suppressed", "check_inputs"]
     signature = inspect.signature(Reconstructor.reconstruct)
     assert list(signature.parameters) == expected
     assert signature.parameters["steps"].default is None and signature.parameters["seed"].default == 0

@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from ..cli import main as dctnet
-from ..errors import InputError, OutputError
+from ..errors import InputError, OutputError, WeightsError
 from ..io.atomic import atomic_write_text, check_writable_dir
 
 # torch, numpy and the modules that import them are imported inside the functions: `dctnet --help` imports
@@ -55,7 +55,8 @@ ROW_NAMES = {
     "dctnet": "DCT-Net (ours)",
 }
 # Extra columns beyond the paper's: (result key, header).
-EXTRA_METRICS = (("mae_hu", "MAE (HU, ↓)"), ("psnr_x2ct", "X2CT-PSNR (↑)"))
+EXTRA_METRICS = (("mae_hu", "MAE (HU, ↓)"), ("psnr_x2ct", "X2CT-PSNR (↑)"), ("bone_dice", "Bone Dice > 300 HU (↑)"),
+                 ("p999_hu", "99.9th pct (HU)"))
 OUTPUT_FILES = ("table.md", "metrics.jsonl")
 
 
@@ -64,8 +65,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--split", default="test", choices=("train", "val", "test"), help="default: test")
     parser.add_argument("--output", required=True, type=Path, help="folder for cases*.csv, table.md, metrics.jsonl")
     parser.add_argument("--checkpoint", type=Path,
-                        help="a `dctnet train` checkpoint (best.pt / latest.pt), or its run folder (best.pt there, "
-                             "else latest.pt)")
+                        help="a `dctnet train` checkpoint (best.pt / latest.pt), its run folder (best.pt there, "
+                             "else latest.pt), or a model bundle (`dctnet export`, the shipped weights)")
     parser.add_argument("--method", help="row name in the table (default: the checkpoint's preset, file and step; "
                                           "with --ablations the paper's Table 1 row names)")
     parser.add_argument("--ablations", action="store_true", help="evaluate the Table 1 variants found in --runs")
@@ -109,9 +110,8 @@ def _evaluate_checkpoint(checkpoint: Path, dataset: Any, device: Any, lpips_mode
                          log_records: Any, method: str | None) -> Any:
     from ..evaluation.metrics import evaluate_volume
     from ..evaluation.tables import MethodResult
-    from ..checkpoints.networks import load_gan_generators
 
-    g_raw, _, preset, params_m = load_gan_generators(checkpoint, device)
+    g_raw, preset, params_m = _load_g_raw(checkpoint, device)
     size = preset.image_size
     if getattr(dataset, "split", None) and hasattr(dataset, "image_size") and len(dataset) and \
             tuple(dataset[0]["drr"].shape[-2:]) != (size, size):
@@ -135,6 +135,23 @@ def _evaluate_checkpoint(checkpoint: Path, dataset: Any, device: Any, lpips_mode
         if log_records is not None:
             log_records.write("eval", method=result.method, checkpoint=str(checkpoint), **row)
     return result
+
+
+def _load_g_raw(path: Path, device: Any) -> tuple[Any, Any, float]:
+    """G(Y), the preset and the parameter count (M) of a GAN checkpoint (G(Y), G(X) and D: the paper's "Params")
+    or of a model bundle (its generators)."""
+    from ..checkpoints.bundle import load_generators
+    from ..checkpoints.networks import load_gan_generators
+    from ..helpers import count_parameters
+    from ..models.presets import GANPreset
+
+    try:
+        g_raw, _, preset, params_m = load_gan_generators(path, device)
+        return g_raw, preset, params_m
+    except WeightsError:
+        preset_dict, networks = load_generators(path)  # a model bundle; refuses anything else with its own reason
+    params_m = sum(count_parameters(m, trainable_only=False) for m in networks.values()) / 1e6
+    return networks["g_raw"].to(device), GANPreset.from_dict(preset_dict), params_m
 
 
 def extra_table(results: list[Any]) -> str:
@@ -270,7 +287,13 @@ def run(args: argparse.Namespace) -> int:
 
     labels = {}
     for variant, checkpoint in targets:  # every checkpoint is validated before anything is computed or replaced
-        state = load_checkpoint(checkpoint, kind="gan")
+        try:
+            state = load_checkpoint(checkpoint, kind="gan")
+        except WeightsError:
+            from ..checkpoints.bundle import load_generators
+
+            preset, _ = load_generators(checkpoint)  # a model bundle, or the reason it is neither
+            state = {"model_config": {"name": f"{preset.get('variant', 'GAN')}@{preset.get('size', '?')} bundle"}}
         labels[checkpoint] = args.method or (checkpoint_label(checkpoint, state) if variant is None else None)
         del state
     device = select_device(args.device, missing_cuda="raise", local_rank=0)

@@ -76,6 +76,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dicom", type=Path, metavar="FOLDER",
                         help="also write the CT as a DICOM series (one CT file per axial slice) into FOLDER; with a "
                              "DICOM --pa film it takes that film's patient and study; with --batch, FOLDER/<id>/")
+    parser.add_argument("--no-input-checks", action="store_true",
+                        help="reconstruct even what does not look like a chest radiograph (noise, an inverted PA, a "
+                             "view the reconstruction cannot explain), which is refused by default")
     parser.add_argument("--overwrite", action="store_true", help="replace existing output files")
     parser.add_argument("--progress", choices=PROGRESS_MODES, default="log",
                         help="how to report progress: 'log' (debug log lines, the default) or 'json': one line per "
@@ -264,7 +267,8 @@ def run_batch(args: argparse.Namespace) -> int:
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
                 (pa, lat), films = read_films(pa_path, lat_path)
-                result = model.reconstruct(pa, lat, steps=args.steps, seed=args.seed)
+                result = model.reconstruct(pa, lat, steps=args.steps, seed=args.seed,
+                                           check_inputs=not getattr(args, "no_input_checks", False))
             write_ct(result.ct_hu, targets[case_id], overwrite=args.overwrite)
             if args.dicom is not None:
                 row["dicom"] = str(write_dicom(args, result, args.dicom / case_id, pa_path))
@@ -327,7 +331,8 @@ def _reconstruct_case(args: argparse.Namespace, progress) -> tuple:
         sources = f"radiographs made from {args.ct}" if args.ct is not None else f"--pa {args.pa} --lat {args.lat}"
         try:
             result = model.reconstruct(pa, lat, steps=args.steps, seed=args.seed, geometry=geometry,
-                                       progress=lambda f, m: progress(0.1 + 0.8 * f, m))
+                                       progress=lambda f, m: progress(0.1 + 0.8 * f, m),
+                                       check_inputs=not getattr(args, "no_input_checks", False))
         except InputError as exc:  # the arrays' checks cannot know the files: name them
             raise InputError(f"{exc} ({sources})") from exc
     warning_lines = list(dict.fromkeys(" ".join(str(w.message).split()) for w in caught))
@@ -394,6 +399,7 @@ def run(args: argparse.Namespace) -> int:
     report = {"output": str(paths["ct"]), "inputs": inputs, "model": model_record(args.weights, model),
               "steps": args.steps or model.default_steps, "seed": args.seed, "device": str(model.device),
               "warnings": warning_lines, "notes": notes, "timings_s": result.timings,
+              "reprojection": result.reprojection,
               "total_s": round(time.perf_counter() - start, 3)}
     if args.dicom is not None:
         report["dicom"] = str(paths["dicom"])

@@ -18,6 +18,9 @@ of the methods compared in the paper's Table 1:
   channels, averaged per plane then over planes. ``slice_stride`` subsamples slices for speed (default: all).
 - **MAE**: mean absolute error in unit and in HU (× 2500 HU, the window width).
 - **X2CT PSNR** (:func:`x2ct_psnr`): X2CT-GAN's ``psnr-3d`` — see its docstring.
+- **Bone Dice** (:func:`bone_dice`, ours): Dice of the ``> 300 HU`` masks of ``pred`` and ``gt`` — whether the
+  skeleton (spine, ribs, sternum, scapulae) is where the patient has it; a smooth template scores ≈ 0. With the
+  **99.9th percentile** of ``pred`` in HU (``p999_hu``): whether bone values are reached at all.
 
 ``pred`` is clipped to [0, 1] before every metric, as X2CT-GAN's ``test.py`` does (``np.clip(generate_CT, 0, 1)``):
 unit values outside the HU window are not representable in the output CT either.
@@ -30,12 +33,13 @@ import torch
 from skimage.metrics import structural_similarity
 from torch import nn
 
-from ..conventions import AXIS_AP, AXIS_RL, AXIS_SI, CROP_SIZE, HU_PER_UNIT
+from ..conventions import AXIS_AP, AXIS_RL, AXIS_SI, CROP_SIZE, HU_PER_UNIT, hu_to_unit, unit_to_hu
 from ..data.drr import make_drrs
 
 __all__ = [
     "PLANES", "X2CT_CT_MAX", "X2CT_PIXEL_MAX", "X2CT_IDENTICAL_PSNR", "MSE_FLOOR",
-    "psnr_from_mse", "psnr", "ssim3plane", "lpips3plane", "mae", "x2ct_psnr", "evaluate_volume",
+    "BONE_HU", "psnr_from_mse", "psnr", "ssim3plane", "lpips3plane", "mae", "x2ct_psnr", "bone_dice",
+    "percentile_hu", "evaluate_volume",
 ]
 
 # Slices perpendicular to each array axis (docs/conventions.md: D = superior→inferior, H = anterior→posterior,
@@ -47,6 +51,10 @@ PLANES: dict[str, int] = {"axial": AXIS_SI, "coronal": AXIS_AP, "sagittal": AXIS
 X2CT_CT_MAX = 2500
 X2CT_PIXEL_MAX = 4095.0
 X2CT_IDENTICAL_PSNR = 100.0
+
+# Bone for the Dice: above 300 HU. Cortical bone is far above it; at 2.5 mm voxels a rib's cortex averages down to
+# about 300 HU (DCTNetLib.data.bone), while soft tissue and contrast-enhanced blood stay below ~250 HU.
+BONE_HU = 300.0
 
 # Smallest MSE that per-image PSNRs averaged over a batch use (120 dB at data range 1), so that one identical
 # image does not turn the mean into inf; :func:`psnr` itself keeps inf for identical volumes.
@@ -188,6 +196,20 @@ def x2ct_psnr(pred: np.ndarray, gt: np.ndarray) -> float:
     return float(20.0 * np.log10(X2CT_PIXEL_MAX / np.sqrt(mse)))
 
 
+def bone_dice(pred: np.ndarray, gt: np.ndarray, threshold_hu: float = BONE_HU) -> float:
+    """Dice of the ``> threshold_hu`` masks of two unit volumes ``(D, H, W)``; 1.0 when both masks are empty."""
+    pred, gt = _check_pair(pred, gt)
+    t = float(hu_to_unit(np.float64(threshold_hu)))
+    a, b = pred > t, gt > t
+    total = int(a.sum()) + int(b.sum())
+    return 1.0 if total == 0 else float(2 * np.logical_and(a, b).sum() / total)
+
+
+def percentile_hu(volume: np.ndarray, q: float = 99.9) -> float:
+    """The ``q``-th percentile of a unit volume, in HU."""
+    return float(unit_to_hu(np.float64(np.percentile(np.clip(volume, 0.0, 1.0), q))))
+
+
 def evaluate_volume(pred: np.ndarray, gt: np.ndarray, lpips_model: nn.Module | None = None, *,
                     lpips_slice_stride: int = 1) -> dict[str, float]:
     """All metrics of one case.
@@ -201,7 +223,8 @@ def evaluate_volume(pred: np.ndarray, gt: np.ndarray, lpips_model: nn.Module | N
 
     Returns:
         ``psnr``, ``ssim`` (tri-plane mean) with ``ssim_axial/coronal/sagittal``, ``lpips`` with
-        ``lpips_axial/coronal/sagittal`` (only with a model), ``mae_unit``, ``mae_hu``, ``psnr_x2ct``.
+        ``lpips_axial/coronal/sagittal`` (only with a model), ``mae_unit``, ``mae_hu``, ``psnr_x2ct``,
+        ``bone_dice``, ``p999_hu`` (of ``pred``) and ``p999_hu_gt``.
     """
     pred, gt = _check_pair(pred, gt)
     result = {"psnr": psnr(pred, gt)}
@@ -215,6 +238,8 @@ def evaluate_volume(pred: np.ndarray, gt: np.ndarray, lpips_model: nn.Module | N
     errors = mae(pred, gt)
     result["mae_unit"], result["mae_hu"] = errors["unit"], errors["hu"]
     result["psnr_x2ct"] = x2ct_psnr(pred, gt)
+    result["bone_dice"] = bone_dice(pred, gt)
+    result["p999_hu"], result["p999_hu_gt"] = percentile_hu(pred), percentile_hu(gt)
     return result
 
 

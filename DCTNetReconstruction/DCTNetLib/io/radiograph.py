@@ -35,6 +35,7 @@ import numpy as np
 from ..conventions import IMAGE_SIZE
 from ..errors import InputError
 from .atomic import atomic_write_bytes, check_readable, display_path, utf8_alias
+from .film_gate import pa_polarity
 
 __all__ = [
     "read_radiograph",
@@ -76,7 +77,10 @@ _DICOM_SUFFIXES = (".dcm", ".dicom", ".dic")
 # View-pair plausibility (view_pair_warnings). A PA chest film is close to left–right mirror-symmetric, a lateral is
 # not: measured mirror_symmetry of the real PAs in shared/data/radiographs 0.78–0.93, of DRRs of three real CTs
 # (LIDC-IDRI-0001, Lung-PET-CT-Dx A0002, TotalSegmentator example) PA 0.79–0.93 vs lateral 0.40–0.63, i.e. a PA
-# exceeds its lateral by ≥ 0.24. A "lateral" more symmetric than the "PA" by over this margin means swapped views.
+# exceeds its lateral by ≥ 0.24. A "lateral" more symmetric than the "PA" by over this margin means swapped views —
+# but real laterals span 0.01–0.81 and a genuine AP was flagged by symmetry alone, so the "PA" must also look less
+# like a PA than the "lateral" does (film_gate.pa_polarity: PAs ≥ +0.07, laterals −0.19…+0.40 in shared/data and
+# the DRRs of the 13 real chest CTs).
 SWAP_SYMMETRY_MARGIN = 0.1
 # Two views whose 64² thumbnails differ by less than this everywhere (on [0, 1]) are the same image twice.
 IDENTICAL_TOLERANCE = 1e-3
@@ -506,7 +510,8 @@ def mirror_symmetry(img: np.ndarray) -> float:
 def view_pair_warnings(pa: np.ndarray, lat: np.ndarray) -> list[str]:
     """Reasons to doubt a PA/lateral pair (empty when it looks right): identical views, or views that look swapped.
 
-    Both are legal inputs, so callers warn rather than refuse (see :data:`SWAP_SYMMETRY_MARGIN` for the rule).
+    Both are legal inputs, so callers warn rather than refuse (see :data:`SWAP_SYMMETRY_MARGIN` for the rule: the
+    "lateral" is more symmetric *and* has the stronger PA polarity).
 
     Args:
         pa, lat: ``(H, W)`` images in [0, 1], any size.
@@ -519,7 +524,7 @@ def view_pair_warnings(pa: np.ndarray, lat: np.ndarray) -> list[str]:
     if float(np.abs(pa_thumb - lat_thumb).max()) < IDENTICAL_TOLERANCE:
         return ["the PA and lateral radiographs are identical (the same image given twice?)"]
     pa_sym, lat_sym = mirror_symmetry(pa_thumb), mirror_symmetry(lat_thumb)
-    if lat_sym - pa_sym > SWAP_SYMMETRY_MARGIN:
+    if lat_sym - pa_sym > SWAP_SYMMETRY_MARGIN and pa_polarity(pa_thumb) < pa_polarity(lat_thumb):
         return [f"the PA and lateral radiographs look swapped: the lateral is left-right symmetric "
                 f"({lat_sym:.2f}) and the PA is not ({pa_sym:.2f})"]
     return []
