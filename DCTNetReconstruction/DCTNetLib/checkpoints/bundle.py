@@ -29,7 +29,7 @@ from ..errors import InputError, WeightsError
 from ..helpers import count_parameters
 from ..io.atomic import atomic_torch_save, atomic_write_text
 from ..io.safe_load import load_torch_file, sha256_file
-from .checkpoint import load_checkpoint, recorded_int
+from .checkpoint import load_checkpoint, recorded_int, resolve_checkpoint
 from .networks import build_cdm, build_checked, build_gan_generator, frozen, gan_networks_from_state, load_cdm
 
 __all__ = [
@@ -180,8 +180,6 @@ def load_generators(path: str | Path) -> tuple[dict[str, Any], dict[str, nn.Modu
         InputError: no such file or run folder.
         WeightsError: neither a bundle nor a GAN checkpoint, or weights that do not fit their architecture.
     """
-    from .checkpoint import resolve_checkpoint
-
     path = resolve_checkpoint(path)
     state = load_torch_file(path)
     if isinstance(state, dict) and state.get("kind") == "gan" and state.get("format") != BUNDLE_FORMAT:
@@ -200,8 +198,6 @@ def load_initial_cdm(path: str | Path) -> nn.Module:
         InputError: no such file or run folder.
         WeightsError: neither holds a CDM, or weights that do not fit their configuration.
     """
-    from .checkpoint import resolve_checkpoint
-
     path = resolve_checkpoint(path)
     state = load_torch_file(path)
     if isinstance(state, dict) and state.get("format") == BUNDLE_FORMAT:

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from scipy.stats import spearmanr
 from skimage.metrics import structural_similarity
 from torch import nn
 
@@ -39,7 +40,7 @@ from ..data.drr import make_drrs
 __all__ = [
     "PLANES", "X2CT_CT_MAX", "X2CT_PIXEL_MAX", "X2CT_IDENTICAL_PSNR", "MSE_FLOOR",
     "BONE_HU", "psnr_from_mse", "psnr", "ssim3plane", "lpips3plane", "mae", "x2ct_psnr", "bone_dice",
-    "percentile_hu", "evaluate_volume",
+    "percentile_hu", "evaluate_volume", "reprojection_check", "rank_correlation",
 ]
 
 # Slices perpendicular to each array axis (docs/conventions.md: D = superior→inferior, H = anterior→posterior,
@@ -245,7 +246,9 @@ def evaluate_volume(pred: np.ndarray, gt: np.ndarray, lpips_model: nn.Module | N
 
 def reprojection_check(ct_unit: np.ndarray, pa: np.ndarray, lat: np.ndarray) -> dict[str, float]:
     """DRRs of a ``(D, H, W)`` unit reconstruction on the model grid against the ``(H, W)`` input radiographs:
-    PSNR (data range 1) and correlation per view (``pa_psnr``, ``pa_ncc``, ``lat_psnr``, ``lat_ncc``)."""
+    PSNR (data range 1) and correlation per view (``pa_psnr``, ``pa_ncc``, ``lat_psnr``, ``lat_ncc``), and the
+    display-invariant rank correlation (``pa_rank``, ``lat_rank``: Spearman's ρ of 32² area-averaged images, which
+    a film's display curve, noise and edge enhancement barely change; what the input gate reads)."""
     with torch.inference_mode():
         volume = torch.from_numpy(np.ascontiguousarray(ct_unit))[None, None].float()
         spacing = CROP_SIZE / ct_unit.shape[0]  # the model grid always spans the 320 mm X2CT-GAN field
@@ -255,4 +258,18 @@ def reprojection_check(ct_unit: np.ndarray, pa: np.ndarray, lat: np.ndarray) -> 
         mse = float(np.mean((image - ref) ** 2))
         out[f"{name}_psnr"] = float(psnr_from_mse(mse, mse_floor=MSE_FLOOR))
         out[f"{name}_ncc"] = float(np.corrcoef(image.ravel(), ref.ravel())[0, 1])
+        out[f"{name}_rank"] = rank_correlation(image, ref)
     return out
+
+
+RANK_THUMBNAIL = 32  # side of the area-averaged images rank_correlation compares (16 mm pixels of the detector)
+
+
+def rank_correlation(a: np.ndarray, b: np.ndarray, side: int = RANK_THUMBNAIL) -> float:
+    """Spearman's ρ between two ``(n, n)`` images after area-averaging each to ``side``² (n divisible by side)."""
+    def thumb(image: np.ndarray) -> np.ndarray:
+        n = image.shape[0]
+        k = max(1, n // side)
+        return np.asarray(image, np.float64)[:k * (n // k), :k * (n // k)].reshape(n // k, k, n // k, k).mean((1, 3))
+
+    return float(spearmanr(thumb(a).ravel(), thumb(b).ravel()).statistic)

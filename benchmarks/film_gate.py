@@ -1,0 +1,157 @@
+"""How well the input gate separates chest radiographs from everything else, and what pair checks can see.
+
+Runs :meth:`DCTNetLib.inference.Reconstructor.reconstruct` (input checks on, the product's path) on:
+
+- **genuine inputs**: PA + lateral DRRs of prepared CTs (``--prepared DIR``: every case of its ``cases/``
+  folder), the same DRRs in a random film-like appearance (:mod:`DCTNetLib.data.film_appearance`, two draws per
+  case), and real films (``--films DIR``: ``pa_*``/``lat_*`` files; a PA without its lateral is paired with a
+  genuine real lateral);
+- **not chest radiographs**, each put in place of one view of a genuine pair: uniform and smoothed noise,
+  scikit-image's sample photographs, axial CT slices (soft-tissue window), inverted PAs and inverted laterals;
+- **inconsistent pairs**: the PA of one CT with the lateral of another, and a mirrored lateral — the re-projection
+  correlations are reported so that a rule can be judged on them.
+
+Prints one JSON document: per category the number of inputs, how many the gate refuses (``refused_before``: by the
+image checks, before any reconstruction) and the re-projection correlations (min / median / max, refused inputs
+included)::
+
+    python benchmarks/film_gate.py --prepared WORK/prepared --films ../shared/data/radiographs --output gate.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import machine_info, set_threads  # noqa: E402
+
+from DCTNetLib.data.film_appearance import film_like  # noqa: E402
+from DCTNetLib.inference import Reconstructor  # noqa: E402
+from DCTNetLib.io.film import read_film  # noqa: E402
+from DCTNetLib.io.film_gate import consistency_reason, non_chest_reason  # noqa: E402
+from DCTNetLib.io.radiograph import resize_radiograph  # noqa: E402
+
+__all__ = ["photographs", "run_case", "main"]
+
+PHOTOS = ("camera", "astronaut", "coffee", "chelsea", "rocket", "coins", "clock", "horse", "moon", "page",
+          "text", "grass", "gravel", "brick", "retina", "hubble_deep_field")
+CT_WINDOW = (0.2, 0.5)  # unit values of the HU window: about −520 … +230 HU, lungs dark, soft tissue grey
+
+
+def photographs() -> Iterator[tuple[str, np.ndarray]]:
+    """scikit-image's bundled sample photographs as grey images in [0, 1]."""
+    from skimage import color
+    from skimage import data as samples
+
+    for name in PHOTOS:
+        image = getattr(samples, name)().astype(np.float32)
+        if image.ndim == 3:
+            image = color.rgb2gray(image[..., :3])
+        image = (image - image.min()) / max(float(np.ptp(image)), 1e-6)
+        yield name, resize_radiograph(image.astype(np.float32))
+
+
+def run_case(model: Reconstructor, pa: np.ndarray, lat: np.ndarray) -> dict[str, Any]:
+    """The gate's decision on one pair and the re-projection scores behind it: the pair is reconstructed with the
+    checks off, then the same two checks :meth:`Reconstructor.reconstruct` makes are applied, so that the scores
+    of refused inputs are seen too. ``{"refused": reason or None, "before": bool, "pa_rank", ...}``."""
+    before = non_chest_reason(pa, "pa") or non_chest_reason(lat, "lat")
+    result = model.reconstruct(pa, lat, steps=1, check_inputs=False)
+    scores = {key: result.reprojection.get(key) for key in ("pa_ncc", "lat_ncc", "pa_rank", "lat_rank")}
+    return {"refused": before or consistency_reason(result.reprojection), "before": before is not None, **scores}
+
+
+def _summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    refused = [r for r in rows if r["refused"]]
+    out: dict[str, Any] = {"n": len(rows), "refused": len(refused), "refused_before": sum(r["before"] for r in rows)}
+    for key in ("pa_ncc", "lat_ncc", "pa_rank", "lat_rank"):
+        values = [r[key] for r in rows if r.get(key) is not None]
+        if values:
+            out[key] = {"min": float(np.min(values)), "median": float(np.median(values)), "max": float(np.max(values))}
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--prepared", type=Path, required=True, help="prepared data folder (dctnet prepare)")
+    parser.add_argument("--films", type=Path, help="folder of real films named pa_* / lat_* (a pair shares the rest)")
+    parser.add_argument("--weights", type=Path, help="model bundle (default: the shipped one)")
+    parser.add_argument("--threads", type=int)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--output", type=Path)
+    args = parser.parse_args(argv)
+    set_threads(args.threads)
+    torch.manual_seed(args.seed)
+    rng = np.random.default_rng(args.seed)
+    model = Reconstructor.load(args.weights, device="cpu")
+    cases = sorted(p for p in (args.prepared / "cases").iterdir() if (p / "drr.npy").is_file())
+    drrs = {p.name: np.load(p / "drr.npy").astype(np.float32) for p in cases}
+    genuine: dict[str, list[tuple[str, np.ndarray, np.ndarray]]] = {"drr": [], "film_like_drr": [], "real_film": []}
+    for name, drr in drrs.items():
+        genuine["drr"].append((name, drr[0], drr[1]))
+        for draw in range(2):
+            pa, lat = (film_like(torch.from_numpy(drr[v:v + 1]))[0].numpy() for v in (0, 1))
+            genuine["film_like_drr"].append((f"{name}#{draw}", pa, lat))
+    real_lats: list[np.ndarray] = []
+    if args.films is not None:
+        files = sorted(p for p in args.films.iterdir() if p.name.startswith(("pa_", "lat_")))
+        images = {p.name: resize_radiograph(read_film(p, p.name.split("_")[0])[0]) for p in files}
+        real_lats = [img for name, img in images.items() if name.startswith("lat_")]
+        for name, img in images.items():
+            if not name.startswith("pa_"):
+                continue
+            partner = next((images[n] for n in images if n.startswith("lat_") and n[4:].split(".")[0] ==
+                            name[3:].split(".")[0]), None)
+            genuine["real_film"].append((name, img, partner if partner is not None else real_lats[0]))
+    base = genuine["drr"]
+    report: dict[str, Any] = {"machine": machine_info(), "weights": str(args.weights or "shipped"), "genuine": {},
+                              "not_chest": {}, "inconsistent_pairs": {}}
+    for group, items in genuine.items():
+        report["genuine"][group] = _summary([run_case(model, pa, lat) for _, pa, lat in items])
+    bad: dict[str, list[dict[str, Any]]] = {"noise_as_pa": [], "noise_as_lat": [], "photo_as_pa": [], "photo_as_lat": [],
+                                            "ct_slice_as_pa": [], "inverted_pa": [], "inverted_lat": []}
+    from scipy.ndimage import gaussian_filter
+
+    for i in range(5):
+        uniform = rng.random((128, 128)).astype(np.float32)
+        smooth = gaussian_filter(rng.random((128, 128)), 2.0)
+        smooth = ((smooth - smooth.min()) / np.ptp(smooth)).astype(np.float32)
+        _, pa, lat = base[i % len(base)]
+        for noise in (uniform, smooth):
+            bad["noise_as_pa"].append(run_case(model, noise, lat))
+            bad["noise_as_lat"].append(run_case(model, pa, noise))
+    for i, (_, photo) in enumerate(photographs()):
+        _, pa, lat = base[i % len(base)]
+        bad["photo_as_pa"].append(run_case(model, photo, lat))
+        bad["photo_as_lat"].append(run_case(model, pa, photo))
+    for case in cases:
+        ct = np.load(case / "ct_unit.npy")
+        sliced = np.clip((ct[ct.shape[0] // 2] - CT_WINDOW[0]) / (CT_WINDOW[1] - CT_WINDOW[0]), 0, 1).astype(np.float32)
+        drr = drrs[case.name]
+        bad["ct_slice_as_pa"].append(run_case(model, resize_radiograph(sliced), drr[1]))
+    for group in ("drr", "film_like_drr", "real_film"):
+        for _, pa, lat in genuine[group]:
+            bad["inverted_pa"].append(run_case(model, 1.0 - pa, lat))
+            bad["inverted_lat"].append(run_case(model, pa, 1.0 - lat))
+    report["not_chest"] = {key: _summary(rows) for key, rows in bad.items()}
+    names = [n for n, _, _ in base]
+    mismatched = [run_case(model, base[i][1], base[(i + 1) % len(base)][2]) for i in range(len(base))]
+    mirrored = [run_case(model, pa, np.ascontiguousarray(lat[:, ::-1])) for _, pa, lat in base]
+    report["inconsistent_pairs"] = {"pa_and_lat_of_two_patients": _summary(mismatched),
+                                    "mirrored_lateral": _summary(mirrored), "cases": names}
+    text = json.dumps(report, indent=1)
+    print(text)
+    if args.output:
+        args.output.write_text(text + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
