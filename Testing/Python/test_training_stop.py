@@ -94,3 +94,23 @@ def test_a_run_stops_gracefully_through_its_stop_file_with_a_checkpoint(phantom_
     assert (run / "latest.pt").is_file()
     assert not (run / STOP_FILE).exists() and not (run / LOCK_FILE).exists()
     assert running_run(run) is None
+
+
+def test_the_training_module_finds_a_running_run_refuses_its_folder_and_stops_it(tmp_path, other_process):
+    """What DCTNet Training does after a module reload: re-attach from the run folder, refuse a second run into it,
+    stop it through the stop file, kill it on a second Stop (DCTNetSlicerLib.training_runs; no Slicer needed)."""
+    from DCTNetSlicerLib.training_runs import RunRequest, busy_reason, find_running
+
+    assert find_running(tmp_path) is None and find_running("") is None
+    _fake_lock(tmp_path / "gan", other_process.pid)
+    run = find_running(tmp_path)
+    assert run is not None and (run.stage, run.pid, run.folder) == ("gan", other_process.pid, tmp_path / "gan")
+    assert run.running
+    reason = busy_reason(RunRequest(stage="gan", prepared_dir="p", run_dir=str(tmp_path)))
+    assert reason and f"pid {other_process.pid}" in reason and "\n" not in reason
+    assert busy_reason(RunRequest(stage="cdm", prepared_dir="p", run_dir=str(tmp_path))) is None
+    run.stop()
+    assert (tmp_path / "gan" / STOP_FILE).is_file() and run.stopped
+    run.cancel()
+    assert other_process.wait(timeout=10) != 0
+    assert not run.running
