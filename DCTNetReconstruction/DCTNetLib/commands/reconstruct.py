@@ -30,6 +30,9 @@ skipped; the exit code is 1 when any case failed.
 marked DERIVED and as research output); when the PA film is DICOM the series takes its patient and study tags,
 so it files beside the films in a PACS or in Slicer's DICOM browser. With ``--batch``: ``FOLDER/<id>/``.
 
+``--images-only`` runs the bone-suppression diffusion model alone and writes the two bone-suppressed radiographs
+(the quick preview of the Slicer module); ``--no-figure`` leaves the figure out of ``--extras``.
+
 Besides the CT (G(Y)), ``--extras`` writes the uncertainty map (tissue-mixture spread of G(Y), HU),
 the second branch's CT G(X) (reconstructed from the bone-suppressed radiographs), the branch difference
 |G(Y) − G(X)|, the bone-suppressed radiographs and a PNG figure next to it. Nothing is overwritten without ``--overwrite``.
