@@ -16,9 +16,17 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from typing import Annotated, Any, Callable, Optional, Union
 
 import slicer
+
+# The core needs Python ≥ 3.10, which Slicer ships from 5.10 on (CMakeLists.txt refuses older Slicer at build time).
+MINIMUM_SLICER = (5, 10)
+MINIMUM_PYTHON = (3, 10)
+if sys.version_info < MINIMUM_PYTHON:
+    raise RuntimeError(f"DCTNet needs Slicer {MINIMUM_SLICER[0]}.{MINIMUM_SLICER[1]} or newer (Python "
+                       f"{MINIMUM_PYTHON[0]}.{MINIMUM_PYTHON[1]}+; this Slicer has Python {sys.version.split()[0]})")
 import vtk
 from slicer import vtkMRMLScalarVolumeNode, vtkMRMLVectorVolumeNode
 from slicer.i18n import tr as _
@@ -55,7 +63,10 @@ class DCTNetReconstruction(ScriptedLoadableModule):
             "Reconstructs a 128³ CT (2.5 mm voxels, in HU) from a posterior-anterior and a lateral chest "
             "radiograph with DCT-Net: a diffusion model suppresses the bones, and two generators reconstruct the "
             "CT from the original and the bone-suppressed radiographs. Radiographs can be loaded from PNG/JPEG/"
-            "DICOM files or made from any CT in the scene. See docs/slicer.md for console use.")
+            "DICOM files or made from any CT in the scene. "
+            "<a href=\"https://github.com/dctnet/SlicerDCTNet/blob/main/docs/slicer.md\">Documentation</a> · "
+            "<a href=\"https://github.com/dctnet/SlicerDCTNet/blob/main/docs/architecture.md\">the method and the "
+            "paper it implements</a> (Zhang et al., DCT-Net, MICCAI 2025).")
         self.parent.acknowledgementText = _(
             "DCT-Net: Zhang et al., MICCAI 2025. Radiograph geometry and preprocessing follow X2CT-GAN "
             "(Ying et al., CVPR 2019). The module layout follows Slicer's scripted-module template and "
@@ -127,8 +138,10 @@ class DCTNetReconstructionWidget(ScriptedLoadableModuleWidget, VTKObservationMix
         self.initializeParameterNode()
 
     def cleanup(self) -> None:
+        """Module reload or application exit: cancel a running reconstruction and end the worker process."""
         if self._task is not None and self._task.running:
             self._task.cancel()
+        self.logic.shutdown()
         self.removeObservers()
 
     def enter(self) -> None:
@@ -141,6 +154,7 @@ class DCTNetReconstructionWidget(ScriptedLoadableModuleWidget, VTKObservationMix
             self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._updateGUI)
 
     def onSceneStartClose(self, caller, event) -> None:
+        # the run itself is cancelled by its own scene observer (DCTNetSlicerLib.reconstruction.SceneGuard)
         self.setParameterNode(None)
 
     def onSceneEndClose(self, caller, event) -> None:
@@ -227,10 +241,12 @@ class DCTNetReconstructionWidget(ScriptedLoadableModuleWidget, VTKObservationMix
         if not self._ensureDependencies():
             return
         self.ui.progressBar.value = 0
+        self.ui.logTextEdit.clear()
         self._setStatus(_("{title}: starting…").format(title=title))
         with slicer.util.tryWithErrorDisplay(_("{title} could not start.").format(title=title), waitCursor=True):
             self._task = launcher(self._parameterNode, onProgress=self._onProgress,
-                                  onFinished=lambda ok, message: self._onFinished(title, ok, message))
+                                  onFinished=lambda ok, message: self._onFinished(title, ok, message),
+                                  onLog=self.ui.logTextEdit.appendPlainText)
         self._updateGUI()
 
     def _onProgress(self, fraction: float | None, message: str) -> None:
@@ -245,6 +261,8 @@ class DCTNetReconstructionWidget(ScriptedLoadableModuleWidget, VTKObservationMix
             self.ui.progressBar.value = 100
             self._setStatus(f"{title}: {message}")
             self.ui.metricsLabel.text = self.logic.metricsText()
+            if self.logic.lastWarnings:
+                self.ui.logCollapsibleButton.collapsed = False  # the films' warnings: visible, not only logged
             self.showResults()
         else:
             self._setStatus(f"{title}: {message}")
@@ -303,6 +321,7 @@ class DCTNetReconstructionLogic(ScriptedLoadableModuleLogic):
         ScriptedLoadableModuleLogic.__init__(self)
         self.lastMetrics: dict[str, float] = {}
         self.lastNotes: list[str] = []  # what the last run said the user must know (e.g. a demonstration model)
+        self.lastWarnings: list[str] = []  # the command line's warnings (what could not be checked on the films)
 
     def getParameterNode(self) -> DCTNetReconstructionParameterNode:
         return DCTNetReconstructionParameterNode(super().getParameterNode())
@@ -341,11 +360,14 @@ class DCTNetReconstructionLogic(ScriptedLoadableModuleLogic):
 
     def previewBoneSuppression(self, paNode, latNode, weights: str | None = None, device: str = "auto",
                                steps: int | None = None, seed: int = 0, show: bool = True) -> tuple[Any, Any]:
-        """Bone-suppressed PA and lateral radiographs as two new volume nodes."""
+        """Bone-suppressed PA and lateral radiographs (``dctnet reconstruct --images-only``: the diffusion model
+        alone), in the parameter node's preview nodes (created the first time)."""
         from DCTNetSlicerLib import reconstruction
 
+        p = self.getParameterNode()
         made, _ = reconstruction.reconstruct(paNode, latNode, self.options(weights, device, steps, seed),
-                                             images_only=True, on_notes=self._keepNotes)
+                                             existing=self._outputs(p), images_only=True, on_notes=self._keepNotes)
+        self._storeOutputs(p, made)
         if show:
             reconstruction.show_radiographs(paNode, latNode, made.get("pa_bs"), made.get("lat_bs"))
         return made["pa_bs"], made["lat_bs"]
@@ -353,7 +375,11 @@ class DCTNetReconstructionLogic(ScriptedLoadableModuleLogic):
     def reconstruct(self, paNode, latNode, weights: str | None = None, device: str = "auto",
                     steps: int | None = None, seed: int = 0, progress: Callable[[float, str], None] | None = None,
                     show: bool = True) -> dict[str, Any]:
-        """Reconstruct the CT from two radiograph nodes; waits for ``dctnet reconstruct`` to finish.
+        """Reconstruct the CT from two radiograph nodes; returns when ``dctnet reconstruct`` has finished (Slicer's
+        window stays alive meanwhile: a local event loop runs, no sleep).
+
+        The first call starts a worker process that keeps the model loaded, so later calls cost only the
+        reconstruction. The output nodes of the parameter node are reused, role by role.
 
         Args:
             paNode, latNode: single-slice radiograph volumes (any size; scalar or RGB).
@@ -366,53 +392,71 @@ class DCTNetReconstructionLogic(ScriptedLoadableModuleLogic):
 
         Returns:
             Nodes by role (those of :data:`OUTPUT_PARAMETERS`): ``ct`` (G(Y), HU), ``from_bone_suppressed``
-            (G(X)), ``branch_difference`` (|G(Y) − G(X)|), ``uncertainty``, ``pa_bs``, ``lat_bs`` and, for radiographs made from a CT, ``difference`` (reconstruction − reference);
-            :attr:`lastMetrics` then holds ``psnr``, ``ssim`` and ``mae_hu`` against that CT.
+            (G(X)), ``branch_difference`` (|G(Y) − G(X)|), ``uncertainty``, ``pa_bs``, ``lat_bs`` and, for radiographs
+            made from a CT, ``difference`` (reconstruction − reference); :attr:`lastMetrics` then holds ``psnr``,
+            ``ssim`` and ``mae_hu`` against that CT, :attr:`lastWarnings` what the command warned about.
         """
         from DCTNetSlicerLib import reconstruction
 
+        p = self.getParameterNode()
         volumes, self.lastMetrics = reconstruction.reconstruct(
-            paNode, latNode, self.options(weights, device, steps, seed), progress=progress, on_notes=self._keepNotes)
+            paNode, latNode, self.options(weights, device, steps, seed), existing=self._outputs(p),
+            progress=progress, on_notes=self._keepNotes)
+        self._storeOutputs(p, volumes)
         if show:
             reconstruction.show_results(volumes, paNode, latNode)
         return volumes
 
-    # -- background (widget) -----------------------------------------------------------------------------------
-    def previewInBackground(self, parameterNode, onProgress=None, onFinished=None):
-        """Start the bone-suppression preview of the parameter node's radiographs in a child process."""
-        return self._startRun(parameterNode, True, onProgress, onFinished)
+    @staticmethod
+    def _outputs(p) -> dict[str, Any]:
+        return {role: getattr(p, name) for role, name in OUTPUT_PARAMETERS.items()}
 
-    def reconstructInBackground(self, parameterNode, onProgress=None, onFinished=None):
-        """Start the reconstruction of the parameter node's radiographs in a child process.
+    @staticmethod
+    def _storeOutputs(p, made: dict[str, Any]) -> None:
+        for role, node in made.items():
+            if role in OUTPUT_PARAMETERS:
+                setattr(p, OUTPUT_PARAMETERS[role], node)
 
-        Returns:
-            The running ``DCTNetSlicerLib.tasks.SlicerTask`` (``cancel()`` kills it). When it succeeds, the
-            output nodes are created or updated and stored in the parameter node before ``onFinished`` is called.
-        """
-        return self._startRun(parameterNode, False, onProgress, onFinished)
-
-    def _startRun(self, p, imagesOnly: bool, onProgress, onFinished):
+    def shutdown(self) -> None:
+        """End the worker process that keeps the model loaded (module cleanup; the next run starts a new one)."""
         from DCTNetSlicerLib import reconstruction
 
-        existing = {role: getattr(p, name) for role, name in OUTPUT_PARAMETERS.items()}
+        reconstruction.shutdown_workers()
+
+    # -- background (widget) -----------------------------------------------------------------------------------
+    def previewInBackground(self, parameterNode, onProgress=None, onFinished=None, onLog=None):
+        """Start the bone-suppression preview (``--images-only``) of the parameter node's radiographs."""
+        return self._startRun(parameterNode, True, onProgress, onFinished, onLog)
+
+    def reconstructInBackground(self, parameterNode, onProgress=None, onFinished=None, onLog=None):
+        """Start the reconstruction of the parameter node's radiographs on the worker process.
+
+        Returns:
+            The running ``DCTNetSlicerLib.tasks.SlicerTask`` (``cancel()`` kills it; closing the scene too). When it
+            succeeds, the output nodes are created or updated and stored in the parameter node before
+            ``onFinished`` is called.
+        """
+        return self._startRun(parameterNode, False, onProgress, onFinished, onLog)
+
+    def _startRun(self, p, imagesOnly: bool, onProgress, onFinished, onLog=None):
+        from DCTNetSlicerLib import reconstruction
 
         def finished(success: bool, message: str, made: dict[str, Any], metrics: dict[str, float]) -> None:
             if success:
-                for role, node in made.items():
-                    if role in OUTPUT_PARAMETERS:
-                        setattr(p, OUTPUT_PARAMETERS[role], node)
+                self._storeOutputs(p, made)
                 if not imagesOnly:
                     self.lastMetrics = metrics
             if onFinished:
                 onFinished(success, message)
 
         options = self.options(p.weightsPath, p.device, p.samplingSteps, p.seed)
-        return reconstruction.reconstruct_in_background(p.paVolume, p.latVolume, options, existing=existing,
+        return reconstruction.reconstruct_in_background(p.paVolume, p.latVolume, options, existing=self._outputs(p),
                                                         on_progress=onProgress, on_finished=finished,
-                                                        images_only=imagesOnly, on_notes=self._keepNotes)
+                                                        images_only=imagesOnly, on_notes=self._keepNotes,
+                                                        on_log=onLog)
 
-    def _keepNotes(self, notes: list[str]) -> None:
-        self.lastNotes = list(notes)
+    def _keepNotes(self, notes: list[str], warnings: list[str] = ()) -> None:
+        self.lastNotes, self.lastWarnings = list(notes), list(warnings)
 
     # -- results ---------------------------------------------------------------------------------------------
     def metricsText(self) -> str:
@@ -422,6 +466,7 @@ class DCTNetReconstructionLogic(ScriptedLoadableModuleLogic):
 
         lines = [results.format_metrics(self.lastMetrics)] if self.lastMetrics else []
         lines += [_("Note: {note}").format(note=note) for note in self.lastNotes]
+        lines += [_("Warning: {warning}").format(warning=warning) for warning in self.lastWarnings]
         return "\n".join(lines)
 
     def applyWindowPreset(self, p) -> None:

@@ -43,6 +43,11 @@ def _ensure_core_importable() -> None:
             return
 
 
+# The core needs Python ≥ 3.10, which Slicer ships from 5.10 on (CMakeLists.txt refuses older Slicer at build time).
+if sys.version_info < (3, 10):
+    raise RuntimeError(f"DCTNet needs Slicer 5.10 or newer (Python 3.10+; this Slicer has Python "
+                       f"{sys.version.split()[0]})")
+
 _ensure_core_importable()
 
 from DCTNetLib.conventions import PAPER_DATASETS  # noqa: E402  (torch-free; importable once the path is set)
@@ -121,11 +126,27 @@ class DCTNetTrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._metricsTimer.connect("timeout()", self.onMetricsTimer)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, lambda *a: self.setParameterNode(None))
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, lambda *a: self.initializeParameterNode())
+        # Slicer exits: every run of this session is asked to stop (stop file: a final checkpoint, the GPU freed)
+        slicer.app.connect("aboutToQuit()", self.logic.stopAll)
         self.initializeParameterNode()
+        self.reattach()
 
     def cleanup(self) -> None:
+        """Module reload or application exit: the run is detached, said so in the log, and re-attached from its run
+        folder when the module is set up again (on exit, ``aboutToQuit`` has already asked it to stop)."""
         self._metricsTimer.stop()
-        self.removeObservers()  # a running training keeps running; the logic still owns it
+        slicer.app.disconnect("aboutToQuit()", self.logic.stopAll)
+        self.logic.detach()
+        self.removeObservers()
+
+    def reattach(self) -> None:
+        """Watch and control a run that is already training into the parameter node's run folder."""
+        run = self.logic.attach(self._parameterNode)
+        if run is not None:
+            self.ui.trainingStatusLabel.text = _("Re-attached to the running {stage} training in {folder} (pid {pid})"
+                                                 ).format(stage=run.stage, folder=run.folder, pid=run.pid)
+            self._metricsTimer.start()
+        self._updateGUI()
 
     def enter(self) -> None:
         self.initializeParameterNode()
@@ -187,7 +208,7 @@ class DCTNetTrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._updateGUI()
 
     def onStop(self) -> None:
-        self.logic.stop()
+        self.ui.trainingStatusLabel.text = self.logic.stop()
 
     def onLoadBest(self) -> None:
         with slicer.util.tryWithErrorDisplay(_("No checkpoint to load."), waitCursor=True):
@@ -202,6 +223,10 @@ class DCTNetTrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 self.ui.evaluationTableView.setMRMLTableNode(table)
         if not self.logic.running:
             self._metricsTimer.stop()
+            if self.logic.attached is not None:  # a re-attached run has no exit callback: it ended now
+                self.logic.attached = None
+                self.ui.trainingStatusLabel.text = _("The run has ended")
+                self._updateGUI()
 
     def _onProgress(self, fraction: float | None, message: str) -> None:
         if fraction is not None:
@@ -222,6 +247,7 @@ class DCTNetTrainingLogic(ScriptedLoadableModuleLogic):
     def __init__(self) -> None:
         ScriptedLoadableModuleLogic.__init__(self)
         self.task = None
+        self.attached = None  # a run found in its run folder (DCTNetSlicerLib.training_runs.AttachedRun)
         self.request_ = None
         self.history = None
         self._tail = None
@@ -234,7 +260,34 @@ class DCTNetTrainingLogic(ScriptedLoadableModuleLogic):
 
     @property
     def running(self) -> bool:
-        return self.task is not None and self.task.running
+        return (self.task is not None and self.task.running) or (self.attached is not None and self.attached.running)
+
+    def attach(self, p):
+        """Find a training that is already running into ``p.runDir`` (started before a module reload, or by another
+        Slicer) and watch it; returns its ``AttachedRun`` or None."""
+        from DCTNetLib.training.runlog import MetricsTail, RunHistory
+        from DCTNetSlicerLib.training_runs import find_running, metrics_log_path
+
+        if self.task is not None and self.task.running or p is None:
+            return None
+        self.attached = find_running(p.runDir)
+        if self.attached is not None:
+            self.history = RunHistory()
+            self._tail = MetricsTail(metrics_log_path(self.attached.folder))
+        return self.attached
+
+    def detach(self) -> None:
+        """Stop watching (module reload): a training keeps running, and says where it can be found again."""
+        run = self.attached or (self.task if self.task is not None and self.task.running else None)
+        if run is not None:
+            logging.warning("DCTNet Training: the run keeps training; open DCTNet Training with the same run folder "
+                            "to watch or stop it again (or create the file STOP in its run folder)")
+        self.attached = None
+
+    def stopAll(self) -> None:
+        """Application exit: ask this session's run to stop (stop file: it writes a checkpoint and frees the GPU)."""
+        if self.running:
+            self.stop()
 
     def request(self, p, stage: str):
         """A ``DCTNetSlicerLib.training_runs.RunRequest`` for ``stage`` from the parameter node."""
@@ -254,8 +307,13 @@ class DCTNetTrainingLogic(ScriptedLoadableModuleLogic):
         from DCTNetSlicerLib.tasks import SlicerTask
         from DCTNetSlicerLib.training_runs import command_args, metrics_log_path, stage_dir
 
+        from DCTNetSlicerLib.training_runs import busy_reason
+
         if self.running:
             raise RuntimeError("a run is already going; stop it first")
+        busy = busy_reason(request)
+        if busy:
+            raise RuntimeError(busy)
         args = command_args(request)
         self.request_ = request
         self.history = RunHistory()
@@ -264,10 +322,32 @@ class DCTNetTrainingLogic(ScriptedLoadableModuleLogic):
                                on_finished=onFinished).start()
         return self.task
 
-    def stop(self) -> None:
-        """Interrupt the run; its process tree is killed if it has not exited after a grace period."""
-        if self.running:
-            self.task.stop()
+    def stop(self) -> str:
+        """Stop the run gracefully; returns what was done, in one line.
+
+        Training (CDM, GAN): the stop file is written, which the trainer polls at every step on every platform; it
+        stops after the current step with a checkpoint. A second Stop kills it at once. Preparation and evaluation
+        are interrupted like Ctrl-C, and killed if they have not exited after a grace period.
+        """
+        from DCTNetSlicerLib.training_runs import STOPPABLE_STAGES, stage_dir
+
+        from DCTNetLib.training.stop_request import request_stop
+
+        if not self.running:
+            return "Nothing is running"
+        run = self.attached
+        if run is not None or (self.request_ is not None and self.request_.stage in STOPPABLE_STAGES):
+            target = run if run is not None else self.task
+            if getattr(target, "stopped", False):
+                target.cancel()
+                return "Killed"
+            folder = run.folder if run is not None else stage_dir(self.request_)
+            request_stop(folder) if run is None else run.stop()
+            if run is None:
+                self.task.stopped = True
+            return "Stopping after the current step (checkpoint written); press Stop again to kill it"
+        self.task.stop()
+        return "Interrupted"
 
     def pollMetrics(self) -> bool:
         """Fold new metrics-log records into :attr:`history`; True when there were any."""

@@ -43,6 +43,7 @@ COMMANDS: dict[str, str] = {
     "export": "export",
     "plot": "plot",
     "reproduce": "reproduce",
+    "worker": "worker",
 }
 
 

@@ -12,9 +12,10 @@ imports nothing from Slicer.
 - ``results``          the files ``dctnet reconstruct`` wrote → nodes; comparison with a reference CT
 - ``install``          first-use install of PyTorch (PyTorchUtils) and the core's other Python packages
                        (``slicer.packaging.pip_ensure`` on Slicer ≥ 5.12, ``pip_install`` before)
-- ``tasks``            background ``dctnet`` runs with progress, Stop and Cancel
-- ``process``          the child-process runner (no Qt): output read by a thread, JSON progress events, the whole
+- ``tasks``            the one runner of background ``dctnet`` runs (progress, Stop, Cancel) and the worker process
+                       that keeps the model loaded between reconstructions
+- ``process``          the child process itself (no Qt): output read by a thread, JSON progress events, the whole
                        process tree killed on cancel
-- ``console_process``  the Slicer ≥ 5.12 ``launchConsoleProcess(blocking=False)`` runner used by ``tasks``
-- ``training_runs``    argument lists of training / evaluation runs, loss-plot and table data
+- ``training_runs``    argument lists of training / evaluation runs, loss-plot and table data, re-attaching to a
+                       running training from its run folder
 """

@@ -14,9 +14,9 @@ Order matters:
 **Protected packages** (:data:`PROTECTED`): ``torch``, ``torchvision`` (PyTorchUtils owns them; a pip upgrade could
 replace a CUDA build by a CPU one), ``numpy``, ``SimpleITK`` and ``vtk`` (Slicer's C++ code is built against its
 own copies; replacing them can break Slicer itself) are never installed or upgraded, not even as a dependency of
-a package installed here: pip gets a constraints file pinning the installed version of each (``-c``; Slicer 5.10
-and newer), and ``pip_ensure`` additionally gets them as ``skip_packages`` (Slicer ≥ 5.12: each requirement is
-installed without dependencies and its dependency tree is walked, leaving those out), as TotalSegmentator does.
+a package installed here: pip gets a constraints file pinning the installed version of each (``-c`` on Slicer 5.10,
+``pip_ensure(constraints=...)`` on ≥ 5.12). ``skip_packages`` is not used: Slicer documents it as a discouraged
+workaround (``--no-deps`` installs, other packages' metadata edited, failures only warned about).
 
 ``pip_ensure`` as read from the Slicer/Slicer sources (``Base/Python/slicer/packaging.py``, commit
 4bf416c705675a9bccc55ade3904f04a1ca91750): ``pip_ensure(requirements, constraints=None, skip_packages=None,
@@ -206,8 +206,8 @@ def _as_requirements(requirements: Sequence[str]) -> list[Any]:
 def constraints_text() -> str:
     """A pip constraints file pinning the installed version of every :data:`PROTECTED` distribution.
 
-    Protected packages that are not installed as distributions (Slicer's own ``vtk``) cannot be pinned; they are
-    kept out by ``skip_packages`` where Slicer has it.
+    Protected packages that are not installed as distributions (Slicer's own ``vtk``) cannot be pinned; no package
+    DCTNet installs depends on them.
     """
     lines = []
     for name in PROTECTED:
@@ -235,11 +235,9 @@ def _install_with(missing: list[str], requester: str, askConfirmation: bool, con
     pip_ensure = pip_ensure_api()
     if pip_ensure is not None:  # Slicer ≥ 5.12
         parameters = inspect.signature(pip_ensure).parameters
-        protect = {}
-        if "constraints" in parameters:
-            protect["constraints"] = str(constraints)
-        if "skip_packages" in parameters:
-            protect["skip_packages"] = list(PROTECTED)
+        # Constraints only: skip_packages is documented by Slicer as a discouraged workaround (it installs with
+        # --no-deps, edits other packages' metadata and only warns on failures).
+        protect = {"constraints": str(constraints)} if "constraints" in parameters else {}
         try:
             pip_ensure(_as_requirements(missing), requester=requester, prompt_install=askConfirmation,
                        prompt_restart=False, skip_in_testing=False, **protect)

@@ -24,6 +24,7 @@ __all__ = [
     "ensure_layout",
     "show_results",
     "show_radiographs",
+    "lies_in",
 ]
 
 # Custom layout ids live above Slicer's built-in ones (< 500 at the time of Slicer 5.10); this one is ours.
@@ -106,6 +107,28 @@ def ensure_layout(views: Any = None) -> None:
     views.set_layout(LAYOUT_ID)
 
 
+# RAS normal of the coronal and sagittal slice planes.
+_PLANE_NORMALS = {"Coronal": (0.0, 1.0, 0.0), "Sagittal": (1.0, 0.0, 0.0)}
+
+
+def lies_in(node: Any, orientation: str) -> bool:
+    """True when a single-slice volume node lies in the ``"Coronal"`` / ``"Sagittal"`` plane (its one-voxel axis
+    along that plane's normal, within 1°), as the module's own radiographs do."""
+    import numpy as np
+    import vtk
+
+    image = node.GetImageData()
+    if image is None:
+        return True
+    thin = [axis for axis, n in enumerate(image.GetDimensions()) if n == 1]
+    if not thin:
+        return True
+    matrix = vtk.vtkMatrix4x4()
+    node.GetIJKToRASMatrix(matrix)
+    axis = np.array([matrix.GetElement(row, thin[0]) for row in range(3)])
+    return abs(float(np.dot(axis / np.linalg.norm(axis), _PLANE_NORMALS[orientation]))) > np.cos(np.radians(1.0))
+
+
 def show_radiographs(nodes_by_role: dict[str, Any], views: Any = None) -> None:
     """Put radiograph nodes (roles ``pa``, ``pa_bs``, ``lat``, ``lat_bs``) in their views and fit them."""
     views = views or AppViews()
@@ -118,8 +141,17 @@ def show_radiographs(nodes_by_role: dict[str, Any], views: Any = None) -> None:
         composite.SetLinkedControl(False)
         composite.SetBackgroundVolumeID(node.GetID() if node is not None else None)
         composite.SetForegroundVolumeID(None)
-        logic.GetSliceNode().SetViewGroup(RADIOGRAPH_VIEW_GROUP)
-        logic.GetSliceNode().SetOrientation(RADIOGRAPH_VIEWS[tag][0])
+        slice_node = logic.GetSliceNode()
+        slice_node.SetViewGroup(RADIOGRAPH_VIEW_GROUP)
+        orientation = RADIOGRAPH_VIEWS[tag][0]
+        if node is not None and not lies_in(node, orientation):
+            # an image loaded with Add Data or the DICOM browser is one *axial* slice: a coronal / sagittal view
+            # would cut it edge-on. vtkMRMLSliceNode::RotateToVolumePlane(volumeNode, forceSlicePlaneToSingleSlice
+            # = true) aligns the view with a single-slice volume's plane (Libs/MRML/Core/vtkMRMLSliceNode.h,
+            # Slicer/Slicer 357ff30; also in slicer-core's MRML, where the test runs it).
+            slice_node.RotateToVolumePlane(node)
+        else:
+            slice_node.SetOrientation(orientation)
         logic.FitSliceToAll()
 
 

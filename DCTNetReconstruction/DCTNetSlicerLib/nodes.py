@@ -59,6 +59,8 @@ MAP_COLOR_NODE_IDS = ("vtkMRMLColorTableNodeFileInferno.txt", "vtkMRMLColorTable
 REFERENCE_ROLE = "DCTNetReference"
 # Node attribute naming what a node is ("pa", "lat", "ct", "uncertainty", ...).
 ROLE_ATTRIBUTE = "DCTNet.Role"
+# Node attribute marking a MONOCHROME1 film loaded by Slicer (stored values: high = dark); its grey is inverted.
+MONOCHROME1_ATTRIBUTE = "DCTNet.Monochrome1"
 # Radiograph values are [0, 1]; this window shows them fully.
 RADIOGRAPH_WINDOW_LEVEL = (1.0, 0.5)
 # Obliquity (degrees) above which a CT is reported as tilted when it is made into radiographs.
@@ -318,4 +320,7 @@ def node_to_radiograph(node: Any) -> np.ndarray:
             if not high > low:
                 raise ValueError(f"radiograph '{node.GetName()}' is blank (every pixel is {low:g})")
             grey = (grey - low) / (high - low)
-    return np.clip(grey, 0.0, 1.0).astype(np.float32)
+    grey = np.clip(grey, 0.0, 1.0)
+    if node.GetAttribute(MONOCHROME1_ATTRIBUTE):  # stored high = dark: bright must be attenuation
+        grey = 1.0 - grey
+    return grey.astype(np.float32)

@@ -30,6 +30,10 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 __all__ = [
+    "BOOTSTRAP",
+    "bootstrap_command",
+    "session_pid",
+    "kill_now",
     "BackgroundProcess",
     "ProcessUpdate",
     "parse_event",
@@ -48,6 +52,22 @@ KILL_TIMEOUT_S = 5.0
 # Lines of output kept for the error summary of a failed run.
 TAIL_LINES = 200
 
+
+# Event printed by BOOTSTRAP before anything else; carries the child's pid (= its process-group id).
+SESSION_EVENT = "session"
+
+# Run ``python -c BOOTSTRAP <module> <args...>`` like ``python -m <module> <args...>``, in a new session.
+BOOTSTRAP = (
+    "import json, os, runpy, sys\n"
+    "if hasattr(os, 'setsid'):\n"
+    "    try:\n"
+    "        os.setsid()\n"
+    "    except OSError:\n"
+    "        pass\n"
+    f"print(json.dumps({{'event': {SESSION_EVENT!r}, 'pid': os.getpid()}}), flush=True)\n"
+    "module = sys.argv.pop(1)\n"
+    "runpy.run_module(module, run_name='__main__', alter_sys=True)\n"
+)
 
 def parse_event(line: str) -> dict[str, Any] | None:
     """The JSON object on ``line`` if it is an event (a dict with an ``"event"`` key), else ``None``."""
@@ -141,6 +161,63 @@ def kill_process_tree(
     return [proc.pid for proc in [root, *descendants]]
 
 
+def bootstrap_command(python: str, module: str, args: Sequence[str]) -> list[str]:
+    """``[python, "-u", "-c", BOOTSTRAP, module, *args]``: ``python -u -m module args`` in its own session."""
+    return [str(python), "-u", "-c", BOOTSTRAP, module, *[str(arg) for arg in args]]
+
+
+def session_pid(event: Mapping[str, Any] | None) -> int | None:
+    """The interpreter's pid from a :data:`BOOTSTRAP` session event, else None."""
+    if event is not None and event.get("event") == SESSION_EVENT and isinstance(event.get("pid"), int):
+        return int(event["pid"])
+    return None
+
+
+def kill_now(roots: Sequence[int | None], groups: Sequence[int | None] = ()) -> list[int]:
+    """SIGKILL the process trees under ``roots`` and the process groups ``groups``, and return at once.
+
+    Unlike :func:`DCTNetSlicerLib.process.kill_process_tree` nothing is waited for (no SIGTERM grace, no reaping), so
+    it can run on Slicer's GUI thread: whoever started a process reaps it (the reader thread of
+    ``BackgroundProcess`` or Slicer's launcher), and the task's end is reported through the usual callback.
+    Descendants are collected before anything is killed, so none escapes by being re-parented.
+
+    Returns:
+        the pids signalled (by tree; without ``psutil`` only the roots themselves).
+    """
+    try:
+        import psutil
+    except ImportError:  # the group kill below still reaches each session
+        psutil = None
+    victims: dict[int, Any] = {}
+    for pid in roots:
+        if pid is None:
+            continue
+        if psutil is None:
+            victims[pid] = None
+            continue
+        try:
+            root = psutil.Process(pid)
+            for proc in [root, *root.children(recursive=True)]:
+                victims[proc.pid] = proc
+        except psutil.NoSuchProcess:
+            pass
+    gone = (OSError,) if psutil is None else (OSError, psutil.Error)
+    for pid, proc in victims.items():
+        try:
+            proc.kill() if proc is not None else os.kill(pid, getattr(signal, "SIGKILL", signal.SIGTERM))
+        except gone:
+            pass
+    if os.name == "posix":
+        for group in groups:
+            if group is None:
+                continue
+            try:  # anything of the session that escaped the tree walk (daemonised helpers)
+                os.killpg(group, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+    return sorted(victims)
+
+
 @dataclass
 class ProcessUpdate:
     """What :meth:`BackgroundProcess.poll` found since the previous call.
@@ -168,12 +245,13 @@ class BackgroundProcess:
         argv: command line, e.g. from :func:`module_command`.
         cwd: working folder of the child. Defaults to the caller's.
         env: environment of the child. Defaults to :func:`child_environment`.
+        stdin: give the child a pipe to read from (:meth:`send`; a long-lived worker); else it reads nothing.
 
     Example::
 
         proc = BackgroundProcess(module_command("DCTNetLib", ["reconstruct", ...])).start()
-        while not (update := proc.poll()).finished:
-            time.sleep(0.2)
+        while not (update := proc.poll(timeout=None)).finished:   # blocks on the output queue, no sleep
+            print(update.lines, update.events)
     """
 
     def __init__(
@@ -181,15 +259,18 @@ class BackgroundProcess:
         argv: Sequence[str],
         cwd: str | os.PathLike | None = None,
         env: Mapping[str, str] | None = None,
+        stdin: bool = False,
     ) -> None:
         if not argv:
             raise ValueError("argv must name a program to run, got an empty command")
         self.argv = [str(arg) for arg in argv]
         self.cwd = None if cwd is None else str(cwd)
         self.env = dict(env) if env is not None else child_environment()
+        self.stdin = stdin
         self.tail: deque[str] = deque(maxlen=TAIL_LINES)
         self.cancelled = False
         self.returncode: int | None = None
+        self.session_pid: int | None = None  # the interpreter's own pid when started through BOOTSTRAP
         self._proc: subprocess.Popen | None = None
         self._queue: queue.Queue = queue.Queue()
         self._reader: threading.Thread | None = None
@@ -215,7 +296,7 @@ class BackgroundProcess:
             self.argv,
             cwd=self.cwd,
             env=self.env,
-            stdin=subprocess.DEVNULL,
+            stdin=subprocess.PIPE if self.stdin else subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
@@ -250,18 +331,45 @@ class BackgroundProcess:
 
     # -- output ------------------------------------------------------------------------------------------
 
-    def poll(self, max_items: int | None = None) -> ProcessUpdate:
-        """Deliver what the child printed since the last call, without blocking.
+    def send(self, line: str) -> None:
+        """Write one line to the child's stdin (a process started with ``stdin=True``).
+
+        Raises:
+            RuntimeError: the child has no stdin pipe or has exited (its pipe is closed).
+        """
+        if self._proc is None or self._proc.stdin is None:
+            raise RuntimeError("this process was not started with a stdin pipe")
+        try:
+            self._proc.stdin.write(line.rstrip("\n") + "\n")
+            self._proc.stdin.flush()
+        except (BrokenPipeError, OSError, ValueError) as exc:
+            raise RuntimeError(f"the process {self.pid} no longer reads its input ({exc})") from exc
+
+    def close_input(self) -> None:
+        """Close the child's stdin (a worker then exits once it has finished its request)."""
+        if self._proc is not None and self._proc.stdin is not None:
+            try:
+                self._proc.stdin.close()
+            except OSError:
+                pass
+
+    def poll(self, max_items: int | None = None, timeout: float | None = 0.0) -> ProcessUpdate:
+        """Deliver what the child printed since the last call.
 
         Args:
             max_items: stop after this many lines so a chatty child cannot stall a GUI timer.
                 Defaults to everything queued.
+            timeout: seconds to block for the first line when nothing is queued (0: never block, the GUI timer's
+                way; None: until a line arrives or the child exits). Blocking waits on the queue, never sleeps.
         """
         update = ProcessUpdate()
         count = 0
         while max_items is None or count < max_items:
             try:
-                item = self._queue.get_nowait()
+                if count == 0 and timeout != 0.0 and not self._finished:
+                    item = self._queue.get(timeout=timeout)
+                else:
+                    item = self._queue.get_nowait()
             except queue.Empty:
                 break
             count += 1
@@ -285,15 +393,13 @@ class BackgroundProcess:
             raise RuntimeError("start() the process before waiting for it")
         deadline = None if timeout is None else time.monotonic() + timeout
         total = ProcessUpdate()
-        while True:
-            update = self.poll()
+        while not self._finished:
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                break
+            update = self.poll(timeout=remaining)
             total.lines += update.lines
             total.events += update.events
-            if update.finished:
-                break
-            if deadline is not None and time.monotonic() >= deadline:
-                break
-            time.sleep(0.05)
         total.finished, total.returncode = self._finished, self.returncode
         return total
 
@@ -326,13 +432,13 @@ class BackgroundProcess:
 
     # -- reporting ---------------------------------------------------------------------------------------
 
-    def error_summary(self, max_lines: int = 5) -> str:
+    def error_summary(self, max_lines: int = 5, returncode: int | None = None) -> str:
         """A short message for a failed run: the ``error:`` line of the ``dctnet`` CLI if there is one, else
-        the last non-empty output lines, else the exit status."""
+        the last non-empty output lines, else the exit status (``returncode``, default the process's)."""
         lines = [line for line in self.tail if line.strip() and parse_event(line) is None]
         for line in reversed(lines):
             if "error:" in line:
                 return line.strip()
         if lines:
             return "\n".join(line.strip() for line in lines[-max_lines:])
-        return f"process exited with status {self.returncode}"
+        return f"process exited with status {self.returncode if returncode is None else returncode}"

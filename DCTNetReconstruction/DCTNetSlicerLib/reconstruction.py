@@ -5,24 +5,28 @@ Slicer application's by default), so ``Testing/SlicerCore`` runs them on the Qt-
 
 - Radiographs in: :func:`load_radiograph` (PNG/JPEG/TIFF/DICOM file → single-slice volume node),
   :func:`radiographs_from_ct` (a CT node → PA and lateral DRR nodes plus the prepared 128³ reference CT).
-- Reconstruction: the public ``dctnet reconstruct`` command, the same one users run, in a child process
-  (``PythonSlicer -m DCTNetLib reconstruct ... --extras --progress json``). :class:`Run` writes the two radiograph
-  nodes to files and builds the command line; the command reports progress as JSON lines and, in its last line,
-  the files it wrote by role; :func:`outputs_to_scene` turns those files into nodes placed where the radiographs
-  came from. :func:`reconstruct` waits for the command (console, scripts, self-test);
-  :func:`reconstruct_in_background` returns at once (the GUI).
+- Reconstruction: the public ``dctnet reconstruct`` command, the same one users run, in a ``dctnet worker`` child
+  kept alive between clicks (:class:`~DCTNetSlicerLib.tasks.Worker`: torch imported and the model loaded once).
+  :class:`Run` hands the command **the original file** of each radiograph node when the node still holds what
+  that file holds (:func:`source_file`: a file loaded here, with Add Data, or from Slicer's DICOM database), so a
+  DICOM film gets exactly the command line's header checks (pixel spacing onto the training detector,
+  ViewPosition, PatientOrientation flips); other nodes are written to files the command reads back unchanged
+  (:func:`export_radiograph`). The command reports progress as JSON lines and, in its last line, the files it
+  wrote by role; :func:`outputs_to_scene` turns those files into nodes placed where the radiographs came from.
+  :func:`reconstruct_in_background` returns at once (the GUI); :func:`reconstruct` starts the same and waits
+  (console, scripts, self-test). Closing the scene cancels a run (:class:`SceneGuard`).
 - Views: :func:`show_results`, :func:`show_radiographs` (:mod:`DCTNetSlicerLib.layout`).
 
-Only :func:`radiographs_from_ct` needs torch in Slicer's own process; everything else needs numpy, SimpleITK and
-Pillow (the child process that runs the model needs torch).
+Only :func:`radiographs_from_ct` needs torch in Slicer's own process; everything else needs numpy, SimpleITK,
+Pillow and (for DICOM films) pydicom; the child process that runs the model needs torch.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import shutil
 import tempfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -30,7 +34,6 @@ from typing import Any, Callable
 import numpy as np
 
 from . import layout, nodes, radiographs, results
-from .process import BackgroundProcess, module_command
 
 __all__ = [
     "Options",
@@ -38,18 +41,27 @@ __all__ = [
     "load_radiograph",
     "radiographs_from_ct",
     "export_radiograph",
+    "source_file",
+    "SceneGuard",
     "command_args",
     "outputs_to_scene",
     "reconstruct",
     "reconstruct_in_background",
     "show_results",
     "show_radiographs",
+    "undo_monochrome1",
 ]
 
 logger = logging.getLogger(__name__)
 
 # The reconstructed CT's file name in the run folder; NRRD keeps float32 HU and the grid exactly.
 OUTPUT_NAME = "ct.nrrd"
+# Node attributes of a radiograph loaded by load_radiograph: its file, and a digest of the voxels read from it (a
+# node whose voxels changed since is written out again instead of passing the file).
+SOURCE_FILE_ATTRIBUTE = "DCTNet.SourceFile"
+SOURCE_DIGEST_ATTRIBUTE = "DCTNet.SourceDigest"
+# Files `dctnet reconstruct` reads as radiographs (a node stored in any other format is written out).
+_RADIOGRAPH_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".dcm", ".dicom", ".dic", "")
 
 
 @dataclass
@@ -73,15 +85,74 @@ class Options:
 def load_radiograph(path: str | Path, view: str = "PA", scene: Any = None) -> Any:
     """A PNG/JPEG/TIFF/DICOM CR/DX radiograph as a single-slice volume node in [0, 1] (see ``read_radiograph``).
 
+    A DICOM film's header is checked as ``dctnet reconstruct`` checks it (``DCTNetLib.io.film``): a film whose
+    ViewPosition names the other view is refused, and a mirrored or upside-down film (PatientOrientation) is shown
+    flipped back, at its physical pixel spacing. The node remembers its file, so the reconstruction reads that file
+    itself (:func:`source_file`).
+
     Args:
         path: image file.
         view: ``"PA"`` or ``"LAT"``: places the image in a coronal / sagittal plane through the origin.
         scene: MRML scene. Defaults to ``slicer.mrmlScene``.
     """
+    from DCTNetLib.io.film import check_view, film_info
     from DCTNetLib.io.radiograph import read_radiograph
 
     image = read_radiograph(path)
-    return nodes.radiograph_to_node(image, view, f"{Path(path).stem} {view.upper()}", scene)
+    info = film_info(path, image.shape)
+    flip_cols, flip_rows, messages = check_view(info, view.lower())
+    for message in messages + info.warnings:
+        logger.warning("%s", message)
+    image = np.ascontiguousarray(image[::-1 if flip_rows else 1, ::-1 if flip_cols else 1])
+    node = nodes.radiograph_to_node(image, view, f"{Path(path).stem} {view.upper()}", scene,
+                                    pixel_spacing_mm=info.spacing_mm)
+    node.SetAttribute(SOURCE_FILE_ATTRIBUTE, str(Path(path).resolve()))
+    node.SetAttribute(SOURCE_DIGEST_ATTRIBUTE, _voxel_digest(node))
+    return node
+
+
+def _voxel_digest(node: Any) -> str:
+    import slicer
+
+    array = np.ascontiguousarray(slicer.util.arrayFromVolume(node))
+    return hashlib.sha256(array.tobytes() + str(array.dtype).encode()).hexdigest()
+
+
+def _dicom_database_file(node: Any) -> str | None:
+    """The instance file of a single-image node loaded from Slicer's DICOM database (its ``DICOM.instanceUIDs``
+    attribute, set by the DICOM plugins), else None."""
+    uids = (node.GetAttribute("DICOM.instanceUIDs") or "").split()
+    if len(uids) != 1:
+        return None
+    try:
+        import slicer
+
+        database = slicer.dicomDatabase
+        return database.fileForInstance(uids[0]) or None if database is not None else None
+    except (ImportError, AttributeError):
+        return None
+
+
+def source_file(node: Any) -> Path | None:
+    """The file a radiograph node still holds unchanged, for ``dctnet reconstruct`` to read itself; else None.
+
+    In order: a file :func:`load_radiograph` read (when the voxels still have the digest they had then); the
+    instance file of an image loaded from Slicer's DICOM database; the file of the node's storage node (Add Data)
+    when the node was not modified since it was read. A node made here (DRRs of a CT) has none.
+    """
+    candidates = []
+    recorded = node.GetAttribute(SOURCE_FILE_ATTRIBUTE)
+    if recorded and node.GetAttribute(SOURCE_DIGEST_ATTRIBUTE) == _voxel_digest(node):
+        candidates.append(recorded)
+    if not recorded:
+        unmodified = not node.GetModifiedSinceRead()
+        storage = node.GetStorageNode()
+        candidates += [path for path in (_dicom_database_file(node),
+                                         storage.GetFileName() if storage is not None else None) if unmodified]
+    for candidate in candidates:
+        if candidate and Path(candidate).is_file() and Path(candidate).suffix.lower() in _RADIOGRAPH_SUFFIXES:
+            return Path(candidate)
+    return None
 
 
 def radiographs_from_ct(ct_node: Any, scene: Any = None) -> tuple[Any, Any]:
@@ -129,7 +200,7 @@ def export_radiograph(node: Any, stem: Path) -> Path:
         raise ValueError("radiograph node has no image data")
     array = np.asarray(slicer.util.arrayFromVolume(node))
     single = [axis for axis, n in enumerate(array.shape[:3]) if n == 1]
-    if array.dtype == np.uint8 and single and array.ndim in (3, 4):
+    if array.dtype == np.uint8 and single and array.ndim in (3, 4) and not node.GetAttribute(nodes.MONOCHROME1_ATTRIBUTE):
         image, suffix = np.squeeze(array, axis=single[0]), ".png"
     else:
         grey = nodes.node_to_radiograph(node)
@@ -143,10 +214,13 @@ def export_radiograph(node: Any, stem: Path) -> Path:
 
 
 # -- the command ---------------------------------------------------------------------------------------------------
-def command_args(pa: str | Path, lat: str | Path, output: str | Path, options: Options | None = None) -> list[str]:
-    """``dctnet`` arguments (after ``python -m DCTNetLib``) of one reconstruction with all its outputs."""
+def command_args(pa: str | Path, lat: str | Path, output: str | Path, options: Options | None = None,
+                 images_only: bool = False) -> list[str]:
+    """``dctnet`` arguments (after ``python -m DCTNetLib``) of one reconstruction with all its outputs (the
+    bone-suppressed radiographs alone with ``images_only``: the preview)."""
     options = options or Options()
-    args = ["reconstruct", "--pa", str(pa), "--lat", str(lat), "--output", str(output), "--extras",
+    args = ["reconstruct", "--pa", str(pa), "--lat", str(lat), "--output", str(output),
+            *(["--images-only"] if images_only else ["--extras", "--no-figure"]),
             "--progress", "json", "--device", options.device, "--seed", str(int(options.seed))]
     if options.weights:
         args += ["--weights", str(options.weights)]
@@ -162,34 +236,49 @@ class Run:
         pa_node, lat_node: radiograph volume nodes (single slice; scalar or RGB).
         options: :class:`Options`.
         folder: working folder (created, and removed by :meth:`cleanup`). Defaults to a new temporary folder.
+        images_only: the preview (bone-suppressed radiographs only).
     """
 
-    def __init__(self, pa_node: Any, lat_node: Any, options: Options | None = None, folder: str | Path | None = None):
+    def __init__(self, pa_node: Any, lat_node: Any, options: Options | None = None, folder: str | Path | None = None,
+                 images_only: bool = False):
         if pa_node is None or lat_node is None:
             raise ValueError("select both a PA and a lateral radiograph first")
         self.pa_node, self.lat_node = pa_node, lat_node
+        self.images_only = images_only
         self.folder = Path(folder) if folder is not None else Path(tempfile.mkdtemp(prefix="DCTNet-"))
-        self.folder.mkdir(parents=True, exist_ok=True)
-        pa = export_radiograph(pa_node, self.folder / "pa")
-        lat = export_radiograph(lat_node, self.folder / "lat")
-        self.args = command_args(pa, lat, self.folder / OUTPUT_NAME, options)
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            self.inputs = {view: source_file(node) or export_radiograph(node, self.folder / view)
+                           for view, node in (("pa", pa_node), ("lat", lat_node))}
+        except BaseException:
+            self.cleanup()
+            raise
+        self.args = command_args(self.inputs["pa"], self.inputs["lat"], self.folder / OUTPUT_NAME, options,
+                                 images_only)
         self.outputs: dict[str, str] | None = None
         self.notes: list[str] = []
+        self.warnings: list[str] = []
 
     def on_event(self, event: dict[str, Any]) -> None:
-        """Keep the files and the notes for the user (e.g. "a demonstration model") of the last progress event."""
+        """Keep the files, the notes and the warnings for the user of the last progress event."""
         if event.get("event") == "progress" and isinstance(event.get("outputs"), dict):
             self.outputs = {str(role): str(path) for role, path in event["outputs"].items()}
             self.notes = [str(note) for note in event.get("notes") or []]
+            self.warnings = [str(line) for line in event.get("warnings") or []]
 
-    def load(self, scene: Any = None, existing: dict[str, Any] | None = None,
-             images_only: bool = False) -> tuple[dict[str, Any], dict[str, float]]:
-        """The outputs as nodes (see :func:`outputs_to_scene`)."""
+    def load(self, scene: Any = None, existing: dict[str, Any] | None = None) -> tuple[dict[str, Any], dict[str, float]]:
+        """The outputs as nodes (see :func:`outputs_to_scene`).
+
+        Raises:
+            OutputError: the command listed no outputs, or the radiographs were removed from the scene meanwhile.
+        """
+        from DCTNetLib.errors import OutputError
+
         if not self.outputs:
-            from DCTNetLib.errors import OutputError
-
             raise OutputError("the reconstruction finished without listing its outputs")
-        return outputs_to_scene(self.outputs, self.pa_node, self.lat_node, scene, existing, images_only)
+        if self.pa_node.GetScene() is None or self.lat_node.GetScene() is None:
+            raise OutputError("the radiographs were removed from the scene during the reconstruction")
+        return outputs_to_scene(self.outputs, self.pa_node, self.lat_node, scene, existing, self.images_only)
 
     def cleanup(self) -> None:
         shutil.rmtree(self.folder, ignore_errors=True)
@@ -220,10 +309,9 @@ def outputs_to_scene(outputs: dict[str, str], pa_node: Any, lat_node: Any, scene
     Returns:
         ``(nodes by role, metrics)``; metrics (``psnr``, ``ssim``, ``mae_hu``) only with a reference.
     """
-    existing = existing or {}
-    volumes, images = results.read_outputs(outputs)
-    if images_only:
-        volumes = {}
+    scene = scene if scene is not None else _default_scene()
+    existing = {role: node for role, node in (existing or {}).items() if node is not None and node.GetScene() is scene}
+    volumes, images = results.read_outputs(outputs, images_only)
     centre = _centre_ras(pa_node)
     made = results.volumes_to_nodes(volumes, images, scene, existing, name=f"{pa_node.GetName()} DCTNet",
                                     centre_ras=centre)
@@ -237,17 +325,65 @@ def outputs_to_scene(outputs: dict[str, str], pa_node: Any, lat_node: Any, scene
     return made, metrics
 
 
-def _child(args: list[str], python: str | None) -> tuple[list[str], dict[str, str]]:
-    from . import tasks
+def _default_scene() -> Any:
+    import slicer
 
-    return module_command("DCTNetLib", args, python=python or tasks.python_executable()), tasks._environment()
+    return slicer.mrmlScene
+
+
+_WORKERS: dict[str, Any] = {}
+
+
+def worker(python: str | None = None):
+    """The ``dctnet worker`` child reconstructions run on (one per interpreter, started on first use)."""
+    from .tasks import Worker, python_executable
+
+    python = python or python_executable()
+    if python not in _WORKERS:
+        _WORKERS[python] = Worker(python)
+    return _WORKERS[python]
+
+
+def shutdown_workers() -> None:
+    """Let the idle workers exit and kill a busy one (module cleanup, application exit)."""
+    for each in list(_WORKERS.values()):
+        each.close()
+    _WORKERS.clear()
+
+
+class SceneGuard:
+    """Cancels a task when the scene it writes into starts closing (File › Close Scene, a new scene, the
+    self-test's ``Clear``), so it never writes into removed nodes or points views at unrelated new ones.
+
+    Args:
+        scene: the MRML scene.
+        cancel: called once when the scene starts closing.
+    """
+
+    def __init__(self, scene: Any, cancel: Callable[[], None]) -> None:
+        self.scene, self.cancel, self.closed = scene, cancel, False
+        # vtkMRMLScene::StartCloseEvent, invoked by vtkMRMLScene::Clear before any node is removed
+        self._tag = scene.AddObserver(scene.StartCloseEvent, self._on_close)
+
+    def _on_close(self, caller: Any = None, event: Any = None) -> None:
+        if not self.closed:
+            self.closed = True
+            self.cancel()
+
+    def remove(self) -> None:
+        if self._tag is not None:
+            self.scene.RemoveObserver(self._tag)
+            self._tag = None
 
 
 def reconstruct(pa_node: Any, lat_node: Any, options: Options | None = None, scene: Any = None,
                 existing: dict[str, Any] | None = None, progress: Callable[[float, str], None] | None = None,
                 python: str | None = None, images_only: bool = False, timeout_s: float | None = None,
-                on_notes: Callable[[list[str]], None] | None = None) -> tuple[dict[str, Any], dict[str, float]]:
+                on_notes: Callable[[list[str]], None] | None = None,
+                on_log: Callable[[str], None] | None = None) -> tuple[dict[str, Any], dict[str, float]]:
     """Run ``dctnet reconstruct`` on two radiograph nodes and wait for it; returns :func:`outputs_to_scene`'s.
+
+    The same run as :func:`reconstruct_in_background`, waited for (in Slicer the window stays alive meanwhile).
 
     Args:
         pa_node, lat_node: radiograph nodes.
@@ -255,82 +391,91 @@ def reconstruct(pa_node: Any, lat_node: Any, options: Options | None = None, sce
         scene: MRML scene. Defaults to ``slicer.mrmlScene``.
         existing: nodes to overwrite, by role.
         progress: ``callback(fraction, message)`` for each stage.
-        python: interpreter of the child. Defaults to ``PythonSlicer`` (see ``tasks.python_executable``).
-        images_only: keep only the bone-suppressed radiographs (the preview).
-        timeout_s: give up (and kill the child) after this many seconds.
-        on_notes: ``callback(notes)`` with what the user must be told once (the shipped model is a demonstration
-            model trained on DRRs), called when the run succeeds; the notes are also logged.
+        python: interpreter of the worker. Defaults to ``PythonSlicer`` (see ``tasks.python_executable``).
+        images_only: only the bone-suppressed radiographs (the preview).
+        timeout_s: give up (and kill the worker) after this many seconds.
+        on_notes: ``callback(notes, warnings)`` with what the user must be told (the shipped model is a
+            demonstration model trained on DRRs; what could not be checked on the films), called when the run
+            succeeds; both are also logged.
+        on_log: called with each output line of the command.
 
     Raises:
-        RuntimeError: the command failed (its ``error:`` line) or timed out.
+        RuntimeError: the command failed (its ``error:`` line), timed out, or the scene was closed.
     """
-    run = Run(pa_node, lat_node, options)
-    try:
-        argv, env = _child(run.args, python)
-        process = BackgroundProcess(argv, env=env).start()
-        deadline = None if timeout_s is None else time.monotonic() + timeout_s
-        while True:
-            update = process.poll()
-            for line in update.lines:
-                logger.info("%s", line)
-            for event in update.events:
-                run.on_event(event)
-                if event.get("event") == "progress" and progress is not None:
-                    progress(float(event.get("fraction", 0.0)), str(event.get("message", "")))
-            if update.finished:
-                break
-            if deadline is not None and time.monotonic() > deadline:
-                process.cancel()
-                raise RuntimeError(f"dctnet reconstruct did not finish in {timeout_s:.0f} s")
-            time.sleep(0.05)
-        if process.returncode != 0:
-            raise RuntimeError(process.error_summary())
-        loaded = run.load(scene, existing, images_only)
-        _tell(run.notes, on_notes)
-        return loaded
-    finally:
-        run.cleanup()
+    outcome: dict[str, Any] = {}
+
+    def finished(success: bool, message: str, made: dict[str, Any], metrics: dict[str, float]) -> None:
+        outcome.update(success=success, message=message, made=made, metrics=metrics)
+
+    task = reconstruct_in_background(pa_node, lat_node, options, scene, existing,
+                                     on_progress=(lambda f, m: progress(f or 0.0, m)) if progress else None,
+                                     on_finished=finished, images_only=images_only, on_notes=on_notes,
+                                     python=python, on_log=on_log)
+    if not task.wait(timeout_s):
+        task.cancel()
+        raise RuntimeError(f"dctnet reconstruct did not finish in {timeout_s:.0f} s")
+    if not outcome.get("success"):
+        raise RuntimeError(outcome.get("message") or "the reconstruction failed")
+    return outcome["made"], outcome["metrics"]
 
 
-def _tell(notes: list[str], on_notes: Callable[[list[str]], None] | None) -> None:
-    for note in notes:
+def _tell(run: Run, on_notes: Callable[..., None] | None) -> None:
+    for note in run.notes:
         logger.warning("note: %s", note)
+    for line in run.warnings:
+        logger.warning("%s", line)
     if on_notes is not None:
-        on_notes(notes)
+        on_notes(run.notes, run.warnings)
 
 
 def reconstruct_in_background(pa_node: Any, lat_node: Any, options: Options | None = None, scene: Any = None,
                               existing: dict[str, Any] | None = None,
                               on_progress: Callable[[float | None, str], None] | None = None,
                               on_finished: Callable[[bool, str, dict[str, Any], dict[str, float]], None] | None = None,
-                              images_only: bool = False, on_notes: Callable[[list[str]], None] | None = None):
+                              images_only: bool = False, on_notes: Callable[..., None] | None = None,
+                              python: str | None = None, on_log: Callable[[str], None] | None = None):
     """Start ``dctnet reconstruct`` on two radiograph nodes and return the running ``SlicerTask`` at once.
 
     When it ends, ``on_finished(success, message, nodes_by_role, metrics)`` is called on the GUI thread; on
-    success the nodes are already in the scene, and ``on_notes(notes)`` has been called first (see
-    :func:`reconstruct`). ``task.cancel()`` kills the run and everything it started.
+    success the nodes are already in the scene, and ``on_notes(notes, warnings)`` has been called first (see
+    :func:`reconstruct`). ``task.cancel()`` kills the run and everything it started; so does closing the scene,
+    and then nothing is loaded. The run's temporary folder is removed whatever happens.
     """
     from .tasks import SlicerTask
 
-    run = Run(pa_node, lat_node, options)
+    scene = scene if scene is not None else _default_scene()
+    run = Run(pa_node, lat_node, options, images_only=images_only)
+    guard: SceneGuard | None = None
 
     def finished(success: bool, message: str) -> None:
         made: dict[str, Any] = {}
         metrics: dict[str, float] = {}
         try:
-            if success:
-                made, metrics = run.load(scene, existing, images_only)
-                _tell(run.notes, on_notes)
+            if guard is not None and guard.closed:
+                success, message = False, "Cancelled: the scene was closed"
+            elif success:
+                made, metrics = run.load(scene, existing)
+                _tell(run, on_notes)
         except Exception as exc:  # reported through the callback: the GUI shows it, the log has the trace
             logger.exception("reading the reconstruction failed")
             success, message = False, str(exc)
         finally:
             run.cleanup()
+            if guard is not None:
+                guard.remove()
         if on_finished:
             on_finished(success, message, made, metrics)
 
-    return SlicerTask(run.args, on_log=logger.info, on_progress=on_progress, on_event=run.on_event,
-                      on_finished=finished).start()
+    try:
+        task = SlicerTask(run.args, on_log=on_log or logger.info, on_progress=on_progress, on_event=run.on_event,
+                          on_finished=finished, worker=worker(python))
+        guard = SceneGuard(scene, task.cancel)
+        return task.start()
+    except BaseException:
+        run.cleanup()
+        if guard is not None:
+            guard.remove()
+        raise
 
 
 # -- views ---------------------------------------------------------------------------------------------------------
@@ -343,7 +488,46 @@ def show_results(volumes: dict[str, Any], pa_node: Any, lat_node: Any, show_unce
         "pa": pa_node, "lat": lat_node, "pa_bs": volumes.get("pa_bs"), "lat_bs": volumes.get("lat_bs")})
 
 
+def undo_monochrome1(node: Any) -> bool:
+    """Show a MONOCHROME1 film (stored high values = dark) that Slicer loaded without inverting it the right way
+    round. Whether a reader inverts MONOCHROME1 depends on it (slicer-core's ITK/GDCM archetype reader does; a
+    reader that does not leaves bone dark), so the node's voxels are compared with the film as
+    ``read_radiograph`` reads it (bright = attenuation) and only a node that correlates negatively is changed: its
+    display gets the inverted grey colour table (values stay as stored; the reconstruction reads the film's file)
+    and it is marked so that an export inverts it too. Returns True when the node is such a film."""
+    if node is None or node.GetAttribute(SOURCE_FILE_ATTRIBUTE) or node.GetAttribute(nodes.MONOCHROME1_ATTRIBUTE):
+        return bool(node is not None and node.GetAttribute(nodes.MONOCHROME1_ATTRIBUTE))
+    path = _dicom_database_file(node) or (node.GetStorageNode().GetFileName() if node.GetStorageNode() else None)
+    if not path or not Path(path).is_file():
+        return False
+    try:
+        import slicer
+
+        from DCTNetLib.io.radiograph import dcmread_checked, has_dicom_prefix, read_radiograph
+
+        if not has_dicom_prefix(path):
+            return False
+        photometric = str(dcmread_checked(path, stop_before_pixels=True).get("PhotometricInterpretation", ""))
+        if photometric.strip().upper() != "MONOCHROME1":
+            return False
+        truth = read_radiograph(path)
+        stored = np.squeeze(np.asarray(slicer.util.arrayFromVolume(node), dtype=np.float64))
+    except Exception as exc:  # not a readable DICOM film: nothing to undo
+        logger.info("cannot check the DICOM film %s: %s", path, exc)
+        return False
+    if stored.shape != truth.shape or float(np.corrcoef(stored.ravel(), truth.ravel())[0, 1]) > -0.5:
+        return False  # loaded the right way round already
+    node.SetAttribute(nodes.MONOCHROME1_ATTRIBUTE, "1")
+    display = node.GetDisplayNode()
+    if display is not None:
+        # one of the colour tables every Slicer scene holds (vtkMRMLColorTableNode type InvertedGrey)
+        display.SetAndObserveColorNodeID("vtkMRMLColorTableNodeInvertedGrey")
+    return True
+
+
 def show_radiographs(pa_node: Any, lat_node: Any, pa_bs: Any = None, lat_bs: Any = None, views: Any = None) -> None:
     """The results layout with only the radiograph row filled (before a reconstruction)."""
+    for node in (pa_node, lat_node):
+        undo_monochrome1(node)
     layout.ensure_layout(views)
     layout.show_radiographs({"pa": pa_node, "lat": lat_node, "pa_bs": pa_bs, "lat_bs": lat_bs}, views)

@@ -50,11 +50,12 @@ DIFFERENCE_WINDOW_LEVEL = (1000.0, 0.0)
 _VOLUME_SUFFIXES = (".nrrd", ".nii", ".nii.gz", ".mha", ".mhd")
 
 
-def read_outputs(outputs: dict[str, str]) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+def read_outputs(outputs: dict[str, str], images_only: bool = False) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """The files of a ``dctnet reconstruct`` run by role: volumes as ``CTVolume`` (HU), images as ``(H, W)``.
 
     Args:
         outputs: role → path, as listed by the command's last progress event (``--progress json``).
+        images_only: the run was ``--images-only`` (the preview): only the bone-suppressed radiographs.
 
     Returns:
         ``(volumes, images)``; files that are neither (figure, report) are left out.
@@ -68,7 +69,7 @@ def read_outputs(outputs: dict[str, str]) -> tuple[dict[str, Any], dict[str, np.
             volumes[role] = _read_volume(path)
         elif role in IMAGE_ROLES:
             images[role] = read_radiograph(path)
-    if "ct" not in volumes:
+    if "ct" not in volumes and not (images_only and images):
         from DCTNetLib.errors import OutputError
 
         raise OutputError(f"the reconstruction wrote no CT volume (outputs: {sorted(outputs)})")

@@ -24,6 +24,10 @@ from DCTNetLib.conventions import PAPER_DATASETS
 
 __all__ = [
     "STAGES",
+    "STOPPABLE_STAGES",
+    "AttachedRun",
+    "find_running",
+    "busy_reason",
     "RunRequest",
     "command_args",
     "metrics_log_path",
@@ -38,6 +42,9 @@ STAGES = {"prepare": "prepare", "cdm": "train-cdm", "gan": "train", "evaluate": 
 CDM_SUBDIR = "cdm"
 GAN_SUBDIR = "gan"
 EVAL_SUBDIR = "evaluation"
+# Stages whose command polls the stop file of its run folder (DCTNetLib.training.stop_request): Stop is graceful
+# there on every platform; the others are interrupted like Ctrl-C.
+STOPPABLE_STAGES = ("cdm", "gan")
 
 
 @dataclass
@@ -159,3 +166,66 @@ def eval_table_rows(history: Any, metrics: Sequence[str] | None = None) -> tuple
         summary = history.eval_summary(metrics)
         rows.append(["mean ± std", *[format_mean_std(summary[m]) for m in metrics]])
     return ["case", *metrics], rows
+
+
+def busy_reason(request: RunRequest) -> str | None:
+    """Why ``request`` must not start (one line), or None: a live run already trains into its folder."""
+    from DCTNetLib.training.stop_request import running_run
+
+    if request.stage not in STOPPABLE_STAGES:
+        return None
+    folder = stage_dir(request)
+    record = running_run(folder)
+    if record is None:
+        return None
+    return (f"{folder} is in use by a running training (pid {record.get('pid')}, started "
+            f"{record.get('started', '?')}); stop it first or choose another run folder")
+
+
+class AttachedRun:
+    """A training run this Slicer session did not start (found from its run folder's lock): watched, and stopped
+    through the stop file, never orphaned by a module reload.
+
+    Args:
+        stage: ``"cdm"`` or ``"gan"``.
+        folder: its run folder.
+        record: its lock record (``pid``, ``host``, ``started``).
+    """
+
+    def __init__(self, stage: str, folder: Path, record: dict[str, Any]) -> None:
+        self.stage, self.folder, self.record = stage, Path(folder), dict(record)
+        self.pid = int(record.get("pid", -1))
+        self.stopped = False
+
+    @property
+    def running(self) -> bool:
+        from DCTNetLib.training.stop_request import running_run
+
+        return running_run(self.folder) is not None
+
+    def stop(self) -> None:
+        """Ask the run to stop after its current step (it writes a checkpoint first)."""
+        from DCTNetLib.training.stop_request import request_stop
+
+        self.stopped = True
+        request_stop(self.folder)
+
+    def cancel(self) -> None:
+        """Kill the run and its workers at once (the previous checkpoint stays valid)."""
+        from .process import kill_now
+
+        kill_now([self.pid])
+
+
+def find_running(run_dir: str | Path) -> AttachedRun | None:
+    """The live training run in a DCTNet Training run folder (its ``cdm`` or ``gan`` sub-folder), else None."""
+    from DCTNetLib.training.stop_request import running_run
+
+    if not str(run_dir).strip():
+        return None
+    for stage in STOPPABLE_STAGES:
+        folder = stage_dir(RunRequest(stage=stage, run_dir=str(run_dir)))
+        record = running_run(folder)
+        if record is not None:
+            return AttachedRun(stage, folder, record)
+    return None

@@ -1,9 +1,9 @@
 """Slicer-version compatibility of the Slicer glue, without Slicer: fake ``slicer``/``qt`` modules stand in for
-Slicer 5.12 (non-blocking ``slicer.util.launchConsoleProcess``, ``slicer.packaging.pip_ensure``) and 5.10.
+Slicer 5.12 (``slicer.packaging.pip_ensure``) and 5.10 (``slicer.util.pip_install``), and for Qt's timer.
 
-The fake 5.12 launcher behaves like Slicer's (a plain ``Popen`` in the caller's process group, output read on a
-thread, callbacks delivered on the "GUI" thread when the test pumps), and the children are real processes, so
-the tests check real output handling, real interrupts and real process-tree kills on both paths. The program
+Every version runs background work with the one runner (``DCTNetSlicerLib.tasks.SlicerTask`` over
+``BackgroundProcess``); the children are real processes, so the tests check real output handling, real interrupts
+and real process-tree kills. The program
 started is a fake ``PythonSlicer``: like CTK's launcher, a real parent process that starts the interpreter as its
 child and exits with its status.
 """
@@ -85,45 +85,6 @@ class FakeTimer:
     @staticmethod
     def singleShot(ms, callback):  # noqa: N802 (Qt API)
         FakeTimer.single_shots.append((ms, callback))
-
-
-class FakeSlicerLauncher:
-    """``launchConsoleProcess`` of Slicer ≥ 5.12: same parameters; callbacks run only when :meth:`pump` is called
-    (Slicer runs them from a QTimer on the GUI thread)."""
-
-    def __init__(self, startup_env: dict[str, str], returns_popen: bool = True) -> None:
-        self.startup_env, self.returns_popen = startup_env, returns_popen
-        self.calls: list[tuple[list[str], dict]] = []
-        self._queue: queue.Queue = queue.Queue()
-
-    def __call__(self, args, useStartupEnvironment=True, updateEnvironment=None, cwd=None,  # noqa: N803
-                 blocking=True, logCallback=None, completedCallback=None):
-        self.calls.append((list(args), dict(useStartupEnvironment=useStartupEnvironment,
-                                            updateEnvironment=updateEnvironment, cwd=cwd, blocking=blocking,
-                                            logCallback=logCallback, completedCallback=completedCallback)))
-        env = dict(self.startup_env if useStartupEnvironment else os.environ)
-        env.update(updateEnvironment or {})
-        proc = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                universal_newlines=True, cwd=cwd)  # no new session, like Slicer's
-
-        def read():
-            for line in proc.stdout:
-                self._queue.put(("line", line.rstrip()))
-            self._queue.put(("done", proc.wait()))
-
-        threading.Thread(target=read, daemon=True).start()
-        self.log, self.completed = logCallback, completedCallback
-        return proc if self.returns_popen else None
-
-    def pump(self, until, timeout=60.0):
-        deadline = time.monotonic() + timeout
-        while not until() and time.monotonic() < deadline:
-            try:
-                kind, data = self._queue.get(timeout=0.05)
-            except queue.Empty:
-                continue
-            self.log(data) if kind == "line" else self.completed(data)
-        assert until(), "timed out waiting for the child"
 
 
 def _gone(pid: int, within_s: float = 5.0) -> bool:
@@ -210,106 +171,32 @@ def normalised(records):
     return out
 
 
-@posix_only
 @pytest.mark.parametrize("fail", [False, True])
-def test_5_12_launcher_is_used_non_blocking_and_feeds_the_same_handlers_as_5_10(fake_slicer, fail):
+def test_one_runner_feeds_lines_events_progress_and_the_end_to_the_handlers(fake_slicer, fail):
+    """Every Slicer version runs the child the same way: BackgroundProcess, drained by a QTimer on the GUI thread;
+    Slicer's blocking launchConsoleProcess is never called (the fake one fails the test)."""
     args = ["--fail"] if fail else []
-    # Slicer 5.10: blocking-only launchConsoleProcess → BackgroundProcess polled by a QTimer.
-    task, old_records = recording_task(args, "fake_job")
-    assert not task.uses_slicer_launcher
-    run_fallback(task, old_records)
-    assert FakeTimer.instances[0].interval == 200
-
-    # Slicer 5.12: the non-blocking launchConsoleProcess is called once, blocking=False, with our callbacks.
-    FakeTimer.instances.clear()
-    launcher = FakeSlicerLauncher(fake_slicer.startup_env)
-    fake_slicer.util.launchConsoleProcess = launcher
-    task, new_records = recording_task(args, "fake_job")
-    assert task.uses_slicer_launcher
-    task.start()
-    assert task.running and FakeTimer.instances == []  # no polling timer of ours: Slicer drives the callbacks
-    (argv, kwargs), = launcher.calls
-    assert kwargs["blocking"] is False and callable(kwargs["logCallback"]) and callable(kwargs["completedCallback"])
-    assert argv[1:3] == ["-u", "-c"] and argv[4:] == ["fake_job", *args]
-    assert kwargs["useStartupEnvironment"] is True
-    core = str(REPO / "DCTNetReconstruction")
-    assert kwargs["updateEnvironment"]["PYTHONPATH"].split(os.pathsep)[0] == core
-    launcher.pump(lambda: finished(new_records))
-    assert not task.running and task.process.returncode == (2 if fail else 0)
-
-    assert normalised(new_records) == normalised(old_records)  # same lines, events, progress and end message
-    assert old_records[-1][0] == new_records[-1][0] == "finished"
+    task, records = recording_task(args, "fake_job")
+    run_fallback(task, records)
+    assert FakeTimer.instances[0].interval == 100
     expected_progress = [("progress", 0.5, "half way")] + ([] if fail else [("progress", 1.0, "done")])
-    assert [r for r in new_records if r[0] == "progress"] == expected_progress
-    assert ("log", "hello from the job") in new_records
-    assert all(r[1].get("event") != "session" for r in new_records if r[0] == "event")  # internal, swallowed
-    assert ("event", {"event": "metric", "loss": 1.25}) in new_records
-    end = new_records[-1]
+    assert [r for r in records if r[0] == "progress"] == expected_progress
+    assert ("log", "hello from the job") in records
+    assert all(r[1].get("event") != "session" for r in records if r[0] == "event")  # internal, swallowed
+    assert ("event", {"event": "metric", "loss": 1.25}) in records
+    end = records[-1]
     if fail:
         assert end == ("finished", False, "error: broken input file x.png")
     else:
         assert end[:2] == ("finished", True) and end[2].startswith("Finished in ")
 
 
-def wait_for_line(launcher, records, prefix):
-    launcher.pump(lambda: any(r[0] == "log" and r[1].startswith(prefix) for r in records))
-    return next(r[1] for r in records if r[0] == "log" and r[1].startswith(prefix))
-
-
-@posix_only
-@pytest.mark.parametrize("returns_popen", [True, False])
-def test_5_12_stop_interrupts_the_whole_tree_like_ctrl_c(fake_slicer, returns_popen):
-    import psutil
-
-    launcher = FakeSlicerLauncher(fake_slicer.startup_env, returns_popen=returns_popen)
-    fake_slicer.util.launchConsoleProcess = launcher
-    task, records = recording_task([], "sleepy_job")
-    task.start()
-    grandchild = int(wait_for_line(launcher, records, "ready").split()[1])
-    wait_for_line(launcher, records, "grandchild ready")
-    pid = task.interrupt_pid  # the interpreter, from the bootstrap's session event
-    assert pid is not None and os.getpgid(pid) == pid != os.getpgid(0)  # own group, not Slicer's
-    task.stop(grace_s=30)
-    assert FakeTimer.single_shots[-1][0] == 30000  # the kill-after-grace timer is armed
-    launcher.pump(lambda: finished(records))
-    # child and grandchild share the pipe, so their last lines may interleave ("interruptedTraceback ...")
-    assert any(kind == "log" and "interrupted" in str(text) for kind, text in records)
-    assert task.process.returncode == 130
-    assert records[-1] == ("finished", False, "Stopped")
-    assert _gone(grandchild)
-
-
-@posix_only
-def test_5_12_cancel_kills_child_and_grandchild(fake_slicer):
-    import psutil
-
-    launcher = FakeSlicerLauncher(fake_slicer.startup_env)
-    fake_slicer.util.launchConsoleProcess = launcher
-    task, records = recording_task([], "sleepy_job")
-    task.start()
-    grandchild = int(wait_for_line(launcher, records, "ready").split()[1])
-    wait_for_line(launcher, records, "grandchild ready")
-    task.cancel()
-    launcher.pump(lambda: finished(records))
-    assert records[-1] == ("finished", False, "Cancelled")
-    assert task.process.returncode not in (0, None)
-    assert _gone(grandchild)
-
-
-def _start(runner: str, fake_slicer, args):
-    """A sleepy job through the fake PythonSlicer on the 5.10 (BackgroundProcess) or 5.12 (Slicer's launcher)
-    runner; returns the task, its records and a pump(until) for that runner."""
-    launcher = None
-    if runner == "5.12":
-        launcher = FakeSlicerLauncher(fake_slicer.startup_env)
-        fake_slicer.util.launchConsoleProcess = launcher
+def _start(fake_slicer, args):
+    """A sleepy job through the fake PythonSlicer; returns the task, its records and a pump(until)."""
     task, records = recording_task(args, "sleepy_job")
     task.start()
-    assert task.uses_slicer_launcher == (runner == "5.12")
 
     def pump(until, timeout=60.0):
-        if launcher is not None:
-            return launcher.pump(until, timeout)
         deadline = time.monotonic() + timeout
         while not until() and time.monotonic() < deadline:
             for timer in FakeTimer.instances:
@@ -326,17 +213,16 @@ def _line(records, prefix):
 
 
 @posix_only
-@pytest.mark.parametrize("runner", ["5.10", "5.12"])
-def test_stop_interrupts_the_interpreter_not_the_launcher(fake_slicer, runner):
+def test_stop_interrupts_the_interpreter_not_the_launcher(fake_slicer):
     """PythonSlicer starts the interpreter as a child: Stop must reach the interpreter (which exits cleanly, 130)
     and leave the launcher alone (which then exits with the interpreter's status, not killed by a signal)."""
     import psutil
 
-    task, records, pump = _start(runner, fake_slicer, [])
+    task, records, pump = _start(fake_slicer, [])
     pump(lambda: _line(records, "grandchild ready") is not None)
     _, grandchild, interpreter = _line(records, "ready ").split()
     assert task.interrupt_pid == int(interpreter) != task.process.pid  # the launcher is another process
-    assert psutil.Process(int(interpreter)).ppid() == task.process.pid or runner == "5.12"
+    assert psutil.Process(int(interpreter)).ppid() == task.process.pid
     task.stop(grace_s=30)
     pump(lambda: finished(records))
     assert records[-1] == ("finished", False, "Stopped")
@@ -346,13 +232,12 @@ def test_stop_interrupts_the_interpreter_not_the_launcher(fake_slicer, runner):
 
 
 @posix_only
-@pytest.mark.parametrize("runner", ["5.10", "5.12"])
-def test_cancel_returns_at_once_and_kills_launcher_interpreter_and_workers(fake_slicer, runner):
+def test_cancel_returns_at_once_and_kills_launcher_interpreter_and_workers(fake_slicer):
     """Cancel runs on the GUI thread: it must not wait for processes to die (a run that ignores SIGTERM made the
     old terminate-wait-kill take seconds)."""
     import psutil
 
-    task, records, pump = _start(runner, fake_slicer, ["--ignore-sigterm"])
+    task, records, pump = _start(fake_slicer, ["--ignore-sigterm"])
     pump(lambda: _line(records, "grandchild ready") is not None)
     _, grandchild, interpreter = _line(records, "ready ").split()
     started = time.monotonic()
@@ -363,21 +248,6 @@ def test_cancel_returns_at_once_and_kills_launcher_interpreter_and_workers(fake_
     for pid in (int(grandchild), int(interpreter)):
         assert _gone(pid)
     assert task.process.returncode not in (0, None)
-
-
-def test_runner_falls_back_without_the_non_blocking_api_or_without_sessions(fake_slicer, monkeypatch):
-    from DCTNetSlicerLib import console_process
-
-    assert console_process.nonblocking_launcher() is None  # 5.10 signature: no blocking/logCallback/...
-    del fake_slicer.util.launchConsoleProcess
-    assert console_process.nonblocking_launcher() is None  # no launchConsoleProcess at all
-    launcher = FakeSlicerLauncher(fake_slicer.startup_env)
-    fake_slicer.util.launchConsoleProcess = launcher
-    assert console_process.nonblocking_launcher() is (launcher if hasattr(os, "setsid") else None)
-    monkeypatch.setattr(console_process, "_can_detach", lambda: False)  # Windows
-    task, _ = recording_task([], "fake_job")
-    assert console_process.nonblocking_launcher() is None and not task.uses_slicer_launcher
-    assert launcher.calls == []
 
 
 # -- first-use install ----------------------------------------------------------------------------------------
@@ -483,8 +353,9 @@ def test_pip_ensure_is_used_with_the_missing_packages_when_present(fake_slicer, 
     assert [str(r) for r in call["requirements"]] == [MISSING]  # only what is missing, as Requirement objects
     assert all(isinstance(r, Requirement) for r in call["requirements"])
     assert call == dict(call, prompt_install=True, prompt_restart=False, requester="DCTNet", skip_in_testing=False)
-    # torch, numpy, SimpleITK, vtk... never come in as someone's dependency: skipped, and pinned where installed
-    assert call["skip_packages"] == list(install.PROTECTED)
+    # torch, numpy, SimpleITK... never come in as someone's dependency: pinned by constraints alone (no
+    # skip_packages, which Slicer documents as a discouraged workaround)
+    assert call["skip_packages"] is None
     assert _pins(call["constraints"]) == _installed_protected()
 
     installed.clear()

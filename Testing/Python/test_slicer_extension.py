@@ -112,7 +112,7 @@ def test_icons_are_128_pixel_pngs(icon):
 
 # -- .ui files ↔ module code ---------------------------------------------------------------------------------------
 # The widget class each `self.ui.<name>` must have, by the name's suffix (the convention the modules follow).
-SUFFIX_CLASSES = {"Button": "QPushButton", "ComboBox": "QComboBox", "PathLineEdit": "ctkPathLineEdit",
+SUFFIX_CLASSES = {"CollapsibleButton": "ctkCollapsibleButton", "Button": "QPushButton", "ComboBox": "QComboBox", "PathLineEdit": "ctkPathLineEdit",
                   "Selector": "qMRMLNodeComboBox", "SpinBox": "QSpinBox", "CheckBox": "QCheckBox",
                   "ProgressBar": "QProgressBar", "Label": "QLabel", "TextEdit": "QPlainTextEdit",
                   "TableView": "qMRMLTableView"}

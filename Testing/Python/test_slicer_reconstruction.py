@@ -106,12 +106,44 @@ def test_progress_log_prints_no_events_and_errors_stay_one_line(tmp_path, tiny_b
     assert all(e["fraction"] < 1.0 for e in _events(failed.stdout))  # never reports "done" for a failed run
 
 
-def test_the_private_worker_is_gone_and_nothing_refers_to_it():
+def test_no_private_worker_only_the_public_command_through_dctnet_worker():
+    """The old private worker of the Slicer glue stays gone: the glue's worker process is ``dctnet worker``, which
+    runs the public ``dctnet reconstruct`` and nothing else."""
     assert not (REPO / "DCTNetReconstruction" / "DCTNetSlicerLib" / "worker.py").exists()
     for path in [*(REPO / "DCTNetReconstruction" / "DCTNetSlicerLib").glob("*.py"),
                  REPO / "DCTNetReconstruction" / "DCTNetReconstruction.py", REPO / "DCTNetReconstruction" / "CMakeLists.txt"]:
         assert "DCTNetSlicerLib.worker" not in path.read_text(encoding="utf-8"), path
-        assert "worker.py" not in path.read_text(encoding="utf-8"), path
+        assert "DCTNetSlicerLib/worker.py" not in path.read_text(encoding="utf-8"), path
+
+
+def test_a_worker_request_is_the_public_command_and_the_model_stays_loaded(tmp_path, tiny_bundle_path):
+    """Requests to ``dctnet worker`` write what ``dctnet reconstruct`` writes, byte for byte, print the same events,
+    load the model once for several requests, and refuse anything but reconstruct in one line."""
+    pa, lat = _radiographs(tmp_path)
+    common = ["--pa", str(pa), "--lat", str(lat), "--weights", str(tiny_bundle_path), "--device", "cpu",
+              "--steps", "2", "--extras", "--no-figure", "--progress", "json"]
+    direct = _run(["reconstruct", *common, "--output", str(tmp_path / "direct.nrrd")])
+    assert direct.returncode == 0, direct.stderr
+    requests = [{"args": ["reconstruct", *common, "--output", str(tmp_path / f"w{i}.nrrd")]} for i in range(2)]
+    preview = [arg for arg in common if arg not in ("--extras", "--no-figure")] + ["--images-only"]
+    requests += [{"args": ["reconstruct", *preview, "--output", str(tmp_path / "preview.nrrd")]},
+                 {"args": ["train", "--help"]}]
+    code = ("import sys, DCTNetLib.inference as inf; real = inf.Reconstructor.load.__func__\n"
+            "def counted(cls, *a, **k):\n    print('MODEL LOADED', flush=True)\n    return real(cls, *a, **k)\n"
+            "inf.Reconstructor.load = classmethod(counted)\nfrom DCTNetLib.cli import main\nsys.exit(main(['worker']))")
+    served = subprocess.run([sys.executable, "-c", code], input="".join(json.dumps(r) + "\n" for r in requests),
+                            capture_output=True, text=True, timeout=600, cwd=REPO)
+    assert served.returncode == 0, served.stderr
+    exits = [e["returncode"] for e in _events(served.stdout) if e["event"] == "exit"]
+    assert exits == [0, 0, 0, 2] and served.stdout.count("MODEL LOADED") == 1
+    assert "a worker runs only reconstruct, not 'train'" in served.stderr
+    for role in ("", "_uncertainty", "_from_bone_suppressed", "_branch_difference"):
+        assert (tmp_path / f"w0{role}.nrrd").read_bytes() == (tmp_path / f"direct{role}.nrrd").read_bytes()
+    assert not (tmp_path / "w0_figure.png").exists() and not (tmp_path / "preview.nrrd").exists()
+    assert {Path(p).name for p in [e for e in _events(served.stdout) if e.get("outputs")][-1]["outputs"].values()} \
+        == {"preview_pa_bone_suppressed.png", "preview_lat_bone_suppressed.png"}
+    first = [e["message"] for e in _events(served.stdout)[: len(_events(direct.stdout)) + 1] if e["event"] == "progress"]
+    assert first == [e["message"] for e in _events(direct.stdout) if e["event"] == "progress"]
 
 
 @pytest.mark.parametrize("mode", ["log", "json"])

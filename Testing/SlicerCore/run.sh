@@ -13,5 +13,5 @@ VENV=.venv-slicer
 if [ ! -x "$VENV/bin/python" ]; then
     python3 -m venv "$VENV"
 fi
-"$VENV/bin/pip" install -q "slicer-core==5.13.31053.0" "numpy>=1.24" "SimpleITK>=2.3" "Pillow>=10" "pytest>=7.4"
+"$VENV/bin/pip" install -q "slicer-core==5.13.31053.0" "numpy>=1.24" "SimpleITK>=2.3" "Pillow>=10" "pydicom>=2.4" "psutil>=5.9" "pytest>=7.4"
 exec "$VENV/bin/python" -m pytest Testing/SlicerCore -q -p no:cacheprovider "$@"

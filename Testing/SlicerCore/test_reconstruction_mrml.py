@@ -280,10 +280,9 @@ def test_a_failing_command_reports_its_error_line_and_leaves_no_folder(scene, ch
 
 
 def test_background_run_loads_the_same_nodes_through_the_task_runner(scene, tiny_bundle, child_python, monkeypatch):
-    """The widget's path: ``reconstruct_in_background`` → ``SlicerTask`` → progress events → the nodes, handed to the
-    finished callback. slicer-core's ``slicer.util.launchConsoleProcess`` has the non-blocking mode of Slicer ≥ 5.12,
-    so this runs Slicer's own launcher code; only ``qt.QTimer`` is stood in for (its single shots and interval
-    timers are fired by this test's loop, as Qt's event loop would)."""
+    """The widget's path: ``reconstruct_in_background`` → ``SlicerTask`` on the worker → progress events → the nodes,
+    handed to the finished callback. Only ``qt.QTimer`` is stood in for (its single shots and interval timers are
+    fired by this test's loop, as Qt's event loop would)."""
     import time
 
     class Timer:
@@ -322,14 +321,14 @@ def test_background_run_loads_the_same_nodes_through_the_task_runner(scene, tiny
     task = reconstruction.reconstruct_in_background(
         pa, lat, reconstruction.Options(weights=str(tiny_bundle), device="cpu", steps=2), scene,
         on_progress=lambda f, m: progress.append(f), on_finished=lambda *a: finished.append(a),
-        on_notes=notes.append)
+        on_notes=lambda said, warned: notes.append(said))
     deadline = time.monotonic() + 600
     while not finished and time.monotonic() < deadline:
         pump()
         time.sleep(0.05)
     (success, message, made, metrics), = finished
     assert success, message
-    assert task.uses_slicer_launcher == hasattr(__import__("os"), "setsid")
+    assert task.worker is reconstruction.worker(child_python) and task._timer is not None  # the GUI timer drove it
     assert {"ct", "from_bone_suppressed", "branch_difference", "uncertainty", "pa_bs", "lat_bs"} <= set(made)
     assert metrics == {}
     assert notes == [[]]  # own weights: no demonstration-model note (the shipped model's is tested in Testing/Python)

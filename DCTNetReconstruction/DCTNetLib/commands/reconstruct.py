@@ -30,6 +30,9 @@ skipped; the exit code is 1 when any case failed.
 marked DERIVED and as research output); when the PA film is DICOM the series takes its patient and study tags,
 so it files beside the films in a PACS or in Slicer's DICOM browser. With ``--batch``: ``FOLDER/<id>/``.
 
+``--images-only`` runs the bone-suppression diffusion model alone and writes the two bone-suppressed radiographs
+(the quick preview of the Slicer module); ``--no-figure`` leaves the figure out of ``--extras``.
+
 Besides the CT (G(Y)), ``--extras`` writes the uncertainty map (tissue-mixture spread of G(Y), HU),
 the second branch's CT G(X) (reconstructed from the bone-suppressed radiographs), the branch difference
 |G(Y) − G(X)|, the bone-suppressed radiographs and a PNG figure next to it. Nothing is overwritten without ``--overwrite``.
@@ -44,6 +47,7 @@ import os
 import time
 import warnings
 from pathlib import Path
+from types import SimpleNamespace
 
 from ..errors import InputError, OutputError
 from ..io.atomic import atomic_write_text, check_name_length, check_writable_dir, display_path
@@ -73,6 +77,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--extras", action="store_true",
                         help="also write the uncertainty map, G(X) (the CT from the bone-suppressed radiographs), "
                              "|G(Y) - G(X)|, the bone-suppressed PNGs, a figure and a report")
+    parser.add_argument("--images-only", action="store_true",
+                        help="only the bone-suppressed radiographs (<output stem>_pa_bone_suppressed.png and "
+                             "_lat_bone_suppressed.png), no CT: the quick preview of the diffusion model")
+    parser.add_argument("--no-figure", action="store_true",
+                        help="with --extras, leave out the PNG figure (for programs that show the volumes "
+                             "themselves)")
     parser.add_argument("--dicom", type=Path, metavar="FOLDER",
                         help="also write the CT as a DICOM series (one CT file per axial slice) into FOLDER; with a "
                              "DICOM --pa film it takes that film's patient and study; with --batch, FOLDER/<id>/")
@@ -96,11 +106,16 @@ def _stem(path: Path) -> str:
     return path.stem
 
 
-def output_paths(output: Path, extras: bool, from_ct: bool = False) -> dict[str, Path]:
-    """Every file the command will write, named after ``output`` (``from_ct``: the reference CT and its DRRs)."""
+def output_paths(output: Path, extras: bool, from_ct: bool = False, images_only: bool = False,
+                 figure: bool = True) -> dict[str, Path]:
+    """Every file the command will write, named after ``output`` (``from_ct``: the reference CT and its DRRs;
+    ``images_only``: the bone-suppressed radiographs alone; ``figure=False``: no figure among the extras)."""
     if not output.name.lower().endswith(_VOLUME_SUFFIXES):
         raise InputError(f"--output {output}: use one of {', '.join(_VOLUME_SUFFIXES)} (any case)")
     suffix = output.name[len(_stem(output)):]
+    if images_only:
+        stem, folder = _stem(output), output.parent
+        return {"pa_bs": folder / f"{stem}_pa_bone_suppressed.png", "lat_bs": folder / f"{stem}_lat_bone_suppressed.png"}
     paths = {"ct": output}
     if from_ct:
         stem, folder = _stem(output), output.parent
@@ -115,6 +130,8 @@ def output_paths(output: Path, extras: bool, from_ct: bool = False) -> dict[str,
                      lat_bs=folder / f"{stem}_lat_bone_suppressed.png",
                      figure=folder / f"{stem}_figure.png",
                      report=folder / f"{stem}_report.json")
+        if not figure:
+            del paths["figure"]
     return paths
 
 
@@ -153,6 +170,29 @@ def progress_reporter(mode: str):
         def report(fraction: float, message: str, **extra) -> None:
             log.debug("%3.0f%% %s", 100 * fraction, message)
     return report
+
+
+# Models kept loaded between runs in one process, by (weights file, its size and mtime, device): set to a dict by
+# `dctnet worker` (DCTNetLib.commands.worker), None (load every time) otherwise.
+MODEL_CACHE: dict | None = None
+
+
+def load_model(weights: Path | None, device: str):
+    """``Reconstructor.load(weights, device)``, or the model :data:`MODEL_CACHE` holds for the same unchanged file."""
+    from ..inference import Reconstructor
+
+    if MODEL_CACHE is None:
+        return Reconstructor.load(weights, device)
+    try:
+        stat = os.stat(weights) if weights is not None else None
+    except OSError:
+        stat = None
+    key = (str(Path(weights).resolve()) if weights is not None else None,
+           (stat.st_size, stat.st_mtime_ns) if stat else None, device)
+    if key not in MODEL_CACHE:
+        MODEL_CACHE.clear()  # one model at a time: a worker must not pile models up in memory
+        MODEL_CACHE[key] = Reconstructor.load(weights, device)
+    return MODEL_CACHE[key]
 
 
 DEMONSTRATION_NOTE = ("the shipped model is a small demonstration model trained on DRRs (digitally reconstructed "
@@ -247,7 +287,7 @@ def _check_batch(args: argparse.Namespace) -> tuple[list[tuple[str, Path, Path]]
 
 def run_batch(args: argparse.Namespace) -> int:
     """``--batch``: every case of a CSV or folder, one model load, ``<id>.nii.gz`` each and ``batch_report.json``."""
-    from ..inference import Reconstructor, model_record
+    from ..inference import model_record
     from ..io.ct import write_ct
 
     cases, targets = _check_batch(args)
@@ -256,7 +296,7 @@ def run_batch(args: argparse.Namespace) -> int:
         log.warning("note: %s", line)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        model = Reconstructor.load(args.weights, args.device)
+        model = load_model(args.weights, args.device)
     for line in dict.fromkeys(" ".join(str(w.message).split()) for w in caught):
         log.warning("%s", line)
     rows, failed = [], 0
@@ -300,7 +340,11 @@ def _check_single_case(args: argparse.Namespace) -> dict[str, Path]:
         raise InputError("give either --pa/--lat or --ct, not both")
     if args.steps is not None and args.steps < 1:
         raise InputError(f"--steps must be at least 1, got {args.steps}")
-    paths = output_paths(args.output, args.extras, from_ct=args.ct is not None)
+    if args.images_only and (args.ct is not None or args.dicom is not None or args.extras):
+        raise InputError("--images-only writes only the bone-suppressed radiographs of --pa/--lat: leave out --ct, "
+                         "--extras and --dicom")
+    paths = output_paths(args.output, args.extras, from_ct=args.ct is not None, images_only=args.images_only,
+                         figure=not args.no_figure)
     check_outputs(paths, args.overwrite, (args.pa, args.lat, args.ct, args.weights))
     if args.dicom is not None:
         from ..io.dicom_writer import check_dicom_output
@@ -312,7 +356,7 @@ def _check_single_case(args: argparse.Namespace) -> dict[str, Path]:
 def _reconstruct_case(args: argparse.Namespace, progress) -> tuple:
     """Read the inputs, load the model and reconstruct: ``(model, result, geometry, (pa, lat), films, warnings)``;
     every warning raised meanwhile is collected (once each) rather than printed."""
-    from ..inference import Reconstructor, radiographs_from_ct
+    from ..inference import radiographs_from_ct
     from ..io.ct import read_ct
 
     geometry, films = None, {}
@@ -323,16 +367,23 @@ def _reconstruct_case(args: argparse.Namespace, progress) -> tuple:
         else:
             (pa, lat), films = read_films(args.pa, args.lat)
         progress(0.05, "loading the model")
-        model = Reconstructor.load(args.weights, args.device)
+        model = load_model(args.weights, args.device)
         timesteps = getattr(model.cdm, "num_timesteps", None)
         if args.steps is not None and timesteps is not None and args.steps > timesteps:
             raise InputError(f"--steps {args.steps} is more than the {timesteps} steps the model's diffusion was "
                              f"trained with (use 1 to {timesteps})")
         sources = f"radiographs made from {args.ct}" if args.ct is not None else f"--pa {args.pa} --lat {args.lat}"
         try:
-            result = model.reconstruct(pa, lat, steps=args.steps, seed=args.seed, geometry=geometry,
-                                       progress=lambda f, m: progress(0.1 + 0.8 * f, m),
-                                       check_inputs=not getattr(args, "no_input_checks", False))
+            if getattr(args, "images_only", False):  # the preview: the CDM alone
+                progress(0.1, "suppressing the bones")
+                start = time.perf_counter()
+                pa_bs, lat_bs = model.suppress_bones(pa, lat, steps=args.steps, seed=args.seed)
+                result = SimpleNamespace(pa_bs=pa_bs, lat_bs=lat_bs,
+                                         timings={"cdm": round(time.perf_counter() - start, 3)})
+            else:
+                result = model.reconstruct(pa, lat, steps=args.steps, seed=args.seed, geometry=geometry,
+                                           progress=lambda f, m: progress(0.1 + 0.8 * f, m),
+                                           check_inputs=not getattr(args, "no_input_checks", False))
         except InputError as exc:  # the arrays' checks cannot know the files: name them
             raise InputError(f"{exc} ({sources})") from exc
     warning_lines = list(dict.fromkeys(" ".join(str(w.message).split()) for w in caught))
@@ -369,9 +420,23 @@ def _write_extras(args, paths, report, result, ground_truth) -> None:
         write_ct(result.branch_difference, paths["branch_difference"], overwrite=args.overwrite)
         write_png(paths["pa_bs"], result.pa_bs, overwrite=args.overwrite)
         write_png(paths["lat_bs"], result.lat_bs, overwrite=args.overwrite)
-    reconstruction_figure(paths["figure"], result.pa, result.lat, result.ct_unit, result.pa_bs, result.lat_bs,
-                          ground_truth, title=f"DCT-Net: {paths['ct'].name}")
+    if "figure" in paths:
+        reconstruction_figure(paths["figure"], result.pa, result.lat, result.ct_unit, result.pa_bs, result.lat_bs,
+                              ground_truth, title=f"DCT-Net: {paths['ct'].name}")
     atomic_write_text(paths["report"], json.dumps(report, indent=2, default=float) + "\n", overwrite=args.overwrite)
+
+
+def _write_images_only(args, paths, result, progress, notes, warning_lines) -> int:
+    """``--images-only``: the two bone-suppressed radiographs, then the last progress event listing them."""
+    from ..io.radiograph import write_png
+
+    write_png(paths["pa_bs"], result.pa_bs, overwrite=args.overwrite)
+    write_png(paths["lat_bs"], result.lat_bs, overwrite=args.overwrite)
+    progress(1.0, "done", outputs={role: str(path) for role, path in paths.items()}, notes=notes,
+             warnings=warning_lines)
+    print(json.dumps({"outputs": {role: str(path) for role, path in paths.items()}, "timings_s": result.timings,
+                      "warnings": warning_lines, "notes": notes}))
+    return 0
 
 
 def run(args: argparse.Namespace) -> int:
@@ -391,6 +456,8 @@ def run(args: argparse.Namespace) -> int:
     for line in notes:
         log.warning("note: %s", line)
     progress(0.9, "writing the outputs")
+    if args.images_only:
+        return _write_images_only(args, paths, result, progress, notes, warning_lines)
     write_ct(result.ct_hu, paths["ct"], overwrite=args.overwrite)
     if args.dicom is not None:
         paths["dicom"] = write_dicom(args, result)

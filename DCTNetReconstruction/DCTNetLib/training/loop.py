@@ -45,7 +45,7 @@ from .progress import Progress
 from .provenance import write_run_info
 from .rng import capture_rng_state, preserved_rng, restore_rng_state, seed_everything
 from .schedules import build_scheduler
-from .stop_request import StopRequest
+from .stop_request import STOP_FILE, StopRequest, claim_run_dir, release_run_dir
 
 __all__ = ["Trainer", "FitResult"]
 
@@ -307,12 +307,14 @@ class Trainer:
         self.steps_this_run = 0
         status = "max_steps" if cfg.max_steps and self.step >= cfg.max_steps else "done"  # resumed at the limit
         try:
-            with StopRequest() as stop:
+            with StopRequest(self.run_dir / STOP_FILE) as stop:  # Ctrl-C, SIGTERM or the stop file (every platform)
                 while self.epoch < cfg.epochs and status == "done":
                     status = self._train_epoch(stop, progress)
                 self._end(status, stop)
         finally:
             progress.close()
+            if self.info.is_main:
+                release_run_dir(self.run_dir)
         if status != "interrupted":  # finished: all epochs, or the requested max_steps
             self.log.write("done", step=self.step, epoch=self.epoch, reason=status, best_metric=self.best_metric,
                            best_epoch=self.best_epoch)
@@ -321,6 +323,8 @@ class Trainer:
 
     def _begin(self, resume: bool) -> None:
         """Resume from ``latest.pt`` or seed this rank's random streams; rank 0 records the config and run.json."""
+        if self.info.is_main:  # refuses a folder another live run trains into; removes a stale stop file
+            claim_run_dir(self.run_dir, command=f"{self.kind} training")
         if resume:
             self.resume()
         else:

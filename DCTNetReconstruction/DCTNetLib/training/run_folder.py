@@ -8,6 +8,7 @@ from typing import Any
 
 from ..errors import InputError
 from ..io.atomic import check_writable_dir
+from .stop_request import claim_run_dir, running_run
 
 __all__ = ["RUN_FILES", "prepare_run_dir", "saved_run_config"]
 
@@ -26,11 +27,14 @@ def prepare_run_dir(run_dir: str | Path, resume: bool, overwrite: bool) -> Path:
         overwrite: delete that run's files (only :data:`RUN_FILES`, nothing else) and start again.
 
     Raises:
-        InputError: a run exists and neither flag is given, both flags are given, or ``resume`` finds nothing.
+        InputError: a run exists and neither flag is given, both flags are given, ``resume`` finds nothing, or
+            another live run trains into the folder (its ``RUNNING.json``; see :mod:`.stop_request`).
     """
     run_dir = Path(run_dir)
     if resume and overwrite:
         raise InputError("--resume and --overwrite exclude each other")
+    if running_run(run_dir) is not None:  # before anything is deleted: claim_run_dir below says who holds it
+        claim_run_dir(run_dir)
     existing = [name for name in RUN_FILES if (run_dir / name).exists()]
     if resume:
         if not (run_dir / "latest.pt").is_file():
@@ -45,6 +49,7 @@ def prepare_run_dir(run_dir: str | Path, resume: bool, overwrite: bool) -> Path:
             (run_dir / name).unlink()
     run_dir.mkdir(parents=True, exist_ok=True)
     check_writable_dir(run_dir)
+    claim_run_dir(run_dir)  # this process trains here now (RUNNING.json)
     return run_dir
 
 
