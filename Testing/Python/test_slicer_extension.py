@@ -324,9 +324,15 @@ def test_reconstruction_requirements_cover_what_a_reconstruction_loads(tmp_path,
     from DCTNetSlicerLib import install
     from DCTNetSlicerLib.reconstruction import Options, command_args
 
-    rows, cols = np.mgrid[0:64, 0:64] / 63.0
-    for name in ("pa", "lat"):
-        image = np.exp(-(((rows - 0.5) / 0.3) ** 2 + ((cols - 0.4) / 0.2) ** 2)).astype(np.float32)
+    import torch
+
+    from DCTNetLib.conventions import hu_to_unit
+    from DCTNetLib.data.drr import make_drrs
+    from DCTNetLib.data.phantom import chest_phantom
+
+    hu = chest_phantom(size=32, spacing_mm=10.0, seed=0)  # radiographs of a chest: the input checks refuse blobs
+    drr = make_drrs(torch.from_numpy(hu_to_unit(hu).astype(np.float32))[None, None], 10.0)[0].numpy()
+    for name, image in zip(("pa", "lat"), drr):
         sitk.WriteImage(sitk.GetImageFromArray(image), str(tmp_path / f"{name}.tif"))
     args = command_args(tmp_path / "pa.tif", tmp_path / "lat.tif", tmp_path / "ct.nrrd",
                         Options(weights=str(tiny_bundle_path), device="cpu", steps=2))

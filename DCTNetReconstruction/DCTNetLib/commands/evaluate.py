@@ -37,6 +37,7 @@ from typing import Any
 
 from ..cli import main as dctnet
 from ..errors import InputError, OutputError, WeightsError
+from ..helpers import count_parameters
 from ..io.atomic import atomic_write_text, check_writable_dir
 
 # torch, numpy and the modules that import them are imported inside the functions: `dctnet --help` imports
@@ -142,7 +143,6 @@ def _load_g_raw(path: Path, device: Any) -> tuple[Any, Any, float]:
     or of a model bundle (its generators)."""
     from ..checkpoints.bundle import load_generators
     from ..checkpoints.networks import load_gan_generators
-    from ..helpers import count_parameters
     from ..models.presets import GANPreset
 
     try:
