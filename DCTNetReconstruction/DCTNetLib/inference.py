@@ -38,7 +38,7 @@ from .devices import select_device
 from .errors import InputError
 from .evaluation.metrics import reprojection_check
 from .io.ct import CTVolume
-from .io.film_gate import consistency_reason, non_chest_reason
+from .io.film_gate import consistency_reason, lateral_mirrored, non_chest_reason
 from .io.radiograph import resize_radiograph, view_pair_warnings
 from .io.safe_load import sha256_file
 
@@ -215,8 +215,8 @@ class Reconstructor:
             progress: ``callback(fraction, message)``.
             bone_suppressed: precomputed ``(pa_bs, lat_bs)`` to skip the CDM.
             check_inputs: refuse images that are not chest radiographs, before (noise, an inverted PA, a CT slice)
-                and after the reconstruction (a view its DRR does not match): :mod:`DCTNetLib.io.film_gate`.
-                Defaults to True.
+                and after the reconstruction (a view its DRR does not match), and flip a lateral that faces right
+                (with a warning): :mod:`DCTNetLib.io.film_gate`. Defaults to True.
 
         Returns:
             :class:`ReconstructionResult` (volumes in HU, 2.5 mm voxels).
@@ -253,6 +253,10 @@ class Reconstructor:
                 reason = non_chest_reason(image, view)
                 if reason is not None:
                     raise InputError(reason)
+            if lateral_mirrored(lat):
+                warnings.warn("the lateral shows the patient facing right (spine on the left); it was flipped to the "
+                              "model's orientation (facing left)", RuntimeWarning, stacklevel=3)
+                lat = np.ascontiguousarray(lat[:, ::-1])
         check_pair(pa, lat)
         y = self._pair_tensor(pa, lat)
 

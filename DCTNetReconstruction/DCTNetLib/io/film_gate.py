@@ -14,6 +14,12 @@ Two kinds of checks, both on the ``(n, n)`` images in [0, 1] that the generator 
 - *PA top band*: a PA chest film shows the shoulders and neck at the top (tissue over ≥ 62 % of rows 12–22 % in
   every PA here, below the 12 % a collimator may blank); an axial CT slice or most photographs show air there.
 
+**Lateral orientation** (:func:`lateral_mirrored`): the model's laterals show the patient facing left, spine on
+the right (the training DRRs: spine-side contrast −0.04 to +0.69). Films without a DICOM orientation are often shown
+facing right — both real laterals here (−0.25, −0.19) — and a mirrored lateral gave four lung columns in the axial
+slices. A lateral whose right band (rows 30–70 %, columns 70–95 %) is darker than its left band (5–30 %) by more
+than :data:`MIRRORED_LATERAL_CONTRAST` is flipped back, with a warning.
+
 **After reconstruction** (:func:`consistency_reason`): DRRs of the reconstruction are compared with the inputs
 (:func:`DCTNetLib.evaluation.metrics.reprojection_check`, Spearman's rank correlation of 32² thumbnails, which a
 film's display curve, noise and edge enhancement barely change — a plain correlation refused one in five film-like
@@ -31,7 +37,7 @@ from __future__ import annotations
 import numpy as np
 
 __all__ = ["MIN_STRUCTURE", "MIN_PA_POLARITY", "MIN_PA_TOP_TISSUE", "MIN_REPROJECTION_RANK", "structure",
-           "pa_polarity", "pa_top_tissue", "non_chest_reason", "consistency_reason"]
+           "pa_polarity", "pa_top_tissue", "spine_side", "lateral_mirrored", "non_chest_reason", "consistency_reason"]
 
 STRUCTURE_LAG = 1 / 16      # of the image side: 8 px of 128²
 MIN_STRUCTURE = 0.3         # radiographs ≥ 0.60, noise ≤ 0.03 (module docstring)
@@ -39,6 +45,7 @@ MIN_PA_POLARITY = 0.0       # PA films ≥ +0.07, inverted ≤ −0.07
 TISSUE_LEVEL = 0.2          # brighter than air and lung on [0, 1]
 TOP_BAND = (0.12, 0.22)     # rows, as fractions of the height: below what a collimator blanks (≤ 12 %)
 MIN_PA_TOP_TISSUE = 0.2     # PA films ≥ 0.62; axial CT slices mostly below
+MIRRORED_LATERAL_CONTRAST = -0.1  # training laterals ≥ −0.04, real laterals facing right ≤ −0.19
 # Minimum rank correlation of each view with the DRR of the reconstruction (see consistency_reason).
 MIN_REPROJECTION_RANK = {"pa": 0.5, "lat": 0.75}
 
@@ -75,6 +82,18 @@ def pa_polarity(image: np.ndarray) -> float:
 def pa_top_tissue(image: np.ndarray) -> float:
     """Fraction of pixels brighter than air and lung in rows 12–22 % of an ``(H, W)`` image (shoulders, neck)."""
     return float((_fraction_box(image, TOP_BAND, (0.0, 1.0)) > TISSUE_LEVEL).mean())
+
+
+def spine_side(image: np.ndarray) -> float:
+    """Median of the right band minus the median of the left band, rows 30–70 % of an ``(H, W)`` lateral: positive
+    when the spine (bright, posterior) is on the right, as in the training laterals."""
+    rows = (0.3, 0.7)
+    return float(np.median(_fraction_box(image, rows, (0.7, 0.95))) - np.median(_fraction_box(image, rows, (0.05, 0.3))))
+
+
+def lateral_mirrored(image: np.ndarray) -> bool:
+    """True when an ``(H, W)`` lateral shows the patient facing right (spine on the left): see the module docstring."""
+    return spine_side(image) < MIRRORED_LATERAL_CONTRAST
 
 
 def non_chest_reason(image: np.ndarray, view: str) -> str | None:
