@@ -70,6 +70,17 @@ def performance_from_eval(folder: Path, what: str) -> dict:
     return out
 
 
+def training_fingerprints(prepared: Path, train: list[str]) -> dict[str, str]:
+    """``{case: ct_fingerprint}`` of the real CTs the model trained on (procedural phantoms left out), so that
+    ``dctnet reconstruct --ct`` can say when a CT was in the training set."""
+    import numpy as np
+
+    from DCTNetLib.data.preprocess import ct_fingerprint
+
+    return {case: ct_fingerprint(np.load(prepared / "cases" / case / "ct_unit.npy"))
+            for case in sorted(set(train)) if not case.startswith("phantom")}
+
+
 def model_card(training_cts: dict, splits: dict, revision: str, demo_report: dict | None = None,
                overrides: dict | None = None, test_eval: dict | None = None) -> dict:
     """The manifest's ``model_card`` section (the keys ``dctnet info`` shows, DCTNetLib.commands.info)."""
@@ -129,6 +140,7 @@ def main(argv: list[str] | None = None) -> int:
                    "epochs, scripts/average_checkpoints.py; the CDM's online weights, 4 DDIM steps from "
                    "strength 0.35, chosen from docs/cdm.md's curve)"),
         "code_revision": _git_revision(repo),
+        "training_fingerprints": training_fingerprints(args.work / "prepared", splits["train"]),
     }
     demo = json.loads(args.demo_report.read_text()) if args.demo_report else None
     overrides = json.loads(args.model_card.read_text()) if args.model_card else None

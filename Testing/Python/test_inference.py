@@ -326,3 +326,19 @@ def test_shipped_model_holds_its_floor_on_the_test_ct_set(shared_data):
     assert mean_psnr > 20.2 and mean_x2ct > 24.4
     assert mean_ssim > 0.52
     assert mean_dice > 0.001 and mean_p999 > 200.0
+
+
+def test_reconstruct_says_when_the_ct_is_in_the_shipped_training_set(shared_data):
+    """A training CT is recognised from the manifest's fingerprints; a test CT is not; the fingerprint tolerates
+    float noise and tells two CTs apart."""
+    from DCTNetLib.commands.reconstruct import training_set_notes
+    from DCTNetLib.data.preprocess import ct_fingerprint, preprocess_ct, same_ct
+    from DCTNetLib.io.ct import read_ct
+
+    trained = preprocess_ct(read_ct(shared_data / "ct" / "LIDC-IDRI-0003.nii.gz")).volume
+    unseen = preprocess_ct(read_ct(shared_data / "ct" / TEST_CTS[0])).volume
+    assert any("lidc_idri_0003" in note for note in training_set_notes(trained))
+    assert training_set_notes(unseen) == []
+    noisy = trained + np.random.default_rng(0).normal(0, 1e-3, trained.shape).astype(np.float32)
+    assert same_ct(ct_fingerprint(trained), ct_fingerprint(noisy))
+    assert not same_ct(ct_fingerprint(trained), ct_fingerprint(unseen))

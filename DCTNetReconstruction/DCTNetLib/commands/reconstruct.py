@@ -200,6 +200,19 @@ DEMONSTRATION_NOTE = ("the shipped model is a small demonstration model trained 
                       "diagnostic CT (dctnet info shows its model card)")
 
 
+def training_set_notes(volume) -> list[str]:
+    """A note when the CT given with ``--ct`` is one the shipped model trained on (its figures then flatter the
+    model): the manifest's ``training_fingerprints`` against the CT's (``data.preprocess.ct_fingerprint``)."""
+    from ..checkpoints.bundle import default_manifest_path
+    from ..data.preprocess import ct_fingerprint, same_ct
+
+    path = default_manifest_path()
+    recorded = json.loads(path.read_text(encoding="utf-8")).get("training_fingerprints", {}) if path.is_file() else {}
+    mine = ct_fingerprint(volume)
+    return [f"this CT is one the shipped model was trained on ({case}): its figures are training figures, not a "
+            "test of the model" for case, value in recorded.items() if same_ct(mine, value)]
+
+
 def batch_cases(source: Path) -> list[tuple[str, Path, Path]]:
     """``[(id, pa, lat)]`` of a batch: a CSV (``pa``, ``lat``, optional ``id``) or a folder (see the module help)."""
     import csv
@@ -451,6 +464,8 @@ def run(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     model, result, geometry, (pa, lat), films, warning_lines = _reconstruct_case(args, progress)
     notes = [DEMONSTRATION_NOTE] if args.ct is None and args.weights is None else []
+    if geometry is not None and args.weights is None:
+        notes += training_set_notes(geometry.volume)
     for line in warning_lines:
         log.warning("%s", line)
     for line in notes:

@@ -37,6 +37,8 @@ from ..io.ct import CANONICAL_DIRECTION, CTVolume, to_sitk
 from ..io.geometry import centred_origin_lps, grid_centre_lps
 
 __all__ = [
+    "ct_fingerprint",
+    "same_ct",
     "PREPROCESSING_VERSION",
     "PreprocessConfig",
     "PreparedVolume",
@@ -207,3 +209,24 @@ def to_ct_volume(unit_volume, geometry: PreparedVolume | None = None,
         direction=geometry.direction,
         source=geometry.source,
     )
+
+
+FINGERPRINT_BLOCKS = 8        # a 128³ volume → 16³ block means
+FINGERPRINT_TOLERANCE = 3     # of 255: the same CT read twice differs by float noise; two CTs by far more
+
+
+def ct_fingerprint(unit_volume: np.ndarray) -> str:
+    """A compact, noise-tolerant fingerprint of a model-grid volume in unit values: the means of its 8³ blocks as
+    bytes (hex). Two fingerprints of the same CT agree within :data:`FINGERPRINT_TOLERANCE` (:func:`same_ct`); it
+    identifies training CTs without storing them (``manifest.json`` ``training_fingerprints``)."""
+    volume = np.clip(np.asarray(unit_volume, dtype=np.float64), 0.0, 1.0)
+    n, k = volume.shape[0], FINGERPRINT_BLOCKS
+    blocks = volume[:n - n % k, :n - n % k, :n - n % k].reshape(n // k, k, n // k, k, n // k, k).mean(axis=(1, 3, 5))
+    return np.round(blocks * 255).astype(np.uint8).tobytes().hex()
+
+
+def same_ct(a: str, b: str) -> bool:
+    """True when two :func:`ct_fingerprint` values come from the same CT (every block within the tolerance)."""
+    x, y = np.frombuffer(bytes.fromhex(a), np.uint8), np.frombuffer(bytes.fromhex(b), np.uint8)
+    return x.shape == y.shape and int(np.abs(x.astype(int) - y.astype(int)).max()) <= FINGERPRINT_TOLERANCE
+
