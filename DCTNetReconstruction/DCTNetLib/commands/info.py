@@ -3,7 +3,7 @@ machine / device the models would run on.
 
 Examples::
 
-    dctnet info                                   # machine, model card of the shipped weights, full DCT-Net counts
+    dctnet info                                   # machine, model card and parameter counts of the shipped model
     dctnet info --weights my_model.pt             # the card in the manifest.json beside your bundle
     dctnet info --preset x2ct-baseline            # the X2CT-GAN baseline (paper Table 2: 73.15 M)
     dctnet info --preset ablation-no-perceptual@small --json
@@ -51,8 +51,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     from ..models.presets import ABLATIONS, SIZES
 
     parser.add_argument("--preset", default=None, metavar="NAME",
-                        help=f"GAN preset: {', '.join(SIZES + ABLATIONS)}, or VARIANT@SIZE (default: full, after "
-                             "the shipped model's card)")
+                        help=f"GAN preset: {', '.join(SIZES + ABLATIONS)}, or VARIANT@SIZE (default: the model "
+                             "of --weights, or the shipped one)")
     parser.add_argument("--weights", type=Path, metavar="BUNDLE",
                         help="show the model card in the manifest.json beside this bundle (default: the shipped one)")
     parser.add_argument("--all", action="store_true", help="one total line for every preset at every size")
@@ -208,6 +208,16 @@ def _machine_line(machine: dict[str, Any]) -> str:
             f"GPUs: {gpus}; {machine['cpu_count']} CPUs, {machine['torch_threads']} torch threads")
 
 
+def _model_preset(weights: Path | None) -> Any:
+    """The GAN preset recorded in a model bundle (``None``: the shipped one), whose parameter table ``dctnet info``
+    shows by default."""
+    from ..checkpoints.bundle import default_weights_path, load_generators
+    from ..models.presets import GANPreset
+
+    preset, _ = load_generators(weights if weights is not None else default_weights_path())
+    return GANPreset.from_dict(preset)
+
+
 def run(args: argparse.Namespace) -> int:
     from ..models.presets import ABLATIONS, SIZES, gan_preset
 
@@ -230,7 +240,7 @@ def run(args: argparse.Namespace) -> int:
         for table in tables:
             print(f"{table['preset']:<32}{table['total'] / 1e6:>10.3f} M")
         return 0
-    preset = gan_preset(args.preset or "full")
+    preset = gan_preset(args.preset) if args.preset else _model_preset(args.weights)
     table = parameter_table(preset)
     if args.json:
         print(json.dumps({"machine": machine, "model_card": card, "config": preset.to_dict(), **table}, indent=2))
