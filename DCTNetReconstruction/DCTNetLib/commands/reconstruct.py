@@ -45,13 +45,13 @@ import time
 import warnings
 from pathlib import Path
 
+from ..conventions import DETECTOR_MM, VOLUME_WRITE_SUFFIXES
 from ..errors import InputError, OutputError
 from ..io.atomic import atomic_write_text, check_name_length, check_writable_dir, display_path
 
 HELP = "reconstruct a CT from a PA and a lateral radiograph (or from DRRs of a CT with --ct)"
 log = logging.getLogger("dctnet.reconstruct")
 
-_VOLUME_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".mha")  # = io.ct.WRITABLE_SUFFIXES (not imported: fast --help)
 PROGRESS_MODES = ("log", "json")
 
 
@@ -87,7 +87,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _stem(path: Path) -> str:
     name = path.name
-    for suffix in _VOLUME_SUFFIXES:
+    for suffix in VOLUME_WRITE_SUFFIXES:
         if name.lower().endswith(suffix):
             return name[: -len(suffix)]
     return path.stem
@@ -95,8 +95,8 @@ def _stem(path: Path) -> str:
 
 def output_paths(output: Path, extras: bool, from_ct: bool = False) -> dict[str, Path]:
     """Every file the command will write, named after ``output`` (``from_ct``: the reference CT and its DRRs)."""
-    if not output.name.lower().endswith(_VOLUME_SUFFIXES):
-        raise InputError(f"--output {output}: use one of {', '.join(_VOLUME_SUFFIXES)} (any case)")
+    if not output.name.lower().endswith(VOLUME_WRITE_SUFFIXES):
+        raise InputError(f"--output {output}: use one of {', '.join(VOLUME_WRITE_SUFFIXES)} (any case)")
     suffix = output.name[len(_stem(output)):]
     paths = {"ct": output}
     if from_ct:
@@ -211,8 +211,8 @@ def read_films(pa_path: Path, lat_path: Path) -> tuple[tuple, dict]:
         images.append(image)
         facts[view] = {"view_position": info.view_position, "orientation": info.orientation,
                        "spacing_mm": info.spacing_mm, "spacing_source": info.spacing_source,
-                       "field": "mapped onto the 500 mm training detector" if info.spacing_mm else
-                                "whole image taken as the 500 mm training detector (spacing unknown)"}
+                       "field": f"mapped onto the {DETECTOR_MM:.0f} mm training detector" if info.spacing_mm else
+                                f"whole image taken as the {DETECTOR_MM:.0f} mm training detector (spacing unknown)"}
     return tuple(images), facts
 
 
@@ -222,7 +222,7 @@ def _check_batch(args: argparse.Namespace) -> tuple[list[tuple[str, Path, Path]]
         raise InputError("give --batch alone, or --pa/--lat, or --ct")
     if args.extras:
         raise InputError("--extras is for one case; in batch mode only the CTs and batch_report.json are written")
-    if args.output.name.lower().endswith(_VOLUME_SUFFIXES):
+    if args.output.name.lower().endswith(VOLUME_WRITE_SUFFIXES):
         raise InputError(f"with --batch, --output is a folder (got {args.output})")
     cases = batch_cases(args.batch)
     ids = [case_id for case_id, _, _ in cases]
