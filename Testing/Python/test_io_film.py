@@ -123,7 +123,7 @@ def test_reconstruct_real_films_reports_checks_and_says_once_it_is_a_demonstrati
     err = capsys.readouterr().err
     assert "ViewPosition is LL" in err and len(err.strip().splitlines()) == 1 and not out.exists()
     assert main(["reconstruct", "--pa", str(cr_dir / "pa_chest_cr_monochrome1.dcm"), "--lat", str(lateral),
-                 "--output", str(out), "--device", "cpu"]) == 0
+                 "--output", str(out), "--device", "cpu", "--progress", "json"]) == 0
     report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert report["inputs"]["films"]["lat"]["spacing_mm"] == pytest.approx(0.4)
     assert report["inputs"]["films"]["pa"]["spacing_mm"] is None

@@ -16,9 +16,10 @@ note says once that the model was trained on DRRs and is a demonstration model (
 
 With ``--ct`` the reference CT (the input on the model's 128³ grid, HU) and its PA and lateral DRRs are written
 beside the output, and the report adds PSNR/SSIM/MAE against the reference and the re-projection check (DRRs
-of the reconstruction against the input DRRs), as ``dctnet demo`` does. The JSON report (printed, and written
-with ``--extras``) records the inputs, the model file's sha256 and version, the DDIM steps, the seed and every
-warning.
+of the reconstruction against the input DRRs), as ``dctnet demo`` does. On success one line says what was
+written (and, with ``--ct``, how close it is); the JSON report — the inputs, the model file's sha256 and version,
+the DDIM steps, the seed, every warning and the timings — is written with ``--extras`` and is the last line
+printed with ``--progress json``.
 
 Batch mode (``--batch``) loads the model once and reconstructs every case of a CSV file (columns ``pa``, ``lat``
 and optionally ``id``; relative paths are relative to the CSV) or of a folder (one sub-folder per case holding
@@ -404,8 +405,27 @@ def run(args: argparse.Namespace) -> int:
         _write_extras(args, paths, report, result, ground_truth)
     written = {role: str(path) for role, path in paths.items() if path.exists()}
     progress(1.0, "done", outputs=written, notes=notes, warnings=warning_lines)
-    print(json.dumps(report, default=float))
+    if getattr(args, "progress", "log") == "json":
+        print(json.dumps(report, default=float))
+    else:
+        print(summary_line(report, paths, args), flush=True)
     return 0
+
+
+def summary_line(report: dict, paths: dict[str, Path], args: argparse.Namespace) -> str:
+    """The one line a person reads after a reconstruction: what was written where, and how close it is to a
+    given CT (``--ct``); the full report is JSON in ``--extras``' report file and with ``--progress json``."""
+    parts = [f"dctnet reconstruct: {display_path(paths['ct'])} written in {report['total_s']:.1f} s"]
+    metrics = report.get("metrics")
+    if metrics:
+        parts.append(f"against {display_path(args.ct)}: PSNR {metrics['psnr']:.2f} dB, SSIM {metrics['ssim']:.3f}")
+    if "dicom" in report:
+        parts.append(f"DICOM series in {display_path(Path(report['dicom']))}")
+    if args.extras:
+        parts.append(f"extras and the JSON report {display_path(paths['report'])} beside it")
+    if report["warnings"]:
+        parts.append(f"{len(report['warnings'])} warning{'s' if len(report['warnings']) > 1 else ''} above")
+    return "; ".join(parts)
 
 
 def write_dicom(args: argparse.Namespace, result, folder: Path | None = None, pa_film: Path | None = None) -> Path:
