@@ -33,7 +33,7 @@ def compare(size: int = 128, spacing_mm: float = 2.5, repeats: int = 5, device: 
     from DCTNetLib.data.drr import DRRGeometry, DRRProjector, hu_to_mu, normalise_drr
 
     if not diffdrr_available():
-        return skipped("diffdrr is not installed (pip install dctnet[test])")
+        return skipped("the reference renderer DiffDRR is not installed (pip install diffdrr==0.6.1)")
     helpers = drr_test_helpers()
     try:
         ct = helpers.load_cxr_ct(size, spacing_mm)

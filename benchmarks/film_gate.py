@@ -9,7 +9,8 @@ Runs :meth:`DCTNetLib.inference.Reconstructor.reconstruct` (input checks on, the
 - **not chest radiographs**, each put in place of one view of a genuine pair: uniform and smoothed noise,
   scikit-image's sample photographs, axial CT slices (soft-tissue window), inverted PAs and inverted laterals;
 - **inconsistent pairs**: the PA of one CT with the lateral of another, and a mirrored lateral — the re-projection
-  correlations are reported so that a rule can be judged on them.
+  correlations are reported so that a rule can be judged on them, and ``lateral_flipped`` counts the laterals the
+  checks turn round (for mirrored laterals: the detection rate; for genuine ones: false flips).
 
 Prints one JSON document: per category the number of inputs, how many the gate refuses (``refused_before``: by the
 image checks, before any reconstruction) and the re-projection correlations (min / median / max, refused inputs
@@ -35,7 +36,7 @@ from _common import machine_info, set_threads  # noqa: E402
 from DCTNetLib.data.film_appearance import film_like  # noqa: E402
 from DCTNetLib.inference import Reconstructor  # noqa: E402
 from DCTNetLib.io.film import read_film  # noqa: E402
-from DCTNetLib.io.film_gate import consistency_reason, non_chest_reason  # noqa: E402
+from DCTNetLib.io.film_gate import consistency_reason, lateral_mirrored, non_chest_reason  # noqa: E402
 from DCTNetLib.io.radiograph import resize_radiograph  # noqa: E402
 
 __all__ = ["photographs", "run_case", "main"]
@@ -63,14 +64,19 @@ def run_case(model: Reconstructor, pa: np.ndarray, lat: np.ndarray) -> dict[str,
     checks off, then the same two checks :meth:`Reconstructor.reconstruct` makes are applied, so that the scores
     of refused inputs are seen too. ``{"refused": reason or None, "before": bool, "pa_rank", ...}``."""
     before = non_chest_reason(pa, "pa") or non_chest_reason(lat, "lat")
+    flipped = lateral_mirrored(lat)
+    if flipped:  # as the checks do: a lateral facing right is turned to the model's orientation
+        lat = np.ascontiguousarray(lat[:, ::-1])
     result = model.reconstruct(pa, lat, steps=1, check_inputs=False)
     scores = {key: result.reprojection.get(key) for key in ("pa_ncc", "lat_ncc", "pa_rank", "lat_rank")}
-    return {"refused": before or consistency_reason(result.reprojection), "before": before is not None, **scores}
+    return {"refused": before or consistency_reason(result.reprojection), "before": before is not None,
+            "flipped": flipped, **scores}
 
 
 def _summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
     refused = [r for r in rows if r["refused"]]
-    out: dict[str, Any] = {"n": len(rows), "refused": len(refused), "refused_before": sum(r["before"] for r in rows)}
+    out: dict[str, Any] = {"n": len(rows), "refused": len(refused), "refused_before": sum(r["before"] for r in rows),
+                           "lateral_flipped": sum(r["flipped"] for r in rows)}
     for key in ("pa_ncc", "lat_ncc", "pa_rank", "lat_rank"):
         values = [r[key] for r in rows if r.get(key) is not None]
         if values:

@@ -34,7 +34,6 @@ BLOCKS = ("MODULE_PYTHON_SCRIPTS", "MODULE_PYTHON_RESOURCES")
 RESOURCE_DIRS = ("Resources", "DCTNetLib/resources")
 EXCLUDED_PARTS = {"__pycache__", "Testing", ".pytest_cache"}
 EXCLUDED_SUFFIXES = (".pyc", ".pyo")
-INDENT = "  "
 
 _BLOCK_RE = r"(?P<head>^[ \t]*# BEGIN GENERATED {name}[^\n]*\n)(?P<body>.*?)(?P<tail>^[ \t]*# END GENERATED {name}[^\n]*$)"
 

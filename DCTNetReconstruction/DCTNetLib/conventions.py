@@ -53,6 +53,17 @@ VOXEL_SPACING_MM = CROP_SIZE * RESAMPLE_SPACING_MM / VOLUME_SIZE  # 2.5 mm
 SITK_ORIENTATION = "LPI"
 
 IMAGE_SIZE = 128  # radiographs are 128 × 128 (paper §3.1)
+# The training detector: X2CT-GAN's Plastimatch DRRs fall on a 500 mm square (kylekma/X2CT CT2XRAY/xraypro.py,
+# ``-z "500 500"``), which the model sees at IMAGE_SIZE² (3.9 mm a pixel). data.drr renders onto it and io.film maps
+# real films onto it.
+DETECTOR_MM = 500.0
+
+# CT volume files, by ending (any case): what SimpleITK reads here (NIfTI, NRRD with attached or detached data,
+# MetaImage with attached or detached data) and the single-file formats among them that are written (a detached
+# header needs its data file beside it). ".nii.gz" comes before ".nii" so that a name's ending is found whole.
+NIFTI_SUFFIXES = (".nii.gz", ".nii")
+VOLUME_READ_SUFFIXES = (*NIFTI_SUFFIXES, ".nrrd", ".nhdr", ".mha", ".mhd")
+VOLUME_WRITE_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".mha")
 
 # Datasets `dctnet prepare --dataset` reads: the two public ones of DCT-Net §3.1 (value → the name shown to a user,
 # in the order the Slicer training module lists them) and "generic", any folder of CTs.

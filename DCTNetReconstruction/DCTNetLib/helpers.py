@@ -28,10 +28,6 @@ def cast_tuple(value: T | Sequence[T], length: int = 1) -> tuple[T, ...]:
     return (value,) * length  # type: ignore[return-value]
 
 
-def divisible_by(numerator: int, denominator: int) -> bool:
-    return (numerator % denominator) == 0
-
-
 def count_parameters(*modules: Any, trainable_only: bool = True) -> int:
     """Number of parameters of torch ``modules`` together, each shared parameter counted once.
 

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from DCTNetLib.conventions import VOLUME_READ_SUFFIXES
 
 from . import nodes
 
@@ -47,7 +48,6 @@ COLOUR_MAP_ROLES = ("branch_difference", "uncertainty")
 IMAGE_ROLES = {"pa_bs": "PA", "lat_bs": "LAT"}
 # Difference to the reference CT shown on a symmetric ±500 HU window (soft tissue vs. air/bone errors).
 DIFFERENCE_WINDOW_LEVEL = (1000.0, 0.0)
-_VOLUME_SUFFIXES = (".nrrd", ".nii", ".nii.gz", ".mha", ".mhd")
 
 
 def read_outputs(outputs: dict[str, str], images_only: bool = False) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
@@ -65,7 +65,7 @@ def read_outputs(outputs: dict[str, str], images_only: bool = False) -> tuple[di
     volumes, images = {}, {}
     for role, path in outputs.items():
         name = Path(path).name.lower()
-        if name.endswith(_VOLUME_SUFFIXES):
+        if name.endswith(VOLUME_READ_SUFFIXES):
             volumes[role] = _read_volume(path)
         elif role in IMAGE_ROLES:
             images[role] = read_radiograph(path)

@@ -39,6 +39,36 @@ def shared_data() -> Path:
     return SHARED_DATA
 
 
+# Synthetic stand-ins for the shared CRs (same names, the header facts the film tests rely on; the pixels are
+# `dicom_films.chest_like_film`, uncompressed): `test_io_film` runs on these, and checks against the real files,
+# when present, that each stand-in states what its original states.
+FILM_STANDINS = {
+    # 1955 x 1841 CR, MONOCHROME1, PixelSpacing 0\0 (unusable), ViewPosition PA, PatientOrientation L\F
+    "pa_chest_cr_monochrome1.dcm": dict(shape=(1955, 1841), photometric="MONOCHROME1", modality="CR",
+                                        PixelSpacing=[0, 0], ViewPosition="PA", PatientOrientation=["L", "F"]),
+    # 1024² film, PixelSpacing 0.168 mm (a 172 mm "chest": not trusted), ViewPosition PA, no PatientOrientation
+    "pa_chest_cr_siim.dcm": dict(shape=(1024, 1024), photometric="MONOCHROME2", modality="CR",
+                                 PixelSpacing=[0.168, 0.168], ViewPosition="PA"),
+}
+
+
+@pytest.fixture(scope="session")
+def film_dir(tmp_path_factory) -> Path:
+    """A folder of synthetic radiographs named like the shared CRs (:data:`FILM_STANDINS`), plus a PNG film
+    ``pa_chest_nih_00000001_000.png``: what ``io/film.py``'s tests need, without the shared data."""
+    from PIL import Image
+
+    from dicom_films import chest_like_film, write_dx
+
+    folder = tmp_path_factory.mktemp("films")
+    for seed, (name, spec) in enumerate(FILM_STANDINS.items()):
+        spec = dict(spec)
+        write_dx(folder / name, chest_like_film(*spec.pop("shape"), seed=seed), **spec)
+    png = chest_like_film(256, 256, seed=len(FILM_STANDINS)) >> 4  # 12 → 8 bits
+    Image.fromarray(png.astype(np.uint8)).save(folder / "pa_chest_nih_00000001_000.png")
+    return folder
+
+
 @pytest.fixture
 def tiny_phantom_ct():
     """A 32³ chest phantom :class:`~DCTNetLib.io.ct.CTVolume` in HU (10 mm voxels, 320 mm field, centred on 0)."""

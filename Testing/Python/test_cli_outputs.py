@@ -26,7 +26,7 @@ def test_reconstruct_from_a_ct_writes_reference_and_drrs_and_a_complete_report(t
     ct_path = write_ct(tiny_phantom_ct, tmp_path / "phantom.nii.gz")
     out = tmp_path / "recon.nii.gz"
     assert cli.main(["reconstruct", "--ct", str(ct_path), "--output", str(out), "--weights", str(tiny_bundle_path),
-                     "--device", "cpu", "--seed", "3"]) == 0
+                     "--device", "cpu", "--seed", "3", "--progress", "json"]) == 0
     report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert report["inputs"] == {"ct": str(ct_path)} and report["seed"] == 3
     assert report["model"]["sha256"] == hashlib.sha256(tiny_bundle_path.read_bytes()).hexdigest()
@@ -44,11 +44,31 @@ def test_reconstruct_from_a_ct_writes_reference_and_drrs_and_a_complete_report(t
         assert image.ndim == 2 and image.std() > 5  # a DRR of the phantom, not a blank image
 
 
+def test_reconstruct_says_in_one_human_line_what_it_wrote_and_keeps_json_for_programs(tmp_path, tiny_bundle_path,
+                                                                                      tiny_phantom_ct, capsys):
+    ct_path = write_ct(tiny_phantom_ct, tmp_path / "phantom.nii.gz")
+    args = ["reconstruct", "--ct", str(ct_path), "--weights", str(tiny_bundle_path), "--device", "cpu",
+            "--dicom", str(tmp_path / "series")]
+    assert cli.main([*args, "--output", str(tmp_path / "a.nii.gz"), "--extras"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 1 and not lines[0].startswith("{"), lines
+    report = json.loads((tmp_path / "a_report.json").read_text(encoding="utf-8"))  # the JSON is in the file
+    line = lines[0]
+    assert line.startswith("dctnet reconstruct: ") and "a.nii.gz written in" in line and "series" in line
+    assert f"PSNR {report['metrics']['psnr']:.2f} dB" in line and "a_report.json" in line
+    # --progress json: events, then the report as the last line
+    assert cli.main([*args[:-2], "--output", str(tmp_path / "b.nii.gz"), "--progress", "json"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert all(json.loads(line)["event"] == "progress" for line in lines[:-1])
+    assert json.loads(lines[-1])["output"] == str(tmp_path / "b.nii.gz")
+
+
 @pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="needs a machine without CUDA")
 def test_device_cuda_without_a_gpu_is_one_clean_line(tmp_path, tiny_bundle_path, tiny_phantom_ct):
     ct_path = write_ct(tiny_phantom_ct, tmp_path / "phantom.nii.gz")
     result = subprocess.run([sys.executable, "-m", "DCTNetLib", "reconstruct", "--ct", str(ct_path), "--output",
-                             str(tmp_path / "r.nii.gz"), "--weights", str(tiny_bundle_path), "--device", "cuda"],
+                             str(tmp_path / "r.nii.gz"), "--weights", str(tiny_bundle_path), "--device", "cuda",
+                             "--progress", "json"],
                             capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr
     lines = [line for line in result.stderr.splitlines() if "CUDA" in line]

@@ -43,3 +43,45 @@ def test_case_and_sample_seeds_are_derived_seeds():
 
     assert case_seed(5, "case02") == derived_seed(5, "case02")
     assert sample_seed(5, 2, 17) == derived_seed(5, 2, 17)
+
+
+def _sources():
+    """Every Python file of the product and its tools (tests excluded), but conventions.py itself."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    for folder in ("DCTNetReconstruction", "DCTNetTraining", "scripts", "benchmarks"):
+        for path in sorted((root / folder).rglob("*.py")):
+            if path.name != "conventions.py":
+                yield path
+
+
+def test_volume_suffixes_and_the_detector_size_are_defined_only_in_conventions():
+    """A second literal list of CT file endings, or a second 500 mm detector, would drift from the first."""
+    import ast
+
+    from DCTNetLib.conventions import DETECTOR_MM, VOLUME_READ_SUFFIXES
+
+    suffixes = set(VOLUME_READ_SUFFIXES)
+    found = []
+    for path in _sources():
+        tree = ast.parse(path.read_text(encoding="utf-8"), str(path))
+        for node in ast.walk(tree):
+            if isinstance(node, (ast.Tuple, ast.List, ast.Set)):
+                strings = {e.value for e in node.elts if isinstance(e, ast.Constant) and isinstance(e.value, str)}
+                if len(strings & suffixes) >= 2:
+                    found.append(f"{path.name}:{node.lineno}: a list of volume suffixes")
+            named = []
+            if isinstance(node, ast.Assign):
+                named = [(t.id, node.value) for t in node.targets if isinstance(t, ast.Name)]
+            elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and node.value is not None:
+                named = [(node.target.id, node.value)]
+            elif isinstance(node, ast.arguments):
+                positional = node.posonlyargs + node.args
+                named = list(zip((a.arg for a in positional[len(positional) - len(node.defaults):]), node.defaults))
+                named += [(a.arg, d) for a, d in zip(node.kwonlyargs, node.kw_defaults) if d is not None]
+            for name, value in named:
+                if ("detector" in name.lower() and isinstance(value, ast.Constant)
+                        and value.value == DETECTOR_MM):
+                    found.append(f"{path.name}:{value.lineno}: {name} = {value.value}")
+    assert not found, "defined outside DCTNetLib.conventions: " + "; ".join(found)

@@ -164,7 +164,7 @@ def test_reconstruct_command_round_trip_from_a_ct(tmp_path, tiny_bundle_path, ti
     args = ["reconstruct", "--ct", str(ct_path), "--output", str(out), "--weights", str(tiny_bundle_path),
             "--device", "cpu", "--extras"]
     assert cli.main(args) == 0
-    report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    report = json.loads((out.parent / "recon_report.json").read_text(encoding="utf-8"))
     written = read_ct(out)
     assert written.hu.shape == (32, 32, 32)
     for suffix in ("_uncertainty.nii.gz", "_from_bone_suppressed.nii.gz", "_branch_difference.nii.gz", "_figure.png", "_pa_bone_suppressed.png"):

@@ -38,7 +38,7 @@ def test_non_dicom_films_give_no_tags_and_a_new_study(tmp_path):
 
     write_dicom_series(_volume(), tmp_path / "s", inherit_from=tmp_path / "pa.png")
     first = pydicom.dcmread(sorted((tmp_path / "s").iterdir())[0], stop_before_pixels=True)
-    assert str(first.PatientName) == "Anonymous" and first.StudyInstanceUID
+    assert first.PatientName.family_name == "Anonymous" and first.StudyInstanceUID
 
 
 def test_refusals_leave_the_existing_folder_and_no_temporary_files(tmp_path):
@@ -55,3 +55,90 @@ def test_refusals_leave_the_existing_folder_and_no_temporary_files(tmp_path):
         write_dicom_series(_volume(), tmp_path / "file")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["file", "s"]
     assert (tmp_path / "s" / "keep.txt").read_text() == "mine"
+
+
+def _film(tmp_path, **tags):
+    """A DICOM PA film carrying a patient and a study (synthetic pixels)."""
+    from dicom_films import chest_like_film, write_dx
+
+    patient = dict(PatientID="P-0042", PatientName="Doe^Jane", PatientBirthDate="19700101", PatientSex="F",
+                   StudyInstanceUID="2.25.123456789", StudyDate="20240101", StudyTime="101010",
+                   AccessionNumber="ACC7", ReferringPhysicianName="", ViewPosition="PA")
+    return write_dx(tmp_path / "pa.dcm", chest_like_film(64, 64), **{**patient, **tags})
+
+
+# What the CT Image IOD (DICOM PS3.3 A.3.3) requires of every file, module by module: Type 1 attributes must have
+# a value, Type 2 (and Type 2C whose condition holds for a CT Image Storage series) must be present, empty or not.
+_TYPE1 = {
+    "General Series": ("Modality", "SeriesInstanceUID"),
+    "Frame of Reference": ("FrameOfReferenceUID",),
+    "Image Plane": ("PixelSpacing", "ImageOrientationPatient", "ImagePositionPatient"),
+    "Image Pixel": ("SamplesPerPixel", "PhotometricInterpretation", "Rows", "Columns", "BitsAllocated",
+                    "BitsStored", "HighBit", "PixelRepresentation", "PixelData"),
+    "CT Image": ("ImageType", "RescaleIntercept", "RescaleSlope"),
+    "General Study": ("StudyInstanceUID",),
+    "SOP Common": ("SOPClassUID", "SOPInstanceUID"),
+}
+_TYPE2 = {
+    "Patient": ("PatientName", "PatientID", "PatientBirthDate", "PatientSex"),
+    "General Study": ("StudyDate", "StudyTime", "ReferringPhysicianName", "StudyID", "AccessionNumber"),
+    "General Series": ("SeriesNumber", "PatientPosition"),  # PatientPosition: 2C, required for CT Image Storage
+    "Frame of Reference": ("PositionReferenceIndicator",),
+    "General Equipment": ("Manufacturer",),
+    "General Image": ("InstanceNumber",),
+    "Image Plane": ("SliceThickness",),
+    "CT Image": ("KVP", "AcquisitionNumber"),
+}
+
+
+@pytest.mark.parametrize("from_film", [False, True], ids=["new study", "film's study"])
+def test_every_file_has_the_ct_image_iods_required_attributes(tmp_path, from_film):
+    import pydicom
+
+    film = _film(tmp_path, StudyID="S17") if from_film else None
+    write_dicom_series(_volume(), tmp_path / "s", inherit_from=film)
+    for path in sorted((tmp_path / "s").iterdir()):
+        ds = pydicom.dcmread(path)
+        for module, keywords in _TYPE1.items():
+            for keyword in keywords:
+                assert ds.get(keyword) not in (None, ""), f"{path.name}: Type 1 {keyword} ({module}) has no value"
+        for module, keywords in _TYPE2.items():
+            for keyword in keywords:
+                assert keyword in ds, f"{path.name}: Type 2 {keyword} ({module}) is missing"
+        # Laterality (General Series, 2C) is needed for a paired body part only: the series says it is a chest
+        assert ds.BodyPartExamined == "CHEST" and "Laterality" not in ds
+        assert ds.StudyID, "a DICOMDIR needs a Study ID"
+        if from_film:
+            assert (ds.StudyID, ds.StudyInstanceUID, ds.PatientID) == ("S17", "2.25.123456789", "P-0042")
+
+
+def test_a_films_study_keeps_its_own_study_id_even_when_it_has_none(tmp_path):
+    import pydicom
+
+    write_dicom_series(_volume(), tmp_path / "s", inherit_from=_film(tmp_path))  # the film has no StudyID
+    first = pydicom.dcmread(sorted((tmp_path / "s").iterdir())[0], stop_before_pixels=True)
+    assert first.StudyInstanceUID == "2.25.123456789" and "StudyID" in first and first.StudyID == ""
+    write_dicom_series(_volume(), tmp_path / "new")
+    new = pydicom.dcmread(sorted((tmp_path / "new").iterdir())[0], stop_before_pixels=True)
+    assert new.StudyID and new.StudyInstanceUID != first.StudyInstanceUID
+
+
+@pytest.mark.parametrize("from_film", [False, True], ids=["new study", "film's study"])
+def test_every_file_passes_an_independent_iod_validator(tmp_path, from_film):
+    """dciodvfy (David Clunie's dicom3tools; Debian/Ubuntu package ``dicom3tools``) checks each file against the
+    standard's CT Image IOD: no error and no warning."""
+    import shutil
+    import subprocess
+
+    validator = shutil.which("dciodvfy")
+    if validator is None:
+        pytest.skip("dciodvfy is not installed (apt-get install dicom3tools); "
+                    "test_every_file_has_the_ct_image_iods_required_attributes checks the required tags without it")
+    film = _film(tmp_path, StudyID="S17") if from_film else None
+    write_dicom_series(_volume(), tmp_path / "s", inherit_from=film)
+    files = sorted((tmp_path / "s").iterdir())
+    assert files
+    for path in files:
+        out = subprocess.run([validator, str(path)], capture_output=True, text=True, timeout=60)
+        lines = [line for line in (out.stdout + out.stderr).splitlines() if line.startswith(("Error", "Warning"))]
+        assert out.returncode == 0 and not lines, f"{path.name}:\n" + "\n".join(lines)

@@ -1,5 +1,8 @@
-"""Real radiographs (the shared CRs): pixel spacing onto the training detector's 500 mm field, ViewPosition and
-PatientOrientation checks, and what is said when something cannot be checked."""
+"""Radiographs ("films"): pixel spacing onto the training detector's 500 mm field, ViewPosition and
+PatientOrientation checks, and what is said when something cannot be checked.
+
+The films are conftest's synthetic stand-ins for the shared real CRs (``film_dir``), so this file runs on a plain
+clone; :func:`test_the_stand_ins_state_what_the_real_films_state` checks them against the real files when present."""
 
 from __future__ import annotations
 
@@ -9,13 +12,28 @@ import numpy as np
 import pytest
 
 from DCTNetLib.errors import InputError
-from DCTNetLib.io.film import DETECTOR_MM, DETECTOR_PIXELS, map_to_detector, read_film
+from DCTNetLib.io.film import DETECTOR_MM, DETECTOR_PIXELS, film_info, map_to_detector, read_film
 from DCTNetLib.io.radiograph import read_radiograph
 
 
 @pytest.fixture
-def cr_dir(shared_data):
-    return shared_data / "radiographs"
+def cr_dir(film_dir):
+    return film_dir
+
+
+def test_the_stand_ins_state_what_the_real_films_state(shared_data, film_dir):
+    import pydicom
+
+    from conftest import FILM_STANDINS
+
+    for name in FILM_STANDINS:
+        real = pydicom.dcmread(shared_data / "radiographs" / name, stop_before_pixels=True)
+        ours = pydicom.dcmread(film_dir / name, stop_before_pixels=True)
+        for keyword in ("Rows", "Columns", "Modality", "PhotometricInterpretation", "PixelSpacing",
+                        "ImagerPixelSpacing", "ViewPosition", "PatientOrientation"):
+            assert (real.get(keyword) or None) == (ours.get(keyword) or None), (name, keyword)
+        assert film_info(shared_data / "radiographs" / name).warnings == \
+            [w.replace(str(film_dir), str(shared_data / "radiographs")) for w in film_info(film_dir / name).warnings]
 
 
 def _copy_with(source, target, **tags):
@@ -105,7 +123,7 @@ def test_reconstruct_real_films_reports_checks_and_says_once_it_is_a_demonstrati
     err = capsys.readouterr().err
     assert "ViewPosition is LL" in err and len(err.strip().splitlines()) == 1 and not out.exists()
     assert main(["reconstruct", "--pa", str(cr_dir / "pa_chest_cr_monochrome1.dcm"), "--lat", str(lateral),
-                 "--output", str(out), "--device", "cpu"]) == 0
+                 "--output", str(out), "--device", "cpu", "--progress", "json"]) == 0
     report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert report["inputs"]["films"]["lat"]["spacing_mm"] == pytest.approx(0.4)
     assert report["inputs"]["films"]["pa"]["spacing_mm"] is None

@@ -16,6 +16,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from dicom_films import write_dx
+
 REPO = Path(__file__).resolve().parents[2]
 
 pydicom = pytest.importorskip("pydicom")
@@ -24,32 +26,6 @@ PYDICOM24_PYTHON = Path(os.environ.get("DCTNET_PYDICOM24_PYTHON", "/tmp/venv-pyd
 PYDICOM24_RECIPE = ("python3 -m venv /tmp/venv-pyd24 && /tmp/venv-pyd24/bin/pip install 'pydicom==2.4.4' numpy pillow "
                     "SimpleITK pytest")
 PYDICOM_MAJOR = int(pydicom.__version__.split(".")[0])
-
-
-def write_dx(path: Path, stored: np.ndarray, photometric: str = "MONOCHROME2", slope: float = 1.0,
-             intercept: float = 0.0) -> Path:
-    """An uncompressed 16-bit DX image, written with whichever pydicom is installed (2.4 and 3.x differ here)."""
-    from pydicom.dataset import FileDataset, FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
-
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.1.1"  # Digital X-Ray Image Storage - For Presentation
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = FileDataset(str(path), {}, file_meta=meta, preamble=b"\0" * 128)
-    ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
-    ds.Modality = "DX"
-    ds.Rows, ds.Columns = stored.shape
-    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, photometric
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
-    ds.RescaleSlope, ds.RescaleIntercept, ds.RescaleType = slope, intercept, "US"
-    ds.PixelData = np.ascontiguousarray(stored, dtype="<u2").tobytes()
-    if PYDICOM_MAJOR >= 3:
-        ds.save_as(path, enforce_file_format=True)
-    else:  # pydicom 2.x: the encoding is set on the dataset
-        ds.is_little_endian, ds.is_implicit_VR = True, False
-        ds.save_as(path, write_like_original=False)
-    return path
 
 
 def _stored(seed: int = 0, shape=(40, 32)) -> np.ndarray:

@@ -141,3 +141,83 @@ def test_until_stops_after_the_asked_stage(data_root, tmp_path):
     assert "stopped after the prepare stage" in result.stdout
     assert sorted(p.stem for p in (out / "stages").glob("*.json")) == ["dry-run-data", "prepare"]
     assert (out / "split" / "split.json").is_file() and not (out / "runs").exists()
+
+
+def _interval(out: Path, stage: str) -> tuple[float, float]:
+    marker = json.loads((out / "stages" / f"{stage}.json").read_text(encoding="utf-8"))
+    return marker["started"], marker["started"] + marker["seconds"]
+
+
+def test_gpus_train_runs_side_by_side_at_their_batch_and_seeds_give_the_spread_over_runs(data_root, tmp_path):
+    """--gpus 2 --seeds 1,2 on one row: two trainings at once, one per (CUDA_VISIBLE_DEVICES) slot, each at the
+    recipe's batch 1, seeded 1 and 2; the table's ± is the spread of the two runs' means."""
+    import statistics
+
+    out = tmp_path / "out"
+    result = _script(str(data_root), str(out), "--dry-run", "--device", "cpu", "--workers", "1",
+                     "--rows", "ablation-no-dual-branch", "--gpus", "2", "--seeds", "1,2")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    commands = (out / "commands.sh").read_text(encoding="utf-8").splitlines()
+    trains = [line for line in commands if " train " in line]
+    assert len(trains) == 2 and "torch.distributed.run" not in "\n".join(trains)
+    assert {line.split()[0] for line in trains} == {"CUDA_VISIBLE_DEVICES=0", "CUDA_VISIBLE_DEVICES=1"}
+    assert any("seed=1" in line and "ablation-no-dual-branch-seed1" in line for line in trains)
+    assert any("seed=2" in line and "ablation-no-dual-branch-seed2" in line for line in trains)
+    first, second = (_interval(out, f"train-ablation-no-dual-branch-seed{k}") for k in (1, 2))
+    assert first[0] < second[1] and second[0] < first[1]  # they ran at the same time
+    payload = json.loads((out / "table1.json").read_text(encoding="utf-8"))
+    row = payload["rows"]["ablation-no-dual-branch"]
+    assert payload["seeds"] == [1, 2] and row["seeds"] == [1, 2] and row["global_batch"] == 1
+    for seed in (1, 2):
+        config = json.loads((out / "runs" / f"ablation-no-dual-branch-seed{seed}" / "config.json").read_text())
+        assert config["seed"] == seed
+    means = []
+    for seed in (1, 2):
+        cases = reproduce._read_cases(out / "eval" / f"ablation-no-dual-branch-seed{seed}" / "cases.csv")
+        means.append(statistics.fmean(case["psnr"] for case in cases))
+    assert row["metrics"]["psnr"]["mean"] == pytest.approx(statistics.fmean(means))
+    assert row["metrics"]["psnr"]["std"] == pytest.approx(statistics.stdev(means))
+    assert "standard deviation over the training seeds 1, 2" in (out / "table1.md").read_text(encoding="utf-8")
+
+
+@pytest.fixture(scope="module")
+def ctspine_root(shared_data, tmp_path_factory) -> Path:
+    """Two shared CTs as CTSpine1K-style NIfTI files, with a label map beside one (which must be skipped)."""
+    from DCTNetLib.io.ct import CTVolume, read_ct, write_ct
+
+    root = tmp_path_factory.mktemp("ctspine1k")
+    (root / "COLONOG").mkdir()
+    for index, name in enumerate(SCANS):
+        ct = read_ct(shared_data / "ct" / f"{name}.nii.gz")
+        step = (2, 4, 4)
+        small = CTVolume(hu=ct.hu[::step[0], ::step[1], ::step[2]].copy(),
+                         spacing=tuple(s * k for s, k in zip(ct.spacing, step)), origin_lps=ct.origin_lps,
+                         direction=ct.direction, source=name)
+        write_ct(small, root / "COLONOG" / f"case{index:03d}.nii.gz")
+    write_ct(small, root / "COLONOG" / "case001_seg.nii.gz")
+    return root
+
+
+def test_table2_is_reproduced_from_ctspine1k_files(ctspine_root, tmp_path):
+    out = tmp_path / "out"
+    result = _script(str(ctspine_root), str(out), "--dry-run", "--device", "cpu", "--workers", "1",
+                     "--dataset", "ctspine1k", "--rows", "x2ct-baseline")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert not (out / "table1.md").exists()
+    table = (out / "table2.md").read_text(encoding="utf-8")
+    assert table.startswith("# DCT-Net Table 2 (CTSpine1K)")
+    for method, variant, p_psnr, _, _ in reproduce.PAPER_TABLE2:
+        line = next(row for row in table.splitlines() if row.startswith(f"| {method} |"))
+        assert f"{p_psnr[0]:.3f} ± {p_psnr[1]:.3f}" in line
+        assert ("not implemented" in line) == (variant is None)
+    assert "not run" in next(row for row in table.splitlines() if row.startswith("| DCT-Net (ours) |"))
+    payload = json.loads((out / "table2.json").read_text(encoding="utf-8"))
+    assert payload["dataset"] == "ctspine1k" and payload["rows"]["x2ct-baseline"]["cases"] == 2
+    split = json.loads((out / "split" / "split.json").read_text(encoding="utf-8"))
+    assert split["dataset"] == "ctspine1k" and split["paper_sizes"] == {"train": 650, "val": 60, "test": 74}
+    assert sorted((out / "split" / "test.txt").read_text(encoding="utf-8").split()) == ["case000", "case001"]
+    assert "--dataset ctspine1k" in (out / "commands.sh").read_text(encoding="utf-8")
+    # Table 2 has no ablation rows, and the two multi-GPU modes exclude each other
+    for extra in (["--rows", "ablation-no-perceptual"], ["--gpus", "2", "--nproc", "2"], ["--seeds", "1,1"]):
+        bad = _script(str(ctspine_root), str(tmp_path / "bad"), "--dry-run", "--dataset", "ctspine1k", *extra)
+        assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1, bad.stderr

@@ -3,11 +3,14 @@
 1. the "w/o ℓ_perceptual" ablation weights its replacement projection L1 like ℓ_proj, and that term's gradient
    reaches G(X) with a magnitude comparable to G(X)'s other terms;
 3. the X2CT-GAN baseline carries X2CT-GAN's recipe (β2 0.99, batch 4, 50 + 50 epochs with decay, N(0, 0.02) init)
-   while DCT-Net's rows keep DCT-Net's §3.1 settings;
+   and its adversarial weight (gan_lambda 0.1 on plain LSGAN errors, no ½) while DCT-Net's rows keep DCT-Net's
+   §3.1 settings and eq. 9's ½;
 4. mixed precision is off unless asked for.
 """
 
 from __future__ import annotations
+
+import dataclasses
 
 import numpy as np
 import pytest
@@ -97,6 +100,33 @@ def test_x2ct_baseline_initialises_both_networks_with_normal_0_02(one_thread):
     bound = 1 / np.sqrt(first.weight[0].numel())  # kaiming_uniform_(a=√5) → U(-1/√fan_in, 1/√fan_in)
     w = first.weight.detach()
     assert float(w.abs().max()) <= bound + 1e-6 and float(w.std()) > 0.02 * 2
+
+
+def test_x2ct_baseline_weighs_the_adversarial_errors_as_x2ct_gan_does():
+    """kylekma/X2CT multiView_CTGAN.py: G's term is gan_lambda · MSE(D(fake), 1) and D's loss is
+    gan_lambda · (MSE(D(real), 1) + MSE(D(fake), 0)), gan_lambda 0.1, GANLoss = nn.MSELoss, no ½."""
+    gen = torch.Generator().manual_seed(0)
+    d_fake = {"volume": torch.randn(2, 1, 3, 3, 3, generator=gen)}
+    d_real = {"volume": torch.randn(2, 1, 3, 3, 3, generator=gen)}
+    fake, real = torch.rand(2, 1, 8, 8, 8, generator=gen), torch.rand(2, 1, 8, 8, 8, generator=gen)
+    mse = F.mse_loss
+    ones, zeros = torch.ones_like(d_fake["volume"]), torch.zeros_like(d_fake["volume"])
+
+    def adversarial_part(variant: str) -> tuple[float, float]:
+        """(G's adversarial share of the total, D's loss) under ``variant``'s loss config."""
+        loss = MultiPathLoss(dataclasses.replace(gan_preset(f"{variant}@tiny").loss, contrastive=False,
+                                                 dual_branch=False))
+        with_adv, _ = loss.generator_loss(fake, real, d_fake)
+        without, _ = MultiPathLoss(dataclasses.replace(loss.config, adversarial=False)).generator_loss(fake, real, None)
+        return float(with_adv - without), float(loss.discriminator_loss(d_real, d_fake)[0])
+
+    g_term, d_loss = adversarial_part("x2ct-baseline")
+    assert g_term == pytest.approx(0.1 * float(mse(d_fake["volume"], ones)), rel=1e-5)
+    assert d_loss == pytest.approx(0.1 * float(mse(d_real["volume"], ones) + mse(d_fake["volume"], zeros)), rel=1e-5)
+    # DCT-Net's rows keep eq. 9 as written: λ1 = 0.1 times ½ the squared error, half X2CT-GAN's weight.
+    for variant in ("dctnet", *[a for a in ABLATIONS if a != "x2ct-baseline"]):
+        g_term, d_loss = adversarial_part(variant)
+        assert g_term == pytest.approx(0.05 * float(mse(d_fake["volume"], ones)), rel=1e-5), variant
 
 
 def test_init_weights_leaves_parameter_free_layers_and_gates_alone():

@@ -105,6 +105,14 @@ def test_tiny_preset_resamples_prepared_data_of_another_size(tmp_path):
     # area averaging: each 2×2 (2×2×2) block's mean, so the totals are kept
     assert torch.allclose(item["drr"], stored["drr"].reshape(2, TINY, 2, TINY, 2).mean((2, 4)), atol=1e-6)
     assert item["ct"].mean().item() == pytest.approx(stored["ct"].mean().item(), rel=1e-5)
+    # the CDM's single radiographs (read without the CT) are resampled like the cases they come from
+    from DCTNetLib.training.cdm_trainer import RadiographViews
+
+    views = RadiographViews(PreparedCaseDataset(data, "train", image_size=TINY))
+    for index in range(len(views)):
+        case = PreparedCaseDataset(data, "train", image_size=TINY)[index // 2]
+        assert torch.equal(views[index]["y"], case["drr"][index % 2:index % 2 + 1])
+        assert torch.equal(views[index]["x0"], case["drr_bs"][index % 2:index % 2 + 1])
     run = tmp_path / "run"
     assert dctnet(["train-cdm", "--data", str(data), "--output", str(run), "--max-steps", "1", *TINY_CDM]) == 0
     state = torch.load(run / "latest.pt", weights_only=True)
@@ -226,3 +234,38 @@ def test_sigterm_stops_at_a_step_boundary_with_a_valid_checkpoint(prepared, tmp_
     assert records[-1]["event"] == "interrupted" and records[-1]["reason"] == "SIGTERM"
     state = torch.load(run / "latest.pt", weights_only=True)
     assert state["progress"]["step"] == records[-1]["step"]
+
+
+def test_the_full_preset_on_a_cpu_warns_with_time_and_memory_and_points_to_small(tmp_path, monkeypatch):
+    """The warning comes before any network is built: the run stops right after it here (the full networks
+    would take minutes and GBs), with the steps counted from the real data and the defaults (100 epochs)."""
+    from DCTNetLib.commands import train, train_common
+
+    data = write_tiny_prepared(tmp_path / "prep128", n_train=3, n_val=1, size=128)
+
+    class Stop(Exception):
+        pass
+
+    def stop(*args, **kwargs):
+        raise Stop
+
+    monkeypatch.setattr(train, "bone_suppressed_sets", stop)  # the first thing after the warning
+    with pytest.warns(UserWarning, match="full preset is meant for a GPU") as caught, pytest.raises(Stop):
+        dctnet(["train", "--data", str(data), "--output", str(tmp_path / "run"), "--preset", "full",
+                "--device", "cpu", "--bs-source", "target", "--set", "progress=false"])
+    text = str(caught[0].message)
+    cost = train_common.CPU_STEP_COST[("gan", "full")]
+    steps = 100 * 3  # 100 epochs of 3 cases at batch 1
+    assert f"these {steps:,} steps" in text and f"{steps * cost.step_s / 3600:.1f} h" in text
+    assert f"{cost.peak_gb:.1f} GB" in text and "--preset small" in text
+    assert train_common.warn_full_preset_on_cpu("gan", _Config("small"), torch.device("cpu"), 3) is None
+    assert train_common.warn_full_preset_on_cpu("gan", _Config("full"), torch.device("cuda"), 3) is None
+    # the CDM's estimate follows its batch: 2 radiographs a case, 8 a step
+    with pytest.warns(UserWarning) as caught:
+        train_common.warn_full_preset_on_cpu("cdm", _Config("full", batch_size=8), torch.device("cpu"), 6000)
+    assert "these 75,000 steps" in str(caught[0].message) and "days" in str(caught[0].message)
+
+
+class _Config:
+    def __init__(self, size: str, batch_size: int = 1, epochs: int = 100, max_steps: int = 0) -> None:
+        self.size, self.batch_size, self.epochs, self.max_steps = size, batch_size, epochs, max_steps

@@ -166,9 +166,6 @@ class CheckpointManager:
     def best_path(self) -> Path:
         return self.run_dir / BEST
 
-    def has_latest(self) -> bool:
-        return self.latest_path.is_file()
-
     def save(self, state: dict[str, Any], best: bool = False) -> list[Path]:
         """Write ``latest.pt`` and, when ``best``, ``best.pt`` too; returns the paths written."""
         written = [save_checkpoint(state, self.latest_path)]

@@ -16,9 +16,10 @@ note says once that the model was trained on DRRs and is a demonstration model (
 
 With ``--ct`` the reference CT (the input on the model's 128³ grid, HU) and its PA and lateral DRRs are written
 beside the output, and the report adds PSNR/SSIM/MAE against the reference and the re-projection check (DRRs
-of the reconstruction against the input DRRs), as ``dctnet demo`` does. The JSON report (printed, and written
-with ``--extras``) records the inputs, the model file's sha256 and version, the DDIM steps, the seed and every
-warning.
+of the reconstruction against the input DRRs), as ``dctnet demo`` does. On success one line says what was
+written (and, with ``--ct``, how close it is); the JSON report — the inputs, the model file's sha256 and version,
+the DDIM steps, the seed, every warning and the timings — is written with ``--extras`` and is the last line
+printed with ``--progress json``.
 
 Batch mode (``--batch``) loads the model once and reconstructs every case of a CSV file (columns ``pa``, ``lat``
 and optionally ``id``; relative paths are relative to the CSV) or of a folder (one sub-folder per case holding
@@ -49,13 +50,13 @@ import warnings
 from pathlib import Path
 from types import SimpleNamespace
 
+from ..conventions import DETECTOR_MM, VOLUME_WRITE_SUFFIXES
 from ..errors import InputError, OutputError
 from ..io.atomic import atomic_write_text, check_name_length, check_writable_dir, display_path
 
 HELP = "reconstruct a CT from a PA and a lateral radiograph (or from DRRs of a CT with --ct)"
 log = logging.getLogger("dctnet.reconstruct")
 
-_VOLUME_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".mha")  # = io.ct.WRITABLE_SUFFIXES (not imported: fast --help)
 PROGRESS_MODES = ("log", "json")
 
 
@@ -100,7 +101,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _stem(path: Path) -> str:
     name = path.name
-    for suffix in _VOLUME_SUFFIXES:
+    for suffix in VOLUME_WRITE_SUFFIXES:
         if name.lower().endswith(suffix):
             return name[: -len(suffix)]
     return path.stem
@@ -110,8 +111,8 @@ def output_paths(output: Path, extras: bool, from_ct: bool = False, images_only:
                  figure: bool = True) -> dict[str, Path]:
     """Every file the command will write, named after ``output`` (``from_ct``: the reference CT and its DRRs;
     ``images_only``: the bone-suppressed radiographs alone; ``figure=False``: no figure among the extras)."""
-    if not output.name.lower().endswith(_VOLUME_SUFFIXES):
-        raise InputError(f"--output {output}: use one of {', '.join(_VOLUME_SUFFIXES)} (any case)")
+    if not output.name.lower().endswith(VOLUME_WRITE_SUFFIXES):
+        raise InputError(f"--output {output}: use one of {', '.join(VOLUME_WRITE_SUFFIXES)} (any case)")
     suffix = output.name[len(_stem(output)):]
     if images_only:
         stem, folder = _stem(output), output.parent
@@ -267,8 +268,8 @@ def read_films(pa_path: Path, lat_path: Path) -> tuple[tuple, dict]:
         images.append(image)
         facts[view] = {"view_position": info.view_position, "orientation": info.orientation,
                        "spacing_mm": info.spacing_mm, "spacing_source": info.spacing_source,
-                       "field": "mapped onto the 500 mm training detector" if info.spacing_mm else
-                                "whole image taken as the 500 mm training detector (spacing unknown)"}
+                       "field": f"mapped onto the {DETECTOR_MM:.0f} mm training detector" if info.spacing_mm else
+                                f"whole image taken as the {DETECTOR_MM:.0f} mm training detector (spacing unknown)"}
     return tuple(images), facts
 
 
@@ -278,7 +279,7 @@ def _check_batch(args: argparse.Namespace) -> tuple[list[tuple[str, Path, Path]]
         raise InputError("give --batch alone, or --pa/--lat, or --ct")
     if args.extras:
         raise InputError("--extras is for one case; in batch mode only the CTs and batch_report.json are written")
-    if args.output.name.lower().endswith(_VOLUME_SUFFIXES):
+    if args.output.name.lower().endswith(VOLUME_WRITE_SUFFIXES):
         raise InputError(f"with --batch, --output is a folder (got {args.output})")
     cases = batch_cases(args.batch)
     ids = [case_id for case_id, _, _ in cases]
@@ -492,8 +493,31 @@ def run(args: argparse.Namespace) -> int:
         _write_extras(args, paths, report, result, ground_truth)
     written = {role: str(path) for role, path in paths.items() if path.exists()}
     progress(1.0, "done", outputs=written, notes=notes, warnings=warning_lines)
-    print(json.dumps(report, default=float))
+    if getattr(args, "progress", "log") == "json":
+        print(json.dumps(report, default=float))
+    else:
+        print(summary_line(report, paths, args), flush=True)
     return 0
+
+
+def summary_line(report: dict, paths: dict[str, Path], args: argparse.Namespace) -> str:
+    """The one line a person reads after a reconstruction: what was written where, and how close it is to a
+    given CT (``--ct``); the full report is JSON in ``--extras``' report file and with ``--progress json``."""
+    parts = [f"dctnet reconstruct: {display_path(paths['ct'])} written in {report['total_s']:.1f} s"]
+    metrics = report.get("metrics")
+    if metrics:
+        parts.append(f"against {display_path(args.ct)}: PSNR {metrics['psnr']:.2f} dB, SSIM {metrics['ssim']:.3f}")
+    reprojection = report.get("reprojection") or {}
+    if "pa_rank" in reprojection:
+        parts.append(f"its DRRs match the inputs with rank correlation PA {reprojection['pa_rank']:.2f}, lateral "
+                     f"{reprojection['lat_rank']:.2f}")
+    if "dicom" in report:
+        parts.append(f"DICOM series in {display_path(Path(report['dicom']))}")
+    if args.extras:
+        parts.append(f"extras and the JSON report {display_path(paths['report'])} beside it")
+    if report["warnings"]:
+        parts.append(f"{len(report['warnings'])} warning{'s' if len(report['warnings']) > 1 else ''} above")
+    return "; ".join(parts)
 
 
 def write_dicom(args: argparse.Namespace, result, folder: Path | None = None, pa_film: Path | None = None) -> Path:

@@ -1,28 +1,38 @@
-"""``dctnet reproduce`` — fill DCT-Net's Table 1 (LIDC-IDRI) from a LIDC-IDRI download, end to end.
+"""``dctnet reproduce`` — fill DCT-Net's Table 1 (LIDC-IDRI) or Table 2 (CTSpine1K) from a download, end to end.
 
-``scripts/reproduce_table1.sh DATA_ROOT OUT`` calls this command. Stages, each run as its own ``dctnet``
-process (so that training can run under torchrun) and each marked done in ``OUT/stages/<stage>.json``:
+``scripts/reproduce_table1.sh DATA_ROOT OUT`` (and ``scripts/reproduce_table2.sh``, which adds
+``--dataset ctspine1k``) call this command. Stages, each run as its own ``dctnet`` process (so that training can
+run under torchrun) and each marked done in ``OUT/stages/<stage>.json``:
 
 1. ``prepare``   ``dctnet prepare --dataset lidc-idri --unit scan`` → ``OUT/prepared`` (1,018 CT scans → the
-   paper's 854 / 72 / 92 split when the download is complete; ``splits/split.json`` says what was used, and is
-   copied to ``OUT/split/`` beside the results);
+   paper's 854 / 72 / 92 split when the download is complete; CTSpine1K: every CT found, in the paper's
+   650 / 60 / 74 proportions; ``splits/split.json`` says what was used, and is copied to ``OUT/split/`` beside
+   the results);
 2. ``train-cdm``  the bone-suppression CDM (``full`` preset) → ``OUT/runs/cdm``;
-3. ``train-<row>`` for every Table 1 row the project implements, in the table's order: ``x2ct-baseline`` (X2CT-GAN,
-   its own published recipe), ``ablation-no-dual-branch``, ``ablation-no-recon-gan``, ``ablation-no-perceptual``
-   and ``dctnet`` (DCT-Net §3.1's recipe) → ``OUT/runs/<row>``;
+3. ``train-<row>`` for every row of the table the project implements, in the table's order. Table 1:
+   ``x2ct-baseline`` (X2CT-GAN, its own published recipe), ``ablation-no-dual-branch``, ``ablation-no-recon-gan``,
+   ``ablation-no-perceptual`` and ``dctnet`` (DCT-Net §3.1's recipe); Table 2: ``x2ct-baseline`` and ``dctnet``
+   → ``OUT/runs/<row>`` (``OUT/runs/<row>-seed<k>`` with ``--seeds``);
 4. ``eval-<row>``  ``dctnet evaluate`` of each row's ``best.pt`` on the test split → ``OUT/eval/<row>``;
-5. the table: ``OUT/table1.md`` (the paper's format — Method | PSNR | SSIM | LPIPS | Params — with our plain
-   PSNR and X2CT-GAN's PSNR variant side by side, next to the paper's numbers) and ``OUT/table1.json``.
+5. the table: ``OUT/table1.md`` / ``OUT/table2.md`` (the paper's format — Method | PSNR | SSIM | LPIPS | Params —
+   with our plain PSNR and X2CT-GAN's PSNR variant side by side, next to the paper's numbers) and the same
+   numbers as JSON.
 
 Re-running the same command resumes: finished stages are skipped, an interrupted training continues from its
 ``latest.pt`` (``--resume``), an unfinished evaluation starts again. ``OUT/commands.sh`` lists every command run.
 
-Several GPUs: ``--nproc N`` runs the trainings under ``torchrun --standalone --nproc_per_node=N`` (DDP). The
-per-process batch is the recipe's global batch divided by N when it divides (X2CT-GAN's 4 on 2 or 4 GPUs);
-DCT-Net's batch of 1 cannot be split, so its rows then train with a global batch of N — a deviation from the
-paper that the table states. To keep batch 1, run rows side by side instead, one GPU each, after the CDM::
+Several GPUs, two ways:
 
-    CUDA_VISIBLE_DEVICES=1 scripts/reproduce_table1.sh DATA OUT --rows ablation-no-perceptual &
+- ``--gpus N`` (faithful): up to N trainings at once, one GPU each (``CUDA_VISIBLE_DEVICES``), every row at its
+  recipe's batch — DCT-Net's batch 1 stays 1. The CDM trains first on one GPU.
+- ``--nproc N``: every training under ``torchrun --standalone --nproc_per_node=N`` (DDP). The per-process batch
+  is the recipe's global batch divided by N when it divides (X2CT-GAN's 4 on 2 or 4 GPUs); DCT-Net's batch of
+  1 cannot be split, so its rows then train with a global batch of N — a deviation from the paper that the
+  table states.
+
+``--seeds 0,1,2`` trains and evaluates every row once per seed (``--set seed=k``; one CDM serves them all) and
+reports each metric as the mean over the seeds ± their standard deviation, the reading of the paper's ± that
+fits its size (±0.001 dB cannot be a spread over 92 patients).
 
 ``--dry-run`` runs the whole chain in a few minutes on a CPU: the first two scans of DATA_ROOT, down-sampled to
 the ``tiny`` preset's 32³, one epoch per model, every case in every split (a smoke test of the chain, not a
@@ -45,6 +55,7 @@ from pathlib import Path
 from typing import Any
 
 from ..cli import main as dctnet
+from ..conventions import PAPER_DATASETS
 from ..errors import InputError, OutputError
 from ..io.atomic import atomic_write_text
 from ..training.run_folder import RUN_FILES
@@ -53,7 +64,8 @@ from ..training.run_folder import RUN_FILES
 # functions: every dctnet run imports every command module (DCTNetLib.cli), so `dctnet --help` stays fast
 # and a reconstruction loads nothing it does not need.
 
-HELP = "reproduce DCT-Net Table 1 on LIDC-IDRI: prepare, train the CDM and every row, evaluate, write the table"
+HELP = ("reproduce DCT-Net Table 1 (LIDC-IDRI) or Table 2 (CTSpine1K): prepare, train the CDM and every row, "
+        "evaluate, write the table")
 
 # Rows of DCT-Net Table 1 (LIDC-IDRI) as printed: (method, our variant or None, PSNR, SSIM, LPIPS) with the
 # paper's (mean, ±) values.
@@ -68,25 +80,56 @@ PAPER_TABLE1: tuple[tuple[str, str | None, tuple[float, float], tuple[float, flo
     ("w/o ℓ_perceptual", "ablation-no-perceptual", (27.602, 0.003), (0.651, 0.003), (0.283, 0.001)),
     ("DCT-Net (ours)", "dctnet", (27.928, 0.040), (0.703, 0.001), (0.221, 0.004)),
 )
+# DCT-Net Table 2 (CTSpine1K), same layout; the paper lists no ablations there.
+PAPER_TABLE2: tuple[tuple[str, str | None, tuple[float, float], tuple[float, float], tuple[float, float]], ...] = (
+    ("PerX2CT [37]", None, (25.575, 0.010), (0.614, 0.001), (0.282, 0.003)),
+    ("X2CT [22]", "x2ct-baseline", (24.927, 0.001), (0.616, 0.008), (0.334, 0.001)),
+    ("RT-SRTS [38]", None, (23.518, 0.020), (0.523, 0.002), (0.348, 0.005)),
+    ("X-Recon [23]", None, (24.715, 0.010), (0.594, 0.003), (0.330, 0.001)),
+    ("SdCT-GAN [21]", None, (25.124, 0.040), (0.541, 0.003), (0.336, 0.002)),
+    ("DCT-Net (ours)", "dctnet", (26.600, 0.003), (0.691, 0.010), (0.234, 0.030)),
+)
+# dataset → (table number, the paper's rows)
+TABLES = {"lidc-idri": (1, PAPER_TABLE1), "ctspine1k": (2, PAPER_TABLE2)}
 ROWS = tuple(variant for _, variant, *_ in PAPER_TABLE1 if variant)
+NO_CDM_ROWS = ("x2ct-baseline", "ablation-no-dual-branch")  # rows without G(X): they need no CDM
 UNTIL = ("prepare", "cdm", "train", "table")
 DRY_RUN_CASES = 2
 DRY_RUN_SIZE = 32  # the tiny preset's image size
 
 
+def rows_of(dataset: str) -> tuple[str, ...]:
+    """The rows of ``dataset``'s table that the project implements, in the table's order."""
+    return tuple(variant for _, variant, *_ in TABLES[dataset][1] if variant)
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.epilog = ("examples:\n  dctnet reproduce ~/TCIA/LIDC-IDRI runs/table1\n"
-                     "  dctnet reproduce ~/TCIA/LIDC-IDRI runs/table1 --nproc 4\n"
+                     "  dctnet reproduce ~/TCIA/LIDC-IDRI runs/table1 --gpus 5          # one row per GPU\n"
+                     "  dctnet reproduce ~/TCIA/LIDC-IDRI runs/table1 --seeds 0,1,2     # the ± over runs\n"
+                     "  dctnet reproduce ~/CTSpine1K runs/table2 --dataset ctspine1k\n"
                      "  dctnet reproduce ~/TCIA/LIDC-IDRI /tmp/dry --dry-run")
     parser.add_argument("data_root", type=Path, metavar="DATA_ROOT",
-                        help="LIDC-IDRI as downloaded from TCIA (folders LIDC-IDRI-XXXX/…/*.dcm anywhere below)")
+                        help="LIDC-IDRI as downloaded from TCIA (folders LIDC-IDRI-XXXX/…/*.dcm anywhere below), "
+                             "or CTSpine1K's NIfTI files with --dataset ctspine1k")
     parser.add_argument("out", type=Path, metavar="OUT", help="where everything is written; re-run to resume")
+    parser.add_argument("--dataset", choices=tuple(TABLES), default="lidc-idri",
+                        help="lidc-idri: the paper's Table 1 (default); ctspine1k: its Table 2")
     parser.add_argument("--dry-run", action="store_true",
                         help="the whole chain on 2 scans at the tiny preset, 1 epoch each (minutes on a CPU)")
-    parser.add_argument("--rows", default=",".join(ROWS),
-                        help=f"comma-separated rows to train and evaluate (default: all: {','.join(ROWS)})")
-    parser.add_argument("--nproc", type=int, default=1, help="GPUs per training (torchrun DDP); default 1")
+    parser.add_argument("--rows", default=None,
+                        help="comma-separated rows to train and evaluate (default: every implemented row of the "
+                             f"table; Table 1: {','.join(ROWS)}; Table 2: {','.join(rows_of('ctspine1k'))})")
+    parser.add_argument("--gpus", type=int, default=1,
+                        help="train up to N rows (or seeds) at once, one GPU each, every row at its recipe's batch "
+                             "(the faithful multi-GPU mode); default 1")
+    parser.add_argument("--nproc", type=int, default=1,
+                        help="GPUs per training (torchrun DDP; batch-1 rows then train with a global batch of N); "
+                             "default 1")
+    parser.add_argument("--seeds", default=None,
+                        help="comma-separated training seeds, e.g. 0,1,2: every row once per seed, the table "
+                             "reports mean ± std over the seeds (default: one run per row at the config's seed)")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     parser.add_argument("--amp", action="store_true",
                         help="mixed precision on CUDA (off by default: the paper does not use it)")
@@ -119,6 +162,24 @@ def per_process_batch(global_batch: int, nproc: int) -> tuple[int, int]:
     return max(1, global_batch // nproc), max(1, global_batch // nproc) * nproc
 
 
+def parse_seeds(text: str | None) -> tuple[int, ...] | None:
+    """``"0,1,2"`` → ``(0, 1, 2)``; None stays None (one run per row, no seed suffix)."""
+    if text is None:
+        return None
+    try:
+        seeds = tuple(int(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise InputError(f"--seeds: comma-separated integers expected, got {text!r}") from None
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise InputError(f"--seeds: give distinct seeds, e.g. 0,1,2 (got {text!r})")
+    return seeds
+
+
+def run_name(row: str, seed: int | None) -> str:
+    """The run (and evaluation) folder name of ``row`` trained with ``seed`` (None: the plain row name)."""
+    return row if seed is None else f"{row}-seed{seed}"
+
+
 class Reproduction:
     """The stages of one ``dctnet reproduce`` run (see the module docstring)."""
 
@@ -127,47 +188,106 @@ class Reproduction:
 
         self.args = args
         self.out: Path = args.out
-        self.rows = [r.strip() for r in args.rows.split(",") if r.strip()]
-        unknown = sorted(set(self.rows) - set(ROWS))
+        self.dataset: str = getattr(args, "dataset", "lidc-idri")
+        self.table_rows = rows_of(self.dataset)
+        requested = self.table_rows if args.rows is None else [r.strip() for r in args.rows.split(",") if r.strip()]
+        unknown = sorted(set(requested) - set(self.table_rows))
         if unknown:
-            raise InputError(f"--rows: unknown rows {unknown}; valid: {', '.join(ROWS)}")
-        self.rows = [r for r in ROWS if r in self.rows]  # the table's order
-        if args.nproc < 1:
-            raise InputError(f"--nproc must be >= 1, got {args.nproc}")
+            raise InputError(f"--rows: unknown rows {unknown} for Table {TABLES[self.dataset][0]}; valid: "
+                             f"{', '.join(self.table_rows)}")
+        self.rows = [r for r in self.table_rows if r in requested]  # the table's order
+        if args.nproc < 1 or args.gpus < 1:
+            raise InputError(f"--nproc and --gpus must be >= 1, got {args.nproc} and {args.gpus}")
+        if args.nproc > 1 and args.gpus > 1:
+            raise InputError("--gpus (one training per GPU) and --nproc (one training over several GPUs) exclude "
+                             "each other: choose one")
+        self.seeds = parse_seeds(args.seeds)
         self.prepared = self.out / "prepared"
         self.data = self.out / ("prepared-tiny" if args.dry_run else "prepared")
-        self.recipes = {row: recipe_for(row) for row in ROWS}
+        self.recipes = {row: recipe_for(row) for row in self.table_rows}
 
     # ------------------------------------------------------------------ helpers
     def marker(self, stage: str) -> Path:
         return self.out / "stages" / f"{stage}.json"
 
-    def run_stage(self, stage: str, argv: list[str], launcher: list[str] | None = None) -> None:
-        """Run ``dctnet ARGV`` unless ``stage`` is done; mark it done when it exits with 0."""
+    def runs(self) -> list[tuple[str, str, int | None]]:
+        """``(row, run name, seed)`` of every training this reproduction makes, in the table's order."""
+        return [(row, run_name(row, seed), seed) for row in self.rows for seed in (self.seeds or (None,))]
+
+    def _begin(self, stage: str, argv: list[str], launcher: list[str] | None, env: dict[str, str] | None = None
+               ) -> list[str] | None:
+        """The command of ``stage``, logged to ``commands.sh``; None when the stage is done already."""
         if self.marker(stage).is_file():
             print(f"[reproduce] {stage}: done earlier, skipped", flush=True)
-            return
+            return None
         command = [*(launcher or _launcher(1)), *argv]  # launcher None: this interpreter
-        line = shlex.join(command)
+        line = " ".join([*(f"{k}={shlex.quote(v)}" for k, v in (env or {}).items()), shlex.join(command)])
         print(f"[reproduce] {stage}: {line}", flush=True)
         with open(self.out / "commands.sh", "a", encoding="utf-8") as handle:
             handle.write(f"# {stage} ({datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds')})"
                          f"\n{line}\n")
-        start = time.perf_counter()
+        return command
+
+    def _end(self, stage: str, command: list[str], code: int, start: float) -> None:
+        """Mark ``stage`` done (exit code 0), or raise."""
+        if code == 130:
+            raise KeyboardInterrupt
+        if code != 0:
+            raise OutputError(f"stage {stage} failed with exit code {code} (command: {shlex.join(command)}); fix the "
+                              f"cause and re-run the same reproduce command: finished stages are kept, training "
+                              f"resumes")
+        self.marker(stage).parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(self.marker(stage), json.dumps({"command": command, "started": round(start, 3),
+                                                          "seconds": round(time.time() - start, 1)}, indent=2) + "\n")
+
+    def run_stage(self, stage: str, argv: list[str], launcher: list[str] | None = None) -> None:
+        """Run ``dctnet ARGV`` unless ``stage`` is done; mark it done when it exits with 0."""
+        command = self._begin(stage, argv, launcher)
+        if command is None:
+            return
+        start = time.time()
         if launcher is None and self.args.dry_run:
             # dry run: in this process (saves a Python + torch start per stage); real runs get one process per
             # stage, which hands the GPU back clean after each
             code = dctnet(argv)
         else:
             code = subprocess.run(command, check=False).returncode
-        if code == 130:
-            raise KeyboardInterrupt
-        if code != 0:
-            raise OutputError(f"stage {stage} failed with exit code {code} (command: {line}); fix the cause and "
-                              f"re-run the same reproduce command: finished stages are kept, training resumes")
-        self.marker(stage).parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(self.marker(stage), json.dumps({"command": command, "seconds": round(
-            time.perf_counter() - start, 1)}, indent=2) + "\n")
+        self._end(stage, command, code, start)
+
+    def run_on_gpus(self, stages: list[tuple[str, list[str]]]) -> None:
+        """Run the stages side by side, at most ``--gpus`` at once, each alone on its GPU (CUDA_VISIBLE_DEVICES)."""
+        import os
+
+        waiting = list(stages)
+        running: dict[int, tuple[str, list[str], subprocess.Popen, float]] = {}  # GPU → the stage on it
+        failed: list[str] = []
+        try:
+            while waiting or running:
+                while waiting and not failed and len(running) < self.args.gpus:
+                    stage, argv = waiting.pop(0)
+                    gpu = min(set(range(self.args.gpus)) - set(running))
+                    env = {"CUDA_VISIBLE_DEVICES": str(gpu)}
+                    command = self._begin(stage, argv, _launcher(1), env)
+                    if command is not None:
+                        running[gpu] = (stage, command, subprocess.Popen(command, env={**os.environ, **env}),
+                                        time.time())
+                if not running:
+                    break
+                time.sleep(0.5)
+                for gpu, (stage, command, process, start) in list(running.items()):
+                    if process.poll() is None:
+                        continue
+                    del running[gpu]
+                    try:
+                        self._end(stage, command, process.returncode, start)
+                    except OutputError as exc:
+                        failed.append(str(exc))
+        except KeyboardInterrupt:  # the trainings got the same Ctrl-C: they stop at a step boundary and save
+            for _, _, process, _ in running.values():
+                process.wait()
+            raise
+        if failed:
+            raise OutputError("; ".join(failed))
 
     def launcher(self) -> list[str] | None:
         """torchrun for trainings on several processes; None = the default (see :meth:`run_stage`)."""
@@ -202,7 +322,7 @@ class Reproduction:
 
     # ------------------------------------------------------------------ stages
     def prepare(self) -> None:
-        argv = ["prepare", "--dataset", "lidc-idri", "--source", str(self.args.data_root),
+        argv = ["prepare", "--dataset", self.dataset, "--source", str(self.args.data_root),
                 "--output", str(self.prepared), "--unit", self.args.unit]
         if self.args.workers:
             argv += ["--workers", str(self.args.workers)]
@@ -210,7 +330,7 @@ class Reproduction:
             argv += ["--limit", str(DRY_RUN_CASES)]
         self.run_stage("prepare", argv)
         if self.args.dry_run and not self.marker("dry-run-data").is_file():
-            make_dry_run_data(self.prepared, self.data)
+            make_dry_run_data(self.prepared, self.data, dataset=self.dataset)
             self.marker("dry-run-data").write_text("{}\n", encoding="utf-8")
         split = self.out / "split"
         split.mkdir(exist_ok=True)
@@ -229,26 +349,37 @@ class Reproduction:
         argv += ["--set", f"batch_size={per_process_batch(batch, self.args.nproc)[0]}"]
         self.run_stage("train-cdm", argv + self.resume_flag(run_dir), self.launcher())
 
-    def train_row(self, row: str) -> None:
-        run_dir = self.out / "runs" / row
+    def train_argv(self, row: str, name: str, seed: int | None) -> list[str]:
+        """The ``dctnet train`` arguments of one run of ``row``."""
+        run_dir = self.out / "runs" / name
         argv = ["train", "--data", str(self.data), "--output", str(run_dir), "--variant", row,
                 *self.common_training()]
-        if row not in ("x2ct-baseline", "ablation-no-dual-branch"):  # rows with G(X) need the CDM's samples
+        if row not in NO_CDM_ROWS:  # rows with G(X) need the CDM's samples
             argv += ["--cdm", str(self.checkpoint(self.out / "runs" / "cdm"))]
         per_process, _ = per_process_batch(self.recipes[row].batch_size, self.args.nproc)
         if self.args.nproc > 1:
             argv += ["--set", f"batch_size={per_process}"]
+        if seed is not None:
+            argv += ["--set", f"seed={seed}"]
         for pair in self.args.set:
             argv += ["--set", pair]
-        self.run_stage(f"train-{row}", argv + self.resume_flag(run_dir), self.launcher())
+        return argv + self.resume_flag(run_dir)
 
-    def evaluate_row(self, row: str) -> None:
-        output = self.out / "eval" / row
+    def train_rows(self) -> None:
+        stages = [(f"train-{name}", self.train_argv(row, name, seed)) for row, name, seed in self.runs()]
+        if self.args.gpus > 1:
+            self.run_on_gpus(stages)
+            return
+        for stage, argv in stages:
+            self.run_stage(stage, argv, self.launcher())
+
+    def evaluate_run(self, name: str) -> None:
+        output = self.out / "eval" / name
         argv = ["evaluate", "--data", str(self.data), "--split", "test", "--output", str(output),
-                "--checkpoint", str(self.checkpoint(self.out / "runs" / row)), "--device", self.args.device]
+                "--checkpoint", str(self.checkpoint(self.out / "runs" / name)), "--device", self.args.device]
         if output.exists():
             argv.append("--overwrite")
-        self.run_stage(f"eval-{row}", argv)
+        self.run_stage(f"eval-{name}", argv)
 
     def run(self) -> Path | None:
         self.out.mkdir(parents=True, exist_ok=True)
@@ -259,21 +390,21 @@ class Reproduction:
             self.prepare()
             if until == 0:
                 return None
-            if until == 1 or any(row not in ("x2ct-baseline", "ablation-no-dual-branch") for row in self.rows):
+            if until == 1 or any(row not in NO_CDM_ROWS for row in self.rows):
                 self.train_cdm()
             if until == 1:
                 return None
-            for row in self.rows:
-                self.train_row(row)
+            self.train_rows()
             if until == 2:
                 return None
-            for row in self.rows:
-                self.evaluate_row(row)
-        return write_table(self.out, dry_run=self.args.dry_run, nproc=self.args.nproc)
+            for _, name, _ in self.runs():
+                self.evaluate_run(name)
+        return write_table(self.out, dry_run=self.args.dry_run, nproc=self.args.nproc, dataset=self.dataset,
+                           seeds=self.seeds)
 
 
 # ---------------------------------------------------------------------------------------------- dry-run data
-def make_dry_run_data(prepared: Path, output: Path, size: int = DRY_RUN_SIZE) -> None:
+def make_dry_run_data(prepared: Path, output: Path, size: int = DRY_RUN_SIZE, dataset: str = "lidc-idri") -> None:
     """The prepared cases down-sampled to ``size`` (mean pooling) for the tiny preset, every case in every split.
 
     A smoke test of the chain only: the test cases are also trained on, and ``split.json`` says so.
@@ -299,7 +430,7 @@ def make_dry_run_data(prepared: Path, output: Path, size: int = DRY_RUN_SIZE) ->
         datasets.write_case(output / datasets.CASES_DIR / case_id, small_ct, pool2("drr"), pool2("drr_bs"), meta)
     splits = {name: sorted(ids) for name in datasets.SPLITS}
     datasets.write_splits(output, splits)
-    record = datasets.split_record(splits, "lidc-idri", seed=0, unit="scan")
+    record = datasets.split_record(splits, dataset, seed=0, unit="scan")
     record["dry_run"] = "every case in train, val and test: a smoke test of the chain, not a held-out result"
     datasets.write_split_record(output, record)
 
@@ -311,17 +442,20 @@ def _read_cases(path: Path) -> list[dict[str, float]]:
                 for row in csv.DictReader(handle)]
 
 
-def _row_info(out: Path, row: str) -> dict[str, Any] | None:
-    """Measured metrics and how the row was trained, or None when it has not been evaluated."""
+METRICS = ("psnr", "psnr_x2ct", "ssim", "lpips", "mae_hu")
+
+
+def _row_info(out: Path, name: str) -> dict[str, Any] | None:
+    """Measured metrics of one run and how it was trained, or None when it has not been evaluated."""
     from ..evaluation.tables import summarize
     from ..training.config import TrainConfig
     from ..checkpoints.networks import load_gan_generators
 
-    cases_csv = out / "eval" / row / "cases.csv"
+    cases_csv = out / "eval" / name / "cases.csv"
     if not cases_csv.is_file():
         return None
     cases = _read_cases(cases_csv)
-    run_dir = out / "runs" / row
+    run_dir = out / "runs" / name
     checkpoint = next((run_dir / n for n in ("best.pt", "latest.pt") if (run_dir / n).is_file()), None)
     params_m = load_gan_generators(checkpoint)[3] if checkpoint else None
     config = json.loads((run_dir / "config.json").read_text(encoding="utf-8")) if \
@@ -329,12 +463,34 @@ def _row_info(out: Path, row: str) -> dict[str, Any] | None:
     run_info = json.loads((run_dir / "run.json").read_text(encoding="utf-8")) if \
         (run_dir / "run.json").is_file() else {}
     world = (run_info.get("environment") or {}).get("world_size", 1)
-    metrics = {key: summarize(cases, key) for key in ("psnr", "psnr_x2ct", "ssim", "lpips", "mae_hu")}
+    metrics = {key: summarize(cases, key) for key in METRICS}
     return {"cases": len(cases), "metrics": metrics, "params_m": params_m, "recipe": config.get("recipe"),
             "epochs": config.get("epochs"), "betas": config.get("betas"), "amp": config.get("amp"),
             "global_batch": (config.get("batch_size") or 1) * (world or 1),
-            "preset": TrainConfig.upgrade(dict(config)).get("size"),
+            "preset": TrainConfig.upgrade(dict(config)).get("size"), "seed": config.get("seed"),
             "gpu": (run_info.get("environment") or {}).get("gpu")}
+
+
+def _over_seeds(runs: dict[int, dict[str, Any] | None]) -> dict[str, Any] | None:
+    """One row from its runs with several seeds: each metric's mean over the runs' means ± their standard
+    deviation (sample, n − 1); the rest from the first run, ``seeds`` lists the runs that exist."""
+    from ..evaluation.tables import summarize
+
+    done = {seed: info for seed, info in runs.items() if info is not None}
+    if not done:
+        return None
+    first = next(iter(done.values()))
+    metrics = {}
+    for key in METRICS:
+        means = [info["metrics"][key][0] for info in done.values() if info["metrics"][key] is not None]
+        stats = summarize([{key: m} for m in means], key)
+        if stats is not None:
+            spread = stats[1] * math.sqrt(len(means) / (len(means) - 1)) if len(means) > 1 else math.nan
+            stats = (stats[0], spread)
+        metrics[key] = stats
+    return {**first, "metrics": metrics, "seeds": sorted(done), "seeds_asked": sorted(runs),
+            "per_seed": {str(seed): {k: (None if v is None else v[0]) for k, v in info["metrics"].items()}
+                         for seed, info in done.items()}}
 
 
 def _fmt(stats: tuple[float, float] | None) -> str:
@@ -343,13 +499,23 @@ def _fmt(stats: tuple[float, float] | None) -> str:
     return format_mean_std(stats)
 
 
-def write_table(out: Path, dry_run: bool = False, nproc: int = 1) -> Path:
-    """``OUT/table1.md`` and ``OUT/table1.json`` from the evaluated rows (rows not run read "not run")."""
-    rows = {row: _row_info(out, row) for row in ROWS}
+def write_table(out: Path, dry_run: bool = False, nproc: int = 1, dataset: str = "lidc-idri",
+                seeds: tuple[int, ...] | None = None) -> Path:
+    """``OUT/table<N>.md`` and ``OUT/table<N>.json`` from the evaluated rows (rows not run read "not run").
+
+    Without ``seeds`` the ± is the standard deviation over the test cases of one run per row; with ``seeds`` it
+    is the standard deviation of the per-run means over the seeds.
+    """
+    number, paper_rows = TABLES[dataset]
+    if seeds is None:
+        rows = {row: _row_info(out, row) for row in rows_of(dataset)}
+    else:
+        rows = {row: _over_seeds({seed: _row_info(out, run_name(row, seed)) for seed in seeds})
+                for row in rows_of(dataset)}
     header = ["Method", "PSNR (↑)", "PSNR, X2CT-GAN variant (↑)", "SSIM (↑)", "LPIPS (↓)", "Params (M)",
               "Paper PSNR", "Paper SSIM", "Paper LPIPS"]
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join([" --- "] * len(header)) + "|"]
-    for method, variant, p_psnr, p_ssim, p_lpips in PAPER_TABLE1:
+    for method, variant, p_psnr, p_ssim, p_lpips in paper_rows:
         info = rows.get(variant) if variant else None
         if variant is None:
             ours = ["not implemented"] + ["—"] * 4
@@ -373,28 +539,36 @@ def write_table(out: Path, dry_run: bool = False, nproc: int = 1) -> Path:
         from ..data.datasets import describe_split
 
         notes.append(f"Data: {describe_split(split)}; lists in `split/` (sha256 in `split/split.json`).")
-    for row in ROWS:
+    if seeds is None:
+        notes.append("±: standard deviation over the test cases of one run per row (the paper's ± is most likely "
+                     "over runs: `--seeds`).")
+    else:
+        notes.append(f"±: standard deviation over the training seeds {', '.join(map(str, seeds))} of each run's "
+                     "mean over the test cases; one CDM serves every seed.")
+    for row in rows_of(dataset):
         info = rows[row]
         if info:
             gpu = f", {info['gpu']}" if info.get("gpu") else ""
+            runs = "" if seeds is None else f", seeds {info['seeds']} of {info['seeds_asked']}"
             notes.append(f"`{row}`: preset {info['preset']}, recipe {info['recipe']} (β {info['betas']}, "
                          f"epochs {info['epochs']}, global batch {info['global_batch']}, AMP "
-                         f"{'on' if info['amp'] else 'off'}{gpu}), {info['cases']} test cases.")
+                         f"{'on' if info['amp'] else 'off'}{gpu}), {info['cases']} test cases{runs}.")
     notes.append("PSNR: 3D PSNR of the [0, 1] HU window; X2CT-GAN variant: kylekma/X2CT's PSNR "
                  "(`DCTNetLib.evaluation.metrics.x2ct_psnr`) — the paper does not say which it used. SSIM: 2D, "
                  "mean over the axial, coronal and sagittal slices; LPIPS: AlexNet, same planes. "
-                 "Params: G(Y) + G(X) + D (trainable). Paper: DCT-Net Table 1 (mean ± as printed).")
-    text = ("# DCT-Net Table 1 (LIDC-IDRI), reproduced\n\n" + "\n".join(lines) + "\n\n"
-            + "\n".join(f"- {n}" for n in notes) + "\n")
-    atomic_write_text(out / "table1.md", text)
-    payload = {"dry_run": dry_run, "split": split,
+                 f"Params: G(Y) + G(X) + D (trainable). Paper: DCT-Net Table {number} (mean ± as printed).")
+    title = f"# DCT-Net Table {number} ({PAPER_DATASETS[dataset]}), reproduced"
+    text = title + "\n\n" + "\n".join(lines) + "\n\n" + "\n".join(f"- {n}" for n in notes) + "\n"
+    atomic_write_text(out / f"table{number}.md", text)
+    payload = {"dry_run": dry_run, "dataset": dataset, "table": number, "seeds": list(seeds) if seeds else None,
+               "split": split,
                "rows": {row: (None if info is None else {**info, "metrics": {
                    k: (None if v is None else {"mean": v[0], "std": None if math.isnan(v[1]) else v[1]})
                    for k, v in info["metrics"].items()}}) for row, info in rows.items()},
                "paper": {variant or method: {"method": method, "psnr": psnr_, "ssim": ssim_, "lpips": lpips_}
-                         for method, variant, psnr_, ssim_, lpips_ in PAPER_TABLE1}}
-    atomic_write_text(out / "table1.json", json.dumps(payload, indent=2, ensure_ascii=False) + "\n")
-    return out / "table1.md"
+                         for method, variant, psnr_, ssim_, lpips_ in paper_rows}}
+    atomic_write_text(out / f"table{number}.json", json.dumps(payload, indent=2, ensure_ascii=False) + "\n")
+    return out / f"table{number}.md"
 
 
 def run(args: argparse.Namespace) -> int:

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import InputError
-from .train_common import add_common_arguments, report, resolve_run_config
+from .train_common import add_common_arguments, report, resolve_run_config, warn_full_preset_on_cpu
 
 # torch, numpy and the modules that import them, and training.config (YAML files), are imported inside the
 # functions: every dctnet run imports every command module (DCTNetLib.cli), so `dctnet --help` stays fast
@@ -147,6 +147,8 @@ def run(args: argparse.Namespace) -> int:
         check_image_size(train_set, preset.image_size, f"{preset.name} GAN preset")
         # the run folder is made only once there is data to train on
         device, info = setup_run(config, args.output, resume=args.resume, overwrite=args.overwrite)
+        if info.is_main:
+            warn_full_preset_on_cpu("gan", config, device, len(train_set))
         train_set, val_set, cdm_info = bone_suppressed_sets(config, preset, args, train_set, val_set, device, info)
         perceptual = build_perceptual(preset, args.vgg_weights)
         seed_everything(config.seed)

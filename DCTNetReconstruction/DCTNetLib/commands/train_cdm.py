@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import InputError
-from .train_common import add_common_arguments, report, resolve_run_config
+from .train_common import add_common_arguments, report, resolve_run_config, warn_full_preset_on_cpu
 
 # torch, numpy and the modules that import them, and training.config (YAML files), are imported inside the
 # functions: every dctnet run imports every command module (DCTNetLib.cli), so `dctnet --help` stays fast
@@ -73,6 +73,8 @@ def run(args: argparse.Namespace) -> int:
         check_image_size(train_set, diffusion.config.image_size, f"{config.size} CDM preset")
         # the run folder is made only once there is data to train on
         device, info = setup_run(config, args.output, resume=args.resume, overwrite=args.overwrite)
+        if info.is_main:
+            warn_full_preset_on_cpu("cdm", config, device, len(train_set))
         trainer = CDMTrainer(config, args.output, train_set=train_set, val_set=val_set, diffusion=diffusion,
                              device=device, dist_info=info)
         result = trainer.fit(resume=args.resume)

@@ -8,15 +8,19 @@ module level, nor training.config (which reads YAML files): every ``dctnet`` run
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import shlex
 import sys
+import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ..training.run_folder import saved_run_config
 
-__all__ = ["TORCHRUN_EPILOG", "add_common_arguments", "resolve_run_config", "resume_hint", "report"]
+__all__ = ["TORCHRUN_EPILOG", "add_common_arguments", "resolve_run_config", "resume_hint", "report", "CPUCost",
+           "CPU_STEP_COST", "warn_full_preset_on_cpu"]
 
 TORCHRUN_EPILOG = """multi-GPU / multi-node (torchrun sets RANK/WORLD_SIZE/LOCAL_RANK; rank 0 logs and checkpoints):
   one node, 4 GPUs:
@@ -57,6 +61,59 @@ def resolve_run_config(config_cls: type, args: argparse.Namespace, extra_flags: 
     flags = {"size": args.preset, "device": args.device, "epochs": args.epochs, "max_steps": args.max_steps,
              **(extra_flags or {})}
     return resolve_config(config_cls, saved=saved, config_file=args.config, set_pairs=args.set, flags=flags)
+
+
+@dataclass(frozen=True)
+class CPUCost:
+    """One training step on a CPU: wall time and peak resident memory of the process, at a batch of ``batch``."""
+
+    step_s: float
+    peak_gb: float
+    batch: int
+
+
+# Measured by `benchmarks/run_all.py --only training` on the project's 2-core CPU with 2 threads
+# (benchmarks/results/training_report.json): a full-preset GAN step (batch 1, all four loss terms) takes 36.3 s at a
+# peak of 7.6 GB, a small one 0.82 s at 1.3 GB, a small CDM step (8 radiographs) 0.40 s at 1.5 GB. The full CDM was
+# not timed on a CPU: its step is the full GAN's scaled by their FLOPs per step (2.36 against 6.47 TFLOP,
+# docs/reproduction.md §5), its memory the fp32 peak estimated there (6.3 GB).
+_FULL_GAN_STEP_S, _FULL_GAN_TFLOP, _FULL_CDM_TFLOP = 36.3, 6.47, 2.36
+CPU_STEP_COST = {
+    ("gan", "full"): CPUCost(_FULL_GAN_STEP_S, 7.6, batch=1),
+    ("gan", "small"): CPUCost(0.82, 1.3, batch=1),
+    ("cdm", "full"): CPUCost(round(_FULL_GAN_STEP_S * _FULL_CDM_TFLOP / _FULL_GAN_TFLOP, 1), 6.3, batch=8),
+    ("cdm", "small"): CPUCost(0.40, 1.5, batch=8),
+}
+
+
+def _duration(seconds: float) -> str:
+    hours = seconds / 3600
+    return f"{hours / 24:.0f} days" if hours >= 48 else f"{hours:.1f} h" if hours >= 1 else f"{seconds / 60:.0f} min"
+
+
+def warn_full_preset_on_cpu(kind: str, config: Any, device: Any, train_samples: int) -> str | None:
+    """Warn (and return the text) when a ``full``-preset training starts on a CPU: what a step costs there, how
+    long the run would take and how much memory it needs, and that ``--preset small`` is the CPU's size.
+
+    Args:
+        kind: ``"gan"`` (``dctnet train``) or ``"cdm"`` (``dctnet train-cdm``).
+        config: the resolved training config (``size``, ``epochs``, ``max_steps``, ``batch_size``).
+        device: the torch device the run trains on.
+        train_samples: samples per epoch (the training split's length).
+    """
+    if config.size != "full" or getattr(device, "type", str(device)) != "cpu":
+        return None
+    full, small = CPU_STEP_COST[(kind, "full")], CPU_STEP_COST[(kind, "small")]
+    steps = config.epochs * math.ceil(train_samples / config.batch_size)
+    steps = min(steps, config.max_steps) if config.max_steps else steps
+    step_full, step_small = (cost.step_s * config.batch_size / cost.batch for cost in (full, small))  # ∝ batch
+    text = (f"the full preset is meant for a GPU: on a CPU one step (batch {config.batch_size}) takes about "
+            f"{step_full:.0f} s (measured on a 2-core CPU), so these {steps:,} steps would take about "
+            f"{_duration(steps * step_full)}, with about {full.peak_gb:.1f} GB of memory at batch {full.batch}. On a "
+            f"CPU use --preset small (about {step_small:.1f} s a step, {small.peak_gb:.1f} GB: "
+            f"{_duration(steps * step_small)} for as many steps), or --device cuda")
+    warnings.warn(text, stacklevel=2)
+    return text
 
 
 def resume_hint() -> str:

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..conventions import DATASETS
+from ..conventions import DATASETS, NIFTI_SUFFIXES, VOLUME_READ_SUFFIXES
 from ..errors import InputError
 from ..io.atomic import atomic_path, atomic_write_text
 
@@ -76,7 +76,6 @@ LIDC_UNITS = ("scan", "patient")
 SPLIT_RECORD = "split.json"
 
 _LIDC_CASE = re.compile(r"^LIDC-IDRI-\d{4}$")
-_NIFTI = (".nii.gz", ".nii")
 # CTSpine1K ships label maps next to the images ("*_seg.nii.gz", folders "gt"/"label"): not CTs.
 _LABEL_WORDS = re.compile(r"(^|[_\-.])(seg|segmentation|label|labels|mask|gt)([_\-.]|$)", re.IGNORECASE)
 _LABEL_DIRS = {"gt", "label", "labels", "mask", "masks", "seg", "segmentation", "segmentations"}
@@ -185,7 +184,7 @@ def discover_lidc_cases(source: str | os.PathLike, unit: str = "scan") -> list[C
 
 def _nifti_stem(path: Path) -> str:
     name = path.name
-    for suffix in _NIFTI:
+    for suffix in NIFTI_SUFFIXES:
         if name.lower().endswith(suffix):
             return name[: -len(suffix)]
     return path.stem
@@ -205,7 +204,7 @@ def discover_ctspine1k_cases(source: str | os.PathLike) -> list[Case]:
         dirs[:] = sorted(d for d in dirs if d.lower() not in _LABEL_DIRS)
         for name in sorted(names):
             path = Path(root) / name
-            if name.lower().endswith(_NIFTI) and not _LABEL_WORDS.search(_nifti_stem(path)):
+            if name.lower().endswith(NIFTI_SUFFIXES) and not _LABEL_WORDS.search(_nifti_stem(path)):
                 files.append(path)
     by_stem: dict[str, list[Path]] = {}
     for path in files:
@@ -224,13 +223,12 @@ def discover_ctspine1k_cases(source: str | os.PathLike) -> list[Case]:
     return sorted(cases, key=lambda c: (c.case_id, str(c.source)))
 
 
-_CT_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")  # = io.ct.READABLE_SUFFIXES
 _LIST_SUFFIXES = (".csv", ".json")
 
 
 def _volume_stem(path: Path) -> str:
     name = path.name
-    for suffix in _CT_SUFFIXES:
+    for suffix in VOLUME_READ_SUFFIXES:
         if name.lower().endswith(suffix):
             return name[: -len(suffix)]
     return name
@@ -264,12 +262,12 @@ def discover_generic_cases(source: str | os.PathLike) -> list[Case]:
         dirs[:] = sorted(d for d in dirs if d.lower() not in _LABEL_DIRS and not d.startswith("."))
         folder = Path(root)
         volumes = [folder / name for name in sorted(names)
-                   if name.lower().endswith(_CT_SUFFIXES) and not _LABEL_WORDS.search(_volume_stem(folder / name))]
+                   if name.lower().endswith(VOLUME_READ_SUFFIXES) and not _LABEL_WORDS.search(_volume_stem(folder / name))]
         for path in volumes:
             cases.append(Case(_safe_id(_utf8_id(str(path.relative_to(source).parent / _volume_stem(path)))), path,
                               "generic"))
         others = [name for name in names if not name.startswith(".") and not name.lower().endswith(
-            _CT_SUFFIXES + (".raw", ".zraw", ".txt", ".xml", ".json", ".csv", ".md"))]
+            VOLUME_READ_SUFFIXES + (".raw", ".zraw", ".txt", ".xml", ".json", ".csv", ".md"))]
         if others and _modality(folder) == "CT":
             rel = folder.relative_to(source)
             cases.append(Case(_safe_id(_utf8_id(str(rel) if str(rel) != "." else source.name)), folder, "generic"))

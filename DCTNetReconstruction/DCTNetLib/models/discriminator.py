@@ -96,7 +96,6 @@ class PatchDiscriminator(nn.Sequential):
         if out_channels:
             layers.append(conv(channels[-1], out_channels, _KERNEL, stride=1, padding=_PADDING))
         super().__init__(*layers)
-        self.out_width = channels[-1]
 
 
 class TriPlaneDiscriminator(nn.Module):

@@ -80,11 +80,6 @@ class VGG16Features(nn.Module):
         self.requires_grad_(False)
         self.eval()
 
-    @classmethod
-    def pretrained(cls, weights_path: str | os.PathLike | None = None) -> "VGG16Features":
-        """``VGG16Features(weights_path)``: VGG16 with ImageNet weights loaded offline (see the class Args)."""
-        return cls(weights_path)
-
     def train(self, mode: bool = True) -> "VGG16Features":
         """Stay in eval mode whatever the caller asks (the network is a fixed measuring instrument)."""
         return super().train(False)

@@ -373,6 +373,14 @@ SMALL_RECIPE_V1 = dict(
 )
 
 # ---------------------------------------------------------------------------------------------- variants
+# X2CT-GAN weighs plain LSGAN mean squared errors by gan_lambda 0.1, with no ½: kylekma/X2CT
+# 3DGAN/lib/model/multiView_CTGAN.py backward_G_basic (criterionGAN(D(fake), True) * gan_lambda) and
+# backward_D_basic ((loss_fake + loss_real) * gan_lambda), GANLoss(use_lsgan=True) being nn.MSELoss
+# (lib/model/loss/multi_gan_loss.py); gan_lambda 0.1 in experiment/multiview2500/d2_multiview2500.yml.
+# MultiPathLoss applies eq. 9's ½ to ℓ(G) and ℓ(D), so the baseline's λ1 is 0.1 / ½ = 0.2: the same weights on
+# the same squared errors as X2CT-GAN's, for G and D alike (test_table1_fidelity checks the losses' values).
+X2CT_GAN_LAMBDA = 0.1
+EQ9_HALF = 0.5  # the ½ of eqs. 9a/9b, as MultiPathLoss applies it
 # Table 1 of DCT-Net: three ablation rows and the X2CT-GAN comparison row (our main reference).
 # Each entry: (generator arch overrides, discriminator arch, loss overrides, description).
 _VARIANTS: dict[str, tuple[bool, str, dict[str, Any], str]] = {
@@ -388,9 +396,10 @@ _VARIANTS: dict[str, tuple[bool, str, dict[str, Any], str]] = {
                                                        lambda_contrastive=LossConfig.lambda_proj),
                                "w/o l_perceptual: contrastive term is a projection L1 between G(Y) and G(X), "
                                "weighted like l_proj"),
-    "x2ct-baseline": (True, "x2ct3d", dict(dual_branch=False, contrastive=False),
-                      "X2CT-GAN (Ying et al. 2019): its generator, 3D PatchGAN, losses, N(0, 0.02) init and "
-                      "training recipe, single branch"),
+    "x2ct-baseline": (True, "x2ct3d", dict(dual_branch=False, contrastive=False,
+                                           lambda_adv=X2CT_GAN_LAMBDA / EQ9_HALF),
+                      "X2CT-GAN (Ying et al. 2019): its generator, 3D PatchGAN, loss weights (lambda_adv 0.2 under "
+                      "eq. 9's 1/2 = its gan_lambda 0.1), N(0, 0.02) init and training recipe, single branch"),
 }
 # Weight initialisation per variant (generator and discriminator). X2CT-GAN initialises both networks with
 # N(0, 0.02) (kylekma/X2CT config.py NETWORK.init_type 'normal'; nets/utils.py init_weights gain 0.02). DCT-Net

@@ -29,7 +29,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from ..conventions import derived_seed
-from ..data.datasets import CASE_FILES
+from ..data.datasets import CASE_FILES, resample
 from ..errors import InputError
 from ..evaluation.metrics import MSE_FLOOR, psnr_from_mse
 from ..models.diffusion.config import CDMConfig
@@ -61,7 +61,8 @@ class RadiographViews(Dataset):
         return NUM_VIEWS * len(self.cases)
 
     def _radiographs(self, case_index: int, view: int) -> tuple[Any, Any, str]:
-        """One view of the case's DRR and bone-suppressed DRR; reads only those files from prepared folders."""
+        """One view of the case's DRR and bone-suppressed DRR; reads only those files from prepared folders, and
+        resamples them to the cases' ``image_size`` as the cases dataset itself would (``datasets.resample``)."""
         if hasattr(self.cases, "case_dir") and hasattr(self.cases, "case_ids"):
             case_id = self.cases.case_ids[case_index]
             folder = self.cases.case_dir(case_id)
@@ -70,7 +71,11 @@ class RadiographViews(Dataset):
                 drr_bs = np.load(folder / CASE_FILES["drr_bs"], mmap_mode="r")[view:view + 1]
             except (OSError, ValueError) as exc:
                 raise InputError(f"damaged prepared case {case_id}: {folder} ({exc})") from exc
-            return np.array(drr, dtype=np.float32), np.array(drr_bs, dtype=np.float32), case_id
+            drr, drr_bs = (torch.from_numpy(np.array(a, dtype=np.float32)) for a in (drr, drr_bs))
+            size = getattr(self.cases, "image_size", None)
+            if size and tuple(drr.shape[-2:]) != (size, size):  # e.g. the tiny preset's 32² from 128² cases
+                drr, drr_bs = resample(drr, size), resample(drr_bs, size)
+            return drr, drr_bs, case_id
         case = self.cases[case_index]
         return case["drr"][view:view + 1], case["drr_bs"][view:view + 1], str(case.get("case_id", case_index))
 
