@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -42,6 +43,8 @@ _PATIENT_STUDY_TAGS = {
     "StudyTime": "0008|0030", "StudyID": "0020|0010", "AccessionNumber": "0008|0050",
     "ReferringPhysicianName": "0008|0090", "StudyDescription": "0008|1030",
 }
+# The slice files write_dicom_series makes (IM00001.dcm …): --overwrite replaces only a folder holding nothing else.
+_SLICE_NAME = re.compile(r"IM\d{5}\.dcm")
 RESEARCH_NOTE = "DCTNet reconstruction from two radiographs; research software, not for clinical use"
 
 
@@ -91,9 +94,15 @@ def check_dicom_output(folder: str | os.PathLike, overwrite: bool = False) -> Pa
     if os.path.lexists(folder):
         if not folder.is_dir():
             raise OutputError(f"--dicom {display_path(folder)} is a file; a DICOM series is written into a folder")
-        if any(folder.iterdir()) and not overwrite:
+        entries = sorted(entry.name for entry in folder.iterdir())
+        if entries and not overwrite:
             raise OutputError(f"{display_path(folder)} exists and is not empty; pass --overwrite to replace it, "
                               "or choose another folder")
+        foreign = [name for name in entries if not _SLICE_NAME.fullmatch(name) or not (folder / name).is_file()]
+        if foreign:
+            raise OutputError(f"{display_path(folder)} holds {display_path(foreign[0])}, which is not a slice of a "
+                              "DCTNet DICOM series; only such a folder is replaced (even with --overwrite): choose "
+                              "another folder")
     return folder
 
 
