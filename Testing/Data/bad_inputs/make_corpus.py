@@ -206,7 +206,7 @@ MANIFEST: dict[str, Case] = {
 
 # ------------------------------------------------------------------------------------------------ issue 12
 LATIN1 = os.fsdecode(b"\xe9")  # one Latin-1 byte: a legal Linux file name that is not UTF-8
-BOMBS = ("rg_deflate_bomb.dcm",)
+BOMBS = ("rg_deflate_bomb.dcm", "w_zip_bomb.pt")
 # In the layout of the shipped bundle (written before variant and size were fields of the preset).
 _BUNDLE_PRESET = {"name": "dctnet@full", "generator": {"image_size": 128}, "discriminator": {}, "loss": {}}
 
@@ -327,6 +327,7 @@ MANIFEST.update(ISSUE12_MANIFEST)
 # takes as an uncompressed NIfTI, so the write stops half-way, as on a full disk or a quota.
 FSIZE_LIMIT = 4096
 TILT_DEGREES = 20.0  # gantry tilt of ct_dicom_tilted (its slices drift 5 mm sideways over 14 mm)
+ZIP_BOMB_MIB = 128  # what w_zip_bomb.pt unpacks to: deflate packs zeros ~1000:1, so the file stays under 1 MiB
 
 
 def _dicom_out(message: str) -> dict[str, tuple[str, str]]:
@@ -393,12 +394,24 @@ ISSUE21_MANIFEST: dict[str, Case] = {
                                       "memory bomb", note="4096² × 24 float64: within the voxel limit, 6.4 GB to read"),
     "ct_dicom_rows_bomb": Case("ct_dicom_rows_bomb", _ct(("InputError", "declares a 2048 × 2048 image")),
                                "memory bomb", note="Rows and Columns 2048 over 16² pixel data"),
+    "b_module_bomb.pt": Case("b_module_bomb.pt", _weights("layers (modules)"), "memory bomb",
+                             note="a few KB recording a CDM of 250,000 residual blocks"),
+    "w_zip_bomb.pt": Case("w_zip_bomb.pt", {"safe_load": ("WeightsError", "unpack to"), **_weights("unpack to")},
+                          "memory bomb", note=f"a torch.save archive re-zipped with deflate: {ZIP_BOMB_MIB} MiB of "
+                                              "zeros in a few hundred KB"),
+    # weights and manifests that are not what they say
+    "b_manifest_lies": Case("b_manifest_lies/model.pt", _weights("sha256 mismatch"), "manifest that lies",
+                            note="a manifest.json beside the bundle records another sha256"),
+    "b_manifest_nested": Case("b_manifest_nested/model.pt", _weights("nested too deeply"), "manifest that lies",
+                              note="manifest.json nested 100,000 levels deep"),
+    "b_manifest_int_sha": Case("b_manifest_int_sha/model.pt", _weights("not a sha256"), "manifest that lies",
+                               note="sha256 recorded as an integer"),
 }
 MANIFEST.update(ISSUE21_MANIFEST)
 ISSUE21_ITEMS = (
     "output folder holding an input", "batch id that is a path", "write that fails without an error",
     "truncated NIfTI", "NIfTI header lying about its data", "detached data file that is not a file beside its header",
-    "DICOM series that is not one upright scan", "memory bomb",
+    "DICOM series that is not one upright scan", "memory bomb", "manifest that lies",
 )
 
 # Every item of issue 5's "bad input" list; the test checks each is covered by at least one case.
@@ -823,6 +836,41 @@ def _write_issue21(out: Path) -> None:
     _nifti_header_only(out / "ct_nifti_float64_bomb.nii", (4096, 4096, 24), datatype=64, bitpix=64)
     for path in write_ct_series(out / "ct_dicom_rows_bomb", hu):
         _edit_dicom(path, Rows=2048, Columns=2048)
+    _write_issue21_weights(out)
+
+
+def _write_issue21_weights(out: Path) -> None:
+    """Bundles asking for too much, and manifests that do not hold what they say."""
+    import torch
+
+    write_module_bomb(out / "b_module_bomb.pt")
+    stored = out / "w_zip_bomb_stored.pt"
+    torch.save({"weights": torch.zeros(ZIP_BOMB_MIB << 18)}, stored)  # float32: 2**18 values a MiB
+    with zipfile.ZipFile(stored) as source, zipfile.ZipFile(out / "w_zip_bomb.pt", "w") as target:
+        for info in source.infolist():
+            packed = zipfile.ZipInfo(info.filename)
+            packed.compress_type = zipfile.ZIP_DEFLATED
+            with source.open(info) as reader, target.open(packed, "w") as writer:
+                shutil.copyfileobj(reader, writer, 1 << 20)
+    stored.unlink()
+    manifests = {"b_manifest_lies": {"file": "model.pt", "sha256": "0" * 64},
+                 "b_manifest_nested": None, "b_manifest_int_sha": {"file": "model.pt", "sha256": 12345}}
+    for folder, manifest in manifests.items():
+        (out / folder).mkdir()
+        shutil.copy(out / "b_not_tensor.pt", out / folder / "model.pt")
+        text = json.dumps(manifest) if manifest is not None else "[" * 100_000 + "]" * 100_000
+        (out / folder / "manifest.json").write_text(text)
+
+
+def write_module_bomb(path: Path) -> None:
+    """A bundle of a few KB recording a CDM of 250,000 residual blocks (no weights)."""
+    import torch
+
+    bundle = {"format": "dctnet-model-bundle", "format_version": 1, "image_size": 128, "sampling_steps": 4,
+              "generator": {"preset": _BUNDLE_PRESET, "g_raw": {}, "g_bs": None}, "meta": {},
+              "cdm": {"config": {"image_size": 128, "timesteps": 10, "sampling_steps": 4, "channels": [8, 8],
+                                 "norm_groups": 4, "num_res_blocks": 250_000}, "state_dict": {}}}
+    torch.save(bundle, path)
 
 
 def _nrrd_header(path: Path, shape: tuple[int, ...], data_file: str) -> None:
