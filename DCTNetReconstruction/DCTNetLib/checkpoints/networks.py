@@ -50,9 +50,9 @@ __all__ = [
 MAX_MODEL_BYTES = 2 * 1024**3
 # Sub-modules a recorded architecture may register while it is built (also on the meta device). The largest network
 # of the project, the X2CT-GAN baseline's full generator, registers 1,733 (DCT-Net's full generator 811, the CDM
-# 417); ten thousand leaves room for any variant, and stops a config asking for 250,000 convolutions after a
-# fraction of a second instead of minutes and gigabytes.
-MAX_MODULES = 10_000
+# 417); five thousand leaves almost three times that for any variant, and stops a config asking for 250,000
+# convolutions after 5,000 of them (seconds) instead of minutes and gigabytes.
+MAX_MODULES = 5_000
 CDM_WEIGHTS = ("ema", "online")
 # The networks of a GAN checkpoint's "models", with the names its messages use.
 GAN_NETWORKS = {"g_raw": "G(Y)", "g_bs": "G(X)", "discriminator": "D"}
