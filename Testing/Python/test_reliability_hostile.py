@@ -55,9 +55,10 @@ def _cli(argv: list[str], capsys) -> tuple[int, str, str]:
 
 # ------------------------------------------------------------------------------------------------ memory bombs
 
-# In the child: the readers are imported (torch too, for the weights loader), then the address space is capped at what is mapped now plus
-# LIMIT_MIB. A 64 MiB allocation must still work and a 1 GiB one must fail (so the cap is real), and each bomb must be
-# refused with its one-line InputError — not a MemoryError, which is what decoding it under the cap would give.
+# In the child: the readers are imported (torch too, for the weights loader), then the address space is capped at
+# what is mapped now plus LIMIT_MIB. A 64 MiB allocation must still work and a 1 GiB one must fail (so the cap is
+# real), and each bomb must be refused with its one-line error — not a MemoryError, which is what decoding it under
+# the cap would give.
 BOMB_CHILD = """
     import json, resource, sys
     import numpy as np
