@@ -19,6 +19,10 @@ class OutputError(DCTNetError, OSError):
     """An output cannot be written (folder missing, not writable, disk full)."""
 
 
+class TrainingDiverged(DCTNetError):
+    """Training produced NaN/inf weights; the last finite checkpoint is kept and never replaced by them."""
+
+
 class Terminated(KeyboardInterrupt):
     """SIGTERM (a scheduler, ``kill``, a closing session) turned into an interrupt, so that it unwinds like Ctrl-C:
     temporary files are removed, workers are stopped and the command exits with 143 instead of vanishing."""

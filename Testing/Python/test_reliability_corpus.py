@@ -40,7 +40,7 @@ def _load_corpus_module():
 
 mc = _load_corpus_module()
 ERRORS = {"InputError": InputError, "OutputError": OutputError, "WeightsError": WeightsError}
-CLI_ENTRIES = {"prepare", "reconstruct", "reconstruct_weights", "evaluate"}
+CLI_ENTRIES = {"prepare", "reconstruct", "reconstruct_weights", "evaluate", "reconstruct_dicom", "reconstruct_batch"}
 # Library text that must never reach a user (pydicom's advice, torch's C++ assertion, a traceback, a temp name).
 LEAKS = ("force=True", "enforce fail", "Traceback", "/.tmp-")
 PAIRS = [(name, entry) for name, case in mc.MANIFEST.items() for entry in case.expect]
@@ -117,6 +117,12 @@ def _simulate(recipe: str, target: Path, monkeypatch, request) -> None:
         target.unlink(missing_ok=True)
         request.addfinalizer(lambda: target.unlink(missing_ok=True))
         monkeypatch.setattr(atomic, "_fsync_file", fsync_then_other_run_finishes)
+    elif recipe == "file_size_limit":  # a quota or ulimit -f: writes past the limit fail with EFBIG
+        import resource
+
+        soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (mc.FSIZE_LIMIT, hard))
+        request.addfinalizer(lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard)))
     elif recipe:
         raise AssertionError(f"unknown simulation {recipe}")
 
@@ -230,6 +236,9 @@ def _run_cli(entry: str, name: str, case, path: Path, corpus: Path, tmp_path: Pa
     if entry == "evaluate":
         _run_evaluate(path, fragment, tmp_path, capsys)
         return
+    if entry in ("reconstruct_dicom", "reconstruct_batch"):
+        _run_refused_outputs(entry, path, fragment, corpus, tmp_path, capsys)
+        return
     # dctnet prepare
     output = tmp_path / "prepared"
     if outcome == "prepared":
@@ -257,6 +266,28 @@ def _run_cli(entry: str, name: str, case, path: Path, corpus: Path, tmp_path: Pa
     code, _, err = _cli(["prepare", "--dataset", dataset, "--source", str(source), "--output", str(output),
                          "--workers", "1"], capsys)
     _assert_one_line_error(code, err, fragment, [output.name])
+
+
+def _snapshot(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def _run_refused_outputs(entry: str, path: Path, fragment: str, corpus: Path, tmp_path: Path, capsys) -> None:
+    """``--dicom FOLDER --overwrite`` over a folder it must not replace, or ``--batch`` with an id that is a path:
+    one line, exit 2, the folder byte-identical and nothing written anywhere."""
+    good = ["--lat", str(corpus / "good_lat.png"), "--overwrite", "--device", "cpu"]
+    if entry == "reconstruct_dicom":
+        pa = path / "pa.png" if (path / "pa.png").exists() else corpus / "good_pa.png"
+        output = path / "ct.nii.gz" if (path / "ct.nii.gz").exists() else tmp_path / "ct.nii.gz"
+        argv = ["--pa", str(pa), "--output", str(output), "--dicom", str(path)]
+    else:
+        good = ["--overwrite", "--device", "cpu"]
+        argv = ["--batch", str(path), "--output", str(tmp_path / "volumes"), "--dicom", str(tmp_path / "dicom")]
+    before = _snapshot(path) if path.is_dir() else path.read_bytes()
+    code, _, err = _cli(["reconstruct", *argv, *good], capsys)
+    _assert_one_line_error(code, err, fragment, [path.name])
+    assert (_snapshot(path) if path.is_dir() else path.read_bytes()) == before, "the folder was changed"
+    assert list(tmp_path.iterdir()) == [], "something was written"
 
 
 def _run_evaluate(checkpoint: Path, fragment: str, tmp_path: Path, capsys) -> None:
@@ -407,6 +438,8 @@ def test_corpus_covers_every_item_of_the_issue(corpus):
     assert len(PAIRS) >= 2 * len(mc.ISSUE_ITEMS)  # most cases go through two or more entry points
     issue12 = {case.issue_item for case in mc.ISSUE12_MANIFEST.values()}
     assert set(mc.ISSUE12_ITEMS) == issue12, set(mc.ISSUE12_ITEMS) ^ issue12
+    issue21 = {case.issue_item for case in mc.ISSUE21_MANIFEST.values()}
+    assert set(mc.ISSUE21_ITEMS) == issue21, set(mc.ISSUE21_ITEMS) ^ issue21
     for name, case in mc.MANIFEST.items():
         path = corpus / case.path
         if name.startswith("out_") and name != "out_missing_folder":

@@ -55,15 +55,19 @@ def _cli(argv: list[str], capsys) -> tuple[int, str, str]:
 
 # ------------------------------------------------------------------------------------------------ memory bombs
 
-# In the child: the readers are imported (no torch), then the address space is capped at what is mapped now plus
-# LIMIT_MIB. A 64 MiB allocation must still work and a 1 GiB one must fail (so the cap is real), and each bomb must be
-# refused with its one-line InputError — not a MemoryError, which is what decoding it under the cap would give.
+# In the child: the readers are imported (torch too, for the weights loader), then the address space is capped at
+# what is mapped now plus LIMIT_MIB. A 64 MiB allocation must still work and a 1 GiB one must fail (so the cap is
+# real), and each bomb must be refused with its one-line error — not a MemoryError, which is what decoding it under
+# the cap would give.
 BOMB_CHILD = """
     import json, resource, sys
     import numpy as np
+    import torch
+    from DCTNetLib.data.case_arrays import load_case_array
+    from DCTNetLib.errors import DCTNetError
     from DCTNetLib.io.ct import read_ct
     from DCTNetLib.io.radiograph import read_radiograph
-    from DCTNetLib.errors import InputError
+    from DCTNetLib.io.safe_load import load_torch_file
 
     def vm_size():
         for line in open("/proc/self/status"):
@@ -77,11 +81,14 @@ BOMB_CHILD = """
         out["big_allocation"] = "allowed"
     except MemoryError:
         out["big_allocation"] = "MemoryError"
-    for reader, path in (("radiograph", sys.argv[2]), ("radiograph", sys.argv[3]), ("ct", sys.argv[4])):
+    readers = {"radiograph": read_radiograph, "ct": read_ct, "torch": load_torch_file,
+               "npy": lambda path: load_case_array(path, "ct")}
+    for pair in sys.argv[2:]:  # READER=PATH
+        reader, path = pair.split("=", 1)
         try:
-            (read_radiograph if reader == "radiograph" else read_ct)(path)
+            readers[reader](path)
             out[path] = "accepted"
-        except InputError as exc:
+        except DCTNetError as exc:
             out[path] = str(exc)
         except MemoryError:
             out[path] = "MemoryError"
@@ -92,7 +99,8 @@ LIMIT_MIB = 200
 
 def test_memory_bombs_are_refused_from_their_headers_under_a_small_address_space(corpus):
     bombs = [corpus / "rg_deflate_bomb.dcm", corpus / "rg_nifti_20000.nii", corpus / "ct_1200.nii"]
-    result = _child(BOMB_CHILD, str(LIMIT_MIB), *map(str, bombs))
+    readers = ("radiograph", "radiograph", "ct")
+    result = _child(BOMB_CHILD, str(LIMIT_MIB), *(f"{reader}={bomb}" for reader, bomb in zip(readers, bombs)))
     assert result.returncode == 0, result.stderr[-2000:]
     out = json.loads(result.stdout.strip().splitlines()[-1])
     assert out["small_allocation"] and out["big_allocation"] == "MemoryError", out  # the cap is real
@@ -445,3 +453,28 @@ def test_a_fifo_given_as_a_training_checkpoint_is_named_and_never_opened(tmp_pat
         load_checkpoint(fifo, kind="gan")  # returns at once: opening a FIFO for reading would block
     with pytest.raises(WeightsError, match="not found"):
         load_checkpoint(tmp_path / "missing.pt")
+
+
+# Issue 21's bombs go through the same child. Before, they took 5.9 GB (NIfTI header of 512² × 1500 in 1.4 KB),
+# 8.3 GB (4096² × 24 float64), 6 GB (NRRD data file /dev/zero), 2.3 GB (DICOM Rows 2048 over 512² data), 4 GB (a
+# compressed tensor) or a 4096³ npy header's 256 GiB.
+
+
+def test_issue21_memory_bombs_are_refused_before_allocating(corpus, tmp_path):
+    npy_bomb = tmp_path / "ct_unit.npy"
+    header = np.lib.format.header_data_from_array_1_0(np.zeros((1, 1, 1), np.float32))
+    with open(npy_bomb, "wb") as handle:  # a header claiming 4096³ float32 (256 GiB) over no data
+        np.lib.format.write_array_header_1_0(handle, {**header, "shape": (4096, 4096, 4096)})
+    bombs = {"ct": ["ct_nifti_short_bomb.nii", "ct_nifti_float64_bomb.nii", "ct_nrrd_dev_zero.nhdr",
+                    "ct_dicom_rows_bomb"], "torch": ["w_zip_bomb.pt"]}
+    pairs = [f"{kind}={corpus / name}" for kind, names in bombs.items() for name in names] + [f"npy={npy_bomb}"]
+    result = _child(BOMB_CHILD, str(LIMIT_MIB), *pairs)
+    assert result.returncode == 0, result.stderr[-2000:]
+    out = json.loads(result.stdout.strip().splitlines()[-1])
+    assert out.pop("small_allocation") and out.pop("big_allocation") == "MemoryError", out  # the cap is real
+    expected = {"ct_nifti_short_bomb.nii": "truncated", "ct_nifti_float64_bomb.nii": "too large to read",
+                "ct_nrrd_dev_zero.nhdr": "outside the header's folder", "ct_dicom_rows_bomb": "declares a 2048",
+                "w_zip_bomb.pt": "unpack to", "ct_unit.npy": "claims shape (4096, 4096, 4096)"}
+    for path, message in out.items():
+        assert expected[Path(path).name] in message and Path(path).name in message, (path, message)
+    assert result.stderr.strip() == "", result.stderr

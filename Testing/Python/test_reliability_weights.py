@@ -162,3 +162,72 @@ def test_checkpoint_save_checks_free_space_and_keeps_the_old_file(checkpoint, mo
         save_checkpoint(_training_state(channels=64), checkpoint)
     assert checkpoint.read_bytes() == before
     assert sorted(p.name for p in checkpoint.parent.iterdir()) == [checkpoint.name]  # no temporary file
+
+
+# ------------------------------------------------------------------------------------------------ issue 21
+_WRONG_KIND = {
+    "int64": lambda v: v.round().to(torch.int64),
+    "bool": lambda v: v > 0,
+    "sparse": lambda v: v.to_sparse(),
+    "meta": lambda v: torch.empty_like(v, device="meta"),
+    "quantized": lambda v: torch.quantize_per_tensor(v, 0.1, 0, torch.qint8),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(_WRONG_KIND))
+@pytest.mark.filterwarnings("ignore:torch.quantize_per_tensor:UserWarning")  # deprecated; building the bad file only
+def test_weights_of_the_right_shapes_but_the_wrong_kind_are_refused(tiny_bundle_path, tmp_path, kind, capsys):
+    """int64 or bool weights of the right shapes gave a constant volume with exit 0; sparse, meta and quantized
+    tensors a traceback. Each is now one line naming the tensor and the file, from the library and the command."""
+    from DCTNetLib.checkpoints.bundle import load_model_bundle
+
+    state = torch.load(tiny_bundle_path, weights_only=True)
+    load_model_bundle(tiny_bundle_path)  # control: the unaltered bundle loads
+    weights = state["generator"]["g_raw"]
+    key = next(k for k, v in weights.items() if v.is_floating_point() and v.dim() >= 2)
+    weights[key] = _WRONG_KIND[kind](weights[key])
+    bad = tmp_path / f"{kind}.pt"
+    torch.save(state, bad)
+    with pytest.raises(WeightsError, match=rf"{bad.name}: the G\(Y\) weights hold .* in {key}"):
+        load_model_bundle(bad)
+    from PIL import Image
+
+    film = tmp_path / "pa.png"
+    Image.fromarray((mc.synthetic_views()[0] * 255).astype("uint8")).save(film)
+    code = cli.main(["reconstruct", "--pa", str(film), "--lat", str(film), "--weights", str(bad),
+                     "--output", str(tmp_path / "ct.nii.gz"), "--device", "cpu"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and bad.name in err[0] and key in err[0], err
+    assert not (tmp_path / "ct.nii.gz").exists()
+
+
+def test_a_recorded_architecture_of_too_many_layers_stops_within_seconds(tmp_path):
+    """A 3 KB bundle asking for 250,000 residual blocks took 77 s and 3.2 GB building on the meta device; the
+    module budget stops it at MAX_MODULES (the corpus case is b_module_bomb.pt)."""
+    import time
+
+    from DCTNetLib.checkpoints.bundle import load_model_bundle
+    from DCTNetLib.checkpoints.networks import MAX_MODULES
+
+    bundle = tmp_path / "b_module_bomb.pt"
+    mc.write_module_bomb(bundle)
+    start = time.perf_counter()
+    with pytest.raises(WeightsError, match=f"more than {MAX_MODULES} layers"):
+        load_model_bundle(bundle)
+    assert time.perf_counter() - start < 30  # the full build is minutes on this machine (97 s for 200 blocks)
+
+
+def test_dctnet_info_shows_no_card_for_a_file_its_manifest_does_not_describe(tiny_bundle_path, tmp_path, capsys):
+    """A manifest beside a bundle recording another sha256 was displayed as the bundle's card."""
+    import json
+    import shutil
+
+    bundle = shutil.copy(tiny_bundle_path, tmp_path / "model.pt")
+    manifest = {"file": "model.pt", "sha256": sha256_file(bundle), "model_card": {"intended_use": "tests"}}
+    (tmp_path / "manifest.json").write_text(json.dumps(manifest))
+    assert cli.main(["info", "--weights", str(bundle)]) == 0  # control: the true sha256 shows the card
+    assert "tests" in capsys.readouterr().out
+    (tmp_path / "manifest.json").write_text(json.dumps({**manifest, "sha256": "0" * 64}))
+    assert cli.main(["info", "--weights", str(bundle)]) == 2
+    out, err = capsys.readouterr()
+    assert "sha256 mismatch" in err and "model.pt" in err and len(err.strip().splitlines()) == 1 and out == ""

@@ -28,8 +28,9 @@ from ..conventions import IMAGE_SIZE
 from ..errors import InputError, WeightsError
 from ..helpers import count_parameters
 from ..io.atomic import atomic_torch_save, atomic_write_text
-from ..io.safe_load import load_torch_file, sha256_file
+from ..io.safe_load import check_weights_file, load_torch_file, sha256_file
 from .checkpoint import load_checkpoint, recorded_int, resolve_checkpoint
+from .manifest import MANIFEST_NAME, manifest_beside, read_manifest, recorded_sha256
 from .networks import build_cdm, build_checked, build_gan_generator, frozen, gan_networks_from_state, load_cdm
 
 __all__ = [
@@ -49,7 +50,6 @@ BUNDLE_FORMAT = "dctnet-model-bundle"
 BUNDLE_FORMAT_VERSION = 1
 _WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "resources" / "weights"
 DEFAULT_BUNDLE_NAME = "dctnet_small.pt"
-MANIFEST_NAME = "manifest.json"
 DEFAULT_SAMPLING_STEPS = 20  # DDIM steps of a bundle that records none (CDMConfig's default)
 # Radiograph side the networks may be built for, checked before any network is allocated (the size of the weights
 # is checked by networks.build_checked): the paper's 128 (and the small test sizes); a 3D generator's activations
@@ -153,7 +153,9 @@ def bundle_from_state(state: dict[str, Any], path: Path) -> ModelBundle:
 
 
 def load_model_bundle(path: str | Path | None = None, expected_sha256: str | None = None) -> ModelBundle:
-    """Load a bundle with ``weights_only=True``; ``None`` loads the shipped default and checks its manifest.
+    """Load a bundle with ``weights_only=True``; ``None`` loads the shipped default. A ``manifest.json`` beside the
+    bundle that records its sha256 (the shipped one, or one ``dctnet export --manifest`` wrote) is checked before
+    anything is unpickled; ``expected_sha256`` replaces it.
 
     Raises:
         WeightsError: missing, truncated, tampered (sha256), foreign, or architecture/weights mismatch.
@@ -163,9 +165,12 @@ def load_model_bundle(path: str | Path | None = None, expected_sha256: str | Non
         if not path.is_file():
             raise WeightsError(f"the shipped default weights are missing: {path} (reinstall DCTNet, or pass a "
                                "bundle made with `dctnet export`)")
-        manifest = json.loads(default_manifest_path().read_text()) if default_manifest_path().is_file() else {}
-        expected_sha256 = expected_sha256 or manifest.get("sha256")
     path = Path(path)
+    if expected_sha256 is None:
+        check_weights_file(path)  # a FIFO or a folder is named before the manifest beside it is read
+        manifest_path = manifest_beside(path)
+        manifest = read_manifest(manifest_path)
+        expected_sha256 = recorded_sha256(manifest, path, manifest_path) if manifest is not None else None
     state = load_torch_file(path, expected_sha256)  # the file check, then the sha256, then weights_only
     if isinstance(state, dict) and state.get("kind") == "gan" and state.get("format") != BUNDLE_FORMAT:
         return _bundle_from_gan_checkpoint(state, path)

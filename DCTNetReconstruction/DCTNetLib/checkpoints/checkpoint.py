@@ -32,7 +32,7 @@ from typing import Any
 
 import torch
 
-from ..errors import InputError, WeightsError
+from ..errors import InputError, TrainingDiverged, WeightsError
 from ..io.atomic import atomic_torch_save, check_free_space
 from ..io.safe_load import load_torch_file
 
@@ -42,6 +42,7 @@ __all__ = [
     "LATEST",
     "BEST",
     "estimate_nbytes",
+    "non_finite_models",
     "save_checkpoint",
     "resolve_checkpoint",
     "load_checkpoint",
@@ -71,14 +72,27 @@ def estimate_nbytes(obj: Any) -> int:
     return 0
 
 
+def non_finite_models(models: dict[str, Any]) -> list[str]:
+    """Names of the state dicts in ``models`` (name → state dict) holding a NaN/inf floating-point tensor."""
+    return [name for name, state in models.items()
+            if any(torch.is_tensor(v) and v.is_floating_point() and not bool(torch.isfinite(v).all())
+                   for v in (state or {}).values())]
+
+
 def save_checkpoint(state: dict[str, Any], path: str | Path) -> Path:
     """Write ``state`` to ``path`` atomically after checking there is room for it.
 
     Raises:
+        TrainingDiverged: a network of ``state["models"]`` holds NaN/inf (nothing is written).
         OutputError: not enough free space (checked first: nothing is written), or the write failed; the
             previous file at ``path`` is intact either way.
     """
     path = Path(path)
+    diverged = non_finite_models(state.get("models") or {})
+    if diverged:
+        kept = f"{path} keeps the last finite state" if path.is_file() else "nothing was saved"
+        raise TrainingDiverged(f"training diverged: the weights of {', '.join(diverged)} are NaN/inf (learning rate "
+                               f"too high?); refusing to save them as {path}: {kept}")
     check_free_space(path.parent, _SPACE_FACTOR * estimate_nbytes(state) + _SPACE_MARGIN_BYTES)
     return atomic_torch_save(state, path)
 

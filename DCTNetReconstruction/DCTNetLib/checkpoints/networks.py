@@ -15,8 +15,9 @@ Example::
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import torch
 from torch import nn
@@ -30,6 +31,7 @@ from .checkpoint import CHECKPOINT_FORMAT, check_checkpoint_state, load_checkpoi
 
 __all__ = [
     "MAX_MODEL_BYTES",
+    "MAX_MODULES",
     "CDM_WEIGHTS",
     "build_cdm",
     "build_gan_generator",
@@ -46,6 +48,11 @@ __all__ = [
 # parameters (10 MiB); the paper-size preset about 60 M. 2 GiB of float32 parameters and buffers is far above
 # any DCT-Net model.
 MAX_MODEL_BYTES = 2 * 1024**3
+# Sub-modules a recorded architecture may register while it is built (also on the meta device). The largest network
+# of the project, the X2CT-GAN baseline's full generator, registers 1,733 (DCT-Net's full generator 811, the CDM
+# 417); five thousand leaves almost three times that for any variant, and stops a config asking for 250,000
+# convolutions after 5,000 of them (seconds) instead of minutes and gigabytes.
+MAX_MODULES = 5_000
 CDM_WEIGHTS = ("ema", "online")
 # The networks of a GAN checkpoint's "models", with the names its messages use.
 GAN_NETWORKS = {"g_raw": "G(Y)", "g_bs": "G(X)", "discriminator": "D"}
@@ -76,6 +83,28 @@ def _first_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
 
 
+def _kind(dtype: torch.dtype) -> str:
+    """A dtype's family: weights may change precision (a bundle stores float16) but never family."""
+    if dtype == torch.bool:
+        return "bool"
+    if dtype.is_complex:
+        return "complex"
+    return "float" if dtype.is_floating_point else "integer"
+
+
+def _tensor_problem(value: torch.Tensor, expected: torch.Tensor) -> str | None:
+    """What makes a stored tensor unusable where the network has ``expected``, in words (None when it fits)."""
+    if value.layout != torch.strided:
+        return f"a {str(value.layout).removeprefix('torch.')} tensor (not dense values)"
+    if value.is_meta:
+        return "a meta tensor (a shape without values)"
+    if value.is_quantized:
+        return f"a quantized {value.dtype} tensor"
+    if _kind(value.dtype) != _kind(expected.dtype):
+        return f"{str(value.dtype).removeprefix('torch.')} values where the network has {_kind(expected.dtype)}s"
+    return None
+
+
 def check_state_dict(model: nn.Module, state: Any, what: str, path: str | Path) -> None:
     """Raise :class:`WeightsError` unless ``state`` fits ``model`` exactly (keys, shapes) with finite tensors.
 
@@ -100,6 +129,11 @@ def check_state_dict(model: nn.Module, state: Any, what: str, path: str | Path) 
         ]))
         raise WeightsError(f"{path}: the {what} weights do not match the architecture recorded in the file "
                            f"({details})")
+    for key in sorted(state):
+        problem = _tensor_problem(state[key], own[key])
+        if problem:
+            raise WeightsError(f"{path}: the {what} weights hold {problem} in {key}; a network cannot compute with "
+                               "them (the file was not written by DCTNet, or was altered)")
     for key, value in state.items():
         if value.is_floating_point() and not bool(torch.isfinite(value).all()):
             bad = int((~torch.isfinite(value)).sum())
@@ -122,8 +156,11 @@ def build_checked(build: Callable[[Any], nn.Module], config: Any, weights: Any, 
         WeightsError: the config is invalid or too large, or the weights do not fit it or are not finite.
     """
     try:
-        with torch.device("meta"):
+        with torch.device("meta"), _module_budget(MAX_MODULES):
             shape_only = build(config)
+    except _TooManyModules as exc:
+        raise WeightsError(f"{path}: the recorded {what} architecture asks for more than {MAX_MODULES} layers "
+                           f"(modules), more than any DCT-Net model has; refused before building it") from exc
     except _BUILD_ERRORS as exc:
         raise WeightsError(f"{path}: the recorded {what} configuration is invalid ({_first_line(exc)})") from exc
     nbytes = sum(t.numel() * t.element_size() for t in (*shape_only.parameters(), *shape_only.buffers()))
@@ -134,6 +171,32 @@ def build_checked(build: Callable[[Any], nn.Module], config: Any, weights: Any, 
     model = build(config)
     model.load_state_dict(weights)
     return model
+
+
+class _TooManyModules(Exception):
+    """Raised inside a network's constructor once it has created more than its budget of modules."""
+
+
+@contextlib.contextmanager
+def _module_budget(limit: int) -> Iterator[None]:
+    """Stop any network built inside the block once it has registered more than ``limit`` sub-modules.
+
+    Building on the meta device allocates no weights, but every layer is still a Python object: a recorded config
+    of a few KB asking for 250,000 convolutions takes minutes and gigabytes before its size could be measured.
+    """
+    count = 0
+
+    def count_one(module: nn.Module, name: str, submodule: nn.Module | None) -> None:
+        nonlocal count
+        count += 1
+        if count > limit:
+            raise _TooManyModules(count)
+
+    handle = torch.nn.modules.module.register_module_module_registration_hook(count_one)
+    try:
+        yield
+    finally:
+        handle.remove()
 
 
 def frozen(model: nn.Module | None) -> nn.Module | None:

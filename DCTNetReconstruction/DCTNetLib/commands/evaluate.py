@@ -38,7 +38,7 @@ from typing import Any
 from ..cli import main as dctnet
 from ..errors import InputError, OutputError, WeightsError
 from ..helpers import count_parameters
-from ..io.atomic import atomic_write_text, check_writable_dir
+from ..io.atomic import atomic_write_text, check_writable_dir, display_path
 
 # torch, numpy and the modules that import them are imported inside the functions: `dctnet --help` imports
 # every command module (DCTNetLib.cli) and stays fast.
@@ -250,7 +250,18 @@ def ablation_checkpoints(args: argparse.Namespace) -> list[tuple[str, Path]]:
 
 # ---------------------------------------------------------------------------------------------- command
 def _prepare_output(output: Path, overwrite: bool) -> list[str]:
-    """Check ``output`` can take the results; returns the names of earlier results there (replaced at the end)."""
+    """Check ``output`` can take the results; returns the names of earlier results there (replaced at the end).
+
+    A training run folder is refused even with ``--overwrite``: its ``metrics.jsonl`` is the run's log, which the
+    evaluation's own would replace.
+    """
+    from ..training.run_folder import training_run_files
+
+    run_files = training_run_files(output)
+    if run_files:
+        raise OutputError(f"--output {display_path(output)} is a training run folder ({', '.join(run_files)}); its "
+                          "metrics.jsonl would be replaced by the evaluation's (even with --overwrite): choose "
+                          "another --output folder")
     existing = sorted(p.name for p in output.glob("cases*.csv")) + [n for n in OUTPUT_FILES if (output / n).exists()]
     if existing and not overwrite:
         raise InputError(f"{output} already holds evaluation results ({', '.join(existing)}); add --overwrite "

@@ -149,16 +149,22 @@ def manifest_path_for(weights: Path | None) -> Path:
     return weights.with_name("manifest.json")
 
 
-def read_manifest(path: Path) -> dict[str, Any] | None:
-    """The manifest at ``path`` (None when there is none); one clear error when it is not a JSON object."""
-    if not path.is_file():
-        return None
-    try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise InputError(f"cannot read the model manifest {path}: {exc}") from exc
-    if not isinstance(manifest, dict):
-        raise InputError(f"the model manifest {path} is not a JSON object")
+def read_manifest(path: Path, weights: Path | None = None) -> dict[str, Any] | None:
+    """The manifest at ``path`` (None when there is none), once ``weights`` (by default the file it names) was
+    checked against the sha256 it records: a card is never shown for a file it does not describe.
+
+    Raises:
+        WeightsError: the manifest is unreadable or malformed, or the weights do not match its sha256.
+    """
+    from ..checkpoints.manifest import read_manifest as read_checked, recorded_sha256
+    from ..io.safe_load import check_sha256
+
+    manifest = read_checked(path)
+    if manifest is not None and (weights is not None or manifest.get("file")):
+        weights = weights or path.with_name(str(manifest["file"]))
+        expected = recorded_sha256(manifest, weights, path)
+        if expected is not None and weights.is_file():
+            check_sha256(weights, expected)
     return manifest
 
 
@@ -226,7 +232,7 @@ def run(args: argparse.Namespace) -> int:
     card = None
     if show_card:
         manifest_path = manifest_path_for(args.weights)
-        manifest = read_manifest(manifest_path)
+        manifest = read_manifest(manifest_path, args.weights)
         card = model_card(manifest) if manifest is not None else None
     if args.all:
         names = [f"{variant}@{size}" for variant in ("dctnet",) + ABLATIONS for size in SIZES]

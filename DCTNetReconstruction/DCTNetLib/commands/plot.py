@@ -76,6 +76,9 @@ def run(args: argparse.Namespace) -> int:
     if not history.losses and not history.validation:
         raise InputError(f"{display_path(log_path)} holds no training or validation records yet")
     output = args.output or log_path.parent / "curves.png"
+    if not output.name.lower().endswith(".png"):
+        raise OutputError(f"--output {display_path(output)}: the plot is a PNG, so its name must end in .png (a "
+                          "run's metrics.jsonl or checkpoints are never replaced by it)")
     if output.exists() and not args.overwrite:
         raise OutputError(f"{display_path(output)} exists; pass --overwrite to replace it")
     title = f"{log_path.parent.name}: step {history.last_step}, epoch {history.last_epoch}"

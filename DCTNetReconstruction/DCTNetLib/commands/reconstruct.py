@@ -52,11 +52,12 @@ from types import SimpleNamespace
 
 from ..conventions import DETECTOR_MM, VOLUME_WRITE_SUFFIXES
 from ..errors import InputError, OutputError
-from ..io.atomic import atomic_write_text, check_name_length, check_writable_dir, display_path
+from ..io.atomic import NAME_MAX, atomic_write_text, check_name_length, check_writable_dir, display_path
 
 HELP = "reconstruct a CT from a PA and a lateral radiograph (or from DRRs of a CT with --ct)"
 log = logging.getLogger("dctnet.reconstruct")
 
+_BATCH_SUFFIX = ".nii.gz"  # what --batch writes per case
 PROGRESS_MODES = ("log", "json")
 
 
@@ -229,7 +230,9 @@ def batch_cases(source: Path) -> list[tuple[str, Path, Path]]:
             if not pa or not lat:
                 raise InputError(f"batch list {source}, row {number}: needs both a 'pa' and a 'lat' path")
             resolve = lambda text: Path(text) if Path(text).is_absolute() else source.parent / text  # noqa: E731
-            cases.append((str(row.get("id") or "").strip() or f"case{number:03d}", resolve(pa), resolve(lat)))
+            case_id = str(row.get("id") or "").strip() or f"case{number:03d}"
+            cases.append((check_case_id(case_id, f"batch list {display_path(source)}, row {number}"),
+                          resolve(pa), resolve(lat)))
         return cases
     if not source.is_dir():
         raise InputError(f"--batch {source}: no such CSV file or folder")
@@ -252,6 +255,46 @@ def batch_cases(source: Path) -> list[tuple[str, Path, Path]]:
         raise InputError(f"--batch {source}: no cases found (expected sub-folders holding pa.* and lat.*, or "
                          "files <id>_pa.* and <id>_lat.*)")
     return cases
+
+
+def check_case_id(case_id: str, where: str) -> str:
+    """``case_id`` when it can name a file: ``<id>.nii.gz`` in ``--output`` and ``--dicom FOLDER/<id>/``.
+
+    A path (``../x``, ``/abs/path``, ``a/b``) would write outside ``--output`` and, with ``--dicom --overwrite``,
+    replace an unrelated folder; a leading dot would hide the file (and ``.tmp-`` names are this tool's own
+    temporary files).
+
+    Raises:
+        InputError: naming the id and ``where`` it came from.
+    """
+    reason = ("is empty" if not case_id else
+              "is a path, not a file name (it holds / or \\)" if "/" in case_id or "\\" in case_id else
+              "holds a NUL character" if "\0" in case_id else
+              "starts with '.' (. and .. are folders, other such names hidden files)" if case_id.startswith(".") else
+              f"is longer than {NAME_MAX - len(_BATCH_SUFFIX)} bytes" if
+              len(os.fsencode(case_id)) > NAME_MAX - len(_BATCH_SUFFIX) else "")
+    if reason:
+        raise InputError(f"{where}: case id {case_id[:80]!r} {reason}; ids name the output files "
+                         f"(<id>{_BATCH_SUFFIX}), so each must be a plain file name")
+    return case_id
+
+
+def check_folder_apart(folder: Path, others: tuple[Path | None, ...], option: str = "--dicom") -> None:
+    """Refuse an output folder that would be replaced (``--overwrite``) while it is, holds or lies inside one of
+    ``others`` (the run's inputs and its other outputs): replacing it would delete them.
+
+    Raises:
+        OutputError: naming the folder and the input or output it would take with it.
+    """
+    real = Path(os.path.realpath(folder))
+    for other in filter(None, others):
+        where = Path(os.path.realpath(other))
+        relation = ("is" if where == real else "holds" if real in where.parents else
+                    "lies inside" if where in real.parents and where.is_dir() else "")
+        if relation:
+            raise OutputError(f"{option} {display_path(folder)} {relation} {display_path(other)}, an input or "
+                              f"output of this run; writing the series there could delete it (even with "
+                              f"--overwrite): choose a folder of its own")
 
 
 def read_films(pa_path: Path, lat_path: Path) -> tuple[tuple, dict]:
@@ -285,16 +328,18 @@ def _check_batch(args: argparse.Namespace) -> tuple[list[tuple[str, Path, Path]]
     ids = [case_id for case_id, _, _ in cases]
     if len(set(ids)) != len(ids):
         raise InputError(f"--batch {args.batch}: case ids repeat ({', '.join(sorted({i for i in ids if ids.count(i) > 1}))})")
+    inputs = (args.batch, args.weights, *(path for _, pa, lat in cases for path in (pa, lat)))
     args.output.mkdir(parents=True, exist_ok=True)
     check_writable_dir(args.output)
-    targets = {case_id: args.output / f"{case_id}.nii.gz" for case_id in ids}
-    check_outputs({**targets, "report": args.output / "batch_report.json"}, args.overwrite,
-                  tuple(path for _, pa, lat in cases for path in (pa, lat)))
+    targets = {case_id: args.output / f"{case_id}{_BATCH_SUFFIX}" for case_id in ids}
+    outputs = {**targets, "report": args.output / "batch_report.json"}
+    check_outputs(outputs, args.overwrite, inputs)
     if args.dicom is not None:
         from ..io.dicom_writer import check_dicom_output
 
         args.dicom.mkdir(parents=True, exist_ok=True)
         for case_id in ids:
+            check_folder_apart(args.dicom / case_id, (*inputs, *outputs.values()))
             check_dicom_output(args.dicom / case_id, args.overwrite)
     return cases, targets
 
@@ -359,10 +404,12 @@ def _check_single_case(args: argparse.Namespace) -> dict[str, Path]:
                          "--extras and --dicom")
     paths = output_paths(args.output, args.extras, from_ct=args.ct is not None, images_only=args.images_only,
                          figure=not args.no_figure)
-    check_outputs(paths, args.overwrite, (args.pa, args.lat, args.ct, args.weights))
+    inputs = (args.pa, args.lat, args.ct, args.weights)
+    check_outputs(paths, args.overwrite, inputs)
     if args.dicom is not None:
         from ..io.dicom_writer import check_dicom_output
 
+        check_folder_apart(args.dicom, (*inputs, *paths.values()))
         check_dicom_output(args.dicom, args.overwrite)
     return paths
 

@@ -60,7 +60,26 @@ def resolve_run_config(config_cls: type, args: argparse.Namespace, extra_flags: 
     saved = saved_run_config(args.output) if args.resume else None
     flags = {"size": args.preset, "device": args.device, "epochs": args.epochs, "max_steps": args.max_steps,
              **(extra_flags or {})}
-    return resolve_config(config_cls, saved=saved, config_file=args.config, set_pairs=args.set, flags=flags)
+    config = resolve_config(config_cls, saved=saved, config_file=args.config, set_pairs=args.set, flags=flags)
+    check_learning_rate(config.lr)
+    return config
+
+
+# The optimisers keep their state in float32: a learning rate beyond its largest value overflows inside Adam's step.
+_FLOAT32_MAX = 3.4028234663852886e38
+
+
+def check_learning_rate(lr: float) -> None:
+    """Refuse, before the run folder is made, a learning rate the optimiser cannot step with.
+
+    Raises:
+        InputError: ``lr`` is not a positive number below float32's largest value (NaN, inf, 1e300, 0, negative).
+    """
+    from ..errors import InputError
+
+    if not 0 < lr < _FLOAT32_MAX:  # also false for NaN
+        raise InputError(f"learning rate lr={lr:g} is not a positive number below {_FLOAT32_MAX:.3g} (float32's "
+                         "largest); set a usual one, e.g. --set lr=2e-4")
 
 
 @dataclass(frozen=True)

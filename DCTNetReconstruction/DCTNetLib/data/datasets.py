@@ -590,12 +590,9 @@ class PreparedCaseDataset:
 
         case_id = self.case_ids[index]
         folder = self.case_dir(case_id)
-        try:
-            ct = np.load(folder / CASE_FILES["ct"]).astype(np.float32)
-            drr = np.load(folder / CASE_FILES["drr"]).astype(np.float32)
-            drr_bs = np.load(folder / CASE_FILES["drr_bs"]).astype(np.float32)
-        except (OSError, ValueError) as exc:
-            raise InputError(f"damaged prepared case {case_id}: {folder} ({exc})") from exc
+        from .case_arrays import load_case_array
+
+        ct, drr, drr_bs = (load_case_array(folder / CASE_FILES[kind], kind) for kind in ("ct", "drr", "drr_bs"))
         item = {
             "ct": torch.from_numpy(ct)[None],
             "drr": torch.from_numpy(drr),

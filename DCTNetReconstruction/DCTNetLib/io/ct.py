@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import os
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,9 +31,13 @@ import SimpleITK as sitk
 from ..conventions import NIFTI_SUFFIXES, SITK_ORIENTATION, VOLUME_READ_SUFFIXES, VOLUME_WRITE_SUFFIXES
 from ..errors import InputError, OutputError
 from .atomic import (atomic_path, check_free_space, check_name_length, check_readable, check_writable_dir,
-                     display_path, utf8_alias)
+                     display_path, format_bytes, utf8_alias)
 from .dicom_series import largest_ct_series
+from .c_stderr import captured_c_stderr
+from .detached_data import check_detached_data
 from .geometry import CANONICAL_DIRECTION, grid_centre_lps
+from .nifti_header import (NiftiLayout, check_nifti_data, check_nifti_header, data_problem, is_nifti_name,
+                           read_nifti_layout)
 from .radiograph import dcmread_checked, image_header, itk_reason
 
 sitk.ProcessObject.SetGlobalWarningDisplay(False)  # ITK's "WARNING: In …" lines: our checks say it in one line
@@ -61,21 +66,24 @@ log = logging.getLogger(__name__)
 CT_MAX_MINIMUM_HU = -500.0
 # ... and at least some voxels denser than lung (soft tissue ≈ 40 HU); an all-air volume is not a usable CT.
 CT_MIN_MAXIMUM_HU = -200.0
+# The values a 16-bit CT can hold: signed stored values with slope 1 go down to −32768 HU, unsigned ones with the usual
+# −1024 intercept up to 64511 HU. Beyond them the rescale (DICOM RescaleSlope/Intercept, NIfTI scl_slope/scl_inter)
+# is wrong, e.g. a slope of 1e30 turning every voxel into 1e33 HU.
+CT_HU_LIMITS = (-32768.0, 64511.0)
 
 # Size limits, checked from the file header (or the DICOM headers) before any voxel is decoded. 512 × 512 × 1536
 # covers a whole-body CT at 0.6 mm slices; reading it takes about 4 GiB (stored values, float32 HU, reoriented copy).
 MAX_CT_VOXELS = 512 * 512 * 1536
 MAX_CT_SIDE = 4096
+# Reading holds, per voxel, the stored value and two float32 images (HU, and HU reoriented): 2 + 8 bytes for the usual
+# int16 CT, so MAX_CT_VOXELS of int16 is what the budget allows; wider stored types (float64: 16 bytes a voxel) get
+# proportionally fewer voxels instead of twice the memory.
+_READ_COPY_BYTES = 8
+MAX_CT_READ_BYTES = MAX_CT_VOXELS * (2 + _READ_COPY_BYTES)
 # Fewer voxels than this along an axis is a scout, a few slices or a 2D image, not a volume a radiograph can be
 # simulated from.
 MIN_CT_SLICES = 8
 
-
-# NIfTI on-disk float types (NIfTI-1 header ``datatype`` codes, nifti1.h: DT_FLOAT32 16, DT_FLOAT64 64). ITK's NIfTI
-# reader replaces every NaN/±inf of these with 0 without a word (InsightSoftwareConsortium/ITK PR #6683, fixed only
-# for ITK 6), so read_ct scans the raw voxels itself.
-_NIFTI_FLOAT_TYPES = {16: "f4", 64: "f8"}
-_SCAN_CHUNK_BYTES = 1 << 22  # 4 MiB at a time: constant memory whatever the volume size
 
 _first_line = itk_reason
 
@@ -151,6 +159,10 @@ def check_ct_values(hu: np.ndarray, source: str) -> None:
         bad = int(hu.size - np.count_nonzero(finite))
         raise InputError(f"CT contains {bad} NaN/inf voxel(s): {source}")
     lo, hi = float(hu.min()), float(hu.max())
+    if lo < CT_HU_LIMITS[0] or hi > CT_HU_LIMITS[1]:
+        raise InputError(f"values do not look like a CT in HU ({lo:.4g} to {hi:.4g}; a 16-bit CT holds "
+                         f"{CT_HU_LIMITS[0]:.0f} to {CT_HU_LIMITS[1]:.0f} HU — is its rescale slope or intercept "
+                         f"wrong?): {source}")
     if lo > CT_MAX_MINIMUM_HU:
         raise InputError(
             f"values do not look like a CT in HU (minimum {lo:.0f} > {CT_MAX_MINIMUM_HU:.0f}; a body CT contains "
@@ -190,8 +202,10 @@ def from_sitk(image: sitk.Image, source: str = "") -> CTVolume:
     )
 
 
-def _check_ct_size(size, spacing, name: str) -> None:
-    """Refuse single slices, too few slices, absurd sizes and non-positive voxel sizes (from a header)."""
+def _check_ct_size(size, spacing, name: str, stored_bytes: int | None = None) -> None:
+    """Refuse single slices, too few slices, absurd sizes, more memory to read than :data:`MAX_CT_READ_BYTES`
+    (``stored_bytes`` a voxel as stored, plus two float32 copies; None: already in memory) and non-positive voxel
+    sizes (from a header)."""
     if min(size) < 2:
         raise InputError(f"CT must be a 3D volume, found a single slice (size {tuple(size)}); for DICOM pass the "
                          f"folder holding the whole series: {name}")
@@ -203,8 +217,20 @@ def _check_ct_size(size, spacing, name: str) -> None:
         raise InputError(f"CT is too large: size {tuple(size)} ({voxels / 1e6:.0f} M voxels; at most "
                          f"{MAX_CT_SIDE} a side and {MAX_CT_VOXELS / 1e6:.0f} M voxels), refused before reading: "
                          f"{name}")
+    needed = voxels * ((stored_bytes or 0) + _READ_COPY_BYTES)
+    if stored_bytes is not None and needed > MAX_CT_READ_BYTES:
+        raise InputError(f"CT is too large to read: size {tuple(size)} of {stored_bytes}-byte values needs "
+                         f"{format_bytes(needed)} (at most {format_bytes(MAX_CT_READ_BYTES)}), refused before reading: "
+                         f"{name}")
     if not all(np.isfinite(s) and s > 0 for s in spacing):
         raise InputError(f"CT has an invalid voxel size {tuple(spacing)} mm (must be positive): {name}")
+
+
+def _stored_bytes(pixel_id: int) -> int:
+    """Bytes a voxel of SimpleITK pixel type ``pixel_id`` takes as read (8 for a type not listed: the widest)."""
+    sizes = {sitk.sitkUInt8: 1, sitk.sitkInt8: 1, sitk.sitkUInt16: 2, sitk.sitkInt16: 2, sitk.sitkUInt32: 4,
+             sitk.sitkInt32: 4, sitk.sitkFloat32: 4, sitk.sitkUInt64: 8, sitk.sitkInt64: 8, sitk.sitkFloat64: 8}
+    return sizes.get(pixel_id, 8)
 
 
 def read_ct(path: str | os.PathLike) -> CTVolume:
@@ -228,6 +254,7 @@ def read_ct(path: str | os.PathLike) -> CTVolume:
     shown = display_path(path)
     is_nifti = path.name.lower().endswith(NIFTI_SUFFIXES)
     kind = "" if path.name.lower().endswith(VOLUME_READ_SUFFIXES + (".dcm",)) else " (unsupported format?)"
+    check_detached_data(path, "CT")  # before ITK opens a data file the header names
     with image_header(path, f"cannot read CT file{kind}") as reader:
         size = reader.GetSize()
         if reader.GetNumberOfComponents() != 1:
@@ -235,14 +262,10 @@ def read_ct(path: str | os.PathLike) -> CTVolume:
                              f"vector image?): {shown}")
         if reader.GetDimension() != 3:
             raise InputError(f"CT must be a 3D volume, found a {reader.GetDimension()}D image of size {size}: {shown}")
-        if is_nifti:
-            _check_nifti_header(path)
-        _check_ct_size(size, reader.GetSpacing(), shown)
-        if is_nifti:
-            bad = nifti_nonfinite_count(path)
-            if bad:
-                raise InputError(f"CT contains {bad} NaN/inf voxel(s) (a NIfTI reader would show them as 0 HU): "
-                                 f"{shown}")
+        layout = _check_nifti_header(path) if is_nifti else None
+        _check_ct_size(size, reader.GetSpacing(), shown, _stored_bytes(reader.GetPixelID()))
+        if layout is not None:
+            check_nifti_data(path, layout, "CT")
         try:
             image = reader.Execute()
         except RuntimeError as exc:
@@ -250,85 +273,19 @@ def read_ct(path: str | os.PathLike) -> CTVolume:
     return from_sitk(image, str(path))
 
 
-def _check_nifti_header(path: Path) -> None:
-    """Refuse voxel sizes (``pixdim``) that ITK would silently read as 1 mm (0, NaN) or flip (negative)."""
-    import gzip
-
-    opener = gzip.open if path.name.lower().endswith(".gz") else open
-    try:
-        with opener(path, "rb") as handle:
-            header = handle.read(544)
-    except (OSError, EOFError) as exc:
-        raise InputError(f"cannot read CT file (truncated or damaged?): {display_path(path)} ({exc})") from exc
-    layout = _nifti_layout(header)
-    if layout is None:
-        return
-    pixdim = layout[4][1:4]
-    if not all(np.isfinite(p) and p > 0 for p in pixdim):
-        raise InputError(f"NIfTI header gives an invalid voxel size (pixdim {[float(p) for p in pixdim]}; must be "
-                         f"positive mm, a reader would guess 1 mm or flip the axes): {display_path(path)}")
-    order = layout[0]
-    if int(np.frombuffer(header[:4], f"{order}i4")[0]) == 348 and int(np.frombuffer(header[254:256], f"{order}i2")[0]):
-        srow = np.frombuffer(header[280:328], f"{order}f4").astype(np.float64).reshape(3, 4)[:, :3]
+def _check_nifti_header(path: Path) -> NiftiLayout | None:
+    """:func:`~DCTNetLib.io.nifti_header.check_nifti_header`, and a warning when the sform and pixdim disagree on
+    the voxel size (ITK uses pixdim)."""
+    layout = check_nifti_header(path, "CT")
+    if layout is not None and layout.sform_code:
+        srow = np.asarray(layout.srow).reshape(3, 4)[:, :3]
         scales = np.linalg.norm(srow, axis=0)  # voxel size along each index axis according to the sform
-        if np.all(np.isfinite(scales)) and not np.allclose(scales, pixdim, rtol=1e-3):
+        pixdim = np.asarray(layout.pixdim[1:4])
+        if not np.allclose(scales, pixdim, rtol=1e-3):
             log.warning("NIfTI header disagrees with itself on the voxel size: sform %s mm, pixdim %s mm; the pixdim "
                         "values are used: %s", np.round(scales, 4).tolist(), np.round(pixdim, 4).tolist(),
                         display_path(path))
-
-
-def _nifti_layout(header: bytes) -> tuple[str, int, int, int, np.ndarray] | None:
-    """``(byte order, datatype, voxel count, data offset, pixdim[8])`` of a NIfTI-1/-2 header, or None if not NIfTI."""
-    if len(header) < 4:
-        return None
-    for order in "<>":
-        size = int(np.frombuffer(header[:4], f"{order}i4")[0])
-        if size == 348 and len(header) >= 348:  # NIfTI-1: dim int16[8] @40, datatype int16 @70, vox_offset f4 @108
-            dims = np.frombuffer(header[40:56], f"{order}i2").astype(np.int64)
-            datatype = int(np.frombuffer(header[70:72], f"{order}i2")[0])
-            offset = int(np.frombuffer(header[108:112], f"{order}f4")[0])
-            pixdim = np.frombuffer(header[76:108], f"{order}f4").astype(np.float64)
-        elif size == 540 and len(header) >= 540:  # NIfTI-2: datatype int16 @12, dim int64[8] @16, vox_offset @168
-            datatype = int(np.frombuffer(header[12:14], f"{order}i2")[0])
-            dims = np.frombuffer(header[16:80], f"{order}i8")
-            offset = int(np.frombuffer(header[168:176], f"{order}i8")[0])
-            pixdim = np.frombuffer(header[104:168], f"{order}f8")
-        else:
-            continue
-        ndim = int(dims[0])
-        if not 1 <= ndim <= 7:
-            return None
-        return order, datatype, int(np.prod(np.maximum(dims[1:ndim + 1], 1))), offset, pixdim
-    return None
-
-
-def nifti_nonfinite_count(path: str | os.PathLike) -> int:
-    """Number of NaN/±inf voxels stored in a float NIfTI file (0 for integer files, which cannot hold any).
-
-    Reads the raw data in chunks (constant memory), because ITK's reader zeroes non-finite values on load.
-    """
-    import gzip
-
-    path = Path(path)
-    opener = gzip.open if path.name.lower().endswith(".gz") else open
-    with opener(path, "rb") as handle:
-        layout = _nifti_layout(handle.read(544))
-        if layout is None or layout[1] not in _NIFTI_FLOAT_TYPES:
-            return 0
-        order, datatype, count, offset, _ = layout
-        dtype = np.dtype(f"{order}{_NIFTI_FLOAT_TYPES[datatype]}")
-        handle.seek(offset)
-        remaining, bad = count * dtype.itemsize, 0
-        chunk = _SCAN_CHUNK_BYTES - _SCAN_CHUNK_BYTES % dtype.itemsize
-        while remaining > 0:
-            data = handle.read(min(chunk, remaining))
-            if not data:
-                break  # short file: ITK has already refused it or will
-            usable = len(data) - len(data) % dtype.itemsize
-            values = np.frombuffer(data[:usable], dtype)
-            bad += int(values.size - np.count_nonzero(np.isfinite(values)))
-            remaining -= len(data)
-    return bad
+    return layout
 
 
 def check_ct_output(path: str | os.PathLike, overwrite: bool = True) -> Path:
@@ -369,11 +326,30 @@ def write_ct(ct: CTVolume, path: str | os.PathLike, overwrite: bool = True) -> P
                           f"(the model produced garbage; are its weights damaged?): {display_path(path)}")
     check_free_space(path.parent, ct.hu.nbytes)  # uncompressed size: an upper bound of what is written
     with atomic_path(path, overwrite) as tmp, utf8_alias(tmp) as name:
-        try:
-            sitk.WriteImage(to_sitk(ct), name, useCompression=path.name.lower().endswith(".gz"))
-        except RuntimeError as exc:
-            raise OutputError(f"cannot write CT {display_path(path)}: {_first_line(exc)}") from exc
+        with captured_c_stderr() as chatter:
+            try:
+                sitk.WriteImage(to_sitk(ct), name, useCompression=path.name.lower().endswith(".gz"))
+            except RuntimeError as exc:
+                raise OutputError(f"cannot write CT {display_path(path)}: {_first_line(exc)}") from exc
+        for line in chatter:
+            log.debug("writing %s: %s", display_path(path), line)
+        if is_nifti_name(path):
+            _check_written_nifti(tmp, path, chatter)
     return path
+
+
+def _check_written_nifti(tmp: Path, path: Path, chatter: list[str]) -> None:
+    """Raise :class:`OutputError` unless the NIfTI file just written to ``tmp`` holds every voxel of its header:
+    ITK's NIfTI writer reports a failed write (full disk, quota, file-size limit) only on stderr."""
+    try:
+        layout = read_nifti_layout(tmp)
+        problem = data_problem(tmp, layout)[0] if layout is not None else "not a NIfTI file"
+    except (OSError, EOFError, zlib.error) as exc:
+        problem = f"unreadable ({exc})"
+    if problem:
+        said = f"; the writer said: {chatter[-1].strip()}" if chatter else ""
+        raise OutputError(f"cannot write CT {display_path(path)}: the file written is {problem} (disk full, quota "
+                          f"or file-size limit?){said}")
 
 
 # ----------------------------------------------------------------------------------------------------- DICOM
@@ -387,9 +363,10 @@ def read_dicom_series(folder: str | os.PathLike) -> CTVolume:
     """
     folder = check_readable(folder, "CT folder")
     series_folder, files = largest_ct_series(folder)
-    first = dcmread_checked(files[0], stop_before_pixels=True, specific_tags=["Rows", "Columns"])
-    rows, cols = (int(first.get(key) or 0) for key in ("Rows", "Columns"))
-    _check_ct_size((cols, rows, len(files)), (1.0, 1.0, 1.0), str(series_folder))  # before decoding any slice
+    first = dcmread_checked(files[0], stop_before_pixels=True, specific_tags=["Rows", "Columns", "BitsAllocated"])
+    rows, cols, bits = (int(first.get(key) or 0) for key in ("Rows", "Columns", "BitsAllocated"))
+    _check_ct_size((cols, rows, len(files)), (1.0, 1.0, 1.0), str(series_folder),  # before decoding any slice
+                   max(bits // 8, 1))
     reader = sitk.ImageSeriesReader()
     reader.SetFileNames(files)
     try:

@@ -32,6 +32,7 @@ log = logging.getLogger("DCTNetLib.io.ct")
 _DUPLICATE_GAP = 0.05  # two slices closer than 5 % of the gap are the same slice twice
 _MISSING_GAP = 1.5  # a gap over 1.5× the median means at least one slice is missing
 _SPACING_TOLERANCE = 0.1  # otherwise gaps must agree within ±10 %
+_SHEAR_TOLERANCE = 0.5  # slices may drift sideways by at most half a pixel over the stack (gantry tilt)
 
 
 def largest_ct_series(folder: Path) -> tuple[Path, list[str]]:
@@ -148,7 +149,8 @@ def _sorted_slices(files: list[str], folder: Path) -> list[str]:
         InputError: unreadable file, malformed position/orientation, mixed slice sizes/orientations, duplicated or
             missing slices, uneven spacing.
     """
-    tags = ["ImagePositionPatient", "ImageOrientationPatient", "Rows", "Columns", "Modality"]
+    tags = ["ImagePositionPatient", "ImageOrientationPatient", "Rows", "Columns", "Modality", "PatientID",
+            "PixelSpacing", "BitsAllocated", "SamplesPerPixel"]
     headers = []
     for name in files:
         try:
@@ -162,6 +164,13 @@ def _sorted_slices(files: list[str], folder: Path) -> list[str]:
         raise InputError(f"DICOM series is {modality}, not CT: {folder}")
     if len({(ds.get("Rows"), ds.get("Columns")) for ds in headers}) > 1:
         raise InputError(f"DICOM series mixes slice sizes: {folder}")
+    patients = sorted({str(ds.get("PatientID", "")) for ds in headers})
+    if len(patients) > 1:
+        raise InputError(f"DICOM series mixes {len(patients)} patients (PatientID {', '.join(map(repr, patients[:3]))}"
+                         f"); one series is one patient's scan: {folder}")
+    for ds, name in zip(headers, files):
+        _check_pixel_spacing(ds, name)
+        _check_pixel_data_fits(ds, name)
     if any(ds.get("ImagePositionPatient") is None or ds.get("ImageOrientationPatient") is None for ds in headers):
         log.warning("DICOM series without slice positions; slice order and spacing not checked: %s", folder)
         return files
@@ -172,10 +181,12 @@ def _sorted_slices(files: list[str], folder: Path) -> list[str]:
     if not np.linalg.norm(normal) > 0.5:
         raise InputError(f"DICOM series has a degenerate ImageOrientationPatient {orientation[0].tolist()} (its row "
                          f"and column directions are parallel): {folder}")
-    position = np.array([_numbers(ds, "ImagePositionPatient", 3, name) for ds, name in zip(headers, files)]) @ normal
+    points = np.array([_numbers(ds, "ImagePositionPatient", 3, name) for ds, name in zip(headers, files)])
+    position = points @ normal
     order = np.argsort(position, kind="stable")
-    position = position[order]
+    position, points = position[order], points[order]
     files = [files[i] for i in order]
+    _check_not_sheared(points, normal, headers[0], folder)
     gaps = np.diff(position)
     if gaps.size == 0:
         return files
@@ -197,6 +208,50 @@ def _sorted_slices(files: list[str], folder: Path) -> list[str]:
         raise InputError(f"DICOM series has inconsistent slice spacing ({gaps.min():.2f} to {gaps.max():.2f} mm): "
                          f"{folder}")
     return files
+
+
+def _check_pixel_spacing(ds, name: str) -> None:
+    """Refuse a PixelSpacing that is not two positive numbers (GDCM reads 0 as 1 mm without a word)."""
+    if ds.get("PixelSpacing") is None:
+        return
+    spacing = _numbers(ds, "PixelSpacing", 2, name)
+    if min(spacing) <= 0:
+        raise InputError(f"DICOM file {Path(name).name} has an invalid PixelSpacing {spacing} (must be positive mm; "
+                         f"a reader would take 1 mm) in series folder {Path(name).parent}")
+
+
+def _check_pixel_data_fits(ds, name: str) -> None:
+    """Refuse a slice whose file is smaller than the uncompressed image its Rows × Columns declare: GDCM would
+    allocate the declared size (a 2048² header over 512² data) and fill the rest with nothing real."""
+    syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+    if syntax is None or syntax.is_compressed or syntax.is_deflated:
+        return  # encapsulated or deflated pixel data: its size on disk says nothing about the image's
+    try:
+        declared = (int(ds.get("Rows") or 0) * int(ds.get("Columns") or 0) * max(int(ds.get("BitsAllocated") or 8) // 8, 1)
+                    * int(ds.get("SamplesPerPixel") or 1))
+    except (TypeError, ValueError):
+        return  # malformed numbers: GDCM refuses the slice itself
+    size = os.stat(name).st_size
+    if size < declared:
+        raise InputError(f"DICOM file {Path(name).name} declares a {ds.get('Rows')} × {ds.get('Columns')} image "
+                         f"({declared} bytes) but the whole file is {size} bytes, in series folder "
+                         f"{Path(name).parent}")
+
+
+def _check_not_sheared(points: np.ndarray, normal: np.ndarray, first, folder: Path) -> None:
+    """Refuse a stack whose slices drift sideways (gantry tilt): readers place every slice under the first one,
+    so the volume would be sheared. Tolerated: a drift under half a pixel over the whole stack."""
+    offsets = points - points[0]
+    sideways = offsets - np.outer(offsets @ normal, normal)
+    drift = float(np.linalg.norm(sideways, axis=1).max())
+    spacing = first.get("PixelSpacing")
+    pixel = min(float(v) for v in spacing) if spacing is not None else 1.0
+    if drift > _SHEAR_TOLERANCE * pixel:
+        along = float(np.abs(offsets @ normal).max())
+        angle = float(np.degrees(np.arctan2(drift, along)))
+        raise InputError(f"DICOM series is tilted (gantry tilt about {angle:.1f}°: its slices drift {drift:.1f} mm "
+                         f"sideways over {along:.1f} mm, which a reader would ignore); resample it to an upright grid "
+                         f"first (e.g. dcm2niix corrects gantry tilt): {folder}")
 
 
 def _why_no_series(folder: Path) -> str:

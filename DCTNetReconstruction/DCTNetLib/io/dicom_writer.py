@@ -23,6 +23,7 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -56,6 +57,8 @@ _EMPTY_TYPE2 = {"0020|1040": "", "0018|0060": "", "0020|0012": "", "0018|5100": 
 # BodyPartExamined (Type 3, defined term from PS3.16 Annex L): the model reconstructs chests. Saying so also settles
 # Laterality, which General Series requires only for a paired body part.
 BODY_PART = "CHEST"
+# The slice files write_dicom_series makes (IM00001.dcm …): --overwrite replaces only a folder holding nothing else.
+_SLICE_NAME = re.compile(r"IM\d{5}\.dcm")
 RESEARCH_NOTE = "DCTNet reconstruction from two radiographs; research software, not for clinical use"
 
 
@@ -110,9 +113,15 @@ def check_dicom_output(folder: str | os.PathLike, overwrite: bool = False) -> Pa
     if os.path.lexists(folder):
         if not folder.is_dir():
             raise OutputError(f"--dicom {display_path(folder)} is a file; a DICOM series is written into a folder")
-        if any(folder.iterdir()) and not overwrite:
+        entries = sorted(entry.name for entry in folder.iterdir())
+        if entries and not overwrite:
             raise OutputError(f"{display_path(folder)} exists and is not empty; pass --overwrite to replace it, "
                               "or choose another folder")
+        foreign = [name for name in entries if not _SLICE_NAME.fullmatch(name) or not (folder / name).is_file()]
+        if foreign:
+            raise OutputError(f"{display_path(folder)} holds {display_path(foreign[0])}, which is not a slice of a "
+                              "DCTNet DICOM series; only such a folder is replaced (even with --overwrite): choose "
+                              "another folder")
     return folder
 
 

@@ -35,6 +35,8 @@ import numpy as np
 from ..conventions import IMAGE_SIZE
 from ..errors import InputError
 from .atomic import atomic_write_bytes, check_readable, display_path, utf8_alias
+from .detached_data import check_detached_data
+from .nifti_header import check_nifti_data, check_nifti_header, is_nifti_name
 from .film_gate import pa_polarity
 
 __all__ = [
@@ -362,12 +364,17 @@ def image_header(path: Path, failure: str):
 
 def _read_with_sitk(path: Path) -> np.ndarray:
     """Read an image SimpleITK knows (TIFF variants, NIfTI, compressed DICOM), checking its header size first."""
+    check_detached_data(path, "radiograph")  # before ITK opens a data file the header names
     with image_header(path, "not an image file, or an unsupported format") as reader:
         size = reader.GetSize()
         if len(size) > 2 and any(side > 1 for side in size[2:]):
             raise InputError(f"radiograph must be a 2D image, found a {len(size)}D volume of size {size} (a CT?): "
                              f"{display_path(path)}")
         _check_size(size[1], size[0], path)  # before decoding: a 20000² NIfTI header is refused here
+        if is_nifti_name(path):
+            layout = check_nifti_header(path, "radiograph")
+            if layout is not None:
+                check_nifti_data(path, layout, "radiograph")
         try:
             image = reader.Execute()
         except RuntimeError as exc:

@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import WeightsError
+from .atomic import format_bytes
 
 __all__ = [
     "RestrictedUnpickler",
@@ -243,6 +244,9 @@ def load_torch_file(path: str | os.PathLike, expected_sha256: str | None = None)
     try:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*TorchScript.*")
+            # what torch says while rebuilding sparse and quantized tensors, which the callers refuse in one line
+            warnings.filterwarnings("ignore", message="Validating sparse tensor invariants")
+            warnings.filterwarnings("ignore", message="TypedStorage is deprecated")
             return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         # weights_only refuses any global outside torch's allow-list, before calling it.
@@ -255,7 +259,9 @@ def load_torch_file(path: str | os.PathLike, expected_sha256: str | None = None)
 def _check_torch_archive(path: str | os.PathLike) -> None:
     """Refuse zip files that are not ``torch.save`` archives, with words instead of torch's C++ assertion text.
 
-    A ``torch.save`` zip holds ``<name>/data.pkl``; a TorchScript archive (``torch.jit.save``) also holds
+    A ``torch.save`` zip holds ``<name>/data.pkl`` and stores every entry uncompressed, so what it unpacks to is
+    never more than the file itself: an archive of compressed entries (a 4 GB tensor in 3.8 MB) is refused before
+    torch unpacks anything into memory. A TorchScript archive (``torch.jit.save``) also holds
     ``<name>/constants.pkl`` and ``<name>/code/``: it is a program, not weights, and ``torch.load`` would only warn
     and dispatch it to ``torch.jit.load``. Any other zip (a download of several files, an ``.npz``) makes torch
     report "[enforce fail at inline_container.cc]".
@@ -265,11 +271,17 @@ def _check_torch_archive(path: str | os.PathLike) -> None:
     try:
         with zipfile.ZipFile(path) as archive:
             names = archive.namelist()
+            declared = sum(info.file_size for info in archive.infolist())
     except (zipfile.BadZipFile, OSError, ValueError) as exc:
         raise WeightsError(f"cannot read weights file {path}: truncated or corrupt zip archive ({exc})") from exc
     if any(name.endswith("/constants.pkl") or "/code/" in name for name in names):
         raise WeightsError(f"refusing to load {path}: it is a TorchScript program (torch.jit.save), not a weights "
                            "file; export the model's state dict or a DCTNet bundle instead")
+    size = os.stat(path).st_size
+    if declared > size:  # torch.save stores every entry uncompressed: its contents never exceed the file
+        raise WeightsError(f"refusing to load {path}: its entries unpack to {format_bytes(declared)} from a "
+                           f"{format_bytes(size)} file (compressed, which torch.save never does); unpacking would "
+                           "take that much memory")
     if not any(name.endswith("data.pkl") for name in names):
         shown = ", ".join(names[:3]) + ("…" if len(names) > 3 else "")
         raise WeightsError(f"not a PyTorch weights file: {path} is a zip archive of other files ({shown or 'empty'})")

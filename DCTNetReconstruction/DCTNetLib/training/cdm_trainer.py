@@ -29,6 +29,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from ..conventions import derived_seed
+from ..data.case_arrays import check_case_array
 from ..data.datasets import CASE_FILES, resample
 from ..errors import InputError
 from ..evaluation.metrics import MSE_FLOOR, psnr_from_mse
@@ -66,6 +67,8 @@ class RadiographViews(Dataset):
         if hasattr(self.cases, "case_dir") and hasattr(self.cases, "case_ids"):
             case_id = self.cases.case_ids[case_index]
             folder = self.cases.case_dir(case_id)
+            for kind in ("drr", "drr_bs"):  # the header, before numpy maps what it claims
+                check_case_array(folder / CASE_FILES[kind], kind)
             try:
                 drr = np.load(folder / CASE_FILES["drr"], mmap_mode="r")[view:view + 1]
                 drr_bs = np.load(folder / CASE_FILES["drr_bs"], mmap_mode="r")[view:view + 1]

@@ -33,9 +33,10 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from .. import __version__
-from ..checkpoints.checkpoint import CHECKPOINT_FORMAT, CHECKPOINT_FORMAT_VERSION, CheckpointManager
+from ..checkpoints.checkpoint import (CHECKPOINT_FORMAT, CHECKPOINT_FORMAT_VERSION, CheckpointManager,
+                                      non_finite_models)
 from ..devices import select_device
-from ..errors import OutputError
+from ..errors import OutputError, TrainingDiverged
 from .backends import configure_backends
 from .config import TrainConfig, check_config_compatible, config_to_dict, save_config
 from .distributed import (DistInfo, ResumableSampler, all_gather_objects, all_reduce_flag, broadcast_object,
@@ -342,6 +343,8 @@ class Trainer:
         self.sampler.set_position(self._samples_done())
         for batch in self.loader:
             losses = self.train_step(self.to_device(batch))
+            if not all(math.isfinite(value) for value in losses.values()):
+                self._stop_if_diverged(losses)
             self.step += 1
             self.epoch_step += 1
             self.steps_this_run += 1
@@ -355,6 +358,18 @@ class Trainer:
                 self.save()
         self._end_epoch()
         return "interrupted" if all_reduce_flag(stop.requested, self.device) else "done"
+
+    def _stop_if_diverged(self, losses: dict[str, float]) -> None:
+        """After a non-finite loss: stop when the weights themselves hold NaN/inf (a loss alone may be a skipped
+        mixed-precision step). Every rank sees the same weights, so all stop together, before anything is saved."""
+        diverged = non_finite_models({name: unwrap(module).state_dict() for name, module in self.models.items()})
+        if diverged:
+            bad = ", ".join(name for name, value in losses.items() if not math.isfinite(value))
+            kept = (f"{self.checkpoints.latest_path} keeps the last finite state (resume from it with a lower "
+                    "learning rate)" if self.checkpoints.has_latest() else "no checkpoint was written")
+            raise TrainingDiverged(f"training diverged at step {self.step + 1}: loss {bad} and the weights of "
+                                   f"{', '.join(diverged)} are NaN/inf (learning rate {self.config.lr:g} too high?); "
+                                   f"{kept}")
 
     def _end_epoch(self) -> None:
         """Count the epoch, step the LR schedules, validate when due and write ``latest.pt`` (and ``best.pt``)."""

@@ -6,11 +6,12 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ..errors import InputError
-from ..io.atomic import check_writable_dir
+from ..errors import InputError, OutputError
+from ..io.atomic import check_writable_dir, display_path
+from .run_lock import lock_run_dir
 from .stop_request import claim_run_dir, running_run
 
-__all__ = ["RUN_FILES", "prepare_run_dir", "saved_run_config"]
+__all__ = ["RUN_FILES", "prepare_run_dir", "saved_run_config", "training_run_files"]
 
 # Files that mark a folder as holding a run (refused without --resume/--overwrite).
 RUN_FILES = ("latest.pt", "best.pt", "config.json", "run.json", "metrics.jsonl")
@@ -26,9 +27,13 @@ def prepare_run_dir(run_dir: str | Path, resume: bool, overwrite: bool) -> Path:
         resume: continue the run found there (``latest.pt`` must exist).
         overwrite: delete that run's files (only :data:`RUN_FILES`, nothing else) and start again.
 
+    The folder stays locked for this process (:func:`~.run_lock.lock_run_dir`): a second run into it is refused
+    while this one lives.
+
     Raises:
         InputError: a run exists and neither flag is given, both flags are given, ``resume`` finds nothing, or
-            another live run trains into the folder (its ``RUNNING.json``; see :mod:`.stop_request`).
+            another run is using the folder (its lock, or a live ``RUNNING.json``: :mod:`.stop_request`).
+        OutputError: the folder cannot be created or written.
     """
     run_dir = Path(run_dir)
     if resume and overwrite:
@@ -39,18 +44,28 @@ def prepare_run_dir(run_dir: str | Path, resume: bool, overwrite: bool) -> Path:
     if resume:
         if not (run_dir / "latest.pt").is_file():
             raise InputError(f"--resume: no checkpoint to resume in {run_dir} (latest.pt is missing)")
-    elif existing:
-        if not overwrite:
-            raise InputError(
-                f"{run_dir} already holds a training run ({', '.join(existing)}); add --resume to continue it, "
-                "--overwrite to start it again, or choose another --output folder"
-            )
-        for name in existing:
-            (run_dir / name).unlink()
-    run_dir.mkdir(parents=True, exist_ok=True)
+    elif existing and not overwrite:
+        raise InputError(
+            f"{run_dir} already holds a training run ({', '.join(existing)}); add --resume to continue it, "
+            "--overwrite to start it again, or choose another --output folder"
+        )
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"cannot create the run folder {display_path(run_dir)}: {exc.strerror or exc}") from exc
     check_writable_dir(run_dir)
-    claim_run_dir(run_dir)  # this process trains here now (RUNNING.json)
+    lock_run_dir(run_dir)  # before anything of an earlier run is removed: a run still writing there is refused
+    if overwrite:
+        for name in RUN_FILES:
+            (run_dir / name).unlink(missing_ok=True)
+    claim_run_dir(run_dir)  # this process trains here now (RUNNING.json: who, for the Slicer module)
     return run_dir
+
+
+def training_run_files(folder: str | Path) -> list[str]:
+    """The files in ``folder`` only a training run writes (checkpoints, its config and run record); empty when
+    ``folder`` is not a run folder (``metrics.jsonl`` alone is not a mark: evaluations write one too)."""
+    return [name for name in RUN_FILES if name != "metrics.jsonl" and (Path(folder) / name).exists()]
 
 
 def saved_run_config(run_dir: str | Path) -> dict[str, Any] | None:

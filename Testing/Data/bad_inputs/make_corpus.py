@@ -206,7 +206,7 @@ MANIFEST: dict[str, Case] = {
 
 # ------------------------------------------------------------------------------------------------ issue 12
 LATIN1 = os.fsdecode(b"\xe9")  # one Latin-1 byte: a legal Linux file name that is not UTF-8
-BOMBS = ("rg_deflate_bomb.dcm",)
+BOMBS = ("rg_deflate_bomb.dcm", "w_zip_bomb.pt")
 # In the layout of the shipped bundle (written before variant and size were fields of the preset).
 _BUNDLE_PRESET = {"name": "dctnet@full", "generator": {"image_size": 128}, "discriminator": {}, "loss": {}}
 
@@ -321,6 +321,98 @@ ISSUE12_MANIFEST: dict[str, Case] = {
                                 note="InstanceNumber 'ab': pydicom's warning becomes one log line naming the file"),
 }
 MANIFEST.update(ISSUE12_MANIFEST)
+
+# ------------------------------------------------------------------------------------------------ issue 21
+# File-size limit (bytes, RLIMIT_FSIZE) of the simulated "file_size_limit" case: under the 8.5 KB the synthetic CT
+# takes as an uncompressed NIfTI, so the write stops half-way, as on a full disk or a quota.
+FSIZE_LIMIT = 4096
+TILT_DEGREES = 20.0  # gantry tilt of ct_dicom_tilted (its slices drift 5 mm sideways over 14 mm)
+ZIP_BOMB_MIB = 128  # what w_zip_bomb.pt unpacks to: deflate packs zeros ~1000:1, so the file stays under 1 MiB
+
+
+def _dicom_out(message: str) -> dict[str, tuple[str, str]]:
+    """A ``--dicom FOLDER --overwrite`` case: refused before anything is computed, the folder left as it was."""
+    return {"reconstruct_dicom": ("OutputError", message)}
+
+
+ISSUE21_MANIFEST: dict[str, Case] = {
+    # data loss
+    "out_dicom_holds_input": Case("dicom_holds_input", _dicom_out("holds"), "output folder holding an input",
+                                  note="--dicom FOLDER --overwrite where FOLDER holds the --pa film"),
+    "out_dicom_holds_output": Case("dicom_holds_output", _dicom_out("holds"), "output folder holding an input",
+                                   note="--dicom FOLDER --overwrite where --output is FOLDER/ct.nii.gz"),
+    "out_dicom_foreign": Case("dicom_foreign", _dicom_out("not a slice of a DCTNet DICOM series"),
+                              "output folder holding an input",
+                              note="--dicom FOLDER --overwrite where FOLDER holds someone's notes"),
+    "batch_id_parent.csv": Case("batch_id_parent.csv", {"reconstruct_batch": ("InputError", "is a path")},
+                                "batch id that is a path", note="id ../victim: would write beside --output"),
+    "batch_id_absolute.csv": Case("batch_id_absolute.csv", {"reconstruct_batch": ("InputError", "is a path")},
+                                  "batch id that is a path", note="id /tmp/victim"),
+    "batch_id_dot.csv": Case("batch_id_dot.csv", {"reconstruct_batch": ("InputError", "starts with '.'")},
+                             "batch id that is a path", note="id .. (the parent folder)"),
+    "out_fsize_nifti": Case("fsize/out.nii", {"write_ct": ("OutputError", "truncated")},
+                            "write that fails without an error", simulate="file_size_limit",
+                            note="a file-size limit stops ITK's NIfTI writer half-way; it only prints NWAD"),
+    # silently wrong data
+    "ct_truncated.nii": Case("ct_truncated.nii", _ct(("InputError", "truncated")), "truncated NIfTI",
+                             note="cut at half its voxels"),
+    "ct_truncated.nii.gz": Case("ct_truncated.nii.gz", _ct(("InputError", "truncated")), "truncated NIfTI",
+                                note="a big enough volume that its gzip stream, cut, still starts with the header"),
+    "rg_truncated.nii": Case("rg_truncated.nii", _rg("InputError", "truncated"), "truncated NIfTI"),
+    "ct_vox_offset_nan.nii": Case("ct_vox_offset_nan.nii", _ct(("InputError", "vox_offset")),
+                                  "NIfTI header lying about its data"),
+    "ct_qform_nan.nii": Case("ct_qform_nan.nii", _ct(("InputError", "qform")), "NIfTI header lying about its data",
+                             note="qform_code 1 with a NaN quaternion: an oblique volume"),
+    "ct_nrrd_fifo.nhdr": Case("ct_nrrd_fifo.nhdr", _ct(("InputError", "FIFO"), prepare=False),
+                              "detached data file that is not a file beside its header"),
+    "ct_nrrd_dev_zero.nhdr": Case("ct_nrrd_dev_zero.nhdr", _ct(("InputError", "outside the header's folder"),
+                                                               prepare=False),
+                                  "detached data file that is not a file beside its header",
+                                  note="data file /dev/zero: endless zeros read as voxels (a memory bomb too)"),
+    "ct_nrrd_parent.nhdr": Case("detached/ct_nrrd_parent.nhdr", _ct(("InputError", "outside the header's folder"),
+                                                                      prepare=False),
+                                "detached data file that is not a file beside its header",
+                                note="data file ../ct_raw_outside.raw"),
+    "ct_mhd_executable.mhd": Case("ct_mhd_executable.mhd", _ct(("InputError", "outside the header's folder"),
+                                                               prepare=False),
+                                  "detached data file that is not a file beside its header",
+                                  note="ElementDataFile = /bin/sh"),
+    "ct_nrrd_list.nhdr": Case("ct_nrrd_list.nhdr", _ct(("InputError", "several data files"), prepare=False),
+                              "detached data file that is not a file beside its header"),
+    "ct_dicom_two_patients": Case("ct_dicom_two_patients", _ct(("InputError", "mixes 2 patients")),
+                                  "DICOM series that is not one upright scan"),
+    "ct_dicom_tilted": Case("ct_dicom_tilted", _ct(("InputError", "gantry tilt")),
+                            "DICOM series that is not one upright scan", note=f"{TILT_DEGREES:.0f}° gantry tilt"),
+    "ct_dicom_spacing_zero": Case("ct_dicom_spacing_zero", _ct(("InputError", "invalid PixelSpacing")),
+                                  "DICOM series that is not one upright scan"),
+    "ct_dicom_slope_huge": Case("ct_dicom_slope_huge", _ct(("InputError", "rescale slope")),
+                                "DICOM series that is not one upright scan", note="RescaleSlope 1e30"),
+    # memory bombs: refused from headers and file sizes, before allocating
+    "ct_nifti_short_bomb.nii": Case("ct_nifti_short_bomb.nii", _ct(("InputError", "truncated")), "memory bomb",
+                                    note="a header of 512 × 512 × 1500 int16 (750 MiB) in 1.4 KB"),
+    "ct_nifti_float64_bomb.nii": Case("ct_nifti_float64_bomb.nii", _ct(("InputError", "too large to read")),
+                                      "memory bomb", note="4096² × 24 float64: within the voxel limit, 6.4 GB to read"),
+    "ct_dicom_rows_bomb": Case("ct_dicom_rows_bomb", _ct(("InputError", "declares a 2048 × 2048 image")),
+                               "memory bomb", note="Rows and Columns 2048 over 16² pixel data"),
+    "b_module_bomb.pt": Case("b_module_bomb.pt", _weights("layers (modules)"), "memory bomb",
+                             note="a few KB recording a CDM of 250,000 residual blocks"),
+    "w_zip_bomb.pt": Case("w_zip_bomb.pt", {"safe_load": ("WeightsError", "unpack to"), **_weights("unpack to")},
+                          "memory bomb", note=f"a torch.save archive re-zipped with deflate: {ZIP_BOMB_MIB} MiB of "
+                                              "zeros in a few hundred KB"),
+    # weights and manifests that are not what they say
+    "b_manifest_lies": Case("b_manifest_lies/model.pt", _weights("sha256 mismatch"), "manifest that lies",
+                            note="a manifest.json beside the bundle records another sha256"),
+    "b_manifest_nested": Case("b_manifest_nested/model.pt", _weights("nested too deeply"), "manifest that lies",
+                              note="manifest.json nested 100,000 levels deep"),
+    "b_manifest_int_sha": Case("b_manifest_int_sha/model.pt", _weights("not a sha256"), "manifest that lies",
+                               note="sha256 recorded as an integer"),
+}
+MANIFEST.update(ISSUE21_MANIFEST)
+ISSUE21_ITEMS = (
+    "output folder holding an input", "batch id that is a path", "write that fails without an error",
+    "truncated NIfTI", "NIfTI header lying about its data", "detached data file that is not a file beside its header",
+    "DICOM series that is not one upright scan", "memory bomb", "manifest that lies",
+)
 
 # Every item of issue 5's "bad input" list; the test checks each is covered by at least one case.
 ISSUE_ITEMS = (
@@ -683,6 +775,111 @@ def _write_issue12(out: Path) -> None:
         torch.jit.save(torch.jit.script(torch.nn.Linear(2, 2)), str(out / "w_torchscript.pt"))
 
 
+def _write_issue21(out: Path) -> None:
+    """The files of issue 21's classes (see ``ISSUE21_MANIFEST``)."""
+    hu = synthetic_ct_hu()
+    # data loss: --dicom folders that hold what the run reads or writes, or that DCTNet did not write
+    (out / "dicom_holds_input").mkdir()
+    shutil.copy(out / "good_pa.png", out / "dicom_holds_input" / "pa.png")
+    (out / "dicom_holds_output").mkdir()
+    shutil.copy(out / "good_ct.nii.gz", out / "dicom_holds_output" / "ct.nii.gz")  # an earlier result
+    (out / "dicom_foreign").mkdir()
+    (out / "dicom_foreign" / "notes.txt").write_text("someone's notes, not a DICOM series\n")
+    for name, case_id in (("parent", "../victim"), ("absolute", "/tmp/victim"), ("dot", "..")):
+        (out / f"batch_id_{name}.csv").write_text(f"id,pa,lat\n{case_id},good_pa.png,good_lat.png\n")
+    (out / "fsize").mkdir()
+    _nifti(out / "fsize" / "out.nii", hu, compress=False)  # the earlier result the failed write must keep
+    # truncated NIfTI: the header promises more voxels than the file holds
+    _nifti(out / "ct_truncated.nii", hu, compress=False)
+    _truncate(out / "ct_truncated.nii", 352 + hu.size * 4 // 2)
+    noise = np.random.default_rng(21).normal(0.0, 300.0, (SLICES, 24, 24)).astype(np.float32)  # compresses badly
+    noise[0] = -1000.0
+    _nifti(out / "ct_truncated.nii.gz", noise)
+    _truncate(out / "ct_truncated.nii.gz", (out / "ct_truncated.nii.gz").stat().st_size // 2)
+    import SimpleITK as sitk
+
+    sitk.WriteImage(sitk.GetImageFromArray(synthetic_views()[0].astype(np.float32)), str(out / "rg_truncated.nii"))
+    _truncate(out / "rg_truncated.nii", 352 + RADIOGRAPH_SIDE ** 2 * 4 // 2)
+    _nifti(out / "ct_vox_offset_nan.nii", hu, compress=False)
+    _patch_nifti_f4(out / "ct_vox_offset_nan.nii", 108, float("nan"))
+    _nifti(out / "ct_qform_nan.nii", hu, compress=False)
+    data = bytearray((out / "ct_qform_nan.nii").read_bytes())
+    data[252:254] = struct.pack("<h", 1)  # qform_code 1: the quaternion is to be used …
+    data[256:260] = struct.pack("<f", float("nan"))  # … and quatern_b is NaN
+    (out / "ct_qform_nan.nii").write_bytes(bytes(data))
+    # NRRD / MetaImage headers whose data file is not a file beside them
+    raw = np.round(hu).astype("<i2")
+    raw.tofile(out / "ct_raw_outside.raw")
+    (out / "detached").mkdir()
+    os.mkfifo(out / "ct_nrrd_fifo.raw")
+    for name, data_file in (("ct_nrrd_fifo.nhdr", "ct_nrrd_fifo.raw"), ("ct_nrrd_dev_zero.nhdr", "/dev/zero"),
+                            ("detached/ct_nrrd_parent.nhdr", "../ct_raw_outside.raw"), ("ct_nrrd_list.nhdr", "LIST")):
+        _nrrd_header(out / name, raw.shape, data_file)
+    (out / "ct_mhd_executable.mhd").write_text(
+        "ObjectType = Image\nNDims = 3\nDimSize = {} {} {}\nElementSpacing = 1 1 1\nElementType = MET_SHORT\n"
+        "ElementDataFile = /bin/sh\n".format(*raw.shape[::-1]))
+    # DICOM series that are not one upright scan of one patient
+    files = write_ct_series(out / "ct_dicom_two_patients", hu)
+    for path in files[SLICES // 2:]:
+        _edit_dicom(path, PatientID="ANOTHER-PATIENT")
+    drift = np.tan(np.radians(TILT_DEGREES)) * SLICE_MM
+    for k, path in enumerate(write_ct_series(out / "ct_dicom_tilted", hu)):
+        _edit_dicom(path, ImagePositionPatient=[0.0, k * drift, -k * SLICE_MM])
+    for path in write_ct_series(out / "ct_dicom_spacing_zero", hu):
+        _edit_dicom(path, PixelSpacing=[0.0, 0.0])
+    for path in write_ct_series(out / "ct_dicom_slope_huge", hu):
+        _edit_dicom(path, RescaleSlope=1e30)
+    # memory bombs
+    _nifti_header_only(out / "ct_nifti_short_bomb.nii", (512, 512, 1500), datatype=4, bitpix=16)
+    with open(out / "ct_nifti_short_bomb.nii", "ab") as handle:
+        handle.write(bytes(1024))  # 1.4 KB in all, as in the report
+    _nifti_header_only(out / "ct_nifti_float64_bomb.nii", (4096, 4096, 24), datatype=64, bitpix=64)
+    for path in write_ct_series(out / "ct_dicom_rows_bomb", hu):
+        _edit_dicom(path, Rows=2048, Columns=2048)
+    _write_issue21_weights(out)
+
+
+def _write_issue21_weights(out: Path) -> None:
+    """Bundles asking for too much, and manifests that do not hold what they say."""
+    import torch
+
+    write_module_bomb(out / "b_module_bomb.pt")
+    stored = out / "w_zip_bomb_stored.pt"
+    torch.save({"weights": torch.zeros(ZIP_BOMB_MIB << 18)}, stored)  # float32: 2**18 values a MiB
+    with zipfile.ZipFile(stored) as source, zipfile.ZipFile(out / "w_zip_bomb.pt", "w") as target:
+        for info in source.infolist():
+            packed = zipfile.ZipInfo(info.filename)
+            packed.compress_type = zipfile.ZIP_DEFLATED
+            with source.open(info) as reader, target.open(packed, "w") as writer:
+                shutil.copyfileobj(reader, writer, 1 << 20)
+    stored.unlink()
+    manifests = {"b_manifest_lies": {"file": "model.pt", "sha256": "0" * 64},
+                 "b_manifest_nested": None, "b_manifest_int_sha": {"file": "model.pt", "sha256": 12345}}
+    for folder, manifest in manifests.items():
+        (out / folder).mkdir()
+        shutil.copy(out / "b_not_tensor.pt", out / folder / "model.pt")
+        text = json.dumps(manifest) if manifest is not None else "[" * 100_000 + "]" * 100_000
+        (out / folder / "manifest.json").write_text(text)
+
+
+def write_module_bomb(path: Path) -> None:
+    """A bundle of a few KB recording a CDM of 250,000 residual blocks (no weights)."""
+    import torch
+
+    bundle = {"format": "dctnet-model-bundle", "format_version": 1, "image_size": 128, "sampling_steps": 4,
+              "generator": {"preset": _BUNDLE_PRESET, "g_raw": {}, "g_bs": None}, "meta": {},
+              "cdm": {"config": {"image_size": 128, "timesteps": 10, "sampling_steps": 4, "channels": [8, 8],
+                                 "norm_groups": 4, "num_res_blocks": 250_000}, "state_dict": {}}}
+    torch.save(bundle, path)
+
+
+def _nrrd_header(path: Path, shape: tuple[int, ...], data_file: str) -> None:
+    """A detached NRRD header of an int16 volume of ``shape`` (numpy order) whose voxels are in ``data_file``."""
+    sizes = " ".join(str(n) for n in shape[::-1])
+    path.write_text(f"NRRD0004\ntype: short\ndimension: 3\nsizes: {sizes}\nspacings: 1.5 1.5 2\nencoding: raw\n"
+                    f"endian: little\ndata file: {data_file}\n\n")
+
+
 def _nifti(path: Path, hu: np.ndarray, compress: bool = True) -> None:
     import SimpleITK as sitk
 
@@ -848,6 +1045,7 @@ def make_corpus(folder: str | os.PathLike) -> dict[str, Path]:
     (out / "full" / "out.nii.gz").write_bytes((out / "good_ct.nii.gz").read_bytes())
     sha256 = _write_weights(out)
     _write_issue12(out)
+    _write_issue21(out)
     manifest = {name: {**asdict(case), "expect": {k: list(v) for k, v in case.expect.items()}}
                 for name, case in MANIFEST.items()}
     (out / "manifest.json").write_text(json.dumps({"cases": manifest, "sha256": sha256}, indent=1) + "\n")
