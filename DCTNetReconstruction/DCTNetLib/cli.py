@@ -119,6 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     warning as one line, ``dctnet COMMAND: warning: …``, without the source path and line of the default format."""
     if argv is None:
         warnings.showwarning = _one_line_warning
+        _printable_streams()
     argv = sys.argv[1:] if argv is None else list(argv)
     parser = build_parser(_requested_command(argv))
     args = parser.parse_args(argv)
@@ -141,6 +142,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"dctnet {args.command}: {how}; files written so far are valid{_how_to_continue(args)}",
               file=sys.stderr)
         return 143 if isinstance(exc, Terminated) else 130
+
+
+def _printable_streams() -> None:
+    """Characters the terminal's encoding lacks (``³``, ``×``, ``—`` under ``PYTHONIOENCODING=ascii`` or a C locale)
+    are printed as ``\\xNN`` escapes instead of ending ``--help`` or a message in a UnicodeEncodeError."""
+    for stream in (sys.stdout, sys.stderr):
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")
 
 
 def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:

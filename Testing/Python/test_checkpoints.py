@@ -90,7 +90,8 @@ def test_tampered_weights_are_refused_naming_the_network(gan_checkpoint, cdm_che
     state = _stored(gan_checkpoint)
     key = next(k for k, v in state["models"]["g_bs"].items() if v.is_floating_point())
     state["models"]["g_bs"][key][(0,) * state["models"]["g_bs"][key].ndim] = float("nan")
-    nan = save_checkpoint(state, tmp_path / "nan.pt")
+    nan = tmp_path / "nan.pt"
+    torch.save(state, nan)  # as a damaged file or another tool would hold it: save_checkpoint refuses NaN weights
     with pytest.raises(WeightsError, match=rf"nan\.pt: the G\(X\) weights hold 1 NaN/inf value.*{key}"):
         load_gan_generators(nan)
     with pytest.raises(WeightsError, match=r"nan\.pt: the G\(X\) weights hold"):

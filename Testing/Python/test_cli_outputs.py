@@ -97,7 +97,10 @@ def test_info_shows_the_model_card_recorded_beside_the_weights(tmp_path, tiny_bu
     bundle = shutil.copy(tiny_bundle_path, tmp_path / "model.pt")
     card = {"intended_use": "trying the pipeline", "training_data": "12 phantoms",
             "performance": {"psnr_db": 17.9, "cases": "LIDC-IDRI-0001"}, "licence": "Apache-2.0", "version": "9.9"}
-    (tmp_path / "manifest.json").write_text(json.dumps({"file": "model.pt", "sha256": "ab" * 32, "model_card": card}))
+    from DCTNetLib.io.safe_load import sha256_file
+
+    manifest = {"file": "model.pt", "sha256": sha256_file(bundle), "model_card": card}  # held to it since issue 21
+    (tmp_path / "manifest.json").write_text(json.dumps(manifest))
     assert cli.main(["info", "--weights", str(bundle)]) == 0
     out = capsys.readouterr().out
     assert "Intended use:         trying the pipeline" in out and "psnr_db: 17.9; cases: LIDC-IDRI-0001" in out

@@ -478,3 +478,31 @@ def test_issue21_memory_bombs_are_refused_before_allocating(corpus, tmp_path):
     for path, message in out.items():
         assert expected[Path(path).name] in message and Path(path).name in message, (path, message)
     assert result.stderr.strip() == "", result.stderr
+
+
+# ------------------------------------------------------------------------------------------------ issue 21, messages
+def test_help_and_info_print_under_an_ascii_terminal():
+    """`dctnet --help` and `dctnet info` ended in a UnicodeEncodeError under PYTHONIOENCODING=ascii (³, ×, —)."""
+    for argv in (["--help"], ["info"]):
+        result = _child("import sys; from DCTNetLib.cli import main; sys.exit(main())", *argv,
+                        env={"PYTHONIOENCODING": "ascii"})
+        assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr[-1500:]
+        assert result.stdout.isascii() and result.stdout.strip()
+        if argv == ["--help"]:
+            assert "128\\xb3 CT" in result.stdout  # the ³ ASCII lacks, escaped
+
+
+def test_an_existing_folder_as_output_is_refused_before_anything_is_computed(corpus, tmp_path, capsys):
+    output = tmp_path / "ct.nii.gz"
+    output.mkdir()
+    code, _, err = _cli(["reconstruct", "--pa", corpus / "good_pa.png", "--lat", corpus / "good_lat.png",
+                         "--output", output, "--overwrite", "--device", "cpu"], capsys)
+    assert code == 2 and "is a folder" in err and "ct.nii.gz" in err and len(err.strip().splitlines()) == 1, err
+    assert list(output.iterdir()) == []
+
+
+def test_the_missing_weights_hint_names_the_option_of_the_command_that_needs_them():
+    from DCTNetLib.io.imagenet_weights import ARCHS
+
+    assert "--vgg-weights" in ARCHS["vgg16"].not_found_message()  # `dctnet train`'s option (perceptual loss)
+    assert "--imagenet-weights" in ARCHS["alexnet"].not_found_message()  # `dctnet evaluate`'s (LPIPS)

@@ -113,3 +113,10 @@ def test_plot_and_evaluate_never_replace_a_runs_log(prepared, tmp_path, capsys):
     assert (run / "metrics.jsonl").read_bytes() == log
     assert dctnet(["plot", str(run)]) == 0 and (run / "curves.png").is_file()  # control: the default output works
     assert (run / "metrics.jsonl").read_bytes() == log
+
+
+def test_max_steps_0_is_refused_instead_of_training_every_epoch(prepared, tmp_path, capsys):
+    run = tmp_path / "run"
+    assert dctnet(["train", "--data", str(prepared), "--output", str(run), "--max-steps", "0", *GAN_TINY]) == 2
+    _one_error_line(capsys, "--max-steps must be at least 1")
+    assert not run.exists()

