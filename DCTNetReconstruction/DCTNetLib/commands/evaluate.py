@@ -39,6 +39,7 @@ from ..cli import main as dctnet
 from ..errors import InputError, OutputError, WeightsError
 from ..helpers import count_parameters
 from ..io.atomic import atomic_write_text, check_writable_dir, display_path
+from ..training.run_folder import training_run_files
 
 # torch, numpy and the modules that import them are imported inside the functions: `dctnet --help` imports
 # every command module (DCTNetLib.cli) and stays fast.
@@ -255,8 +256,6 @@ def _prepare_output(output: Path, overwrite: bool) -> list[str]:
     A training run folder is refused even with ``--overwrite``: its ``metrics.jsonl`` is the run's log, which the
     evaluation's own would replace.
     """
-    from ..training.run_folder import training_run_files
-
     run_files = training_run_files(output)
     if run_files:
         raise OutputError(f"--output {display_path(output)} is a training run folder ({', '.join(run_files)}); its "

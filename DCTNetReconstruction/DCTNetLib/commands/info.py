@@ -27,6 +27,7 @@ from typing import Any
 
 from ..errors import InputError
 from ..helpers import count_parameters
+from ..checkpoints.manifest import read_manifest as read_checked, recorded_sha256
 
 HELP = "show the model card of the weights, parameter counts of a model preset and the torch / CUDA setup"
 
@@ -156,8 +157,7 @@ def read_manifest(path: Path, weights: Path | None = None) -> dict[str, Any] | N
     Raises:
         WeightsError: the manifest is unreadable or malformed, or the weights do not match its sha256.
     """
-    from ..checkpoints.manifest import read_manifest as read_checked, recorded_sha256
-    from ..io.safe_load import check_sha256
+    from ..io.safe_load import check_sha256  # numpy: kept off `dctnet --help`'s path
 
     manifest = read_checked(path)
     if manifest is not None and (weights is not None or manifest.get("file")):

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from ..training.run_folder import saved_run_config
+from ..errors import InputError
 
 __all__ = ["TORCHRUN_EPILOG", "add_common_arguments", "resolve_run_config", "resume_hint", "report", "CPUCost",
            "CPU_STEP_COST", "warn_full_preset_on_cpu"]
@@ -58,8 +59,6 @@ def resolve_run_config(config_cls: type, args: argparse.Namespace, extra_flags: 
     from ..training.config import resolve_config
 
     if args.max_steps is not None and args.max_steps < 1:  # 0 would read as "no limit" and train every epoch
-        from ..errors import InputError
-
         raise InputError(f"--max-steps must be at least 1, got {args.max_steps}")
     saved = saved_run_config(args.output) if args.resume else None
     flags = {"size": args.preset, "device": args.device, "epochs": args.epochs, "max_steps": args.max_steps,
@@ -79,8 +78,6 @@ def check_learning_rate(lr: float) -> None:
     Raises:
         InputError: ``lr`` is not a positive number below float32's largest value (NaN, inf, 1e300, 0, negative).
     """
-    from ..errors import InputError
-
     if not 0 < lr < _FLOAT32_MAX:  # also false for NaN
         raise InputError(f"learning rate lr={lr:g} is not a positive number below {_FLOAT32_MAX:.3g} (float32's "
                          "largest); set a usual one, e.g. --set lr=2e-4")

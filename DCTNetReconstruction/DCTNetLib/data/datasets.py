@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from ..conventions import DATASETS, NIFTI_SUFFIXES, VOLUME_READ_SUFFIXES
+from .case_arrays import load_case_array
 from ..errors import InputError
 from ..io.atomic import atomic_path, atomic_write_text
 
@@ -590,7 +591,6 @@ class PreparedCaseDataset:
 
         case_id = self.case_ids[index]
         folder = self.case_dir(case_id)
-        from .case_arrays import load_case_array
 
         ct, drr, drr_bs = (load_case_array(folder / CASE_FILES[kind], kind) for kind in ("ct", "drr", "drr_bs"))
         item = {

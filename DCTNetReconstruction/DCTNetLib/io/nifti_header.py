@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError
+from .atomic import display_path, format_bytes
 
 __all__ = ["NiftiLayout", "read_nifti_layout", "parse_nifti_header", "header_problem", "data_problem",
            "scan_nifti_data", "most_data_held", "is_nifti_name", "check_nifti_header", "check_nifti_data",
@@ -201,8 +202,6 @@ def data_problem(path: str | os.PathLike, layout: NiftiLayout) -> tuple[str | No
     by streaming through the data (:func:`scan_nifti_data`) where that is needed: a compressed file, or float
     values to check.
     """
-    from .atomic import format_bytes
-
     needed = layout.data_bytes
     if not needed:
         return None, 0
@@ -224,8 +223,6 @@ def check_nifti_header(path: str | os.PathLike, what: str) -> NiftiLayout | None
     Raises:
         InputError: ``"<what> …"``, naming the problem and the file.
     """
-    from .atomic import display_path
-
     try:
         layout = read_nifti_layout(path)
     except (OSError, EOFError, zlib.error) as exc:
@@ -243,8 +240,6 @@ def check_nifti_data(path: str | os.PathLike, layout: NiftiLayout, what: str) ->
     Raises:
         InputError: ``"<what> …"``, naming the problem and the file.
     """
-    from .atomic import display_path
-
     try:
         problem, bad = data_problem(path, layout)
     except OSError as exc:
