@@ -146,3 +146,11 @@ def run_in_subprocess(target: str, kwargs: dict[str, Any] | None = None, threads
             return result
     tail = "\n".join((proc.stderr or proc.stdout).strip().splitlines()[-6:])
     return {"error": f"{target} exited with {proc.returncode}: {tail}"}
+
+
+def emit_report(report: dict[str, Any], output: Path | None) -> None:
+    """Print a benchmark's JSON report and, with ``output``, also write it there."""
+    text = json.dumps(report, indent=1)
+    print(text)
+    if output:
+        output.write_text(text + "\n")

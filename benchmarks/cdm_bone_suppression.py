@@ -23,7 +23,6 @@ Prints one JSON document (``--output`` also writes it)::
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -34,7 +33,7 @@ from skimage.filters import sato
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import machine_info, set_threads  # noqa: E402
+from _common import emit_report, machine_info, set_threads  # noqa: E402
 
 from DCTNetLib.checkpoints.bundle import load_initial_cdm  # noqa: E402
 from DCTNetLib.io.film import read_film  # noqa: E402
@@ -131,10 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     films = [(Path(f.rsplit(":", 1)[0]), f.rsplit(":", 1)[1]) for f in args.film]
     if films:
         report["films"] = film_scores(cdm, films, args.steps, args.strength)
-    text = json.dumps(report, indent=1)
-    print(text)
-    if args.output:
-        args.output.write_text(text + "\n")
+    emit_report(report, args.output)
     return 0
 
 

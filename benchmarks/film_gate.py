@@ -22,7 +22,6 @@ included)::
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 from typing import Any, Iterator
@@ -31,7 +30,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import machine_info, set_threads  # noqa: E402
+from _common import emit_report, machine_info, set_threads  # noqa: E402
 
 from DCTNetLib.data.film_appearance import film_like  # noqa: E402
 from DCTNetLib.inference import Reconstructor  # noqa: E402
@@ -152,10 +151,7 @@ def main(argv: list[str] | None = None) -> int:
     mirrored = [run_case(model, pa, np.ascontiguousarray(lat[:, ::-1])) for _, pa, lat in base]
     report["inconsistent_pairs"] = {"pa_and_lat_of_two_patients": _summary(mismatched),
                                     "mirrored_lateral": _summary(mirrored), "cases": names}
-    text = json.dumps(report, indent=1)
-    print(text)
-    if args.output:
-        args.output.write_text(text + "\n")
+    emit_report(report, args.output)
     return 0
 
 
