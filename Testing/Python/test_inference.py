@@ -206,7 +206,8 @@ def test_demo_writes_volumes_figure_and_report(tmp_path, tiny_bundle_path, capsy
     unit = lambda hu: np.clip((hu + 1024.0) / 2500.0, 0, 1)  # noqa: E731 — the HU window of conventions.py
     expected = psnr(unit(recon.hu), on_model_grid(unit(truth.hu).astype(np.float32), recon.hu.shape))
     assert report["metrics"]["psnr"] == pytest.approx(expected, abs=0.05)
-    assert set(report["metrics"]["reprojection"]) == {"pa_psnr", "pa_ncc", "lat_psnr", "lat_ncc"}
+    assert set(report["metrics"]["reprojection"]) == {"pa_psnr", "pa_ncc", "pa_rank", "lat_psnr", "lat_ncc",
+                                                       "lat_rank"}
     assert cli.main(["demo", "--phantom", "--output", str(out), "--weights", str(tiny_bundle_path)]) == 2
 
 

@@ -366,7 +366,7 @@ class Trainer:
         if diverged:
             bad = ", ".join(name for name, value in losses.items() if not math.isfinite(value))
             kept = (f"{self.checkpoints.latest_path} keeps the last finite state (resume from it with a lower "
-                    "learning rate)" if self.checkpoints.has_latest() else "no checkpoint was written")
+                    "learning rate)" if self.checkpoints.latest_path.is_file() else "no checkpoint was written")
             raise TrainingDiverged(f"training diverged at step {self.step + 1}: loss {bad} and the weights of "
                                    f"{', '.join(diverged)} are NaN/inf (learning rate {self.config.lr:g} too high?); "
                                    f"{kept}")
