@@ -62,7 +62,9 @@ DETECTOR_MM = 500.0
 # MetaImage with attached or detached data) and the single-file formats among them that are written (a detached
 # header needs its data file beside it). ".nii.gz" comes before ".nii" so that a name's ending is found whole.
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
-VOLUME_READ_SUFFIXES = (*NIFTI_SUFFIXES, ".nrrd", ".nhdr", ".mha", ".mhd")
+NRRD_SUFFIXES = (".nrrd", ".nhdr")
+HEADER_SUFFIXES = (*NRRD_SUFFIXES, ".mha", ".mhd")  # formats whose header may name a detached data file
+VOLUME_READ_SUFFIXES = (*NIFTI_SUFFIXES, *HEADER_SUFFIXES)
 VOLUME_WRITE_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".mha")
 
 # Datasets `dctnet prepare --dataset` reads: the two public ones of DCT-Net §3.1 (value → the name shown to a user,

@@ -17,12 +17,12 @@ import os
 import stat
 from pathlib import Path
 
+from ..conventions import HEADER_SUFFIXES, NRRD_SUFFIXES
 from ..errors import InputError
 from .atomic import display_path
 
 __all__ = ["detached_data_name", "check_detached_data", "HEADER_SUFFIXES"]
 
-HEADER_SUFFIXES = (".nrrd", ".nhdr", ".mha", ".mhd")
 # Headers are text of a few hundred bytes; reading this much finds the data-file line of any real one.
 _HEADER_READ_BYTES = 1 << 16
 _NRRD_KEYS = ("data file", "datafile")
@@ -59,7 +59,7 @@ def check_detached_data(path: Path, what: str) -> None:
             text = handle.read(_HEADER_READ_BYTES).decode("latin-1")
     except OSError as exc:
         raise InputError(f"cannot read {what} file {display_path(path)}: {exc.strerror or exc}") from exc
-    value = detached_data_name(text, name.endswith((".nrrd", ".nhdr")))
+    value = detached_data_name(text, name.endswith(NRRD_SUFFIXES))
     if value is None:
         return
     shown = display_path(path)

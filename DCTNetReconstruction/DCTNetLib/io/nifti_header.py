@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..conventions import NIFTI_SUFFIXES
 from ..errors import InputError
 from .atomic import display_path, format_bytes
 
@@ -85,7 +86,7 @@ class NiftiLayout:
 
 
 def is_nifti_name(path: str | os.PathLike) -> bool:
-    return Path(path).name.lower().endswith((".nii", ".nii.gz"))
+    return Path(path).name.lower().endswith(NIFTI_SUFFIXES)
 
 
 def _is_gzip(path: Path) -> bool:
