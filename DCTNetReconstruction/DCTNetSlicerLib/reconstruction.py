@@ -73,12 +73,15 @@ class Options:
         device: ``"auto"``, ``"cpu"`` or ``"cuda"``.
         steps: DDIM steps of the bone suppression; ``None`` or 0 = the model's default.
         seed: sampling seed.
+        input_checks: refuse what does not look like a chest radiograph and turn a lateral facing right
+            (``DCTNetLib.io.film_gate``); False passes ``--no-input-checks``. Defaults to True.
     """
 
     weights: str | None = None
     device: str = "auto"
     steps: int | None = None
     seed: int = 0
+    input_checks: bool = True
 
 
 # -- radiographs in ------------------------------------------------------------------------------------------------
@@ -226,6 +229,8 @@ def command_args(pa: str | Path, lat: str | Path, output: str | Path, options: O
         args += ["--weights", str(options.weights)]
     if options.steps:
         args += ["--steps", str(int(options.steps))]
+    if not options.input_checks:
+        args.append("--no-input-checks")
     return args
 
 

@@ -128,7 +128,7 @@ def test_closing_the_scene_cancels_the_run_and_loads_nothing(scene, tiny_bundle,
     lat = nodes.radiograph_to_node(np.random.default_rng(1).random((32, 32)), "LAT", "lat", scene)
     finished = []
     task = reconstruction.reconstruct_in_background(
-        pa, lat, reconstruction.Options(weights=str(tiny_bundle), device="cpu", steps=2), scene,
+        pa, lat, reconstruction.Options(weights=str(tiny_bundle), device="cpu", input_checks=False, steps=2), scene,
         on_finished=lambda *result: finished.append(result), python=child_python)
     folder = Path(task.args[task.args.index("--output") + 1]).parent
     scene.Clear(0)  # File › Close Scene
@@ -141,7 +141,7 @@ def test_closing_the_scene_cancels_the_run_and_loads_nothing(scene, tiny_bundle,
 def test_reconstructions_share_one_worker_and_the_preview_runs_images_only(scene, tiny_bundle, child_python):
     pa = nodes.radiograph_to_node(np.random.default_rng(0).random((32, 32)), "PA", "pa", scene)
     lat = nodes.radiograph_to_node(np.random.default_rng(1).random((32, 32)), "LAT", "lat", scene)
-    options = reconstruction.Options(weights=str(tiny_bundle), device="cpu", steps=2)
+    options = reconstruction.Options(weights=str(tiny_bundle), device="cpu", input_checks=False, steps=2)
     reconstruction.reconstruct(pa, lat, options, scene, python=child_python, timeout_s=600)
     worker = reconstruction.worker(child_python)
     pid = worker.process.pid

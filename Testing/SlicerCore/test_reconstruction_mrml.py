@@ -191,7 +191,7 @@ def test_reconstruction_lands_on_the_reference_grid_and_shows_in_linked_views(sc
     for node in (pa, lat):
         node.SetNodeReferenceID(nodes.REFERENCE_ROLE, reference.GetID())
     reported = []
-    options = reconstruction.Options(weights=str(tiny_bundle), device="cpu", steps=2, seed=3)
+    options = reconstruction.Options(weights=str(tiny_bundle), device="cpu", input_checks=False, steps=2, seed=3)
     volumes, metrics = reconstruction.reconstruct(pa, lat, options, scene, progress=lambda f, m: reported.append(f),
                                                   python=child_python, timeout_s=600)
 
@@ -241,13 +241,13 @@ def test_without_a_reference_the_volume_is_centred_on_the_radiographs_and_reruns
                                                                                            child_python):
     centre_ras = np.array([-15.0, 22.0, -8.0])
     pa, lat = _radiograph_pair(scene, centre_ras)
-    options = reconstruction.Options(weights=str(tiny_bundle), device="cpu", steps=2)
+    options = reconstruction.Options(weights=str(tiny_bundle), device="cpu", input_checks=False, steps=2)
     volumes, metrics = reconstruction.reconstruct(pa, lat, options, scene, python=child_python, timeout_s=600)
     assert metrics == {} and "difference" not in volumes
     np.testing.assert_allclose(_centre(volumes["ct"]), centre_ras, atol=1e-6)
     np.testing.assert_allclose(np.abs(np.diag(_ras_axes(volumes["ct"]))), 320.0 / TINY_SIZE, atol=1e-9)
     count = scene.GetNumberOfNodesByClass("vtkMRMLScalarVolumeNode")
-    again, _ = reconstruction.reconstruct(pa, lat, reconstruction.Options(weights=str(tiny_bundle), device="cpu",
+    again, _ = reconstruction.reconstruct(pa, lat, reconstruction.Options(weights=str(tiny_bundle), device="cpu", input_checks=False,
                                                                           steps=2, seed=1),
                                           scene, existing=volumes, python=child_python, timeout_s=600)
     assert {role: node.GetID() for role, node in again.items()} == {role: node.GetID() for role, node in volumes.items()}
@@ -257,7 +257,7 @@ def test_without_a_reference_the_volume_is_centred_on_the_radiographs_and_reruns
 def test_preview_keeps_only_the_bone_suppressed_radiographs(scene, tiny_bundle, child_python):
     pa, lat = _radiograph_pair(scene)
     before = scene.GetNumberOfNodesByClass("vtkMRMLScalarVolumeNode")
-    made, metrics = reconstruction.reconstruct(pa, lat, reconstruction.Options(weights=str(tiny_bundle), device="cpu"),
+    made, metrics = reconstruction.reconstruct(pa, lat, reconstruction.Options(weights=str(tiny_bundle), device="cpu", input_checks=False),
                                                scene, python=child_python, images_only=True, timeout_s=600)
     assert set(made) == {"pa_bs", "lat_bs"} and metrics == {}
     assert scene.GetNumberOfNodesByClass("vtkMRMLScalarVolumeNode") == before + 2
@@ -319,7 +319,7 @@ def test_background_run_loads_the_same_nodes_through_the_task_runner(scene, tiny
     pa, lat = _radiograph_pair(scene)
     progress, finished, notes = [], [], []
     task = reconstruction.reconstruct_in_background(
-        pa, lat, reconstruction.Options(weights=str(tiny_bundle), device="cpu", steps=2), scene,
+        pa, lat, reconstruction.Options(weights=str(tiny_bundle), device="cpu", input_checks=False, steps=2), scene,
         on_progress=lambda f, m: progress.append(f), on_finished=lambda *a: finished.append(a),
         on_notes=lambda said, warned: notes.append(said))
     deadline = time.monotonic() + 600
