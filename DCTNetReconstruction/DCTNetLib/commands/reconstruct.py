@@ -145,10 +145,10 @@ def check_outputs(paths: dict[str, Path], overwrite: bool, inputs: tuple[Path | 
             if _same_file(path, source):
                 raise OutputError(f"--output {display_path(path)} is the input {display_path(source)}; writing it "
                                   "would destroy the input (even with --overwrite): choose another --output")
+        check_name_length(path)
         if path.is_dir():
             raise OutputError(f"--output {display_path(path)} is a folder; name a file (.nii.gz, .nii, .nrrd or "
                               ".mha) to write the CT to")
-        check_name_length(path)
         check_writable_dir(path.parent if str(path.parent) else Path("."))
         if os.path.lexists(path) and not overwrite:
             raise OutputError(f"{display_path(path)} exists; pass --overwrite to replace it, or choose another "
