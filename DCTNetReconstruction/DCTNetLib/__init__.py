@@ -20,10 +20,3 @@ Conventions are in ``docs/conventions.md`` and in :mod:`DCTNetLib.conventions`.
 """
 
 __version__ = "0.1.0"
-
-import os as _os
-
-# OpenMP threads that spin while waiting make torch up to ~6× slower on a CPU that is busy with other work (a laptop
-# running Slicer; measured in benchmarks/README.md: small G(Y) 4.19 s with the default, 0.73 s with PASSIVE on the
-# shared 2-core machine). It only takes effect before torch is first imported; an explicit user setting wins.
-_os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")

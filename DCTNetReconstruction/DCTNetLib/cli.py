@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import re
 import signal
 import sys
@@ -29,6 +30,13 @@ import warnings
 
 from . import __version__
 from .errors import DCTNetError, Terminated, raise_terminated
+
+# OpenMP threads that spin while waiting make torch up to ~6× slower on a CPU that is busy with other work (a laptop
+# running Slicer; measured in benchmarks/README.md: small G(Y) 4.19 s with the default, 0.73 s with PASSIVE on the
+# shared 2-core machine). Set here, for `dctnet` and `python -m DCTNetLib` (the processes the Slicer modules start),
+# before any command imports torch; importing the package elsewhere (Slicer's own process, a user's script) changes
+# no environment variable. An explicit user setting wins.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 # name on the command line → module under DCTNetLib.commands
 COMMANDS: dict[str, str] = {

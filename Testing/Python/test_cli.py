@@ -62,3 +62,21 @@ def test_every_sub_command_help_is_plain_text_with_an_example(capsys):
 def test_plain_text_removes_restructuredtext_markup():
     text = "Examples::\n\n    dctnet x ``--a`` :func:`~DCTNetLib.io.ct.read_ct` and `dctnet prepare`\n"
     assert cli.plain_text(text) == "Examples:\n\n    dctnet x --a DCTNetLib.io.ct.read_ct and dctnet prepare\n"
+
+
+def test_only_the_command_line_sets_openmp_waiting_to_passive():
+    """Importing the package (Slicer's own process, a user's script) changes no environment variable; the
+    command line, which the Slicer modules start as a child, sets OMP_WAIT_POLICY=PASSIVE unless the user set it."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    probe = "import os, {m}; print(os.environ.get('OMP_WAIT_POLICY'))"
+    run = lambda module, extra=None: subprocess.run(  # noqa: E731
+        [sys.executable, "-c", probe.format(m=module)], env={**env, **(extra or {})}, capture_output=True,
+        text=True, check=True).stdout.strip()
+    assert run("DCTNetLib") == "None"
+    assert run("DCTNetLib.io.radiograph") == "None"
+    assert run("DCTNetLib.cli") == "PASSIVE"
+    assert run("DCTNetLib.cli", {"OMP_WAIT_POLICY": "ACTIVE"}) == "ACTIVE"
