@@ -181,11 +181,13 @@ def test_license_is_the_apache_2_0_text_that_pyproject_names():
     assert pyproject["project"]["license"]["text"] == "Apache-2.0"
 
 
-def test_extension_resources_are_in_the_top_level_resources_folder():
+def test_the_icon_is_dctnet_png_at_the_top_level_and_screenshots_are_in_resources():
+    """The extension's design puts its icon, DCTNet.png, at the top level; screenshots live in Resources/."""
     cmake_text = (REPO / "CMakeLists.txt").read_text(encoding="utf-8")
     entry = json.loads(DESCRIPTION.read_text(encoding="utf-8"))
-    urls = [cmake_setting(cmake_text, "EXTENSION_ICONURL"), *cmake_setting(cmake_text, "EXTENSION_SCREENSHOTURLS").split()]
-    for url in urls:
+    icon = local_file_for_url(cmake_setting(cmake_text, "EXTENSION_ICONURL"), entry, REPO)
+    assert icon.relative_to(REPO) == Path("DCTNet.png") and icon.is_file()
+    for url in cmake_setting(cmake_text, "EXTENSION_SCREENSHOTURLS").split():
         assert local_file_for_url(url, entry, REPO).relative_to(REPO).parts[0] == "Resources", url
 
 
@@ -227,8 +229,8 @@ def test_bad_entries_are_refused(changes, expected):
 
 def test_missing_license_and_screenshot_and_a_non_image_are_refused(tmp_path):
     root = tmp_path / "SlicerDCTNet"
-    (root / "Resources" / "Icons").mkdir(parents=True)
-    (root / "Resources" / "Icons" / "DCTNet.png").write_bytes((REPO / "Resources" / "Icons" / "DCTNet.png").read_bytes())
+    root.mkdir(parents=True)
+    (root / "DCTNet.png").write_bytes((REPO / "DCTNet.png").read_bytes())
     cmake_text = (REPO / "CMakeLists.txt").read_text(encoding="utf-8")
     (root / "CMakeLists.txt").write_text(cmake_text, encoding="utf-8")
     description = root / "DCTNet.json"

@@ -100,7 +100,7 @@ def test_top_level_cmake_is_a_slicer_extension_depending_on_pytorch():
     assert -1 not in positions and positions == sorted(positions), dict(zip(ordered, positions))
 
 
-@pytest.mark.parametrize("icon", ["Resources/Icons/DCTNet.png", "DCTNetReconstruction/Resources/Icons/DCTNetReconstruction.png",
+@pytest.mark.parametrize("icon", ["DCTNet.png", "DCTNetReconstruction/Resources/Icons/DCTNetReconstruction.png",
                                   "DCTNetTraining/Resources/Icons/DCTNetTraining.png"])
 def test_icons_are_128_pixel_pngs(icon):
     from PIL import Image
