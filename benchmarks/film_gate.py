@@ -35,7 +35,7 @@ from _common import emit_report, machine_info, set_threads  # noqa: E402
 from DCTNetLib.data.film_appearance import film_like  # noqa: E402
 from DCTNetLib.inference import Reconstructor  # noqa: E402
 from DCTNetLib.io.film import read_film  # noqa: E402
-from DCTNetLib.io.film_gate import consistency_reason, lateral_mirrored, non_chest_reason  # noqa: E402
+from DCTNetLib.io.film_gate import consistency_reason, facing_left, non_chest_reason  # noqa: E402
 from DCTNetLib.io.radiograph import resize_radiograph  # noqa: E402
 
 __all__ = ["photographs", "run_case", "main"]
@@ -63,9 +63,7 @@ def run_case(model: Reconstructor, pa: np.ndarray, lat: np.ndarray) -> dict[str,
     checks off, then the same two checks :meth:`Reconstructor.reconstruct` makes are applied, so that the scores
     of refused inputs are seen too. ``{"refused": reason or None, "before": bool, "pa_rank", ...}``."""
     before = non_chest_reason(pa, "pa") or non_chest_reason(lat, "lat")
-    flipped = lateral_mirrored(lat)
-    if flipped:  # as the checks do: a lateral facing right is turned to the model's orientation
-        lat = np.ascontiguousarray(lat[:, ::-1])
+    lat, flipped = facing_left(lat)  # as the checks do: a lateral facing right is turned round
     result = model.reconstruct(pa, lat, steps=1, check_inputs=False)
     scores = {key: result.reprojection.get(key) for key in ("pa_ncc", "lat_ncc", "pa_rank", "lat_rank")}
     return {"refused": before or consistency_reason(result.reprojection), "before": before is not None,

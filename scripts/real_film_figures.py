@@ -31,7 +31,7 @@ import numpy as np  # noqa: E402
 from DCTNetLib.conventions import AXIS_RL  # noqa: E402
 from DCTNetLib.inference import Reconstructor  # noqa: E402
 from DCTNetLib.io.film import read_film  # noqa: E402
-from DCTNetLib.io.film_gate import lateral_mirrored  # noqa: E402
+from DCTNetLib.io.film_gate import facing_left  # noqa: E402
 from DCTNetLib.io.radiograph import pad_to_square, resize_radiograph  # noqa: E402
 
 BODY_HU = -500.0
@@ -138,9 +138,7 @@ def framing(model: Reconstructor, pa: np.ndarray, lat: np.ndarray) -> dict:
                 "both_cropped_80": (cropped(pa, 0.8), cropped(lat, 0.8))}
     out = {}
     for name, (p, q) in variants.items():
-        q = square(q)
-        if lateral_mirrored(q):  # what the input checks do; they are off here, as an edit may fail them
-            q = np.ascontiguousarray(q[:, ::-1])
+        q, _ = facing_left(square(q))  # what the input checks do; they are off here, as an edit may fail them
         result = model.reconstruct(square(p), q, check_inputs=False)
         out[name] = {**body_extent(result.ct_hu.hu), **bone_stats(result.ct_hu.hu),
                      "reprojection": result.reprojection}

@@ -38,7 +38,7 @@ from .devices import select_device
 from .errors import InputError
 from .evaluation.metrics import reprojection_check
 from .io.ct import CTVolume
-from .io.film_gate import consistency_reason, lateral_mirrored, non_chest_reason
+from .io.film_gate import consistency_reason, facing_left, non_chest_reason
 from .io.radiograph import resize_radiograph, view_pair_warnings
 from .io.safe_load import sha256_file
 
@@ -253,10 +253,10 @@ class Reconstructor:
                 reason = non_chest_reason(image, view)
                 if reason is not None:
                     raise InputError(reason)
-            if lateral_mirrored(lat):
+            lat, flipped = facing_left(lat)
+            if flipped:
                 warnings.warn("the lateral shows the patient facing right (spine on the left); it was flipped to the "
                               "model's orientation (facing left)", RuntimeWarning, stacklevel=3)
-                lat = np.ascontiguousarray(lat[:, ::-1])
         check_pair(pa, lat)
         y = self._pair_tensor(pa, lat)
 

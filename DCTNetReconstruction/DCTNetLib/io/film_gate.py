@@ -37,7 +37,7 @@ from __future__ import annotations
 import numpy as np
 
 __all__ = ["MIN_STRUCTURE", "MIN_PA_POLARITY", "MIN_PA_TOP_TISSUE", "MIN_REPROJECTION_RANK", "structure",
-           "pa_polarity", "pa_top_tissue", "spine_side", "lateral_mirrored", "non_chest_reason", "consistency_reason"]
+           "pa_polarity", "pa_top_tissue", "spine_side", "lateral_mirrored", "facing_left", "non_chest_reason", "consistency_reason"]
 
 STRUCTURE_LAG = 1 / 16      # of the image side: 8 px of 128²
 MIN_STRUCTURE = 0.3         # radiographs ≥ 0.60, noise ≤ 0.03 (module docstring)
@@ -94,6 +94,14 @@ def spine_side(image: np.ndarray) -> float:
 def lateral_mirrored(image: np.ndarray) -> bool:
     """True when an ``(H, W)`` lateral shows the patient facing right (spine on the left): see the module docstring."""
     return spine_side(image) < MIRRORED_LATERAL_CONTRAST
+
+
+def facing_left(lateral: np.ndarray) -> tuple[np.ndarray, bool]:
+    """The ``(H, W)`` lateral in the model's orientation, and whether it had to be flipped
+    (:func:`lateral_mirrored`)."""
+    if lateral_mirrored(lateral):
+        return np.ascontiguousarray(lateral[:, ::-1]), True
+    return lateral, False
 
 
 def non_chest_reason(image: np.ndarray, view: str) -> str | None:
