@@ -117,12 +117,8 @@ def _simulate(recipe: str, target: Path, monkeypatch, request) -> None:
         target.unlink(missing_ok=True)
         request.addfinalizer(lambda: target.unlink(missing_ok=True))
         monkeypatch.setattr(atomic, "_fsync_file", fsync_then_other_run_finishes)
-    elif recipe == "file_size_limit":  # a quota or ulimit -f: writes past the limit fail with EFBIG
-        import resource
-
-        soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
-        resource.setrlimit(resource.RLIMIT_FSIZE, (mc.FSIZE_LIMIT, hard))
-        request.addfinalizer(lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard)))
+    elif recipe == "file_size_limit":
+        pass  # a real limit, set in a child process only: see _call_library_under_fsize_limit
     elif recipe:
         raise AssertionError(f"unknown simulation {recipe}")
 
@@ -167,6 +163,42 @@ def _call_library(entry: str, name: str, path: Path, corpus: Path):
         from DCTNetLib.io.safe_load import load_numpy_pickle
         return load_numpy_pickle(path)
     raise AssertionError(f"no library entry {entry}")
+
+
+_CHILD = """
+import json, resource, sys
+from pathlib import Path
+sys.path.insert(0, sys.argv[1])
+soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+resource.setrlimit(resource.RLIMIT_FSIZE, (int(sys.argv[2]), hard))
+import test_reliability_corpus as t
+from DCTNetLib.errors import DCTNetError
+try:
+    t._call_library(sys.argv[3], sys.argv[4], Path(sys.argv[5]), Path(sys.argv[6]))
+    print(json.dumps(None))
+except DCTNetError as exc:
+    print(json.dumps([type(exc).__name__, str(exc)]))
+"""
+
+
+def _call_library_under_fsize_limit(entry: str, name: str, path: Path, corpus: Path):
+    """``_call_library`` in a child process under a real file-size limit (a quota, ``ulimit -f``).
+
+    The limit is per process and covers every file it writes, so setting it in pytest's own process would also stop
+    pytest's output when that is redirected to a file longer than the limit (as in CI). The child's DCTNet error is
+    raised again here with its type and message; anything else it raises fails the test with its traceback.
+    """
+    import json
+    import subprocess
+
+    done = subprocess.run([sys.executable, "-c", _CHILD, str(Path(__file__).parent), str(mc.FSIZE_LIMIT), entry,
+                           name, str(path), str(corpus)], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    if result is not None:
+        kind, message = result
+        raise ERRORS[kind](message)
+    return path
 
 
 def _prepare_source(name: str, path: Path, tmp_path: Path) -> tuple[str, Path]:
@@ -396,7 +428,10 @@ def test_corpus_case(name, entry, corpus, tmp_path, capsys, caplog, monkeypatch,
         warnings.simplefilter("error")  # any Python warning must be deliberate: turn it into a failure here
         warnings.filterwarnings("ignore", message=".*pickle protocol.*")  # torch's note on protocol-4 files
         try:
-            result = _call_library(entry, name, path, corpus)
+            if case.simulate == "file_size_limit":
+                result = _call_library_under_fsize_limit(entry, name, path, corpus)
+            else:
+                result = _call_library(entry, name, path, corpus)
         except DCTNetError as exc:
             assert outcome in ERRORS, f"{name} via {entry}: expected {outcome}, got {type(exc).__name__}: {exc}"
             assert isinstance(exc, ERRORS[outcome]), f"{type(exc).__name__}: {exc}"
