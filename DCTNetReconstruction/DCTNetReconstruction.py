@@ -58,7 +58,7 @@ class DCTNetReconstruction(ScriptedLoadableModule):
         self.parent.title = _("DCTNet Reconstruction")
         self.parent.categories = [translate("qSlicerAbstractCoreModule", "Tomographic Reconstruction")]
         self.parent.dependencies = []
-        self.parent.contributors = ["DCTNet contributors"]
+        self.parent.contributors = ["DCTNet contributors (DCTNet project)"]  # as EXTENSION_CONTRIBUTORS
         self.parent.helpText = _(
             "Reconstructs a 128³ CT (2.5 mm voxels, in HU) from a posterior-anterior and a lateral chest "
             "radiograph with DCT-Net: a diffusion model suppresses the bones, and two generators reconstruct the "

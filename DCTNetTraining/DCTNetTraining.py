@@ -64,7 +64,7 @@ class DCTNetTraining(ScriptedLoadableModule):
         self.parent.title = _("DCTNet Training")
         self.parent.categories = [translate("qSlicerAbstractCoreModule", "Tomographic Reconstruction")]
         self.parent.dependencies = []
-        self.parent.contributors = ["DCTNet contributors"]
+        self.parent.contributors = ["DCTNet contributors (DCTNet project)"]  # as EXTENSION_CONTRIBUTORS
         self.parent.helpText = _(
             "Prepares LIDC-IDRI or CTSpine1K, trains the bone-suppression diffusion model and the DCT-Net "
             "reconstruction network, and evaluates it (PSNR, SSIM, LPIPS), as background processes with a live "

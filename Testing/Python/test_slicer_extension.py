@@ -100,6 +100,19 @@ def test_top_level_cmake_is_a_slicer_extension_depending_on_pytorch():
     assert -1 not in positions and positions == sorted(positions), dict(zip(ordered, positions))
 
 
+def test_contributors_are_name_and_organisation_and_the_same_everywhere():
+    """EXTENSION_CONTRIBUTORS and each module's ``parent.contributors`` list "Name (Organisation)" entries, the
+    form the Extensions Index and Slicer's About box show, and name the same people."""
+    listed = [entry.strip() for entry in _cmake_set((REPO / "CMakeLists.txt").read_text(encoding="utf-8"),
+                                                   "EXTENSION_CONTRIBUTORS").split(",")]
+    assert listed and all(re.fullmatch(r"[^()]+ \([^()]+\)", entry) for entry in listed), listed
+    for module, folder in MODULES.items():
+        source = (folder / f"{module}.py").read_text(encoding="utf-8")
+        match = re.search(r"self\.parent\.contributors = (\[.*?\])", source)
+        assert match, f"{module}.py sets no parent.contributors"
+        assert ast.literal_eval(match.group(1)) == listed, module
+
+
 @pytest.mark.parametrize("icon", ["DCTNet.png", "DCTNetReconstruction/Resources/Icons/DCTNetReconstruction.png",
                                   "DCTNetTraining/Resources/Icons/DCTNetTraining.png"])
 def test_icons_are_128_pixel_pngs(icon):
