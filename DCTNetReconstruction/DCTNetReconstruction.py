@@ -132,6 +132,7 @@ class DCTNetReconstructionWidget(ScriptedLoadableModuleWidget, VTKObservationMix
         self.ui.deviceComboBox.connect("currentIndexChanged(int)", self.onDeviceChanged)
         self.ui.windowPresetComboBox.connect("currentIndexChanged(int)", self.onWindowPresetChanged)
         self.ui.showUncertaintyCheckBox.connect("toggled(bool)", lambda checked: self.showResults())
+        self.ui.volumeRenderingCheckBox.connect("toggled(bool)", lambda checked: self.showResults())
 
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
@@ -272,7 +273,8 @@ class DCTNetReconstructionWidget(ScriptedLoadableModuleWidget, VTKObservationMix
 
     def showResults(self) -> None:
         if self._parameterNode:
-            self.logic.showResults(self._parameterNode, showUncertainty=self.ui.showUncertaintyCheckBox.checked)
+            self.logic.showResults(self._parameterNode, showUncertainty=self.ui.showUncertaintyCheckBox.checked,
+                                   volumeRendering=self.ui.volumeRenderingCheckBox.checked)
 
     def _setStatus(self, text: str) -> None:
         self.ui.statusLabel.text = text
@@ -477,8 +479,15 @@ class DCTNetReconstructionLogic(ScriptedLoadableModuleLogic):
             if node is not None and p.windowPreset in nodes.WINDOW_LEVEL_PRESETS:
                 nodes.set_window_level(node, p.windowPreset)
 
-    def showResults(self, p, showUncertainty: bool = False) -> None:
-        """Switch to the results layout with the parameter node's outputs (the radiographs only, before)."""
+    def showResults(self, p, showUncertainty: bool = False, volumeRendering: bool = False) -> None:
+        """Switch to the results layout with the parameter node's outputs (the radiographs only, before).
+
+        Args:
+            p: the parameter node.
+            showUncertainty: overlay the uncertainty map on the CT views, with its colour legend (title and HU).
+            volumeRendering: show the CT in the 3D view with the volume-rendering preset
+                (``DCTNetSlicerLib.display.VOLUME_RENDERING_PRESET``); False hides it.
+        """
         from DCTNetSlicerLib import reconstruction
 
         if p.ctVolume is None:
@@ -487,7 +496,15 @@ class DCTNetReconstructionLogic(ScriptedLoadableModuleLogic):
         self.applyWindowPreset(p)
         volumes = {"ct": p.ctVolume, "uncertainty": p.uncertaintyVolume, "pa_bs": p.paBoneSuppressed,
                    "lat_bs": p.latBoneSuppressed}
-        reconstruction.show_results(volumes, p.paVolume, p.latVolume, showUncertainty)
+        reconstruction.show_results(volumes, p.paVolume, p.latVolume, showUncertainty, volume_rendering=volumeRendering)
+
+    def showVolumeRendering(self, ctNode, show: bool = True, preset: str | None = None):
+        """Show a CT node in the 3D view with a volume-rendering preset (default
+        ``DCTNetSlicerLib.display.VOLUME_RENDERING_PRESET``, any name of Slicer's Volume Rendering presets), or
+        hide it; returns its volume-rendering display node (None when hidden)."""
+        from DCTNetSlicerLib import display
+
+        return display.show_volume_rendering(ctNode, show, preset or display.VOLUME_RENDERING_PRESET)
 
 
 class DCTNetReconstructionTest(ScriptedLoadableModuleTest):

@@ -485,12 +485,17 @@ def reconstruct_in_background(pa_node: Any, lat_node: Any, options: Options | No
 
 # -- views ---------------------------------------------------------------------------------------------------------
 def show_results(volumes: dict[str, Any], pa_node: Any, lat_node: Any, show_uncertainty: bool = False,
-                 views: Any = None) -> None:
-    """The results layout: the CT in linked axial/sagittal/coronal views (the uncertainty map over it when
-    asked), the radiographs in their own row."""
+                 views: Any = None, volume_rendering: bool = False, volume_rendering_logic: Any = None) -> None:
+    """The results layout: the CT in linked axial/sagittal/coronal views (the uncertainty map over it, with its
+    colour legend, when asked), the radiographs in their own row, and with ``volume_rendering`` the CT in the 3D
+    view with :data:`DCTNetSlicerLib.display.VOLUME_RENDERING_PRESET` (hidden again without it)."""
+    from . import display
+
     overlay = volumes.get("uncertainty") if show_uncertainty else None
     layout.show_results(volumes["ct"], overlay_node=overlay, views=views, radiographs={
         "pa": pa_node, "lat": lat_node, "pa_bs": volumes.get("pa_bs"), "lat_bs": volumes.get("lat_bs")})
+    display.show_legend(volumes.get("uncertainty"), visible=show_uncertainty)
+    display.show_volume_rendering(volumes["ct"], volume_rendering, volume_rendering_logic=volume_rendering_logic)
 
 
 def undo_monochrome1(node: Any) -> bool:

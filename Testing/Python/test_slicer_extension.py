@@ -168,6 +168,14 @@ def test_every_ui_name_the_code_uses_exists_with_the_right_class(module):
         assert widgets[name].get("class") == SUFFIX_CLASSES[suffix], (name, widgets[name].get("class"))
 
 
+def test_volume_rendering_checkbox_names_the_preset_the_logic_applies():
+    from DCTNetSlicerLib.display import VOLUME_RENDERING_PRESET
+
+    _, widgets = _ui_widgets("DCTNetReconstruction")
+    tooltip = widgets["volumeRenderingCheckBox"].find("property[@name='toolTip']/string").text
+    assert VOLUME_RENDERING_PRESET in tooltip
+
+
 def test_training_module_lists_the_cores_datasets():
     """The dataset combo box shows PAPER_DATASETS' labels in their order, the module maps its index through them,
     and the run glue accepts exactly those (``dctnet prepare`` itself also reads "generic" folders)."""
