@@ -80,6 +80,8 @@ class DCTNetReconstructionParameterNode:
     paVolume, latVolume: input radiographs (single-slice scalar or RGB vector volumes).
     sourceCT: CT to make radiographs from (optional).
     weightsPath: model file; empty = the shipped weights.
+    dicomFolder: folder to export each reconstruction into as a DICOM series (a new sub-folder per run); empty =
+        no DICOM export.
     device: "auto", "cpu" or "cuda".
     samplingSteps: DDIM steps of the bone suppression; 0 = the model's default.
     seed: sampling seed.
@@ -92,6 +94,7 @@ class DCTNetReconstructionParameterNode:
     latVolume: RadiographNode
     sourceCT: vtkMRMLScalarVolumeNode
     weightsPath: str = ""
+    dicomFolder: str = ""
     device: str = "auto"
     samplingSteps: Annotated[int, WithinRange(0, 1000)] = 0
     seed: Annotated[int, WithinRange(0, 1000000)] = 0
@@ -129,6 +132,7 @@ class DCTNetReconstructionWidget(ScriptedLoadableModuleWidget, VTKObservationMix
         self.ui.reconstructButton.connect("clicked(bool)", self.onReconstruct)
         self.ui.cancelButton.connect("clicked(bool)", self.onCancel)
         self.ui.weightsPathLineEdit.connect("currentPathChanged(QString)", self.onWeightsPathChanged)
+        self.ui.dicomFolderPathLineEdit.connect("currentPathChanged(QString)", self.onDicomFolderChanged)
         self.ui.deviceComboBox.connect("currentIndexChanged(int)", self.onDeviceChanged)
         self.ui.windowPresetComboBox.connect("currentIndexChanged(int)", self.onWindowPresetChanged)
         self.ui.showUncertaintyCheckBox.connect("toggled(bool)", lambda checked: self.showResults())
@@ -181,8 +185,10 @@ class DCTNetReconstructionWidget(ScriptedLoadableModuleWidget, VTKObservationMix
         p = self._parameterNode
         if p is None:
             return
-        with _blockSignals(self.ui.weightsPathLineEdit, self.ui.deviceComboBox, self.ui.windowPresetComboBox):
+        with _blockSignals(self.ui.weightsPathLineEdit, self.ui.deviceComboBox, self.ui.windowPresetComboBox,
+                           self.ui.dicomFolderPathLineEdit):
             self.ui.weightsPathLineEdit.currentPath = p.weightsPath
+            self.ui.dicomFolderPathLineEdit.currentPath = p.dicomFolder
             self.ui.deviceComboBox.currentIndex = DEVICES.index(p.device) if p.device in DEVICES else 0
             self.ui.windowPresetComboBox.currentIndex = max(0, self.ui.windowPresetComboBox.findText(p.windowPreset))
         busy = self._task is not None and self._task.running
@@ -196,6 +202,10 @@ class DCTNetReconstructionWidget(ScriptedLoadableModuleWidget, VTKObservationMix
     def onWeightsPathChanged(self, path: str) -> None:
         if self._parameterNode:
             self._parameterNode.weightsPath = path
+
+    def onDicomFolderChanged(self, path: str) -> None:
+        if self._parameterNode:
+            self._parameterNode.dicomFolder = path
 
     def onDeviceChanged(self, index: int) -> None:
         if self._parameterNode and 0 <= index < len(DEVICES):
@@ -261,6 +271,9 @@ class DCTNetReconstructionWidget(ScriptedLoadableModuleWidget, VTKObservationMix
         if success:
             self.ui.progressBar.value = 100
             self._setStatus(f"{title}: {message}")
+            if self.logic.lastDicomFolder:
+                self.ui.logTextEdit.appendPlainText(
+                    _("DICOM series written to {folder}").format(folder=self.logic.lastDicomFolder))
             self.ui.metricsLabel.text = self.logic.metricsText()
             if self.logic.lastWarnings:
                 self.ui.logCollapsibleButton.collapsed = False  # the films' warnings: visible, not only logged
@@ -324,6 +337,7 @@ class DCTNetReconstructionLogic(ScriptedLoadableModuleLogic):
         self.lastMetrics: dict[str, float] = {}
         self.lastNotes: list[str] = []  # what the last run said the user must know (e.g. a demonstration model)
         self.lastWarnings: list[str] = []  # the command line's warnings (what could not be checked on the films)
+        self.lastDicomFolder: str | None = None  # where the last reconstruction wrote its DICOM series, if asked
 
     def getParameterNode(self) -> DCTNetReconstructionParameterNode:
         return DCTNetReconstructionParameterNode(super().getParameterNode())
@@ -355,10 +369,19 @@ class DCTNetReconstructionLogic(ScriptedLoadableModuleLogic):
 
     # -- the model (blocking) ------------------------------------------------------------------------------------
     @staticmethod
-    def options(weights: str | None = None, device: str = "auto", steps: int | None = None, seed: int = 0):
+    def options(weights: str | None = None, device: str = "auto", steps: int | None = None, seed: int = 0,
+                dicomFolder: str | None = None):
         from DCTNetSlicerLib.reconstruction import Options
 
-        return Options(weights=weights or None, device=device, steps=steps or None, seed=int(seed))
+        return Options(weights=weights or None, device=device, steps=steps or None, seed=int(seed),
+                       dicom_folder=str(dicomFolder) if dicomFolder else None)
+
+    @staticmethod
+    def _dicomSeriesFolder(exportFolder: str | None, paNode) -> str | None:
+        """A new sub-folder of the export folder for this reconstruction's DICOM series (None: no export)."""
+        from DCTNetSlicerLib.reconstruction import dicom_series_folder
+
+        return str(dicom_series_folder(exportFolder, paNode.GetName())) if exportFolder and paNode else None
 
     def previewBoneSuppression(self, paNode, latNode, weights: str | None = None, device: str = "auto",
                                steps: int | None = None, seed: int = 0, show: bool = True) -> tuple[Any, Any]:
@@ -376,7 +399,7 @@ class DCTNetReconstructionLogic(ScriptedLoadableModuleLogic):
 
     def reconstruct(self, paNode, latNode, weights: str | None = None, device: str = "auto",
                     steps: int | None = None, seed: int = 0, progress: Callable[[float, str], None] | None = None,
-                    show: bool = True) -> dict[str, Any]:
+                    show: bool = True, dicomFolder: str | None = None) -> dict[str, Any]:
         """Reconstruct the CT from two radiograph nodes; returns when ``dctnet reconstruct`` has finished (Slicer's
         window stays alive meanwhile: a local event loop runs, no sleep).
 
@@ -391,6 +414,9 @@ class DCTNetReconstructionLogic(ScriptedLoadableModuleLogic):
             seed: sampling seed.
             progress: ``callback(fraction, message)``.
             show: switch to the results layout.
+            dicomFolder: also write the CT as a DICOM series (``dctnet reconstruct --dicom``) into a new
+                sub-folder of this folder, under the PA film's patient and study when the PA is a DICOM film;
+                :attr:`lastDicomFolder` then names it.
 
         Returns:
             Nodes by role (those of :data:`OUTPUT_PARAMETERS`): ``ct`` (G(Y), HU), ``from_bone_suppressed``
@@ -401,9 +427,12 @@ class DCTNetReconstructionLogic(ScriptedLoadableModuleLogic):
         from DCTNetSlicerLib import reconstruction
 
         p = self.getParameterNode()
+        series = self._dicomSeriesFolder(dicomFolder, paNode)
+        self.lastDicomFolder = None
         volumes, self.lastMetrics = reconstruction.reconstruct(
-            paNode, latNode, self.options(weights, device, steps, seed), existing=self._outputs(p),
+            paNode, latNode, self.options(weights, device, steps, seed, series), existing=self._outputs(p),
             progress=progress, on_notes=self._keepNotes)
+        self.lastDicomFolder = series
         self._storeOutputs(p, volumes)
         if show:
             reconstruction.show_results(volumes, paNode, latNode)
@@ -443,15 +472,19 @@ class DCTNetReconstructionLogic(ScriptedLoadableModuleLogic):
     def _startRun(self, p, imagesOnly: bool, onProgress, onFinished, onLog=None):
         from DCTNetSlicerLib import reconstruction
 
+        series = None if imagesOnly else self._dicomSeriesFolder(p.dicomFolder, p.paVolume)
+
         def finished(success: bool, message: str, made: dict[str, Any], metrics: dict[str, float]) -> None:
             if success:
                 self._storeOutputs(p, made)
                 if not imagesOnly:
-                    self.lastMetrics = metrics
+                    self.lastMetrics, self.lastDicomFolder = metrics, series
             if onFinished:
                 onFinished(success, message)
 
-        options = self.options(p.weightsPath, p.device, p.samplingSteps, p.seed)
+        if not imagesOnly:
+            self.lastDicomFolder = None
+        options = self.options(p.weightsPath, p.device, p.samplingSteps, p.seed, series)
         return reconstruction.reconstruct_in_background(p.paVolume, p.latVolume, options, existing=self._outputs(p),
                                                         on_progress=onProgress, on_finished=finished,
                                                         images_only=imagesOnly, on_notes=self._keepNotes,

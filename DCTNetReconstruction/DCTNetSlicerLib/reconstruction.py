@@ -42,6 +42,7 @@ __all__ = [
     "radiographs_from_ct",
     "export_radiograph",
     "source_file",
+    "dicom_series_folder",
     "SceneGuard",
     "command_args",
     "outputs_to_scene",
@@ -75,6 +76,8 @@ class Options:
         seed: sampling seed.
         input_checks: refuse what does not look like a chest radiograph and turn a lateral facing right
             (``DCTNetLib.io.film_gate``); False passes ``--no-input-checks``. Defaults to True.
+        dicom_folder: also write the CT as a DICOM series into this new folder (``--dicom``; under the PA film's
+            patient and study when the PA is a DICOM film); see :func:`dicom_series_folder`. Not for previews.
     """
 
     weights: str | None = None
@@ -82,6 +85,23 @@ class Options:
     steps: int | None = None
     seed: int = 0
     input_checks: bool = True
+    dicom_folder: str | None = None
+
+
+def dicom_series_folder(parent: str | Path, name: str) -> Path:
+    """A new folder inside ``parent`` for one reconstruction's DICOM series: ``<name> DCTNet <date-time>``, with
+    ``-2``, ``-3``… when taken, so an export never replaces an earlier one (``dctnet reconstruct --dicom`` refuses a
+    folder that is not empty). ``name`` (a node name) is reduced to characters every file system accepts."""
+    import re
+    import time
+
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._") or "radiographs"
+    base = Path(parent) / f"{safe[:60]} DCTNet {time.strftime('%Y%m%d-%H%M%S')}"
+    folder, count = base, 1
+    while folder.exists():
+        count += 1
+        folder = base.with_name(f"{base.name}-{count}")
+    return folder
 
 
 # -- radiographs in ------------------------------------------------------------------------------------------------
@@ -231,6 +251,8 @@ def command_args(pa: str | Path, lat: str | Path, output: str | Path, options: O
         args += ["--steps", str(int(options.steps))]
     if not options.input_checks:
         args.append("--no-input-checks")
+    if options.dicom_folder and not images_only:
+        args += ["--dicom", str(options.dicom_folder)]
     return args
 
 

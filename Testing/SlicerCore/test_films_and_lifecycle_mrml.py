@@ -202,3 +202,34 @@ def test_a_monochrome1_film_loaded_by_slicer_is_shown_and_exported_the_right_way
     assert np.corrcoef(read_radiograph(exported).ravel(), truth.ravel())[0, 1] > 0.999
     plain = nodes.radiograph_to_node(truth, "PA", "plain", scene)
     assert not reconstruction.undo_monochrome1(plain)  # a node of our own is left alone
+
+
+def test_dicom_export_writes_the_ct_as_a_series_filed_under_the_pa_films_patient(scene, films, tiny_bundle,
+                                                                                 child_python, tmp_path):
+    """The module's DICOM export folder: each reconstruction writes a new series folder (``--dicom``), which takes
+    the patient and study of a DICOM PA film; the preview never writes one."""
+    pa_file, lat_file = films
+    film = pydicom.dcmread(pa_file)
+    film.PatientID, film.StudyInstanceUID = "DCTNET-TEST-7", "1.2.826.0.1.3680043.10.999.7"
+    film.save_as(str(pa_file))
+    pa = reconstruction.load_radiograph(pa_file, "PA", scene)
+    lat = reconstruction.load_radiograph(lat_file, "LAT", scene)
+    (tmp_path / "export").mkdir()  # the folder the user picked
+    series = reconstruction.dicom_series_folder(tmp_path / "export", pa.GetName())
+    assert series.parent == tmp_path / "export" and not series.exists()
+    options = reconstruction.Options(weights=str(tiny_bundle), device="cpu", input_checks=False, steps=2,
+                                     dicom_folder=str(series))
+    lines = []
+    volumes, _ = reconstruction.reconstruct(pa, lat, options, scene, python=child_python, timeout_s=600,
+                                            on_log=lines.append)
+    assert "--dicom" in next(line for line in lines if line.startswith("$ "))
+    slices = [pydicom.dcmread(path) for path in sorted(series.glob("*.dcm"))]
+    hu = slicer.util.arrayFromVolume(volumes["ct"])
+    assert len(slices) == hu.shape[0]
+    assert {(ds.Modality, ds.PatientID, ds.StudyInstanceUID) for ds in slices} == \
+        {("CT", "DCTNET-TEST-7", "1.2.826.0.1.3680043.10.999.7")}
+    stored = np.stack([ds.pixel_array * float(ds.RescaleSlope) + float(ds.RescaleIntercept) for ds in slices])
+    assert abs(float(stored.mean()) - float(hu.mean())) < 1.0  # the same CT, in integer HU
+    # the next export goes to a new folder; a preview writes none
+    assert reconstruction.dicom_series_folder(tmp_path / "export", pa.GetName()) != series
+    assert "--dicom" not in reconstruction.command_args("pa.png", "lat.png", "ct.nrrd", options, images_only=True)
