@@ -329,7 +329,8 @@ class DCTNetReconstructionLogic(ScriptedLoadableModuleLogic):
     model's number of sampling steps). The work is done by ``DCTNetSlicerLib.reconstruction``: the reconstruction
     and the preview run the public ``dctnet reconstruct`` command in a ``PythonSlicer`` child process, waiting for
     it (:meth:`reconstruct`, :meth:`previewBoneSuppression`) or not (the ``…InBackground`` variants the widget
-    uses). Only :meth:`radiographsFromCT` needs torch in Slicer's own process.
+    uses). *Make radiographs from CT* (:meth:`radiographsFromCT`, ``dctnet drr``) and the comparison with its CT
+    (``dctnet reconstruct --reference``) run on the same worker: torch is never imported in Slicer's own process.
     """
 
     def __init__(self) -> None:
@@ -356,6 +357,9 @@ class DCTNetReconstructionLogic(ScriptedLoadableModuleLogic):
 
     def radiographsFromCT(self, ctNode) -> tuple[Any, Any]:
         """PA and lateral DRRs of a CT node with the training geometry; also adds the 128³ reference CT.
+
+        Runs ``dctnet drr`` on the worker process (started on first use, kept for the reconstruction) and waits
+        for it with the window alive, as :meth:`reconstruct` does.
 
         Returns:
             ``(paNode, latNode)``; both reference the prepared CT (role ``DCTNetReference``), so a reconstruction

@@ -45,6 +45,7 @@ COMMANDS: dict[str, str] = {
     "train": "train",
     "evaluate": "evaluate",
     "reconstruct": "reconstruct",
+    "drr": "drr",
     "demo": "demo",
     "info": "info",
     "weights": "weights",

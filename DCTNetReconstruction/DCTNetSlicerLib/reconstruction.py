@@ -17,13 +17,15 @@ Slicer application's by default), so ``Testing/SlicerCore`` runs them on the Qt-
   (console, scripts, self-test). Closing the scene cancels a run (:class:`SceneGuard`).
 - Views: :func:`show_results`, :func:`show_radiographs` (:mod:`DCTNetSlicerLib.layout`).
 
-Only :func:`radiographs_from_ct` needs torch in Slicer's own process; everything else needs numpy, SimpleITK,
-Pillow and (for DICOM films) pydicom; the child process that runs the model needs torch.
+Nothing here imports torch in Slicer's own process: :func:`radiographs_from_ct` runs ``dctnet drr`` and the
+comparison with a reference CT runs in ``dctnet reconstruct --reference``, both on the worker. Slicer's process
+needs numpy, SimpleITK, Pillow and (for DICOM films) pydicom; the worker that runs the model needs torch.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import shutil
 import tempfile
@@ -40,6 +42,7 @@ __all__ = [
     "Run",
     "load_radiograph",
     "radiographs_from_ct",
+    "run_on_worker",
     "export_radiograph",
     "source_file",
     "dicom_series_folder",
@@ -178,27 +181,85 @@ def source_file(node: Any) -> Path | None:
     return None
 
 
-def radiographs_from_ct(ct_node: Any, scene: Any = None) -> tuple[Any, Any]:
+def radiographs_from_ct(ct_node: Any, scene: Any = None, python: str | None = None, timeout_s: float | None = None,
+                        on_log: Callable[[str], None] | None = None) -> tuple[Any, Any]:
     """PA and lateral DRRs of a CT node with the training geometry; also adds the 128³ reference CT.
 
-    Needs torch (the DRR projector). Returns ``(paNode, latNode)``, centred on the CT; both reference the prepared
-    CT (node reference :data:`DCTNetSlicerLib.nodes.REFERENCE_ROLE`), so a reconstruction of them lands on that
-    grid and is compared with it.
+    The CT is written to a temporary file and ``dctnet drr`` projects it on the worker process (torch is never
+    imported in Slicer's process); its files become nodes. Returns ``(paNode, latNode)``, centred on the CT; both
+    reference the prepared CT (node reference :data:`DCTNetSlicerLib.nodes.REFERENCE_ROLE`), so a reconstruction
+    of them lands on that grid and is compared with it.
+
+    Args:
+        ct_node: the CT volume node.
+        scene: MRML scene. Defaults to ``slicer.mrmlScene``.
+        python: interpreter of the worker. Defaults to ``PythonSlicer``.
+        timeout_s: give up after this many seconds.
+        on_log: called with each output line of the command.
+
+    Raises:
+        RuntimeError: the command failed (its ``error:`` line), timed out, or the scene was closed meanwhile.
     """
+    from DCTNetLib.io.ct import read_ct, write_ct
+    from DCTNetLib.io.geometry import lps_to_ras
+    from DCTNetLib.io.radiograph import read_radiograph
+
     if ct_node is None:
         raise ValueError("ctNode: no CT volume selected")
-    pair = radiographs.radiographs_from_ct(nodes.volume_node_to_ct_volume(ct_node))
-    name = ct_node.GetName()
-    reference = nodes.ct_volume_to_node(radiographs.reference_ct(pair.prepared), f"{name} reference 128³", scene,
-                                        role="reference")
-    centre = radiographs.radiograph_centre_ras(pair.prepared)
-    views = []
-    for image, view in ((pair.pa, "PA"), (pair.lat, "LAT")):
-        node = nodes.radiograph_to_node(image, view, f"{name} {view}", scene, centre_ras=centre)
-        node.SetAttribute(radiographs.GEOMETRY_ATTRIBUTE, radiographs.geometry_to_json(pair.prepared))
-        node.SetNodeReferenceID(nodes.REFERENCE_ROLE, reference.GetID())
-        views.append(node)
+    scene = scene if scene is not None else _default_scene()
+    folder = Path(tempfile.mkdtemp(prefix="DCTNet-drr-"))
+    try:
+        source = write_ct(nodes.volume_node_to_ct_volume(ct_node), folder / "ct.nrrd")
+        last = run_on_worker(["drr", "--ct", str(source), "--output", str(folder / "drr"), "--progress", "json"],
+                             scene, python=python, timeout_s=timeout_s, on_log=on_log)
+        outputs, geometry = last["outputs"], last["geometry"]
+        name = ct_node.GetName()
+        reference = nodes.ct_volume_to_node(read_ct(outputs["reference"]), f"{name} reference 128³", scene,
+                                            role="reference")
+        centre = lps_to_ras(last["centre_lps"])  # the CT grid's centre, as radiographs.radiograph_centre_ras
+        views = []
+        for view in ("PA", "LAT"):
+            node = nodes.radiograph_to_node(read_radiograph(outputs[view.lower()]), view, f"{name} {view}", scene,
+                                            centre_ras=centre)
+            node.SetAttribute(radiographs.GEOMETRY_ATTRIBUTE, json.dumps(geometry, sort_keys=True))
+            node.SetNodeReferenceID(nodes.REFERENCE_ROLE, reference.GetID())
+            views.append(node)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
     return views[0], views[1]
+
+
+def run_on_worker(args: list[str], scene: Any = None, python: str | None = None, timeout_s: float | None = None,
+                  on_log: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Run one ``dctnet`` request (``args``, with ``--progress json``) on the worker and wait for it; returns its last
+    progress event that lists ``outputs``. Closing the scene meanwhile cancels it.
+
+    Raises:
+        RuntimeError: the command failed (its ``error:`` line), listed no outputs, timed out, or was cancelled.
+    """
+    from .tasks import SlicerTask
+
+    events: list[dict[str, Any]] = []
+    outcome: dict[str, Any] = {}
+    task = SlicerTask(args, on_log=on_log or logger.info, on_event=events.append,
+                      on_finished=lambda success, message: outcome.update(success=success, message=message),
+                      worker=worker(python))
+    guard = SceneGuard(scene if scene is not None else _default_scene(), task.cancel)
+    try:
+        task.start()
+        if not task.wait(timeout_s):
+            task.cancel()
+            raise RuntimeError(f"dctnet {args[0]} did not finish in {timeout_s:.0f} s")
+    finally:
+        guard.remove()
+    if guard.closed:
+        raise RuntimeError("Cancelled: the scene was closed")
+    if not outcome.get("success"):
+        raise RuntimeError(outcome.get("message") or f"dctnet {args[0]} failed")
+    listed = [event for event in events if event.get("event") == "progress" and isinstance(event.get("outputs"), dict)]
+    if not listed:
+        raise RuntimeError(f"dctnet {args[0]} finished without listing its outputs")
+    return listed[-1]
 
 
 def export_radiograph(node: Any, stem: Path) -> Path:
@@ -238,9 +299,10 @@ def export_radiograph(node: Any, stem: Path) -> Path:
 
 # -- the command ---------------------------------------------------------------------------------------------------
 def command_args(pa: str | Path, lat: str | Path, output: str | Path, options: Options | None = None,
-                 images_only: bool = False) -> list[str]:
+                 images_only: bool = False, reference: str | Path | None = None) -> list[str]:
     """``dctnet`` arguments (after ``python -m DCTNetLib``) of one reconstruction with all its outputs (the
-    bone-suppressed radiographs alone with ``images_only``: the preview)."""
+    bone-suppressed radiographs alone with ``images_only``: the preview), compared with a ``reference`` CT file
+    when given (``--reference``: PSNR, SSIM and MAE computed by the command)."""
     options = options or Options()
     args = ["reconstruct", "--pa", str(pa), "--lat", str(lat), "--output", str(output),
             *(["--images-only"] if images_only else ["--extras", "--no-figure"]),
@@ -253,6 +315,8 @@ def command_args(pa: str | Path, lat: str | Path, output: str | Path, options: O
         args.append("--no-input-checks")
     if options.dicom_folder and not images_only:
         args += ["--dicom", str(options.dicom_folder)]
+    if reference is not None and not images_only:
+        args += ["--reference", str(reference)]
     return args
 
 
@@ -273,15 +337,22 @@ class Run:
         self.pa_node, self.lat_node = pa_node, lat_node
         self.images_only = images_only
         self.folder = Path(folder) if folder is not None else Path(tempfile.mkdtemp(prefix="DCTNet-"))
+        reference_node = None if images_only else pa_node.GetNodeReference(nodes.REFERENCE_ROLE)
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
             self.inputs = {view: source_file(node) or export_radiograph(node, self.folder / view)
                            for view, node in (("pa", pa_node), ("lat", lat_node))}
+            if reference_node is not None:  # the CT the radiographs were made from: the command compares with it
+                from DCTNetLib.io.ct import write_ct
+
+                self.inputs["reference"] = write_ct(nodes.volume_node_to_ct_volume(reference_node),
+                                                    self.folder / "reference.nrrd")
         except BaseException:
             self.cleanup()
             raise
         self.args = command_args(self.inputs["pa"], self.inputs["lat"], self.folder / OUTPUT_NAME, options,
-                                 images_only)
+                                 images_only, self.inputs.get("reference"))
+        self.metrics: dict[str, float] = {}  # PSNR / SSIM / MAE against the reference, from the command
         self.outputs: dict[str, str] | None = None
         self.notes: list[str] = []
         self.warnings: list[str] = []
@@ -292,6 +363,7 @@ class Run:
             self.outputs = {str(role): str(path) for role, path in event["outputs"].items()}
             self.notes = [str(note) for note in event.get("notes") or []]
             self.warnings = [str(line) for line in event.get("warnings") or []]
+            self.metrics = {str(key): float(value) for key, value in (event.get("metrics") or {}).items()}
 
     def load(self, scene: Any = None, existing: dict[str, Any] | None = None) -> tuple[dict[str, Any], dict[str, float]]:
         """The outputs as nodes (see :func:`outputs_to_scene`).
@@ -305,7 +377,9 @@ class Run:
             raise OutputError("the reconstruction finished without listing its outputs")
         if self.pa_node.GetScene() is None or self.lat_node.GetScene() is None:
             raise OutputError("the radiographs were removed from the scene during the reconstruction")
-        return outputs_to_scene(self.outputs, self.pa_node, self.lat_node, scene, existing, self.images_only)
+        made, metrics = outputs_to_scene(self.outputs, self.pa_node, self.lat_node, scene, existing, self.images_only)
+        # PSNR and SSIM as the command computed them; the MAE of the difference volume when there is one
+        return made, {**self.metrics, **metrics}
 
     def cleanup(self) -> None:
         shutil.rmtree(self.folder, ignore_errors=True)
@@ -324,7 +398,7 @@ def outputs_to_scene(outputs: dict[str, str], pa_node: Any, lat_node: Any, scene
 
     The volumes get the grid of the radiographs' reference CT when there is one (radiographs made from a CT),
     else they are centred on the PA radiograph's centre; a ``difference`` volume (reconstruction − reference) and
-    its metrics are added when there is a reference.
+    its MAE are added when there is a reference of the reconstruction's size.
 
     Args:
         outputs: role → file, from the command's last progress event.
@@ -346,9 +420,13 @@ def outputs_to_scene(outputs: dict[str, str], pa_node: Any, lat_node: Any, scene
     for role in volumes:
         results.place_at(made[role], reference, centre)
     metrics: dict[str, float] = {}
-    if reference is not None and "ct" in made:
+    same_grid = reference is not None and "ct" in made and reference.GetImageData() is not None and \
+        reference.GetImageData().GetDimensions() == made["ct"].GetImageData().GetDimensions()
+    if same_grid:
         made["difference"], metrics = results.compare_to_reference(made["ct"], reference, scene,
                                                                    existing.get("difference"))
+    elif reference is not None:  # a model with another output size: the command's metrics only (it resamples)
+        logger.info("no difference volume: the reconstruction's grid is not the reference's")
     return made, metrics
 
 

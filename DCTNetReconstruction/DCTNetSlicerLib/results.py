@@ -153,11 +153,11 @@ def volumes_to_nodes(volumes: dict[str, Any], images: dict[str, np.ndarray], sce
 
 def compare_to_reference(ct_node: Any, reference_node: Any, scene: Any = None,
                          difference_node: Any = None) -> tuple[Any, dict[str, float]]:
-    """Difference volume (reconstruction − reference, HU) and PSNR / SSIM on the model's unit scale.
+    """Difference volume (reconstruction − reference, HU) and its mean absolute error (``mae_hu``).
 
     Both volumes must be on the same grid (the reference is the prepared 128³ volume the radiographs were
-    made from). Metrics follow :mod:`DCTNetLib.evaluation.metrics` (PSNR over all voxels, tri-plane SSIM); without
-    torch / scikit-image only the MAE is given.
+    made from). PSNR and SSIM are not computed here (they need torch and scikit-image): ``dctnet reconstruct
+    --reference`` computes them in the worker (:class:`DCTNetSlicerLib.reconstruction.Run`).
     """
     from DCTNetLib.io.geometry import ijk_to_ras_matrix
 
@@ -171,17 +171,7 @@ def compare_to_reference(ct_node: Any, reference_node: Any, scene: Any = None,
         f"{ct_node.GetName()} − reference", scene, difference_node, role="difference")
     nodes.set_window_level(difference_node, DIFFERENCE_WINDOW_LEVEL)
     nodes.set_colormap(difference_node, ("vtkMRMLColorTableNodeFileDivergingBlueRed.txt",))
-    metrics = {"mae_hu": float(np.mean(np.abs(difference)))}
-    try:  # PSNR / SSIM as the evaluation computes them (needs torch and scikit-image, absent on a bare Slicer)
-        from DCTNetLib.conventions import hu_to_unit
-        from DCTNetLib.evaluation.metrics import psnr, ssim3plane
-    except ImportError as exc:
-        logger.info("PSNR and SSIM against the reference are not computed: %s", exc)
-        return difference_node, metrics
-    pred_unit = np.asarray(hu_to_unit(pred.array), dtype=np.float32)
-    ref_unit = np.asarray(hu_to_unit(ref.array), dtype=np.float32)
-    metrics.update(psnr=float(psnr(pred_unit, ref_unit)), ssim=float(ssim3plane(pred_unit, ref_unit)["mean"]))
-    return difference_node, metrics
+    return difference_node, {"mae_hu": float(np.mean(np.abs(difference)))}
 
 
 def format_metrics(metrics: dict[str, float]) -> str:

@@ -45,6 +45,42 @@ def test_reconstruct_from_a_ct_writes_reference_and_drrs_and_a_complete_report(t
         assert image.ndim == 2 and image.std() > 5  # a DRR of the phantom, not a blank image
 
 
+def test_drr_then_reconstruct_with_reference_is_reconstruct_from_the_ct(tmp_path, tiny_bundle_path, tiny_phantom_ct,
+                                                                      capsys):
+    """``dctnet drr`` (what Slicer's "Make radiographs from CT" runs in its worker) writes the DRRs and the reference
+    that ``dctnet reconstruct --ct`` makes itself; reconstructing them with ``--reference`` reports that CT's
+    metrics, in the report and in the last progress event (what the Slicer module shows)."""
+    from DCTNetLib.io.radiograph import read_radiograph
+
+    ct_path = write_ct(tiny_phantom_ct, tmp_path / "phantom.nii.gz")
+    assert cli.main(["drr", "--ct", str(ct_path), "--output", str(tmp_path / "drr"), "--progress", "json"]) == 0
+    last = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert last["event"] == "progress" and last["fraction"] == 1.0
+    files = {role: tmp_path / "drr" / name for role, name in (("pa", "pa.png"), ("lat", "lat.png"),
+                                                               ("reference", "reference.nrrd"))}
+    assert last["outputs"] == {role: str(path) for role, path in files.items()}
+    assert set(last["geometry"]) >= {"size", "spacing_mm", "origin_lps", "direction"}
+    np.testing.assert_allclose(last["centre_lps"], tiny_phantom_ct.centre_lps(), atol=1e-6)
+    common = ["--weights", str(tiny_bundle_path), "--device", "cpu", "--seed", "3", "--progress", "json"]
+    assert cli.main(["reconstruct", "--ct", str(ct_path), "--output", str(tmp_path / "from_ct.nii.gz"), *common]) == 0
+    from_ct = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    for view in ("pa", "lat"):  # the same radiographs as --ct makes
+        np.testing.assert_array_equal(read_radiograph(files[view]), read_radiograph(tmp_path / f"from_ct_{view}.png"))
+    np.testing.assert_allclose(read_ct(files["reference"]).hu, read_ct(tmp_path / "from_ct_reference.nii.gz").hu,
+                               atol=1e-3)
+    assert cli.main(["reconstruct", "--pa", str(files["pa"]), "--lat", str(files["lat"]), "--reference",
+                     str(files["reference"]), "--output", str(tmp_path / "films.nii.gz"), "--no-input-checks",
+                     *common]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    report, event = json.loads(lines[-1]), json.loads(lines[-2])
+    for key in ("psnr", "ssim", "mae_hu"):  # the model read 8-bit PNGs instead of the float DRRs: nearly equal
+        assert report["metrics"][key] == pytest.approx(from_ct["metrics"][key], rel=1e-2)
+        assert event["metrics"][key] == pytest.approx(report["metrics"][key])
+    assert cli.main(["reconstruct", "--ct", str(ct_path), "--reference", str(files["reference"]),  # refused, not
+                     "--output", str(tmp_path / "x.nii.gz"), *common]) == 2                    # ignored
+    assert "--reference" in capsys.readouterr().err
+
+
 def test_reconstruct_says_in_one_human_line_what_it_wrote_and_keeps_json_for_programs(tmp_path, tiny_bundle_path,
                                                                                       tiny_phantom_ct, capsys):
     ct_path = write_ct(tiny_phantom_ct, tmp_path / "phantom.nii.gz")

@@ -330,8 +330,8 @@ except SystemExit as exc:
 else:
     code = 0
 import DCTNetSlicerLib.reconstruction, DCTNetSlicerLib.results, DCTNetSlicerLib.radiographs  # Slicer's side
-from DCTNetLib.evaluation import metrics  # compare_to_reference
-from DCTNetLib import inference  # radiographs_from_ct
+from DCTNetLib.commands import drr  # the worker's `dctnet drr` (Make radiographs from CT)
+from DCTNetLib.evaluation import metrics  # reconstruct --reference
 json.dump({"code": code, "modules": sorted(sys.modules)}, open(out, "w"))
 """
 

@@ -138,7 +138,7 @@ def test_a_worker_request_is_the_public_command_and_the_model_stays_loaded(tmp_p
     assert served.returncode == 0, served.stderr
     exits = [e["returncode"] for e in _events(served.stdout) if e["event"] == "exit"]
     assert exits == [0, 0, 0, 2] and served.stdout.count("MODEL LOADED") == 1
-    assert "a worker runs only reconstruct, not 'train'" in served.stderr
+    assert "a worker runs only reconstruct and drr, not 'train'" in served.stderr
     for role in ("", "_uncertainty", "_from_bone_suppressed", "_branch_difference"):
         assert (tmp_path / f"w0{role}.nrrd").read_bytes() == (tmp_path / f"direct{role}.nrrd").read_bytes()
     assert not (tmp_path / "w0_figure.png").exists() and not (tmp_path / "preview.nrrd").exists()

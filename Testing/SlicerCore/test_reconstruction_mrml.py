@@ -334,3 +334,43 @@ def test_background_run_loads_the_same_nodes_through_the_task_runner(scene, tiny
     assert notes == [[]]  # own weights: no demonstration-model note (the shipped model's is tested in Testing/Python)
     assert progress[-1] == 1.0 and progress == sorted(progress)
     assert slicer.util.arrayFromVolume(made["ct"]).shape == (TINY_SIZE,) * 3
+
+
+def test_radiographs_from_a_ct_and_their_metrics_come_from_the_worker_not_from_torch_here(scene, tiny_bundle,
+                                                                                          child_python):
+    """"Make radiographs from CT" runs ``dctnet drr`` on the worker and the comparison with that CT runs in
+    ``dctnet reconstruct --reference``: this process has no torch (as Slicer's without the PyTorch extension, and
+    it must not need it), yet gets the DRRs, the reference on the CT's centre, and PSNR / SSIM / MAE."""
+    import importlib.util
+
+    from DCTNetLib.conventions import VOXEL_SPACING_MM
+    from DCTNetLib.data.phantom import phantom_ct
+
+    assert importlib.util.find_spec("torch") is None
+    ct = phantom_ct(size=48)
+    ct = CTVolume(hu=ct.hu, spacing=ct.spacing, origin_lps=tuple(np.add(ct.origin_lps, (20.0, -10.0, 35.0))))
+    ct_node = nodes.ct_volume_to_node(ct, "chest", scene)
+    lines = []
+    pa, lat = reconstruction.radiographs_from_ct(ct_node, scene, python=child_python, timeout_s=600,
+                                                 on_log=lines.append)
+    assert any(line.startswith("$ ") and " drr " in line for line in lines)
+    for node, view in ((pa, "PA"), (lat, "LAT")):
+        image = slicer.util.arrayFromVolume(node)
+        assert node.GetName() == f"chest {view}" and image.shape == (1, 128, 128)
+        assert 0.0 <= image.min() and image.max() <= 1.0 and image.std() > 0.05  # a projection, not a blank
+    reference = pa.GetNodeReference(nodes.REFERENCE_ROLE)
+    assert reference is lat.GetNodeReference(nodes.REFERENCE_ROLE) and reference.GetName() == "chest reference 128³"
+    assert slicer.util.arrayFromVolume(reference).shape == (128, 128, 128)
+    np.testing.assert_allclose(np.abs(np.diag(_ras_axes(reference))), VOXEL_SPACING_MM, atol=1e-9)
+    np.testing.assert_allclose(_centre(reference), _centre(ct_node), atol=VOXEL_SPACING_MM)
+    np.testing.assert_allclose(_centre(pa), _centre(reference), atol=1e-6)
+    assert "torch" not in sys.modules
+
+    options = reconstruction.Options(weights=str(tiny_bundle), device="cpu", input_checks=False, steps=2)
+    lines.clear()
+    volumes, metrics = reconstruction.reconstruct(pa, lat, options, scene, python=child_python, timeout_s=600,
+                                                  on_log=lines.append)
+    assert "--reference" in next(line for line in lines if line.startswith("$ "))
+    assert set(metrics) == {"psnr", "ssim", "mae_hu"} and np.isfinite(metrics["psnr"]) and 0 < metrics["ssim"] < 1
+    # the tiny model's 32³ grid is not the reference's 128³: no voxel difference, the command's metrics only
+    assert "difference" not in volumes and "torch" not in sys.modules

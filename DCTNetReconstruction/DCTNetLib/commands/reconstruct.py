@@ -85,6 +85,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-figure", action="store_true",
                         help="with --extras, leave out the PNG figure (for programs that show the volumes "
                              "themselves)")
+    parser.add_argument("--reference", type=Path, metavar="CT",
+                        help="a CT to compare the reconstruction with (PSNR, SSIM, MAE in the report), on the grid a "
+                             "reconstruction of these radiographs lands on: e.g. `dctnet drr`'s reference.nrrd")
     parser.add_argument("--dicom", type=Path, metavar="FOLDER",
                         help="also write the CT as a DICOM series (one CT file per axial slice) into FOLDER; with a "
                              "DICOM --pa film it takes that film's patient and study; with --batch, FOLDER/<id>/")
@@ -402,12 +405,15 @@ def _check_single_case(args: argparse.Namespace) -> dict[str, Path]:
         raise InputError("give either --pa/--lat or --ct, not both")
     if args.steps is not None and args.steps < 1:
         raise InputError(f"--steps must be at least 1, got {args.steps}")
-    if args.images_only and (args.ct is not None or args.dicom is not None or args.extras):
+    if args.images_only and (args.ct is not None or args.dicom is not None or args.extras or
+                             getattr(args, "reference", None) is not None):
         raise InputError("--images-only writes only the bone-suppressed radiographs of --pa/--lat: leave out --ct, "
-                         "--extras and --dicom")
+                         "--extras, --reference and --dicom")
+    if getattr(args, "reference", None) is not None and args.ct is not None:
+        raise InputError("--ct already compares with its own CT: leave out --reference")
     paths = output_paths(args.output, args.extras, from_ct=args.ct is not None, images_only=args.images_only,
                          figure=not args.no_figure)
-    inputs = (args.pa, args.lat, args.ct, args.weights)
+    inputs = (args.pa, args.lat, args.ct, args.weights, getattr(args, "reference", None))
     check_outputs(paths, args.overwrite, inputs)
     if args.dicom is not None:
         from ..io.dicom_writer import check_dicom_output
@@ -469,6 +475,21 @@ def _write_reference(args, paths, report, result, geometry, pa, lat):
     write_ct(to_ct_volume(geometry.volume, geometry), paths["reference"], overwrite=args.overwrite)
     write_png(paths["pa"], pa, overwrite=args.overwrite)
     write_png(paths["lat"], lat, overwrite=args.overwrite)
+    return ground_truth
+
+
+def compare_with_reference(path: Path, result, report: dict):
+    """``--reference``: PSNR / SSIM / MAE of the reconstruction against a CT on its grid (resized to the model's
+    output when the sizes differ), in ``report["metrics"]``; returns the reference in unit values."""
+    from ..conventions import hu_to_unit
+    from ..evaluation.metrics import evaluate_volume
+    from ..inference import on_model_grid
+    from ..io.ct import read_ct
+
+    reference = read_ct(path)
+    ground_truth = on_model_grid(hu_to_unit(reference.hu).astype("float32"), result.ct_unit.shape)
+    report["metrics"] = evaluate_volume(result.ct_unit, ground_truth)
+    report["metrics"]["reference"] = str(path)
     return ground_truth
 
 
@@ -539,10 +560,13 @@ def run(args: argparse.Namespace) -> int:
     ground_truth = None
     if geometry is not None:
         ground_truth = _write_reference(args, paths, report, result, geometry, pa, lat)
+    elif getattr(args, "reference", None) is not None:
+        ground_truth = compare_with_reference(args.reference, result, report)
     if args.extras:
         _write_extras(args, paths, report, result, ground_truth)
     written = {role: str(path) for role, path in paths.items() if path.exists()}
-    progress(1.0, "done", outputs=written, notes=notes, warnings=warning_lines)
+    metrics = {key: report["metrics"][key] for key in ("psnr", "ssim", "mae_hu") if key in report.get("metrics", {})}
+    progress(1.0, "done", outputs=written, notes=notes, warnings=warning_lines, **({"metrics": metrics} if metrics else {}))
     if getattr(args, "progress", "log") == "json":
         print(json.dumps(report, default=float))
     else:
@@ -556,7 +580,8 @@ def summary_line(report: dict, paths: dict[str, Path], args: argparse.Namespace)
     parts = [f"dctnet reconstruct: {display_path(paths['ct'])} written in {report['total_s']:.1f} s"]
     metrics = report.get("metrics")
     if metrics:
-        parts.append(f"against {display_path(args.ct)}: PSNR {metrics['psnr']:.2f} dB, SSIM {metrics['ssim']:.3f}")
+        against = args.ct if args.ct is not None else args.reference
+        parts.append(f"against {display_path(against)}: PSNR {metrics['psnr']:.2f} dB, SSIM {metrics['ssim']:.3f}")
     reprojection = report.get("reprojection") or {}
     if "pa_rank" in reprojection:
         parts.append(f"its DRRs match the inputs with rank correlation PA {reprojection['pa_rank']:.2f}, lateral "

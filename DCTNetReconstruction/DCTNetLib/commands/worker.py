@@ -25,7 +25,8 @@ from . import reconstruct
 
 HELP = "run dctnet commands sent as JSON lines on stdin, keeping the model loaded (for programs)"
 EXIT_EVENT = "exit"
-ALLOWED = ("reconstruct",)  # what a worker runs: the commands that load a model for one short request
+# what a worker runs: the short requests that need torch (and a model) loaded, not a training
+ALLOWED = ("reconstruct", "drr")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -42,7 +43,7 @@ def _request(line: str) -> list[str]:
     if not isinstance(args, list) or not all(isinstance(arg, str) for arg in args) or not args:
         raise ValueError('a request is {"args": ["reconstruct", ...]} (a list of strings)')
     if args[0] not in ALLOWED:
-        raise ValueError(f"a worker runs only {', '.join(ALLOWED)}, not {args[0]!r}")
+        raise ValueError(f"a worker runs only {' and '.join(ALLOWED)}, not {args[0]!r}")
     return args
 
 
