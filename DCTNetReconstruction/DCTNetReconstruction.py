@@ -50,6 +50,11 @@ OUTPUT_PARAMETERS = {"ct": "ctVolume", "from_bone_suppressed": "fromBoneSuppress
 # parameterNodeWrapper gives a node selector the classes of this Union as its nodeTypes; with the .ui's
 # showChildNodeTypes=false, label maps and other scalar-volume subclasses stay hidden.
 RadiographNode = Optional[Union[vtkMRMLScalarVolumeNode, vtkMRMLVectorVolumeNode]]
+# Sample Data › DCTNet: PA and lateral DRRs of LIDC-IDRI-0001 (TCIA, CC BY 3.0), 128² PNGs rendered by
+# scripts/make_sample_radiographs.py as "Make radiographs from CT" renders them.
+SAMPLE_NAME = "DCTNetChestPair"
+SAMPLE_FILES = {view: os.path.join(os.path.dirname(__file__), "Resources", "SampleData", f"DCTNetChest_{view}.png")
+                for view in ("PA", "LAT")}
 
 
 class DCTNetReconstruction(ScriptedLoadableModule):
@@ -66,11 +71,39 @@ class DCTNetReconstruction(ScriptedLoadableModule):
             "DICOM files or made from any CT in the scene. "
             "<a href=\"https://github.com/dctnet/SlicerDCTNet/blob/main/docs/slicer.md\">Documentation</a> · "
             "<a href=\"https://github.com/dctnet/SlicerDCTNet/blob/main/docs/architecture.md\">the method and the "
-            "paper it implements</a> (Zhang et al., DCT-Net, MICCAI 2025).")
+            "paper it implements</a> (Zhang et al., DCT-Net, MICCAI 2025). "
+            "To try it at once: Sample Data › DCTNet › DCTNetChestPair, then Reconstruct.")
         self.parent.acknowledgementText = _(
             "DCT-Net: Zhang et al., MICCAI 2025. Radiograph geometry and preprocessing follow X2CT-GAN "
             "(Ying et al., CVPR 2019). The module layout follows Slicer's scripted-module template and "
-            "SlicerTotalSegmentator / SlicerMONAIAuto3DSeg.")
+            "SlicerTotalSegmentator / SlicerMONAIAuto3DSeg. The Sample Data pair (DCTNetChestPair) are radiographs "
+            "rendered by this project from the chest CT LIDC-IDRI-0001 of The Cancer Imaging Archive's LIDC-IDRI "
+            "collection, licensed CC BY 3.0 (Armato et al., Medical Physics 2011; "
+            "<a href=\"https://doi.org/10.7937/K9/TCIA.2015.LO9QL9SX\">doi:10.7937/K9/TCIA.2015.LO9QL9SX</a>).")
+        # Sample Data registers its sources once the application has started (Slicer's scripted-module template)
+        slicer.app.connect("startupCompleted()", registerSampleData)
+
+
+def registerSampleData() -> None:
+    """Sample Data › DCTNet › DCTNetChestPair: the PA and lateral pair shipped in Resources/SampleData.
+
+    ``SampleData.SampleDataLogic.registerCustomSampleDataSource(category, sampleName, uris, fileNames, nodeNames,
+    customDownloader, thumbnailFileName, loadFileType, loadFiles, loadFileProperties, checksums)`` (keywords as in
+    Slicer/Slicer ``Modules/Scripted/SampleData/SampleData.py``, 5.10 to main). The Sample Data button calls
+    ``customDownloader`` (the module's own loader: each film in its plane, selected as the module's inputs);
+    ``SampleData.downloadSamples`` copies the ``file://`` URIs into the cache and loads them as plain volumes.
+    """
+    import pathlib
+
+    import SampleData
+
+    SampleData.SampleDataLogic.registerCustomSampleDataSource(
+        category="DCTNet", sampleName=SAMPLE_NAME,
+        uris=[pathlib.Path(path).as_uri() for path in SAMPLE_FILES.values()],
+        fileNames=[os.path.basename(path) for path in SAMPLE_FILES.values()],
+        nodeNames=[f"DCTNetChest {view}" for view in SAMPLE_FILES],
+        thumbnailFileName=SAMPLE_FILES["PA"], loadFileType="VolumeFile",
+        customDownloader=lambda source: list(DCTNetReconstructionLogic().loadSampleRadiographs()))
 
 
 @parameterNodeWrapper
@@ -370,6 +403,14 @@ class DCTNetReconstructionLogic(ScriptedLoadableModuleLogic):
         return reconstruction.radiographs_from_ct(ctNode)
 
     makeRadiographs = radiographsFromCT  # the name used in the issue and the README
+
+    def loadSampleRadiographs(self) -> tuple[Any, Any]:
+        """The Sample Data pair (PA and lateral DRRs of LIDC-IDRI-0001, CC BY 3.0) as radiograph nodes, selected as
+        the module's inputs, so *Reconstruct* can be pressed at once. Returns ``(paNode, latNode)``."""
+        pa, lat = (self.loadRadiograph(SAMPLE_FILES[view], view) for view in ("PA", "LAT"))
+        p = self.getParameterNode()
+        p.paVolume, p.latVolume = pa, lat
+        return pa, lat
 
     # -- the model (blocking) ------------------------------------------------------------------------------------
     @staticmethod

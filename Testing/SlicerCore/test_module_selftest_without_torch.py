@@ -42,12 +42,19 @@ def _node_classes(annotation) -> tuple[type, ...]:
 
 def fake_parameter_node_wrapper(cls):
     hints = typing.get_type_hints(cls, include_extras=True)
+    stored: dict[str, dict] = {}  # the values live with the node, as Slicer keeps them in the node's parameters
 
     class Wrapped:
         def __init__(self, node) -> None:
             object.__setattr__(self, "node", node)
-            for name in hints:
-                object.__setattr__(self, name, getattr(cls, name, None))
+            object.__setattr__(self, "_values", stored.setdefault(
+                node.GetID(), {name: getattr(cls, name, None) for name in hints}))
+
+        def __getattr__(self, name):
+            values = object.__getattribute__(self, "_values")
+            if name not in values:
+                raise AttributeError(f"{cls.__name__} has no parameter {name}")
+            return values[name]
 
         def __setattr__(self, name, value) -> None:
             if name not in hints:
@@ -55,7 +62,7 @@ def fake_parameter_node_wrapper(cls):
             classes = _node_classes(hints[name])
             if classes and value is not None and not isinstance(value, classes):
                 raise TypeError(f"{name}: {value.GetClassName()} is not one of {[c.__name__ for c in classes]}")
-            object.__setattr__(self, name, value)
+            self._values[name] = value
 
     return Wrapped
 
@@ -87,8 +94,9 @@ def module_without_torch(scene, views, monkeypatch):
             messages.append(message)
 
     class ScriptedLoadableModuleLogic:
-        def getParameterNode(self):  # noqa: N802
-            return slicer.mrmlScene.AddNewNodeByClass("vtkMRMLScriptedModuleNode")
+        def getParameterNode(self):  # noqa: N802  (one node per module and scene, as Slicer's)
+            return slicer.mrmlScene.GetFirstNodeByName("DCTNetReconstruction") or \
+                slicer.mrmlScene.AddNewNodeByClass("vtkMRMLScriptedModuleNode", "DCTNetReconstruction")
 
     scripted = types.ModuleType("slicer.ScriptedLoadableModule")
     scripted.ScriptedLoadableModule = type("ScriptedLoadableModule", (), {})
@@ -132,3 +140,52 @@ def test_the_parameter_node_takes_rgb_radiographs(module_without_torch, scene):
     assert parameters.latVolume is rgb
     with pytest.raises(TypeError, match="vtkMRMLModelNode"):
         parameters.paVolume = scene.AddNewNodeByClass("vtkMRMLModelNode")
+
+
+def test_sample_data_pair_is_registered_with_slicers_signature_and_loads_as_the_inputs(module_without_torch, scene,
+                                                                                       monkeypatch):
+    """Sample Data › DCTNet › DCTNetChestPair: registered through SampleDataLogic.registerCustomSampleDataSource
+    (its keyword parameters as in Slicer's SampleData.py, 5.10 to main); its button loads the shipped PA and
+    lateral PNGs as radiographs in their planes and selects them, so Reconstruct can be pressed at once."""
+    import inspect
+    from urllib.parse import urlparse
+    from urllib.request import url2pathname
+
+    from DCTNetLib.io.radiograph import read_radiograph
+
+    module, _ = module_without_torch
+    calls = []
+
+    def registerCustomSampleDataSource(category="Custom", sampleName=None, uris=None, fileNames=None,  # noqa: N802
+                                       nodeNames=None, customDownloader=None, thumbnailFileName=None,
+                                       loadFileType="VolumeFile", loadFiles=None, loadFileProperties={},
+                                       checksums=None):
+        calls.append(inspect.getcallargs(registerCustomSampleDataSource, category, sampleName, uris, fileNames,
+                                         nodeNames, customDownloader, thumbnailFileName, loadFileType, loadFiles,
+                                         loadFileProperties, checksums))
+
+    sample_data = types.ModuleType("SampleData")
+    sample_data.SampleDataLogic = type("SampleDataLogic", (), {
+        "registerCustomSampleDataSource": staticmethod(registerCustomSampleDataSource)})
+    monkeypatch.setitem(sys.modules, "SampleData", sample_data)
+    module.registerSampleData()
+    (call,) = calls
+    assert call["category"] == "DCTNet" and call["sampleName"] == module.SAMPLE_NAME
+    files = [Path(url2pathname(urlparse(uri).path)) for uri in call["uris"]]
+    assert files == [Path(module.SAMPLE_FILES["PA"]), Path(module.SAMPLE_FILES["LAT"])]
+    assert call["fileNames"] == [f.name for f in files] and len(call["nodeNames"]) == 2
+    assert Path(call["thumbnailFileName"]).is_file()
+    for path in files:  # small 128² greyscale PNGs: what `dctnet drr` writes, in the repository
+        assert path.is_file() and path.stat().st_size < 20_000
+        image = read_radiograph(path)
+        assert image.shape == (128, 128) and image.std() > 0.05
+
+    pa, lat = call["customDownloader"](None)  # the Sample Data button
+    parameters = module.DCTNetReconstructionLogic().getParameterNode()
+    assert (parameters.paVolume, parameters.latVolume) == (pa, lat)
+    assert slicer.util.arrayFromVolume(pa).shape == (1, 128, 128)
+    assert pa.GetAttribute("DCTNet.Role") == "pa" and lat.GetAttribute("DCTNet.Role") == "lat"
+    # the reconstruction reads the shipped files themselves (the command line's input)
+    from DCTNetSlicerLib.reconstruction import source_file
+
+    assert [source_file(pa), source_file(lat)] == files
