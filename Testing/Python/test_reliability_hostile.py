@@ -492,6 +492,29 @@ def test_help_and_info_print_under_an_ascii_terminal():
             assert "128\\xb3 CT" in result.stdout  # the ³ ASCII lacks, escaped
 
 
+def test_an_undecodable_jpeg2000_image_is_one_line_without_codec_chatter(corpus, tmp_path):
+    """A radiograph (or a CT slice) whose JPEG 2000 data is garbage: pydicom logged an ERROR with a traceback and
+    GDCM's codec printed its lines (5 to 14) on descriptor 2 before the refusal. Now stderr holds the refusal alone;
+    the control shows GDCM printing for the same file when nothing catches it."""
+    good_lat = ["--lat", str(corpus / "good_lat.png")]
+    for name, inputs in (("rg_j2k_garbage.dcm", ["--pa", str(corpus / "rg_j2k_garbage.dcm"), *good_lat]),
+                         ("ct_dicom_j2k_garbage", ["--ct", str(corpus / "ct_dicom_j2k_garbage")])):
+        result = _child("import sys; from DCTNetLib.cli import main; sys.exit(main())", "reconstruct", *inputs,
+                        "--output", str(tmp_path / "ct.nii.gz"), "--device", "cpu")
+        lines = result.stderr.strip().splitlines()
+        assert result.returncode == 2 and len(lines) == 1, result.stderr[-3000:]
+        assert name in lines[0] and "decode" in lines[0], lines[0]
+    assert list(tmp_path.iterdir()) == []
+    control = _child("""
+        import sys, SimpleITK as sitk
+        try:
+            sitk.ReadImage(sys.argv[1])
+        except RuntimeError:
+            pass
+    """, str(corpus / "rg_j2k_garbage.dcm"))
+    assert len(control.stderr.strip().splitlines()) >= 5, control.stderr  # the codec's chatter, uncaught
+
+
 def test_an_existing_folder_as_output_is_refused_before_anything_is_computed(corpus, tmp_path, capsys):
     output = tmp_path / "ct.nii.gz"
     output.mkdir()
