@@ -38,6 +38,7 @@ __all__ = [
     "check_free_space",
     "check_readable",
     "check_name_length",
+    "check_path_length",
     "display_path",
     "format_bytes",
     "is_utf8_path",
@@ -49,6 +50,8 @@ _DISK_FULL = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC), errno.EFBIG}
 _TMP_PREFIX = ".tmp-"
 # Longest file name most file systems take (ext4, XFS, APFS, NTFS: 255 bytes); checked before any work.
 NAME_MAX = 255
+# Longest path Linux takes in one call, its final NUL included (PATH_MAX): a longer one fails with ENAMETOOLONG.
+PATH_MAX = 4096
 # Characters of the target's name kept in a temporary file's name (plus its lower-cased format suffix).
 _TMP_NAME_KEEP = 64
 _FORMAT_SUFFIXES = VOLUME_READ_SUFFIXES + (".npy", ".png", ".json", ".pt", ".txt", ".md", ".csv", ".jsonl")
@@ -95,8 +98,28 @@ def display_path(path: str | os.PathLike) -> str:
     return os.fsencode(path).decode("utf-8", "backslashreplace")
 
 
+def _shortened(text: str, keep: int = 50) -> str:
+    """``text`` cut to its first and last ``keep`` characters around an ellipsis when longer than that."""
+    return text if len(text) <= 2 * keep + 1 else f"{text[:keep]}…{text[-keep:]}"
+
+
+def check_path_length(path: str | os.PathLike) -> None:
+    """Raise :class:`OutputError` when ``path`` (made absolute) is longer than :data:`PATH_MAX` allows or one of
+    its names is longer than :data:`NAME_MAX` bytes: every later call on it would fail with ``ENAMETOOLONG``, so
+    it is refused before any work, in one line."""
+    absolute = os.fsencode(os.path.abspath(path))
+    if len(absolute) >= PATH_MAX:
+        raise OutputError(f"output path is too long ({len(absolute):,} bytes, at most {PATH_MAX - 1:,}): "
+                          f"{_shortened(display_path(path))}")
+    longest = max(absolute.split(os.fsencode(os.sep)), key=len)
+    if len(longest) > NAME_MAX:
+        raise OutputError(f"a name in the output path is too long ({len(longest)} bytes, at most {NAME_MAX}): "
+                          f"{_shortened(display_path(longest), 30)} in {_shortened(display_path(path))}")
+
+
 def check_name_length(path: str | os.PathLike) -> None:
-    """Raise :class:`OutputError` when the file name of ``path`` is longer than the file system allows."""
+    """Raise :class:`OutputError` when the file name of ``path``, or ``path`` as a whole
+    (:func:`check_path_length`), is longer than the file system allows."""
     target = Path(path)
     limit = NAME_MAX
     with contextlib.suppress(OSError, ValueError, AttributeError):
@@ -105,7 +128,8 @@ def check_name_length(path: str | os.PathLike) -> None:
     size = len(os.fsencode(target.name))
     if size > limit:
         raise OutputError(f"output file name is too long ({size} bytes, at most {limit}): "
-                          f"{display_path(target.name)[:60]}… in {display_path(target.parent)}")
+                          f"{display_path(target.name)[:60]}… in {_shortened(display_path(target.parent))}")
+    check_path_length(target)
 
 
 def _tmp_name(target: Path) -> str:
@@ -347,6 +371,7 @@ def check_writable_dir(path: str | os.PathLike) -> Path:
     Raises:
         OutputError: the folder is missing, is a file, or is not writable.
     """
+    check_path_length(path)
     folder = Path(path)
     if not folder.exists():
         raise OutputError(f"output folder does not exist: {folder}")
