@@ -120,3 +120,45 @@ def test_max_steps_0_is_refused_instead_of_training_every_epoch(prepared, tmp_pa
     assert dctnet(["train", "--data", str(prepared), "--output", str(run), "--max-steps", "0", *GAN_TINY]) == 2
     _one_error_line(capsys, "--max-steps must be at least 1")
     assert not run.exists()
+
+
+FSIZE_LIMIT = 200 * 1024  # bytes: over the run's config, run.json and log, under a tiny checkpoint (1.7 MB)
+
+
+def _train_in_child(argv: list[str], fsize_limit: int | None = None) -> subprocess.CompletedProcess:
+    """`dctnet train ARGV` in a child process (its run-folder lock dies with it), under a real RLIMIT_FSIZE when
+    asked (set in the child only: pytest's own output may be a file that must keep growing)."""
+    import os
+    import resource
+
+    def limit() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (fsize_limit, resource.getrlimit(resource.RLIMIT_FSIZE)[1]))
+
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT / "DCTNetReconstruction"), "OMP_NUM_THREADS": "1"}
+    return subprocess.run([sys.executable, "-m", "DCTNetLib", "train", *argv], capture_output=True, text=True,
+                          env=env, preexec_fn=limit if fsize_limit else None, timeout=600)
+
+
+def test_a_file_size_limit_during_training_is_one_line_and_keeps_the_checkpoint(prepared, tmp_path):
+    """Under `ulimit -f` torch.save failed with "[enforce fail at inline_container.cc] unexpected pos" and a
+    traceback (exit 1), and an append to metrics.jsonl with an OSError traceback. Now either is one line, exit 2;
+    latest.pt stays byte-identical (resumable) and the log keeps its earlier records with no half line."""
+    run = tmp_path / "run"
+    argv = ["--data", str(prepared), "--output", str(run), "--set", "checkpoint_every=1", *GAN_TINY]
+    assert _train_in_child([*argv, "--max-steps", "1"]).returncode == 0
+    latest = (run / "latest.pt").read_bytes()
+    done = _train_in_child([*argv, "--max-steps", "3", "--resume"], FSIZE_LIMIT)  # the checkpoint outgrows the limit
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == 2 and len(lines) == 1, done.stderr[-3000:]
+    assert "file-size limit reached while writing" in lines[0] and "latest.pt" in lines[0], lines[0]
+    assert (run / "latest.pt").read_bytes() == latest
+    assert not [p.name for p in run.iterdir() if p.name.startswith(".tmp-")]
+    log = run / "metrics.jsonl"  # now the log is at the limit: the first record of the next run cannot be appended
+    log.write_bytes(log.read_bytes() + b"\n" * (FSIZE_LIMIT - 10 - log.stat().st_size))
+    before = log.read_bytes()
+    done = _train_in_child([*argv, "--max-steps", "3", "--resume"], FSIZE_LIMIT)
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == 2 and len(lines) == 1, done.stderr[-3000:]
+    assert "file-size limit reached while writing" in lines[0] and "metrics.jsonl" in lines[0], lines[0]
+    assert log.read_bytes() == before  # the 10 bytes a partial write fitted were cut off again
+    assert (run / "latest.pt").read_bytes() == latest

@@ -39,6 +39,8 @@ __all__ = [
     "check_readable",
     "check_name_length",
     "check_path_length",
+    "output_error",
+    "write_all",
     "display_path",
     "format_bytes",
     "is_utf8_path",
@@ -46,7 +48,7 @@ __all__ = [
 ]
 
 # errno values that mean "the disk (or the user's quota) is full".
-_DISK_FULL = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC), errno.EFBIG}
+_DISK_FULL = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)}
 _TMP_PREFIX = ".tmp-"
 # Longest file name most file systems take (ext4, XFS, APFS, NTFS: 255 bytes); checked before any work.
 NAME_MAX = 255
@@ -157,11 +159,14 @@ def format_bytes(nbytes: float) -> str:
     raise AssertionError("unreachable")
 
 
-def _output_error(exc: OSError, path: Path) -> OutputError:
+def output_error(exc: OSError, path: Path) -> OutputError:
     """Translate an ``OSError`` raised while writing ``path`` into a one-line :class:`OutputError`."""
     shown = display_path(path)
     if exc.errno in _DISK_FULL:
         return OutputError(f"disk full while writing {shown}: {exc.strerror or exc}")
+    if exc.errno == errno.EFBIG:
+        return OutputError(f"file-size limit reached while writing {shown} (ulimit -f, or the largest file the file "
+                           f"system takes): {exc.strerror or exc}")
     if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
         return OutputError(f"no permission to write {shown}: {exc.strerror or exc}")
     return OutputError(f"cannot write {shown}: {exc.strerror or exc}")
@@ -252,7 +257,7 @@ def atomic_path(path: str | os.PathLike, overwrite: bool = True) -> Iterator[Pat
         _remove_quietly(tmp)
         if isinstance(exc, OutputError):
             raise
-        raise _output_error(exc, target) from exc
+        raise output_error(exc, target) from exc
     except BaseException:
         _remove_quietly(tmp)
         raise
@@ -277,7 +282,7 @@ def atomic_folder(path: str | os.PathLike, overwrite: bool = False) -> Iterator[
     try:
         tmp.mkdir()
     except OSError as exc:
-        raise _output_error(exc, target) from exc
+        raise output_error(exc, target) from exc
     try:
         yield tmp
         if os.path.lexists(target):
@@ -293,7 +298,7 @@ def atomic_folder(path: str | os.PathLike, overwrite: bool = False) -> Iterator[
     except BaseException as exc:
         shutil.rmtree(tmp, ignore_errors=True)
         if isinstance(exc, OSError) and not isinstance(exc, OutputError):
-            raise _output_error(exc, target) from exc
+            raise output_error(exc, target) from exc
         raise
     _fsync_dir(parent)
 
@@ -303,7 +308,7 @@ def _remove_quietly(path: Path) -> None:
         path.unlink()
 
 
-def _write_all(fd: int, data: memoryview) -> None:
+def write_all(fd: int, data: memoryview) -> None:
     """``os.write`` until every byte is written (``os.write`` may write fewer bytes than asked)."""
     while data:
         written = os.write(fd, data)
@@ -328,7 +333,7 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes | bytearray | memory
     with atomic_path(target, overwrite) as tmp:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o644)
         try:
-            _write_all(fd, memoryview(data).cast("B"))
+            write_all(fd, memoryview(data).cast("B"))
         finally:
             os.close(fd)
     return target
@@ -355,9 +360,27 @@ def atomic_torch_save(obj: Any, path: str | os.PathLike, overwrite: bool = True)
     import torch  # lazy: this module is also used by light tools that do not need torch
 
     target = Path(path)
-    with atomic_path(target, overwrite) as tmp:
-        torch.save(obj, tmp)
+    with atomic_path(target, overwrite) as tmp, open(tmp, "wb") as handle:
+        try:
+            torch.save(obj, handle)  # through a Python file, so a failed write is an OSError, not a C++ message
+        except RuntimeError as exc:
+            failure = os_error_behind(exc)
+            if failure is None:
+                raise
+            raise failure from exc  # atomic_path turns it into one OutputError naming the file
     return target
+
+
+def os_error_behind(exc: BaseException) -> OSError | None:
+    """The ``OSError`` a library wrapped into another exception (torch.save's "unexpected pos" after a failed
+    write: the file's ``EFBIG`` or ``ENOSPC`` is its context), or None."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, OSError):
+            return exc
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return None
 
 
 def check_writable_dir(path: str | os.PathLike) -> Path:
