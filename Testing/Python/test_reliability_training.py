@@ -4,6 +4,7 @@ in use by one run is refused to a second one."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import time
@@ -162,3 +163,41 @@ def test_a_file_size_limit_during_training_is_one_line_and_keeps_the_checkpoint(
     assert "file-size limit reached while writing" in lines[0] and "metrics.jsonl" in lines[0], lines[0]
     assert log.read_bytes() == before  # the 10 bytes a partial write fitted were cut off again
     assert (run / "latest.pt").read_bytes() == latest
+
+
+def test_sigterm_to_the_process_group_during_training_exits_143_with_a_checkpoint(prepared, tmp_path):
+    """`kill -TERM -PGID` (a scheduler, a closing terminal) also hits the DataLoader workers: one died of it and the
+    main process failed at its next batch with "DataLoader worker … is killed by signal: Terminated" (exit 1). Now
+    the workers leave the first SIGTERM to the main process, which stops at the step boundary, writes latest.pt
+    and exits 143 (128 + 15); no worker is left behind."""
+    import os
+    import signal
+
+    import psutil
+
+    run = tmp_path / "run"
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT / "DCTNetReconstruction"), "OMP_NUM_THREADS": "1"}
+    argv = ["train", "--data", str(prepared), "--output", str(run), "--epochs", "1000", *GAN_TINY,
+            "--set", "num_workers=2"]
+    process = subprocess.Popen([sys.executable, "-m", "DCTNetLib", *argv], env=env, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 300
+        log = run / "metrics.jsonl"
+        while not (log.is_file() and log.read_text(encoding="utf-8").count('"train"') >= 3):
+            assert process.poll() is None and time.monotonic() < deadline, process.communicate()
+            time.sleep(0.2)
+        workers = psutil.Process(process.pid).children(recursive=True)
+        assert len(workers) >= 2, workers  # the loader's workers are running, in the same process group
+        os.killpg(process.pid, signal.SIGTERM)
+        _, err = process.communicate(timeout=120)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+    assert process.returncode == 143, err[-3000:]
+    assert "Traceback" not in err and "resume with" in err, err[-3000:]
+    records = [json.loads(line) for line in log.read_text(encoding="utf-8").splitlines()]
+    assert records[-1]["event"] == "interrupted" and records[-1]["reason"] == "SIGTERM", records[-1]
+    assert torch.load(run / "latest.pt", weights_only=True)["progress"]["step"] == records[-1]["step"]
+    time.sleep(1)
+    assert not [w for w in workers if w.is_running() and w.status() != psutil.STATUS_ZOMBIE], workers

@@ -146,7 +146,8 @@ def resume_hint() -> str:
 
 
 def report(result: Any, info: Any) -> int:
-    """Print how the run ended (rank 0) and return the exit code (130 after an interruption).
+    """Print how the run ended (rank 0) and return the exit code: 0, or after an interruption 143 (128 + 15) when
+    SIGTERM asked for it, as a shell reports a process SIGTERM ended, and 130 otherwise (Ctrl-C, the stop file).
 
     Args:
         result: the :class:`~DCTNetLib.training.loop.FitResult` of the run.
@@ -160,4 +161,6 @@ def report(result: Any, info: Any) -> int:
             best_text = f", best validation PSNR {result.best_metric:.3f} dB" if result.best_metric is not None else ""
             print(f"finished at step {result.step} (epoch {result.epoch}){best_text}; "
                   f"checkpoints in {Path(result.latest).parent}")
-    return 130 if result.status == "interrupted" else 0
+    if result.status != "interrupted":
+        return 0
+    return 143 if result.stopped_by == "SIGTERM" else 130
