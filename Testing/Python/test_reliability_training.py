@@ -201,3 +201,34 @@ def test_sigterm_to_the_process_group_during_training_exits_143_with_a_checkpoin
     assert torch.load(run / "latest.pt", weights_only=True)["progress"]["step"] == records[-1]["step"]
     time.sleep(1)
     assert not [w for w in workers if w.is_running() and w.status() != psutil.STATUS_ZOMBIE], workers
+
+
+def test_a_run_that_crashed_before_its_first_checkpoint_can_be_run_again_or_resumed(prepared, tmp_path, capsys,
+                                                                                   monkeypatch):
+    """A crash in the first epoch left config.json, run.json and metrics.jsonl but no checkpoint: a re-run was refused
+    ("already holds a training run") and so was --resume ("latest.pt is missing"). Now both start the run afresh
+    with a warning; a folder holding a real checkpoint is still refused without --resume / --overwrite."""
+    from DCTNetLib.training.gan_trainer import GANTrainer
+
+    run = tmp_path / "run"
+    argv = ["train", "--data", str(prepared), "--output", str(run), "--max-steps", "1", *GAN_TINY]
+
+    def crash_in_the_first_epoch(*extra: str) -> None:
+        with monkeypatch.context() as patch:
+            patch.setattr(GANTrainer, "train_step", lambda self, batch: 1 / 0)
+            with pytest.raises(ZeroDivisionError):
+                dctnet([*argv, *extra])
+        assert {"config.json", "run.json"} <= {p.name for p in run.iterdir()} and not (run / "latest.pt").exists()
+
+    for extra in (["--resume"], []):  # each after a crash that left the stub
+        crash_in_the_first_epoch("--overwrite")
+        with pytest.warns(UserWarning, match="starting the run afresh"):
+            assert dctnet([*argv, *extra]) == 0
+        assert (run / "latest.pt").is_file()
+        records = [json.loads(line) for line in (run / "metrics.jsonl").read_text(encoding="utf-8").splitlines()]
+        assert [r["event"] for r in records].count("done") == 1 and records[-1]["step"] == 1  # one fresh run's log
+    latest = (run / "latest.pt").read_bytes()
+    capsys.readouterr()
+    assert dctnet(argv) == 2
+    _one_error_line(capsys, "already holds a training run", "--resume")
+    assert (run / "latest.pt").read_bytes() == latest

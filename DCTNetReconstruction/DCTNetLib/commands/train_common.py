@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..training.run_folder import saved_run_config
+from ..training.run_folder import honour_resume, saved_run_config
 from ..errors import InputError
 
 __all__ = ["TORCHRUN_EPILOG", "add_common_arguments", "resolve_run_config", "resume_hint", "report", "CPUCost",
@@ -60,6 +60,7 @@ def resolve_run_config(config_cls: type, args: argparse.Namespace, extra_flags: 
 
     if args.max_steps is not None and args.max_steps < 1:  # 0 would read as "no limit" and train every epoch
         raise InputError(f"--max-steps must be at least 1, got {args.max_steps}")
+    args.resume = honour_resume(args.output, args.resume)  # a folder without any checkpoint starts afresh
     saved = saved_run_config(args.output) if args.resume else None
     flags = {"size": args.preset, "device": args.device, "epochs": args.epochs, "max_steps": args.max_steps,
              **(extra_flags or {})}
