@@ -3,7 +3,10 @@
 A file is first written to a temporary name in the *same* folder, flushed to disk (``fsync``) and then renamed
 over the target with :func:`os.replace`, which is atomic on POSIX and Windows. A reader therefore sees either
 the old complete file or the new complete file, never a half-written one: an interrupted run, a crash or a full
-disk leaves the previous version intact. On any error the temporary file is removed.
+disk leaves the previous version intact. On any error the temporary file is removed. A run killed mid-write
+(``kill -9``, a crash) cannot remove its temporary file; its name (``.tmp-<pid>-…``) names its writer, and the first
+atomic write of a later run into that folder removes the ``.tmp-*`` files whose writer is gone
+(:func:`remove_stale_temporary_files`).
 
 Typical use::
 
@@ -19,14 +22,18 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import logging
 import os
+import re
 import secrets
 import shutil
+import time
 from pathlib import Path
 from typing import Any, Iterator
 
 from ..conventions import VOLUME_READ_SUFFIXES
 from ..errors import InputError, OutputError
+from ..processes import pid_alive
 
 __all__ = [
     "atomic_path",
@@ -40,12 +47,15 @@ __all__ = [
     "check_name_length",
     "check_path_length",
     "output_error",
+    "remove_stale_temporary_files",
     "write_all",
     "display_path",
     "format_bytes",
     "is_utf8_path",
     "utf8_alias",
 ]
+
+log = logging.getLogger(__name__)
 
 # errno values that mean "the disk (or the user's quota) is full".
 _DISK_FULL = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)}
@@ -146,7 +156,60 @@ def _tmp_name(target: Path) -> str:
     stem = name[: len(name) - len(suffix)] if suffix else name
     safe = os.fsencode(stem).decode("ascii", "replace").replace("\ufffd", "_")
     safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in safe)[:_TMP_NAME_KEEP]
-    return f"{_TMP_PREFIX}{secrets.token_hex(4)}-{safe}{suffix}"
+    return f"{_tmp_prefix()}{safe}{suffix}"
+
+
+def _tmp_prefix() -> str:
+    """``.tmp-dctnet-<pid>-<8 hex>-``: the writer's process id tells a later run whether the file is still being
+    written, and the word keeps other programs' ``.tmp-…`` files (in a shared folder such as /tmp) out of it."""
+    return f"{_TMP_PREFIX}dctnet-{os.getpid()}-{secrets.token_hex(4)}-"
+
+
+_STARTED = time.time()  # about when this process started (this module is imported before anything is written)
+_CLEANED: set[str] = set()  # folders already cleaned of stale temporary files by this process
+_TMP_PID = re.compile(r"\.tmp-dctnet-(\d+)-[0-9a-f]{8}-")
+_TMP_WITHOUT_PID = re.compile(r"\.tmp-[0-9a-f]{8}-")  # the names of versions before the pid was in them
+
+
+def _is_stale(entry: Path) -> bool:
+    """A temporary file or folder of this tool that no live process is writing: its writer's pid (in its name) is
+    gone, or, for an older version's name without a pid, it is older than this process."""
+    match = _TMP_PID.match(entry.name)
+    if match:
+        return not pid_alive(int(match.group(1)))
+    if not _TMP_WITHOUT_PID.match(entry.name):
+        return False  # not a name this tool writes
+    try:
+        return entry.lstat().st_mtime < _STARTED
+    except OSError:
+        return False
+
+
+def remove_stale_temporary_files(folder: str | os.PathLike) -> list[str]:
+    """Remove the ``.tmp-*`` files and folders a run killed mid-write (``kill -9``, a crash, a power cut) left in
+    ``folder``; those of live writers stay. Done once per folder and process, by the first atomic write into it.
+
+    Returns:
+        the names removed (each is also logged at INFO).
+    """
+    folder = Path(folder)
+    key = os.path.realpath(folder)
+    if key in _CLEANED:
+        return []
+    _CLEANED.add(key)
+    removed = []
+    with contextlib.suppress(OSError):
+        for entry in folder.iterdir():
+            if entry.name.startswith(_TMP_PREFIX) and _is_stale(entry):
+                if entry.is_dir() and not entry.is_symlink():
+                    shutil.rmtree(entry, ignore_errors=True)
+                else:
+                    _remove_quietly(entry)
+                removed.append(entry.name)
+    if removed:
+        log.info("removed %d temporary file(s) a stopped run left in %s: %s", len(removed), display_path(folder),
+                 ", ".join(sorted(removed)))
+    return removed
 
 
 def format_bytes(nbytes: float) -> str:
@@ -246,6 +309,7 @@ def atomic_path(path: str | os.PathLike, overwrite: bool = True) -> Iterator[Pat
         raise OutputError(f"output folder does not exist: {display_path(folder)} (writing "
                           f"{display_path(target.name)})")
     check_name_length(target)
+    remove_stale_temporary_files(folder)
     tmp = folder / _tmp_name(target)
     try:
         yield tmp
@@ -278,7 +342,8 @@ def atomic_folder(path: str | os.PathLike, overwrite: bool = False) -> Iterator[
     """
     target = Path(path)
     parent = target.parent if str(target.parent) else Path(".")
-    tmp = parent / f"{_TMP_PREFIX}{secrets.token_hex(4)}-folder"
+    remove_stale_temporary_files(parent)
+    tmp = parent / f"{_tmp_prefix()}folder"
     try:
         tmp.mkdir()
     except OSError as exc:
@@ -289,7 +354,7 @@ def atomic_folder(path: str | os.PathLike, overwrite: bool = False) -> Iterator[
             if not overwrite:
                 raise OutputError(f"{display_path(target)} appeared while this run was working; it was left as it "
                                   "is: pass --overwrite to replace it")
-            old = parent / f"{_TMP_PREFIX}{secrets.token_hex(4)}-old"
+            old = parent / f"{_tmp_prefix()}old"
             os.rename(target, old)
             os.rename(tmp, target)
             shutil.rmtree(old, ignore_errors=True)
@@ -400,7 +465,7 @@ def check_writable_dir(path: str | os.PathLike) -> Path:
         raise OutputError(f"output folder does not exist: {folder}")
     if not folder.is_dir():
         raise OutputError(f"output path is not a folder: {folder}")
-    probe = folder / f"{_TMP_PREFIX}probe-{secrets.token_hex(4)}"
+    probe = folder / f"{_tmp_prefix()}probe"
     try:
         fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         os.close(fd)

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import InputError
+from ..processes import pid_alive
 
 __all__ = ["StopRequest", "STOP_FILE", "LOCK_FILE", "request_stop", "claim_run_dir", "release_run_dir",
            "running_run", "pid_alive", "leave_sigterm_to_the_main_process"]
@@ -39,29 +40,6 @@ def request_stop(run_dir: str | Path) -> Path:
     path = Path(run_dir) / STOP_FILE
     path.write_text(f"stop requested at {time.strftime('%Y-%m-%d %H:%M:%S')}\n", encoding="utf-8")
     return path
-
-
-def pid_alive(pid: int) -> bool:
-    """True when a process with this pid exists on this machine."""
-    if pid <= 0:
-        return False
-    try:
-        import psutil
-
-        return psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    except ImportError:
-        pass
-    except Exception:  # psutil.NoSuchProcess between the two calls
-        return False
-    if os.name == "nt":  # pragma: no cover (psutil is a core dependency)
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def running_run(run_dir: str | Path) -> dict[str, Any] | None:
