@@ -142,6 +142,7 @@ def main(argv: list[str] | None = None) -> int:
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, raise_terminated)  # unwind like Ctrl-C: no temporary file left behind
     try:
+        _check_output_paths(args)
         return int(args._run(args) or 0)
     except DCTNetError as exc:
         print(f"dctnet {args.command}: error: {exc}", file=sys.stderr)
@@ -151,6 +152,21 @@ def main(argv: list[str] | None = None) -> int:
         print(f"dctnet {args.command}: {how}; files written so far are valid{_how_to_continue(args)}",
               file=sys.stderr)
         return 143 if isinstance(exc, Terminated) else 130
+
+
+# Options naming what a command writes (a file or a folder): checked before the command starts.
+_OUTPUT_OPTIONS = ("output", "dicom")
+
+
+def _check_output_paths(args: argparse.Namespace) -> None:
+    """Refuse an output path the system cannot take (over 4,095 bytes, a name over 255) in one line, before any
+    work: otherwise the first ``stat`` of it, wherever that is, ends the command in a traceback."""
+    from .io.atomic import check_path_length
+
+    for name in _OUTPUT_OPTIONS:
+        value = getattr(args, name, None)
+        if value is not None:
+            check_path_length(value)
 
 
 def _printable_streams() -> None:

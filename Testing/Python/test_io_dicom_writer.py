@@ -142,3 +142,21 @@ def test_every_file_passes_an_independent_iod_validator(tmp_path, from_film):
         out = subprocess.run([validator, str(path)], capture_output=True, text=True, timeout=60)
         lines = [line for line in (out.stdout + out.stderr).splitlines() if line.startswith(("Error", "Warning"))]
         assert out.returncode == 0 and not lines, f"{path.name}:\n" + "\n".join(lines)
+
+
+def test_a_patient_id_holding_a_backslash_is_written_as_one_value_with_a_warning(tmp_path, caplog):
+    """A backslash is DICOM's value separator: the film's PatientID `x\\y` was read as two values and written as the
+    text "['x', 'y']". Now it is the one value x_y, and a warning names the film and both spellings."""
+    import logging
+
+    import pydicom
+
+    film = _film(tmp_path, PatientID="x\\y")
+    assert list(pydicom.dcmread(film, stop_before_pixels=True).PatientID) == ["x", "y"]  # how pydicom reads it
+    with caplog.at_level(logging.WARNING):
+        write_dicom_series(_volume(), tmp_path / "s", inherit_from=film)
+    for path in sorted((tmp_path / "s").iterdir()):
+        ds = pydicom.dcmread(path, stop_before_pixels=True)
+        assert ds.PatientID == "x_y" and ds["PatientID"].VM == 1, ds.PatientID
+    warnings = [r.getMessage() for r in caplog.records if "PatientID" in r.getMessage()]
+    assert len(warnings) == 1 and "pa.dcm" in warnings[0] and "x\\\\y" in warnings[0] and "x_y" in warnings[0], warnings

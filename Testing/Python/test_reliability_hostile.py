@@ -492,6 +492,67 @@ def test_help_and_info_print_under_an_ascii_terminal():
             assert "128\\xb3 CT" in result.stdout  # the ³ ASCII lacks, escaped
 
 
+def test_an_undecodable_jpeg2000_image_is_one_line_without_codec_chatter(corpus, tmp_path):
+    """A radiograph (or a CT slice) whose JPEG 2000 data is garbage: pydicom logged an ERROR with a traceback and
+    GDCM's codec printed its lines (5 to 14) on descriptor 2 before the refusal. Now stderr holds the refusal alone;
+    the control shows GDCM printing for the same file when nothing catches it."""
+    good_lat = ["--lat", str(corpus / "good_lat.png")]
+    for name, inputs in (("rg_j2k_garbage.dcm", ["--pa", str(corpus / "rg_j2k_garbage.dcm"), *good_lat]),
+                         ("ct_dicom_j2k_garbage", ["--ct", str(corpus / "ct_dicom_j2k_garbage")])):
+        result = _child("import sys; from DCTNetLib.cli import main; sys.exit(main())", "reconstruct", *inputs,
+                        "--output", str(tmp_path / "ct.nii.gz"), "--device", "cpu")
+        lines = result.stderr.strip().splitlines()
+        assert result.returncode == 2 and len(lines) == 1, result.stderr[-3000:]
+        assert name in lines[0] and "decode" in lines[0], lines[0]
+    assert list(tmp_path.iterdir()) == []
+    control = _child("""
+        import sys, SimpleITK as sitk
+        try:
+            sitk.ReadImage(sys.argv[1])
+        except RuntimeError:
+            pass
+    """, str(corpus / "rg_j2k_garbage.dcm"))
+    assert len(control.stderr.strip().splitlines()) >= 5, control.stderr  # the codec's chatter, uncaught
+
+
+LONG_PATH = "/".join(["d" * 200] * 21)  # 4,220 bytes of 200-byte folder names: over PATH_MAX (4,096)
+LONG_NAME = "n" * 300  # one name over NAME_MAX (255)
+
+
+@pytest.mark.parametrize("too_long", [LONG_PATH, LONG_NAME], ids=["path_over_4096", "name_over_255"])
+def test_an_output_path_the_system_cannot_take_is_one_line_before_any_work(corpus, tmp_path, capsys, monkeypatch,
+                                                                         too_long):
+    """An output path over 4,096 bytes (or holding a name over 255) ended every command in an ENAMETOOLONG
+    traceback from the first `stat` of it. Now each command refuses it in one line, exit 2, before it loads a
+    model or reads its data, and creates nothing."""
+    from DCTNetLib import inference
+    from DCTNetLib.io.atomic import check_writable_dir
+    from DCTNetLib.io.ct import CTVolume, write_ct
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("a model was loaded for a refused output")
+
+    monkeypatch.setattr(inference.Reconstructor, "load", classmethod(no_model))
+    out = tmp_path / too_long
+    good = ["--pa", corpus / "good_pa.png", "--lat", corpus / "good_lat.png", "--device", "cpu"]
+    commands = [["reconstruct", *good, "--output", out / "ct.nii.gz"],
+                ["reconstruct", *good, "--output", tmp_path / "ct.nii.gz", "--dicom", out],
+                ["train", "--data", tmp_path / "no_data", "--output", out, "--preset", "tiny"],
+                ["prepare", "--dataset", "ctspine1k", "--source", corpus, "--output", out],
+                ["plot", tmp_path / "no_run", "--output", f"{out}.png"],
+                ["evaluate", "--data", tmp_path / "no_data", "--checkpoint", corpus / "w_text.pt", "--output", out]]
+    for argv in commands:
+        code, _, err = _cli(argv, capsys)
+        lines = err.strip().splitlines()
+        assert code == 2 and len(lines) == 1 and "too long" in lines[0], (argv[0], code, err[-1500:])
+        assert len(lines[0]) < 300, lines[0]  # the path is shortened in the message, not printed whole
+    for call in (lambda: write_ct(CTVolume(mc.synthetic_ct_hu(), spacing=(2.0, 1.5, 1.5)), out / "ct.nii.gz"),
+                 lambda: check_writable_dir(out)):
+        with pytest.raises(OutputError, match="too long"):
+            call()
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_an_existing_folder_as_output_is_refused_before_anything_is_computed(corpus, tmp_path, capsys):
     output = tmp_path / "ct.nii.gz"
     output.mkdir()

@@ -123,3 +123,25 @@ def test_re_evaluated_case_replaces_its_row_and_missing_metrics_are_ignored():
     assert summary["ssim"].count == 1 and summary["ssim"].std == 0.0
     empty = history.eval_summary(["lpips"])["lpips"]
     assert empty.count == 0 and math.isnan(empty.mean) and format_mean_std(empty) == "–"
+
+
+def test_a_line_nested_too_deeply_is_skipped_with_a_warning_naming_the_file(tmp_path, caplog, capsys):
+    """A line of 100,000 nested lists made json raise RecursionError: `dctnet plot` (and the Slicer training monitor,
+    which tails the log the same way) ended in a traceback. Now the line is skipped with one warning naming the file,
+    and the records around it are read."""
+    import logging
+
+    from DCTNetLib.cli import main as dctnet
+
+    log = tmp_path / "metrics.jsonl"
+    _append(log, _line(_train(1, 1, {"total": 2.0})) + "[" * 100_000 + "]" * 100_000 + "\n"
+            + _line(_train(1, 2, {"total": 1.5})) + _line(_val(1, psnr=20.0)))
+    tail = MetricsTail(log)
+    with caplog.at_level(logging.WARNING):
+        records = tail.read_new()
+    assert [r["event"] for r in records] == [TRAIN, TRAIN, VAL] and tail.skipped == 1
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "nested too deeply" in warnings[0] and str(log) in warnings[0], warnings
+    assert dctnet(["plot", str(tmp_path)]) == 0
+    assert "Traceback" not in capsys.readouterr().err
+    assert (tmp_path / "curves.png").is_file()

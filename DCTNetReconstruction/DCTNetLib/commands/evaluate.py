@@ -32,6 +32,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import secrets
 from pathlib import Path
 from typing import Any
 
@@ -314,7 +315,7 @@ def run(args: argparse.Namespace) -> int:
         lpips_model = build_lpips(args.imagenet_weights, device)
     # Earlier results stay as they are until every new one exists: the records go to a hidden staging file that
     # replaces metrics.jsonl last, the tables are written atomically, stale files of the earlier run go at the end.
-    staging = args.output / f".tmp-{os.getpid()}-metrics.jsonl"
+    staging = args.output / f".tmp-dctnet-{os.getpid()}-{secrets.token_hex(4)}-metrics.jsonl"  # io.atomic's form
     records = MetricsLog(staging)
     results = []
     try:

@@ -230,7 +230,7 @@ class Reproduction:
 
     def _end(self, stage: str, command: list[str], code: int, start: float) -> None:
         """Mark ``stage`` done (exit code 0), or raise."""
-        if code == 130:
+        if code in (130, 143):  # the stage was stopped by Ctrl-C or SIGTERM: stop here too
             raise KeyboardInterrupt
         if code != 0:
             raise OutputError(f"stage {stage} failed with exit code {code} (command: {shlex.join(command)}); fix the "

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..training.run_folder import saved_run_config
+from ..training.run_folder import honour_resume, saved_run_config
 from ..errors import InputError
 
 __all__ = ["TORCHRUN_EPILOG", "add_common_arguments", "resolve_run_config", "resume_hint", "report", "CPUCost",
@@ -60,6 +60,7 @@ def resolve_run_config(config_cls: type, args: argparse.Namespace, extra_flags: 
 
     if args.max_steps is not None and args.max_steps < 1:  # 0 would read as "no limit" and train every epoch
         raise InputError(f"--max-steps must be at least 1, got {args.max_steps}")
+    args.resume = honour_resume(args.output, args.resume)  # a folder without any checkpoint starts afresh
     saved = saved_run_config(args.output) if args.resume else None
     flags = {"size": args.preset, "device": args.device, "epochs": args.epochs, "max_steps": args.max_steps,
              **(extra_flags or {})}
@@ -146,7 +147,8 @@ def resume_hint() -> str:
 
 
 def report(result: Any, info: Any) -> int:
-    """Print how the run ended (rank 0) and return the exit code (130 after an interruption).
+    """Print how the run ended (rank 0) and return the exit code: 0, or after an interruption 143 (128 + 15) when
+    SIGTERM asked for it, as a shell reports a process SIGTERM ended, and 130 otherwise (Ctrl-C, the stop file).
 
     Args:
         result: the :class:`~DCTNetLib.training.loop.FitResult` of the run.
@@ -160,4 +162,6 @@ def report(result: Any, info: Any) -> int:
             best_text = f", best validation PSNR {result.best_metric:.3f} dB" if result.best_metric is not None else ""
             print(f"finished at step {result.step} (epoch {result.epoch}){best_text}; "
                   f"checkpoints in {Path(result.latest).parent}")
-    return 130 if result.status == "interrupted" else 0
+    if result.status != "interrupted":
+        return 0
+    return 143 if result.stopped_by == "SIGTERM" else 130

@@ -3,7 +3,10 @@
 A file is first written to a temporary name in the *same* folder, flushed to disk (``fsync``) and then renamed
 over the target with :func:`os.replace`, which is atomic on POSIX and Windows. A reader therefore sees either
 the old complete file or the new complete file, never a half-written one: an interrupted run, a crash or a full
-disk leaves the previous version intact. On any error the temporary file is removed.
+disk leaves the previous version intact. On any error the temporary file is removed. A run killed mid-write
+(``kill -9``, a crash) cannot remove its temporary file; its name (``.tmp-<pid>-…``) names its writer, and the first
+atomic write of a later run into that folder removes the ``.tmp-*`` files whose writer is gone
+(:func:`remove_stale_temporary_files`).
 
 Typical use::
 
@@ -19,14 +22,18 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import logging
 import os
+import re
 import secrets
 import shutil
+import time
 from pathlib import Path
 from typing import Any, Iterator
 
 from ..conventions import VOLUME_READ_SUFFIXES
 from ..errors import InputError, OutputError
+from ..processes import pid_alive
 
 __all__ = [
     "atomic_path",
@@ -38,17 +45,25 @@ __all__ = [
     "check_free_space",
     "check_readable",
     "check_name_length",
+    "check_path_length",
+    "output_error",
+    "remove_stale_temporary_files",
+    "write_all",
     "display_path",
     "format_bytes",
     "is_utf8_path",
     "utf8_alias",
 ]
 
+log = logging.getLogger(__name__)
+
 # errno values that mean "the disk (or the user's quota) is full".
-_DISK_FULL = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC), errno.EFBIG}
+_DISK_FULL = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)}
 _TMP_PREFIX = ".tmp-"
 # Longest file name most file systems take (ext4, XFS, APFS, NTFS: 255 bytes); checked before any work.
 NAME_MAX = 255
+# Longest path Linux takes in one call, its final NUL included (PATH_MAX): a longer one fails with ENAMETOOLONG.
+PATH_MAX = 4096
 # Characters of the target's name kept in a temporary file's name (plus its lower-cased format suffix).
 _TMP_NAME_KEEP = 64
 _FORMAT_SUFFIXES = VOLUME_READ_SUFFIXES + (".npy", ".png", ".json", ".pt", ".txt", ".md", ".csv", ".jsonl")
@@ -95,8 +110,28 @@ def display_path(path: str | os.PathLike) -> str:
     return os.fsencode(path).decode("utf-8", "backslashreplace")
 
 
+def _shortened(text: str, keep: int = 50) -> str:
+    """``text`` cut to its first and last ``keep`` characters around an ellipsis when longer than that."""
+    return text if len(text) <= 2 * keep + 1 else f"{text[:keep]}…{text[-keep:]}"
+
+
+def check_path_length(path: str | os.PathLike) -> None:
+    """Raise :class:`OutputError` when ``path`` (made absolute) is longer than :data:`PATH_MAX` allows or one of
+    its names is longer than :data:`NAME_MAX` bytes: every later call on it would fail with ``ENAMETOOLONG``, so
+    it is refused before any work, in one line."""
+    absolute = os.fsencode(os.path.abspath(path))
+    if len(absolute) >= PATH_MAX:
+        raise OutputError(f"output path is too long ({len(absolute):,} bytes, at most {PATH_MAX - 1:,}): "
+                          f"{_shortened(display_path(path))}")
+    longest = max(absolute.split(os.fsencode(os.sep)), key=len)
+    if len(longest) > NAME_MAX:
+        raise OutputError(f"a name in the output path is too long ({len(longest)} bytes, at most {NAME_MAX}): "
+                          f"{_shortened(display_path(longest), 30)} in {_shortened(display_path(path))}")
+
+
 def check_name_length(path: str | os.PathLike) -> None:
-    """Raise :class:`OutputError` when the file name of ``path`` is longer than the file system allows."""
+    """Raise :class:`OutputError` when the file name of ``path``, or ``path`` as a whole
+    (:func:`check_path_length`), is longer than the file system allows."""
     target = Path(path)
     limit = NAME_MAX
     with contextlib.suppress(OSError, ValueError, AttributeError):
@@ -105,7 +140,8 @@ def check_name_length(path: str | os.PathLike) -> None:
     size = len(os.fsencode(target.name))
     if size > limit:
         raise OutputError(f"output file name is too long ({size} bytes, at most {limit}): "
-                          f"{display_path(target.name)[:60]}… in {display_path(target.parent)}")
+                          f"{display_path(target.name)[:60]}… in {_shortened(display_path(target.parent))}")
+    check_path_length(target)
 
 
 def _tmp_name(target: Path) -> str:
@@ -120,7 +156,60 @@ def _tmp_name(target: Path) -> str:
     stem = name[: len(name) - len(suffix)] if suffix else name
     safe = os.fsencode(stem).decode("ascii", "replace").replace("\ufffd", "_")
     safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in safe)[:_TMP_NAME_KEEP]
-    return f"{_TMP_PREFIX}{secrets.token_hex(4)}-{safe}{suffix}"
+    return f"{_tmp_prefix()}{safe}{suffix}"
+
+
+def _tmp_prefix() -> str:
+    """``.tmp-dctnet-<pid>-<8 hex>-``: the writer's process id tells a later run whether the file is still being
+    written, and the word keeps other programs' ``.tmp-…`` files (in a shared folder such as /tmp) out of it."""
+    return f"{_TMP_PREFIX}dctnet-{os.getpid()}-{secrets.token_hex(4)}-"
+
+
+_STARTED = time.time()  # about when this process started (this module is imported before anything is written)
+_CLEANED: set[str] = set()  # folders already cleaned of stale temporary files by this process
+_TMP_PID = re.compile(r"\.tmp-dctnet-(\d+)-[0-9a-f]{8}-")
+_TMP_WITHOUT_PID = re.compile(r"\.tmp-[0-9a-f]{8}-")  # the names of versions before the pid was in them
+
+
+def _is_stale(entry: Path) -> bool:
+    """A temporary file or folder of this tool that no live process is writing: its writer's pid (in its name) is
+    gone, or, for an older version's name without a pid, it is older than this process."""
+    match = _TMP_PID.match(entry.name)
+    if match:
+        return not pid_alive(int(match.group(1)))
+    if not _TMP_WITHOUT_PID.match(entry.name):
+        return False  # not a name this tool writes
+    try:
+        return entry.lstat().st_mtime < _STARTED
+    except OSError:
+        return False
+
+
+def remove_stale_temporary_files(folder: str | os.PathLike) -> list[str]:
+    """Remove the ``.tmp-*`` files and folders a run killed mid-write (``kill -9``, a crash, a power cut) left in
+    ``folder``; those of live writers stay. Done once per folder and process, by the first atomic write into it.
+
+    Returns:
+        the names removed (each is also logged at INFO).
+    """
+    folder = Path(folder)
+    key = os.path.realpath(folder)
+    if key in _CLEANED:
+        return []
+    _CLEANED.add(key)
+    removed = []
+    with contextlib.suppress(OSError):
+        for entry in folder.iterdir():
+            if entry.name.startswith(_TMP_PREFIX) and _is_stale(entry):
+                if entry.is_dir() and not entry.is_symlink():
+                    shutil.rmtree(entry, ignore_errors=True)
+                else:
+                    _remove_quietly(entry)
+                removed.append(entry.name)
+    if removed:
+        log.info("removed %d temporary file(s) a stopped run left in %s: %s", len(removed), display_path(folder),
+                 ", ".join(sorted(removed)))
+    return removed
 
 
 def format_bytes(nbytes: float) -> str:
@@ -133,11 +222,14 @@ def format_bytes(nbytes: float) -> str:
     raise AssertionError("unreachable")
 
 
-def _output_error(exc: OSError, path: Path) -> OutputError:
+def output_error(exc: OSError, path: Path) -> OutputError:
     """Translate an ``OSError`` raised while writing ``path`` into a one-line :class:`OutputError`."""
     shown = display_path(path)
     if exc.errno in _DISK_FULL:
         return OutputError(f"disk full while writing {shown}: {exc.strerror or exc}")
+    if exc.errno == errno.EFBIG:
+        return OutputError(f"file-size limit reached while writing {shown} (ulimit -f, or the largest file the file "
+                           f"system takes): {exc.strerror or exc}")
     if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
         return OutputError(f"no permission to write {shown}: {exc.strerror or exc}")
     return OutputError(f"cannot write {shown}: {exc.strerror or exc}")
@@ -217,6 +309,7 @@ def atomic_path(path: str | os.PathLike, overwrite: bool = True) -> Iterator[Pat
         raise OutputError(f"output folder does not exist: {display_path(folder)} (writing "
                           f"{display_path(target.name)})")
     check_name_length(target)
+    remove_stale_temporary_files(folder)
     tmp = folder / _tmp_name(target)
     try:
         yield tmp
@@ -228,7 +321,7 @@ def atomic_path(path: str | os.PathLike, overwrite: bool = True) -> Iterator[Pat
         _remove_quietly(tmp)
         if isinstance(exc, OutputError):
             raise
-        raise _output_error(exc, target) from exc
+        raise output_error(exc, target) from exc
     except BaseException:
         _remove_quietly(tmp)
         raise
@@ -249,18 +342,19 @@ def atomic_folder(path: str | os.PathLike, overwrite: bool = False) -> Iterator[
     """
     target = Path(path)
     parent = target.parent if str(target.parent) else Path(".")
-    tmp = parent / f"{_TMP_PREFIX}{secrets.token_hex(4)}-folder"
+    remove_stale_temporary_files(parent)
+    tmp = parent / f"{_tmp_prefix()}folder"
     try:
         tmp.mkdir()
     except OSError as exc:
-        raise _output_error(exc, target) from exc
+        raise output_error(exc, target) from exc
     try:
         yield tmp
         if os.path.lexists(target):
             if not overwrite:
                 raise OutputError(f"{display_path(target)} appeared while this run was working; it was left as it "
                                   "is: pass --overwrite to replace it")
-            old = parent / f"{_TMP_PREFIX}{secrets.token_hex(4)}-old"
+            old = parent / f"{_tmp_prefix()}old"
             os.rename(target, old)
             os.rename(tmp, target)
             shutil.rmtree(old, ignore_errors=True)
@@ -269,7 +363,7 @@ def atomic_folder(path: str | os.PathLike, overwrite: bool = False) -> Iterator[
     except BaseException as exc:
         shutil.rmtree(tmp, ignore_errors=True)
         if isinstance(exc, OSError) and not isinstance(exc, OutputError):
-            raise _output_error(exc, target) from exc
+            raise output_error(exc, target) from exc
         raise
     _fsync_dir(parent)
 
@@ -279,7 +373,7 @@ def _remove_quietly(path: Path) -> None:
         path.unlink()
 
 
-def _write_all(fd: int, data: memoryview) -> None:
+def write_all(fd: int, data: memoryview) -> None:
     """``os.write`` until every byte is written (``os.write`` may write fewer bytes than asked)."""
     while data:
         written = os.write(fd, data)
@@ -304,7 +398,7 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes | bytearray | memory
     with atomic_path(target, overwrite) as tmp:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o644)
         try:
-            _write_all(fd, memoryview(data).cast("B"))
+            write_all(fd, memoryview(data).cast("B"))
         finally:
             os.close(fd)
     return target
@@ -331,9 +425,27 @@ def atomic_torch_save(obj: Any, path: str | os.PathLike, overwrite: bool = True)
     import torch  # lazy: this module is also used by light tools that do not need torch
 
     target = Path(path)
-    with atomic_path(target, overwrite) as tmp:
-        torch.save(obj, tmp)
+    with atomic_path(target, overwrite) as tmp, open(tmp, "wb") as handle:
+        try:
+            torch.save(obj, handle)  # through a Python file, so a failed write is an OSError, not a C++ message
+        except RuntimeError as exc:
+            failure = os_error_behind(exc)
+            if failure is None:
+                raise
+            raise failure from exc  # atomic_path turns it into one OutputError naming the file
     return target
+
+
+def os_error_behind(exc: BaseException) -> OSError | None:
+    """The ``OSError`` a library wrapped into another exception (torch.save's "unexpected pos" after a failed
+    write: the file's ``EFBIG`` or ``ENOSPC`` is its context), or None."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, OSError):
+            return exc
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return None
 
 
 def check_writable_dir(path: str | os.PathLike) -> Path:
@@ -347,12 +459,13 @@ def check_writable_dir(path: str | os.PathLike) -> Path:
     Raises:
         OutputError: the folder is missing, is a file, or is not writable.
     """
+    check_path_length(path)
     folder = Path(path)
     if not folder.exists():
         raise OutputError(f"output folder does not exist: {folder}")
     if not folder.is_dir():
         raise OutputError(f"output path is not a folder: {folder}")
-    probe = folder / f"{_TMP_PREFIX}probe-{secrets.token_hex(4)}"
+    probe = folder / f"{_tmp_prefix()}probe"
     try:
         fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         os.close(fd)

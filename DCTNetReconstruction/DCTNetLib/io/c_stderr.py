@@ -9,12 +9,13 @@ caller turns into its own message or a debug log line.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import sys
 import tempfile
 from typing import Iterator
 
-__all__ = ["captured_c_stderr"]
+__all__ = ["captured_c_stderr", "c_stderr_as_debug"]
 
 
 @contextlib.contextmanager
@@ -43,3 +44,16 @@ def captured_c_stderr() -> Iterator[list[str]]:
             with contextlib.suppress(OSError):
                 sink.seek(0)
                 lines.extend(sink.read().decode("utf-8", "replace").splitlines())
+
+
+@contextlib.contextmanager
+def c_stderr_as_debug(log: logging.Logger, what: str) -> Iterator[list[str]]:
+    """:func:`captured_c_stderr` whose lines also become debug log lines ``"<what>: <line>"`` once the block ends,
+    whether it ends normally or by an exception (a codec's "Stream too short" beside the caller's own refusal)."""
+    lines: list[str] = []
+    try:
+        with captured_c_stderr() as lines:
+            yield lines
+    finally:
+        for line in lines:
+            log.debug("%s: %s", what, line)

@@ -33,7 +33,7 @@ from ..errors import InputError, OutputError
 from .atomic import (atomic_path, check_free_space, check_name_length, check_readable, check_writable_dir,
                      display_path, format_bytes, utf8_alias)
 from .dicom_series import largest_ct_series
-from .c_stderr import captured_c_stderr
+from .c_stderr import c_stderr_as_debug
 from .detached_data import check_detached_data
 from .geometry import CANONICAL_DIRECTION, grid_centre_lps
 from .nifti_header import (NiftiLayout, check_nifti_data, check_nifti_header, data_problem, is_nifti_name,
@@ -326,13 +326,11 @@ def write_ct(ct: CTVolume, path: str | os.PathLike, overwrite: bool = True) -> P
                           f"(the model produced garbage; are its weights damaged?): {display_path(path)}")
     check_free_space(path.parent, ct.hu.nbytes)  # uncompressed size: an upper bound of what is written
     with atomic_path(path, overwrite) as tmp, utf8_alias(tmp) as name:
-        with captured_c_stderr() as chatter:
+        with c_stderr_as_debug(log, f"writing {display_path(path)}") as chatter:
             try:
                 sitk.WriteImage(to_sitk(ct), name, useCompression=path.name.lower().endswith(".gz"))
             except RuntimeError as exc:
                 raise OutputError(f"cannot write CT {display_path(path)}: {_first_line(exc)}") from exc
-        for line in chatter:
-            log.debug("writing %s: %s", display_path(path), line)
         if is_nifti_name(path):
             _check_written_nifti(tmp, path, chatter)
     return path
@@ -369,8 +367,14 @@ def read_dicom_series(folder: str | os.PathLike) -> CTVolume:
                    max(bits // 8, 1))
     reader = sitk.ImageSeriesReader()
     reader.SetFileNames(files)
-    try:
-        image = reader.Execute()
-    except RuntimeError as exc:
-        raise InputError(f"cannot read DICOM series in {series_folder}: {_first_line(exc)}") from exc
+    failure = None
+    with c_stderr_as_debug(log, f"reading {display_path(series_folder)}") as chatter:  # GDCM's codecs print there
+        try:
+            image = reader.Execute()
+        except RuntimeError as exc:
+            failure = exc
+    if failure is not None:  # the codec's lines are known once the block has ended
+        reason = (f"a slice's compressed pixel data cannot be decoded (damaged?; the codec said: {chatter[0]})"
+                  if chatter else _first_line(failure))
+        raise InputError(f"cannot read DICOM series in {series_folder}: {reason}") from failure
     return from_sitk(image, str(series_folder))

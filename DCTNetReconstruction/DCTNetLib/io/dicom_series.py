@@ -21,6 +21,7 @@ import SimpleITK as sitk
 
 from ..errors import InputError
 from .atomic import display_path, is_utf8_path
+from .c_stderr import c_stderr_as_debug
 from .radiograph import dcmread_checked, has_dicom_prefix
 
 __all__ = ["largest_ct_series", "find_dicom_series"]
@@ -68,10 +69,11 @@ def find_dicom_series(folder: Path) -> list[tuple[str, Path, list[str]]]:
         dirs.sort()
         if not files:  # DICOM files often have no extension at all (TCIA downloads): ask GDCM
             continue
-        for uid in sitk.ImageSeriesReader.GetGDCMSeriesIDs(root):
-            names = list(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(root, uid))
-            if names:
-                found.append((uid, Path(root), names))
+        with c_stderr_as_debug(log, f"listing {display_path(root)}"):  # its codecs print on undecodable slices
+            for uid in sitk.ImageSeriesReader.GetGDCMSeriesIDs(root):
+                names = list(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(root, uid))
+                if names:
+                    found.append((uid, Path(root), names))
     return found
 
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import logging
 import os
 import re
 from pathlib import Path
@@ -37,6 +38,8 @@ from .ct import CTVolume, to_sitk
 from .radiograph import dcmread_checked, has_dicom_prefix, itk_reason
 
 __all__ = ["write_dicom_series", "patient_study_tags", "DICOM_HU_RANGE"]
+
+log = logging.getLogger(__name__)
 
 # The HU range of a 12-bit CT scanner with RescaleIntercept 0 (-1024 … 3071), kept when writing DICOM.
 DICOM_HU_RANGE = (-1024, 3071)
@@ -73,8 +76,23 @@ def patient_study_tags(radiograph: str | os.PathLike | None) -> dict[str, str]:
     for keyword, key in _PATIENT_STUDY_TAGS.items():
         value = ds.get(keyword)
         if value not in (None, ""):
-            tags[key] = str(value)
+            tags[key] = _single_value(keyword, value, radiograph)
     return tags
+
+
+def _single_value(keyword: str, value: object, source: str | os.PathLike) -> str:
+    """``value`` as the one value every copied attribute holds (value multiplicity 1).
+
+    A backslash is DICOM's value separator: pydicom reads a PatientID ``x\\y`` as two values ``['x', 'y']``, and
+    written back it would be two values again. Such a value is joined with ``_`` instead, with a warning.
+    """
+    if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__"):
+        return str(value)
+    parts = [str(part) for part in value]
+    joined = "_".join(parts)
+    log.warning("%s: %s %r holds a backslash, DICOM's value separator; written as the one value %r",
+                display_path(source), keyword, "\\".join(parts), joined)
+    return joined
 
 
 def _series_tags(ct: CTVolume, description: str, inherited: dict[str, str]) -> dict[str, str]:

@@ -35,6 +35,7 @@ import numpy as np
 from ..conventions import IMAGE_SIZE
 from ..errors import InputError
 from .atomic import atomic_write_bytes, check_readable, display_path, utf8_alias
+from .c_stderr import c_stderr_as_debug
 from .detached_data import check_detached_data
 from .nifti_header import check_nifti_data, check_nifti_header, is_nifti_name
 from .film_gate import pa_polarity
@@ -232,6 +233,19 @@ def _claimed_pixel_bytes(ds, path: Path) -> int:
     return rows * cols * max(frames, 1) * max(samples, 1) * bits // 8
 
 
+@contextlib.contextmanager
+def _pydicom_log_silenced():
+    """pydicom's own log lines switched off (a warning for each odd value, an ERROR and a traceback for each pixel
+    decoder that fails): the caller says what matters once, in one line of its own."""
+    pydicom_log = logging.getLogger("pydicom")  # its modules' loggers are children: they take its level
+    level = pydicom_log.level
+    pydicom_log.setLevel(logging.CRITICAL + 1)
+    try:
+        yield
+    finally:
+        pydicom_log.setLevel(level)
+
+
 def dcmread_checked(path: str | os.PathLike, **kwargs):
     """``pydicom.dcmread`` with our words: errors become one-line :class:`InputError` naming the file, pydicom's
     warnings one log line each naming the file, and deflated files are size-checked before they are inflated.
@@ -243,18 +257,13 @@ def dcmread_checked(path: str | os.PathLike, **kwargs):
 
     path = Path(path)
     _check_deflated_size(path)
-    pydicom_log = logging.getLogger("pydicom")  # it logs each warning too: say it once, in our words
-    was_disabled, pydicom_log.disabled = pydicom_log.disabled, True
-    try:
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            try:
-                ds = pydicom.dcmread(path, **kwargs)
-                ds.walk(lambda dataset, element: None)  # convert every value now, so its warnings are caught here
-            except Exception as exc:  # pydicom raises many types for damaged files
-                raise InputError(f"{dicom_error_reason(exc)}: {display_path(path)}") from exc
-    finally:
-        pydicom_log.disabled = was_disabled
+    with _pydicom_log_silenced(), warnings.catch_warnings(record=True) as caught:  # it logs each warning too
+        warnings.simplefilter("always")
+        try:
+            ds = pydicom.dcmread(path, **kwargs)
+            ds.walk(lambda dataset, element: None)  # convert every value now, so its warnings are caught here
+        except Exception as exc:  # pydicom raises many types for damaged files
+            raise InputError(f"{dicom_error_reason(exc)}: {display_path(path)}") from exc
     for message in dict.fromkeys(" ".join(str(w.message).split()) for w in caught):
         log.warning("%s: %s", display_path(path), message.split(" Please see <")[0])
     return ds
@@ -282,9 +291,12 @@ def _check_radiograph_header(ds, path: Path) -> tuple[int, int]:
     rows, cols = dicom_int(ds, "Rows", 0, path), dicom_int(ds, "Columns", 0, path)
     _check_size(rows, cols, path)
     frames = dicom_int(ds, "NumberOfFrames", 1, path)
+    if frames < 1:
+        raise InputError(f"DICOM attribute NumberOfFrames {frames} is not a positive frame count: "
+                         f"{display_path(path)}")
     nbytes = _claimed_pixel_bytes(ds, path)
-    if frames < 1 or nbytes > MAX_PIXEL_BYTES:
-        raise InputError(f"DICOM file would decode to {nbytes / 1024**2:.0f} MiB ({max(frames, 0)} frame(s) of "
+    if nbytes > MAX_PIXEL_BYTES:
+        raise InputError(f"DICOM file would decode to {nbytes / 1024**2:.0f} MiB ({frames} frame(s) of "
                          f"{cols}×{rows}; at most {MAX_PIXEL_BYTES // 1024**2} MiB), refused before decoding: "
                          f"{display_path(path)}")
     return rows, frames
@@ -296,7 +308,8 @@ def _read_dicom(path: Path) -> np.ndarray:
     _, frames = _check_radiograph_header(ds, path)
     photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).upper()
     try:
-        pixels = ds.pixel_array
+        with _pydicom_log_silenced():
+            pixels = ds.pixel_array
         if frames > 1:
             log.warning("%s has %d frames; using the first", display_path(path), frames)
             pixels = pixels[0]
@@ -310,14 +323,32 @@ def _read_dicom(path: Path) -> np.ndarray:
         _check_pixel_data_length(ds, path)
         log.debug("pydicom cannot decode %s (%s); trying SimpleITK", display_path(path), exc)
         try:
-            pixels = _read_with_sitk(path)  # SimpleITK applies rescale slope/intercept itself
+            with c_stderr_as_debug(log, f"decoding {display_path(path)}"):  # GDCM's codecs print there
+                pixels = _read_with_sitk(path)  # SimpleITK applies rescale slope/intercept itself
         except InputError as sitk_exc:
-            raise InputError(f"cannot decode the pixel data of DICOM file (damaged, or a compression neither "
-                             f"pydicom nor GDCM reads: {dicom_error_reason(exc)}): {display_path(path)}") from sitk_exc
+            raise InputError(f"cannot decode the {_transfer_syntax_name(ds)}pixel data of DICOM file (damaged, or a "
+                             f"compression neither pydicom nor GDCM reads; {_decoder_reason(exc)}): "
+                             f"{display_path(path)}") from sitk_exc
     values = _min_max(_to_grey(np.asarray(pixels), path), path)
     if photometric == "MONOCHROME1":  # high stored values are displayed dark: invert so bone is bright
         values = 1.0 - values
     return values
+
+
+def _transfer_syntax_name(ds) -> str:
+    """``"JPEG 2000 Image Compression "`` for a compressed file (with a trailing space), ``""`` otherwise."""
+    syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+    if syntax is None or not syntax.is_compressed:
+        return ""
+    return f"{str(syntax.name).split(' (')[0]} "
+
+
+_ALL_PLUGINS_FAILED = re.compile(r"^.*exceptions were raised by all available plugins:\s*", re.IGNORECASE)
+
+
+def _decoder_reason(exc: BaseException) -> str:
+    """pydicom's decoding error in short: ``"pillow: broken data stream …"`` rather than its whole preamble."""
+    return _ALL_PLUGINS_FAILED.sub("", " ".join(str(exc).split())).strip() or type(exc).__name__
 
 
 def _check_pixel_data_length(ds, path: Path) -> None:
@@ -333,10 +364,14 @@ def _check_pixel_data_length(ds, path: Path) -> None:
                          f"{display_path(path)}")
 
 
+_ITK_ERROR_PREFIX = re.compile(r"^ITK ERROR: \w+\(0x[0-9a-fA-F]+\):\s*")
+
+
 def itk_reason(exc: BaseException) -> str:
-    """The reason line of an ITK exception (its first lines are a ``file.cxx:123:`` location)."""
+    """The reason line of an ITK exception (its first lines are a ``file.cxx:123:`` location), without the
+    ``ITK ERROR: GDCMImageIO(0x55…):`` prefix that names an object's address."""
     lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    return lines[-1] if lines else type(exc).__name__
+    return _ITK_ERROR_PREFIX.sub("", lines[-1]) if lines else type(exc).__name__
 
 
 @contextlib.contextmanager

@@ -46,7 +46,8 @@ from .progress import Progress
 from .provenance import write_run_info
 from .rng import capture_rng_state, preserved_rng, restore_rng_state, seed_everything
 from .schedules import build_scheduler
-from .stop_request import STOP_FILE, StopRequest, claim_run_dir, release_run_dir
+from .stop_request import (STOP_FILE, StopRequest, claim_run_dir, leave_sigterm_to_the_main_process,
+                           release_run_dir)
 
 __all__ = ["Trainer", "FitResult"]
 
@@ -62,6 +63,7 @@ class FitResult:
         epoch: completed epochs.
         best_metric: best validation value (``best.pt``), or None before any validation.
         latest: path of the run's ``latest.pt``.
+        stopped_by: what asked an interrupted run to stop (``"SIGINT"``, ``"SIGTERM"``, ``"stop file"``), else None.
     """
 
     status: str
@@ -69,6 +71,7 @@ class FitResult:
     epoch: int
     best_metric: float | None
     latest: Path
+    stopped_by: str | None = None
 
 
 class Trainer:
@@ -113,6 +116,7 @@ class Trainer:
             train_set, batch_size=config.batch_size, sampler=self.sampler, num_workers=config.num_workers,
             pin_memory=self.device.type == "cuda", drop_last=False,
             generator=torch.Generator().manual_seed(config.seed),
+            worker_init_fn=leave_sigterm_to_the_main_process if config.num_workers else None,
         )
 
     # ------------------------------------------------------------------ building blocks for subclasses
@@ -307,8 +311,9 @@ class Trainer:
             module.train()
         self.steps_this_run = 0
         status = "max_steps" if cfg.max_steps and self.step >= cfg.max_steps else "done"  # resumed at the limit
+        stop = StopRequest(self.run_dir / STOP_FILE)
         try:
-            with StopRequest(self.run_dir / STOP_FILE) as stop:  # Ctrl-C, SIGTERM or the stop file (every platform)
+            with stop:  # Ctrl-C, SIGTERM or the stop file (every platform)
                 while self.epoch < cfg.epochs and status == "done":
                     status = self._train_epoch(stop, progress)
                 self._end(status, stop)
@@ -320,7 +325,8 @@ class Trainer:
             self.log.write("done", step=self.step, epoch=self.epoch, reason=status, best_metric=self.best_metric,
                            best_epoch=self.best_epoch)
         return FitResult(status=status, step=self.step, epoch=self.epoch, best_metric=self.best_metric,
-                         latest=self.checkpoints.latest_path)
+                         latest=self.checkpoints.latest_path,
+                         stopped_by=stop.signal_name if status == "interrupted" else None)
 
     def _begin(self, resume: bool) -> None:
         """Resume from ``latest.pt`` or seed this rank's random streams; rank 0 records the config and run.json."""

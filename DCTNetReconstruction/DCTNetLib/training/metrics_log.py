@@ -8,6 +8,7 @@ of a complete line instead.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
@@ -17,6 +18,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..errors import OutputError
+from ..io.atomic import output_error, write_all
 from .runlog import make_record
 
 __all__ = ["MetricsLog", "json_value", "now"]
@@ -38,12 +41,21 @@ class MetricsLog:
         """Append ``{"event": event, **fields}`` as one line and flush it to disk; returns the record."""
         record = make_record(event, **fields)
         if self.enabled:
-            line = json.dumps(record, default=json_value) + "\n"
-            with open(self.path, "a", encoding="utf-8") as handle:
-                handle.write(line)
-                handle.flush()
-                os.fsync(handle.fileno())
+            self._append((json.dumps(record, default=json_value) + "\n").encode("utf-8"))
         return record
+
+    def _append(self, line: bytes) -> None:
+        """Append one complete line; on a failed write (file-size limit, full disk) cut the log back to its earlier
+        end, so no half line is left, and raise one :class:`OutputError` naming the file."""
+        with open(self.path, "ab", buffering=0) as handle:  # unbuffered: nothing is left to fail at close
+            end = handle.seek(0, os.SEEK_END)
+            try:
+                write_all(handle.fileno(), memoryview(line))
+                os.fsync(handle.fileno())
+            except OSError as exc:
+                with contextlib.suppress(OSError):
+                    handle.truncate(end)
+                raise OutputError(f"{output_error(exc, self.path)}; it keeps every earlier record") from exc
 
 
 def json_value(value: Any) -> Any:

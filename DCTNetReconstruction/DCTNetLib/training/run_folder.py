@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -11,10 +12,13 @@ from ..io.atomic import check_writable_dir, display_path
 from .run_lock import lock_run_dir
 from .stop_request import claim_run_dir, running_run
 
-__all__ = ["RUN_FILES", "prepare_run_dir", "saved_run_config", "training_run_files"]
+__all__ = ["RUN_FILES", "CHECKPOINT_FILES", "prepare_run_dir", "saved_run_config", "training_run_files",
+           "honour_resume"]
 
 # Files that mark a folder as holding a run (refused without --resume/--overwrite).
 RUN_FILES = ("latest.pt", "best.pt", "config.json", "run.json", "metrics.jsonl")
+# What a run has to lose: without one of these, a folder holds only the stub of a run that stopped in its first epoch.
+CHECKPOINT_FILES = ("latest.pt", "best.pt")
 # Config keys that limit one invocation, not the run: a resumed run does not inherit them.
 _INVOCATION_LIMITS = ("max_steps", "stop_after_steps")
 
@@ -45,10 +49,14 @@ def prepare_run_dir(run_dir: str | Path, resume: bool, overwrite: bool) -> Path:
         if not (run_dir / "latest.pt").is_file():
             raise InputError(f"--resume: no checkpoint to resume in {run_dir} (latest.pt is missing)")
     elif existing and not overwrite:
-        raise InputError(
-            f"{run_dir} already holds a training run ({', '.join(existing)}); add --resume to continue it, "
-            "--overwrite to start it again, or choose another --output folder"
-        )
+        if _checkpoints(run_dir):
+            raise InputError(
+                f"{run_dir} already holds a training run ({', '.join(existing)}); add --resume to continue it, "
+                "--overwrite to start it again, or choose another --output folder"
+            )
+        warnings.warn(f"{display_path(run_dir)} holds only the start of a run that stopped before its first "
+                      f"checkpoint ({', '.join(existing)}); starting the run afresh there", stacklevel=2)
+        overwrite = True  # its stub files go (after the lock is taken, below); nothing else in the folder does
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -60,6 +68,24 @@ def prepare_run_dir(run_dir: str | Path, resume: bool, overwrite: bool) -> Path:
             (run_dir / name).unlink(missing_ok=True)
     claim_run_dir(run_dir)  # this process trains here now (RUNNING.json: who, for the Slicer module)
     return run_dir
+
+
+def _checkpoints(run_dir: Path) -> list[str]:
+    return [name for name in CHECKPOINT_FILES if (run_dir / name).exists()]
+
+
+def honour_resume(run_dir: str | Path, resume: bool) -> bool:
+    """Whether ``--resume`` can be honoured: False, with a warning, for the stub of a run that crashed in its first
+    epoch (its config and log, no checkpoint: nothing to continue, so the run starts afresh instead of refusing).
+    A folder without any run file (a typo?) or with ``best.pt`` but no ``latest.pt`` is still refused by
+    :func:`prepare_run_dir`."""
+    run_dir = Path(run_dir)
+    stub = [name for name in RUN_FILES if (run_dir / name).exists()]
+    if not resume or not stub or _checkpoints(run_dir):
+        return resume
+    warnings.warn(f"--resume: {display_path(run_dir)} holds no checkpoint yet ({', '.join(stub)}: the run stopped "
+                  "before its first one); starting the run afresh", stacklevel=2)
+    return False
 
 
 def training_run_files(folder: str | Path) -> list[str]:

@@ -131,6 +131,11 @@ class MetricsTail:
             return None
         try:
             record = json.loads(text)
+        except RecursionError:  # "[[[[…" 100,000 deep: the parser's recursion limit, not a record
+            self.skipped += 1
+            logger.warning("skipping a line of %s nested too deeply to be a record (%d characters)", self.path,
+                           len(text))
+            return None
         except ValueError:
             record = None
         if not isinstance(record, dict):

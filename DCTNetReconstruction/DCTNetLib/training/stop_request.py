@@ -24,9 +24,10 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import InputError
+from ..processes import pid_alive
 
 __all__ = ["StopRequest", "STOP_FILE", "LOCK_FILE", "request_stop", "claim_run_dir", "release_run_dir",
-           "running_run", "pid_alive"]
+           "running_run", "pid_alive", "leave_sigterm_to_the_main_process"]
 
 # Name of the file whose appearance in the run folder stops the run after its current step.
 STOP_FILE = "STOP"
@@ -39,29 +40,6 @@ def request_stop(run_dir: str | Path) -> Path:
     path = Path(run_dir) / STOP_FILE
     path.write_text(f"stop requested at {time.strftime('%Y-%m-%d %H:%M:%S')}\n", encoding="utf-8")
     return path
-
-
-def pid_alive(pid: int) -> bool:
-    """True when a process with this pid exists on this machine."""
-    if pid <= 0:
-        return False
-    try:
-        import psutil
-
-        return psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    except ImportError:
-        pass
-    except Exception:  # psutil.NoSuchProcess between the two calls
-        return False
-    if os.name == "nt":  # pragma: no cover (psutil is a core dependency)
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def running_run(run_dir: str | Path) -> dict[str, Any] | None:
@@ -121,6 +99,22 @@ def release_run_dir(run_dir: str | Path) -> None:
         with contextlib.suppress(FileNotFoundError):
             (run_dir / STOP_FILE).unlink()
     _CLAIMED.discard(run_dir)
+
+
+def leave_sigterm_to_the_main_process(worker_id: int) -> None:
+    """``worker_init_fn`` of the training DataLoader: a worker ignores the *first* SIGTERM.
+
+    ``kill -TERM -PGID`` (a scheduler, a closing terminal) signals every process of the group at once. A worker that
+    died of it made the main process fail at its next batch ("DataLoader worker … is killed by signal: Terminated",
+    exit 1) instead of stopping at the step boundary with a checkpoint; the main process's own SIGTERM is the polite
+    stop request, after which it ends its workers itself. A second SIGTERM (the loader's own fallback) ends the
+    worker as usual; a worker whose main process is gone ends by itself (torch's watchdog).
+    """
+    def ignore_once(signum: int, frame: Any) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+    with contextlib.suppress(AttributeError, ValueError):  # no SIGTERM handler possible here: keep the default
+        signal.signal(signal.SIGTERM, ignore_once)
 
 
 class StopRequest:

@@ -406,12 +406,26 @@ ISSUE21_MANIFEST: dict[str, Case] = {
                               note="manifest.json nested 100,000 levels deep"),
     "b_manifest_int_sha": Case("b_manifest_int_sha/model.pt", _weights("not a sha256"), "manifest that lies",
                                note="sha256 recorded as an integer"),
+    # tracebacks and messages
+    "rg_j2k_garbage.dcm": Case("rg_j2k_garbage.dcm", _rg("InputError", "cannot decode the JPEG 2000"),
+                               "undecodable compressed image",
+                               note="JPEG 2000 transfer syntax, a codestream header then garbage: pydicom logged a "
+                                    "traceback and GDCM's codec 14 lines on descriptor 2"),
+    "rg_j2k_garbage.j2k": Case("rg_j2k_garbage.j2k", _rg("InputError", "cannot decode image"),
+                               "undecodable compressed image", note="the same codestream as a .j2k file"),
+    "ct_dicom_j2k_garbage": Case("ct_dicom_j2k_garbage", _ct(("InputError", "compressed pixel data cannot be decoded")),
+                                 "undecodable compressed image", note="one slice's JPEG 2000 data is garbage"),
+    "rg_frames_negative.dcm": Case("rg_frames_negative.dcm",
+                                   _rg("InputError", "NumberOfFrames -1 is not a positive frame count"),
+                                   "self-contradicting message",
+                                   note="was: 'would decode to 0 MiB (0 frame(s) …; at most 256 MiB), refused'"),
 }
 MANIFEST.update(ISSUE21_MANIFEST)
 ISSUE21_ITEMS = (
     "output folder holding an input", "batch id that is a path", "write that fails without an error",
     "truncated NIfTI", "NIfTI header lying about its data", "detached data file that is not a file beside its header",
-    "DICOM series that is not one upright scan", "memory bomb", "manifest that lies",
+    "DICOM series that is not one upright scan", "memory bomb", "manifest that lies", "undecodable compressed image",
+    "self-contradicting message",
 )
 
 # Every item of issue 5's "bad input" list; the test checks each is covered by at least one case.
@@ -837,6 +851,38 @@ def _write_issue21(out: Path) -> None:
     for path in write_ct_series(out / "ct_dicom_rows_bomb", hu):
         _edit_dicom(path, Rows=2048, Columns=2048)
     _write_issue21_weights(out)
+    _write_issue21_messages(out, hu)
+
+
+def _write_issue21_messages(out: Path, hu: np.ndarray) -> None:
+    """Files whose refusal came with a traceback, codec chatter or a message contradicting itself."""
+    pa, _ = synthetic_views()
+    (out / "rg_j2k_garbage.j2k").write_bytes(j2k_garbage(RADIOGRAPH_SIDE))
+    _dicom(out / "rg_j2k_garbage.dcm", np.round(pa * 4000), modality="DX")
+    _j2k_pixel_data(out / "rg_j2k_garbage.dcm", j2k_garbage(RADIOGRAPH_SIDE))
+    files = write_ct_series(out / "ct_dicom_j2k_garbage", hu)
+    _j2k_pixel_data(files[3], j2k_garbage(COLS))
+    _dicom(out / "rg_frames_negative.dcm", np.round(pa * 4000), modality="DX", extra={"NumberOfFrames": 1})
+    _patch_value(out / "rg_frames_negative.dcm", (0x0028, 0x0008), b"-1")  # IS "1 " → "-1"
+
+
+def j2k_garbage(side: int, seed: int = 21) -> bytes:
+    """A JPEG 2000 codestream: its start (SOC) and size (SIZ: ``side``² px, one 8-bit component), then garbage."""
+    siz = struct.pack(">HHIIIIIIIIHBBB", 41, 0, side, side, 0, 0, side, side, 0, 0, 1, 7, 1, 1)
+    return b"\xff\x4f\xff\x51" + siz + np.random.default_rng(seed).integers(0, 256, 600, dtype=np.uint8).tobytes()
+
+
+def _j2k_pixel_data(path: Path, codestream: bytes) -> None:
+    """Give a written DICOM file the JPEG 2000 (lossless) transfer syntax and ``codestream`` as its one frame."""
+    import pydicom
+    from pydicom.encaps import encapsulate
+    from pydicom.uid import JPEG2000Lossless
+
+    ds = pydicom.dcmread(path)
+    ds.file_meta.TransferSyntaxUID = JPEG2000Lossless
+    ds.PixelData = encapsulate([codestream])
+    ds["PixelData"].VR, ds["PixelData"].is_undefined_length = "OB", True
+    ds.save_as(path, enforce_file_format=True)
 
 
 def _write_issue21_weights(out: Path) -> None:
