@@ -97,6 +97,8 @@ class GeneratorConfig(ConfigBase):
             Defaults to "conv".
         output_init: ``dctnet`` only: value the output starts at (the head's bias is its logit); ``None`` =
             PyTorch's initialisation. Defaults to None.
+        product_channels: ``dctnet`` only: maps per view of the full-resolution product path
+            (:class:`~DCTNetLib.models.generator.ViewProductPath`, ours); 0 = none, as in the paper. Defaults to 0.
         view_decoder_convs: ``x2ct`` only: extra convs per view-decoder level, finest first.
             Defaults to (1, 2, 2, 2, 2, 0) (X2CT-GAN).
         fusion_decoder_convs: ``x2ct`` only: extra convs per fusion-decoder level, finest first.
@@ -124,6 +126,7 @@ class GeneratorConfig(ConfigBase):
     view_skips: tuple[bool, ...] | None = None
     head: str = "conv"
     output_init: float | None = None
+    product_channels: int = 0
     view_decoder_convs: tuple[int, ...] = (1, 2, 2, 2, 2, 0)
     fusion_decoder_convs: tuple[int, ...] = (1, 1, 1, 1, 1, 0)
     init: str = "default"
@@ -559,8 +562,11 @@ def build_generator(cfg: GeneratorConfig) -> nn.Module:
                                     attention_levels=cfg.attention_levels, attention=dict(cfg.attention),
                                     fusion_rank=cfg.fusion_rank, fusion_dropout=cfg.fusion_dropout, norm=cfg.norm,
                                     deconv_kernels=cfg.deconv_kernels, view_skips=cfg.view_skips,
-                                    head=cfg.head, output_init=cfg.output_init)
+                                    head=cfg.head, output_init=cfg.output_init,
+                                    product_channels=cfg.product_channels)
     init_weights(generator, cfg.init, cfg.init_gain)
+    if getattr(generator, "product", None) is not None:
+        generator.product.reset_mix()
     return generator
 
 
