@@ -124,3 +124,18 @@ def test_init_refuses_to_drop_or_resize_the_path(tmp_path):
     run_preset, g_raw = _tiny(4)
     initialise_generators(SimpleNamespace(preset=run_preset, g_raw=g_raw, g_bs=None), path)
     torch.testing.assert_close(g_raw.state_dict()["product.mix.weight"], bundle.g_raw.state_dict()["product.mix.weight"])
+
+
+def test_the_product_path_trains_in_its_own_adam_group_at_its_scaled_lr():
+    from DCTNetLib.training.gan_trainer import generator_param_groups
+
+    generators = [_tiny(4)[1], _tiny(4)[1]]
+    groups = generator_param_groups(generators, product_lr=3e-3)
+    rest, product = groups
+    assert product["lr"] == 3e-3 and "lr" not in rest  # the rest takes the optimiser's lr
+    named = [(name, p) for g in generators for name, p in g.named_parameters()]
+    assert {id(p) for p in product["params"]} == {id(p) for name, p in named if name.startswith("product.")}
+    assert len(rest["params"]) + len(product["params"]) == len(named)
+    optimiser = torch.optim.Adam(groups, lr=1e-4)
+    assert [group["lr"] for group in optimiser.param_groups] == [1e-4, 3e-3]
+    assert len(generator_param_groups([_tiny(0)[1]], product_lr=3e-3)) == 1  # no path: one group, as before

@@ -44,7 +44,7 @@ from .config import GANTrainConfig
 from .distributed import DistInfo, unwrap
 from .loop import Trainer
 
-__all__ = ["GANTrainer", "build_gan_preset", "uses_bone_suppressed"]
+__all__ = ["GANTrainer", "build_gan_preset", "generator_param_groups", "uses_bone_suppressed"]
 
 
 def build_gan_preset(config: GANTrainConfig) -> GANPreset:
@@ -63,6 +63,19 @@ def uses_bone_suppressed(config: GANTrainConfig, preset: Any) -> bool:
     """True when the run trains G(X), i.e. needs bone-suppressed inputs X (dual branch, and G(X) gets a loss)."""
     loss = preset.loss
     return bool(loss.dual_branch and (loss.contrastive or config.gx_supervised))
+
+
+def generator_param_groups(generators: list[nn.Module], product_lr: float) -> list[dict[str, Any]]:
+    """Adam parameter groups of the generators: everything at the config's lr, and the product paths (parameters
+    under ``product.``, when the preset has them) in a second group at ``product_lr``. The second group is left
+    out when there is no product path, so checkpoints of presets without one keep their single-group optimiser
+    state.
+    """
+    rest, product = [], []
+    for generator in generators:
+        for name, parameter in generator.named_parameters():
+            (product if name.startswith("product.") else rest).append(parameter)
+    return [{"params": rest}, *([{"params": product, "lr": product_lr}] if product else [])]
 
 
 class GANTrainer(Trainer):
@@ -94,12 +107,11 @@ class GANTrainer(Trainer):
         loss_cfg = preset.loss
         self.dual = uses_bone_suppressed(config, preset)
         self.g_raw = self.add_model("g_raw", build_generator(preset.generator))
-        params = list(unwrap(self.g_raw).parameters())
         self.g_bs = None
         if self.dual:
             self.g_bs = self.add_model("g_bs", build_generator(preset.generator))
-            params += list(unwrap(self.g_bs).parameters())
-        self.add_optimizer("generators", params)
+        self.add_optimizer("generators", generator_param_groups(
+            [unwrap(g) for g in (self.g_raw, self.g_bs) if g is not None], config.lr * config.product_lr_scale))
         self.discriminator = None
         if loss_cfg.adversarial:
             self.discriminator = self.add_model("discriminator", build_discriminator(preset.discriminator))
