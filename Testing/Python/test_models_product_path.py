@@ -139,3 +139,32 @@ def test_the_product_path_trains_in_its_own_adam_group_at_its_scaled_lr():
     optimiser = torch.optim.Adam(groups, lr=1e-4)
     assert [group["lr"] for group in optimiser.param_groups] == [1e-4, 3e-3]
     assert len(generator_param_groups([_tiny(0)[1]], product_lr=3e-3)) == 1  # no path: one group, as before
+
+
+def test_bone_images_have_the_views_shape_and_train_towards_a_bone_image():
+    torch.manual_seed(0)
+    _, generator = _tiny(4)
+    radiographs = torch.rand(2, 2, 32, 32)
+    bone = torch.zeros(2, 2, 32, 32)
+    bone[:, :, :, 14:18] = 0.3  # a vertical band, as the spine in both views
+    optimiser = torch.optim.Adam(generator.product.parameters(), lr=1e-2)
+    radiographs[:, :, :, 14:18] += 0.3
+
+    def error() -> float:
+        return float((generator.product.bone_images(radiographs) - bone).abs().mean())
+
+    before = error()
+    for _ in range(40):
+        optimiser.zero_grad()
+        (generator.product.bone_images(radiographs) - bone).abs().mean().backward()
+        optimiser.step()
+    assert generator.product.bone_images(radiographs).shape == (2, 2, 32, 32)
+    assert error() < 0.5 * before, (before, error())
+
+
+def test_the_bone_image_term_needs_a_product_path():
+    from DCTNetLib.models.presets import LossConfig
+
+    assert LossConfig(lambda_bone_image=1.0).lambda_bone_image == 1.0
+    with pytest.raises(InputError, match="lambda_bone_image"):
+        LossConfig(lambda_bone_image=-1.0)

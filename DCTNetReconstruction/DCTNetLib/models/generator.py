@@ -164,6 +164,7 @@ class ViewProductPath(nn.Module):
             nn.Conv2d(hidden, hidden, 3, padding=4, dilation=4), nn.ReLU(inplace=True),
             nn.Conv2d(hidden, channels, 1), nn.Softplus())
         self.mix = nn.Conv3d(channels + len(self.FIXED_MAPS), 1, kernel_size=1)
+        self.bone_head = nn.Conv2d(channels, 1, kernel_size=1)  # the learned maps → the view's bone image
         self.gate = nn.Conv3d(gate_channels, 1, kernel_size=1)
         self.reset_mix()
 
@@ -171,6 +172,14 @@ class ViewProductPath(nn.Module):
         """Zero the mix, so the path adds nothing until it is trained (after any whole-network initialisation)."""
         nn.init.zeros_(self.mix.weight)
         nn.init.zeros_(self.mix.bias)
+
+    def bone_images(self, radiographs: torch.Tensor) -> torch.Tensor:
+        """Each view's bone image (raw minus bone-suppressed radiograph) as the learned maps estimate it, for
+        :attr:`~DCTNetLib.models.presets.LossConfig.lambda_bone_image`.
+
+        Shapes: ``(B, 2, n, n)`` → ``(B, 2, n, n)``."""
+        learned = self.features(rearrange(radiographs, "b v h w -> (v b) 1 h w"))
+        return rearrange(self.bone_head(learned), "(v b) 1 h w -> b v h w", v=2)
 
     def forward(self, radiographs: torch.Tensor, coarse: torch.Tensor) -> torch.Tensor:
         """Shapes: radiographs ``(B, 2, n, n)``, decoder features ``(B, C_gate, m, m, m)`` (m ≤ n) → logit term

@@ -110,6 +110,12 @@ class GANTrainer(Trainer):
         self.g_bs = None
         if self.dual:
             self.g_bs = self.add_model("g_bs", build_generator(preset.generator))
+        if loss_cfg.lambda_bone_image:
+            if getattr(unwrap(self.g_raw), "product", None) is None:
+                raise InputError("loss.lambda_bone_image needs a generator with a product path "
+                                 "(--set model.product_channels=8)")
+            if self.g_raw is not unwrap(self.g_raw):  # the term calls the path outside DDP's forward
+                raise InputError("loss.lambda_bone_image trains in a single process only (not under torchrun)")
         self.add_optimizer("generators", generator_param_groups(
             [unwrap(g) for g in (self.g_raw, self.g_bs) if g is not None], config.lr * config.product_lr_scale))
         self.discriminator = None
@@ -151,6 +157,11 @@ class GANTrainer(Trainer):
         total = sum((weight * value for _, weight, value in parts), fake_x.new_zeros(()))
         return total, {name: float(value.detach()) for name, _, value in parts}
 
+    def _bone_image_term(self, raw: torch.Tensor, bone_suppressed: torch.Tensor) -> torch.Tensor:
+        """L1 between G(Y)'s product-path estimate of each view's bone image and the pair's own, ``raw −
+        bone_suppressed`` (``LossConfig.lambda_bone_image``). Shapes: ``(B, 2, n, n)`` twice → scalar."""
+        return (unwrap(self.g_raw).product.bone_images(raw) - (raw - bone_suppressed)).abs().mean()
+
     def train_step(self, batch: dict[str, Any]) -> dict[str, float]:
         y, real = batch["drr"], batch["ct"]
         with self.autocast():
@@ -163,7 +174,11 @@ class GANTrainer(Trainer):
                 extra, extra_terms = self._gx_supervision(fake_x, real)
                 g_loss = g_loss + extra
                 terms.update(extra_terms)
-                terms["total"] = float(g_loss.detach())
+            if self.preset.loss.lambda_bone_image:
+                bone_image = self._bone_image_term(y, batch["drr_bs"])
+                g_loss = g_loss + self.preset.loss.lambda_bone_image * bone_image
+                terms["bone_image"] = float(bone_image.detach())
+            terms["total"] = float(g_loss.detach())
         self.optimise("generators", g_loss)
         if self.discriminator is not None:
             with self.autocast():
