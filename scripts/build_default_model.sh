@@ -5,8 +5,10 @@
 #   Training resumes: run the same line again after an interruption (the trainings continue from latest.pt).
 #   CDM_CHECKPOINT: reuse a trained bone-suppression CDM instead of training one (the GAN does not need it: its
 #   G(X) branch learns from the synthetic bone-suppressed DRRs; only the exported bundle carries the CDM).
-#   INIT: start the CDM and the generators from this model bundle (v4 started from the v3 bundle of code
+#   INIT: start the CDM and the generators from this model bundle (v5 started from the v3 bundle of code
 #   revision d1ae894: `git show d1ae894:DCTNetReconstruction/DCTNetLib/resources/weights/dctnet_small.pt`).
+#   v5: AVERAGE_EPOCHS=1 scripts/build_default_model.sh WORK 26 0 v3_cdm.pt v3_bundle.pt, where v3_cdm.pt is
+#   the v3 bundle's CDM (its CDM is reused, not retrained).
 set -euo pipefail
 work=${1:?work folder}; gan_epochs=${2:-70}; cdm_steps=${3:-2900}; cdm_from=${4:-}; init=${5:-}
 average=${AVERAGE_EPOCHS:-8}  # epochs at the end whose checkpoints are averaged
@@ -40,9 +42,12 @@ fi
 # ℓ_bone ≈ 0.002, ℓ_proj ≈ 0.02). The exported generators are the mean of the checkpoints at the last
 # AVERAGE_EPOCHS epoch ends (scripts/average_checkpoints.py); resuming is bit-exact, so stopping at each epoch end
 # to keep its checkpoint changes nothing else.
+# v5 adds the product path (model.product_channels=8, ViewProductPath: PA × lateral maps crossed at full
+# resolution), started at zero when INIT has none and trained at 10× the generators' lr (product_lr_scale).
 gan=(dctnet train "${common[@]}" --output "$work/runs/gan" --bs-source target --epochs "$gan_epochs" --set lr=5e-4
      --set lr_schedule=x2ct --set loss.bone_weight=15 --set loss.lambda_bone_proj=100 --set log_every=10
-     --set checkpoint_every=100 --set val_every=5 ${init:+--init "$init"})
+     --set checkpoint_every=100 --set val_every=5 --set model.product_channels=8 --set product_lr_scale=10
+     ${init:+--init "$init"})
 (
     per_epoch=$(wc -l < "$work/prepared/splits/train.txt")
     first=$((gan_epochs - average + 1))

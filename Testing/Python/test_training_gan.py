@@ -458,3 +458,22 @@ def _check_export_and_direct_loading(gan_ckpt: Path, cdm_ckpt: Path, tmp_path: P
     direct = Reconstructor.load(gan_ckpt, device="cpu")
     assert all(torch.equal(v, gan["models"]["g_raw"][k]) for k, v in direct.g_raw.state_dict().items())
     assert direct.cdm is not None
+
+
+# ---------------------------------------------------------------------------------------------- product path
+def test_product_path_trains_in_its_own_group_with_its_bone_image_term(prepared16, tmp_path, one_thread):
+    """A run with the product path and its bone-image term: the path's group runs at product_lr_scale × lr, the
+    term is logged and the path's mix leaves zero; without a path the term is refused."""
+    model = {**MICRO, "product_channels": 2}
+    config = gan_config(model=model, loss={"lambda_bone_image": 10.0}, product_lr_scale=5.0, epochs=1)
+    trainer = make_trainer(config, tmp_path / "p", prepared16, StandInFeatures())
+    assert [g["lr"] for g in trainer.optimizers["generators"].param_groups] == [config.lr, 5.0 * config.lr]
+    assert trainer.fit().status == "done"
+    state = load_state(tmp_path / "p" / "latest.pt")
+    assert state["models"]["g_raw"]["product.mix.weight"].abs().max() > 0
+    rows = [json.loads(line) for line in (tmp_path / "p" / "metrics.jsonl").read_text().splitlines()]
+    logged = [r["losses"]["bone_image"] for r in rows if r.get("event") == "train"]
+    assert logged and all(np.isfinite(logged)) and logged[0] > 0
+
+    with pytest.raises(Exception, match="product path"):
+        make_trainer(gan_config(loss={"lambda_bone_image": 10.0}), tmp_path / "q", prepared16, StandInFeatures())

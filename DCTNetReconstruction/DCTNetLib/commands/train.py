@@ -22,6 +22,7 @@ checkpoint is used when ``--cdm`` is omitted. Multi-GPU / multi-node (torchrun) 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -108,13 +109,20 @@ def initialise_generators(trainer: Any, path: Path) -> None:
     from ..training.distributed import unwrap
 
     preset, source = load_generators(path)
-    if GANPreset.from_dict(preset).generator != trainer.preset.generator:
+    source_cfg, run_cfg = GANPreset.from_dict(preset).generator, trainer.preset.generator
+    adds_product = not source_cfg.product_channels and run_cfg.product_channels
+    if dataclasses.replace(source_cfg, product_channels=run_cfg.product_channels) != run_cfg or (
+            source_cfg.product_channels not in (0, run_cfg.product_channels)):
         raise InputError(f"--init {path}: its generator architecture differs from this run's "
-                         f"({trainer.preset.name}); fine-tuning needs the same preset and model settings")
+                         f"({trainer.preset.name}); fine-tuning needs the same preset and model settings (it may "
+                         "only add the product path, generator.product_channels)")
     for name in ("g_raw", "g_bs"):
         target = getattr(trainer, name)
         if target is not None and name in source:
-            unwrap(target).load_state_dict(source[name].state_dict())
+            # A run that adds the product path starts it at zero (ViewProductPath.reset_mix): same output as the source.
+            missing, unexpected = unwrap(target).load_state_dict(source[name].state_dict(), strict=not adds_product)
+            if unexpected or [key for key in missing if not key.startswith("product.")]:
+                raise InputError(f"--init {path}: its {name} weights do not fit this run's generator")
 
 
 def build_perceptual(preset: Any, weights: Path | None) -> Any:

@@ -31,7 +31,7 @@ __all__ = [
     "ConvNormAct",
     "DenseLayer",
     "DenseBlock",
-    "broadcast_view",
+    "broadcast_view", "bilinear_backprojection",
     "ViewToVolume",
 ]
 
@@ -215,3 +215,23 @@ class ViewToVolume(nn.Module):
         return volume if self.conv3d is None else self.conv3d(volume)
 
 
+
+
+def bilinear_backprojection(pa: torch.Tensor, lat: torch.Tensor) -> torch.Tensor:
+    """Product of the two views' maps, each copied along its own beam: ``pa(d, w) · lat(d, h)`` at ``(d, h, w)``.
+
+    Where the additive connection B copies each view's evidence along its beam and leaves the network to find the
+    crossing, the product is large only where *both* views see something: a structure seen at column ``w`` of the
+    PA and column ``h`` of the lateral (same row ``d``) is placed at ``(d, h, w)`` — the one-step, two-view
+    multiplicative back-projection of algebraic tomography (MART, Gordon et al., J. Theor. Biol. 1970).
+
+    Args:
+        pa: ``(B, C, n, n)`` non-negative maps of the PA view.
+        lat: ``(B, C, n, n)`` non-negative maps of the lateral view.
+
+    Shapes:
+        ``(B, C, n, n)``, ``(B, C, n, n)`` → ``(B, C, n, n, n)`` (D, H, W).
+    """
+    if pa.shape != lat.shape:
+        raise ValueError(f"pa and lat maps must have one shape, got {tuple(pa.shape)} and {tuple(lat.shape)}")
+    return broadcast_view(pa, VIEW_PA) * broadcast_view(lat, VIEW_LAT)

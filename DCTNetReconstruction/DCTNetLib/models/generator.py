@@ -17,15 +17,16 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
 from ..conventions import VIEW_LAT, VIEW_PA
 from .attention import SelfAttention3d
-from .blocks import ConvNormAct, broadcast_view, norm_layer
+from .blocks import ConvNormAct, bilinear_backprojection, broadcast_view, norm_layer
 from .encoder import DenseEncoder2d
 
-__all__ = ["ViewFusion", "DecoderLevel", "DCTNetGenerator", "DualGenerator", "DECONV_PADDING", "HEADS"]
+__all__ = ["ViewFusion", "DecoderLevel", "ViewProductPath", "DCTNetGenerator", "DualGenerator", "DECONV_PADDING", "HEADS"]
 
 # Transposed-conv kernel → padding that doubles the side exactly with stride 2. Kernel 4 is X2CT-GAN's
 # (kylekma/X2CT ``Dimension_UpsampleCutBlock``: ConvTranspose3d(k=4, s=2, p=1)); kernel 2 has no overlap between
@@ -122,6 +123,79 @@ class DecoderLevel(nn.Module):
         return self.attn(self.convs(x))
 
 
+class ViewProductPath(nn.Module):
+    """A full-resolution path that places what both views see where their beams cross (ours, not in the paper).
+
+    Each radiograph gives ``channels`` learned non-negative maps (a small 2D CNN shared by both views, 3×3 convs
+    dilated 1, 2, 4: a 15-pixel receptive field, about one vertebral body's width at 128²) and two fixed ones:
+    the image itself and its excess over its 15-pixel local mean (bright detail, where bone is on a DRR). The
+    fixed maps let the path learn from its first step: a product of learned maps alone starts at a saddle (its
+    mix at zero gives its maps no gradient) that took a toy column ~120 Adam steps to leave. Their
+    :func:`~DCTNetLib.models.blocks.bilinear_backprojection` (PA map × lateral map, each copied along its beam)
+    is mixed by a 1×1×1 conv into one logit map and gated by a sigmoid of the decoder's coarse features, which
+    can switch off the crossings that are not there (two bones seen in both views make four crossings).
+
+    The product is what the decoder's additive skips (connection B) lack: a sum of the two copied maps is as high
+    along both beams as at their crossing, so without it a thin structure such as the spine has to be found by
+    the decoder's few convs at 64³. The mix starts at zero, so a generator given this path starts out exactly as
+    the same generator without it (a fine-tuning run starts where its ``--init`` model ended).
+
+    Args:
+        channels: Maps per view.
+        gate_channels: Channels of the decoder features the gate is computed from.
+        hidden: Width of the 2D CNN. Defaults to 16.
+    """
+
+    FIXED_MAPS = ("image", "local excess")
+    LOCAL_MEAN_PIXELS = 15  # the learned maps' receptive field
+    # The mix's output is multiplied by this constant, a learning-rate multiplier of the path in the manner of the
+    # equalised learning rate (Karras et al., ICLR 2018): Adam moves each weight by about lr a step, so at a
+    # fine-tuning lr of 5e-4 a zero-started mix on unit-sized maps needs thousands of steps to move a logit by
+    # one; with the gain ten times fewer.
+    MIX_GAIN = 10.0
+
+    def __init__(self, channels: int, gate_channels: int, *, hidden: int = 16) -> None:
+        super().__init__()
+        if channels < 1:
+            raise ValueError(f"channels must be positive, got {channels}")
+        self.features = nn.Sequential(
+            nn.Conv2d(1, hidden, 3, padding=1), nn.ReLU(inplace=True),
+            nn.Conv2d(hidden, hidden, 3, padding=2, dilation=2), nn.ReLU(inplace=True),
+            nn.Conv2d(hidden, hidden, 3, padding=4, dilation=4), nn.ReLU(inplace=True),
+            nn.Conv2d(hidden, channels, 1), nn.Softplus())
+        self.mix = nn.Conv3d(channels + len(self.FIXED_MAPS), 1, kernel_size=1)
+        self.bone_head = nn.Conv2d(channels, 1, kernel_size=1)  # the learned maps → the view's bone image
+        self.gate = nn.Conv3d(gate_channels, 1, kernel_size=1)
+        self.reset_mix()
+
+    def reset_mix(self) -> None:
+        """Zero the mix, so the path adds nothing until it is trained (after any whole-network initialisation)."""
+        nn.init.zeros_(self.mix.weight)
+        nn.init.zeros_(self.mix.bias)
+
+    def bone_images(self, radiographs: torch.Tensor) -> torch.Tensor:
+        """Each view's bone image (raw minus bone-suppressed radiograph) as the learned maps estimate it, for
+        :attr:`~DCTNetLib.models.presets.LossConfig.lambda_bone_image`.
+
+        Shapes: ``(B, 2, n, n)`` → ``(B, 2, n, n)``."""
+        learned = self.features(rearrange(radiographs, "b v h w -> (v b) 1 h w"))
+        return rearrange(self.bone_head(learned), "(v b) 1 h w -> b v h w", v=2)
+
+    def forward(self, radiographs: torch.Tensor, coarse: torch.Tensor) -> torch.Tensor:
+        """Shapes: radiographs ``(B, 2, n, n)``, decoder features ``(B, C_gate, m, m, m)`` (m ≤ n) → logit term
+        ``(B, 1, n, n, n)``."""
+        batch, n = radiographs.shape[0], radiographs.shape[-1]
+        images = rearrange(radiographs, "b v h w -> (v b) 1 h w")
+        local_mean = F.avg_pool2d(images, self.LOCAL_MEAN_PIXELS, stride=1, padding=self.LOCAL_MEAN_PIXELS // 2,
+                                  count_include_pad=False)
+        maps = torch.cat([images, F.relu(images - local_mean), self.features(images)], dim=1)
+        crossing = self.MIX_GAIN * self.mix(bilinear_backprojection(maps[:batch], maps[batch:]))
+        gate = self.gate(coarse)
+        if gate.shape[-1] != n:
+            gate = F.interpolate(gate, size=(n, n, n), mode="trilinear", align_corners=False)
+        return torch.sigmoid(gate) * crossing
+
+
 class DCTNetGenerator(nn.Module):
     """Encoder–decoder generator of DCT-Net: radiograph pair → volume in [0, 1].
 
@@ -152,6 +226,8 @@ class DCTNetGenerator(nn.Module):
             ("initialise the final layer's bias to the data mean"). A small head (few inputs per output voxel)
             otherwise needs thousands of Adam steps at lr 2e-4 to move the sigmoid from 0.5 to the ~0.2 mean
             of a chest CT. ``None`` keeps PyTorch's initialisation. Defaults to None.
+        product_channels: Maps per view of a :class:`ViewProductPath` whose output is added to the head's logit;
+            0 = no such path (the paper's generator). Defaults to 0.
     """
 
     def __init__(self, *, image_size: int = 128, stem_channels: int = 64,
@@ -161,7 +237,7 @@ class DCTNetGenerator(nn.Module):
                  attention: dict | None = None, fusion_rank: int | None = 704, fusion_dropout: float = 0.5,
                  norm: str = "instance", deconv_kernels: tuple[int, ...] | None = None,
                  view_skips: tuple[bool, ...] | None = None, head: str = "conv",
-                 output_init: float | None = None) -> None:
+                 output_init: float | None = None, product_channels: int = 0) -> None:
         super().__init__()
         n = len(encoder_blocks)
         attention_levels = tuple(attention_levels) if attention_levels is not None else (True,) * n
@@ -201,6 +277,8 @@ class DCTNetGenerator(nn.Module):
             if not 0.0 < output_init < 1.0:
                 raise ValueError(f"output_init must be in (0, 1), got {output_init}")
             nn.init.constant_(self.head[0].bias, math.log(output_init / (1.0 - output_init)))
+        gate_channels = decoder_channels[-1] if head == "conv" else decoder_channels[-2]
+        self.product = ViewProductPath(product_channels, gate_channels) if product_channels else None
 
     def forward(self, radiographs: torch.Tensor) -> torch.Tensor:
         """Reconstruct a volume from a radiograph pair.
@@ -221,7 +299,10 @@ class DCTNetGenerator(nn.Module):
         x = self.fusion(encoded.vector[:batch], encoded.vector[batch:])
         for level, skip in zip(self.levels, encoded.skips[::-1]):
             x = level(x, skip[:batch], skip[batch:])
-        return self.head(x)
+        if self.product is None:
+            return self.head(x)
+        logit, sigmoid = self.head
+        return sigmoid(logit(x) + self.product(radiographs, x))
 
 
 class DualGenerator(nn.Module):

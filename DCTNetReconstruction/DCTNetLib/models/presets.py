@@ -97,6 +97,8 @@ class GeneratorConfig(ConfigBase):
             Defaults to "conv".
         output_init: ``dctnet`` only: value the output starts at (the head's bias is its logit); ``None`` =
             PyTorch's initialisation. Defaults to None.
+        product_channels: ``dctnet`` only: maps per view of the full-resolution product path
+            (:class:`~DCTNetLib.models.generator.ViewProductPath`, ours); 0 = none, as in the paper. Defaults to 0.
         view_decoder_convs: ``x2ct`` only: extra convs per view-decoder level, finest first.
             Defaults to (1, 2, 2, 2, 2, 0) (X2CT-GAN).
         fusion_decoder_convs: ``x2ct`` only: extra convs per fusion-decoder level, finest first.
@@ -124,6 +126,7 @@ class GeneratorConfig(ConfigBase):
     view_skips: tuple[bool, ...] | None = None
     head: str = "conv"
     output_init: float | None = None
+    product_channels: int = 0
     view_decoder_convs: tuple[int, ...] = (1, 2, 2, 2, 2, 0)
     fusion_decoder_convs: tuple[int, ...] = (1, 1, 1, 1, 1, 0)
     init: str = "default"
@@ -215,6 +218,11 @@ class LossConfig(ConfigBase):
             rays, as the raw minus bone-suppressed DRR shows it. 0 = off (the paper). Defaults to 0 (ours).
         bone_threshold_hu: where bone starts for ``bone_weight`` and ℓ_bone. Defaults to 200 (cancellous bone
             is ~200–400 HU; at 2.5 mm a rib's cortex averages down to ~300 HU: :mod:`DCTNetLib.data.bone`).
+        lambda_bone_image: weight of an L1 between G(Y)'s product-path estimate of each view's bone image
+            (:meth:`~DCTNetLib.models.generator.ViewProductPath.bone_images`) and the training pair's own bone
+            image, raw minus bone-suppressed DRR: it teaches the path's 2D maps to find bone in a radiograph
+            directly, which the volume losses reach only through the path's zero-started mix. 0 = off; needs a
+            generator with a product path. Defaults to 0 (ours).
     """
 
     config_name: ClassVar[str] = "loss config"
@@ -234,6 +242,7 @@ class LossConfig(ConfigBase):
     bone_weight: float = 0.0
     lambda_bone_proj: float = 0.0
     bone_threshold_hu: float = 200.0
+    lambda_bone_image: float = 0.0
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -247,7 +256,7 @@ class LossConfig(ConfigBase):
         if self.contrastive and not self.dual_branch:
             raise InputError("loss config: contrastive=True needs dual_branch=True (it compares G(Y) with G(X))")
         for name in ("lambda_adv", "lambda_contrastive", "lambda_recon", "lambda_proj", "bone_weight",
-                     "lambda_bone_proj"):
+                     "lambda_bone_proj", "lambda_bone_image"):
             if getattr(self, name) < 0:
                 raise InputError(f"loss config: {name} must be >= 0, got {getattr(self, name)}")
 
@@ -559,8 +568,11 @@ def build_generator(cfg: GeneratorConfig) -> nn.Module:
                                     attention_levels=cfg.attention_levels, attention=dict(cfg.attention),
                                     fusion_rank=cfg.fusion_rank, fusion_dropout=cfg.fusion_dropout, norm=cfg.norm,
                                     deconv_kernels=cfg.deconv_kernels, view_skips=cfg.view_skips,
-                                    head=cfg.head, output_init=cfg.output_init)
+                                    head=cfg.head, output_init=cfg.output_init,
+                                    product_channels=cfg.product_channels)
     init_weights(generator, cfg.init, cfg.init_gain)
+    if getattr(generator, "product", None) is not None:
+        generator.product.reset_mix()
     return generator
 
 

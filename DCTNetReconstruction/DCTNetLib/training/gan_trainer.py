@@ -44,7 +44,7 @@ from .config import GANTrainConfig
 from .distributed import DistInfo, unwrap
 from .loop import Trainer
 
-__all__ = ["GANTrainer", "build_gan_preset", "uses_bone_suppressed"]
+__all__ = ["GANTrainer", "build_gan_preset", "generator_param_groups", "uses_bone_suppressed"]
 
 
 def build_gan_preset(config: GANTrainConfig) -> GANPreset:
@@ -63,6 +63,19 @@ def uses_bone_suppressed(config: GANTrainConfig, preset: Any) -> bool:
     """True when the run trains G(X), i.e. needs bone-suppressed inputs X (dual branch, and G(X) gets a loss)."""
     loss = preset.loss
     return bool(loss.dual_branch and (loss.contrastive or config.gx_supervised))
+
+
+def generator_param_groups(generators: list[nn.Module], product_lr: float) -> list[dict[str, Any]]:
+    """Adam parameter groups of the generators: everything at the config's lr, and the product paths (parameters
+    under ``product.``, when the preset has them) in a second group at ``product_lr``. The second group is left
+    out when there is no product path, so checkpoints of presets without one keep their single-group optimiser
+    state.
+    """
+    rest, product = [], []
+    for generator in generators:
+        for name, parameter in generator.named_parameters():
+            (product if name.startswith("product.") else rest).append(parameter)
+    return [{"params": rest}, *([{"params": product, "lr": product_lr}] if product else [])]
 
 
 class GANTrainer(Trainer):
@@ -94,12 +107,17 @@ class GANTrainer(Trainer):
         loss_cfg = preset.loss
         self.dual = uses_bone_suppressed(config, preset)
         self.g_raw = self.add_model("g_raw", build_generator(preset.generator))
-        params = list(unwrap(self.g_raw).parameters())
         self.g_bs = None
         if self.dual:
             self.g_bs = self.add_model("g_bs", build_generator(preset.generator))
-            params += list(unwrap(self.g_bs).parameters())
-        self.add_optimizer("generators", params)
+        if loss_cfg.lambda_bone_image:
+            if getattr(unwrap(self.g_raw), "product", None) is None:
+                raise InputError("loss.lambda_bone_image needs a generator with a product path "
+                                 "(--set model.product_channels=8)")
+            if self.g_raw is not unwrap(self.g_raw):  # the term calls the path outside DDP's forward
+                raise InputError("loss.lambda_bone_image trains in a single process only (not under torchrun)")
+        self.add_optimizer("generators", generator_param_groups(
+            [unwrap(g) for g in (self.g_raw, self.g_bs) if g is not None], config.lr * config.product_lr_scale))
         self.discriminator = None
         if loss_cfg.adversarial:
             self.discriminator = self.add_model("discriminator", build_discriminator(preset.discriminator))
@@ -139,6 +157,11 @@ class GANTrainer(Trainer):
         total = sum((weight * value for _, weight, value in parts), fake_x.new_zeros(()))
         return total, {name: float(value.detach()) for name, _, value in parts}
 
+    def _bone_image_term(self, raw: torch.Tensor, bone_suppressed: torch.Tensor) -> torch.Tensor:
+        """L1 between G(Y)'s product-path estimate of each view's bone image and the pair's own, ``raw −
+        bone_suppressed`` (``LossConfig.lambda_bone_image``). Shapes: ``(B, 2, n, n)`` twice → scalar."""
+        return (unwrap(self.g_raw).product.bone_images(raw) - (raw - bone_suppressed)).abs().mean()
+
     def train_step(self, batch: dict[str, Any]) -> dict[str, float]:
         y, real = batch["drr"], batch["ct"]
         with self.autocast():
@@ -151,7 +174,11 @@ class GANTrainer(Trainer):
                 extra, extra_terms = self._gx_supervision(fake_x, real)
                 g_loss = g_loss + extra
                 terms.update(extra_terms)
-                terms["total"] = float(g_loss.detach())
+            if self.preset.loss.lambda_bone_image:
+                bone_image = self._bone_image_term(y, batch["drr_bs"])
+                g_loss = g_loss + self.preset.loss.lambda_bone_image * bone_image
+                terms["bone_image"] = float(bone_image.detach())
+            terms["total"] = float(g_loss.detach())
         self.optimise("generators", g_loss)
         if self.discriminator is not None:
             with self.autocast():
