@@ -95,7 +95,7 @@ def evaluate_checkpoint(checkpoint: Path, dataset: Any, device: Any, lpips_model
 
     Args:
         checkpoint: GAN training checkpoint.
-        dataset: :class:`~DCTNetLib.data.datasets.PreparedCaseDataset` of the split.
+        dataset: :class:`~DCTNetLib.data.prepared_cases.PreparedCaseDataset` of the split.
         device: where G(Y) runs.
         lpips_model: :func:`~DCTNetLib.evaluation.lpips_metric.build_lpips` model, or None (no LPIPS).
         lpips_stride: LPIPS on every n-th slice.
@@ -117,7 +117,7 @@ def _evaluate_checkpoint(checkpoint: Path, dataset: Any, device: Any, lpips_mode
     size = preset.image_size
     if getattr(dataset, "split", None) and hasattr(dataset, "image_size") and len(dataset) and \
             tuple(dataset[0]["drr"].shape[-2:]) != (size, size):
-        from ..data.datasets import PreparedCaseDataset
+        from ..data.prepared_cases import PreparedCaseDataset
 
         log.warning("%s is a %d² model: the prepared cases are resampled to %d² / %d³ (its metrics are on that grid)",
                     checkpoint, size, size, size)
@@ -271,7 +271,7 @@ def _prepare_output(output: Path, overwrite: bool) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..data.datasets import PreparedCaseDataset
+    from ..data.prepared_cases import PreparedCaseDataset
     from ..evaluation.tables import write_case_csv
     from ..devices import select_device
     from ..training.metrics_log import MetricsLog
