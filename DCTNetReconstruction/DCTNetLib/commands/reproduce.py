@@ -58,6 +58,7 @@ from ..cli import main as dctnet
 from ..conventions import PAPER_DATASETS
 from ..errors import InputError, OutputError
 from ..io.atomic import atomic_write_text
+from ..training.recipes import recipe_for
 from ..training.run_folder import RUN_FILES
 
 # torch, numpy and the modules that import them, and training.config (YAML files), are imported inside the
@@ -184,8 +185,6 @@ class Reproduction:
     """The stages of one ``dctnet reproduce`` run (see the module docstring)."""
 
     def __init__(self, args: argparse.Namespace) -> None:
-        from ..models.presets import recipe_for
-
         self.args = args
         self.out: Path = args.out
         self.dataset: str = getattr(args, "dataset", "lidc-idri")
