@@ -8,7 +8,8 @@ DCT-Net reconstructs a 128³ CT from a posterior–anterior and a lateral radiog
                   of the source datasets' CTs, split files, the prepared-case store, the ``dctnet prepare`` pipeline
 - ``models``      bone-suppression CDM, dual generators, tri-plane discriminator, X2CT-GAN baseline, losses
 - ``checkpoints`` training-checkpoint format, model bundles, networks rebuilt from stored state
-- ``training``    trainers and their loop, distributed, configs, backends, RNG, run folder and logs
+- ``training``    trainers and their loop, configs, training recipes, learning-rate schedules, run setup, distributed,
+                  RNG, run folder, metrics log
 - ``evaluation``  PSNR / SSIM / LPIPS, tables, figures
 - ``inference``   radiographs in → volumes out (used by the CLI and the Slicer logic alike)
 - ``commands``    one module per ``dctnet`` sub-command

@@ -99,7 +99,7 @@ def evaluate_checkpoint(checkpoint: Path, dataset: Any, device: Any, lpips_model
         device: where G(Y) runs.
         lpips_model: :func:`~DCTNetLib.evaluation.lpips_metric.build_lpips` model, or None (no LPIPS).
         lpips_stride: LPIPS on every n-th slice.
-        log_records: a :class:`~DCTNetLib.training.metrics_log.MetricsLog` to append ``eval`` records to, or None.
+        log_records: a :class:`~DCTNetLib.training.runlog.MetricsLog` to append ``eval`` records to, or None.
         method: row name; defaults to the variant's Table 1 name.
     """
     import torch
@@ -274,7 +274,7 @@ def run(args: argparse.Namespace) -> int:
     from ..data.prepared_cases import PreparedCaseDataset
     from ..evaluation.tables import write_case_csv
     from ..devices import select_device
-    from ..training.metrics_log import MetricsLog
+    from ..training.runlog import MetricsLog
 
     if args.ablations == (args.checkpoint is not None):
         raise InputError("give either --checkpoint CKPT or --ablations --runs DIR")

@@ -33,8 +33,8 @@ from ..config_base import ConfigBase
 from ..errors import InputError
 from ..io.atomic import atomic_write_text
 from ..models.presets import SIZES, VARIANTS
+from .lr_schedules import LR_SCHEDULES
 from .recipes import RECIPES, TrainingRecipe, recipe_for
-from .schedules import LR_SCHEDULES
 
 __all__ = [
     "TrainConfig",
