@@ -85,7 +85,7 @@ def _step_medians(output: Path) -> dict[str, float]:
 
 def _profile_one_case(source: Path, output: Path, rows: int) -> dict[str, Any]:
     """cProfile of ``prepare_case`` on the first case: top functions by cumulative and by own time."""
-    from DCTNetLib.data.datasets import discover_cases
+    from DCTNetLib.data.case_discovery import discover_cases
     from DCTNetLib.data.prepare import prepare_case
 
     case = discover_cases("lidc-idri", source)[0]

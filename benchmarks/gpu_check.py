@@ -139,7 +139,7 @@ def _gan_step(parts: dict[str, Any]) -> tuple[Callable[[], None], Callable[[], N
 def expected_gan_step(variant: str) -> dict[str, Any]:
     """First-principles figures of one full-preset training step of ``variant`` at its recipe's batch."""
     from DCTNetLib.helpers import count_parameters
-    from DCTNetLib.models.presets import recipe_for
+    from DCTNetLib.training.recipes import recipe_for
 
     recipe = recipe_for(variant)
     batch = recipe.batch_size
@@ -243,7 +243,8 @@ def _perceptual(blocks: int) -> tuple[Any, str]:
 
 def cuda_train_step(variant: str, amp: bool, repeats: int) -> dict[str, Any]:
     """One full-preset step of the real trainer on CUDA at the variant's recipe batch."""
-    from DCTNetLib.models.presets import gan_preset, recipe_for
+    from DCTNetLib.models.presets import gan_preset
+    from DCTNetLib.training.recipes import recipe_for
     from DCTNetLib.training.config import GANTrainConfig
     from DCTNetLib.training.gan_trainer import GANTrainer
 

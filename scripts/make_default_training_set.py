@@ -39,7 +39,7 @@ import tarfile
 import urllib.request
 from pathlib import Path
 
-from DCTNetLib.data.datasets import write_splits
+from DCTNetLib.data.case_splits import write_splits
 from DCTNetLib.data.phantom import lidc_demo_ct_path, phantom_ct
 from DCTNetLib.io.ct import read_ct, write_ct
 

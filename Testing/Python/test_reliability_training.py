@@ -77,7 +77,7 @@ def test_a_run_folder_in_use_is_refused_to_a_second_run(prepared, tmp_path, caps
     run.mkdir()
     (run / "metrics.jsonl").write_text('{"event": "train", "step": 1}\n')
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time; from DCTNetLib.training.run_lock import lock_run_dir; "
+        [sys.executable, "-c", "import sys, time; from DCTNetLib.training.run_folder import lock_run_dir; "
                                "lock_run_dir(sys.argv[1]); print('locked', flush=True); time.sleep(120)", str(run)],
         stdout=subprocess.PIPE, text=True)
     try:

@@ -180,7 +180,7 @@ def test_training_module_lists_the_cores_datasets():
     """The dataset combo box shows PAPER_DATASETS' labels in their order, the module maps its index through them,
     and the run glue accepts exactly those (``dctnet prepare`` itself also reads "generic" folders)."""
     from DCTNetLib.conventions import DATASETS, PAPER_DATASETS
-    from DCTNetLib.data import datasets
+    from DCTNetLib.data import case_discovery
     from DCTNetSlicerLib.training_runs import RunRequest, command_args
 
     _, widgets = _ui_widgets("DCTNetTraining")
@@ -190,7 +190,7 @@ def test_training_module_lists_the_cores_datasets():
     assigned = {node.targets[0].id: ast.unparse(node.value) for node in tree.body
                 if isinstance(node, ast.Assign) and isinstance(node.targets[0], ast.Name)}
     assert assigned["DATASETS"] == "tuple(PAPER_DATASETS)"
-    assert datasets.DATASETS is DATASETS and set(PAPER_DATASETS) < set(DATASETS)
+    assert case_discovery.DATASETS is DATASETS and set(PAPER_DATASETS) < set(DATASETS)
     for name in DATASETS:
         request = RunRequest("prepare", dataset=name, raw_dir="raw", prepared_dir="prepared")
         if name in PAPER_DATASETS:

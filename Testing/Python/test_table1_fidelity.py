@@ -20,10 +20,10 @@ from torch import nn
 
 from DCTNetLib.errors import InputError
 from DCTNetLib.models.losses import MultiPathLoss
-from DCTNetLib.models.presets import (ABLATIONS, RECIPES, LossConfig, build_discriminator, build_generator,
-                                      gan_preset, recipe_for)
+from DCTNetLib.models.presets import ABLATIONS, LossConfig, build_discriminator, build_generator, gan_preset
 from DCTNetLib.models.weight_init import init_weights
 from DCTNetLib.training.config import CDMTrainConfig, GANTrainConfig, resolve_config
+from DCTNetLib.training.recipes import RECIPES, recipe_for
 
 
 def _phantom(n: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

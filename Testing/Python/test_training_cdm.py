@@ -30,7 +30,8 @@ def phantom_prepared(tmp_path_factory) -> Path:
     """Prepared folder of ``N_TRAIN + N_VAL`` phantom cases (different seeds) with 32² DRR pairs."""
     from DCTNetLib.conventions import hu_to_unit
     from DCTNetLib.data.bone import drrs_with_bone_suppression
-    from DCTNetLib.data.datasets import write_case, write_splits
+    from DCTNetLib.data.case_splits import write_splits
+    from DCTNetLib.data.prepared_cases import write_case
     from DCTNetLib.data.drr import DRRGeometry
     from DCTNetLib.data.phantom import PHANTOM_FIELD_MM, chest_phantom
 

@@ -24,12 +24,13 @@ TINY = 32  # tiny preset: 32² radiographs, 32³ volumes
 
 
 def write_tiny_prepared(root: Path, n_train: int = 4, n_val: int = 1, size: int = TINY, seed: int = 0) -> Path:
-    """A prepared-data folder in the io engineer's format (``DCTNetLib.data.datasets``) with tiny random phantoms.
+    """A prepared-data folder in the io engineer's format (``DCTNetLib.data.prepared_cases``) with tiny random phantoms.
 
     Each CT is a smooth blob plus a bright "spine" rod; the DRRs are its normalised mean projections along the
     PA (axis 1) and lateral (axis 2) axes, the bone-suppressed DRRs the same without the rod.
     """
-    from DCTNetLib.data.datasets import write_case, write_splits
+    from DCTNetLib.data.case_splits import write_splits
+    from DCTNetLib.data.prepared_cases import write_case
 
     rng = np.random.default_rng(seed)
     grid = np.stack(np.meshgrid(*[np.linspace(-1, 1, size)] * 3, indexing="ij"))
@@ -96,7 +97,7 @@ def test_train_cdm_writes_run_files_and_refuses_to_overwrite(prepared, tmp_path,
 
 
 def test_tiny_preset_resamples_prepared_data_of_another_size(tmp_path):
-    from DCTNetLib.data.datasets import PreparedCaseDataset
+    from DCTNetLib.data.prepared_cases import PreparedCaseDataset
 
     data = write_tiny_prepared(tmp_path / "prep64", n_train=2, n_val=0, size=64)
     stored = PreparedCaseDataset(data, "train")[0]

@@ -71,7 +71,7 @@ def gan_config(**overrides):
 
 
 def make_trainer(config, run_dir: Path, data: Path, perceptual=None, dist_info=None):
-    from DCTNetLib.data.datasets import PreparedCaseDataset
+    from DCTNetLib.data.prepared_cases import PreparedCaseDataset
     from DCTNetLib.training.gan_trainer import GANTrainer, build_gan_preset
 
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -159,7 +159,7 @@ def test_resume_with_other_bone_suppressed_inputs_is_refused(prepared16, tmp_pat
 # ---------------------------------------------------------------------------------------------- (b) DDP
 def test_two_gloo_processes_with_batch_1_equal_one_process_with_batch_2(prepared16, tmp_path, one_thread):
     """``torchrun --nproc_per_node=2 … dctnet train`` (gloo, CPU) vs one process with the global batch."""
-    from DCTNetLib.data.datasets import PreparedCaseDataset
+    from DCTNetLib.data.prepared_cases import PreparedCaseDataset
     from DCTNetLib.models.presets import GANPreset, build_generator
     from DCTNetLib.training.gan_trainer import build_gan_preset
 
@@ -306,7 +306,8 @@ def test_kill_9_during_dctnet_prepare_then_rerun_gives_the_same_cases(tmp_path, 
 
 # ---------------------------------------------------------------------------------------------- (d) evaluate
 def test_evaluate_writes_csv_and_table_matching_the_metrics_module(tmp_path, one_thread):
-    from DCTNetLib.data.datasets import PreparedCaseDataset, write_splits
+    from DCTNetLib.data.case_splits import write_splits
+    from DCTNetLib.data.prepared_cases import PreparedCaseDataset
     from DCTNetLib.io.imagenet_weights import find_imagenet_weights
     from DCTNetLib.evaluation.metrics import evaluate_volume
     from DCTNetLib.evaluation.tables import count_parameters_m, format_mean_std
@@ -374,7 +375,7 @@ def test_evaluate_writes_csv_and_table_matching_the_metrics_module(tmp_path, one
 
 
 def test_evaluate_ablations_collects_the_variant_runs_in_table_1_order(prepared16, tmp_path, one_thread):
-    from DCTNetLib.data.datasets import write_splits
+    from DCTNetLib.data.case_splits import write_splits
 
     runs = tmp_path / "runs"
     for variant in ("dctnet", "ablation-no-dual-branch"):

@@ -22,6 +22,8 @@ import json
 from pathlib import Path
 
 from ..errors import InputError
+from ..io.atomic import check_writable_dir
+from .reconstruct import check_outputs, progress_reporter
 
 HELP = "make the PA and lateral radiographs (DRRs) of a CT with the training geometry"
 FILES = {"pa": "pa.png", "lat": "lat.png", "reference": "reference.nrrd"}
@@ -40,10 +42,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..data.preprocess import to_ct_volume
     from ..inference import radiographs_from_ct
-    from ..io.atomic import check_writable_dir
     from ..io.ct import read_ct, write_ct
     from ..io.radiograph import write_png
-    from .reconstruct import check_outputs, progress_reporter
 
     if args.output.exists() and not args.output.is_dir():
         raise InputError(f"--output {args.output} is a file; give a folder")

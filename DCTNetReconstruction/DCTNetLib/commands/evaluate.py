@@ -96,11 +96,11 @@ def evaluate_checkpoint(checkpoint: Path, dataset: Any, device: Any, lpips_model
 
     Args:
         checkpoint: GAN training checkpoint.
-        dataset: :class:`~DCTNetLib.data.datasets.PreparedCaseDataset` of the split.
+        dataset: :class:`~DCTNetLib.data.prepared_cases.PreparedCaseDataset` of the split.
         device: where G(Y) runs.
         lpips_model: :func:`~DCTNetLib.evaluation.lpips_metric.build_lpips` model, or None (no LPIPS).
         lpips_stride: LPIPS on every n-th slice.
-        log_records: a :class:`~DCTNetLib.training.metrics_log.MetricsLog` to append ``eval`` records to, or None.
+        log_records: a :class:`~DCTNetLib.training.runlog.MetricsLog` to append ``eval`` records to, or None.
         method: row name; defaults to the variant's Table 1 name.
     """
     import torch
@@ -118,7 +118,7 @@ def _evaluate_checkpoint(checkpoint: Path, dataset: Any, device: Any, lpips_mode
     size = preset.image_size
     if getattr(dataset, "split", None) and hasattr(dataset, "image_size") and len(dataset) and \
             tuple(dataset[0]["drr"].shape[-2:]) != (size, size):
-        from ..data.datasets import PreparedCaseDataset
+        from ..data.prepared_cases import PreparedCaseDataset
 
         log.warning("%s is a %d² model: the prepared cases are resampled to %d² / %d³ (its metrics are on that grid)",
                     checkpoint, size, size, size)
@@ -272,10 +272,10 @@ def _prepare_output(output: Path, overwrite: bool) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..data.datasets import PreparedCaseDataset
+    from ..data.prepared_cases import PreparedCaseDataset
     from ..evaluation.tables import write_case_csv
     from ..devices import select_device
-    from ..training.metrics_log import MetricsLog
+    from ..training.runlog import MetricsLog
 
     if args.ablations == (args.checkpoint is not None):
         raise InputError("give either --checkpoint CKPT or --ablations --runs DIR")

@@ -12,7 +12,7 @@ Examples::
 Per case: read the CT (:func:`DCTNetLib.io.ct.read_ct`), preprocess it as X2CT-GAN did
 (:func:`DCTNetLib.data.preprocess.preprocess_ct`: 1 mm → 320³ → 128³ → [0, 1]), render PA + lateral DRRs
 (``DCTNetLib.data.drr.make_drrs``) and bone-suppressed DRRs (``DCTNetLib.data.bone.bone_suppressed_drrs``),
-and write the case folder described in :mod:`DCTNetLib.data.datasets` (``meta.json`` last, as the "done" marker).
+and write the case folder described in :mod:`DCTNetLib.data.prepared_cases` (``meta.json`` last, as the "done" marker).
 
 Re-running resumes: finished cases are skipped. A case that cannot be read is logged with a one-line reason
 and listed in ``failed.txt``; it never stops the run. At the end the train/val/test split files are rewritten
@@ -31,6 +31,8 @@ import argparse
 import os
 from pathlib import Path
 
+from ..conventions import DATASETS
+
 # torch, numpy and the modules that import them are imported inside the functions: `dctnet --help` imports
 # every command module (DCTNetLib.cli) and stays fast.
 
@@ -42,9 +44,10 @@ DEFAULT_WORKERS = max(1, min(4, (os.cpu_count() or 1) // 2))  # each worker need
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from ..data import datasets
+    from ..data.case_discovery import LIDC_UNITS
+    from ..data.case_splits import SPLIT_SEED
 
-    parser.add_argument("--dataset", required=True, choices=datasets.DATASETS, help="which dataset layout to read")
+    parser.add_argument("--dataset", required=True, choices=DATASETS, help="which dataset layout to read")
     parser.add_argument("--source", required=True, metavar="DIR",
                         help="the download: folder holding LIDC-IDRI-XXXX/ case folders, or CTSpine1K NIfTI files; "
                              "generic: a folder of CT files / DICOM CT series, or a .csv/.json case list (columns "
@@ -52,20 +55,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--output", required=True, metavar="DIR", help="where cases/ and splits/ are written")
     parser.add_argument("--workers", type=int, default=DEFAULT_WORKERS,
                         help=f"parallel processes (default {DEFAULT_WORKERS}; each uses one torch thread)")
-    parser.add_argument("--seed", type=int, default=datasets.SPLIT_SEED,
-                        help=f"split seed (default {datasets.SPLIT_SEED})")
+    parser.add_argument("--seed", type=int, default=SPLIT_SEED,
+                        help=f"split seed (default {SPLIT_SEED})")
     parser.add_argument("--limit", type=int, default=None, metavar="N", help="only the first N cases (trial runs)")
-    parser.add_argument("--unit", choices=datasets.LIDC_UNITS, default="scan",
+    parser.add_argument("--unit", choices=LIDC_UNITS, default="scan",
                         help="LIDC-IDRI: one case per CT scan (default; the paper's 1,018) or per patient")
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..data import datasets
+    from ..data.case_splits import SPLIT_RECORD, SPLITS_DIR
     from ..data.prepare import prepare_dataset
 
     summary = prepare_dataset(args.dataset, args.source, args.output, workers=args.workers, seed=args.seed,
                               limit=args.limit, unit=args.unit)
     print(f"dctnet prepare: {summary.line()}", flush=True)
     print(f"dctnet prepare: {summary.split_line()}; recorded in "
-          f"{Path(args.output) / datasets.SPLITS_DIR / datasets.SPLIT_RECORD}", flush=True)
+          f"{Path(args.output) / SPLITS_DIR / SPLIT_RECORD}", flush=True)
     return 0 if (summary.done or summary.skipped) or not summary.failed else 1

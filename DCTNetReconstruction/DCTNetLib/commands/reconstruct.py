@@ -50,7 +50,7 @@ import warnings
 from pathlib import Path
 from types import SimpleNamespace
 
-from ..conventions import DETECTOR_MM, VOLUME_WRITE_SUFFIXES
+from ..conventions import DETECTOR_MM, VOLUME_WRITE_SUFFIXES, hu_to_unit
 from ..errors import InputError, OutputError
 from ..io.atomic import NAME_MAX, atomic_write_text, check_name_length, check_writable_dir, display_path
 
@@ -481,7 +481,6 @@ def _write_reference(args, paths, report, result, geometry, pa, lat):
 def compare_with_reference(path: Path, result, report: dict):
     """``--reference``: PSNR / SSIM / MAE of the reconstruction against a CT on its grid (resized to the model's
     output when the sizes differ), in ``report["metrics"]``; returns the reference in unit values."""
-    from ..conventions import hu_to_unit
     from ..evaluation.metrics import evaluate_volume
     from ..inference import on_model_grid
     from ..io.ct import read_ct

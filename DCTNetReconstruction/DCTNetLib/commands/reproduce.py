@@ -58,6 +58,7 @@ from ..cli import main as dctnet
 from ..conventions import PAPER_DATASETS
 from ..errors import InputError, OutputError
 from ..io.atomic import atomic_write_text
+from ..training.recipes import recipe_for
 from ..training.run_folder import RUN_FILES
 
 # torch, numpy and the modules that import them, and training.config (YAML files), are imported inside the
@@ -184,8 +185,6 @@ class Reproduction:
     """The stages of one ``dctnet reproduce`` run (see the module docstring)."""
 
     def __init__(self, args: argparse.Namespace) -> None:
-        from ..models.presets import recipe_for
-
         self.args = args
         self.out: Path = args.out
         self.dataset: str = getattr(args, "dataset", "lidc-idri")
@@ -413,26 +412,27 @@ def make_dry_run_data(prepared: Path, output: Path, size: int = DRY_RUN_SIZE, da
     import torch
     import torch.nn.functional as F
 
-    from ..data import datasets
+    from ..data.case_splits import SPLITS, read_split, split_record, write_split_record, write_splits
+    from ..data.prepared_cases import CASE_FILES, CASES_DIR, read_meta, write_case
 
-    ids = [c for name in datasets.SPLITS for c in datasets.read_split(prepared, name)]
+    ids = [c for name in SPLITS for c in read_split(prepared, name)]
     if not ids:
         raise InputError(f"--dry-run: no case could be prepared from the data root (see {prepared / 'failed.txt'})")
     for case_id in ids:
-        folder = prepared / datasets.CASES_DIR / case_id
-        ct = torch.from_numpy(np.load(folder / datasets.CASE_FILES["ct"]).astype(np.float32))
+        folder = prepared / CASES_DIR / case_id
+        ct = torch.from_numpy(np.load(folder / CASE_FILES["ct"]).astype(np.float32))
         factor = ct.shape[-1] // size
         small_ct = F.avg_pool3d(ct[None, None], factor)[0, 0].numpy()
-        pool2 = (lambda name: F.avg_pool2d(torch.from_numpy(np.load(folder / datasets.CASE_FILES[name]))[None],
+        pool2 = (lambda name: F.avg_pool2d(torch.from_numpy(np.load(folder / CASE_FILES[name]))[None],
                                            factor)[0].numpy())
-        meta = {**(datasets.read_meta(folder) or {}), "dry_run": f"mean-pooled {factor}x from {folder}"}
+        meta = {**(read_meta(folder) or {}), "dry_run": f"mean-pooled {factor}x from {folder}"}
         meta.pop("files", None)
-        datasets.write_case(output / datasets.CASES_DIR / case_id, small_ct, pool2("drr"), pool2("drr_bs"), meta)
-    splits = {name: sorted(ids) for name in datasets.SPLITS}
-    datasets.write_splits(output, splits)
-    record = datasets.split_record(splits, dataset, seed=0, unit="scan")
+        write_case(output / CASES_DIR / case_id, small_ct, pool2("drr"), pool2("drr_bs"), meta)
+    splits = {name: sorted(ids) for name in SPLITS}
+    write_splits(output, splits)
+    record = split_record(splits, dataset, seed=0, unit="scan")
     record["dry_run"] = "every case in train, val and test: a smoke test of the chain, not a held-out result"
-    datasets.write_split_record(output, record)
+    write_split_record(output, record)
 
 
 # ---------------------------------------------------------------------------------------------- the table
@@ -536,7 +536,7 @@ def write_table(out: Path, dry_run: bool = False, nproc: int = 1, dataset: str =
         notes.append("**DRY RUN** — tiny preset, 2 scans down-sampled to 32³, one epoch, test cases also trained "
                      "on: these numbers only show that the chain runs.")
     if split:
-        from ..data.datasets import describe_split
+        from ..data.case_splits import describe_split
 
         notes.append(f"Data: {describe_split(split)}; lists in `split/` (sha256 in `split/split.json`).")
     if seeds is None:

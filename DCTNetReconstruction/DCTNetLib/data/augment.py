@@ -146,7 +146,7 @@ def augment_volume(unit: torch.Tensor, mask: torch.Tensor, config: AugmentConfig
 class AugmentedCaseDataset(Dataset):
     """Prepared cases with a fresh random pose, calibration and DRRs at every access.
 
-    Items have the keys of :class:`~DCTNetLib.data.datasets.PreparedCaseDataset` (``ct``, ``drr``, ``drr_bs``,
+    Items have the keys of :class:`~DCTNetLib.data.prepared_cases.PreparedCaseDataset` (``ct``, ``drr``, ``drr_bs``,
     ``case_id``), so the trainers take either. Each case's bone mask is segmented once (about a second) and kept.
 
     Args:

@@ -3,7 +3,7 @@
 Per case (:func:`prepare_case`): read the CT (:func:`DCTNetLib.io.ct.read_ct`), preprocess it as X2CT-GAN did
 (:func:`DCTNetLib.data.preprocess.preprocess_ct`: 1 mm → 320³ → 128³ → [0, 1]), render PA + lateral DRRs
 (:func:`DCTNetLib.data.drr.make_drrs`) and bone-suppressed DRRs (:func:`DCTNetLib.data.bone.bone_suppressed_drrs`),
-and write the case folder described in :mod:`DCTNetLib.data.datasets` (``meta.json`` last, as the "done" marker).
+and write the case folder described in :mod:`DCTNetLib.data.prepared_cases` (``meta.json`` last, as the "done" marker).
 
 Per dataset (:func:`prepare_dataset`): discover the cases, skip the finished ones, prepare the others (in this
 process or in worker processes, :mod:`DCTNetLib.data.worker_pool`), list the failures in ``failed.txt`` and
@@ -31,9 +31,12 @@ from ..conventions import HU_MAX, HU_MIN, VOXEL_SPACING_MM
 from ..errors import DCTNetError, InputError, OutputError
 from ..io.atomic import atomic_write_text, check_free_space, check_writable_dir, display_path
 from ..io.ct import read_ct
-from . import datasets
 from .bone import bone_suppressed_drrs
+from .case_discovery import Case, discover_cases, given_splits
+from .case_splits import (SPLIT_SEED, SPLITS, describe_split, make_splits, split_record, write_split_record,
+                          write_splits)
 from .drr import make_drrs
+from .prepared_cases import CASES_DIR, CT_STORE_DTYPE, is_case_done, write_case
 from .preprocess import preprocess_ct
 from .worker_pool import run_in_workers
 
@@ -61,13 +64,13 @@ class PrepareSummary:
     split_record: dict = field(default_factory=dict)
 
     def line(self) -> str:
-        sizes = " / ".join(f"{name} {len(self.splits.get(name, []))}" for name in datasets.SPLITS)
+        sizes = " / ".join(f"{name} {len(self.splits.get(name, []))}" for name in SPLITS)
         return (f"{len(self.done)} done, {len(self.skipped)} skipped (already prepared), {len(self.failed)} failed; "
                 f"splits: {sizes}")
 
     def split_line(self) -> str:
         """Which count and split this run produced, against the paper's (empty before the split is made)."""
-        return datasets.describe_split(self.split_record) if self.split_record else ""
+        return describe_split(self.split_record) if self.split_record else ""
 
     def record(self, case_id: str, status: str, detail: str) -> None:
         """Count the outcome of one case (``status`` "done" or "failed"; ``detail`` the timings or the reason)."""
@@ -125,7 +128,7 @@ class _Laps:
         self._start = now
 
 
-def prepare_case(case: datasets.Case, output: Path, drr_fn: DrrFn | None = None,
+def prepare_case(case: Case, output: Path, drr_fn: DrrFn | None = None,
                  bone_fn: DrrFn | None = None) -> tuple[str, str, str]:
     """Prepare one case into ``output/cases/<case_id>``.
 
@@ -140,7 +143,7 @@ def prepare_case(case: datasets.Case, output: Path, drr_fn: DrrFn | None = None,
         return f"{case.case_id} [{display_path(case.source)}]", "failed", (
             f"duplicate case id {case.case_id}: {display_path(case.source)} maps to the "
             f"same id as {display_path(case.duplicate_of)}, which is prepared instead")
-    _remove_stale_temporary_files(output / datasets.CASES_DIR / case.case_id)
+    _remove_stale_temporary_files(output / CASES_DIR / case.case_id)
     try:
         _write_case(case, output, drr_fn or _default_drr_fn, bone_fn or _default_bone_fn, laps)
     except OutputError:
@@ -152,7 +155,7 @@ def prepare_case(case: datasets.Case, output: Path, drr_fn: DrrFn | None = None,
     return case.case_id, "done", json.dumps(laps.timing)
 
 
-def _write_case(case: datasets.Case, output: Path, drr_fn: DrrFn, bone_fn: DrrFn, laps: _Laps) -> None:
+def _write_case(case: Case, output: Path, drr_fn: DrrFn, bone_fn: DrrFn, laps: _Laps) -> None:
     """Read, preprocess and render one case and write its folder; ``meta.json`` records the step times."""
     ct = read_ct(case.source)
     laps("read")
@@ -165,7 +168,7 @@ def _write_case(case: datasets.Case, output: Path, drr_fn: DrrFn, bone_fn: DrrFn
         drr_bs = _views(bone_fn(unit), "bone_fn")
         laps("drr_bone_suppressed")
     source = Path(ct.source or case.source)
-    ct_store = prepared.volume.astype(datasets.CT_STORE_DTYPE)
+    ct_store = prepared.volume.astype(CT_STORE_DTYPE)
     meta = {
         "case_id": case.case_id,
         "dataset": case.dataset,
@@ -180,7 +183,7 @@ def _write_case(case: datasets.Case, output: Path, drr_fn: DrrFn, bone_fn: DrrFn
     }
     laps("hash")
     meta["timing_s"] = laps.timing  # as far as it goes: the write is timed after meta.json is written
-    datasets.write_case(output / datasets.CASES_DIR / case.case_id, ct_store, drr, drr_bs, meta)
+    write_case(output / CASES_DIR / case.case_id, ct_store, drr, drr_bs, meta)
     laps("write")
 
 
@@ -199,7 +202,7 @@ def _remove_stale_temporary_files(case_dir: Path) -> None:
 
 
 def prepare_dataset(dataset: str, source: str | os.PathLike, output: str | os.PathLike, *,
-                    workers: int = 1, seed: int = datasets.SPLIT_SEED, limit: int | None = None,
+                    workers: int = 1, seed: int = SPLIT_SEED, limit: int | None = None,
                     drr_fn: DrrFn | None = None, bone_fn: DrrFn | None = None,
                     progress: bool = True, unit: str = "scan") -> PrepareSummary:
     """Prepare every case of ``dataset`` under ``source`` into ``output`` and write the split files.
@@ -215,7 +218,7 @@ def prepare_dataset(dataset: str, source: str | os.PathLike, output: str | os.Pa
             ``data.drr.make_drrs`` and ``data.bone.bone_suppressed_drrs``. With ``workers > 1`` they must be
             picklable (module-level functions).
         progress: show a tqdm bar (only on a terminal).
-        unit: LIDC-IDRI discovery unit, ``"scan"`` or ``"patient"`` (:func:`~DCTNetLib.data.datasets.discover_cases`).
+        unit: LIDC-IDRI discovery unit, ``"scan"`` or ``"patient"`` (:func:`~DCTNetLib.data.case_discovery.discover_cases`).
             Defaults to "scan".
 
     Returns:
@@ -226,7 +229,7 @@ def prepare_dataset(dataset: str, source: str | os.PathLike, output: str | os.Pa
     """
     output = Path(output)
     summary = PrepareSummary()
-    cases = datasets.discover_cases(dataset, source, unit)
+    cases = discover_cases(dataset, source, unit)
     if limit is not None:
         cases = cases[: max(0, int(limit))]
     log.info("%d %s case(s) found under %s", len(cases), dataset, source)
@@ -257,9 +260,9 @@ def prepare_dataset(dataset: str, source: str | os.PathLike, output: str | os.Pa
     return summary
 
 
-def _already_prepared(case: datasets.Case, output: Path, summary: PrepareSummary) -> bool:
+def _already_prepared(case: Case, output: Path, summary: PrepareSummary) -> bool:
     """True (and counted as skipped) when the case's folder is complete from an earlier run."""
-    if case.duplicate_of is None and datasets.is_case_done(output / datasets.CASES_DIR / case.case_id):
+    if case.duplicate_of is None and is_case_done(output / CASES_DIR / case.case_id):
         summary.skipped.append(case.case_id)
         return True
     return False
@@ -267,23 +270,23 @@ def _already_prepared(case: datasets.Case, output: Path, summary: PrepareSummary
 
 def _prepare_output(output: Path, n_cases: int) -> None:
     try:
-        (output / datasets.CASES_DIR).mkdir(parents=True, exist_ok=True)
+        (output / CASES_DIR).mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise OutputError(f"cannot create output folder {output}: {exc.strerror or exc}") from exc
     check_writable_dir(output)
     check_free_space(output, n_cases * BYTES_PER_CASE)
 
 
-def _write_splits(output: Path, cases: list[datasets.Case], dataset: str, source: str | os.PathLike, seed: int,
+def _write_splits(output: Path, cases: list[Case], dataset: str, source: str | os.PathLike, seed: int,
                   unit: str, summary: PrepareSummary) -> None:
     """The split files of every finished case (a case list's own split column, else the seeded split) and the
     record of how they were made."""
-    finished = [c.case_id for c in cases if datasets.is_case_done(output / datasets.CASES_DIR / c.case_id)]
+    finished = [c.case_id for c in cases if is_case_done(output / CASES_DIR / c.case_id)]
     groups = {c.case_id: c.group for c in cases} if any(c.patient for c in cases) else None
-    summary.splits = datasets.given_splits(cases, finished) or datasets.make_splits(finished, dataset, seed, groups)
-    datasets.write_splits(output, summary.splits)
-    summary.split_record = datasets.split_record(summary.splits, dataset, seed=seed,
+    summary.splits = given_splits(cases, finished) or make_splits(finished, dataset, seed, groups)
+    write_splits(output, summary.splits)
+    summary.split_record = split_record(summary.splits, dataset, seed=seed,
                                                  unit=unit if dataset == "lidc-idri" else "scan", groups=groups)
     if any(c.split for c in cases):
         summary.split_record["given_by"] = f"the split column of {source}"
-    datasets.write_split_record(output, summary.split_record)
+    write_split_record(output, summary.split_record)

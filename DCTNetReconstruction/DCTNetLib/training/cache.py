@@ -65,7 +65,7 @@ def precompute_cdm_outputs(dataset: Any, model: torch.nn.Module, *, steps: int, 
     """Sample and cache the bone-suppressed pair of every case of ``dataset`` that has no cache file yet.
 
     Args:
-        dataset: a :class:`~DCTNetLib.data.datasets.PreparedCaseDataset` (``case_ids``, ``case_dir``, items
+        dataset: a :class:`~DCTNetLib.data.prepared_cases.PreparedCaseDataset` (``case_ids``, ``case_dir``, items
             with ``drr``).
         model: the CDM (``suppress_bones``), in eval mode.
         steps: DDIM steps.
@@ -105,7 +105,7 @@ class CachedBoneSuppressed(Dataset):
     """A prepared-case dataset whose ``drr_bs`` is replaced by the cached CDM output.
 
     Args:
-        cases: the :class:`~DCTNetLib.data.datasets.PreparedCaseDataset`.
+        cases: the :class:`~DCTNetLib.data.prepared_cases.PreparedCaseDataset`.
         key: cache key returned by :func:`precompute_cdm_outputs`.
 
     Raises (on access):

@@ -30,7 +30,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from ..conventions import derived_seed
 from ..data.case_arrays import check_case_array
-from ..data.datasets import CASE_FILES, resample
+from ..data.prepared_cases import CASE_FILES, resample
 from ..errors import InputError
 from ..evaluation.metrics import MSE_FLOOR, psnr_from_mse
 from ..models.diffusion.config import CDMConfig
@@ -63,7 +63,7 @@ class RadiographViews(Dataset):
 
     def _radiographs(self, case_index: int, view: int) -> tuple[Any, Any, str]:
         """One view of the case's DRR and bone-suppressed DRR; reads only those files from prepared folders, and
-        resamples them to the cases' ``image_size`` as the cases dataset itself would (``datasets.resample``)."""
+        resamples them to the cases' ``image_size`` as the cases dataset itself would (``prepared_cases.resample``)."""
         if hasattr(self.cases, "case_dir") and hasattr(self.cases, "case_ids"):
             case_id = self.cases.case_ids[case_index]
             folder = self.cases.case_dir(case_id)

@@ -5,7 +5,7 @@ Precedence, lowest first (nanoGPT's ``configurator.py`` idea, without ``exec``):
 1. the dataclass defaults below (DCT-Net §3.1 where the paper gives a value),
 1b. for ``dctnet train``, the training recipe of the Table 1 row being trained (``recipe="auto"``: X2CT-GAN's
     published recipe for the ``x2ct-baseline`` variant, DCT-Net §3.1 for DCT-Net and its ablations;
-    :data:`DCTNetLib.models.presets.RECIPES`),
+    :data:`DCTNetLib.training.recipes.RECIPES`),
 2. on ``--resume``, the run's saved ``config.json``,
 3. a YAML or JSON file (``--config FILE``),
 4. ``--set key=value`` pairs (dotted keys reach into ``model.*``),
@@ -32,8 +32,9 @@ from typing import Any, Iterable
 from ..config_base import ConfigBase
 from ..errors import InputError
 from ..io.atomic import atomic_write_text
-from ..models.presets import RECIPES, SIZES, VARIANTS, TrainingRecipe, recipe_for
-from .schedules import LR_SCHEDULES
+from ..models.presets import SIZES, VARIANTS
+from .lr_schedules import LR_SCHEDULES
+from .recipes import RECIPES, TrainingRecipe, recipe_for
 
 __all__ = [
     "TrainConfig",
@@ -216,7 +217,7 @@ class GANTrainConfig(TrainConfig):
             (see :mod:`DCTNetLib.training.gan_trainer` for this reading of eq. 10b). Defaults to True.
         loss: overrides of the multi-path loss weights/config (e.g. ``{"lambda_recon": 10}``).
         recipe: training recipe layered under the user's settings by :func:`resolve_config`: ``"auto"`` (the
-            variant's own, :func:`~DCTNetLib.models.presets.recipe_for`: X2CT-GAN's for ``x2ct-baseline`` —
+            variant's own, :func:`~DCTNetLib.training.recipes.recipe_for`: X2CT-GAN's for ``x2ct-baseline`` —
             β2 0.99, batch 4, 50 + 50 epochs with linear decay — DCT-Net §3.1 for the other rows), ``"dctnet"``
             or ``"x2ct"``. The resolved config records the concrete name. Building this dataclass directly
             applies no recipe (its defaults are DCT-Net's). Defaults to "auto".
@@ -462,7 +463,7 @@ def resolve_config(
 
 
 def training_recipe(config: GANTrainConfig) -> TrainingRecipe:
-    """The :class:`~DCTNetLib.models.presets.TrainingRecipe` named by ``config.recipe`` (``"auto"``: the one of
+    """The :class:`~DCTNetLib.training.recipes.TrainingRecipe` named by ``config.recipe`` (``"auto"``: the one of
     ``config.variant``)."""
     if config.recipe != "auto":
         return RECIPES[config.recipe]

@@ -7,7 +7,7 @@ from typing import Any
 
 from ..data.augment import AugmentConfig, AugmentedCaseDataset
 from ..data.film_appearance import FilmAppearanceConfig
-from ..data.datasets import PreparedCaseDataset
+from ..data.prepared_cases import PreparedCaseDataset
 from ..errors import InputError
 
 __all__ = ["load_splits", "check_image_size"]

@@ -37,15 +37,15 @@ from ..checkpoints.checkpoint import (CHECKPOINT_FORMAT, CHECKPOINT_FORMAT_VERSI
                                       non_finite_models)
 from ..devices import select_device
 from ..errors import OutputError, TrainingDiverged
-from .backends import configure_backends
 from .config import TrainConfig, check_config_compatible, config_to_dict, save_config
 from .distributed import (DistInfo, ResumableSampler, all_gather_objects, all_reduce_flag, broadcast_object,
                           detect, unwrap)
-from .metrics_log import MetricsLog, now
+from .lr_schedules import build_scheduler
 from .progress import Progress
 from .provenance import write_run_info
 from .rng import capture_rng_state, preserved_rng, restore_rng_state, seed_everything
-from .schedules import build_scheduler
+from .run_setup import configure_backends
+from .runlog import MetricsLog, now
 from .stop_request import (STOP_FILE, StopRequest, claim_run_dir, leave_sigterm_to_the_main_process,
                            release_run_dir)
 

@@ -19,7 +19,7 @@ import torch
 from .. import __version__
 from ..io.atomic import atomic_write_text
 from .distributed import DistInfo
-from .metrics_log import json_value
+from .runlog import json_value
 
 __all__ = ["code_version", "environment_info", "write_run_info"]
 

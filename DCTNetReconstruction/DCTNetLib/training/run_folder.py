@@ -1,19 +1,28 @@
-"""The run folder (``--output`` of ``dctnet train`` / ``train-cdm``): made once, never overwritten by accident."""
+"""The run folder (``--output`` of ``dctnet train`` / ``train-cdm``): made once, never overwritten by accident,
+and used by one run at a time.
+
+Two ``dctnet train`` runs writing into one folder would both exit 0 with their checkpoints and metrics interleaved.
+:func:`lock_run_dir` takes an exclusive, non-blocking lock on ``RUN_DIR/.dctnet-run.lock`` (``flock`` on POSIX,
+``msvcrt.locking`` on Windows) and keeps it until the process ends; the operating system releases it when the
+process dies, even after ``kill -9``, so a crashed run never blocks the next one. The file holds the owner's
+process id for the message a second run gets.
+"""
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from ..errors import InputError, OutputError
 from ..io.atomic import check_writable_dir, display_path
-from .run_lock import lock_run_dir
 from .stop_request import claim_run_dir, running_run
 
-__all__ = ["RUN_FILES", "CHECKPOINT_FILES", "prepare_run_dir", "saved_run_config", "training_run_files",
-           "honour_resume"]
+__all__ = ["RUN_FILES", "CHECKPOINT_FILES", "LOCK_NAME", "prepare_run_dir", "lock_run_dir", "saved_run_config",
+           "training_run_files", "honour_resume"]
 
 # Files that mark a folder as holding a run (refused without --resume/--overwrite).
 RUN_FILES = ("latest.pt", "best.pt", "config.json", "run.json", "metrics.jsonl")
@@ -21,6 +30,9 @@ RUN_FILES = ("latest.pt", "best.pt", "config.json", "run.json", "metrics.jsonl")
 CHECKPOINT_FILES = ("latest.pt", "best.pt")
 # Config keys that limit one invocation, not the run: a resumed run does not inherit them.
 _INVOCATION_LIMITS = ("max_steps", "stop_after_steps")
+# The lock file that keeps a second run out (:func:`lock_run_dir`).
+LOCK_NAME = ".dctnet-run.lock"
+_HELD: dict[str, IO[str]] = {}  # run folder → its open, locked lock file (kept open: closing would unlock it)
 
 
 def prepare_run_dir(run_dir: str | Path, resume: bool, overwrite: bool) -> Path:
@@ -31,7 +43,7 @@ def prepare_run_dir(run_dir: str | Path, resume: bool, overwrite: bool) -> Path:
         resume: continue the run found there (``latest.pt`` must exist).
         overwrite: delete that run's files (only :data:`RUN_FILES`, nothing else) and start again.
 
-    The folder stays locked for this process (:func:`~.run_lock.lock_run_dir`): a second run into it is refused
+    The folder stays locked for this process (:func:`lock_run_dir`): a second run into it is refused
     while this one lives.
 
     Raises:
@@ -86,6 +98,51 @@ def honour_resume(run_dir: str | Path, resume: bool) -> bool:
     warnings.warn(f"--resume: {display_path(run_dir)} holds no checkpoint yet ({', '.join(stub)}: the run stopped "
                   "before its first one); starting the run afresh", stacklevel=2)
     return False
+
+
+def _try_lock(handle: IO[str]) -> bool:
+    """Lock ``handle``'s file exclusively without waiting; False when another process holds it."""
+    try:
+        import fcntl
+    except ImportError:  # Windows
+        import msvcrt
+
+        try:
+            msvcrt.locking(handle.fileno(), msvcrt.LK_NBLCK, 1)
+        except OSError:
+            return False
+        return True
+    try:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as exc:
+        if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+            return False
+        raise
+    return True
+
+
+def lock_run_dir(run_dir: str | os.PathLike) -> None:
+    """Hold the run folder's lock until this process ends (a second call for the same folder is a no-op).
+
+    Raises:
+        InputError: another process holds it (the message names the folder and that process).
+    """
+    key = os.path.realpath(run_dir)
+    if key in _HELD:
+        return
+    path = Path(run_dir) / LOCK_NAME
+    handle = open(path, "a+", encoding="utf-8")
+    if not _try_lock(handle):
+        handle.seek(0)
+        owner = handle.read().strip() or "another process"
+        handle.close()
+        raise InputError(f"{display_path(run_dir)} is in use by another training run ({owner}); wait for it to end "
+                         "or choose another --output folder")
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"pid {os.getpid()}\n")
+    handle.flush()
+    _HELD[key] = handle
 
 
 def training_run_files(folder: str | Path) -> list[str]:

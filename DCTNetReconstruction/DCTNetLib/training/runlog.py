@@ -1,7 +1,7 @@
-"""The schema of a run's JSON-lines metrics log (``<run_dir>/metrics.jsonl``), and its reader for a live run.
+"""A run's JSON-lines metrics log (``<run_dir>/metrics.jsonl``): its schema, its writer and its reader for a live run.
 
-Records are one JSON object per line, built by :func:`make_record` for every writer (the trainers through
-:class:`~DCTNetLib.training.metrics_log.MetricsLog`, and ``dctnet evaluate``), for example from a GAN run::
+Records are one JSON object per line, built by :func:`make_record` for every writer (the trainers and ``dctnet
+evaluate``, through :class:`MetricsLog`), for example from a GAN run::
 
     {"event": "train", "epoch": 1, "step": 10, "losses": {"adv": 0.25, "recon": 0.031, "total": 1.9, …},
      "lr": 0.0002, "time": 1795600000.125}
@@ -9,7 +9,9 @@ Records are one JSON object per line, built by :func:`make_record` for every wri
     {"event": "eval", "case": "LIDC-IDRI-0001", "method": "DCT-Net", "checkpoint": "best.pt", "psnr": 26.9, …}
 
 :data:`RECORD_FIELDS` names each kind and the fields it must carry; every other field of a ``val`` or ``eval``
-record, and every entry of a ``train`` record's ``losses``, is a measurement. :class:`MetricsTail` returns only
+record, and every entry of a ``train`` record's ``losses``, is a measurement. :class:`MetricsLog` appends each
+record as one ``write`` of a complete line, flushed, on rank 0 only (an append-only log cannot be replaced
+atomically as a whole). :class:`MetricsTail` returns only
 the records appended since its previous call and never a half-written line; :class:`RunHistory` turns records
 into loss curves, validation curves and an evaluation table with mean ± standard deviation. Used by the
 DCTNetTraining Slicer module and usable from any script.
@@ -17,14 +19,21 @@ DCTNetTraining Slicer module and usable from any script.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
+import os
+import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 import numpy as np
+
+from ..errors import OutputError
+from ..io.atomic import output_error, write_all
 
 __all__ = [
     "METRICS_FILENAME",
@@ -33,6 +42,9 @@ __all__ = [
     "EVAL",
     "RECORD_FIELDS",
     "make_record",
+    "MetricsLog",
+    "json_value",
+    "now",
     "EVAL_METRICS",
     "MetricsTail",
     "EvalRow",
@@ -76,6 +88,59 @@ def make_record(event: str, **fields: Any) -> dict[str, Any]:
     if missing:
         raise ValueError(f"a {event!r} record needs {', '.join(missing)}")
     return {"event": event, **fields}
+
+
+class MetricsLog:
+    """Append-only JSON-lines log ``<run_dir>/metrics.jsonl``; disabled (no-op) off rank 0.
+
+    Args:
+        path: the log file.
+        enabled: write records (rank 0) or ignore them (other ranks).
+    """
+
+    def __init__(self, path: str | Path, enabled: bool = True) -> None:
+        self.path = Path(path)
+        self.enabled = enabled
+
+    def write(self, event: str, **fields: Any) -> dict[str, Any]:
+        """Append ``{"event": event, **fields}`` as one line and flush it to disk; returns the record."""
+        record = make_record(event, **fields)
+        if self.enabled:
+            self._append((json.dumps(record, default=json_value) + "\n").encode("utf-8"))
+        return record
+
+    def _append(self, line: bytes) -> None:
+        """Append one complete line; on a failed write (file-size limit, full disk) cut the log back to its earlier
+        end, so no half line is left, and raise one :class:`OutputError` naming the file."""
+        with open(self.path, "ab", buffering=0) as handle:  # unbuffered: nothing is left to fail at close
+            end = handle.seek(0, os.SEEK_END)
+            try:
+                write_all(handle.fileno(), memoryview(line))
+                os.fsync(handle.fileno())
+            except OSError as exc:
+                with contextlib.suppress(OSError):
+                    handle.truncate(end)
+                raise OutputError(f"{output_error(exc, self.path)}; it keeps every earlier record") from exc
+
+
+def json_value(value: Any) -> Any:
+    """``json.dumps(default=…)`` for what training records hold besides JSON types: numpy and one-element torch
+    scalars become numbers, paths strings."""
+    if isinstance(value, (np.floating, np.integer)):
+        return value.item()
+    # A torch tensor can only exist once torch is imported: this module does not import it (the Slicer training
+    # module reads the log in Slicer's own process, where torch may be missing).
+    torch = sys.modules.get("torch")
+    if torch is not None and isinstance(value, torch.Tensor) and value.numel() == 1:
+        return value.item()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def now() -> float:
+    """Wall-clock seconds since the epoch (the ``time`` field of ``train`` records)."""
+    return round(time.time(), 3)
 
 
 class MetricsTail:

@@ -1,80 +1,39 @@
-"""Prepared datasets: case discovery in the raw downloads, the prepared-case folder format, split files and
-:class:`PreparedCaseDataset`.
+"""Discovery of the CTs to prepare in a source dataset: LIDC-IDRI as downloaded from TCIA (DICOM series),
+CTSpine1K-style NIfTI folders, and your own CTs ("generic": a folder, or a CSV / JSON case list).
 
-Layout written by ``dctnet prepare`` (see ``DCTNetLib.data.prepare``)::
-
-    OUTPUT/
-      cases/<case_id>/ct_unit.npy                 (128, 128, 128) float16, HU window → [0, 1], canonical axes
-                      drr.npy                     (2, 128, 128) float32 [0, 1]: PA, lateral
-                      drr_bone_suppressed.npy     (2, 128, 128) float32 [0, 1]: same views, bones removed
-                      meta.json                   written last: its presence marks the case as done
-      splits/train.txt, val.txt, test.txt         one case id per line
-      splits/split.json                           how the split was made: dataset, discovery unit, seed, counts,
-                                                  sizes against the paper's, sha256 of the three lists
-      failed.txt                                  cases that could not be read, with the reason
-
-``ct_unit`` is stored as float16: its rounding error is below 2.5e-4 on [0, 1] (≤ 0.6 HU on the 2500 HU
-window, PSNR > 80 dB, checked in the tests), far under what any reconstruction reaches (~25–30 dB), and it
-halves the disk use (4 MiB instead of 8 MiB a case).
+Every CT found becomes a :class:`Case` (id, source, dataset, patient, the split a case list gave it). ``dctnet
+prepare`` (:mod:`DCTNetLib.data.prepare`) writes each case into the prepared-case store
+(:mod:`DCTNetLib.data.prepared_cases`) and deals the finished ones into splits (:mod:`DCTNetLib.data.case_splits`).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
-import logging
 import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
 from ..conventions import DATASETS, NIFTI_SUFFIXES, VOLUME_READ_SUFFIXES
-from .case_arrays import load_case_array
 from ..errors import InputError
-from ..io.atomic import atomic_path, atomic_write_text
+from .case_splits import SPLITS
 
 __all__ = [
     "Case",
-    "CASE_FILES",
-    "DATASETS",
-    "SPLITS",
-    "PAPER_SPLIT_SIZES",
     "LIDC_UNITS",
     "discover_cases",
     "discover_lidc_cases",
     "discover_ctspine1k_cases",
-    "write_case",
-    "read_meta",
-    "is_case_done",
-    "split_sizes",
-    "make_splits",
-    "write_splits",
-    "split_record",
-    "write_split_record",
-    "describe_split",
-    "read_split",
-    "PreparedCaseDataset",
+    "discover_generic_cases",
+    "mark_duplicate_ids",
+    "given_splits",
 ]
 
-log = logging.getLogger(__name__)
-
-CASE_FILES = {"ct": "ct_unit.npy", "drr": "drr.npy", "drr_bs": "drr_bone_suppressed.npy", "meta": "meta.json"}
-CASES_DIR = "cases"
-SPLITS_DIR = "splits"
-SPLITS = ("train", "val", "test")
-CT_STORE_DTYPE = np.float16
-
-# Train / val / test sizes of DCT-Net §3.1: LIDC-IDRI 1,018 CTs → 854/72/92; CTSpine1K 784 CTs → 650/60/74.
-PAPER_SPLIT_SIZES = {"lidc-idri": (854, 72, 92), "ctspine1k": (650, 60, 74)}
-# Your own CTs ("generic"): LIDC-IDRI's proportions (84 / 7 / 9 %) unless a split is given.
-PAPER_SPLIT_SIZES["generic"] = PAPER_SPLIT_SIZES["lidc-idri"]
 # What one LIDC-IDRI case is. "scan": every CT series (the paper's 1,018 are scans: LIDC-IDRI holds 1,018 CT
 # scans of 1,010 patients, Armato et al. 2011, the paper's ref. [32]); "patient": one series per patient folder
 # (the one with the most slices), at most 1,010 cases.
 LIDC_UNITS = ("scan", "patient")
-SPLIT_RECORD = "split.json"
 
 _LIDC_CASE = re.compile(r"^LIDC-IDRI-\d{4}$")
 # CTSpine1K ships label maps next to the images ("*_seg.nii.gz", folders "gt"/"label"): not CTs.
@@ -353,76 +312,6 @@ def discover_cases(dataset: str, source: str | os.PathLike, unit: str = "scan") 
     return mark_duplicate_ids(cases)
 
 
-# ------------------------------------------------------------------------------------------------ case folders
-
-
-def write_case(case_dir: str | os.PathLike, ct_unit: np.ndarray, drr: np.ndarray, drr_bs: np.ndarray,
-               meta: dict) -> Path:
-    """Write one prepared case atomically, ``meta.json`` last (the "done" marker).
-
-    Args:
-        case_dir: the case folder (created if missing).
-        ct_unit: ``(D, H, W)`` unit volume; stored as float16.
-        drr: ``(2, H, W)`` PA + lateral DRRs in [0, 1]; stored as float32.
-        drr_bs: ``(2, H, W)`` bone-suppressed DRRs in [0, 1]; stored as float32.
-        meta: JSON-serialisable description; ``preprocessing_version`` is added.
-    """
-    case_dir = Path(case_dir)
-    case_dir.mkdir(parents=True, exist_ok=True)
-    arrays = {
-        "ct": np.asarray(ct_unit, dtype=CT_STORE_DTYPE),
-        "drr": np.asarray(drr, dtype=np.float32),
-        "drr_bs": np.asarray(drr_bs, dtype=np.float32),
-    }
-    for key, array in arrays.items():
-        with atomic_path(case_dir / CASE_FILES[key]) as tmp:
-            np.save(tmp, array)
-    from .preprocess import PREPROCESSING_VERSION  # lazy: preprocessing needs torch, discovery does not
-
-    meta = {**meta, "preprocessing_version": PREPROCESSING_VERSION,
-            "files": {CASE_FILES[key]: {"shape": list(a.shape), "dtype": str(a.dtype)} for key, a in arrays.items()}}
-    atomic_write_text(case_dir / CASE_FILES["meta"], json.dumps(meta, indent=2) + "\n")
-    return case_dir
-
-
-def read_meta(case_dir: str | os.PathLike) -> dict | None:
-    """The case's ``meta.json`` as a dict, or None when missing or unreadable."""
-    try:
-        return json.loads((Path(case_dir) / CASE_FILES["meta"]).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-
-
-def is_case_done(case_dir: str | os.PathLike) -> bool:
-    """True when the case folder is complete and was made by the current preprocessing version."""
-    from .preprocess import PREPROCESSING_VERSION  # lazy, as in write_case
-
-    meta = read_meta(case_dir)
-    if meta is None or meta.get("preprocessing_version") != PREPROCESSING_VERSION:
-        return False
-    return all((Path(case_dir) / name).is_file() for name in CASE_FILES.values())
-
-
-# ------------------------------------------------------------------------------------------------------ splits
-
-
-def split_sizes(n: int, paper_sizes: tuple[int, int, int]) -> tuple[int, int, int]:
-    """Train / val / test sizes for ``n`` cases.
-
-    With exactly the paper's number of cases, the paper's sizes. Otherwise the paper's *proportions*:
-    val and test get ``round(n · p)`` cases, at least one each; train gets the rest. Fewer than 3 cases all go
-    to train.
-    """
-    total = sum(paper_sizes)
-    if n == total:
-        return tuple(paper_sizes)  # type: ignore[return-value]
-    if n < 3:  # too few to hold out anything: all cases train
-        return n, 0, 0
-    val = max(1, round(n * paper_sizes[1] / total))
-    test = max(1, round(n * paper_sizes[2] / total))
-    return n - val - test, val, test
-
-
 def given_splits(cases: list[Case], finished: list[str]) -> dict[str, list[str]] | None:
     """The splits a case list fixed (its ``split`` column), over the ``finished`` cases; None when no case has one.
     Finished cases without a split go to train."""
@@ -434,184 +323,3 @@ def given_splits(cases: list[Case], finished: list[str]) -> dict[str, list[str]]
         if case.case_id in done and case.duplicate_of is None:
             splits[case.split or "train"].append(case.case_id)
     return {name: sorted(ids) for name, ids in splits.items()}
-
-
-# Seed of the train/val/test split (`dctnet prepare --seed`).
-SPLIT_SEED = 2025
-
-
-def make_splits(case_ids: list[str], dataset: str, seed: int = SPLIT_SEED,
-                groups: dict[str, str] | None = None) -> dict[str, list[str]]:
-    """Deterministic random split of ``case_ids`` with the paper's sizes (see :func:`split_sizes`).
-
-    The ids are sorted before shuffling with ``numpy.random.default_rng(seed)``, so the split depends only on
-    the set of ids and the seed, not on discovery order. Each list is returned sorted.
-
-    Args:
-        case_ids: the prepared cases.
-        dataset: ``"lidc-idri"`` or ``"ctspine1k"`` (which paper sizes).
-        seed: shuffling seed. Defaults to 2025.
-        groups: case id → group (patient); cases of one group always land in the same split, so no patient is
-            both trained and tested on (ours: the paper does not say how it split). The groups, ordered by
-            their smallest id, are shuffled and dealt to train, then val, then test, each group to the first
-            split it still fits in. With one case per group (or ``groups=None``) this is exactly a shuffle of
-            the ids; with some pairs, a size can end one case off the target (the record says so).
-    """
-    ids = sorted(set(case_ids))
-    targets = split_sizes(len(ids), PAPER_SPLIT_SIZES[dataset])
-    members: dict[str, list[str]] = {}
-    for case_id in ids:
-        members.setdefault((groups or {}).get(case_id, case_id), []).append(case_id)
-    ordered = sorted(members.values(), key=lambda group: group[0])
-    order = np.random.default_rng(seed).permutation(len(ordered))
-    dealt: dict[str, list[str]] = {name: [] for name in SPLITS}
-    for index in order:
-        group = ordered[index]
-        fits = [name for name, target in zip(SPLITS, targets) if len(dealt[name]) + len(group) <= target]
-        # none fits (a group larger than every remaining gap): the split furthest below its target
-        name = fits[0] if fits else max(SPLITS, key=lambda n: targets[SPLITS.index(n)] - len(dealt[n]))
-        dealt[name].extend(group)
-    return {name: sorted(dealt[name]) for name in SPLITS}
-
-
-def write_splits(root: str | os.PathLike, splits: dict[str, list[str]]) -> Path:
-    """Write ``root/splits/{train,val,test}.txt`` atomically (one id per line)."""
-    folder = Path(root) / SPLITS_DIR
-    folder.mkdir(parents=True, exist_ok=True)
-    for name in SPLITS:
-        ids = splits.get(name, [])
-        atomic_write_text(folder / f"{name}.txt", "".join(f"{case_id}\n" for case_id in ids))
-    return folder
-
-
-def split_record(splits: dict[str, list[str]], dataset: str, *, seed: int, unit: str,
-                 groups: dict[str, str] | None = None) -> dict:
-    """What :func:`write_split_record` stores: how the split was made and how it compares with the paper's.
-
-    Args:
-        splits: ``{"train": [...], "val": [...], "test": [...]}``.
-        dataset: ``"lidc-idri"`` or ``"ctspine1k"``.
-        seed: the split seed.
-        unit: discovery unit (``"scan"`` or ``"patient"``; CTSpine1K: ``"scan"``).
-        groups: case id → patient, as given to :func:`make_splits`.
-    """
-    import hashlib
-
-    ids = [case_id for name in SPLITS for case_id in splits.get(name, [])]
-    paper = PAPER_SPLIT_SIZES[dataset]
-    sizes = {name: len(splits.get(name, [])) for name in SPLITS}
-    return {
-        "dataset": dataset,
-        "unit": unit,
-        "seed": seed,
-        "cases": len(set(ids)),
-        "groups": len({(groups or {}).get(case_id, case_id) for case_id in ids}),
-        "sizes": sizes,
-        "paper_cases": sum(paper),
-        "paper_sizes": dict(zip(SPLITS, paper)),
-        "matches_paper": tuple(sizes[name] for name in SPLITS) == tuple(paper),
-        "grouped_by_patient": groups is not None,
-        "sha256": {name: hashlib.sha256("".join(f"{c}\n" for c in splits.get(name, [])).encode()).hexdigest()
-                   for name in SPLITS},
-    }
-
-
-def write_split_record(root: str | os.PathLike, record: dict) -> Path:
-    """Write ``root/splits/split.json`` atomically."""
-    folder = Path(root) / SPLITS_DIR
-    folder.mkdir(parents=True, exist_ok=True)
-    return atomic_write_text(folder / SPLIT_RECORD, json.dumps(record, indent=2, sort_keys=True) + "\n")
-
-
-def describe_split(record: dict) -> str:
-    """One line for people: counts, unit, sizes and whether they are the paper's."""
-    sizes = " / ".join(f"{name} {record['sizes'][name]}" for name in SPLITS)
-    paper = " / ".join(str(record["paper_sizes"][name]) for name in SPLITS)
-    unit = "one case per CT scan" if record["unit"] == "scan" else "one case per patient"
-    verdict = ("the paper's sizes" if record["matches_paper"] else
-               f"the paper's proportions; the paper used {record['paper_cases']} cases → {paper}")
-    return (f"{record['cases']} {record['dataset']} cases ({unit}, {record['groups']} patients/groups); "
-            f"split {sizes} = {verdict} (seed {record['seed']})")
-
-
-def read_split(root: str | os.PathLike, split: str) -> list[str]:
-    """Case ids of ``split`` under a prepared ``root``.
-
-    Raises:
-        InputError: unknown split name or missing split file.
-    """
-    if split not in SPLITS:
-        raise InputError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
-    path = Path(root) / SPLITS_DIR / f"{split}.txt"
-    if not path.is_file():
-        raise InputError(f"split file not found (run `dctnet prepare` first): {path}")
-    return [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-
-
-# ----------------------------------------------------------------------------------------------------- dataset
-
-
-class PreparedCaseDataset:
-    """Prepared cases of one split as a map-style torch dataset (``len`` and indexing; torch is imported on the
-    first item, so discovering and listing cases stays light).
-
-    Each item is ``dict(ct=(1, 128, 128, 128) float32 [0, 1], drr=(2, 128, 128), drr_bs=(2, 128, 128),
-    case_id=str)`` (tensors; float16 storage is widened to float32).
-
-    Args:
-        root: folder written by ``dctnet prepare``.
-        split: ``"train"``, ``"val"`` or ``"test"``.
-        image_size: when given and different from the stored size, every item is resampled on load: the
-            radiographs to ``image_size``², the CT to ``image_size``³ (area averaging when shrinking, linear
-            interpolation when enlarging), so a smaller model preset (``tiny``: 32) trains on ``prepare``'s
-            128² output directly.
-
-    Raises:
-        InputError: missing split file, or a listed case that is not prepared (named in the message).
-    """
-
-    def __init__(self, root: str | os.PathLike, split: str, image_size: int | None = None) -> None:
-        self.root = Path(root)
-        self.split = split
-        self.image_size = image_size
-        self.case_ids = read_split(self.root, split)
-        for case_id in self.case_ids:
-            if not is_case_done(self.case_dir(case_id)):
-                raise InputError(f"case {case_id} of split {split} is not prepared (re-run `dctnet prepare`): "
-                                 f"{self.case_dir(case_id)}")
-
-    def case_dir(self, case_id: str) -> Path:
-        return self.root / CASES_DIR / case_id
-
-    def __len__(self) -> int:
-        return len(self.case_ids)
-
-    def __getitem__(self, index: int) -> dict:
-        import torch
-
-        case_id = self.case_ids[index]
-        folder = self.case_dir(case_id)
-
-        ct, drr, drr_bs = (load_case_array(folder / CASE_FILES[kind], kind) for kind in ("ct", "drr", "drr_bs"))
-        item = {
-            "ct": torch.from_numpy(ct)[None],
-            "drr": torch.from_numpy(drr),
-            "drr_bs": torch.from_numpy(drr_bs),
-            "case_id": case_id,
-        }
-        if self.image_size and tuple(drr.shape[-2:]) != (self.image_size, self.image_size):
-            item.update(ct=resample(item["ct"], self.image_size), drr=resample(item["drr"], self.image_size),
-                        drr_bs=resample(item["drr_bs"], self.image_size))
-        return item
-
-
-def resample(array, size: int):
-    """A (C, H, W) image stack or (C, D, H, W) volume tensor resampled to side ``size``: area averaging when
-    shrinking (each output pixel/voxel is the mean of the ones it covers), (bi/tri)linear when enlarging."""
-    import torch.nn.functional as F
-
-    spatial = array.shape[1:]
-    shrinking = all(side >= size for side in spatial)
-    mode = "area" if shrinking else ("bilinear" if len(spatial) == 2 else "trilinear")
-    kwargs = {} if shrinking else {"align_corners": False}
-    return F.interpolate(array[None].float(), size=(size,) * len(spatial), mode=mode, **kwargs)[0].contiguous()

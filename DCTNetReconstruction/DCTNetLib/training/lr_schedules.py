@@ -1,4 +1,5 @@
-"""Learning-rate schedules, as ``torch.optim.lr_scheduler.LambdaLR`` stepped once per epoch.
+"""Learning-rate schedules of the GAN and CDM optimisers (not the diffusion noise schedules of
+:mod:`DCTNetLib.models.diffusion.schedules`), as ``torch.optim.lr_scheduler.LambdaLR`` stepped once per epoch.
 
 - ``"constant"`` — DCT-Net §3.1: Adam at 2e-4 for all 100 epochs, no decay is mentioned.
 - ``"x2ct"``     — X2CT-GAN (Ying et al., CVPR 2019; kylekma/X2CT ``3DGAN/lib/model/factory.py`` ``get_scheduler``
