@@ -29,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
+from pydicom.multival import MultiValue
 from pydicom.uid import generate_uid
 
 from .. import __version__
@@ -86,7 +87,7 @@ def _single_value(keyword: str, value: object, source: str | os.PathLike) -> str
     A backslash is DICOM's value separator: pydicom reads a PatientID ``x\\y`` as two values ``['x', 'y']``, and
     written back it would be two values again. Such a value is joined with ``_`` instead, with a warning.
     """
-    if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__"):
+    if not isinstance(value, (MultiValue, list, tuple)):  # a str, a PersonName (iterable, one value), a number
         return str(value)
     parts = [str(part) for part in value]
     joined = "_".join(parts)
