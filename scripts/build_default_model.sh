@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# Recipe of the shipped default model (DCTNetLib/resources/weights/dctnet_small.pt + manifest.json).
+# Recipe of the default model (DCTNetLib/resources/weights/dctnet_small.pt + manifest.json). It now holds the
+# latest *candidate's* recipe (v5, not shipped: README, "The shipped model"); the shipped v3 was built by this
+# script at code revision d1ae894 (`git show d1ae894:scripts/build_default_model.sh`).
 # Small presets on a 2-core CPU: the GAN and the CDM train at once, one thread each.
 # Usage: scripts/build_default_model.sh WORKDIR [GAN_EPOCHS] [CDM_STEPS] [CDM_CHECKPOINT] [INIT]
 #   Training resumes: run the same line again after an interruption (the trainings continue from latest.pt).
@@ -8,7 +10,7 @@
 #   INIT: start the CDM and the generators from this model bundle (v5 started from the v3 bundle of code
 #   revision d1ae894: `git show d1ae894:DCTNetReconstruction/DCTNetLib/resources/weights/dctnet_small.pt`).
 #   v5: AVERAGE_EPOCHS=1 scripts/build_default_model.sh WORK 26 0 v3_cdm.pt v3_bundle.pt, where v3_cdm.pt is
-#   the v3 bundle's CDM (its CDM is reused, not retrained).
+#   the v3 bundle's CDM (its CDM is reused, not retrained); the measured candidate stopped at epoch 22 of 26.
 set -euo pipefail
 work=${1:?work folder}; gan_epochs=${2:-70}; cdm_steps=${3:-2900}; cdm_from=${4:-}; init=${5:-}
 average=${AVERAGE_EPOCHS:-8}  # epochs at the end whose checkpoints are averaged

@@ -119,16 +119,15 @@ def main(argv: list[str] | None = None) -> int:
               for name in ("train", "val", "test")}
     repo = Path(__file__).resolve().parents[1]
     recipe = {
-        "model": "DCT-Net small presets (CDM small: v-objective, bone-component target; GAN small v2 with the "
-                 "product path), demonstration weights",
+        "model": "DCT-Net small presets (CDM small: v-objective, bone-component target; GAN small v2), demonstration "
+                 "weights",
         "parameters": bundle.parameter_counts(),
         "sampling_steps": bundle.sampling_steps,
         "training_cts": {s["source"]: s["role"] for s in sources if s.get("role") != "validation"},
         "training_sampling": dict(Counter(splits["train"])),
-        "augmentation": ("on the fly, every sample (DCTNetLib.data.augment.AugmentConfig): rotation ±6° about S-I "
-                         "and ±3° about A-P and R-L, scale 0.85-1.3 with ±10 % per axis, shift ±10 mm, R-L mirror "
-                         "with probability 0.25, attenuation gain ±4 %; DRRs and bone-suppressed DRRs re-rendered, "
-                         "then a random film-like appearance (DCTNetLib.data.film_appearance)"),
+        "augmentation": ("on the fly, every sample (DCTNetLib.data.augment.AugmentConfig defaults): rotation "
+                         "±6° about S-I and ±3° about A-P and R-L, scale 0.9-1.1, shift ±10 mm, R-L mirror with "
+                         "probability 0.25, attenuation gain ±4 %; DRRs and bone-suppressed DRRs re-rendered"),
         "splits": {name: len(ids) for name, ids in splits.items()},
         "distinct_training_cts": len(set(splits["train"])),
         "test": (f"{', '.join(splits['test'])}: never trained on, never used for a choice"
@@ -138,12 +137,11 @@ def main(argv: list[str] | None = None) -> int:
         "progress": {"gan": bundle.meta.get("gan_progress"), "cdm": bundle.meta.get("cdm_progress")},
         "sampling": {"ddim_steps": bundle.sampling_steps,
                      "strength": getattr(bundle.cdm.config, "sampling_strength", 1.0) if bundle.cdm else None},
-        "recipe": ("AVERAGE_EPOCHS=1 scripts/build_default_model.sh WORKDIR 26 0 V3_CDM V3_BUNDLE (2-core CPU): "
-                   "the v3 generators fine-tuned with the product path added (model.product_channels=8, its Adam "
-                   "group at 10x lr), its bone-image L1 (loss.lambda_bone_image=10) and the bone terms "
-                   "(loss.bone_weight=15, loss.lambda_bone_proj=100), lr 5e-4 with X2CT-GAN's linear decay over the "
-                   "second half of 26 epochs; the v3 CDM's online weights, 4 DDIM steps from strength 0.35, "
-                   "chosen from docs/cdm.md's curve"),
+        "recipe": ("scripts/build_default_model.sh WORKDIR GAN_EPOCHS CDM_STEPS (2-core CPU, one thread per "
+                   "process, both trainings at once; GAN lr 1e-3 with X2CT-GAN's linear decay over the second "
+                   "half of the epochs; the exported G(Y), G(X) are the mean of the checkpoints of the last 23 "
+                   "epochs, scripts/average_checkpoints.py; the CDM's online weights, 4 DDIM steps from "
+                   "strength 0.35, chosen from docs/cdm.md's curve)"),
         "code_revision": _git_revision(repo),
         "training_fingerprints": training_fingerprints(args.work / "prepared", splits["train"]),
     }
