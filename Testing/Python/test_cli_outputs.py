@@ -189,6 +189,11 @@ def test_batch_mode_reconstructs_every_case_of_a_csv_and_reports_failures(tmp_pa
     assert cli.main([*args, "--batch", str(tmp_path / "cases")]) == 2 and "exists" in capsys.readouterr().err
     assert cli.main([*args, "--batch", str(tmp_path / "cases"), "--overwrite"]) == 0
     assert sorted(p.name for p in out.glob("*.nii.gz")) == ["a.nii.gz", "b.nii.gz", "first.nii.gz"]
+    # --reference is one CT for one case: refused with --batch before anything is written (it was ignored)
+    capsys.readouterr()
+    refused = cli.main([*args, "--batch", str(tmp_path / "cases"), "--overwrite", "--reference",
+                        str(out / "a.nii.gz"), "--output", str(tmp_path / "other")])
+    assert refused == 2 and "--reference" in capsys.readouterr().err and not (tmp_path / "other").exists()
 
 
 def test_the_manifest_script_writes_a_model_card_that_info_shows(repo_root, tmp_path, tiny_bundle_path, capsys):

@@ -328,6 +328,8 @@ def _check_batch(args: argparse.Namespace) -> tuple[list[tuple[str, Path, Path]]
         raise InputError("give --batch alone, or --pa/--lat, or --ct")
     if args.extras:
         raise InputError("--extras is for one case; in batch mode only the CTs and batch_report.json are written")
+    if getattr(args, "reference", None) is not None:
+        raise InputError("--reference is one CT for one case; give it with --pa/--lat, not with --batch")
     if args.output.name.lower().endswith(VOLUME_WRITE_SUFFIXES):
         raise InputError(f"with --batch, --output is a folder (got {args.output})")
     cases = batch_cases(args.batch)
