@@ -86,7 +86,7 @@ def test_the_path_learns_a_thin_column_the_views_show():
     assert after - before > 0.2, (before, after)
 
 
-def test_init_may_add_the_path_but_not_drop_it(tiny_bundle_path):
+def test_init_may_add_the_path_to_a_model_without_it(tiny_bundle_path):
     from DCTNetLib.commands.train import initialise_generators
 
     def trainer(product_channels):

@@ -70,7 +70,8 @@ HELP = ("reproduce DCT-Net Table 1 (LIDC-IDRI) or Table 2 (CTSpine1K): prepare, 
 
 # Rows of DCT-Net Table 1 (LIDC-IDRI) as printed: (method, our variant or None, PSNR, SSIM, LPIPS) with the
 # paper's (mean, ±) values.
-PAPER_TABLE1: tuple[tuple[str, str | None, tuple[float, float], tuple[float, float], tuple[float, float]], ...] = (
+PaperRows = tuple[tuple[str, str | None, tuple[float, float], tuple[float, float], tuple[float, float]], ...]
+PAPER_TABLE1: PaperRows = (
     ("PerX2CT [37]", None, (27.248, 0.004), (0.637, 0.005), (0.253, 0.003)),
     ("X2CT [22]", "x2ct-baseline", (26.769, 0.040), (0.622, 0.001), (0.307, 0.002)),
     ("RT-SRTS [38]", None, (25.311, 0.010), (0.570, 0.001), (0.323, 0.003)),
@@ -82,7 +83,7 @@ PAPER_TABLE1: tuple[tuple[str, str | None, tuple[float, float], tuple[float, flo
     ("DCT-Net (ours)", "dctnet", (27.928, 0.040), (0.703, 0.001), (0.221, 0.004)),
 )
 # DCT-Net Table 2 (CTSpine1K), same layout; the paper lists no ablations there.
-PAPER_TABLE2: tuple[tuple[str, str | None, tuple[float, float], tuple[float, float], tuple[float, float]], ...] = (
+PAPER_TABLE2: PaperRows = (
     ("PerX2CT [37]", None, (25.575, 0.010), (0.614, 0.001), (0.282, 0.003)),
     ("X2CT [22]", "x2ct-baseline", (24.927, 0.001), (0.616, 0.008), (0.334, 0.001)),
     ("RT-SRTS [38]", None, (23.518, 0.020), (0.523, 0.002), (0.348, 0.005)),

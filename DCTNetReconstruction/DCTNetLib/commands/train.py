@@ -110,17 +110,17 @@ def initialise_generators(trainer: Any, path: Path) -> None:
 
     preset, source = load_generators(path)
     source_cfg, run_cfg = GANPreset.from_dict(preset).generator, trainer.preset.generator
-    adds_product = not source_cfg.product_channels and run_cfg.product_channels
     if dataclasses.replace(source_cfg, product_channels=run_cfg.product_channels) != run_cfg or (
             source_cfg.product_channels not in (0, run_cfg.product_channels)):
         raise InputError(f"--init {path}: its generator architecture differs from this run's "
                          f"({trainer.preset.name}); fine-tuning needs the same preset and model settings (it may "
-                         "only add the product path, generator.product_channels)")
+                         "only add the product path, model.product_channels)")
+    same_architecture = source_cfg == run_cfg  # else the run adds the product path to a source without one
     for name in ("g_raw", "g_bs"):
         target = getattr(trainer, name)
         if target is not None and name in source:
             # A run that adds the product path starts it at zero (ViewProductPath.reset_mix): same output as the source.
-            missing, unexpected = unwrap(target).load_state_dict(source[name].state_dict(), strict=not adds_product)
+            missing, unexpected = unwrap(target).load_state_dict(source[name].state_dict(), strict=same_architecture)
             if unexpected or [key for key in missing if not key.startswith("product.")]:
                 raise InputError(f"--init {path}: its {name} weights do not fit this run's generator")
 
