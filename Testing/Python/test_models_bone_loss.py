@@ -84,3 +84,46 @@ def test_negative_bone_weights_are_refused():
         LossConfig(bone_weight=-1.0)
     with pytest.raises(InputError, match="lambda_bone_proj"):
         LossConfig(lambda_bone_proj=-1.0)
+
+
+# ---------------------------------------------------------------------------------------------- soft bone Dice
+def test_soft_dice_ranks_outputs_by_their_bone_overlap_and_pulls_the_rod_up():
+    from DCTNetLib.models.losses import soft_bone_dice_loss
+
+    guess, real = volumes()
+    t = float(hu_to_unit(np.float64(300.0)))
+    clean = torch.where(real > t, real, torch.zeros_like(real))  # no soft tissue near the threshold
+    assert float(soft_bone_dice_loss(clean, real, t)) == pytest.approx(0.0, abs=1e-3)
+    # 40 HU soft tissue is 5 ramps below 300 HU: 4,064 voxels at sigmoid(−5.2) ≈ 0.0055 count as ~22 bone voxels
+    # beside the rod's 32, so the perfect output keeps a floor; every imperfect output scores worse
+    perfect = float(soft_bone_dice_loss(real, real, t))
+    half = guess.clone()
+    half[..., 4:8, 7:9, 7:9] = BONE  # half the rod found
+    shifted = torch.roll(real, shifts=2, dims=-1)  # the rod moved by its own width: no overlap
+    losses = [perfect, float(soft_bone_dice_loss(half, real, t)), float(soft_bone_dice_loss(guess, real, t)),
+              float(soft_bone_dice_loss(shifted, real, t))]
+    # bone in the wrong place scores worse than none (it adds to the denominator and overlaps nothing)
+    assert losses == sorted(losses) and losses[0] < 0.3 < losses[1] < 0.6 < losses[2] < losses[3]
+    assert losses[2] == pytest.approx(1.0, abs=0.01)
+    # its gradient on a guess just below the threshold raises the rod, and only the rod
+    near = torch.full_like(real, t - BONE_RAMP_UNIT).requires_grad_(True)
+    soft_bone_dice_loss(near, real, t).backward()
+    assert float(-near.grad[..., 4:12, 7:9, 7:9].min()) > 0
+    assert float(-near.grad.flatten()[0]) < 0  # a soft-tissue voxel is pushed down
+
+
+def test_soft_dice_term_is_logged_per_branch_at_the_evaluation_threshold():
+    from DCTNetLib.evaluation.metrics import BONE_HU
+
+    guess, real = volumes()
+    assert LossConfig().bone_dice_threshold_hu == BONE_HU  # ℓ_dice trains the Dice that `dctnet evaluate` reports
+    criterion = loss(lambda_bone_dice=1.0)
+    _, terms = criterion.generator_loss(guess, real, None)
+    assert terms["dice"] == pytest.approx(1.0, abs=0.01)
+    names = [name for name, _, _ in criterion.voxel_terms(guess, real, suffix="_x")]
+    assert "dice_x" in names
+    assert "dice" not in loss().generator_loss(guess, real, None)[1]  # off by default
+    from DCTNetLib.errors import InputError
+
+    with pytest.raises(InputError, match="lambda_bone_dice"):
+        LossConfig(lambda_bone_dice=-1.0)

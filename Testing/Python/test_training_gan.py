@@ -478,3 +478,23 @@ def test_product_path_trains_in_its_own_group_with_its_bone_image_term(prepared1
 
     with pytest.raises(Exception, match="product path"):
         make_trainer(gan_config(loss={"lambda_bone_image": 10.0}), tmp_path / "q", prepared16, StandInFeatures())
+
+
+def test_best_checkpoint_can_be_chosen_on_the_validation_bone_dice(prepared16, tmp_path, one_thread):
+    """Validation logs the bone Dice and the 99.9th percentile; with best_on=bone_dice, best.pt is the state of the
+    validation with the highest bone Dice, and an unknown metric is refused."""
+    from DCTNetLib.errors import InputError
+
+    config = gan_config(epochs=3, val_every=1, best_on="bone_dice", loss={"lambda_bone_dice": 1.0},
+                        lr=5e-3)
+    trainer = make_trainer(config, tmp_path / "b", prepared16, StandInFeatures())
+    assert trainer.fit().status == "done"
+    rows = [json.loads(line) for line in (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()]
+    vals = [r for r in rows if r["event"] == "val"]
+    assert len(vals) == 3 and all({"bone_dice", "p999_hu", "psnr"} <= set(r) for r in vals)
+    best_step = max(vals, key=lambda r: r["bone_dice"])["step"]  # first of equals: only improvements replace it
+    best = load_state(tmp_path / "b" / "best.pt")
+    assert best["progress"]["step"] == best_step
+    assert best["progress"]["best_metric"] == pytest.approx(max(r["bone_dice"] for r in vals))
+    with pytest.raises(InputError, match="best_on"):
+        gan_config(best_on="lpips")

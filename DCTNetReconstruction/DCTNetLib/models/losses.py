@@ -11,7 +11,8 @@ Generator objective (eq. 10b)::
 Two optional bone terms (ours, off in the paper's presets; :class:`~DCTNetLib.models.presets.LossConfig`):
 ``bone_weight`` makes ℓ_recon ``mean(w · (G(Y) − GT)²)`` with ``w = 1 + bone_weight`` where GT is bone, and
 ``λ_bone · ℓ_bone`` adds ``mean_v mean |P_v B(G(Y)) − P_v B(GT)|`` for the bone component
-``B(v) = softplus(β (v − t)) / β``.
+``B(v) = softplus(β (v − t)) / β``. ``λ_dice · ℓ_dice`` adds a soft Dice loss on the bone masks
+(:func:`soft_bone_dice_loss`).
 
 Discriminator objective (eq. 10a): ``λ1 · ½ [mean_v mean((D_v(GT | Y) − 1)²) + mean_v mean(D_v(G(Y) | Y)²)]``.
 ``D_v`` are the entries of the discriminator's output dict (axial/coronal/sagittal slice patches for
@@ -37,7 +38,7 @@ from ..conventions import AXIS_AP, AXIS_RL, AXIS_SI, hu_to_unit
 from .presets import LossConfig
 
 __all__ = ["PLANE_AXES", "BONE_RAMP_UNIT", "project_planes", "perceptual_loss", "lsgan_loss", "bone_component",
-           "MultiPathLoss"]
+           "soft_bone_dice_loss", "MultiPathLoss"]
 
 # Plane → volume axis (of (D, H, W)) averaged away: axial planes are normal to S–I, coronal to A–P, sagittal
 # to R–L (same plane names as the discriminator's slices).
@@ -69,6 +70,25 @@ def bone_component(volume: torch.Tensor, threshold_unit: float) -> torch.Tensor:
     """
     beta = 1.0 / BONE_RAMP_UNIT
     return F.softplus(volume - threshold_unit, beta=beta)
+
+
+# Smoothing of the soft Dice's numerator and denominator (MONAI DiceLoss's smooth_nr = smooth_dr = 1e-5): a
+# sample with no bone in either mask scores a loss of 0, not 0 / 0.
+DICE_SMOOTH = 1e-5
+
+
+def soft_bone_dice_loss(fake: torch.Tensor, real: torch.Tensor, threshold_unit: float) -> torch.Tensor:
+    """1 − soft Dice between ``sigmoid((fake − t) / BONE_RAMP_UNIT)`` and the hard mask ``real > t``, per sample,
+    averaged over the batch.
+
+    Shapes:
+        two ``(B, 1, D, H, W)`` volumes → scalar.
+    """
+    prob = torch.sigmoid((fake - threshold_unit) / BONE_RAMP_UNIT).flatten(1)
+    mask = (real > threshold_unit).to(prob.dtype).flatten(1)
+    overlap = (prob * mask).sum(dim=1)
+    dice = (2.0 * overlap + DICE_SMOOTH) / (prob.sum(dim=1) + mask.sum(dim=1) + DICE_SMOOTH)
+    return (1.0 - dice).mean()
 
 
 def perceptual_loss(phi: nn.Module, a: torch.Tensor, b: torch.Tensor,
@@ -164,7 +184,7 @@ class MultiPathLoss(nn.Module):
     def voxel_terms(self, fake: torch.Tensor, real: torch.Tensor, suffix: str = ""
                     ) -> list[tuple[str, float, torch.Tensor]]:
         """The switched-on voxel-level terms of one generator's output as ``(name, weight, value)``:
-        ℓ_recon, ℓ_proj and ℓ_bone (names get ``suffix``, e.g. ``"_x"`` for G(X))."""
+        ℓ_recon, ℓ_proj, ℓ_bone and ℓ_dice (names get ``suffix``, e.g. ``"_x"`` for G(X))."""
         cfg = self.config
         parts: list[tuple[str, float, torch.Tensor]] = []
         if cfg.reconstruction:
@@ -173,6 +193,9 @@ class MultiPathLoss(nn.Module):
             parts.append(("proj" + suffix, cfg.lambda_proj, self.projection(fake, real)))
         if cfg.lambda_bone_proj:
             parts.append(("bone" + suffix, cfg.lambda_bone_proj, self.bone_projection(fake, real)))
+        if cfg.lambda_bone_dice:
+            t = float(hu_to_unit(np.float64(cfg.bone_dice_threshold_hu)))
+            parts.append(("dice" + suffix, cfg.lambda_bone_dice, soft_bone_dice_loss(fake, real, t)))
         return parts
 
     @staticmethod

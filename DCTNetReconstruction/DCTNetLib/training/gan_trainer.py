@@ -37,7 +37,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from ..errors import InputError
-from ..evaluation.metrics import mae, psnr, ssim3plane
+from ..evaluation.metrics import bone_dice, mae, percentile_hu, psnr, ssim3plane
 from ..models.losses import MultiPathLoss
 from ..models.presets import GANPreset, build_discriminator, build_generator, compose_preset
 from .config import GANTrainConfig
@@ -96,12 +96,12 @@ class GANTrainer(Trainer):
     """
 
     kind = "gan"
-    best_key = "psnr"
 
     def __init__(self, config: GANTrainConfig, run_dir: str | Path, *, train_set: Dataset, val_set: Dataset | None,
                  preset: Any, perceptual: nn.Module | None = None, cdm_info: dict[str, str] | None = None,
                  device: torch.device | None = None, dist_info: DistInfo | None = None) -> None:
         super().__init__(config, run_dir, train_set=train_set, val_set=val_set, device=device, dist_info=dist_info)
+        self.best_key = config.best_on
         self.preset = preset
         self.cdm_info = dict(cdm_info) if cdm_info else None
         loss_cfg = preset.loss
@@ -191,9 +191,11 @@ class GANTrainer(Trainer):
 
     # ------------------------------------------------------------------ validation
     def validate(self) -> dict[str, float]:
-        """PSNR / tri-plane SSIM / MAE of G(Y) and PSNR of G(X) on the validation split (unit volumes)."""
+        """PSNR / tri-plane SSIM / MAE / bone Dice / 99.9th percentile (HU) of G(Y) and PSNR of G(X) on the
+        validation split (unit volumes); means over the cases."""
         g_raw, g_bs = unwrap(self.g_raw).eval(), (unwrap(self.g_bs).eval() if self.g_bs is not None else None)
-        scores: dict[str, list[float]] = {"psnr": [], "ssim": [], "mae": [], "psnr_gx": []}
+        scores: dict[str, list[float]] = {"psnr": [], "ssim": [], "mae": [], "bone_dice": [], "p999_hu": [],
+                                          "psnr_gx": []}
         for index in range(len(self.val_set)):
             item = self.val_set[index]
             y = item["drr"][None].to(self.device)
@@ -203,6 +205,8 @@ class GANTrainer(Trainer):
             scores["psnr"].append(psnr(pred, gt))
             scores["ssim"].append(ssim3plane(pred, gt)["mean"])
             scores["mae"].append(mae(pred, gt)["unit"])
+            scores["bone_dice"].append(bone_dice(pred, gt))
+            scores["p999_hu"].append(percentile_hu(pred))
             if g_bs is not None:
                 with self.autocast():
                     pred_x = g_bs(item["drr_bs"][None].to(self.device))[0, 0].float().cpu().numpy()
