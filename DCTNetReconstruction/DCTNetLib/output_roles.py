@@ -6,7 +6,8 @@ files after ``--output`` (:meth:`OutputRole.filename`), ``dctnet demo`` writes t
 (:attr:`OutputRole.demo_filename`), and one writer (``commands.reconstruct.write_images``) writes the volumes and
 radiographs of both. What derives from :data:`OUTPUT_ROLES`: ``reconstruct.output_paths``, the demo's files and
 the list in its ``--help``, the writer, and the Slicer glue's role lists (``DCTNetSlicerLib.results``,
-``DCTNetSlicerLib.layout``, the module's parameter-node fields).
+``DCTNetSlicerLib.layout``, the module's parameter-node fields). ``Testing/Python/test_output_roles.py`` fails
+when a role or a file name is listed anywhere else.
 
 Imports nothing but the standard library: Slicer's side reads it in a Python without torch.
 """
