@@ -41,11 +41,6 @@ from slicer.ScriptedLoadableModule import (
 from slicer.util import VTKObservationMixin
 
 DEVICES = ("auto", "cpu", "cuda")
-# Output roles → parameter-node attribute holding the node of that role.
-# Roles are the keys `dctnet reconstruct --extras` lists its files by (test_slicer_reconstruction.py checks this).
-OUTPUT_PARAMETERS = {"ct": "ctVolume", "from_bone_suppressed": "fromBoneSuppressedVolume",
-                     "branch_difference": "branchDifferenceVolume", "uncertainty": "uncertaintyVolume",
-                     "pa_bs": "paBoneSuppressed", "lat_bs": "latBoneSuppressed"}
 # A radiograph node: grey images load as scalar volumes, RGB ones (PNG/JPEG through Add Data) as vector volumes.
 # parameterNodeWrapper gives a node selector the classes of this Union as its nodeTypes; with the .ui's
 # showChildNodeTypes=false, label maps and other scalar-volume subclasses stay hidden.
@@ -439,7 +434,7 @@ class DCTNetReconstructionLogic(ScriptedLoadableModuleLogic):
                                              existing=self._outputs(p), images_only=True, on_notes=self._keepNotes)
         self._storeOutputs(p, made)
         if show:
-            reconstruction.show_radiographs(paNode, latNode, made.get("pa_bs"), made.get("lat_bs"))
+            reconstruction.show_radiographs(paNode, latNode, made)
         return made["pa_bs"], made["lat_bs"]
 
     def reconstruct(self, paNode, latNode, weights: str | None = None, device: str = "auto",
@@ -464,10 +459,10 @@ class DCTNetReconstructionLogic(ScriptedLoadableModuleLogic):
                 :attr:`lastDicomFolder` then names it.
 
         Returns:
-            Nodes by role (those of :data:`OUTPUT_PARAMETERS`): ``ct`` (G(Y), HU), ``from_bone_suppressed``
-            (G(X)), ``branch_difference`` (|G(Y) − G(X)|), ``uncertainty``, ``pa_bs``, ``lat_bs`` and, for radiographs
-            made from a CT, ``difference`` (reconstruction − reference); :attr:`lastMetrics` then holds ``psnr``,
-            ``ssim`` and ``mae_hu`` against that CT, :attr:`lastWarnings` what the command warned about.
+            Nodes by role: those the module shows (``DCTNetSlicerLib.results.OUTPUT_PARAMETERS``, from the table
+            ``DCTNetLib.output_roles``: ``ct`` is G(Y) in HU) and, for radiographs made from a CT, ``difference``
+            (reconstruction − reference); :attr:`lastMetrics` then holds ``psnr``, ``ssim`` and ``mae_hu`` against
+            that CT, :attr:`lastWarnings` what the command warned about.
         """
         from DCTNetSlicerLib import reconstruction
 
@@ -485,10 +480,16 @@ class DCTNetReconstructionLogic(ScriptedLoadableModuleLogic):
 
     @staticmethod
     def _outputs(p) -> dict[str, Any]:
+        """The parameter node's output nodes by role (fields: ``DCTNetSlicerLib.results.OUTPUT_PARAMETERS``)."""
+        from DCTNetSlicerLib.results import OUTPUT_PARAMETERS
+
         return {role: getattr(p, name) for role, name in OUTPUT_PARAMETERS.items()}
 
     @staticmethod
     def _storeOutputs(p, made: dict[str, Any]) -> None:
+        """Keep the nodes of a run in the parameter node, each in its role's field."""
+        from DCTNetSlicerLib.results import OUTPUT_PARAMETERS
+
         for role, node in made.items():
             if role in OUTPUT_PARAMETERS:
                 setattr(p, OUTPUT_PARAMETERS[role], node)
@@ -551,9 +552,10 @@ class DCTNetReconstructionLogic(ScriptedLoadableModuleLogic):
 
     def applyWindowPreset(self, p) -> None:
         """Put the parameter node's window/level preset on its CT outputs."""
-        from DCTNetSlicerLib import nodes
+        from DCTNetSlicerLib import nodes, results
 
-        for node in (p.ctVolume, p.fromBoneSuppressedVolume):
+        outputs = self._outputs(p)
+        for node in (outputs[role] for role in results.CT_ROLES):
             if node is not None and p.windowPreset in nodes.WINDOW_LEVEL_PRESETS:
                 nodes.set_window_level(node, p.windowPreset)
 
@@ -569,12 +571,11 @@ class DCTNetReconstructionLogic(ScriptedLoadableModuleLogic):
         from DCTNetSlicerLib import reconstruction
 
         if p.ctVolume is None:
-            reconstruction.show_radiographs(p.paVolume, p.latVolume, p.paBoneSuppressed, p.latBoneSuppressed)
+            reconstruction.show_radiographs(p.paVolume, p.latVolume, self._outputs(p))
             return
         self.applyWindowPreset(p)
-        volumes = {"ct": p.ctVolume, "uncertainty": p.uncertaintyVolume, "pa_bs": p.paBoneSuppressed,
-                   "lat_bs": p.latBoneSuppressed}
-        reconstruction.show_results(volumes, p.paVolume, p.latVolume, showUncertainty, volume_rendering=volumeRendering)
+        reconstruction.show_results(self._outputs(p), p.paVolume, p.latVolume, showUncertainty,
+                                    volume_rendering=volumeRendering)
 
     def showVolumeRendering(self, ctNode, show: bool = True, preset: str | None = None):
         """Show a CT node in the 3D view with a volume-rendering preset (default

@@ -15,7 +15,8 @@ DCT-Net reconstructs a 128³ CT from a posterior–anterior and a lateral radiog
 - ``commands``    one module per ``dctnet`` sub-command
 
 Each package imports only from those listed above it (``training`` and ``evaluation`` form one layer) and from
-``conventions``, ``errors``, ``helpers``, ``config_base`` and ``devices``, which import none of them; ``Testing/Python/test_layers.py`` checks it.
+``conventions``, ``errors``, ``helpers``, ``config_base``, ``devices``, ``processes`` and ``output_roles`` (the
+table of the files a reconstruction writes), which import none of them; ``Testing/Python/test_layers.py`` checks it.
 
 Conventions are in ``docs/conventions.md`` and in :mod:`DCTNetLib.conventions`.
 """

@@ -15,6 +15,8 @@ from __future__ import annotations
 from typing import Any
 from xml.sax.saxutils import escape
 
+from DCTNetLib.output_roles import BONE_SUPPRESSED, IMAGE_KINDS, OUTPUT_ROLES, OutputRole
+
 __all__ = [
     "LAYOUT_ID",
     "CT_VIEWS",
@@ -44,9 +46,16 @@ RADIOGRAPH_VIEWS: dict[str, tuple[str, str, str]] = {
     "DCTNetLAT": ("Sagittal", "LAT", "#8C8C8C"),
     "DCTNetLATBoneSuppressed": ("Sagittal", "LAT-BS", "#B07CC6"),
 }
-# Which radiograph goes to which view.
-RADIOGRAPH_ROLES = {"pa": "DCTNetPA", "pa_bs": "DCTNetPABoneSuppressed",
-                    "lat": "DCTNetLAT", "lat_bs": "DCTNetLATBoneSuppressed"}
+
+
+def _view_tag(role: OutputRole) -> str:
+    """The tag of the view a radiograph role is shown in: ``DCTNet<view>``, ``BoneSuppressed`` appended."""
+    return f"DCTNet{role.view}" + ("BoneSuppressed" if role.kind == BONE_SUPPRESSED else "")
+
+
+# Which radiograph goes to which view: the radiograph roles of DCTNetLib.output_roles (the inputs and the
+# bone-suppressed radiographs), role → tag of RADIOGRAPH_VIEWS.
+RADIOGRAPH_ROLES = {role.name: _view_tag(role) for role in OUTPUT_ROLES if role.kind in IMAGE_KINDS}
 
 
 def _slice_view_xml(tag: str, orientation: str, label: str, colour: str, group: int) -> str:
@@ -130,7 +139,8 @@ def lies_in(node: Any, orientation: str) -> bool:
 
 
 def show_radiographs(nodes_by_role: dict[str, Any], views: Any = None) -> None:
-    """Put radiograph nodes (roles ``pa``, ``pa_bs``, ``lat``, ``lat_bs``) in their views and fit them."""
+    """Put radiograph nodes (those of the roles of :data:`RADIOGRAPH_ROLES`; other roles are left out) in their
+    views and fit them."""
     views = views or AppViews()
     for role, tag in RADIOGRAPH_ROLES.items():
         logic = views.slice_logic(tag)

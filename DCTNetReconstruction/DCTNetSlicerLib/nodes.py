@@ -26,7 +26,6 @@ from DCTNetLib.io.geometry import canonicalize, ijk_to_ras_matrix, radiograph_ij
 
 __all__ = [
     "WINDOW_LEVEL_PRESETS",
-    "BRANCH_DIFFERENCE_WINDOW_LEVEL",
     "REFERENCE_ROLE",
     "ROLE_ATTRIBUTE",
     "matrix_to_numpy",
@@ -50,8 +49,6 @@ WINDOW_LEVEL_PRESETS: dict[str, tuple[float, float]] = {
     "CT_LUNG": (1400.0, -500.0),
     "CT_BONE": (1000.0, 400.0),
 }
-# |G(Y) − G(X)| in HU: 0–400 HU spans soft tissue vs. bone differences (bone ≈ +400 HU and above).
-BRANCH_DIFFERENCE_WINDOW_LEVEL = (400.0, 200.0)
 # Colour table of the maps (branch difference, uncertainty); "Inferno" ships with Slicer (Colors module), grey is the fallback.
 MAP_COLOR_NODE_IDS = ("vtkMRMLColorTableNodeFileInferno.txt", "vtkMRMLColorTableNodeRainbow")
 # Node-reference role linking radiographs made from a CT to that CT's prepared 128³ reference volume

@@ -592,8 +592,8 @@ def show_results(volumes: dict[str, Any], pa_node: Any, lat_node: Any, show_unce
     from . import display
 
     overlay = volumes.get("uncertainty") if show_uncertainty else None
-    layout.show_results(volumes["ct"], overlay_node=overlay, views=views, radiographs={
-        "pa": pa_node, "lat": lat_node, "pa_bs": volumes.get("pa_bs"), "lat_bs": volumes.get("lat_bs")})
+    layout.show_results(volumes["ct"], overlay_node=overlay, views=views,
+                        radiographs={**volumes, "pa": pa_node, "lat": lat_node})
     display.show_legend(volumes.get("uncertainty"), visible=show_uncertainty)
     display.show_volume_rendering(volumes["ct"], volume_rendering, volume_rendering_logic=volume_rendering_logic)
 
@@ -635,9 +635,10 @@ def undo_monochrome1(node: Any) -> bool:
     return True
 
 
-def show_radiographs(pa_node: Any, lat_node: Any, pa_bs: Any = None, lat_bs: Any = None, views: Any = None) -> None:
-    """The results layout with only the radiograph row filled (before a reconstruction)."""
+def show_radiographs(pa_node: Any, lat_node: Any, outputs: dict[str, Any] | None = None, views: Any = None) -> None:
+    """The results layout with only the radiograph row filled (before a reconstruction): the two radiographs and
+    the bone-suppressed ones among ``outputs`` (nodes of a run by role), if any."""
     for node in (pa_node, lat_node):
         undo_monochrome1(node)
     layout.ensure_layout(views)
-    layout.show_radiographs({"pa": pa_node, "lat": lat_node, "pa_bs": pa_bs, "lat_bs": lat_bs}, views)
+    layout.show_radiographs({**(outputs or {}), "pa": pa_node, "lat": lat_node}, views)

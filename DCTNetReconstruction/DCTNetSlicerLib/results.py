@@ -15,12 +15,14 @@ from typing import Any
 
 import numpy as np
 from DCTNetLib.conventions import VOLUME_READ_SUFFIXES
+from DCTNetLib.output_roles import BONE_SUPPRESSED, CT, MAP, OUTPUT_ROLES, ROLES, VOLUME_KINDS
 
 from . import nodes
 
 __all__ = [
     "VOLUME_ROLES",
     "IMAGE_ROLES",
+    "OUTPUT_PARAMETERS",
     "read_outputs",
     "volumes_to_nodes",
     "place_at",
@@ -30,22 +32,25 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-# The uncertainty map (tissue-mixture spread of G(Y), DCTNetLib.inference) peaks at 500 HU half-way between
-# air and water or water and bone: 0–500 HU on the colour scale.
-UNCERTAINTY_WINDOW_LEVEL = (500.0, 250.0)
-# Output roles of `dctnet reconstruct --extras` (keys of DCTNetLib.commands.reconstruct.output_paths) this module
-# shows, with their node-name suffix and window/level (None = automatic). A role the command adds later is still
-# loaded, with an automatic window; Testing/Python/test_slicer_reconstruction.py fails when the two lists differ.
+# The roles this module shows (DCTNetLib.output_roles: those with a SlicerNode), and how. A role the command
+# adds later is still loaded, with an automatic window.
+SHOWN_ROLES = tuple(role for role in OUTPUT_ROLES if role.slicer is not None)
+# Window/level preset of the CTs; maps have their own window in the table.
+CT_WINDOW_PRESET = "CT_LUNG"
+# Volumes: role → (node-name suffix, window/level).
 VOLUME_ROLES: dict[str, tuple[str, Any]] = {
-    "ct": ("CT", "CT_LUNG"),
-    "from_bone_suppressed": ("CT from bone-suppressed G(X)", "CT_LUNG"),
-    "branch_difference": ("branch difference", nodes.BRANCH_DIFFERENCE_WINDOW_LEVEL),
-    "uncertainty": ("uncertainty", UNCERTAINTY_WINDOW_LEVEL),
-}
+    role.name: (role.slicer.label, role.slicer.window_level or CT_WINDOW_PRESET)
+    for role in SHOWN_ROLES if role.kind in VOLUME_KINDS}
+# CTs (the window preset of the module applies to them).
+CT_ROLES = tuple(role.name for role in SHOWN_ROLES if role.kind == CT)
 # Maps (not CTs) shown with a colour table.
-COLOUR_MAP_ROLES = ("branch_difference", "uncertainty")
+COLOUR_MAP_ROLES = tuple(role.name for role in SHOWN_ROLES if role.kind == MAP)
 # Bone-suppressed radiographs: role → view.
-IMAGE_ROLES = {"pa_bs": "PA", "lat_bs": "LAT"}
+IMAGE_ROLES = {role.name: role.view for role in SHOWN_ROLES if role.kind == BONE_SUPPRESSED}
+# Role → the field of the module's parameter node that keeps its node (DCTNetReconstructionParameterNode).
+OUTPUT_PARAMETERS = {role.name: role.slicer.parameter for role in SHOWN_ROLES}
+# The uncertainty map's window (0–500 HU; the display tests read it).
+UNCERTAINTY_WINDOW_LEVEL = ROLES["uncertainty"].slicer.window_level
 # Difference to the reference CT shown on a symmetric ±500 HU window (soft tissue vs. air/bone errors).
 DIFFERENCE_WINDOW_LEVEL = (1000.0, 0.0)
 
@@ -145,8 +150,8 @@ def volumes_to_nodes(volumes: dict[str, Any], images: dict[str, np.ndarray], sce
         if role in out:
             nodes.set_colormap(out[role], nodes.MAP_COLOR_NODE_IDS)
     for role, image in images.items():
-        view = IMAGE_ROLES[role]
-        out[role] = nodes.radiograph_to_node(np.asarray(image), view, f"{name} {view} bone-suppressed", scene,
+        label = ROLES[role].slicer.label
+        out[role] = nodes.radiograph_to_node(np.asarray(image), IMAGE_ROLES[role], f"{name} {label}", scene,
                                              existing.get(role), centre_ras=centre_ras, role=role)
     return out
 

@@ -195,9 +195,9 @@ def test_demo_writes_volumes_figure_and_report(tmp_path, tiny_bundle_path, capsy
     out = tmp_path / "demo"
     assert cli.main(["demo", "--phantom", "--output", str(out), "--weights", str(tiny_bundle_path),
                      "--device", "cpu"]) == 0
-    from DCTNetLib.commands.demo import OUTPUT_FILES
+    from DCTNetLib.commands.demo import output_paths
 
-    assert all((out / name).is_file() for name in OUTPUT_FILES)
+    assert all(path.is_file() for path in output_paths(out).values())
     report = json.loads((out / "report.json").read_text(encoding="utf-8"))
     from DCTNetLib.evaluation.metrics import psnr
 

@@ -33,7 +33,8 @@ PACKAGES = (CORE, "DCTNetSlicerLib")
 # test_every_module_has_a_layer.
 LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("conventions/errors", (CORE, "DCTNetLib.conventions", "DCTNetLib.errors", "DCTNetLib.helpers",
-                            "DCTNetLib.config_base", "DCTNetLib.devices", "DCTNetLib.processes")),
+                            "DCTNetLib.config_base", "DCTNetLib.devices", "DCTNetLib.processes",
+                            "DCTNetLib.output_roles")),
     ("io", ("DCTNetLib.io",)),
     ("data", ("DCTNetLib.data",)),
     ("models", ("DCTNetLib.models",)),

@@ -19,11 +19,12 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 
 
-def _output_parameters() -> dict[str, str]:
-    """``OUTPUT_PARAMETERS`` of DCTNetReconstruction.py (role → parameter-node field), read without Slicer."""
+def parameter_node_fields() -> set[str]:
+    """The fields of DCTNetReconstruction.py's parameter node (``DCTNetReconstructionParameterNode``), read
+    without Slicer."""
     tree = ast.parse((REPO / "DCTNetReconstruction" / "DCTNetReconstruction.py").read_text(encoding="utf-8"))
-    node = next(n for n in tree.body if isinstance(n, ast.Assign) and getattr(n.targets[0], "id", "") == "OUTPUT_PARAMETERS")
-    return ast.literal_eval(node.value)
+    cls = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "DCTNetReconstructionParameterNode")
+    return {s.target.id for s in cls.body if isinstance(s, ast.AnnAssign)}
 
 
 def _radiographs(folder: Path) -> tuple[Path, Path]:
@@ -88,7 +89,8 @@ def test_progress_json_reports_every_stage_and_the_files_written(tmp_path, tiny_
     # the roles the command writes are the ones the module knows how to show and where to keep them
     volumes, images = results.read_outputs(outputs)
     assert set(volumes) == set(results.VOLUME_ROLES) and set(images) == set(results.IMAGE_ROLES)
-    assert set(_output_parameters()) == set(results.VOLUME_ROLES) | set(results.IMAGE_ROLES)
+    assert set(results.OUTPUT_PARAMETERS) == set(results.VOLUME_ROLES) | set(results.IMAGE_ROLES)
+    assert set(results.OUTPUT_PARAMETERS.values()) <= parameter_node_fields()  # fields of the parameter node
     assert volumes["ct"].hu.shape == (32, 32, 32) and volumes["branch_difference"].hu.min() >= 0.0
     np.testing.assert_allclose(volumes["ct"].spacing, (10.0,) * 3)  # the tiny model's 32³ over 320 mm
     assert images["pa_bs"].shape == (32, 32)

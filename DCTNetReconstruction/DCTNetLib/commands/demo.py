@@ -5,16 +5,10 @@ README's setup command; a procedural chest phantom when it is absent), makes its
 training geometry, runs the whole DCT-Net pipeline with the shipped small model (bone suppression by the CDM for
 both views, G(Y) and G(X)), and writes into ``--output``:
 
-* ``ct_reconstructed.nii.gz`` (G(Y), HU, 2.5 mm), ``ct_uncertainty.nii.gz`` (tissue-mixture spread of G(Y), HU),
-  ``ct_from_bone_suppressed.nii.gz`` (G(X): the CT from the bone-suppressed radiographs),
-  ``ct_branch_difference.nii.gz`` (|G(Y) − G(X)|, HU), ``ct_ground_truth.nii.gz`` (the CT on the same 128³ grid),
-* ``pa.png``, ``lat.png`` and their bone-suppressed versions,
-* ``figure.png`` (inputs, previews, three planes of reconstruction, ground truth and error),
-* ``data_figure.png`` (the prepared case: CT in three planes, DRRs and synthetic bone-removed DRRs),
-* ``report.json``: PSNR, SSIM (three planes), LPIPS (when the ImageNet weights are present), MAE, the
-  re-projection check (DRRs of G(Y) against the inputs), timings, device and model provenance.
+{files}
 
-The demo case was never seen in training (see the weights manifest). Examples::
+The demo's report adds LPIPS (when the ImageNet weights are present). The demo case was never seen in training
+(see the weights manifest). Examples::
 
     dctnet demo                              # writes ./dctnet-demo/ (the folder is printed at the start)
     dctnet demo --output ~/dctnet-demo --overwrite
@@ -26,19 +20,32 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import textwrap
 import time
 from pathlib import Path
 
 from ..errors import OutputError, WeightsError
 from ..io.atomic import atomic_write_text, check_writable_dir
+from ..output_roles import OUTPUT_ROLES
+from .reconstruct import RoundTrip, write_images
 
 HELP = "run the whole pipeline on a built-in chest CT with the shipped model and write volumes, figure, report"
 log = logging.getLogger("dctnet.demo")
+DEMO_ROLES = tuple(role for role in OUTPUT_ROLES if role.demo_filename is not None)
 
-OUTPUT_FILES = ("ct_reconstructed.nii.gz", "ct_uncertainty.nii.gz", "ct_from_bone_suppressed.nii.gz",
-                "ct_branch_difference.nii.gz",
-                "ct_ground_truth.nii.gz", "pa.png", "lat.png", "pa_bone_suppressed.png", "lat_bone_suppressed.png",
-                "figure.png", "data_figure.png", "report.json")
+
+def output_paths(out: Path) -> dict[str, Path]:
+    """Every file the demo writes into the folder ``out``, by role (the output-role table's demo file names)."""
+    return {role.name: out / role.demo_filename for role in DEMO_ROLES}
+
+
+def _file_list() -> str:
+    """The files of :func:`output_paths` and what each holds, for ``dctnet demo --help``."""
+    return "\n".join(textwrap.fill(f"* ``{role.demo_filename}``: {role.description}", width=116,
+                                   subsequent_indent="  ") for role in DEMO_ROLES)
+
+
+__doc__ = (__doc__ or "").format(files=_file_list())  # the help lists the files from the table (none under -OO)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -75,50 +82,35 @@ def _lpips_or_none():
         return None
 
 
-def _output_folder(args: argparse.Namespace) -> Path:
-    """The demo's folder, created; an earlier demo run in it is kept unless ``--overwrite``."""
+def _output_folder(args: argparse.Namespace) -> dict[str, Path]:
+    """The demo's files by role, their folder created; an earlier demo run in it is kept unless ``--overwrite``."""
     out = Path(args.output)
-    existing = [name for name in OUTPUT_FILES if (out / name).exists()]
+    paths = output_paths(out)
+    existing = [path.name for path in paths.values() if path.exists()]
     if existing and not args.overwrite:
         raise OutputError(f"{out} already holds a demo run ({', '.join(existing[:3])}…); pass --overwrite or "
                           "choose another --output")
     out.mkdir(parents=True, exist_ok=True)
     check_writable_dir(out)
     print(f"dctnet demo: writing into {out.resolve()} (choose another folder with --output)", flush=True)
-    return out
+    return paths
 
 
-def _write_images(out: Path, result, prepared, pa, lat, overwrite: bool) -> None:
-    """The volumes (reconstruction, ground truth, uncertainty, G(X), branch difference) and the radiograph PNGs."""
-    from ..data.preprocess import to_ct_volume
-    from ..io.ct import write_ct
-    from ..io.radiograph import write_png
-
-    write_ct(result.ct_hu, out / "ct_reconstructed.nii.gz", overwrite=overwrite)
-    write_ct(to_ct_volume(prepared.volume, prepared), out / "ct_ground_truth.nii.gz", overwrite=overwrite)
-    write_ct(result.uncertainty, out / "ct_uncertainty.nii.gz", overwrite=overwrite)
-    if result.ct_from_bone_suppressed is not None:
-        write_ct(result.ct_from_bone_suppressed, out / "ct_from_bone_suppressed.nii.gz", overwrite=overwrite)
-        write_ct(result.branch_difference, out / "ct_branch_difference.nii.gz", overwrite=overwrite)
-        write_png(out / "pa_bone_suppressed.png", result.pa_bs, overwrite=overwrite)
-        write_png(out / "lat_bone_suppressed.png", result.lat_bs, overwrite=overwrite)
-    write_png(out / "pa.png", pa, overwrite=overwrite)
-    write_png(out / "lat.png", lat, overwrite=overwrite)
-
-
-def _write_figures(out: Path, name: str, result, prepared, pa, lat, ground_truth, headline: dict) -> None:
-    """``figure.png`` (inputs, previews, reconstruction / truth / error) and ``data_figure.png`` (training view)."""
+def _write_figures(paths: dict[str, Path], name: str, result, prepared, pa, lat, ground_truth,
+                   headline: dict) -> None:
+    """The reconstruction figure (inputs, previews, reconstruction / truth / error) and the data figure (the case
+    as prepared for training)."""
     import numpy as np
     import torch
 
     from ..data.bone import bone_suppressed_drrs
     from ..evaluation.figures import data_figure, reconstruction_figure
 
-    reconstruction_figure(out / "figure.png", pa, lat, result.ct_unit, result.pa_bs, result.lat_bs,
+    reconstruction_figure(paths["figure"], pa, lat, result.ct_unit, result.pa_bs, result.lat_bs,
                           ground_truth, title=f"DCT-Net demo: {name}", metrics=headline)
     with torch.inference_mode():
         targets = bone_suppressed_drrs(torch.from_numpy(prepared.volume)[None, None])[0].numpy()
-    data_figure(out / "data_figure.png", prepared.volume, np.stack([pa, lat]), targets,
+    data_figure(paths["data_figure"], prepared.volume, np.stack([pa, lat]), targets,
                 title=f"{name}: prepared as for training")
 
 
@@ -126,7 +118,7 @@ def run(args: argparse.Namespace) -> int:
     from ..evaluation.metrics import evaluate_volume, reprojection_check
     from ..inference import Reconstructor, model_record, on_model_grid, radiographs_from_ct
 
-    out = _output_folder(args)
+    paths = _output_folder(args)
     start = time.perf_counter()
     ct, name = demo_ct(args.phantom)
     log.info("demo CT: %s", name)
@@ -138,16 +130,16 @@ def run(args: argparse.Namespace) -> int:
     ground_truth = on_model_grid(prepared.volume, result.ct_unit.shape)
     metrics = evaluate_volume(result.ct_unit, ground_truth, _lpips_or_none())
     metrics["reprojection"] = reprojection_check(result.ct_unit, pa, lat)
-    _write_images(out, result, prepared, pa, lat, args.overwrite)
+    write_images(paths, result, args.overwrite, RoundTrip.of(prepared, pa, lat))
     headline = {k: metrics[k] for k in ("psnr", "ssim", "lpips") if isinstance(metrics.get(k), float)}
     report = {"case": name, "device": str(model.device), "weights": str(args.weights or "shipped default"),
               "model_file": model_record(args.weights, model), "model": model.bundle.meta,
               "parameters": model.bundle.parameter_counts(), "metrics": metrics,
               "timings_s": {"radiographs_from_ct": round(t_prepare, 3), **result.timings,
                             "total": round(time.perf_counter() - start, 3)}}
-    _write_figures(out, name, result, prepared, pa, lat, ground_truth, headline)
-    atomic_write_text(out / "report.json", json.dumps(report, indent=2, default=float) + "\n",
+    _write_figures(paths, name, result, prepared, pa, lat, ground_truth, headline)
+    atomic_write_text(paths["report"], json.dumps(report, indent=2, default=float) + "\n",
                       overwrite=args.overwrite)
-    print(json.dumps({"output": str(out), "case": name, "metrics": headline,
+    print(json.dumps({"output": str(Path(args.output)), "case": name, "metrics": headline,
                       "seconds": report["timings_s"]["total"]}, default=float))
     return 0

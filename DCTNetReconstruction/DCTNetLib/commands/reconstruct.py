@@ -47,12 +47,15 @@ import logging
 import os
 import time
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
 
 from ..conventions import DETECTOR_MM, VOLUME_WRITE_SUFFIXES, hu_to_unit
 from ..errors import InputError, OutputError
 from ..io.atomic import NAME_MAX, atomic_write_text, check_name_length, check_writable_dir, display_path
+from ..output_roles import EXTRAS, FIGURE, FROM_CT, IMAGES_ONLY, OUTPUT, OUTPUT_ROLES, ROLES, VOLUME_KINDS
 
 HELP = "reconstruct a CT from a PA and a lateral radiograph (or from DRRs of a CT with --ct)"
 log = logging.getLogger("dctnet.reconstruct")
@@ -80,8 +83,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="also write the uncertainty map, G(X) (the CT from the bone-suppressed radiographs), "
                              "|G(Y) - G(X)|, the bone-suppressed PNGs, a figure and a report")
     parser.add_argument("--images-only", action="store_true",
-                        help="only the bone-suppressed radiographs (<output stem>_pa_bone_suppressed.png and "
-                             "_lat_bone_suppressed.png), no CT: the quick preview of the diffusion model")
+                        help=f"only the bone-suppressed radiographs ({_names_beside_output(IMAGES_ONLY)}), no CT: the "
+                             "quick preview of the diffusion model")
     parser.add_argument("--no-figure", action="store_true",
                         help="with --extras, leave out the PNG figure (for programs that show the volumes "
                              "themselves)")
@@ -103,6 +106,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "Slicer module)")
 
 
+def _names_beside_output(option: str) -> str:
+    """The names of the files ``option`` writes beside ``--output``, for the help (``<output stem>`` standing for
+    the output's name without its suffix)."""
+    return " and ".join(role.filename("<output stem>", "<suffix>") for role in OUTPUT_ROLES
+                        if option in role.written_with)
+
+
 def _stem(path: Path) -> str:
     name = path.name
     for suffix in VOLUME_WRITE_SUFFIXES:
@@ -113,31 +123,17 @@ def _stem(path: Path) -> str:
 
 def output_paths(output: Path, extras: bool, from_ct: bool = False, images_only: bool = False,
                  figure: bool = True) -> dict[str, Path]:
-    """Every file the command will write, named after ``output`` (``from_ct``: the reference CT and its DRRs;
-    ``images_only``: the bone-suppressed radiographs alone; ``figure=False``: no figure among the extras)."""
+    """Every file the command will write, by role, named after ``output`` as the output-role table says
+    (``from_ct``: the reference CT and its DRRs; ``images_only``: the bone-suppressed radiographs alone;
+    ``figure=False``: no figure among the extras)."""
     if not output.name.lower().endswith(VOLUME_WRITE_SUFFIXES):
         raise InputError(f"--output {output}: use one of {', '.join(VOLUME_WRITE_SUFFIXES)} (any case)")
-    suffix = output.name[len(_stem(output)):]
-    if images_only:
-        stem, folder = _stem(output), output.parent
-        return {"pa_bs": folder / f"{stem}_pa_bone_suppressed.png", "lat_bs": folder / f"{stem}_lat_bone_suppressed.png"}
-    paths = {"ct": output}
-    if from_ct:
-        stem, folder = _stem(output), output.parent
-        paths.update(reference=folder / f"{stem}_reference{suffix}", pa=folder / f"{stem}_pa.png",
-                     lat=folder / f"{stem}_lat.png")
-    if extras:
-        stem, folder = _stem(output), output.parent
-        paths.update(uncertainty=folder / f"{stem}_uncertainty{suffix}",
-                     from_bone_suppressed=folder / f"{stem}_from_bone_suppressed{suffix}",
-                     branch_difference=folder / f"{stem}_branch_difference{suffix}",
-                     pa_bs=folder / f"{stem}_pa_bone_suppressed.png",
-                     lat_bs=folder / f"{stem}_lat_bone_suppressed.png",
-                     figure=folder / f"{stem}_figure.png",
-                     report=folder / f"{stem}_report.json")
-        if not figure:
-            del paths["figure"]
-    return paths
+    stem = _stem(output)
+    suffix = output.name[len(stem):]
+    given = {FROM_CT: from_ct, EXTRAS: extras}
+    options = {IMAGES_ONLY} if images_only else {OUTPUT, *(option for option, on in given.items() if on)}
+    return {role.name: output.parent / role.filename(stem, suffix) for role in OUTPUT_ROLES
+            if role.written_with & options and role.filename_pattern is not None and (figure or role.kind != FIGURE)}
 
 
 def check_outputs(paths: dict[str, Path], overwrite: bool, inputs: tuple[Path | None, ...] = ()) -> None:
@@ -462,21 +458,53 @@ def _reconstruct_case(args: argparse.Namespace, progress) -> tuple:
     return model, result, geometry, (pa, lat), films, warning_lines
 
 
-def _write_reference(args, paths, report, result, geometry, pa, lat):
-    """``--ct``: the reference CT and its DRRs beside the output, the metrics and the re-projection check in
-    ``report``; returns the reference on the model's grid (unit values)."""
-    from ..data.preprocess import to_ct_volume
-    from ..evaluation.metrics import evaluate_volume, reprojection_check
-    from ..inference import on_model_grid
+@dataclass(frozen=True)
+class RoundTrip:
+    """What a reconstruction of radiographs made from a CT (``--ct``, ``dctnet demo``) writes besides its own
+    outputs: the reference CT on the model's grid (HU) and its two DRRs, the model's inputs (128², [0, 1]). The
+    output-role table's roles written with ``--ct`` name these attributes as their ``source``."""
+
+    reference: Any
+    pa: Any
+    lat: Any
+
+    @classmethod
+    def of(cls, geometry, pa, lat) -> RoundTrip:
+        """From the prepared volume ``radiographs_from_ct`` returns and its two DRRs."""
+        from ..data.preprocess import to_ct_volume
+
+        return cls(to_ct_volume(geometry.volume, geometry), pa, lat)
+
+
+def write_images(paths: dict[str, Path], result, overwrite: bool, round_trip: RoundTrip | None = None) -> None:
+    """Write every volume and radiograph among ``paths`` (role → file), for ``dctnet reconstruct`` and ``dctnet
+    demo`` alike: each is the attribute of ``result`` its role's ``source`` names, of ``round_trip`` for the roles
+    of ``--ct`` (DCTNetLib.output_roles); what the model did not make (G(X) and the bone-suppressed radiographs
+    of a single-branch model) is left out. Figures, reports and the DICOM series have writers of their own."""
     from ..io.ct import write_ct
     from ..io.radiograph import write_png
+
+    for name, path in paths.items():
+        role = ROLES[name]
+        holder = round_trip if FROM_CT in role.written_with else result
+        image = getattr(holder, role.source, None) if role.source is not None else None
+        if image is None:
+            continue
+        if role.kind in VOLUME_KINDS:
+            write_ct(image, path, overwrite=overwrite)
+        else:
+            write_png(path, image, overwrite=overwrite)
+
+
+def _compare_with_round_trip(report: dict, result, geometry, pa, lat):
+    """``--ct``: the metrics against the CT the radiographs were made from and the re-projection check, in
+    ``report``; returns that CT on the model's grid (unit values)."""
+    from ..evaluation.metrics import evaluate_volume, reprojection_check
+    from ..inference import on_model_grid
 
     ground_truth = on_model_grid(geometry.volume, result.ct_unit.shape)
     report["metrics"] = evaluate_volume(result.ct_unit, ground_truth)
     report["metrics"]["reprojection"] = reprojection_check(result.ct_unit, pa, lat)  # the 128² DRRs made
-    write_ct(to_ct_volume(geometry.volume, geometry), paths["reference"], overwrite=args.overwrite)
-    write_png(paths["pa"], pa, overwrite=args.overwrite)
-    write_png(paths["lat"], lat, overwrite=args.overwrite)
     return ground_truth
 
 
@@ -494,18 +522,10 @@ def compare_with_reference(path: Path, result, report: dict):
     return ground_truth
 
 
-def _write_extras(args, paths, report, result, ground_truth) -> None:
-    """``--extras``: uncertainty, G(X), |G(Y) − G(X)|, bone-suppressed PNGs, the figure and the report."""
+def _write_figure_and_report(args, paths, report, result, ground_truth) -> None:
+    """``--extras``: the figure (unless ``--no-figure``) and the JSON report; :func:`write_images` wrote the rest."""
     from ..evaluation.figures import reconstruction_figure
-    from ..io.ct import write_ct
-    from ..io.radiograph import write_png
 
-    write_ct(result.uncertainty, paths["uncertainty"], overwrite=args.overwrite)
-    if result.ct_from_bone_suppressed is not None:
-        write_ct(result.ct_from_bone_suppressed, paths["from_bone_suppressed"], overwrite=args.overwrite)
-        write_ct(result.branch_difference, paths["branch_difference"], overwrite=args.overwrite)
-        write_png(paths["pa_bs"], result.pa_bs, overwrite=args.overwrite)
-        write_png(paths["lat_bs"], result.lat_bs, overwrite=args.overwrite)
     if "figure" in paths:
         reconstruction_figure(paths["figure"], result.pa, result.lat, result.ct_unit, result.pa_bs, result.lat_bs,
                               ground_truth, title=f"DCT-Net: {paths['ct'].name}")
@@ -514,10 +534,7 @@ def _write_extras(args, paths, report, result, ground_truth) -> None:
 
 def _write_images_only(args, paths, result, progress, notes, warning_lines) -> int:
     """``--images-only``: the two bone-suppressed radiographs, then the last progress event listing them."""
-    from ..io.radiograph import write_png
-
-    write_png(paths["pa_bs"], result.pa_bs, overwrite=args.overwrite)
-    write_png(paths["lat_bs"], result.lat_bs, overwrite=args.overwrite)
+    write_images(paths, result, args.overwrite)
     progress(1.0, "done", outputs={role: str(path) for role, path in paths.items()}, notes=notes,
              warnings=warning_lines)
     print(json.dumps({"outputs": {role: str(path) for role, path in paths.items()}, "timings_s": result.timings,
@@ -529,7 +546,6 @@ def run(args: argparse.Namespace) -> int:
     if getattr(args, "batch", None) is not None:
         return run_batch(args)
     from ..inference import model_record
-    from ..io.ct import write_ct
 
     paths = _check_single_case(args)
     progress = progress_reporter(getattr(args, "progress", "log"))
@@ -546,7 +562,7 @@ def run(args: argparse.Namespace) -> int:
     progress(0.9, "writing the outputs")
     if args.images_only:
         return _write_images_only(args, paths, result, progress, notes, warning_lines)
-    write_ct(result.ct_hu, paths["ct"], overwrite=args.overwrite)
+    write_images(paths, result, args.overwrite, RoundTrip.of(geometry, pa, lat) if geometry is not None else None)
     if args.dicom is not None:
         paths["dicom"] = write_dicom(args, result)
     inputs = ({"ct": str(args.ct)} if args.ct is not None else {"pa": str(args.pa), "lat": str(args.lat),
@@ -560,11 +576,11 @@ def run(args: argparse.Namespace) -> int:
         report["dicom"] = str(paths["dicom"])
     ground_truth = None
     if geometry is not None:
-        ground_truth = _write_reference(args, paths, report, result, geometry, pa, lat)
+        ground_truth = _compare_with_round_trip(report, result, geometry, pa, lat)
     elif getattr(args, "reference", None) is not None:
         ground_truth = compare_with_reference(args.reference, result, report)
     if args.extras:
-        _write_extras(args, paths, report, result, ground_truth)
+        _write_figure_and_report(args, paths, report, result, ground_truth)
     written = {role: str(path) for role, path in paths.items() if path.exists()}
     metrics = {key: report["metrics"][key] for key in ("psnr", "ssim", "mae_hu") if key in report.get("metrics", {})}
     progress(1.0, "done", outputs=written, notes=notes, warnings=warning_lines, **({"metrics": metrics} if metrics else {}))
