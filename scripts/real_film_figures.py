@@ -4,11 +4,10 @@
 checks) and draws the inputs, the bone-suppressed previews and the CT in three planes (soft-tissue and bone
 windows), with the bone (> 300 HU) measured: 99.9th percentile and the share of the spine's column that is bone.
 
-``framing`` edits the films the way a user's framing differs and measures the body: the PA narrowed to 70 %
-width (both views' anatomy is narrower, so the body must be narrower, not split), padded to 70 % of its size
-in black (a smaller patient: a smaller body), and cropped to the middle 80 % (a tighter field: a larger body).
-Body width and height are measured on the reconstruction (tissue > −500 HU, the largest extent of the body in
-the coronal plane through the centre).
+``framing`` edits the films the way a user's framing differs and measures the body
+(:mod:`DCTNetLib.evaluation.framing`): the PA narrowed to 70 % width (the body must be narrower, not split), both
+padded to 70 % of their size in black (a smaller patient: a smaller body), and cropped to the middle 80 % (a
+tighter field: a larger body).
 
     python scripts/real_film_figures.py pair --pa PA --lat LAT --output docs/figures/real_pair.png --json out.json
     python scripts/real_film_figures.py framing --pa PA --lat LAT --json framing.json
@@ -31,35 +30,13 @@ import numpy as np  # noqa: E402
 from DCTNetLib.conventions import AXIS_RL  # noqa: E402
 from DCTNetLib.inference import Reconstructor  # noqa: E402
 from DCTNetLib.io.film import read_film  # noqa: E402
-from DCTNetLib.io.film_gate import facing_left  # noqa: E402
-from DCTNetLib.io.radiograph import pad_to_square, resize_radiograph  # noqa: E402
+from DCTNetLib.evaluation.framing import body_extent, bone_stats, measure_framing  # noqa: E402
 
-BODY_HU = -500.0
-BONE_HU = 300.0
 
 
 def load_pair(pa_path: Path, lat_path: Path) -> tuple[np.ndarray, np.ndarray]:
     """Both films as the command reads them (orientation, detector field), before resizing to 128²."""
     return read_film(pa_path, "pa")[0], read_film(lat_path, "lat")[0]
-
-
-def body_extent(hu: np.ndarray) -> dict[str, float]:
-    """Width (R–L) and height (S–I) in voxels of the body in the coronal slab through the centre."""
-    coronal = hu[:, hu.shape[1] // 2 - 8: hu.shape[1] // 2 + 8, :].max(axis=1) > BODY_HU  # (D, W)
-    cols = np.flatnonzero(coronal.mean(axis=0) > 0.5)
-    rows = np.flatnonzero(coronal.mean(axis=1) > 0.5)
-    width = float(cols.max() - cols.min() + 1) if cols.size else 0.0
-    height = float(rows.max() - rows.min() + 1) if rows.size else 0.0
-    return {"width_voxels": width, "height_voxels": height, "body_fraction": float((hu > BODY_HU).mean())}
-
-
-def bone_stats(hu: np.ndarray) -> dict[str, float]:
-    """99.9th percentile, the bone share of the volume and of the spine's column (the middle eighth in R–L,
-    the back half in A–P, where the vertebrae are)."""
-    d, h, w = hu.shape
-    column = hu[:, h // 2:, w // 2 - w // 16: w // 2 + w // 16]
-    return {"p999_hu": float(np.percentile(hu, 99.9)), "bone_fraction": float((hu > BONE_HU).mean()),
-            "spine_column_bone_fraction": float((column > BONE_HU).mean())}
 
 
 def pair_figure(model: Reconstructor, pa: np.ndarray, lat: np.ndarray, output: Path, title: str) -> dict:
@@ -97,52 +74,12 @@ def pair_figure(model: Reconstructor, pa: np.ndarray, lat: np.ndarray, output: P
     return stats
 
 
-def narrowed(image: np.ndarray, factor: float) -> np.ndarray:
-    """The image squeezed horizontally to ``factor`` of its width, centred on its original canvas (black sides)."""
-    from PIL import Image
-
-    rows, cols = image.shape
-    new_cols = max(1, int(round(cols * factor)))
-    squeezed = np.asarray(Image.fromarray(image, mode="F").resize((new_cols, rows), Image.Resampling.BOX))
-    out = np.zeros_like(image)
-    start = (cols - new_cols) // 2
-    out[:, start:start + new_cols] = squeezed
-    return out
 
 
-def padded(image: np.ndarray, factor: float) -> np.ndarray:
-    """The image shrunk to ``factor`` of its size in the middle of a black canvas of the original size."""
-    from PIL import Image
-
-    rows, cols = image.shape
-    small = np.asarray(Image.fromarray(image, mode="F").resize((int(cols * factor), int(rows * factor)),
-                                                              Image.Resampling.BOX))
-    out = np.zeros_like(image)
-    top, left = (rows - small.shape[0]) // 2, (cols - small.shape[1]) // 2
-    out[top:top + small.shape[0], left:left + small.shape[1]] = small
-    return out
 
 
-def cropped(image: np.ndarray, factor: float) -> np.ndarray:
-    """The middle ``factor`` of the image (a tighter field of view)."""
-    rows, cols = image.shape
-    r0, c0 = int(rows * (1 - factor) / 2), int(cols * (1 - factor) / 2)
-    return image[r0:rows - r0, c0:cols - c0]
 
 
-def framing(model: Reconstructor, pa: np.ndarray, lat: np.ndarray) -> dict:
-    """Body extent of the reconstruction for the original pair and for each edit of the framing."""
-    square = lambda image: resize_radiograph(pad_to_square(image))  # noqa: E731 - what the reader does
-    variants = {"original": (pa, lat), "pa_narrowed_70": (narrowed(pa, 0.7), lat),
-                "both_padded_70": (padded(pa, 0.7), padded(lat, 0.7)),
-                "both_cropped_80": (cropped(pa, 0.8), cropped(lat, 0.8))}
-    out = {}
-    for name, (p, q) in variants.items():
-        q, _ = facing_left(square(q))  # what the input checks do; they are off here, as an edit may fail them
-        result = model.reconstruct(square(p), q, check_inputs=False)
-        out[name] = {**body_extent(result.ct_hu.hu), **bone_stats(result.ct_hu.hu),
-                     "reprojection": result.reprojection}
-    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -160,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "pair":
         stats = pair_figure(model, pa, lat, args.output, args.title or f"{args.pa.name} + {args.lat.name}")
     else:
-        stats = framing(model, pa, lat)
+        stats = measure_framing(lambda p, q: model.reconstruct(p, q, check_inputs=False), pa, lat)
     text = json.dumps(stats, indent=1, default=float)
     print(text)
     if args.json:
