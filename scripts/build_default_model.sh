@@ -58,14 +58,28 @@ stage() {  # NAME INIT MAX_STEPS EPOCHS ARGS...
     stage v5 "$init" 164 26 --set lr_schedule=x2ct
     stage v6 "$work/runs/v5/latest.pt" 164 24 --set lr_schedule=constant --set loss.lambda_bone_dice=1 \
         --set best_on=bone_dice
-    stage v7 "$work/runs/v6/latest.pt" "" "$gan_epochs" --set lr_schedule=x2ct --set loss.lambda_bone_dice=1 \
-        --set best_on=bone_dice --set augment_anisotropy=0.3 --set "augment_scale=[0.6,1.3]"
-    cp "$work/runs/v7/best.pt" "$work/gan_final.pt"
+    v7=(--set lr_schedule=x2ct --set loss.lambda_bone_dice=1 --set best_on=bone_dice --set augment_anisotropy=0.3
+        --set "augment_scale=[0.6,1.3]")
+    # The exported generators are the mean of v7's checkpoints at its last AVERAGE_EPOCHS epoch ends
+    # (scripts/average_checkpoints.py); resuming is bit-exact, so stopping at each epoch end changes nothing else.
+    average=${AVERAGE_EPOCHS:-8}
+    per_epoch=$(wc -l < "$work/prepared/splits/train.txt")
+    mkdir -p "$work/snapshots"
+    for epoch in $(seq $((gan_epochs - average + 1)) "$gan_epochs"); do
+        stage v7 "$work/runs/v6/latest.pt" $((epoch * per_epoch)) "$gan_epochs" "${v7[@]}"
+        cp "$work/runs/v7/latest.pt" "$work/snapshots/epoch_$(printf %03d "$epoch").pt"
+    done
+    python "$here/scripts/average_checkpoints.py" --output "$work/gan_final.pt" "$work/snapshots"/epoch_*.pt
 ) &
 wait
 # The CDM's online weights, 4 DDIM steps started at 0.35·T: chosen from the curve in docs/cdm.md.
+rm -f "$here/DCTNetReconstruction/DCTNetLib/resources/weights/manifest.json"  # it holds the old file's sha256
 dctnet export --gan "$work/gan_final.pt" --cdm "$cdm_from" --cdm-weights online --steps 4 \
     --strength 0.35 --output "$here/DCTNetReconstruction/DCTNetLib/resources/weights/dctnet_small.pt" --overwrite
 python "$here/scripts/write_weights_manifest.py" --work "$work"
 dctnet demo --output "$work/demo" --overwrite
-python "$here/scripts/write_weights_manifest.py" --work "$work" --demo-report "$work/demo/report.json"
+# The test set, once, for the model card's headline (never for a choice).
+dctnet evaluate --data "$work/prepared" --split test --output "$work/eval_test" --overwrite --device cpu \
+    --checkpoint "$here/DCTNetReconstruction/DCTNetLib/resources/weights/dctnet_small.pt"
+python "$here/scripts/write_weights_manifest.py" --work "$work" --demo-report "$work/demo/report.json" \
+    --test-eval "$work/eval_test"

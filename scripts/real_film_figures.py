@@ -82,13 +82,41 @@ def pair_figure(model: Reconstructor, pa: np.ndarray, lat: np.ndarray, output: P
 
 
 
+def framing_figure(model: Reconstructor, pa: np.ndarray, lat: np.ndarray, output: Path | None, title: str) -> dict:
+    """Measure each framing edit; with ``output``, draw one row per edit: the two inputs, a coronal slab through
+    the middle and an axial slice at mid-height of the reconstruction, with the body's size."""
+    rows: list[tuple[str, np.ndarray, np.ndarray, np.ndarray]] = []
+    stats = measure_framing(lambda p, q: model.reconstruct(p, q, check_inputs=False), pa, lat,
+                            on_result=lambda name, p, q, result: rows.append((name, p, q, result.ct_hu.hu)))
+    if output is None:
+        return stats
+    fig, axes = plt.subplots(len(rows), 4, figsize=(12, 3 * len(rows)))
+    for row, (name, p, q, hu) in zip(axes, rows):
+        for ax in row:
+            ax.axis("off")
+        d, h, w = hu.shape
+        for ax, image, window in ((row[0], p, (0, 1)), (row[1], q, (0, 1)),
+                                  (row[2], hu[:, h // 2 - h // 16: h // 2 + h // 16, :].mean(axis=1), (-1000, 600)),
+                                  (row[3], hu[d // 2], (-1000, 600))):
+            ax.imshow(image, cmap="gray", vmin=window[0], vmax=window[1])
+        s = stats[name]
+        row[0].set_title(name, loc="left")
+        row[2].set_title(f"coronal: body {s['width_voxels']:.0f} wide, {s['height_voxels']:.0f} tall")
+        row[3].set_title(f"axial; spine column bone {100 * s['spine_column_bone_fraction']:.1f} %")
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(output, dpi=60)
+    plt.close(fig)
+    return stats
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("command", choices=("pair", "framing"))
     parser.add_argument("--pa", type=Path, required=True)
     parser.add_argument("--lat", type=Path, required=True)
     parser.add_argument("--weights", type=Path, help="model bundle (default: the shipped one)")
-    parser.add_argument("--output", type=Path, help="pair: the figure (PNG)")
+    parser.add_argument("--output", type=Path, help="the figure (PNG); framing: optional")
     parser.add_argument("--title", default="")
     parser.add_argument("--json", type=Path, help="write the measurements here")
     args = parser.parse_args(argv)
@@ -97,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "pair":
         stats = pair_figure(model, pa, lat, args.output, args.title or f"{args.pa.name} + {args.lat.name}")
     else:
-        stats = measure_framing(lambda p, q: model.reconstruct(p, q, check_inputs=False), pa, lat)
+        stats = framing_figure(model, pa, lat, args.output, args.title)
     text = json.dumps(stats, indent=1, default=float)
     print(text)
     if args.json:

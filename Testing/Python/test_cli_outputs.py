@@ -206,12 +206,12 @@ def test_the_manifest_script_writes_a_model_card_that_info_shows(repo_root, tmp_
     demo = {"case": "LIDC-IDRI-0001", "metrics": {"psnr": 17.912, "ssim": 0.3671, "lpips": 0.4789, "mae_hu": 219.4,
                                                   "reprojection": {"pa_ncc": 0.901, "lat_ncc": 0.934}}}
     card = script.model_card({"chest_phantom": "train"}, {"train": 39, "val": 4, "test": 5}, "abc1234", demo,
-                             {"licence": "CC0"})
+                             {"licence": "CC0"}, distinct={"all": 14, "real": 10})
     validation = card["performance"]["validation"]
     assert validation["psnr_db"] == 17.912 and validation["reprojection_ncc"] == {"pa": 0.901, "lat": 0.934}
     assert "not measured" in card["performance"]["test"]  # no --test-eval given
     assert card["licence"] == "CC0" and "abc1234" in card["version"] and __version__ in card["version"]
-    assert "39 train / 4 val / 5 test" in card["training_data"]
+    assert "14 distinct CTs (10 real), 39 train / 4 val / 5 test" in card["training_data"]
     bundle = shutil.copy(tiny_bundle_path, tmp_path / "model.pt")
     (tmp_path / "manifest.json").write_text(json.dumps({"file": "model.pt", "model_card": card}))
     assert cli.main(["info", "--weights", str(bundle), "--json"]) == 0

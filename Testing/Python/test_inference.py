@@ -291,9 +291,10 @@ def test_shipped_model_reconstructs_the_unseen_demo_ct_above_its_quality_floor(l
     prepared, pa, lat = radiographs_from_ct(lidc_demo_ct)
     result = model.reconstruct(pa, lat, geometry=prepared)
     truth = prepared.volume
-    # measured at release (v3): PSNR 19.88 dB, SSIM 0.495 (the mean of the training chest CTs: 16.72 dB, 0.340)
-    assert psnr(result.ct_unit, truth) > 19.7
-    assert ssim3plane(result.ct_unit, truth)["mean"] > 0.47
+    # measured at release (v7): PSNR 19.52 dB, SSIM 0.482 (v3: 19.88, 0.495; the mean of the training chest CTs:
+    # 16.72 dB, 0.340)
+    assert psnr(result.ct_unit, truth) > 19.35
+    assert ssim3plane(result.ct_unit, truth)["mean"] > 0.465
     with torch.inference_mode():
         _, target = drrs_with_bone_suppression(torch.from_numpy(truth)[None, None], prepared.spacing_mm)
     target = target[0].numpy()
@@ -308,9 +309,9 @@ TEST_CTS = ("LIDC-IDRI-0350.nii.gz", "LIDC-IDRI-0580.nii.gz", "TCGA-LIHC-TCGA-BC
 
 
 def test_shipped_model_holds_its_floor_on_the_test_ct_set(shared_data):
-    """Mean over the three test CTs, from their DRRs, measured at release: PSNR 20.37 dB (X2CT-GAN's variant
-    24.66), SSIM 0.538, bone Dice (> 300 HU) 0.004, 99.9th percentile 248 HU. The bone floors only catch a
-    collapse: the model shows no bone yet (README, "The shipped model")."""
+    """Mean over the three test CTs, from their DRRs, measured at release (v7): PSNR 19.70 dB (X2CT-GAN's variant
+    23.99), SSIM 0.519, bone Dice (> 300 HU) 0.280, 99.9th percentile 493 HU (v3: 20.37, 24.66, 0.538, 0.004,
+    248 HU; README, "The shipped model")."""
     from DCTNetLib.evaluation.metrics import bone_dice, percentile_hu, psnr, ssim3plane, x2ct_psnr
     from DCTNetLib.io.ct import read_ct
 
@@ -324,9 +325,33 @@ def test_shipped_model_holds_its_floor_on_the_test_ct_set(shared_data):
                        ssim3plane(result.ct_unit, truth)["mean"], bone_dice(result.ct_unit, truth),
                        percentile_hu(result.ct_unit)))
     mean_psnr, mean_x2ct, mean_ssim, mean_dice, mean_p999 = np.mean(scores, axis=0)
-    assert mean_psnr > 20.2 and mean_x2ct > 24.4
-    assert mean_ssim > 0.52
-    assert mean_dice > 0.001 and mean_p999 > 200.0
+    assert mean_psnr > 19.5 and mean_x2ct > 23.8
+    assert mean_ssim > 0.50
+    assert mean_dice > 0.22 and mean_p999 > 420.0
+
+
+# Real PA + lateral pairs (Radiopaedia, CC BY-NC-SA: development and tests only, never in the weights).
+REAL_PAIRS = (("pa_radiopaedia_pcp2.png", "lat_radiopaedia_pcp2.png"),
+              ("pa_radiopaedia_covid7.jpg", "lat_radiopaedia_covid7.jpg"))
+
+
+@pytest.mark.parametrize("pa_name, lat_name", REAL_PAIRS, ids=["pcp2", "covid7"])
+def test_shipped_model_follows_the_patient_on_real_films(shared_data, pa_name, lat_name):
+    """On real films the shipped model shows bone in the spine's column, and a smaller patient (both films shrunk
+    to 70 % inside black margins) gives a smaller body, not the same chest-shaped box
+    (:mod:`DCTNetLib.evaluation.framing`; README, "The shipped model"). v3 had 0.0 % bone in the column."""
+    from DCTNetLib.evaluation.framing import measure_framing
+    from DCTNetLib.io.film import read_film
+
+    model = Reconstructor.load(device="cpu")
+    pa = read_film(shared_data / "radiographs" / pa_name, "pa")[0]
+    lat = read_film(shared_data / "radiographs" / lat_name, "lat")[0]
+    measures = measure_framing(lambda p, q: model.reconstruct(p, q, steps=1, check_inputs=False), pa, lat)
+    original, padded = measures["original"], measures["both_padded_70"]
+    assert original["spine_column_bone_fraction"] > 0.01
+    assert padded["width_voxels"] < 0.9 * original["width_voxels"]
+    assert padded["height_voxels"] < 0.9 * original["height_voxels"]
+    assert measures["both_cropped_80"]["width_voxels"] >= original["width_voxels"]
 
 
 def test_reconstruct_says_when_the_ct_is_in_the_shipped_training_set(shared_data):

@@ -480,7 +480,7 @@ def test_product_path_trains_in_its_own_group_with_its_bone_image_term(prepared1
         make_trainer(gan_config(loss={"lambda_bone_image": 10.0}), tmp_path / "q", prepared16, StandInFeatures())
 
 
-def test_best_checkpoint_can_be_chosen_on_the_validation_bone_dice(prepared16, tmp_path, one_thread):
+def test_best_checkpoint_can_be_chosen_on_the_validation_bone_dice(prepared16, tmp_path, one_thread, capsys):
     """Validation logs the bone Dice and the 99.9th percentile; with best_on=bone_dice, best.pt is the state of the
     validation with the highest bone Dice, and an unknown metric is refused."""
     from DCTNetLib.errors import InputError
@@ -488,7 +488,14 @@ def test_best_checkpoint_can_be_chosen_on_the_validation_bone_dice(prepared16, t
     config = gan_config(epochs=3, val_every=1, best_on="bone_dice", loss={"lambda_bone_dice": 1.0},
                         lr=5e-3)
     trainer = make_trainer(config, tmp_path / "b", prepared16, StandInFeatures())
-    assert trainer.fit().status == "done"
+    result = trainer.fit()
+    assert result.status == "done" and result.best_key == "bone_dice"
+    from types import SimpleNamespace
+
+    from DCTNetLib.commands.train_common import report
+
+    assert report(result, SimpleNamespace(is_main=True)) == 0
+    assert f"best validation bone Dice {result.best_metric:.3f};" in capsys.readouterr().out
     rows = [json.loads(line) for line in (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()]
     vals = [r for r in rows if r["event"] == "val"]
     assert len(vals) == 3 and all({"bone_dice", "p999_hu", "psnr"} <= set(r) for r in vals)

@@ -25,7 +25,7 @@ from ..io.film_gate import facing_left
 from ..io.radiograph import pad_to_square, resize_radiograph
 from .metrics import BONE_HU
 
-__all__ = ["BODY_HU", "NARROW", "PAD", "CROP", "narrowed", "padded", "cropped", "framing_edits", "body_extent",
+__all__ = ["BODY_HU", "NARROW", "PAD", "CROP", "narrowed", "padded", "cropped", "framing_edits", "framing_inputs", "body_extent",
            "bone_stats", "measure_framing"]
 
 # Body vs air: halfway between air (−1000 HU) and fat (~−100 HU); lung (~−850 HU) stays out of the outline only
@@ -95,24 +95,37 @@ def bone_stats(hu: np.ndarray) -> dict[str, float]:
             "spine_column_bone_fraction": float((column > BONE_HU).mean())}
 
 
-def measure_framing(reconstruct: Callable[[np.ndarray, np.ndarray], Any], pa: np.ndarray,
-                    lat: np.ndarray) -> dict[str, dict[str, Any]]:
-    """Body and bone measures of the reconstruction of each edit (:func:`framing_edits`).
+def framing_inputs(pa: np.ndarray, lat: np.ndarray) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Each edit (:func:`framing_edits`) as the model gets it: padded to square, resized to 128², the lateral
+    turned to face left as the input checks do. Shapes: two films of any size → ``{edit: ((128, 128), (128, 128))}``."""
+    out = {}
+    for name, (p, q) in framing_edits(pa, lat).items():
+        q, _ = facing_left(resize_radiograph(pad_to_square(q)))
+        out[name] = (resize_radiograph(pad_to_square(p)), q)
+    return out
+
+
+def measure_framing(reconstruct: Callable[[np.ndarray, np.ndarray], Any], pa: np.ndarray, lat: np.ndarray,
+                    on_result: Callable[[str, np.ndarray, np.ndarray, Any], None] | None = None
+                    ) -> dict[str, dict[str, Any]]:
+    """Body and bone measures of the reconstruction of each edit (:func:`framing_inputs`).
 
     Args:
         reconstruct: ``(pa, lat)`` at the model's size → a result with ``ct_hu.hu`` and ``reprojection`` (e.g.
             ``lambda p, q: model.reconstruct(p, q, check_inputs=False)`` of a
             :class:`~DCTNetLib.inference.Reconstructor`: an edit may fail the input checks on purpose).
         pa, lat: the films as read (``DCTNetLib.io.film.read_film``), any size.
+        on_result: called with ``(edit, pa, lat, result)`` after each reconstruction (e.g. to draw it).
 
     Returns:
         ``{edit: {width_voxels, height_voxels, body_fraction, p999_hu, bone_fraction,
         spine_column_bone_fraction, reprojection}}``.
     """
     out = {}
-    for name, (p, q) in framing_edits(pa, lat).items():
-        q, _ = facing_left(resize_radiograph(pad_to_square(q)))  # what the input checks do
-        result = reconstruct(resize_radiograph(pad_to_square(p)), q)
+    for name, (p, q) in framing_inputs(pa, lat).items():
+        result = reconstruct(p, q)
         hu = result.ct_hu.hu
         out[name] = {**body_extent(hu), **bone_stats(hu), "reprojection": result.reprojection}
+        if on_result is not None:
+            on_result(name, p, q, result)
     return out

@@ -63,6 +63,7 @@ class FitResult:
         epoch: completed epochs.
         best_metric: best validation value (``best.pt``), or None before any validation.
         latest: path of the run's ``latest.pt``.
+        best_key: the validation metric ``best_metric`` is a value of (``"psnr"``, ``"bone_dice"``, …).
         stopped_by: what asked an interrupted run to stop (``"SIGINT"``, ``"SIGTERM"``, ``"stop file"``), else None.
     """
 
@@ -72,6 +73,7 @@ class FitResult:
     best_metric: float | None
     latest: Path
     stopped_by: str | None = None
+    best_key: str = "psnr"
 
 
 class Trainer:
@@ -326,7 +328,7 @@ class Trainer:
                            best_epoch=self.best_epoch)
         return FitResult(status=status, step=self.step, epoch=self.epoch, best_metric=self.best_metric,
                          latest=self.checkpoints.latest_path,
-                         stopped_by=stop.signal_name if status == "interrupted" else None)
+                         stopped_by=stop.signal_name if status == "interrupted" else None, best_key=self.best_key)
 
     def _begin(self, resume: bool) -> None:
         """Resume from ``latest.pt`` or seed this rank's random streams; rank 0 records the config and run.json."""
