@@ -35,7 +35,7 @@ UNCERTAINTY_LEGEND_TITLE = "Uncertainty (HU)"
 UNCERTAINTY_LEGEND_LABEL_FORMAT = "%.0f"
 # Volume-rendering preset of the reconstructed CT, one of Slicer's presets.xml names. It starts to show tissue
 # at 67 HU (soft tissue denser than water, mediastinum, bone): on the shipped model's reconstructions that is
-# the mediastinum and the chest wall, as the model draws almost no bone (README, "The shipped model").
+# the mediastinum, the chest wall and the spine; the model draws no ribs (README, "The shipped model").
 VOLUME_RENDERING_PRESET = "CT-Chest-Contrast-Enhanced"
 
 

@@ -139,8 +139,9 @@ def test_project_configs_refuse_a_wrong_type_naming_the_key(build, key):
 
 
 def test_shipped_bundle_preset_with_the_old_name_key_loads_as_before():
-    """Bundles up to v2 stored their GAN preset as {"name": "dctnet@small", …}; the shipped v3 bundle stores variant
-    and size. Both layouts read as the same preset."""
+    """Bundles up to v2 stored their GAN preset as {"name": "dctnet@small", …}; the shipped bundle (v3 on) stores
+    variant and size. Both layouts read as the same preset: the small one, with the shipped model's own settings
+    (v7: the product path and the bone terms) on top."""
     from DCTNetLib.checkpoints.bundle import default_weights_path
     from DCTNetLib.io.safe_load import load_torch_file
     from DCTNetLib.models.presets import GANPreset, gan_preset
@@ -149,8 +150,9 @@ def test_shipped_bundle_preset_with_the_old_name_key_loads_as_before():
     assert (stored["variant"], stored["size"]) == ("dctnet", "small") and "name" not in stored
     old_layout = {**{k: v for k, v in stored.items() if k not in ("variant", "size")}, "name": "dctnet@small"}
     preset = GANPreset.from_dict(old_layout)
-    assert (preset.variant, preset.size) == ("dctnet", "small") and preset == gan_preset("small")
-    assert preset == GANPreset.from_dict(stored)
+    assert (preset.variant, preset.size) == ("dctnet", "small") and preset == GANPreset.from_dict(stored)
+    assert preset.discriminator == gan_preset("small").discriminator
+    assert preset.generator.decoder_channels == gan_preset("small").generator.decoder_channels
     assert GANPreset.from_dict({**old_layout, "name": "x2ct-baseline"}).size == "full"  # a bare ablation was @full
     with pytest.raises(InputError, match="unknown GAN preset 'bogus'"):
         GANPreset.from_dict({**old_layout, "name": "bogus"})

@@ -200,7 +200,7 @@ def load_model(weights: Path | None, device: str):
 
 
 DEMONSTRATION_NOTE = ("the shipped model is a small demonstration model trained on DRRs (digitally reconstructed "
-                      "radiographs) of six real CTs and phantoms, not on real films: expect a coarse chest volume, not a "
+                      "radiographs) of ten real CTs and phantoms, not on real films: expect a coarse chest volume, not a "
                       "diagnostic CT (dctnet info shows its model card)")
 
 
