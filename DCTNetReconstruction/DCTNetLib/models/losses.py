@@ -8,7 +8,7 @@ Generator objective (eq. 10b)::
     ℓ_recon = mean((G(Y) − GT)²)                                                  (MSE)
     ℓ_proj  = mean over planes v of mean |P_v G(Y) − P_v GT|                        (L1)
 
-Two optional bone terms (ours, off in the paper's presets; :class:`~DCTNetLib.models.presets.LossConfig`):
+Optional bone terms (ours, off in the paper's presets; :class:`~DCTNetLib.models.presets.LossConfig`):
 ``bone_weight`` makes ℓ_recon ``mean(w · (G(Y) − GT)²)`` with ``w = 1 + bone_weight`` where GT is bone, and
 ``λ_bone · ℓ_bone`` adds ``mean_v mean |P_v B(G(Y)) − P_v B(GT)|`` for the bone component
 ``B(v) = softplus(β (v − t)) / β``. ``λ_dice · ℓ_dice`` adds a soft Dice loss on the bone masks
@@ -73,7 +73,7 @@ def bone_component(volume: torch.Tensor, threshold_unit: float) -> torch.Tensor:
 
 
 # Smoothing of the soft Dice's numerator and denominator (MONAI DiceLoss's smooth_nr = smooth_dr = 1e-5): a
-# sample with no bone in either mask scores a loss of 0, not 0 / 0.
+# sample with no bone in either mask scores a loss near 0, not 0 / 0.
 DICE_SMOOTH = 1e-5
 
 
