@@ -7,8 +7,8 @@
 
 ``baseline`` scores the voxel-wise mean of the prepared training chest CTs against the validation case: the
 "no model" row of the README's table (a reconstruction must beat the average chest to show it read the radiographs).
-``curves`` plots the validation PSNR and SSIM of G(Y) (and G(X)'s PSNR) on the validation case against the step,
-from the run's ``metrics.jsonl``. ``compare`` reconstructs LIDC-IDRI-0001 (never trained on) with two bundles and
+``curves`` plots the validation PSNR and SSIM of G(Y) (and G(X)'s PSNR), and its bone Dice when the run logged
+it, on the validation case against the step, from the run's ``metrics.jsonl``. ``compare`` reconstructs LIDC-IDRI-0001 (never trained on) with two bundles and
 shows the same axial, coronal and sagittal slices of each beside the ground truth.
 """
 
@@ -33,19 +33,25 @@ def curves(gan: Path, output: Path) -> None:
 
     val = _val_records(gan)
     steps = [r["step"] for r in val]
-    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.6), dpi=120)
+    with_bone = all("bone_dice" in r for r in val)  # runs from before validation logged bone have no third panel
+    fig, axes = plt.subplots(1, 3 if with_bone else 2, figsize=(15 if with_bone else 10, 3.6), dpi=120)
+    left, right = axes[0], axes[1]
     left.plot(steps, [r["psnr"] for r in val], "o-", ms=3, label="G(Y)")
     if all("psnr_gx" in r for r in val):
         left.plot(steps, [r["psnr_gx"] for r in val], "s--", ms=3, label="G(X)")
-    left.axhline(19.5, color="grey", ls=":", label="target 19.5 dB")
     left.set_xlabel("training step")
     left.set_ylabel("PSNR (dB, data range 1)")
     left.legend(fontsize=8)
     right.plot(steps, [r["ssim"] for r in val], "o-", ms=3, color="tab:green", label="G(Y)")
-    right.axhline(0.45, color="grey", ls=":", label="target 0.45")
     right.set_xlabel("training step")
     right.set_ylabel("SSIM (mean of three planes)")
     right.legend(fontsize=8)
+    if with_bone:
+        bone = axes[2]
+        bone.plot(steps, [r["bone_dice"] for r in val], "o-", ms=3, color="tab:red", label="G(Y)")
+        bone.set_xlabel("training step")
+        bone.set_ylabel("bone Dice (> 300 HU masks)")
+        bone.legend(fontsize=8)
     fig.suptitle("Validation on LIDC-IDRI-0001 (never trained on) during training of the shipped GAN", fontsize=9)
     fig.tight_layout()
     fig.savefig(output)
