@@ -162,8 +162,7 @@ def main(argv: list[str] | None = None) -> int:
     overrides = json.loads(args.model_card.read_text()) if args.model_card else None
     test_eval = (performance_from_eval(args.test_eval, "PA and lateral DRRs of the test CTs, which no choice of "
                                                        "the recipe looked at") if args.test_eval else None)
-    distinct = set(splits["train"])
-    counts = {"all": len(distinct), "real": len([c for c in distinct if not c.startswith("phantom")])}
+    counts = {"all": recipe["distinct_training_cts"], "real": len(recipe["training_fingerprints"])}
     recipe["model_card"] = model_card(recipe["training_cts"], recipe["splits"], recipe["code_revision"], demo, overrides,
                                       test_eval, counts)
     print(json.dumps({"manifest": str(write_manifest(bundle_path, recipe))}))

@@ -67,6 +67,13 @@ HEADER_SUFFIXES = (*NRRD_SUFFIXES, ".mha", ".mhd")  # formats whose header may n
 VOLUME_READ_SUFFIXES = (*NIFTI_SUFFIXES, *HEADER_SUFFIXES)
 VOLUME_WRITE_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".mha")
 
+
+def strip_suffix(name: str, suffixes: tuple[str, ...]) -> str | None:
+    """``name`` without the first of ``suffixes`` it ends with (any case: ``"CT.NII.GZ"`` → ``"CT"``), or None when
+    it ends with none of them."""
+    lowered = name.lower()
+    return next((name[: -len(suffix)] for suffix in suffixes if lowered.endswith(suffix)), None)
+
 # Datasets `dctnet prepare --dataset` reads: the two public ones of DCT-Net §3.1 (value → the name shown to a user,
 # in the order the Slicer training module lists them) and "generic", any folder of CTs.
 PAPER_DATASETS = {"lidc-idri": "LIDC-IDRI", "ctspine1k": "CTSpine1K"}

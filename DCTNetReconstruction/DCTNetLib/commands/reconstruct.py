@@ -52,7 +52,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-from ..conventions import DETECTOR_MM, VOLUME_WRITE_SUFFIXES, hu_to_unit
+from ..conventions import DETECTOR_MM, VOLUME_WRITE_SUFFIXES, hu_to_unit, strip_suffix
 from ..errors import InputError, OutputError
 from ..io.atomic import NAME_MAX, atomic_write_text, check_name_length, check_writable_dir, display_path
 from ..output_roles import EXTRAS, FIGURE, FROM_CT, IMAGES_ONLY, OUTPUT, OUTPUT_ROLES, ROLES, VOLUME_KINDS
@@ -113,22 +113,14 @@ def _names_beside_output(option: str) -> str:
                         if option in role.written_with)
 
 
-def _stem(path: Path) -> str:
-    name = path.name
-    for suffix in VOLUME_WRITE_SUFFIXES:
-        if name.lower().endswith(suffix):
-            return name[: -len(suffix)]
-    return path.stem
-
-
 def output_paths(output: Path, extras: bool, from_ct: bool = False, images_only: bool = False,
                  figure: bool = True) -> dict[str, Path]:
     """Every file the command will write, by role, named after ``output`` as the output-role table says
     (``from_ct``: the reference CT and its DRRs; ``images_only``: the bone-suppressed radiographs alone;
     ``figure=False``: no figure among the extras)."""
-    if not output.name.lower().endswith(VOLUME_WRITE_SUFFIXES):
+    stem = strip_suffix(output.name, VOLUME_WRITE_SUFFIXES)
+    if stem is None:
         raise InputError(f"--output {output}: use one of {', '.join(VOLUME_WRITE_SUFFIXES)} (any case)")
-    stem = _stem(output)
     suffix = output.name[len(stem):]
     given = {FROM_CT: from_ct, EXTRAS: extras}
     options = {IMAGES_ONLY} if images_only else {OUTPUT, *(option for option, on in given.items() if on)}

@@ -146,10 +146,6 @@ def resume_hint() -> str:
     return f"{prefix} {shlex.join(argv)}"
 
 
-# How `report` names the validation metric that chose best.pt (FitResult.best_key).
-BEST_TEXT = {"psnr": "PSNR", "ssim": "SSIM", "bone_dice": "bone Dice"}
-
-
 def report(result: Any, info: Any) -> int:
     """Print how the run ended (rank 0) and return the exit code: 0, or after an interruption 143 (128 + 15) when
     SIGTERM asked for it, as a shell reports a process SIGTERM ended, and 130 otherwise (Ctrl-C, the stop file).
@@ -163,9 +159,10 @@ def report(result: Any, info: Any) -> int:
             print(f"stopped at step {result.step} (epoch {result.epoch}); checkpoint {result.latest}\n"
                   f"resume with:\n  {resume_hint()}", file=sys.stderr)
         else:
-            best_text = "" if result.best_metric is None else (
-                f", best validation {BEST_TEXT.get(result.best_key, result.best_key)} {result.best_metric:.3f}"
-                + (" dB" if result.best_key == "psnr" else ""))
+            from ..training.config import BEST_ON
+
+            label = BEST_ON.get(result.best_key, result.best_key + " {:.3f}")
+            best_text = "" if result.best_metric is None else f", best validation {label.format(result.best_metric)}"
             print(f"finished at step {result.step} (epoch {result.epoch}){best_text}; "
                   f"checkpoints in {Path(result.latest).parent}")
     if result.status != "interrupted":

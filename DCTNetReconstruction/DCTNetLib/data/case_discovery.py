@@ -15,7 +15,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..conventions import DATASETS, NIFTI_SUFFIXES, VOLUME_READ_SUFFIXES
+from ..conventions import DATASETS, NIFTI_SUFFIXES, VOLUME_READ_SUFFIXES, strip_suffix
 from ..errors import InputError
 from .case_splits import SPLITS
 
@@ -143,11 +143,8 @@ def discover_lidc_cases(source: str | os.PathLike, unit: str = "scan") -> list[C
 
 
 def _nifti_stem(path: Path) -> str:
-    name = path.name
-    for suffix in NIFTI_SUFFIXES:
-        if name.lower().endswith(suffix):
-            return name[: -len(suffix)]
-    return path.stem
+    stem = strip_suffix(path.name, NIFTI_SUFFIXES)
+    return path.stem if stem is None else stem
 
 
 def discover_ctspine1k_cases(source: str | os.PathLike) -> list[Case]:
@@ -187,11 +184,8 @@ _LIST_SUFFIXES = (".csv", ".json")
 
 
 def _volume_stem(path: Path) -> str:
-    name = path.name
-    for suffix in VOLUME_READ_SUFFIXES:
-        if name.lower().endswith(suffix):
-            return name[: -len(suffix)]
-    return name
+    stem = strip_suffix(path.name, VOLUME_READ_SUFFIXES)
+    return path.name if stem is None else stem
 
 
 def _safe_id(text: str) -> str:

@@ -72,6 +72,11 @@ def bone_component(volume: torch.Tensor, threshold_unit: float) -> torch.Tensor:
     return F.softplus(volume - threshold_unit, beta=beta)
 
 
+def _unit(hu: float) -> float:
+    """A HU threshold in the volumes' unit values."""
+    return float(hu_to_unit(np.float64(hu)))
+
+
 # Smoothing of the soft Dice's numerator and denominator (MONAI DiceLoss's smooth_nr = smooth_dr = 1e-5): a
 # sample with no bone in either mask scores a loss near 0, not 0 / 0.
 DICE_SMOOTH = 1e-5
@@ -173,7 +178,7 @@ class MultiPathLoss(nn.Module):
 
     @property
     def _bone_threshold(self) -> float:
-        return float(hu_to_unit(np.float64(self.config.bone_threshold_hu)))
+        return _unit(self.config.bone_threshold_hu)
 
     def bone_projection(self, fake: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
         """ℓ_bone: the projection L1 of the bone components (:func:`bone_component`). Shapes: two volumes →
@@ -194,8 +199,8 @@ class MultiPathLoss(nn.Module):
         if cfg.lambda_bone_proj:
             parts.append(("bone" + suffix, cfg.lambda_bone_proj, self.bone_projection(fake, real)))
         if cfg.lambda_bone_dice:
-            t = float(hu_to_unit(np.float64(cfg.bone_dice_threshold_hu)))
-            parts.append(("dice" + suffix, cfg.lambda_bone_dice, soft_bone_dice_loss(fake, real, t)))
+            parts.append(("dice" + suffix, cfg.lambda_bone_dice,
+                          soft_bone_dice_loss(fake, real, _unit(cfg.bone_dice_threshold_hu))))
         return parts
 
     @staticmethod

@@ -201,8 +201,9 @@ class CDMTrainConfig(TrainConfig):
     kind: typing.ClassVar[str] = "cdm"
 
 
-# Validation metrics of the GAN trainer that may select best.pt (GANTrainer.validate's keys; higher is better).
-BEST_ON = ("psnr", "ssim", "bone_dice")
+# Validation metrics of the GAN trainer that may select best.pt (GANTrainer.validate's keys; higher is better),
+# each with how a message names its value.
+BEST_ON = {"psnr": "PSNR {:.3f} dB", "ssim": "SSIM {:.3f}", "bone_dice": "bone Dice {:.3f}"}
 
 
 @dataclass(kw_only=True)
