@@ -39,18 +39,30 @@ from DCTNetLib.checkpoints.bundle import load_initial_cdm  # noqa: E402
 from DCTNetLib.io.film import read_film  # noqa: E402
 from DCTNetLib.io.radiograph import resize_radiograph  # noqa: E402
 
-__all__ = ["preview", "drr_scores", "film_scores", "main"]
+__all__ = ["cdm_of", "preview", "drr_scores", "film_scores", "main"]
 
 RIDGE_SIGMAS = (1.0, 2.0, 3.0)  # px of the 128² image (3.9 mm each): rib widths of 1–3 cm
 RIDGE_QUANTILE = 80.0
 BODY_LEVEL = 0.1  # inside the body: brighter than this on [0, 1] (air is ~0 after the reader's min–max)
 
 
-def preview(cdm: Any, pa: np.ndarray, lat: np.ndarray, steps: int, strength: float, seed: int = 0) -> np.ndarray:
-    """The CDM's bone-suppressed ``(2, n, n)`` pair for a ``(n, n)`` PA and lateral."""
+def cdm_of(weights: Path | None) -> tuple[Any, Path]:
+    """The CDM of a model bundle or a train-cdm checkpoint (the shipped bundle when None), in eval mode, and its
+    path."""
+    if weights is None:
+        from DCTNetLib.checkpoints.bundle import default_weights_path
+
+        weights = default_weights_path()
+    return load_initial_cdm(weights).eval(), weights
+
+
+def preview(cdm: Any, pa: np.ndarray, lat: np.ndarray, steps: int, strength: float, seed: int = 0,
+            samples: int = 1) -> np.ndarray:
+    """The CDM's bone-suppressed ``(2, n, n)`` pair for a ``(n, n)`` PA and lateral (mean of ``samples``)."""
     pair = torch.from_numpy(np.stack([pa, lat]).astype(np.float32))[None]
     with torch.inference_mode():
-        return cdm.suppress_bones(pair, steps=steps, seed=seed, strength=strength).clamp(0.0, 1.0)[0].numpy()
+        return cdm.suppress_bones(pair, steps=steps, seed=seed, strength=strength,
+                                  samples=samples).clamp(0.0, 1.0)[0].numpy()
 
 
 def _ssim_psnr(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
@@ -68,19 +80,33 @@ def bone_change_ratio(image: np.ndarray, change: np.ndarray) -> float:
     return float(change[on].mean() / max(change[off].mean(), 1e-9))
 
 
-def drr_scores(cdm: Any, prepared: Path, cases: list[str], steps: int, strength: float) -> dict[str, Any]:
+def ridge_contrast_removed(image: np.ndarray, result: np.ndarray) -> float:
+    """The share of the input's ridge contrast (mean Sato response on its top-20 % ridges inside the body) that
+    is gone from ``result``: 0 = unchanged, 1 = no ridge left there. It reads like the figure: rib and spine
+    contrast removed."""
+    ridges = sato(image, sigmas=RIDGE_SIGMAS, black_ridges=False)
+    body = image > BODY_LEVEL
+    on = body & (ridges >= np.percentile(ridges[body], RIDGE_QUANTILE))
+    after = sato(result, sigmas=RIDGE_SIGMAS, black_ridges=False)
+    return float(1.0 - after[on].mean() / max(ridges[on].mean(), 1e-9))
+
+
+def drr_scores(cdm: Any, prepared: Path, cases: list[str], steps: int, strength: float,
+               samples: int = 1) -> dict[str, Any]:
     rows = {}
     for case in cases:
         drr = np.load(prepared / "cases" / case / "drr.npy").astype(np.float32)
         target = np.load(prepared / "cases" / case / "drr_bone_suppressed.npy").astype(np.float32)
-        out = preview(cdm, drr[0], drr[1], steps, strength)
+        out = preview(cdm, drr[0], drr[1], steps, strength, samples=samples)
         views = {}
         for v, name in enumerate(("pa", "lat")):
             ssim_p, psnr_p = _ssim_psnr(out[v], target[v])
             ssim_i, psnr_i = _ssim_psnr(drr[v], target[v])
             views[name] = {"ssim_preview": ssim_p, "ssim_input": ssim_i, "psnr_preview": psnr_p, "psnr_input": psnr_i,
                            "bone_change_ratio_preview": bone_change_ratio(drr[v], np.abs(drr[v] - out[v])),
-                           "bone_change_ratio_true": bone_change_ratio(drr[v], np.abs(drr[v] - target[v]))}
+                           "bone_change_ratio_true": bone_change_ratio(drr[v], np.abs(drr[v] - target[v])),
+                           "ridge_contrast_removed_preview": ridge_contrast_removed(drr[v], out[v]),
+                           "ridge_contrast_removed_true": ridge_contrast_removed(drr[v], target[v])}
         mean = {key: float(np.mean([views[v][key] for v in views])) for key in views["pa"]}
         rows[case] = {**views, "mean": mean}
     keys = next(iter(rows.values()))["mean"].keys()
@@ -90,18 +116,20 @@ def drr_scores(cdm: Any, prepared: Path, cases: list[str], steps: int, strength:
     return {"cases": rows, "mean": overall}
 
 
-def film_scores(cdm: Any, films: list[tuple[Path, str]], steps: int, strength: float) -> dict[str, Any]:
+def film_scores(cdm: Any, films: list[tuple[Path, str]], steps: int, strength: float,
+                samples: int = 1) -> dict[str, Any]:
     images = {path.name: (view, resize_radiograph(read_film(path, view)[0])) for path, view in films}
     out = {}
     for name, (view, image) in images.items():
         # the CDM takes a pair; a film without its partner view is paired with itself (each view is denoised
         # with its own view flag, so the partner does not change this view's preview)
         pa, lat = (image, image)
-        result = preview(cdm, pa, lat, steps, strength)[0 if view == "pa" else 1]
+        result = preview(cdm, pa, lat, steps, strength, samples=samples)[0 if view == "pa" else 1]
         change = np.abs(image - result)
         out[name] = {"view": view, "mean_change": float(change.mean()),
                      "correlation_with_input": float(np.corrcoef(image.ravel(), result.ravel())[0, 1]),
-                     "bone_change_ratio": bone_change_ratio(image, change)}
+                     "bone_change_ratio": bone_change_ratio(image, change),
+                     "ridge_contrast_removed": ridge_contrast_removed(image, result)}
     return out
 
 
@@ -113,23 +141,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--film", action="append", default=[], metavar="FILE:VIEW", help="a real film and its view")
     parser.add_argument("--steps", type=int, default=4)
     parser.add_argument("--strength", type=float, default=0.35)
+    parser.add_argument("--samples", type=int, default=1, help="samples averaged into the preview")
     parser.add_argument("--threads", type=int)
     parser.add_argument("--output", type=Path)
     args = parser.parse_args(argv)
     set_threads(args.threads)
-    if args.weights is None:
-        from DCTNetLib.checkpoints.bundle import default_weights_path
-
-        args.weights = default_weights_path()
-    cdm = load_initial_cdm(args.weights)
+    cdm, args.weights = cdm_of(args.weights)
     report: dict[str, Any] = {"machine": machine_info(), "weights": str(args.weights), "steps": args.steps,
-                              "strength": args.strength}
+                              "strength": args.strength, "samples": args.samples}
     cases = [c for c in args.cases.split(",") if c]
     if cases:
-        report["drr"] = drr_scores(cdm, args.prepared, cases, args.steps, args.strength)
+        report["drr"] = drr_scores(cdm, args.prepared, cases, args.steps, args.strength, args.samples)
     films = [(Path(f.rsplit(":", 1)[0]), f.rsplit(":", 1)[1]) for f in args.film]
     if films:
-        report["films"] = film_scores(cdm, films, args.steps, args.strength)
+        report["films"] = film_scores(cdm, films, args.steps, args.strength, args.samples)
     emit_report(report, args.output)
     return 0
 

@@ -126,3 +126,7 @@ def test_bundle_from_checkpoints_holds_the_current_preset_layout(gan_checkpoint,
     assert bundle.image_size == CDMConfig.tiny().image_size and bundle.meta["cdm_progress"]["weights"] == "ema"
     with pytest.raises(InputError, match="--strength 1.5"):
         bundle_from_checkpoints(gan_checkpoint, cdm_checkpoint, sampling_strength=1.5)
+    averaged = bundle_from_checkpoints(gan_checkpoint, cdm_checkpoint, sampling_samples=4)
+    assert averaged.cdm.config.sampling_samples == averaged.cdm_config["sampling_samples"] == 4
+    with pytest.raises(InputError, match="--samples 0"):
+        bundle_from_checkpoints(gan_checkpoint, cdm_checkpoint, sampling_samples=0)

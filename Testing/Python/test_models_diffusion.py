@@ -6,6 +6,7 @@ model on one synthetic radiograph pair for ``TRAIN_STEPS`` steps; the sampling t
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 
@@ -15,6 +16,7 @@ import torch
 from torch import nn
 
 from DCTNetLib.conventions import VIEW_LAT, VIEW_PA
+from DCTNetLib.errors import InputError
 from DCTNetLib.models.diffusion import (CDMConfig, ConditionalDiffusion, ConditionalUNet, DiffusionSchedule, EMA,
                                         to_diffusion_range)
 
@@ -313,6 +315,26 @@ def test_residual_target_beats_the_input_after_short_training():
     # measured (150 steps, one thread): residual +5.5 dB at 1 step, +9.3 dB at 4; the image target of the same
     # network and training reaches −1.0 and +3.3 dB
     assert gains[1] > 3.0 and gains[4] > 6.0, (psnr_input, gains)
+
+
+def test_preview_of_several_samples_is_the_mean_of_the_single_samples_it_names():
+    """samples=K runs the K samples as one batch; sample k of a one-pair batch is the single sample seeded
+    seed + 2k (PA) and seed + 2k + 1 (lateral), and the preview is their mean."""
+    torch.manual_seed(0)
+    y, _ = synthetic_pair()
+    cdm = ConditionalDiffusion(CDMConfig.tiny(target="residual", residual_range=0.5)).eval()
+    singles = [cdm.suppress_bones(y, steps=2, seed=5 + 2 * k) for k in range(3)]
+    torch.testing.assert_close(cdm.suppress_bones(y, steps=2, seed=5, samples=3), torch.stack(singles).mean(0),
+                               atol=1e-5, rtol=0)
+    assert not torch.allclose(singles[0], singles[1], atol=1e-3)  # the samples differ: the mean is not one of them
+    # the config's default is used when the caller does not ask
+    averaged = ConditionalDiffusion(dataclasses.replace(cdm.config, sampling_samples=3), model=cdm.model).eval()
+    torch.testing.assert_close(averaged.suppress_bones(y, steps=2, seed=5), torch.stack(singles).mean(0),
+                               atol=1e-5, rtol=0)
+    with pytest.raises(InputError):
+        CDMConfig.tiny(sampling_samples=0)
+    with pytest.raises(ValueError):
+        cdm.suppress_bones(y, steps=2, seed=5, samples=0)
 
 
 def test_partial_start_begins_at_the_noised_input():

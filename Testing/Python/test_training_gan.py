@@ -456,6 +456,9 @@ def _check_export_and_direct_loading(gan_ckpt: Path, cdm_ckpt: Path, tmp_path: P
     assert half.cdm.config.sampling_strength == 0.5 and half.cdm_config["sampling_strength"] == 0.5
     assert dctnet(["export", "--gan", str(gan_ckpt), "--cdm", str(cdm_ckpt), "--strength", "1.5", "--output",
                    str(tmp_path / "bundle_bad.pt")]) == 2
+    assert dctnet(["export", "--gan", str(gan_ckpt), "--cdm", str(cdm_ckpt), "--samples", "3", "--output",
+                   str(tmp_path / "bundle_mean.pt")]) == 0
+    assert load_model_bundle(tmp_path / "bundle_mean.pt").cdm.config.sampling_samples == 3
     direct = Reconstructor.load(gan_ckpt, device="cpu")
     assert all(torch.equal(v, gan["models"]["g_raw"][k]) for k, v in direct.g_raw.state_dict().items())
     assert direct.cdm is not None

@@ -251,22 +251,26 @@ def save_model_bundle(bundle: ModelBundle, path: str | Path, half: bool = False,
 def bundle_from_checkpoints(gan_checkpoint: str | Path, cdm_checkpoint: str | Path | None,
                             sampling_steps: int | None = None, meta: dict[str, Any] | None = None,
                             cdm_weights: str = "ema", gan_state: dict[str, Any] | None = None,
-                            sampling_strength: float | None = None) -> ModelBundle:
+                            sampling_strength: float | None = None,
+                            sampling_samples: int | None = None) -> ModelBundle:
     """Assemble a bundle from training checkpoints (the CDM's EMA or online weights, both generators).
 
     ``gan_state``: the GAN checkpoint already loaded from ``gan_checkpoint`` (not read again).
-    ``sampling_strength``: where the CDM's DDIM starts (``CDMConfig.sampling_strength``), stored in its config.
+    ``sampling_strength``, ``sampling_samples``: where the CDM's DDIM starts and how many samples the preview
+    averages (``CDMConfig``'s fields of those names), stored in its config.
     """
     if gan_state is None:
         gan_state = load_checkpoint(gan_checkpoint, kind="gan")
     preset, generators = gan_networks_from_state(gan_state, Path(gan_checkpoint))
     g_raw, g_bs = generators["g_raw"], generators.get("g_bs")
     cdm, cdm_progress = load_cdm(cdm_checkpoint, cdm_weights) if cdm_checkpoint is not None else (None, {})
-    if cdm is not None and sampling_strength is not None:
-        try:  # validates the value; the sampler reads it from the model's config
-            cdm.config = dataclasses.replace(cdm.config, sampling_strength=float(sampling_strength))
-        except InputError as exc:
-            raise InputError(f"--strength {sampling_strength}: {exc}") from exc
+    for option, field, value in (("--strength", "sampling_strength", sampling_strength),
+                                 ("--samples", "sampling_samples", sampling_samples)):
+        if cdm is not None and value is not None:
+            try:  # validates the value; the sampler reads it from the model's config
+                cdm.config = dataclasses.replace(cdm.config, **{field: value})
+            except InputError as exc:
+                raise InputError(f"{option} {value}: {exc}") from exc
     if g_bs is not None and cdm is None:
         raise InputError(f"{gan_checkpoint} has a bone-suppressed generator G(X): pass the CDM checkpoint that "
                          "makes its inputs (--cdm)")

@@ -32,6 +32,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--strength", type=float,
                         help="where the CDM's DDIM starts, as a fraction of T (default: the CDM's; < 1 starts from "
                              "the noised input, docs/cdm.md)")
+    parser.add_argument("--samples", type=int,
+                        help="how many CDM samples the bone-suppression preview averages (default: the CDM's; "
+                             "docs/cdm.md)")
     parser.add_argument("--cdm-weights", choices=("ema", "online"), default="ema",
                         help="the CDM's EMA weights (default) or its online weights (better early in a run)")
     parser.add_argument("--half", action="store_true", help="store float16 weights (half the size)")
@@ -54,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
         raise OutputError(f"{args.output} exists; pass --overwrite to replace it")
     check_writable_dir(args.output.parent if str(args.output.parent) else Path("."))
     bundle = bundle_from_checkpoints(args.gan, args.cdm, sampling_steps=args.steps, cdm_weights=args.cdm_weights,
-                                     sampling_strength=args.strength)
+                                     sampling_strength=args.strength, sampling_samples=args.samples)
     save_model_bundle(bundle, args.output, half=args.half, overwrite=args.overwrite)
     load_model_bundle(args.output)  # read it back: a bundle that does not load is never left as the result
     if args.manifest:

@@ -81,6 +81,9 @@ class CDMConfig(ConfigBase):
         residual_range: Largest bone component expected, as a fraction of the radiograph's range; larger ones
             are clipped. Defaults to 0.25 (the synthetic targets reach 0.13 (PA) and 0.21 (lateral) where rays
             cross the spine, ``Testing/Python/test_data_bone.py``).
+        sampling_samples: Number of DDIM samples (different seeds) whose mean is the preview: the mean of K
+            samples of the posterior estimates its mean, the least-squares choice, and averages the sampler's own
+            noise out of the bone component (``docs/cdm.md`` measures it). Defaults to 1 (the paper's one sample).
     """
 
     config_name: ClassVar[str] = "CDM config"
@@ -112,6 +115,7 @@ class CDMConfig(ConfigBase):
     target: str = "image"
     sampling_strength: float = 1.0
     residual_range: float = 0.25
+    sampling_samples: int = 1
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -134,6 +138,8 @@ class CDMConfig(ConfigBase):
             raise InputError(f"CDM config: beta_schedule must be one of {BETA_SCHEDULES}, got {self.beta_schedule!r}")
         if self.target not in TARGETS:
             raise InputError(f"CDM config: target must be one of {TARGETS}, got {self.target!r}")
+        if self.sampling_samples < 1:
+            raise InputError(f"CDM config: sampling_samples must be at least 1, got {self.sampling_samples}")
         if not 0.0 < self.sampling_strength <= 1.0:
             raise InputError(f"CDM config: sampling_strength must be in (0, 1], got {self.sampling_strength}")
         if not 0.0 < self.residual_range <= 1.0:

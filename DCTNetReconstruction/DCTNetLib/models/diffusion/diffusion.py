@@ -337,21 +337,28 @@ class ConditionalDiffusion(nn.Module):
 
     def suppress_bones(self, drr_pair: Tensor, steps: int | None = None, seed: int | Sequence[int] | None = None,
                        eta: float | None = None, generator: torch.Generator | None = None,
-                       strength: float | None = None) -> Tensor:
-        """Bone-suppressed PA/lateral pairs by DDIM, both views as one batch of 2B through the U-Net.
+                       strength: float | None = None, samples: int | None = None) -> Tensor:
+        """Bone-suppressed PA/lateral pairs by DDIM, both views (and all samples) as one batch through the U-Net.
 
         Args:
             drr_pair: Radiograph pairs in [0, 1], channel 0 = PA, channel 1 = lateral.
             steps: DDIM steps. Defaults to ``config.sampling_steps``.
-            seed: Sampling seed: view ``v`` of pair ``b`` uses ``seed + 2b + v`` (PA ``seed``, lateral ``seed + 1``
-                for one pair), so the batched pair equals :meth:`sample_ddim` of each view alone with its seed.
+            seed: Sampling seed: view ``v`` of pair ``b`` in sample ``k`` uses ``seed + 2(kB + b) + v`` (PA
+                ``seed``, lateral ``seed + 1`` for one pair and one sample), so the batched pair equals
+                :meth:`sample_ddim` of each view alone with its seed.
             eta: DDIM η. Defaults to ``config.ddim_eta``.
             generator: Generator to use instead of ``seed``.
             strength: Where DDIM starts (``config.sampling_strength`` when None).
+            samples: Number of samples averaged into the result (``config.sampling_samples`` when None).
 
         Shapes:
             drr_pair ``(B, 2, H, W)`` → ``(B, 2, H, W)`` in [0, 1], on ``drr_pair``'s device.
         """
+        samples = self.config.sampling_samples if samples is None else int(samples)
+        if samples < 1:
+            raise ValueError(f"samples must be at least 1, got {samples}")
         y, views = self._fold_pairs("drr_pair", drr_pair)
+        y, views = y.repeat(samples, 1, 1, 1), views.repeat(samples)
         out = self.sample_ddim(y, views, steps=steps, eta=eta, seed=seed, generator=generator, strength=strength)
-        return rearrange(out, "(b v) 1 h w -> b v h w", v=NUM_PAIR_VIEWS).to(drr_pair.device)
+        out = rearrange(out, "(k b v) 1 h w -> k b v h w", k=samples, v=NUM_PAIR_VIEWS).mean(dim=0)
+        return out.to(drr_pair.device)
