@@ -7,17 +7,15 @@ strength and step count, it measures:
   ``dctnet prepare``): SSIM and PSNR (data range 1, mean of both views) of the preview against the bone-removed
   target, and of the unchanged input against the same target. The preview must beat the input.
 - **Real films** (``--film FILE:VIEW``, read as ``dctnet reconstruct`` reads them): how much the preview
-  changes (mean |input − preview| on [0, 1]), its correlation with the input, and *where* it changes: the
-  ridge response of the input (scikit-image's Sato filter for bright tubular structures, σ 1–3 px: ribs,
-  clavicles, the spine's edges) split at its 80th percentile inside the body; ``bone_change_ratio`` is the mean
-  change on the ridges over the mean change elsewhere. A preview that removes rib and spine contrast has a ratio
-  well above 1; a uniform dimming or noise has ≈ 1. The same ratio on the DRRs' *true* bone change
-  (input − target) calibrates it.
+  changes (mean |input − preview| on [0, 1]), its correlation with the input, and *where* it changes
+  (:mod:`DCTNetLib.evaluation.bone_suppression`: ``bone_change_ratio``, the change on the input's bright ridges
+  over the change elsewhere, and ``ridge_contrast_removed``, the share of the ridges' contrast gone). The same
+  numbers on the DRRs' *true* bone-removed targets calibrate them.
 
 Prints one JSON document (``--output`` also writes it)::
 
     python benchmarks/cdm_bone_suppression.py --weights model.pt --prepared WORK/prepared \\
-        --cases lidc_idri_0001 --film pa.png:pa --film lat.png:lat --strength 0.35 --steps 4
+        --cases lidc_idri_0001 --film pa.png:pa --film lat.png:lat --strength 0.35 --steps 4 --samples 1
 """
 
 from __future__ import annotations
@@ -29,21 +27,18 @@ from typing import Any
 
 import numpy as np
 import torch
-from skimage.filters import sato
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import emit_report, machine_info, set_threads  # noqa: E402
 
 from DCTNetLib.checkpoints.bundle import load_initial_cdm  # noqa: E402
+from DCTNetLib.evaluation.bone_suppression import bone_change_ratio, ridge_contrast_removed  # noqa: E402
 from DCTNetLib.io.film import read_film  # noqa: E402
 from DCTNetLib.io.radiograph import resize_radiograph  # noqa: E402
 
 __all__ = ["cdm_of", "preview", "drr_scores", "film_scores", "main"]
 
-RIDGE_SIGMAS = (1.0, 2.0, 3.0)  # px of the 128² image (3.9 mm each): rib widths of 1–3 cm
-RIDGE_QUANTILE = 80.0
-BODY_LEVEL = 0.1  # inside the body: brighter than this on [0, 1] (air is ~0 after the reader's min–max)
 
 
 def cdm_of(weights: Path | None) -> tuple[Any, Path]:
@@ -68,27 +63,6 @@ def preview(cdm: Any, pa: np.ndarray, lat: np.ndarray, steps: int, strength: flo
 def _ssim_psnr(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
     return (float(structural_similarity(a, b, data_range=1.0)),
             float(peak_signal_noise_ratio(b, a, data_range=1.0)))
-
-
-def bone_change_ratio(image: np.ndarray, change: np.ndarray) -> float:
-    """Mean ``change`` on the input's ridges (top 20 % Sato response inside the body) over the mean elsewhere in
-    the body."""
-    ridges = sato(image, sigmas=RIDGE_SIGMAS, black_ridges=False)
-    body = image > BODY_LEVEL
-    cut = np.percentile(ridges[body], RIDGE_QUANTILE)
-    on, off = body & (ridges >= cut), body & (ridges < cut)
-    return float(change[on].mean() / max(change[off].mean(), 1e-9))
-
-
-def ridge_contrast_removed(image: np.ndarray, result: np.ndarray) -> float:
-    """The share of the input's ridge contrast (mean Sato response on its top-20 % ridges inside the body) that
-    is gone from ``result``: 0 = unchanged, 1 = no ridge left there. It reads like the figure: rib and spine
-    contrast removed."""
-    ridges = sato(image, sigmas=RIDGE_SIGMAS, black_ridges=False)
-    body = image > BODY_LEVEL
-    on = body & (ridges >= np.percentile(ridges[body], RIDGE_QUANTILE))
-    after = sato(result, sigmas=RIDGE_SIGMAS, black_ridges=False)
-    return float(1.0 - after[on].mean() / max(ridges[on].mean(), 1e-9))
 
 
 def drr_scores(cdm: Any, prepared: Path, cases: list[str], steps: int, strength: float,

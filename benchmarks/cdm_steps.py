@@ -121,8 +121,11 @@ def step_curve(model: torch.nn.Module, raw: torch.Tensor, target: torch.Tensor, 
     rows = []
     for steps in steps_list:
         with torch.inference_mode():
-            out = model.suppress_bones(raw, steps=steps, seed=seed, strength=strength)
-            batched = time_repeats(lambda: model.suppress_bones(raw, steps=steps, seed=seed, strength=strength),
+            # one sample (samples=1) whatever the model's default, as the separate path below draws one per view;
+            # benchmarks/cdm_sampler_sweep.py measures the mean of several samples
+            out = model.suppress_bones(raw, steps=steps, seed=seed, strength=strength, samples=1)
+            batched = time_repeats(lambda: model.suppress_bones(raw, steps=steps, seed=seed, strength=strength,
+                                                                samples=1),
                                    repeats)
             separate = time_repeats(lambda: (model.sample_ddim(raw[:, 0:1], VIEW_PA, steps=steps, seed=seed,
                                                                strength=strength),
