@@ -12,6 +12,10 @@ from DCTNetLib.data.augment import AugmentConfig, AugmentedCaseDataset, augment_
 from DCTNetLib.data.bone import bone_mask, drrs_given_bone_mask, drrs_with_bone_suppression
 from DCTNetLib.data.drr import make_drrs
 from DCTNetLib.data.phantom import chest_phantom
+from DCTNetLib.errors import InputError
+from DCTNetLib.training.config import GANTrainConfig
+from DCTNetLib.training.data_splits import load_splits
+from test_training_cli import write_tiny_prepared
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -109,8 +113,49 @@ def test_dataset_renders_the_radiographs_of_the_augmented_volume(phantom_case):
     assert len(dataset._masks) == 1  # segmented once, reused for every pose
 
 
+def test_pool_reuses_seeded_draws_and_leaves_the_global_generator_to_the_picks(phantom_case):
+    unit, _ = phantom_case
+    full = torch.nn.functional.interpolate(unit[None], size=(128, 128, 128), mode="trilinear")[0]
+
+    def accesses(dataset, n=6):
+        torch.manual_seed(5)
+        return [dataset[0] for _ in range(n)], torch.rand(())
+
+    pooled = AugmentedCaseDataset(_Cases(full), pool=2, pool_seed=7)
+    items, after = accesses(pooled)
+    assert len(pooled._pool) == 2  # six accesses, two distinct draws
+    distinct = {round(float(item["drr"].sum()), 3) for item in items}
+    assert len(distinct) == 2
+    # a new dataset (a resumed run) rebuilds the same draws and, from the same generator state, picks the same ones
+    again, after_again = accesses(AugmentedCaseDataset(_Cases(full), pool=2, pool_seed=7))
+    for a, b in zip(items, again):
+        assert torch.equal(a["drr"], b["drr"]) and torch.equal(a["ct"], b["ct"])
+    # the draws do not consume the global generator: only the picks do (one randint per access)
+    torch.manual_seed(5)
+    for _ in range(6):
+        torch.randint(2, ())
+    assert torch.equal(after, torch.rand(())) and torch.equal(after, after_again)
+    # a draw of the pool is an augmentation like any other: its radiographs are the DRRs of its CT (float16)
+    torch.testing.assert_close(items[0]["drr"], make_drrs(items[0]["ct"][None])[0], atol=2e-3, rtol=0)
+    # another seed, other draws
+    other, _ = accesses(AugmentedCaseDataset(_Cases(full), pool=2, pool_seed=8))
+    assert {round(float(item["drr"].sum()), 3) for item in other}.isdisjoint(distinct)
+    with pytest.raises(ValueError):
+        AugmentedCaseDataset(_Cases(full), pool=-1)
+
+
 def test_config_rejects_impossible_ranges():
     with pytest.raises(ValueError):
         AugmentConfig(scale_range=(1.1, 0.9))
     with pytest.raises(ValueError):
         AugmentConfig(flip_probability=1.5)
+
+
+def test_training_config_passes_the_pool_to_the_training_split(tmp_path):
+    data = write_tiny_prepared(tmp_path / "prep", n_train=2, n_val=1, size=16)
+    train, val = load_splits(data, augment=True, pool=3, seed=4)
+    assert isinstance(train, AugmentedCaseDataset) and (train.pool, train.pool_seed) == (3, 4)
+    assert not isinstance(val, AugmentedCaseDataset)
+    assert GANTrainConfig(augment_pool=3).augment_pool == 3
+    with pytest.raises(InputError, match="augment_pool"):
+        GANTrainConfig(augment_pool=-1)

@@ -227,6 +227,13 @@ class LossConfig(ConfigBase):
             the bone's own size and rewards the overlap itself. 0 = off. Defaults to 0 (ours).
         bone_dice_threshold_hu: ``t`` of ℓ_dice: the bone Dice that ``dctnet evaluate`` reports
             (:data:`DCTNetLib.evaluation.metrics.BONE_HU`, 300 HU; a test keeps them equal). Defaults to 300.
+        lambda_ssim: weight of ℓ_ssim = 1 − SSIM of the slices of the three planes, computed as ``dctnet
+            evaluate`` computes its SSIM (:func:`~DCTNetLib.models.losses.plane_ssim`). The voxel MSE under
+            uncertainty blurs; SSIM asks for the local contrast and structure (Zhao et al., "Loss functions for
+            image restoration with neural networks", IEEE TCI 2017, mix an SSIM term with an L1). 0 = off.
+            Defaults to 0 (ours).
+        ssim_slices: ℓ_ssim on this many random slices per plane (an unbiased estimate; all 128 cost ~3 s per
+            128³ volume on one CPU core, forward and backward). 0 = all. Defaults to 16 (ours).
     """
 
     config_name: ClassVar[str] = "loss config"
@@ -249,6 +256,8 @@ class LossConfig(ConfigBase):
     lambda_bone_image: float = 0.0
     lambda_bone_dice: float = 0.0
     bone_dice_threshold_hu: float = 300.0
+    lambda_ssim: float = 0.0
+    ssim_slices: int = 16
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -259,10 +268,12 @@ class LossConfig(ConfigBase):
             raise InputError(f"loss config: perceptual_size must be >= 0, got {self.perceptual_size}")
         if not self.perceptual_layers or not all(0 <= i <= 4 for i in self.perceptual_layers):
             raise InputError(f"loss config: perceptual_layers must be indices in 0..4, got {self.perceptual_layers}")
+        if self.ssim_slices < 0:
+            raise InputError(f"loss config: ssim_slices must be >= 0 (0 = all), got {self.ssim_slices}")
         if self.contrastive and not self.dual_branch:
             raise InputError("loss config: contrastive=True needs dual_branch=True (it compares G(Y) with G(X))")
         for name in ("lambda_adv", "lambda_contrastive", "lambda_recon", "lambda_proj", "bone_weight",
-                     "lambda_bone_proj", "lambda_bone_image", "lambda_bone_dice"):
+                     "lambda_bone_proj", "lambda_bone_image", "lambda_bone_dice", "lambda_ssim"):
             if getattr(self, name) < 0:
                 raise InputError(f"loss config: {name} must be >= 0, got {getattr(self, name)}")
 

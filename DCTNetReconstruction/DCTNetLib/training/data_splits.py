@@ -14,11 +14,13 @@ __all__ = ["load_splits", "check_image_size"]
 
 
 def load_splits(data: Path, augment: bool = False, image_size: int | None = None, *, film: bool = False,
-                anisotropy: float = 0.0, scale: tuple[float, float] = (0.9, 1.1)) -> tuple[Any, Any]:
+                anisotropy: float = 0.0, scale: tuple[float, float] = (0.9, 1.1), pool: int = 0,
+                seed: int = 0) -> tuple[Any, Any]:
     """Training and validation :class:`PreparedCaseDataset` (validation None when its split is empty), resampled
     on load to the model's ``image_size`` when the prepared size differs; with ``augment`` the training cases
     are drawn anew at every access (:class:`AugmentedCaseDataset`), with ``film`` in a film-like appearance and
-    with ``anisotropy`` scaled per axis, the patient scaled within ``scale`` (validation is never augmented)."""
+    with ``anisotropy`` scaled per axis, the patient scaled within ``scale``, and with ``pool`` > 0 picked from
+    that many draws per case, seeded by ``seed`` (validation is never augmented)."""
     if not data.is_dir():
         raise InputError(f"prepared data folder not found: {data}")
     train = PreparedCaseDataset(data, "train", image_size=image_size)
@@ -30,7 +32,7 @@ def load_splits(data: Path, augment: bool = False, image_size: int | None = None
                              f"the model's {image_size}×{image_size}: choose the preset of the prepared data's size")
     if augment and len(train):
         train = AugmentedCaseDataset(train, AugmentConfig(scale_range=tuple(scale), max_anisotropy=anisotropy),
-                                     film=FilmAppearanceConfig() if film else None)
+                                     film=FilmAppearanceConfig() if film else None, pool=pool, pool_seed=seed)
     return train, (val if len(val) else None)
 
 
