@@ -1,18 +1,15 @@
 #!/usr/bin/env bash
-# Recipe of the default model (DCTNetLib/resources/weights/dctnet_small.pt + manifest.json): v7, three fine-tuning
-# stages from the v3 model (README, "The shipped model"; v3 itself was built by this script at code revision
-# d1ae894: `git show d1ae894:scripts/build_default_model.sh`).
+# Recipe of the default model (DCTNetLib/resources/weights/dctnet_small.pt + manifest.json): v7's generators, three
+# fine-tuning stages from the v3 model, and v3's CDM trained on (README, "The shipped model"; v3 itself was built
+# by this script at code revision d1ae894: `git show d1ae894:scripts/build_default_model.sh`).
 # Small presets on a 2-core CPU.
-# Usage: scripts/build_default_model.sh WORKDIR [GAN_EPOCHS] [CDM_STEPS] [CDM_CHECKPOINT] [INIT]
+# Usage: scripts/build_default_model.sh WORKDIR [GAN_EPOCHS] [CDM_EPOCHS] INIT
 #   Training resumes: run the same line again after an interruption (the trainings continue from latest.pt).
-#   CDM_CHECKPOINT: reuse a trained bone-suppression CDM instead of training one (the GAN does not need it: its
-#   G(X) branch learns from the synthetic bone-suppressed DRRs; only the exported bundle carries the CDM).
 #   INIT: start the CDM and the generators from this model bundle (the v3 bundle of code revision d1ae894:
 #   `git show d1ae894:DCTNetReconstruction/DCTNetLib/resources/weights/dctnet_small.pt`).
-#   v7: scripts/build_default_model.sh WORK 22 0 v3_cdm.pt v3_bundle.pt, where v3_cdm.pt is the v3 bundle's CDM
-#   (reused, not retrained).
+#   The shipped model: scripts/build_default_model.sh WORK 22 160 v3_bundle.pt
 set -euo pipefail
-work=${1:?work folder}; gan_epochs=${2:-22}; cdm_steps=${3:-2900}; cdm_from=${4:-}; init=${5:?INIT: the v3 bundle}
+work=${1:?work folder}; gan_epochs=${2:-22}; cdm_epochs=${3:-160}; init=${4:?INIT: the v3 bundle}
 here="$(cd "$(dirname "$0")/.." && pwd)"
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} MKL_NUM_THREADS=${OMP_NUM_THREADS:-1}
 if [ ! -f "$work/prepared/splits/train.txt" ]; then
@@ -23,18 +20,17 @@ if [ ! -f "$work/prepared/splits/train.txt" ]; then
     # Split: validation = LIDC-IDRI-0001 only; each real chest CT listed 4 times in train.
     python "$here/scripts/make_default_training_set.py" splits --prepared "$work/prepared" --sources "$work/source"
 fi
-resume() { [ -f "$1/latest.pt" ] && echo --resume || true; }
 # Every sample is a new pose (scale 0.85–1.3: real PA films frame the chest up to ~1.25× tighter than the DRRs;
 # per-axis scale ±10 %) with re-rendered DRRs in a random film-like appearance.
 common=(--data "$work/prepared" --preset small --set augment=true --set augment_film=true
         --set augment_anisotropy=0.1 --set "augment_scale=[0.85,1.3]" --set num_workers=0 --set progress=false)
-# CDM: residual target (small preset), every sample a new pose with re-rendered DRRs.
-if [ -z "$cdm_from" ]; then
-    cdm_from="$work/runs/cdm/latest.pt"
-    dctnet train-cdm "${common[@]}" --output "$work/runs/cdm" $(resume "$work/runs/cdm") --epochs 100000 \
-        --max-steps "$cdm_steps" --set log_every=10 --set checkpoint_every=50 --set val_every=25 --set val_samples=2 \
-        ${init:+--init "$init"} &
-fi
+# CDM: INIT's (v3's: residual target, 2,889 steps) trained on for CDM_EPOCHS epochs of 11 steps at lr 1e-4 with
+# X2CT-GAN's decay over the second half, each step from a pool of 16 augmented draws per case (augment_pool=16:
+# re-rendering a case is most of a CDM step on a CPU; the small preset's own augmentation ranges, no film look).
+dctnet train-cdm --data "$work/prepared" --preset small --output "$work/runs/cdm" --set augment=true \
+    --set augment_pool=16 --set num_workers=0 --set progress=false --set lr_schedule=x2ct --epochs "$cdm_epochs" \
+    --set log_every=50 --set checkpoint_every=200 --set val_every=25 \
+    $( [ -f "$work/runs/cdm/latest.pt" ] && echo --resume || echo --init "$init") &
 # GAN, in three fine-tuning stages from INIT (all with the bone terms: bone voxels weigh 16× in the MSE,
 # bone_weight 15, bone being 2–4 % of the training chests at ≥ 200 HU; the bone-component projection L1 weighs 100,
 # λ_bone·ℓ_bone ≈ λ4·ℓ_proj on the v3 model's outputs; G(X) learns from the re-rendered synthetic bone-suppressed
@@ -72,14 +68,18 @@ stage() {  # NAME INIT MAX_STEPS EPOCHS ARGS...
     python "$here/scripts/average_checkpoints.py" --output "$work/gan_final.pt" "$work/snapshots"/epoch_*.pt
 ) &
 wait
-# The CDM's online weights, 4 DDIM steps started at 0.35·T: chosen from the curve in docs/cdm.md.
+# The CDM's online weights; the preview is the mean of 4 samples of 4 DDIM steps from pure noise, chosen on the
+# validation DRRs by benchmarks/cdm_sampler_sweep.py (docs/cdm.md).
 rm -f "$here/DCTNetReconstruction/DCTNetLib/resources/weights/manifest.json"  # it holds the old file's sha256
-dctnet export --gan "$work/gan_final.pt" --cdm "$cdm_from" --cdm-weights online --steps 4 \
-    --strength 0.35 --output "$here/DCTNetReconstruction/DCTNetLib/resources/weights/dctnet_small.pt" --overwrite
+dctnet export --gan "$work/gan_final.pt" --cdm "$work/runs/cdm/latest.pt" --cdm-weights online --steps 4 \
+    --strength 1.0 --samples 4 --output "$here/DCTNetReconstruction/DCTNetLib/resources/weights/dctnet_small.pt" \
+    --overwrite
 python "$here/scripts/write_weights_manifest.py" --work "$work"
 dctnet demo --output "$work/demo" --overwrite
 # The test set, once, for the model card's headline (never for a choice).
 dctnet evaluate --data "$work/prepared" --split test --output "$work/eval_test" --overwrite --device cpu \
     --checkpoint "$here/DCTNetReconstruction/DCTNetLib/resources/weights/dctnet_small.pt"
+python "$here/benchmarks/cdm_bone_suppression.py" --prepared "$work/prepared" --output "$work/cdm_test.json" \
+    --cases "$(paste -sd, "$work/prepared/splits/test.txt")" --steps 4 --strength 1.0 --samples 4
 python "$here/scripts/write_weights_manifest.py" --work "$work" --demo-report "$work/demo/report.json" \
-    --test-eval "$work/eval_test"
+    --test-eval "$work/eval_test" --cdm-test-report "$work/cdm_test.json"

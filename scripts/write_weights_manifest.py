@@ -86,11 +86,24 @@ def training_fingerprints(prepared: Path, train: list[str]) -> dict[str, str]:
             for case in sorted(set(train)) if not case.startswith("phantom")}
 
 
+def performance_of_cdm(report: dict) -> dict:
+    """The bone-suppression preview's figures from ``benchmarks/cdm_bone_suppression.py``'s report: against the
+    bone-removed targets of its DRR cases, beside the unchanged input's."""
+    mean = report["drr"]["mean"]
+    return {"cases": sorted(report["drr"]["cases"]),
+            "inputs": "PA and lateral DRRs against their synthetic bone-removed targets (data range 1)",
+            "sampler": {key: report[key] for key in ("steps", "strength", "samples") if key in report},
+            **{name: round(float(mean[key]), digits) for key, name, digits in (
+                ("ssim_preview", "ssim", 4), ("ssim_input", "ssim_unchanged_input", 4),
+                ("psnr_preview", "psnr_db", 2), ("psnr_input", "psnr_unchanged_input_db", 2))}}
+
+
 def model_card(training_cts: dict, splits: dict, revision: str, demo_report: dict | None = None,
                overrides: dict | None = None, test_eval: dict | None = None,
-               distinct: dict[str, int] | None = None) -> dict:
+               distinct: dict[str, int] | None = None, cdm_test: dict | None = None) -> dict:
     """The manifest's ``model_card`` section (the keys ``dctnet info`` shows, DCTNetLib.commands.info);
-    ``distinct``: ``{"all": n, "real": m}`` distinct training CTs, when known."""
+    ``distinct``: ``{"all": n, "real": m}`` distinct training CTs, when known; ``cdm_test``: the bone-suppression
+    figures on the test CTs (:func:`performance_of_cdm`)."""
     cts = ", ".join(f"{name} ({role})" for name, role in training_cts.items())
     count = f"{distinct['all']} distinct CTs ({distinct['real']} real), " if distinct else ""
     card = {
@@ -101,7 +114,9 @@ def model_card(training_cts: dict, splits: dict, revision: str, demo_report: dic
         "performance": {
             "test": test_eval or "not measured (run dctnet evaluate on the test split, pass it with --test-eval)",
             "validation": performance_from_demo(demo_report) if demo_report else "not measured (run dctnet demo "
-                          "and pass its report.json with --demo-report)"},
+                          "and pass its report.json with --demo-report)",
+            "bone_suppression_test": cdm_test or "not measured (run benchmarks/cdm_bone_suppression.py on the test "
+                                                 "cases, pass its report with --cdm-test-report)"},
         "limitations": LIMITATIONS,
         "licence": LICENCE,
         "version": f"dctnet {__version__}, code revision {revision}",
@@ -118,6 +133,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model-card", type=Path, help="JSON object of model-card fields replacing the defaults")
     parser.add_argument("--test-eval", type=Path, help="`dctnet evaluate --split test` output folder: the card's "
                                                       "test figures (the headline)")
+    parser.add_argument("--cdm-test-report", type=Path, help="benchmarks/cdm_bone_suppression.py's report on the "
+                                                             "test cases: the card's bone-suppression figures")
     args = parser.parse_args(argv)
 
     bundle_path = default_weights_path()
@@ -147,24 +164,30 @@ def main(argv: list[str] | None = None) -> int:
         "bone_suppressed_inputs_for_G(X)": "re-rendered synthetic targets (bs_source=target)",
         "progress": {"gan": bundle.meta.get("gan_progress"), "cdm": bundle.meta.get("cdm_progress")},
         "sampling": {"ddim_steps": bundle.sampling_steps,
-                     "strength": getattr(bundle.cdm.config, "sampling_strength", 1.0) if bundle.cdm else None},
-        "recipe": ("scripts/build_default_model.sh WORKDIR 22 0 V3_CDM V3_BUNDLE (2-core CPU): three fine-tuning "
+                     "strength": getattr(bundle.cdm.config, "sampling_strength", 1.0) if bundle.cdm else None,
+                     "samples": getattr(bundle.cdm.config, "sampling_samples", 1) if bundle.cdm else None},
+        "recipe": ("scripts/build_default_model.sh WORKDIR 22 V3_BUNDLE (2-core CPU): three fine-tuning "
                    "stages of the v3 generators at lr 5e-4 with the bone terms (bone_weight 15, lambda_bone_proj "
                    "100): v5, 164 steps with the product path and its bone-image term; v6, 164 steps adding the "
                    "soft bone Dice (lambda_bone_dice 1); v7, 22 epochs with patients from 0.6x to 1.3x the field and "
                    "X2CT-GAN's linear decay over the second half; the exported G(Y), G(X) are the mean of v7's "
-                   "checkpoints at its last 8 epoch ends (scripts/average_checkpoints.py); the CDM is v3's, online "
-                   "weights, 4 DDIM steps from strength 0.35, chosen from docs/cdm.md's curve"),
+                   "checkpoints at its last 8 epoch ends (scripts/average_checkpoints.py); the CDM is v3's trained on "
+                   "for 160 epochs of 11 steps (1,760 steps) with a pool of 16 augmented draws per case "
+                   "(augment_pool=16), lr 1e-4 with X2CT-GAN's decay, online weights; its preview is the mean of 4 "
+                   "samples of 4 DDIM steps from pure noise, chosen on the validation DRRs by "
+                   "benchmarks/cdm_sampler_sweep.py (docs/cdm.md)"),
         "code_revision": _git_revision(repo),
         "training_fingerprints": training_fingerprints(args.work / "prepared", splits["train"]),
     }
     demo = json.loads(args.demo_report.read_text()) if args.demo_report else None
     overrides = json.loads(args.model_card.read_text()) if args.model_card else None
+    cdm_test = (performance_of_cdm(json.loads(args.cdm_test_report.read_text())) if args.cdm_test_report
+                else None)
     test_eval = (performance_from_eval(args.test_eval, "PA and lateral DRRs of the test CTs, which no choice of "
                                                        "the recipe looked at") if args.test_eval else None)
     counts = {"all": recipe["distinct_training_cts"], "real": len(recipe["training_fingerprints"])}
     recipe["model_card"] = model_card(recipe["training_cts"], recipe["splits"], recipe["code_revision"], demo, overrides,
-                                      test_eval, counts)
+                                      test_eval, counts, cdm_test)
     print(json.dumps({"manifest": str(write_manifest(bundle_path, recipe))}))
     return 0
 

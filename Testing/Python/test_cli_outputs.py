@@ -210,6 +210,12 @@ def test_the_manifest_script_writes_a_model_card_that_info_shows(repo_root, tmp_
     validation = card["performance"]["validation"]
     assert validation["psnr_db"] == 17.912 and validation["reprojection_ncc"] == {"pa": 0.901, "lat": 0.934}
     assert "not measured" in card["performance"]["test"]  # no --test-eval given
+    assert "not measured" in card["performance"]["bone_suppression_test"]  # no --cdm-test-report given
+    report = {"steps": 4, "strength": 1.0, "samples": 4, "drr": {"cases": {"a": {}, "b": {}}, "mean": {
+        "ssim_preview": 0.98274, "ssim_input": 0.97468, "psnr_preview": 39.981, "psnr_input": 34.612}}}
+    cdm = script.performance_of_cdm(report)
+    assert cdm["cases"] == ["a", "b"] and cdm["sampler"] == {"steps": 4, "strength": 1.0, "samples": 4}
+    assert (cdm["ssim"], cdm["ssim_unchanged_input"], cdm["psnr_db"]) == (0.9827, 0.9747, 39.98)
     assert card["licence"] == "CC0" and "abc1234" in card["version"] and __version__ in card["version"]
     assert "14 distinct CTs (10 real), 39 train / 4 val / 5 test" in card["training_data"]
     bundle = shutil.copy(tiny_bundle_path, tmp_path / "model.pt")
