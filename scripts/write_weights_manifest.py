@@ -26,7 +26,8 @@ LIMITATIONS = ("trained on DRRs (digitally reconstructed radiographs) of few CTs
                "the paper's numbers: the spine shows (bone Dice of the > 300 HU masks 0.28 on the test CTs' DRRs, "
                "99.9th percentile ~490 HU against 650-1,300 HU in the real CTs) but ribs and sternum do not, and "
                "its DRR figures are 0.7 dB below v3's, the price of training on patients from 0.6x to 1.3x the "
-               "field so that a real film's framing no longer shapes the body; the small preset departs from the "
+               "field so that a real film's framing no longer shapes the body; the bone-suppression preview dims "
+               "the spine but leaves the ribs visible on real films; the small preset departs from the "
                "paper (narrower networks, a 64^3 decoder with a sub-voxel head, fewer attention tokens, the product "
                "path: docs/architecture.md)")
 LICENCE = ("Apache-2.0 (code and weights); the training CTs keep their own licences (TCIA collections: CC BY; "
