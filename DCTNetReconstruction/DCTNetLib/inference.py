@@ -341,8 +341,12 @@ def on_model_grid(volume: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
 
 
 def model_record(weights: str | Path | None, model: Reconstructor) -> dict:
-    """Which model ran, for reports: file, sha256, dctnet version, default DDIM steps and the bundle's provenance
-    (``weights`` None = the shipped bundle)."""
+    """Which model ran, for reports: file, sha256, dctnet version, default DDIM steps, where the CDM's sampler
+    starts and how many samples its preview averages, and the bundle's provenance (``weights`` None = the shipped
+    bundle)."""
     path = Path(weights) if weights is not None else default_weights_path()
+    sampler = ({"strength": model.cdm.config.sampling_strength, "samples": model.cdm.config.sampling_samples}
+               if model.cdm is not None else None)
     return {"weights": str(path), "shipped": weights is None, "sha256": sha256_file(path),
-            "dctnet_version": __version__, "default_steps": model.default_steps, "meta": model.bundle.meta}
+            "dctnet_version": __version__, "default_steps": model.default_steps, "cdm_sampler": sampler,
+            "meta": model.bundle.meta}

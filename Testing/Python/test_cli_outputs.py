@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from DCTNetLib import __version__, cli
+from DCTNetLib.checkpoints.bundle import load_model_bundle
 from DCTNetLib.io.ct import read_ct, write_ct
 
 
@@ -32,6 +33,8 @@ def test_reconstruct_from_a_ct_writes_reference_and_drrs_and_a_complete_report(t
     assert report["model"]["sha256"] == hashlib.sha256(tiny_bundle_path.read_bytes()).hexdigest()
     assert report["model"]["dctnet_version"] == __version__ and not report["model"]["shipped"]
     assert report["steps"] == report["model"]["default_steps"] >= 1
+    config = load_model_bundle(tiny_bundle_path).cdm.config  # the report says which sampler made the preview
+    assert report["model"]["cdm_sampler"] == {"strength": config.sampling_strength, "samples": config.sampling_samples}
     assert isinstance(report["warnings"], list)
     # the reference CT is the input on the model's grid: the report's PSNR is the one between the two files
     recon, reference = read_ct(out), read_ct(tmp_path / "recon_reference.nii.gz")
