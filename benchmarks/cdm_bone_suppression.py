@@ -33,12 +33,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import emit_report, machine_info, set_threads  # noqa: E402
 
 from DCTNetLib.checkpoints.bundle import load_initial_cdm  # noqa: E402
-from DCTNetLib.evaluation.bone_suppression import bone_change_ratio, ridge_contrast_removed  # noqa: E402
+from DCTNetLib.evaluation.bone_suppression import suppression_measures  # noqa: E402
 from DCTNetLib.io.film import read_film  # noqa: E402
 from DCTNetLib.io.radiograph import resize_radiograph  # noqa: E402
 
 __all__ = ["cdm_of", "preview", "drr_scores", "film_scores", "main"]
-
 
 
 def cdm_of(weights: Path | None) -> tuple[Any, Path]:
@@ -76,11 +75,13 @@ def drr_scores(cdm: Any, prepared: Path, cases: list[str], steps: int, strength:
         for v, name in enumerate(("pa", "lat")):
             ssim_p, psnr_p = _ssim_psnr(out[v], target[v])
             ssim_i, psnr_i = _ssim_psnr(drr[v], target[v])
+            preview_measures = suppression_measures(drr[v], out[v])
+            true_measures = suppression_measures(drr[v], target[v])
             views[name] = {"ssim_preview": ssim_p, "ssim_input": ssim_i, "psnr_preview": psnr_p, "psnr_input": psnr_i,
-                           "bone_change_ratio_preview": bone_change_ratio(drr[v], np.abs(drr[v] - out[v])),
-                           "bone_change_ratio_true": bone_change_ratio(drr[v], np.abs(drr[v] - target[v])),
-                           "ridge_contrast_removed_preview": ridge_contrast_removed(drr[v], out[v]),
-                           "ridge_contrast_removed_true": ridge_contrast_removed(drr[v], target[v])}
+                           "bone_change_ratio_preview": preview_measures["bone_change_ratio"],
+                           "bone_change_ratio_true": true_measures["bone_change_ratio"],
+                           "ridge_contrast_removed_preview": preview_measures["ridge_contrast_removed"],
+                           "ridge_contrast_removed_true": true_measures["ridge_contrast_removed"]}
         mean = {key: float(np.mean([views[v][key] for v in views])) for key in views["pa"]}
         rows[case] = {**views, "mean": mean}
     keys = next(iter(rows.values()))["mean"].keys()
@@ -99,11 +100,8 @@ def film_scores(cdm: Any, films: list[tuple[Path, str]], steps: int, strength: f
         # with its own view flag, so the partner does not change this view's preview)
         pa, lat = (image, image)
         result = preview(cdm, pa, lat, steps, strength, samples=samples)[0 if view == "pa" else 1]
-        change = np.abs(image - result)
-        out[name] = {"view": view, "mean_change": float(change.mean()),
-                     "correlation_with_input": float(np.corrcoef(image.ravel(), result.ravel())[0, 1]),
-                     "bone_change_ratio": bone_change_ratio(image, change),
-                     "ridge_contrast_removed": ridge_contrast_removed(image, result)}
+        out[name] = {"view": view, **suppression_measures(image, result),
+                     "correlation_with_input": float(np.corrcoef(image.ravel(), result.ravel())[0, 1])}
     return out
 
 

@@ -34,10 +34,9 @@ import numpy as np  # noqa: E402
 from DCTNetLib.conventions import AXIS_RL  # noqa: E402
 from DCTNetLib.inference import Reconstructor  # noqa: E402
 from DCTNetLib.io.film import read_film  # noqa: E402
-from DCTNetLib.evaluation.bone_suppression import bone_change_ratio, ridge_contrast_removed  # noqa: E402
+from DCTNetLib.evaluation.bone_suppression import suppression_measures  # noqa: E402
 from DCTNetLib.evaluation.framing import body_extent, bone_stats, measure_framing  # noqa: E402
 from DCTNetLib.io.radiograph import resize_radiograph  # noqa: E402
-
 
 
 def load_pair(pa_path: Path, lat_path: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -79,17 +78,14 @@ def pair_figure(model: Reconstructor, pa: np.ndarray, lat: np.ndarray, output: P
     plt.close(fig)
     return stats
 
+
 def bone_suppression_figure(model: Reconstructor, pa: np.ndarray, lat: np.ndarray, output: Path | None,
                             title: str) -> dict:
     """The CDM's preview of both films as the bundle sets it: input, preview and what it removed, with
     :mod:`DCTNetLib.evaluation.bone_suppression`'s numbers per view."""
     inputs = (resize_radiograph(pa), resize_radiograph(lat))
     previews = model.suppress_bones(*inputs)
-    stats = {}
-    for view, image, result in zip(("pa", "lat"), inputs, previews):
-        stats[view] = {"mean_change": float(np.abs(image - result).mean()),
-                       "ridge_contrast_removed": ridge_contrast_removed(image, result),
-                       "bone_change_ratio": bone_change_ratio(image, np.abs(image - result))}
+    stats = {view: suppression_measures(image, result) for view, image, result in zip(("pa", "lat"), inputs, previews)}
     stats["sampler"] = {"steps": model.default_steps, "strength": model.cdm.config.sampling_strength,
                         "samples": model.cdm.config.sampling_samples}
     if output is None:

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 from scipy.ndimage import gaussian_filter
 
-from DCTNetLib.evaluation.bone_suppression import bone_change_ratio, ridge_contrast_removed, ridge_mask
+from DCTNetLib.evaluation.bone_suppression import (bone_change_ratio, ridge_contrast_removed, ridge_mask,
+                                                  suppression_measures)
 
 SIZE = 128
 
@@ -39,3 +40,11 @@ def test_removing_the_ribs_is_told_from_noise_and_from_no_change():
     assert 0.35 < ridge_contrast_removed(image, _chest(0.1)) < 0.6  # half the ribs' contrast: about half gone
     assert bone_change_ratio(image, np.abs(image - without_ribs)) > 10.0
     assert 0.7 < bone_change_ratio(image, np.abs(image - noisy)) < 1.4
+
+
+def test_the_three_measures_at_once_are_the_single_ones():
+    image, fainter = _chest(0.2), _chest(0.1)
+    measures = suppression_measures(image, fainter)
+    assert measures == {"mean_change": pytest.approx(float(np.abs(image - fainter).mean())),
+                        "bone_change_ratio": pytest.approx(bone_change_ratio(image, np.abs(image - fainter))),
+                        "ridge_contrast_removed": pytest.approx(ridge_contrast_removed(image, fainter))}

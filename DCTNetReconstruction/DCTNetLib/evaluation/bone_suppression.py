@@ -19,7 +19,8 @@ from __future__ import annotations
 import numpy as np
 from skimage.filters import sato
 
-__all__ = ["RIDGE_SIGMAS", "ridge_response", "ridge_mask", "bone_change_ratio", "ridge_contrast_removed"]
+__all__ = ["RIDGE_SIGMAS", "ridge_response", "ridge_mask", "bone_change_ratio", "ridge_contrast_removed",
+           "suppression_measures"]
 
 RIDGE_SIGMAS = (1.0, 2.0, 3.0)  # px of the 128² image (3.9 mm each): rib widths of 1–3 cm
 RIDGE_QUANTILE = 80.0           # the top 20 % of the body's ridge response
@@ -31,23 +32,44 @@ def ridge_response(image: np.ndarray) -> np.ndarray:
     return sato(image, sigmas=RIDGE_SIGMAS, black_ridges=False)
 
 
-def ridge_mask(image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """``(ridges, body)`` boolean masks of a ``(H, W)`` radiograph: the body, and its top-20 % ridge pixels."""
+def _ridges(image: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(response, ridges, body)`` of a ``(H, W)`` radiograph: its Sato response (computed once), its top-20 %
+    ridge pixels inside the body, and the body."""
     response = ridge_response(image)
     body = image > BODY_LEVEL
     if not body.any():
         raise ValueError("the image has no pixel brighter than the body level: not a radiograph in [0, 1]")
-    return body & (response >= np.percentile(response[body], RIDGE_QUANTILE)), body
+    return response, body & (response >= np.percentile(response[body], RIDGE_QUANTILE)), body
+
+
+def ridge_mask(image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(ridges, body)`` boolean masks of a ``(H, W)`` radiograph: the body, and its top-20 % ridge pixels."""
+    return _ridges(image)[1:]
 
 
 def bone_change_ratio(image: np.ndarray, change: np.ndarray) -> float:
     """Mean ``change`` (e.g. ``|input − preview|``) on the input's ridges over its mean elsewhere in the body."""
-    ridges, body = ridge_mask(image)
-    return float(change[ridges].mean() / max(change[body & ~ridges].mean(), 1e-9))
+    return _change_ratio(change, *ridge_mask(image))
 
 
 def ridge_contrast_removed(image: np.ndarray, result: np.ndarray) -> float:
     """Share of the input's ridge response on its ridges that is gone from ``result`` (same shape)."""
-    ridges, _ = ridge_mask(image)
-    before = ridge_response(image)[ridges].mean()
-    return float(1.0 - ridge_response(result)[ridges].mean() / max(before, 1e-9))
+    response, ridges, _ = _ridges(image)
+    return _removed(response, result, ridges)
+
+
+def suppression_measures(image: np.ndarray, result: np.ndarray) -> dict[str, float]:
+    """All three measures of a bone-suppressed ``result`` of ``image`` (the ridges found once): ``mean_change``
+    (mean ``|image − result|``), ``bone_change_ratio`` and ``ridge_contrast_removed``."""
+    response, ridges, body = _ridges(image)
+    change = np.abs(image - result)
+    return {"mean_change": float(change.mean()), "bone_change_ratio": _change_ratio(change, ridges, body),
+            "ridge_contrast_removed": _removed(response, result, ridges)}
+
+
+def _change_ratio(change: np.ndarray, ridges: np.ndarray, body: np.ndarray) -> float:
+    return float(change[ridges].mean() / max(change[body & ~ridges].mean(), 1e-9))
+
+
+def _removed(response: np.ndarray, result: np.ndarray, ridges: np.ndarray) -> float:
+    return float(1.0 - ridge_response(result)[ridges].mean() / max(response[ridges].mean(), 1e-9))
