@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 import torch
 
-from DCTNetLib.conventions import AXIS_RL, hu_to_unit
+from DCTNetLib.conventions import AXIS_RL, hu_to_unit, unit_to_hu
 from DCTNetLib.data.augment import AugmentConfig, AugmentedCaseDataset, augment_volume, random_pose
-from DCTNetLib.data.bone import bone_mask, drrs_given_bone_mask, drrs_with_bone_suppression
-from DCTNetLib.data.drr import make_drrs
+from DCTNetLib.data.bone import boost_bone, bone_mask, drrs_given_bone_mask, drrs_with_bone_suppression
+from DCTNetLib.data.drr import default_projector, make_drrs
 from DCTNetLib.data.phantom import chest_phantom
 from DCTNetLib.errors import InputError
 from DCTNetLib.training.config import GANTrainConfig
@@ -87,6 +87,38 @@ def test_given_mask_drrs_equal_the_segmenting_path(phantom_case):
     torch.testing.assert_close(bs2, bs)
 
 
+def test_boost_bone_scales_only_the_bones_excess_over_soft_tissue(phantom_case):
+    unit, mask = phantom_case
+    hu = unit_to_hu(unit)
+    boosted = boost_bone(hu, mask, 2.0, soft_tissue_hu=40.0)
+    assert torch.equal(boosted[~mask], hu[~mask])  # lung, soft tissue, air: as they were
+    bone = mask & (hu > 40.0)
+    assert bone.sum() > 100
+    torch.testing.assert_close(boosted[bone], 40.0 + 2.0 * (hu[bone] - 40.0))
+    below = mask & (hu <= 40.0)  # the mask's rim in lung or fat stays
+    assert torch.equal(boosted[below], hu[below])
+    assert torch.equal(boost_bone(hu, mask, 1.0), hu)
+    with pytest.raises(ValueError, match="gain"):
+        boost_bone(hu, mask, 0.0)
+
+
+def test_bone_gain_brightens_the_raw_radiographs_bone_and_keeps_the_bone_removed_ones(phantom_case):
+    unit, mask = phantom_case
+    raw1, bs1 = drrs_given_bone_mask(unit[None], mask[None], 5.0)
+    raw2, bs2 = drrs_given_bone_mask(unit[None], mask[None], 5.0, bone_gain=2.0)
+    # both images are divided by the raw DRR's maximum: undo it with the unnormalised projections
+    projector = default_projector("cpu")
+    hu = unit_to_hu(unit[None])
+    scale1 = projector(hu, 5.0).amax(dim=(-2, -1), keepdim=True)
+    scale2 = projector(boost_bone(hu, mask[None], 2.0), 5.0).amax(dim=(-2, -1), keepdim=True)
+    assert (scale2 > scale1).all()  # the brightest ray crosses the spine
+    torch.testing.assert_close(bs2 * scale2, bs1 * scale1, atol=1e-3 * float(scale1.max()), rtol=0)
+    # the bone component (raw − bone-removed, in projection units) doubles: the projector is linear in HU
+    component1, component2 = (raw1 - bs1) * scale1, (raw2 - bs2) * scale2
+    assert float(component1.max()) > 0.05 * float(scale1.max())
+    torch.testing.assert_close(component2, 2.0 * component1, atol=2e-3 * float(scale1.max()), rtol=0)
+
+
 class _Cases(torch.utils.data.Dataset):
     def __init__(self, unit):
         self.unit = unit
@@ -144,7 +176,27 @@ def test_pool_reuses_seeded_draws_and_leaves_the_global_generator_to_the_picks(p
         AugmentedCaseDataset(_Cases(full), pool=-1)
 
 
+def test_dataset_draws_the_bone_gain_and_leaves_the_ct_and_targets_alone(phantom_case):
+    unit, _ = phantom_case
+    full = torch.nn.functional.interpolate(unit[None], size=(128, 128, 128), mode="trilinear")[0]
+
+    def item(config):
+        torch.manual_seed(11)
+        return AugmentedCaseDataset(_Cases(full), config)[0]
+
+    plain, fixed, boosted = item(AugmentConfig()), item(AugmentConfig(bone_gain_range=(1.0, 1.0))), item(
+        AugmentConfig(bone_gain_range=(1.5, 2.0)))
+    assert all(torch.equal(plain[k], fixed[k]) for k in ("ct", "drr", "drr_bs"))  # a fixed gain draws nothing
+    assert torch.equal(boosted["ct"], plain["ct"])  # the same pose (the gain is drawn after it); the CT as it is
+    # brighter bone: the raw radiograph gains over the bone-removed one (both on the raw image's own scale)
+    gain_plain = (plain["drr"] - plain["drr_bs"]).sum() / plain["drr_bs"].sum()
+    gain_boosted = (boosted["drr"] - boosted["drr_bs"]).sum() / boosted["drr_bs"].sum()
+    assert float(gain_boosted) > 1.4 * float(gain_plain)
+
+
 def test_config_rejects_impossible_ranges():
+    with pytest.raises(ValueError):
+        AugmentConfig(bone_gain_range=(2.0, 1.0))
     with pytest.raises(ValueError):
         AugmentConfig(scale_range=(1.1, 0.9))
     with pytest.raises(ValueError):
@@ -159,3 +211,7 @@ def test_training_config_passes_the_pool_to_the_training_split(tmp_path):
     assert GANTrainConfig(augment_pool=3).augment_pool == 3
     with pytest.raises(InputError, match="augment_pool"):
         GANTrainConfig(augment_pool=-1)
+    boosted, _ = load_splits(data, augment=True, bone_gain=(1.0, 2.0))
+    assert boosted.config.bone_gain_range == (1.0, 2.0)
+    with pytest.raises(InputError, match="augment_bone_gain"):
+        GANTrainConfig(augment_bone_gain=(2.0, 1.0))

@@ -69,7 +69,8 @@ def run(args: argparse.Namespace) -> int:
             initialise_cdm(diffusion, args.init)  # before the trainer, so the EMA starts from it too
         train_set, val_set = load_splits(args.data, config.augment, diffusion.config.image_size,
                                          film=config.augment_film, anisotropy=config.augment_anisotropy,
-                                         scale=config.augment_scale, pool=config.augment_pool, seed=config.seed)
+                                         scale=config.augment_scale, pool=config.augment_pool, seed=config.seed,
+                                         bone_gain=config.augment_bone_gain)
         check_image_size(train_set, diffusion.config.image_size, f"{config.size} CDM preset")
         # the run folder is made only once there is data to train on
         device, info = setup_run(config, args.output, resume=args.resume, overwrite=args.overwrite)

@@ -7,7 +7,8 @@ sample drawn from its prepared case:
    left–right mirror, applied to the 128³ volume (trilinear, air outside) and to its bone mask (the same
    transform);
 2. **Calibration.** Attenuation above air scaled by a random factor (scanner/kVp calibration differs between
-   sites): ``HU' = -1024 + (HU + 1024)·(1 + a)``, so air stays air;
+   sites): ``HU' = -1024 + (HU + 1024)·(1 + a)``, so air stays air; optionally (``bone_gain_range``) the
+   radiographs' bone contrast raised by a random factor, as a film's softer spectrum shows it;
 3. **Radiographs.** PA and lateral DRRs of the *augmented* volume, raw and with the bone mask suppressed
    (:mod:`.bone`), rendered by the project's projector with the training geometry;
 4. **Film appearance** (optional, ``film``): each view's pair gets a random film-like look
@@ -69,6 +70,10 @@ class AugmentConfig:
         max_shift_mm: largest shift along each axis, mm. Defaults to 10.
         flip_probability: probability of a left–right mirror. Defaults to 0.25.
         max_attenuation_change: largest relative change of attenuation above air (``a`` above). Defaults to 0.04.
+        bone_gain_range: the raw radiographs are rendered with bone's excess attenuation over soft tissue scaled
+            by a factor drawn from this range (:func:`~DCTNetLib.data.bone.boost_bone`: a film's softer spectrum
+            shows bone about 1.2–2.4× brighter against soft tissue than the CT's HU do); the CT and the
+            bone-removed radiographs do not change. Defaults to (1, 1): the CT's own contrast.
     """
 
     max_rotation_deg: tuple[float, float, float] = (6.0, 3.0, 3.0)
@@ -77,6 +82,7 @@ class AugmentConfig:
     max_shift_mm: float = 10.0
     flip_probability: float = 0.25
     max_attenuation_change: float = 0.04
+    bone_gain_range: tuple[float, float] = (1.0, 1.0)
 
     def __post_init__(self) -> None:
         if len(self.max_rotation_deg) != 3 or any(r < 0 for r in self.max_rotation_deg):
@@ -88,6 +94,8 @@ class AugmentConfig:
             raise ValueError(f"max_anisotropy must be in [0, 1), got {self.max_anisotropy}")
         if self.max_shift_mm < 0 or not 0 <= self.flip_probability <= 1 or not 0 <= self.max_attenuation_change < 1:
             raise ValueError(f"invalid augmentation ranges: {self}")
+        if len(self.bone_gain_range) != 2 or not 0 < self.bone_gain_range[0] <= self.bone_gain_range[1]:
+            raise ValueError(f"bone_gain_range must satisfy 0 < low <= high, got {self.bone_gain_range}")
 
 
 def _uniform(low: float, high: float) -> float:
@@ -207,8 +215,11 @@ class AugmentedCaseDataset(Dataset):
         """A new random draw of training case ``index`` (the module docstring's steps 1–4)."""
         item = self.base[index]
         unit, mask = augment_volume(item["ct"], self._mask(item["case_id"], item["ct"]), self.config)
+        low, high = self.config.bone_gain_range
+        gain = _uniform(low, high) if high > low else low  # no draw at a fixed gain: earlier runs resume alike
         with torch.no_grad():
-            drr, drr_bs = drrs_given_bone_mask(unit[None], mask[None], VOXEL_SPACING_MM, self.bone_config)
+            drr, drr_bs = drrs_given_bone_mask(unit[None], mask[None], VOXEL_SPACING_MM, self.bone_config,
+                                               bone_gain=gain)
             if self.film is not None:
                 views = [film_like(torch.stack([drr[0, v], drr_bs[0, v]]), self.film) for v in range(drr.shape[1])]
                 drr, drr_bs = (torch.stack([view[k] for view in views])[None] for k in (0, 1))

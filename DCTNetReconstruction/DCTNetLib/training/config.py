@@ -110,6 +110,9 @@ class TrainConfig(ConfigBase):
         augment_pool: with ``augment``, keep this many draws per training case and pick among them instead of
             a new draw at every access (:class:`~DCTNetLib.data.augment.AugmentedCaseDataset` ``pool``): the
             re-rendering is ~90 % of a small CDM step on a CPU. 0 = a new draw every time. Defaults to 0.
+        augment_bone_gain: with ``augment``, the range of the radiographs' bone contrast relative to the CT's
+            (:class:`~DCTNetLib.data.augment.AugmentConfig` ``bone_gain_range``: a film shows bone about
+            1.2–2.4× brighter than a DRR of the CT). Defaults to (1, 1).
     """
 
     size: str = "full"
@@ -136,6 +139,7 @@ class TrainConfig(ConfigBase):
     augment_anisotropy: float = 0.0
     augment_scale: tuple[float, float] = (0.9, 1.1)
     augment_pool: int = 0
+    augment_bone_gain: tuple[float, float] = (1.0, 1.0)
 
     kind: typing.ClassVar[str] = "base"
     config_name: typing.ClassVar[str] = "training config"
@@ -160,6 +164,8 @@ class TrainConfig(ConfigBase):
             (len(self.augment_scale) == 2 and 0 < self.augment_scale[0] <= self.augment_scale[1],
              "augment_scale", "two numbers 0 < low <= high"),
             (self.augment_pool >= 0, "augment_pool", ">= 0"),
+            (len(self.augment_bone_gain) == 2 and 0 < self.augment_bone_gain[0] <= self.augment_bone_gain[1],
+             "augment_bone_gain", "two numbers 0 < low <= high"),
             (self.device in ("auto", "cpu", "cuda"), "device", "auto, cpu or cuda"),
         ]
         for ok, name, expected in checks:
