@@ -128,3 +128,28 @@ def test_a_samples_timestep_and_noise_do_not_depend_on_its_batch():
         assert torch.equal(t_rank, t_all[ranks]) and torch.equal(noise_rank, noise_all[ranks])
     _, noise_next = draw_timesteps_and_noise(torch.tensor([0, 1, 2, 3]), shape, timesteps, seed, epoch=2)
     assert not torch.equal(noise_next, noise_all)
+
+
+def test_init_takes_a_bundles_cdm_whatever_its_sampler(tmp_path):
+    """``train-cdm --init BUNDLE`` fine-tunes the shipped kind of bundle, whose sampler (steps, strength, the mean
+    of several samples) differs from a training run's defaults: the network is what must match."""
+    import dataclasses
+
+    from DCTNetLib.checkpoints.bundle import save_model_bundle
+    from DCTNetLib.commands.train_cdm import initialise_cdm
+    from DCTNetLib.errors import InputError
+    from DCTNetLib.models.diffusion import CDMConfig, ConditionalDiffusion
+    from DCTNetLib.training.cdm_trainer import build_cdm_model
+    from conftest import make_tiny_bundle
+
+    bundle = make_tiny_bundle(seed=3)
+    config = CDMConfig.tiny(sampling_steps=4, sampling_strength=0.5, sampling_samples=4)
+    bundle = dataclasses.replace(bundle, cdm=ConditionalDiffusion(config).eval(), cdm_config=config.to_dict())
+    path = save_model_bundle(bundle, tmp_path / "bundle.pt")
+    diffusion = build_cdm_model("tiny", {})
+    assert diffusion.config.sampling_samples != 4
+    initialise_cdm(diffusion, path)
+    for name, value in bundle.cdm.state_dict().items():
+        assert torch.equal(diffusion.state_dict()[name], value), name
+    with pytest.raises(InputError, match="configuration differs"):
+        initialise_cdm(build_cdm_model("tiny", {"num_res_blocks": 2}), path)
