@@ -5,7 +5,10 @@ strength and step count, it measures:
 
 - **DRRs** of prepared cases (``--prepared DIR --cases a,b``: ``drr.npy`` and ``drr_bone_suppressed.npy`` of
   ``dctnet prepare``): SSIM and PSNR (data range 1, mean of both views) of the preview against the bone-removed
-  target, and of the unchanged input against the same target. The preview must beat the input.
+  target, and of the unchanged input against the same target. The preview must beat the input. With
+  ``--bone-gain G`` the raw DRRs are rendered again from the case's CT with bone's contrast scaled by G
+  (:func:`DCTNetLib.data.bone.boost_bone`, how a film's softer spectrum shows bone); the target stays the CT's
+  bone-removed DRR on the new image's scale.
 - **Real films** (``--film FILE:VIEW``, read as ``dctnet reconstruct`` reads them): how much the preview
   changes (mean |input − preview| on [0, 1]), its correlation with the input, and *where* it changes
   (:mod:`DCTNetLib.evaluation.bone_suppression`: ``bone_change_ratio``, the change on the input's bright ridges
@@ -33,11 +36,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import emit_report, machine_info, set_threads  # noqa: E402
 
 from DCTNetLib.checkpoints.bundle import load_initial_cdm  # noqa: E402
+from DCTNetLib.conventions import unit_to_hu  # noqa: E402
+from DCTNetLib.data.bone import bone_mask, drrs_given_bone_mask  # noqa: E402
 from DCTNetLib.evaluation.bone_suppression import suppression_measures  # noqa: E402
 from DCTNetLib.io.film import read_film  # noqa: E402
 from DCTNetLib.io.radiograph import resize_radiograph  # noqa: E402
 
-__all__ = ["cdm_of", "preview", "drr_scores", "film_scores", "main"]
+__all__ = ["cdm_of", "preview", "case_drrs", "drr_scores", "film_scores", "main"]
 
 
 def cdm_of(weights: Path | None) -> tuple[Any, Path]:
@@ -64,12 +69,24 @@ def _ssim_psnr(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
             float(peak_signal_noise_ratio(b, a, data_range=1.0)))
 
 
+def case_drrs(case_dir: Path, bone_gain: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+    """A prepared case's ``(2, n, n)`` raw and bone-removed DRRs: as prepared, or rendered again from its CT with
+    the bone contrast scaled by ``bone_gain``."""
+    if bone_gain == 1.0:
+        return (np.load(case_dir / "drr.npy").astype(np.float32),
+                np.load(case_dir / "drr_bone_suppressed.npy").astype(np.float32))
+    unit = torch.from_numpy(np.load(case_dir / "ct_unit.npy").astype(np.float32))[None, None]
+    mask = torch.from_numpy(bone_mask(unit_to_hu(unit[0, 0]).numpy()))[None, None]
+    with torch.no_grad():
+        raw, removed = drrs_given_bone_mask(unit, mask, bone_gain=bone_gain)
+    return raw[0].numpy(), removed[0].numpy()
+
+
 def drr_scores(cdm: Any, prepared: Path, cases: list[str], steps: int, strength: float,
-               samples: int = 1) -> dict[str, Any]:
+               samples: int = 1, bone_gain: float = 1.0) -> dict[str, Any]:
     rows = {}
     for case in cases:
-        drr = np.load(prepared / "cases" / case / "drr.npy").astype(np.float32)
-        target = np.load(prepared / "cases" / case / "drr_bone_suppressed.npy").astype(np.float32)
+        drr, target = case_drrs(prepared / "cases" / case, bone_gain)
         out = preview(cdm, drr[0], drr[1], steps, strength, samples=samples)
         views = {}
         for v, name in enumerate(("pa", "lat")):
@@ -114,16 +131,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=4)
     parser.add_argument("--strength", type=float, default=0.35)
     parser.add_argument("--samples", type=int, default=1, help="samples averaged into the preview")
+    parser.add_argument("--bone-gain", type=float, default=1.0,
+                        help="render the cases' raw DRRs again with bone's contrast scaled by this "
+                             "(default 1: as prepared)")
     parser.add_argument("--threads", type=int)
     parser.add_argument("--output", type=Path)
     args = parser.parse_args(argv)
     set_threads(args.threads)
     cdm, args.weights = cdm_of(args.weights)
     report: dict[str, Any] = {"machine": machine_info(), "weights": str(args.weights), "steps": args.steps,
-                              "strength": args.strength, "samples": args.samples}
+                              "strength": args.strength, "samples": args.samples, "bone_gain": args.bone_gain}
     cases = [c for c in args.cases.split(",") if c]
     if cases:
-        report["drr"] = drr_scores(cdm, args.prepared, cases, args.steps, args.strength, args.samples)
+        report["drr"] = drr_scores(cdm, args.prepared, cases, args.steps, args.strength, args.samples,
+                                   args.bone_gain)
     films = [(Path(f.rsplit(":", 1)[0]), f.rsplit(":", 1)[1]) for f in args.film]
     if films:
         report["films"] = film_scores(cdm, films, args.steps, args.strength, args.samples)
