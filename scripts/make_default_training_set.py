@@ -146,10 +146,13 @@ def write_sources(output: Path, shared: Path, phantoms: int, pypi_chests: bool =
     return written
 
 
-def write_weighted_splits(prepared: Path, sources: Path, chest_weight: int) -> dict[str, list[str]]:
-    """Split files of the prepared folder: LIDC-IDRI-0001 validates; real chests are listed ``chest_weight``×."""
+def write_weighted_splits(prepared: Path, sources: Path, chest_weight: int,
+                          leave_out: tuple[str, ...] = ()) -> dict[str, list[str]]:
+    """Split files of the prepared folder: LIDC-IDRI-0001 validates; real chests are listed ``chest_weight``×;
+    the case ids in ``leave_out`` are in no split (an earlier stage's smaller training set)."""
     roles = {entry["file"].split(".")[0]: entry["role"] for entry in json.loads((sources / "sources.json").read_text())}
-    done = sorted(p.name for p in (prepared / "cases").iterdir() if (p / "meta.json").is_file())
+    done = sorted(p.name for p in (prepared / "cases").iterdir()
+                  if (p / "meta.json").is_file() and p.name not in leave_out)
     role_of = {case: next((r for stem, r in roles.items() if case == stem or case.startswith(stem)), None)
                for case in done}
     if "validation" not in role_of.values():
@@ -173,17 +176,20 @@ def main(argv: list[str] | None = None) -> int:
     src.add_argument("--output", required=True, type=Path, help="folder for the NIfTI CTs")
     src.add_argument("--phantoms", type=int, default=4, help="procedural chest phantoms (one seed each)")
     src.add_argument("--shared", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "data")
-    src.add_argument("--no-pypi-chests", action="store_true", help="leave out the chest CTs of the PyPI sdists (PYPI_CHESTS)")
+    src.add_argument("--no-pypi-chests", action="store_true",
+                     help="leave out the chest CTs of the PyPI sdists (PYPI_CHESTS)")
     spl = sub.add_parser("splits", help="write the weighted split files of the prepared folder")
     spl.add_argument("--prepared", required=True, type=Path)
     spl.add_argument("--sources", required=True, type=Path)
     spl.add_argument("--chest-weight", type=int, default=4, help="times each real chest CT is listed in train")
+    spl.add_argument("--leave-out", default="", help="comma-separated case ids to leave out of every split")
     args = parser.parse_args(argv)
     if args.command == "sources":
         written = write_sources(args.output, args.shared, args.phantoms, not args.no_pypi_chests)
         print(json.dumps({"cts": len(written), "output": str(args.output)}))
     else:
-        splits = write_weighted_splits(args.prepared, args.sources, args.chest_weight)
+        leave_out = tuple(c for c in args.leave_out.split(",") if c)
+        splits = write_weighted_splits(args.prepared, args.sources, args.chest_weight, leave_out)
         print(json.dumps({name: len(ids) for name, ids in splits.items()}))
     return 0
 

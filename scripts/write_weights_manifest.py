@@ -27,9 +27,9 @@ LIMITATIONS = ("trained on DRRs (digitally reconstructed radiographs) of few CTs
                "99.9th percentile ~490 HU against 650-1,300 HU in the real CTs) but ribs and sternum do not, and "
                "its DRR figures are 0.7 dB below v3's, the price of training on patients from 0.6x to 1.3x the "
                "field so that a real film's framing no longer shapes the body; the bone-suppression preview dims "
-               "the spine but leaves the ribs visible on real films; the small preset departs from the "
-               "paper (narrower networks, a 64^3 decoder with a sub-voxel head, fewer attention tokens, the product "
-               "path: docs/architecture.md)")
+               "the spine and makes the ribs fainter on real films, but they stay visible; the small preset departs "
+               "from the paper (narrower networks, a 64^3 decoder with a sub-voxel head, fewer attention tokens, "
+               "the product path: docs/architecture.md)")
 LICENCE = ("Apache-2.0 (code and weights); the training CTs keep their own licences (TCIA collections: CC BY; "
            "PyRadiomics test data: in a BSD-3-Clause package)")
 CITATION = ("Zhang et al., DCT-Net: Dual-branch CT Reconstruction from Orthogonal X-rays with Diffusion Model and "
@@ -130,6 +130,8 @@ def model_card(training_cts: dict, splits: dict, revision: str, demo_report: dic
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--work", required=True, type=Path, help="the recipe's work folder")
+    parser.add_argument("--prepared", type=Path, help="the prepared cases and splits the shipped generators trained "
+                                                      "on (default: WORK/prepared)")
     parser.add_argument("--demo-report", type=Path, help="dctnet demo's report.json: the card's measured performance")
     parser.add_argument("--model-card", type=Path, help="JSON object of model-card fields replacing the defaults")
     parser.add_argument("--test-eval", type=Path, help="`dctnet evaluate --split test` output folder: the card's "
@@ -141,7 +143,8 @@ def main(argv: list[str] | None = None) -> int:
     bundle_path = default_weights_path()
     bundle = load_model_bundle(bundle_path)
     sources = json.loads((args.work / "source" / "sources.json").read_text())
-    splits = {name: (args.work / "prepared" / "splits" / f"{name}.txt").read_text().split()
+    prepared = args.prepared or args.work / "prepared"
+    splits = {name: (prepared / "splits" / f"{name}.txt").read_text().split()
               for name in ("train", "val", "test")}
     repo = Path(__file__).resolve().parents[1]
     recipe = {
@@ -174,11 +177,13 @@ def main(argv: list[str] | None = None) -> int:
                    "X2CT-GAN's linear decay over the second half; the exported G(Y), G(X) are the mean of v7's "
                    "checkpoints at its last 8 epoch ends (scripts/average_checkpoints.py); the CDM is v3's trained on "
                    "for 160 epochs of 11 steps (1,760 steps) with a pool of 16 augmented draws per case "
-                   "(augment_pool=16), lr 1e-4 with X2CT-GAN's decay, online weights; its preview is the mean of 4 "
+                   "(augment_pool=16), lr 1e-4 with X2CT-GAN's decay, then 80 epochs (880 steps) more with "
+                   "film-strength bone (augment_bone_gain=[1,2]: the raw radiographs' bone contrast x1-2), online "
+                   "weights; its preview is the mean of 4 "
                    "samples of 4 DDIM steps from pure noise, chosen on the validation DRRs by "
                    "benchmarks/cdm_sampler_sweep.py (docs/cdm.md)"),
         "code_revision": _git_revision(repo),
-        "training_fingerprints": training_fingerprints(args.work / "prepared", splits["train"]),
+        "training_fingerprints": training_fingerprints(prepared, splits["train"]),
     }
     demo = json.loads(args.demo_report.read_text()) if args.demo_report else None
     overrides = json.loads(args.model_card.read_text()) if args.model_card else None

@@ -68,3 +68,22 @@ def test_a_download_that_does_not_match_its_sha256_is_refused(monkeypatch):
     monkeypatch.setattr(training_set.urllib.request, "urlopen", lambda url, timeout: _Response(index))
     with pytest.raises(SystemExit, match="is not listed"):
         training_set._download_sdist("pkg", "pkg-1.0.tar.gz", "b" * 64)
+
+
+def test_splits_weight_the_real_chests_and_can_leave_cases_out(tmp_path):
+    import json
+
+    prepared, sources = tmp_path / "prepared", tmp_path / "source"
+    roles = {"chest_a": "chest", "chest_b": "chest", "phantom_000": "phantom", "lidc_idri_0001": "validation",
+             "held_out": "test"}
+    for case in roles:
+        (prepared / "cases" / case).mkdir(parents=True)
+        (prepared / "cases" / case / "meta.json").write_text("{}")
+    sources.mkdir()
+    (sources / "sources.json").write_text(json.dumps([{"file": f"{c}.nii.gz", "role": r} for c, r in roles.items()]))
+    splits = training_set.write_weighted_splits(prepared, sources, chest_weight=3)
+    assert sorted(splits["train"]) == ["chest_a"] * 3 + ["chest_b"] * 3 + ["phantom_000"]
+    assert splits["val"] == ["lidc_idri_0001"] and splits["test"] == ["held_out"]
+    assert (prepared / "splits" / "train.txt").read_text().split() == splits["train"]
+    earlier = training_set.write_weighted_splits(prepared, sources, chest_weight=3, leave_out=("chest_b",))
+    assert sorted(earlier["train"]) == ["chest_a"] * 3 + ["phantom_000"] and earlier["test"] == ["held_out"]
