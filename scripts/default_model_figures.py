@@ -4,12 +4,15 @@
     python scripts/default_model_figures.py baseline --work WORK
     python scripts/default_model_figures.py compare --before OLD.pt --after NEW.pt \
         --output docs/figures/before_after_lidc0001.png
+    python scripts/default_model_figures.py bone-gain --film PA_FILM --output docs/figures/bone_gain_lidc0001.png
 
 ``baseline`` scores the voxel-wise mean of the prepared training chest CTs against the validation case: the
 "no model" row of the README's table (a reconstruction must beat the average chest to show it read the radiographs).
 ``curves`` plots the validation PSNR and SSIM of G(Y) (and G(X)'s PSNR), and its bone Dice when the run logged
 it, on the validation case against the step, from the run's ``metrics.jsonl``. ``compare`` reconstructs LIDC-IDRI-0001 (never trained on) with two bundles and
-shows the same axial, coronal and sagittal slices of each beside the ground truth.
+shows the same axial, coronal and sagittal slices of each beside the ground truth. ``bone-gain`` draws the PA DRR of
+LIDC-IDRI-0001 as the CT's HU give it and with film-strength bone (``boost_bone``, gains 1.5 and 2), each with its
+bone component (raw − bone-removed), beside a real PA film: what ``augment_bone_gain`` trains the CDM on.
 """
 
 from __future__ import annotations
@@ -108,6 +111,56 @@ def baseline(work: Path) -> dict:
             "ssim": round(ssim3plane(mean, truth)["mean"], 3)}
 
 
+def bone_gain(film: Path | None, output: Path, gains: tuple[float, ...] = (1.0, 1.5, 2.0)) -> dict:
+    """The PA DRR of LIDC-IDRI-0001 at each bone gain and its bone component, beside a real PA film (optional)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+    import torch
+
+    from DCTNetLib.conventions import unit_to_hu
+    from DCTNetLib.data.bone import bone_mask, drrs_given_bone_mask
+    from DCTNetLib.data.phantom import lidc_demo_ct_path
+    from DCTNetLib.data.preprocess import preprocess_ct
+    from DCTNetLib.io.ct import read_ct
+    from DCTNetLib.io.film import read_film
+    from DCTNetLib.io.radiograph import resize_radiograph
+
+    demo = lidc_demo_ct_path()
+    if demo is None:
+        raise SystemExit("LIDC-IDRI-0001 not found: run `dctnet weights fetch` first")
+    prepared = preprocess_ct(read_ct(demo))
+    volume = torch.from_numpy(prepared.volume)[None, None]
+    mask = torch.from_numpy(bone_mask(unit_to_hu(prepared.volume), prepared.spacing_mm))[None, None]
+    columns = len(gains) + (film is not None)
+    fig, axes = plt.subplots(2, columns, figsize=(3.3 * columns, 6.8))
+    out = {}
+    for column, gain in enumerate(gains):
+        with torch.inference_mode():
+            raw, removed = (x[0, 0].numpy() for x in drrs_given_bone_mask(volume, mask, prepared.spacing_mm,
+                                                                           bone_gain=gain))
+        component = raw - removed
+        out[str(gain)] = {"bone_component_mean": float(component.mean()), "bone_component_max": float(component.max())}
+        axes[0, column].imshow(raw, cmap="gray", vmin=0, vmax=1)
+        axes[0, column].set_title(f"PA DRR, bone gain {gain:g}")
+        axes[1, column].imshow(component, cmap="magma", vmin=0, vmax=0.25)
+        axes[1, column].set_title(f"bone component, mean {component.mean():.3f}")
+    if film is not None:
+        image = resize_radiograph(read_film(film, "pa")[0])
+        axes[0, -1].imshow(image, cmap="gray", vmin=0, vmax=1)
+        axes[0, -1].set_title(f"real PA film ({film.name})", fontsize=8)
+    for ax in axes.flat:
+        ax.axis("off")
+    fig.suptitle("LIDC-IDRI-0001: the CT's bone contrast (gain 1) and film-strength bone (augment_bone_gain)")
+    fig.tight_layout()
+    output.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(output, dpi=70)
+    plt.close(fig)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -120,11 +173,16 @@ def main(argv: list[str] | None = None) -> int:
     m.add_argument("--output", required=True, type=Path)
     b = sub.add_parser("baseline")
     b.add_argument("--work", required=True, type=Path, help="work folder of scripts/build_default_model.sh")
+    g = sub.add_parser("bone-gain")
+    g.add_argument("--film", type=Path, help="a real PA film to show beside the DRRs")
+    g.add_argument("--output", required=True, type=Path)
     args = parser.parse_args(argv)
     if args.command == "curves":
         curves(args.gan, args.output)
     elif args.command == "baseline":
         print(json.dumps(baseline(args.work)))
+    elif args.command == "bone-gain":
+        print(json.dumps(bone_gain(args.film, args.output)))
     else:
         print(json.dumps(compare(args.before, args.after, args.output)))
     return 0
