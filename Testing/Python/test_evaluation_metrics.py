@@ -265,3 +265,26 @@ def test_parameter_counts_agree_everywhere():
     assert tables.count_parameters_m(linear, frozen, linear) == pytest.approx(110 / 1e6)
     bundle = ModelBundle(cdm=None, g_raw=frozen, g_bs=linear, image_size=8)
     assert bundle.parameter_counts() == {"cdm": 0, "g_raw": 30, "g_bs": 110}
+
+
+def test_regional_bone_dice_splits_the_spine_from_the_ribs():
+    """A truth with a spine (in the column) and ribs (outside it); a prediction with the spine only scores 1 in the
+    column and 0 outside, and the whole-volume Dice lies between, weighted by the bone in each region."""
+    from DCTNetLib.conventions import hu_to_unit
+
+    n = 32
+    air, bone = float(hu_to_unit(np.float64(-1000))), float(hu_to_unit(np.float64(700)))
+    truth = np.full((n, n, n), air, dtype=np.float32)
+    column = metrics.spine_column(truth.shape)
+    assert column[1] == slice(16, 32) and column[2] == slice(14, 18)  # the back half, the middle eighth
+    truth[4:28, 20:26, 15:17] = bone  # a spine inside the column
+    truth[10:12, 8:10, 2:10] = bone   # a rib, outside it
+    spine_only = np.full_like(truth, air)
+    spine_only[4:28, 20:26, 15:17] = bone
+    regions = metrics.regional_bone_dice(spine_only, truth)
+    assert regions == {"spine": 1.0, "outside_spine": 0.0}
+    spine_voxels, rib_voxels = 24 * 6 * 2, 2 * 2 * 8
+    assert metrics.bone_dice(spine_only, truth) == pytest.approx(2 * spine_voxels / (2 * spine_voxels + rib_voxels))
+    assert metrics.regional_bone_dice(truth, truth) == {"spine": 1.0, "outside_spine": 1.0}
+    result = metrics.evaluate_volume(spine_only, truth)
+    assert (result["bone_dice_spine"], result["bone_dice_outside_spine"]) == (1.0, 0.0)

@@ -23,7 +23,7 @@ import numpy as np
 
 from ..io.film_gate import facing_left
 from ..io.radiograph import pad_to_square, resize_radiograph
-from .metrics import BONE_HU
+from .metrics import BONE_HU, spine_column
 
 __all__ = ["BODY_HU", "NARROW", "PAD", "CROP", "narrowed", "padded", "cropped", "framing_edits", "framing_inputs", "body_extent",
            "bone_stats", "measure_framing"]
@@ -89,8 +89,7 @@ def body_extent(hu: np.ndarray) -> dict[str, float]:
 
 def bone_stats(hu: np.ndarray) -> dict[str, float]:
     """99.9th percentile (HU), the bone share of the volume and of the spine's column. Shapes: ``(D, H, W)`` HU."""
-    d, h, w = hu.shape
-    column = hu[:, h // 2:, w // 2 - w // 16: w // 2 + w // 16]
+    column = hu[spine_column(hu.shape)]
     return {"p999_hu": float(np.percentile(hu, 99.9)), "bone_fraction": float((hu > BONE_HU).mean()),
             "spine_column_bone_fraction": float((column > BONE_HU).mean())}
 
