@@ -36,8 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import emit_report, machine_info, set_threads  # noqa: E402
 
 from DCTNetLib.checkpoints.bundle import load_initial_cdm  # noqa: E402
-from DCTNetLib.conventions import unit_to_hu  # noqa: E402
-from DCTNetLib.data.bone import bone_mask, drrs_given_bone_mask  # noqa: E402
+from DCTNetLib.data.bone import drrs_with_bone_suppression  # noqa: E402
 from DCTNetLib.evaluation.bone_suppression import suppression_measures  # noqa: E402
 from DCTNetLib.io.film import read_film  # noqa: E402
 from DCTNetLib.io.radiograph import resize_radiograph  # noqa: E402
@@ -76,9 +75,8 @@ def case_drrs(case_dir: Path, bone_gain: float = 1.0) -> tuple[np.ndarray, np.nd
         return (np.load(case_dir / "drr.npy").astype(np.float32),
                 np.load(case_dir / "drr_bone_suppressed.npy").astype(np.float32))
     unit = torch.from_numpy(np.load(case_dir / "ct_unit.npy").astype(np.float32))[None, None]
-    mask = torch.from_numpy(bone_mask(unit_to_hu(unit[0, 0]).numpy()))[None, None]
     with torch.no_grad():
-        raw, removed = drrs_given_bone_mask(unit, mask, bone_gain=bone_gain)
+        raw, removed = drrs_with_bone_suppression(unit, bone_gain=bone_gain)
     return raw[0].numpy(), removed[0].numpy()
 
 

@@ -120,8 +120,7 @@ def bone_gain(film: Path | None, output: Path, gains: tuple[float, ...] = (1.0, 
     import numpy as np
     import torch
 
-    from DCTNetLib.conventions import unit_to_hu
-    from DCTNetLib.data.bone import bone_mask, drrs_given_bone_mask
+    from DCTNetLib.data.bone import drrs_with_bone_suppression
     from DCTNetLib.data.phantom import lidc_demo_ct_path
     from DCTNetLib.data.preprocess import preprocess_ct
     from DCTNetLib.io.ct import read_ct
@@ -133,14 +132,13 @@ def bone_gain(film: Path | None, output: Path, gains: tuple[float, ...] = (1.0, 
         raise SystemExit("LIDC-IDRI-0001 not found: run `dctnet weights fetch` first")
     prepared = preprocess_ct(read_ct(demo))
     volume = torch.from_numpy(prepared.volume)[None, None]
-    mask = torch.from_numpy(bone_mask(unit_to_hu(prepared.volume), prepared.spacing_mm))[None, None]
     columns = len(gains) + (film is not None)
     fig, axes = plt.subplots(2, columns, figsize=(3.3 * columns, 6.8))
     out = {}
     for column, gain in enumerate(gains):
         with torch.inference_mode():
-            raw, removed = (x[0, 0].numpy() for x in drrs_given_bone_mask(volume, mask, prepared.spacing_mm,
-                                                                           bone_gain=gain))
+            raw, removed = (x[0, 0].numpy() for x in drrs_with_bone_suppression(volume, prepared.spacing_mm,
+                                                                                 bone_gain=gain))
         component = raw - removed
         out[str(gain)] = {"bone_component_mean": float(component.mean()), "bone_component_max": float(component.max())}
         axes[0, column].imshow(raw, cmap="gray", vmin=0, vmax=1)

@@ -45,10 +45,7 @@ def initialise_cdm(diffusion: Any, path: Path) -> None:
     from ..checkpoints.bundle import load_initial_cdm
 
     source = load_initial_cdm(path)
-    # how a bundle samples, not what the network is
-    sampler_only = {"sampling_strength", "sampling_steps", "sampling_samples"}
-    if ({k: v for k, v in source.config.to_dict().items() if k not in sampler_only}
-            != {k: v for k, v in diffusion.config.to_dict().items() if k not in sampler_only}):
+    if source.config.network_dict() != diffusion.config.network_dict():
         raise InputError(f"--init {path}: its CDM configuration differs from this run's; fine-tuning needs the "
                          "same preset and model settings")
     diffusion.load_state_dict(source.state_dict())

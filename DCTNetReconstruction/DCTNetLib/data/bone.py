@@ -203,7 +203,7 @@ def boost_bone(hu: torch.Tensor, mask: torch.Tensor, gain: float,
 
 def drrs_with_bone_suppression(unit_volume: torch.Tensor, spacing_mm: float | Sequence[float] = VOXEL_SPACING_MM,
                                config: BoneConfig | None = None, geometry: DRRGeometry | None = None,
-                               ) -> tuple[torch.Tensor, torch.Tensor]:
+                               bone_gain: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
     """Raw and bone-suppressed DRR pairs, both divided by the raw DRR's per-image maximum.
 
     Args:
@@ -211,6 +211,7 @@ def drrs_with_bone_suppression(unit_volume: torch.Tensor, spacing_mm: float | Se
         spacing_mm: voxel size. Defaults to 2.5.
         config: segmentation settings. Defaults to ``BoneConfig()``.
         geometry: projection geometry. Defaults to ``DRRGeometry()``.
+        bone_gain: the raw DRR's bone contrast relative to the CT's (:func:`drrs_given_bone_mask`). Defaults to 1.
 
     Shapes:
         unit_volume ``(B, 1, D, H, W)`` → two ``(B, 2, image_size, image_size)`` tensors in [0, 1].
@@ -220,7 +221,7 @@ def drrs_with_bone_suppression(unit_volume: torch.Tensor, spacing_mm: float | Se
     config = config or BoneConfig()
     hu = unit_to_hu(unit_volume)
     masks = np.stack([bone_mask(item[0], spacing_mm, config) for item in hu])[:, None]
-    return drrs_given_bone_mask(unit_volume, torch.from_numpy(masks), spacing_mm, config, geometry)
+    return drrs_given_bone_mask(unit_volume, torch.from_numpy(masks), spacing_mm, config, geometry, bone_gain)
 
 
 def drrs_given_bone_mask(unit_volume: torch.Tensor, masks: torch.Tensor,

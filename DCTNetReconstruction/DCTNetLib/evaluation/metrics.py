@@ -202,7 +202,11 @@ def bone_dice(pred: np.ndarray, gt: np.ndarray, threshold_hu: float = BONE_HU) -
     """Dice of the ``> threshold_hu`` masks of two unit volumes ``(D, H, W)``; 1.0 when both masks are empty."""
     pred, gt = _check_pair(pred, gt)
     t = float(hu_to_unit(np.float64(threshold_hu)))
-    a, b = pred > t, gt > t
+    return _dice(pred > t, gt > t)
+
+
+def _dice(a: np.ndarray, b: np.ndarray) -> float:
+    """Dice of two boolean masks; 1.0 when both are empty."""
     total = int(a.sum()) + int(b.sum())
     return 1.0 if total == 0 else float(2 * np.logical_and(a, b).sum() / total)
 
@@ -222,12 +226,8 @@ def regional_bone_dice(pred: np.ndarray, gt: np.ndarray, threshold_hu: float = B
     column = np.zeros(pred.shape, dtype=bool)
     column[spine_column(pred.shape)] = True
     t = float(hu_to_unit(np.float64(threshold_hu)))
-    out = {}
-    for name, region in (("spine", column), ("outside_spine", ~column)):
-        a, b = (pred > t) & region, (gt > t) & region
-        total = int(a.sum()) + int(b.sum())
-        out[name] = 1.0 if total == 0 else float(2 * np.logical_and(a, b).sum() / total)
-    return out
+    a, b = pred > t, gt > t
+    return {"spine": _dice(a & column, b & column), "outside_spine": _dice(a & ~column, b & ~column)}
 
 
 def percentile_hu(volume: np.ndarray, q: float = 99.9) -> float:

@@ -87,6 +87,8 @@ class CDMConfig(ConfigBase):
     """
 
     config_name: ClassVar[str] = "CDM config"
+    # how a model samples (a bundle's preview setting), not what the network is
+    sampler_fields: ClassVar[tuple[str, ...]] = ("sampling_steps", "sampling_strength", "sampling_samples")
 
     image_size: int = IMAGE_SIZE
     image_channels: int = 1
@@ -116,6 +118,11 @@ class CDMConfig(ConfigBase):
     sampling_strength: float = 1.0
     residual_range: float = 0.25
     sampling_samples: int = 1
+
+    def network_dict(self) -> dict[str, Any]:
+        """:meth:`to_dict` without the :attr:`sampler_fields`: what two configs must share for one network's
+        weights to fit the other."""
+        return {k: v for k, v in self.to_dict().items() if k not in self.sampler_fields}
 
     def __post_init__(self) -> None:
         super().__post_init__()
