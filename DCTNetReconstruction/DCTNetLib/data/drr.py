@@ -233,6 +233,41 @@ class DRRProjector(nn.Module):
             images.append(image * self.ray_weight[v])
         return torch.stack(images, dim=1)
 
+    def backproject(self, images: torch.Tensor, shape: Sequence[int],
+                    spacing_mm: float | Sequence[float] = VOXEL_SPACING_MM) -> torch.Tensor:
+        """The adjoint of :meth:`project_mu`: each ray's value spread over the voxels it crossed, with the same
+        interpolation and path-length weights (so ``<project_mu(x), r> == <x, backproject(r)>``). Needs no autograd,
+        so it runs under ``torch.inference_mode``.
+
+        Args:
+            images: per-ray values, e.g. a residual of line integrals.
+            shape: ``(D, H, W)`` of the volume.
+            spacing_mm: voxel size, one float or (D, H, W). Defaults to 2.5.
+
+        Shapes:
+            images ``(B, 2, image_size, image_size)`` → ``(B, 1, D, H, W)``.
+        """
+        shape = tuple(int(n) for n in shape)
+        size = self.geometry.image_size
+        if images.ndim != 4 or tuple(images.shape[1:]) != (2, size, size):
+            raise ValueError(f"images must have shape (B, 2, {size}, {size}), got {tuple(images.shape)}")
+        self._ensure_tables(shape, _spacing3(spacing_mm), images.device, images.dtype)  # type: ignore[arg-type]
+        batch = images.shape[0]
+        volume = images.new_zeros((batch, *shape))
+        for v, view in enumerate(VIEWS):
+            n_planes, n_col, n_row = shape[view.axis], shape[view.col_axis], shape[AXIS_SI]
+            weighted = images[:, v] * self.ray_weight[v]  # (B, pixel rows, pixel cols)
+            flat = weighted @ self.col_matrix[v, : n_planes * n_col].T  # (B, pixel rows, planes · cols)
+            rows = flat.reshape(batch, size, n_planes, n_col).permute(0, 2, 1, 3)  # (B, planes, pixel rows, cols)
+            i0 = self.row_index[v, :n_planes][None, :, :, None].expand(batch, n_planes, size, n_col)
+            w0, w1 = self.row_w0[v, :n_planes, :, None], self.row_w1[v, :n_planes, :, None]
+            stack = images.new_zeros((batch, n_planes, n_row, n_col))
+            stack.scatter_add_(2, i0, w0 * rows).scatter_add_(2, i0 + 1, w1 * rows)
+            # back from (B, planes, rows, cols) to (B, D, H, W): invert project_mu's permutation
+            order = (0, 1 + view.axis, 1 + AXIS_SI, 1 + view.col_axis)
+            volume += stack.permute(*[order.index(axis) for axis in range(4)])
+        return volume[:, None]
+
     def forward(self, volume_hu: torch.Tensor, spacing_mm: float | Sequence[float] = VOXEL_SPACING_MM) -> torch.Tensor:
         """Raw line integrals of ``hu_to_mu(volume_hu)`` (dimensionless attenuation exponents).
 
