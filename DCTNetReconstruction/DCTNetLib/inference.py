@@ -38,6 +38,7 @@ from .devices import select_device
 from .errors import InputError
 from .evaluation.metrics import reprojection_check
 from .io.ct import CTVolume
+from .models.projection_refinement import ProjectionRefinement, RefinementConfig
 from .io.film_gate import consistency_reason, facing_left, non_chest_reason
 from .io.radiograph import resize_radiograph, view_pair_warnings
 from .io.safe_load import sha256_file
@@ -58,16 +59,19 @@ class ReconstructionResult:
     """Everything one reconstruction produces.
 
     Args:
-        ct_hu: G(Y) in HU, 128³ at 2.5 mm, centred on ``geometry`` (the primary output).
+        ct_hu: G(Y) in HU, 128³ at 2.5 mm, centred on ``geometry`` (the primary output), after the projection
+            refinement (:mod:`~DCTNetLib.models.projection_refinement`) when the reconstructor has one.
         ct_from_bone_suppressed: G(X) in HU: the CT reconstructed from the bone-suppressed radiographs by the
-            second generator, or ``None`` for single-branch models.
+            second generator (refined against them like ``ct_hu``), or ``None`` for single-branch models.
         branch_difference: ``|G(Y) − G(X)|`` in HU, or ``None``. Not an uncertainty: on held-out CTs it does
             not rank the error (docs/uncertainty.md).
         pa, lat: the ``(128, 128)`` model inputs in [0, 1].
         pa_bs, lat_bs: the CDM's bone-suppressed ``(128, 128)`` images in [0, 1], or ``None``.
-        ct_unit: G(Y) as ``(D, H, W)`` unit values (HU window → [0, 1]), for metrics.
-        reprojection: DRRs of G(Y) against the inputs (``pa_psnr``, ``pa_ncc``, ``lat_psnr``, ``lat_ncc``:
-            :func:`~DCTNetLib.evaluation.metrics.reprojection_check`), for real films as for DRRs.
+        ct_unit: ``ct_hu`` as ``(D, H, W)`` unit values (HU window → [0, 1]), for metrics.
+        reprojection: DRRs of G(Y) as the generator made it against the inputs (``pa_psnr``, ``pa_ncc``,
+            ``lat_psnr``, ``lat_ncc``: :func:`~DCTNetLib.evaluation.metrics.reprojection_check`), for real films as
+            for DRRs; what the input gate reads.
+        refined_reprojection: the same for the refined ``ct_hu``, or empty when the refinement is off.
     """
 
     ct_hu: CTVolume
@@ -80,6 +84,7 @@ class ReconstructionResult:
     ct_unit: np.ndarray
     timings: dict[str, float] = field(default_factory=dict)
     reprojection: dict[str, float] = field(default_factory=dict)
+    refined_reprojection: dict[str, float] = field(default_factory=dict)
 
     @cached_property
     def uncertainty(self) -> CTVolume:
@@ -144,10 +149,16 @@ class Reconstructor:
     Args:
         bundle: weights and configs from :func:`DCTNetLib.checkpoints.bundle.load_model_bundle`.
         device: ``"auto"``, ``"cpu"`` or ``"cuda"``. Defaults to ``"auto"``.
+        refinement: settings of the projection-consistency refinement applied to both generators' volumes
+            (:class:`~DCTNetLib.models.projection_refinement.RefinementConfig`), or None for none. It helps on DRRs
+            of CTs; on real films it imprints the film's borders and display curve (docs/refinement.md). Defaults
+            to None.
     """
 
-    def __init__(self, bundle: ModelBundle, device: str | torch.device = "auto") -> None:
+    def __init__(self, bundle: ModelBundle, device: str | torch.device = "auto",
+                 refinement: RefinementConfig | None = None) -> None:
         self.bundle = bundle
+        self.use_refinement(refinement)
         self.device = select_device(device, missing_cuda="cpu")
         self.cdm = bundle.cdm.to(self.device).eval() if bundle.cdm is not None else None
         self.g_raw = bundle.g_raw.to(self.device).eval()
@@ -156,9 +167,20 @@ class Reconstructor:
         self.default_steps = int(bundle.sampling_steps)
 
     @classmethod
-    def load(cls, weights: str | Path | None = None, device: str | torch.device = "auto") -> "Reconstructor":
+    def load(cls, weights: str | Path | None = None, device: str | torch.device = "auto",
+             refinement: RefinementConfig | None = None) -> "Reconstructor":
         """Load a model bundle (``None`` = the shipped default weights), validated and without running code."""
-        return cls(load_model_bundle(Path(weights) if weights is not None else None), device)
+        return cls(load_model_bundle(Path(weights) if weights is not None else None), device, refinement)
+
+    def use_refinement(self, refinement: RefinementConfig | None) -> "Reconstructor":
+        """Set the projection refinement of later reconstructions (None: off)."""
+        self.refine = ProjectionRefinement(refinement if refinement is not None else RefinementConfig(iterations=0))
+        return self
+
+    @property
+    def refinement_iterations(self) -> int:
+        """SIRT iterations of the projection refinement (0: off)."""
+        return self.refine.config.iterations
 
     # -- steps -----------------------------------------------------------------------------------------------
     def _pair_tensor(self, pa: np.ndarray, lat: np.ndarray) -> torch.Tensor:
@@ -269,19 +291,29 @@ class Reconstructor:
 
         report(0.5, "reconstruction G(Y)")
         start = time.perf_counter()
-        ct_unit = self.g_raw(y)[0, 0].float()
+        prior = self.g_raw(y).float()
         timings["g_raw_s"] = time.perf_counter() - start
-        reprojection = {}
-        if self.image_size == IMAGE_SIZE:  # the projector renders the training detector's 128² (tiny test models
-            reprojection = reprojection_check(ct_unit.cpu().numpy(), pa, lat)  # have no DRR geometry of their own)
+        # the projector renders the training detector's 128² (tiny test models have no DRR geometry of their own)
+        refine = self.image_size == IMAGE_SIZE and self.refine.config.iterations > 0
+        reprojection, refined_reprojection = {}, {}
+        if self.image_size == IMAGE_SIZE:  # the gate reads G(Y) itself: its thresholds were measured on it
+            reprojection = reprojection_check(prior[0, 0].cpu().numpy(), pa, lat)
         reason = consistency_reason(reprojection) if check_inputs else None
         if reason is not None:
             raise InputError(reason)
+        ct_unit = prior[0, 0]
+        if refine:
+            report(0.6, "refinement to the radiographs")
+            start = time.perf_counter()
+            ct_unit = self.refine(prior, y)[0, 0]
+            timings["refinement_s"] = time.perf_counter() - start
+            refined_reprojection = reprojection_check(ct_unit.cpu().numpy(), pa, lat)
         soft_unit = None
         if x is not None:
             report(0.75, "reconstruction G(X)")
             start = time.perf_counter()
-            soft_unit = self.g_bs(x)[0, 0].float()
+            soft = self.g_bs(x).float()
+            soft_unit = (self.refine(soft, x) if refine else soft)[0, 0]
             timings["g_bs_s"] = time.perf_counter() - start
         report(0.95, "writing volumes")
 
@@ -297,6 +329,7 @@ class Reconstructor:
             pa_bs=x[0, 0].cpu().numpy() if x is not None else None,
             lat_bs=x[0, 1].cpu().numpy() if x is not None else None,
             ct_unit=ct_unit.cpu().numpy(), timings=timings, reprojection=reprojection,
+            refined_reprojection=refined_reprojection,
         )
 
     def _bone_suppressed_pair(self, y: torch.Tensor, steps: int | None, seed: int,

@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from ..cli import main as dctnet
+from ..conventions import IMAGE_SIZE
 from ..errors import InputError, OutputError, WeightsError
 from ..helpers import count_parameters
 from ..io.atomic import atomic_write_text, check_writable_dir, display_path
@@ -85,13 +86,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-lpips", action="store_true", help="skip LPIPS (needs ImageNet AlexNet weights)")
     parser.add_argument("--lpips-stride", type=int, default=1, help="LPIPS on every N-th slice (default 1: all)")
     parser.add_argument("--imagenet-weights", type=Path, help="AlexNet ImageNet weights file for LPIPS")
+    parser.add_argument("--refine", action="store_true",
+                        help="score G(Y) after the projection refinement of `dctnet reconstruct --refine` (128² "
+                             "models); the row is named '… + refinement (10)'")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     parser.add_argument("--overwrite", action="store_true", help="replace results already in --output")
 
 
 # ---------------------------------------------------------------------------------------------- one checkpoint
 def evaluate_checkpoint(checkpoint: Path, dataset: Any, device: Any, lpips_model: Any = None,
-                        lpips_stride: int = 1, log_records: Any = None, method: str | None = None) -> Any:
+                        lpips_stride: int = 1, log_records: Any = None, method: str | None = None,
+                        refine: bool = False) -> Any:
     """Per-case metrics of G(Y) of ``checkpoint`` on ``dataset``, as a :class:`MethodResult`.
 
     Args:
@@ -102,20 +107,31 @@ def evaluate_checkpoint(checkpoint: Path, dataset: Any, device: Any, lpips_model
         lpips_stride: LPIPS on every n-th slice.
         log_records: a :class:`~DCTNetLib.training.runlog.MetricsLog` to append ``eval`` records to, or None.
         method: row name; defaults to the variant's Table 1 name.
+        refine: apply the projection refinement to G(Y)
+            (:class:`~DCTNetLib.models.projection_refinement.ProjectionRefinement`, default settings; 128² models
+            only). Defaults to False.
     """
     import torch
 
     with torch.no_grad():
-        return _evaluate_checkpoint(checkpoint, dataset, device, lpips_model, lpips_stride, log_records, method)
+        return _evaluate_checkpoint(checkpoint, dataset, device, lpips_model, lpips_stride, log_records, method,
+                                    refine)
 
 
 def _evaluate_checkpoint(checkpoint: Path, dataset: Any, device: Any, lpips_model: Any, lpips_stride: int,
-                         log_records: Any, method: str | None) -> Any:
+                         log_records: Any, method: str | None, refine: bool) -> Any:
     from ..evaluation.metrics import evaluate_volume
     from ..evaluation.tables import MethodResult
+    from ..models.projection_refinement import ProjectionRefinement, RefinementConfig
 
     g_raw, preset, params_m = _load_g_raw(checkpoint, device)
     size = preset.image_size
+    iterations = RefinementConfig().iterations if refine else 0
+    if iterations and size != IMAGE_SIZE:
+        log.warning("%s is a %d² model: the projection refinement needs the %d² detector and is skipped", checkpoint,
+                    size, IMAGE_SIZE)
+        iterations = 0
+    refinement = ProjectionRefinement(RefinementConfig(iterations=iterations))
     if getattr(dataset, "split", None) and hasattr(dataset, "image_size") and len(dataset) and \
             tuple(dataset[0]["drr"].shape[-2:]) != (size, size):
         from ..data.prepared_cases import PreparedCaseDataset
@@ -123,14 +139,17 @@ def _evaluate_checkpoint(checkpoint: Path, dataset: Any, device: Any, lpips_mode
         log.warning("%s is a %d² model: the prepared cases are resampled to %d² / %d³ (its metrics are on that grid)",
                     checkpoint, size, size, size)
         dataset = PreparedCaseDataset(dataset.root, dataset.split, image_size=size)
-    result = MethodResult(method or ROW_NAMES.get(preset.variant, preset.name), params_m=params_m)
+    method = method or ROW_NAMES.get(preset.variant, preset.name)
+    if iterations:
+        method = f"{method} + refinement ({iterations})"
+    result = MethodResult(method, params_m=params_m)
     for index in range(len(dataset)):
         item = dataset[index]
         y = item["drr"][None].to(device)
         if tuple(y.shape[-2:]) != (size, size):
             raise InputError(f"case {item['case_id']} of {getattr(dataset, 'root', 'the data')}: radiographs are "
                              f"{tuple(y.shape[-2:])}, but {checkpoint} expects {size}×{size}")
-        pred = g_raw(y)[0, 0].float().cpu().numpy()
+        pred = refinement(g_raw(y).float(), y)[0, 0].cpu().numpy()
         gt = item["ct"][0].float().numpy()
         metrics = evaluate_volume(pred, gt, lpips_model, lpips_slice_stride=lpips_stride)
         row = {"case": item["case_id"], **metrics}
@@ -321,7 +340,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         for variant, checkpoint in targets:
             results.append((variant, evaluate_checkpoint(checkpoint, dataset, device, lpips_model, args.lpips_stride,
-                                                         records, method=labels[checkpoint])))
+                                                         records, method=labels[checkpoint],
+                                                         refine=args.refine)))
     except BaseException:
         staging.unlink(missing_ok=True)
         raise

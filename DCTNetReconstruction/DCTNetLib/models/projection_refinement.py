@@ -1,0 +1,144 @@
+"""Projection-consistency refinement: make G(Y)'s volume agree with the two radiographs it came from.
+
+Not in the paper (ours). G(Y) is a learned prior: its DRRs differ from the input radiographs by a few per cent of
+the range (mean absolute difference 0.046 on the validation CT), most of it where the patient differs from the
+chests the generator was trained on. Two views do not determine a volume, but they do fix every line integral,
+and any volume moved towards the set of volumes with those line integrals moves towards the true CT: projecting
+onto a convex set that contains a point never increases the distance to that point (Bregman / POCS; the reason
+SART and SIRT converge, A. C. Kak and M. Slaney, *Principles of Computerized Tomographic Imaging*, IEEE Press
+1988, ch. 7). This module runs a few weighted SIRT iterations from G(Y)'s volume:
+
+- the measured line integrals are the input radiographs times one scale per view, fitted by least squares to
+  G(Y)'s own line integrals (a radiograph is divided by its own maximum, ``data.drr.normalise_drr``, so its
+  scale is lost);
+- each iteration spreads each ray's residual, divided by the ray's weighted length, back over the voxels it
+  crossed (:meth:`~DCTNetLib.data.drr.DRRProjector.backproject`, the projector's exact adjoint), divided by the
+  voxel's total ray weight (SART's normalisation);
+- voxels G(Y) puts at or above ``keep_above_hu`` (bone) get no update: the residual then goes to the soft tissue
+  and lung along the ray, so the bone G(Y) found is kept (measured on the validation CT: uniform updates lowered
+  the > 300 HU Dice from 0.152 to 0.140, these weights raised it to 0.160);
+- the residual is smoothed by a Gaussian of ``smoothing_px`` (a film's pixel-scale noise and edge enhancement
+  are not anatomy).
+
+Voxels G(Y) puts below -1000 HU (air outside the patient, where μ is 0) are not updated either, and attenuation
+stays non-negative.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+import torch.nn as nn
+
+from ..config_base import ConfigBase
+from ..conventions import CROP_SIZE, hu_to_unit, unit_to_hu
+from ..data.drr import DRRGeometry, DRRProjector, default_projector, hu_to_mu
+from ..data.film_appearance import gaussian_blur
+from ..helpers import exists
+
+__all__ = ["RefinementConfig", "ProjectionRefinement"]
+
+# μ = 0 (``data.drr.hu_to_mu``): voxels G(Y) puts below are air outside the patient and are not updated.
+AIR_HU = -1000.0
+
+# Smallest ray length (weighted, mm) or voxel weight divided by: rays that cross no updatable voxel get no update.
+_EPS = 1e-6
+
+
+@dataclass(frozen=True)
+class RefinementConfig(ConfigBase):
+    """Settings of :class:`ProjectionRefinement`, chosen on the validation CT (``docs/architecture.md``).
+
+    Args:
+        iterations: SIRT iterations. 0 turns the refinement off. Defaults to 10 (validation: 40 added 0.03 dB).
+        relaxation: step ω of each iteration, in (0, 2). Defaults to 1.
+        keep_above_hu: voxels G(Y) puts at or above this are not updated. Defaults to 300 (the bone threshold of
+            ``evaluation.metrics.BONE_HU``).
+        smoothing_px: σ of the Gaussian applied to each ray residual, in detector pixels; 0 for none.
+            Defaults to 1.5.
+    """
+
+    iterations: int = 10
+    relaxation: float = 1.0
+    keep_above_hu: float = 300.0
+    smoothing_px: float = 1.5
+
+    config_name: ClassVar[str] = "refinement"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.iterations < 0:
+            raise ValueError(f"iterations must be >= 0, got {self.iterations}")
+        if not 0.0 < self.relaxation < 2.0:
+            raise ValueError(f"relaxation must be in (0, 2), got {self.relaxation}")
+        if self.smoothing_px < 0:
+            raise ValueError(f"smoothing_px must be >= 0, got {self.smoothing_px}")
+
+
+def fitted_scale(line_integrals: torch.Tensor, radiographs: torch.Tensor) -> torch.Tensor:
+    """Per-view least-squares scale ``s`` minimising ``‖line_integrals − s · radiographs‖²``.
+
+    Shapes:
+        ``(B, V, H, W)``, ``(B, V, H, W)`` → ``(B, V, 1, 1)``.
+    """
+    numerator = (line_integrals * radiographs).sum(dim=(-2, -1), keepdim=True)
+    return numerator / (radiographs * radiographs).sum(dim=(-2, -1), keepdim=True).clamp_min(_EPS)
+
+
+class ProjectionRefinement(nn.Module):
+    """Weighted SIRT from G(Y)'s volume towards the input radiographs' line integrals (see the module docstring).
+
+    Args:
+        config: iterations, relaxation, bone threshold, residual smoothing. Defaults to ``RefinementConfig()``.
+        geometry: projection geometry of the radiographs. Defaults to the training DRRs' (``DRRGeometry()``).
+
+    Example:
+        >>> refine = ProjectionRefinement()
+        >>> ct_unit = refine(g_raw(radiographs), radiographs)  # doctest: +SKIP
+    """
+
+    def __init__(self, config: RefinementConfig | None = None, geometry: DRRGeometry | None = None) -> None:
+        super().__init__()
+        self.config = config if exists(config) else RefinementConfig()
+        self.geometry = geometry
+
+    def _projector(self, device: torch.device) -> DRRProjector:
+        return default_projector(device, self.geometry)
+
+    def forward(self, ct_unit: torch.Tensor, radiographs: torch.Tensor) -> torch.Tensor:
+        """Refine a reconstruction on the model grid (a cube spanning the 320 mm field).
+
+        Args:
+            ct_unit: G(Y)'s volume in [0, 1] on the model's HU window.
+            radiographs: the PA and lateral it was reconstructed from, in [0, 1] (bright = dense).
+
+        Shapes:
+            ct_unit ``(B, 1, D, H, W)``, radiographs ``(B, 2, n, n)`` → ``(B, 1, D, H, W)`` in [0, 1].
+        """
+        cfg = self.config
+        if cfg.iterations == 0:
+            return ct_unit
+        if ct_unit.ndim != 5 or radiographs.ndim != 4 or radiographs.shape[1] != 2:
+            raise ValueError(f"expected ct_unit (B, 1, D, H, W) and radiographs (B, 2, n, n), got "
+                             f"{tuple(ct_unit.shape)} and {tuple(radiographs.shape)}")
+        projector = self._projector(ct_unit.device)
+        shape = tuple(ct_unit.shape[2:])
+        spacing = CROP_SIZE / shape[0]
+        hu0 = unit_to_hu(ct_unit.float())
+        mu_water = projector.geometry.mu_water_per_mm
+        mu = hu_to_mu(hu0, mu_water)
+        radiographs = radiographs.float()
+        target = fitted_scale(projector.project_mu(mu, spacing), radiographs) * radiographs
+        updatable = ((hu0 >= AIR_HU) & (hu0 < cfg.keep_above_hu)).float()
+        ray_length = projector.project_mu(updatable, spacing).clamp_min(_EPS)
+        voxel_weight = projector.backproject(torch.ones_like(target), shape, spacing).clamp_min(_EPS)
+        step = cfg.relaxation * updatable / voxel_weight
+        for _ in range(cfg.iterations):
+            residual = target - projector.project_mu(mu, spacing)
+            if cfg.smoothing_px > 0:
+                residual = gaussian_blur(residual.flatten(0, 1), cfg.smoothing_px).view_as(residual)
+            mu = (mu + step * projector.backproject(residual / ray_length, shape, spacing)).clamp_min(0.0)
+        hu = torch.where(updatable > 0, mu / mu_water * 1000.0 + AIR_HU, hu0)
+        return hu_to_unit(hu).clamp(0.0, 1.0).to(ct_unit.dtype)

@@ -1,0 +1,129 @@
+"""Projection-consistency refinement: it moves a wrong volume towards the CT whose DRRs it is given, keeps what it
+promises to keep, and is what `dctnet reconstruct` and `dctnet evaluate` apply."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from DCTNetLib.conventions import CROP_SIZE, hu_to_unit, unit_to_hu
+from DCTNetLib.data.drr import make_drrs
+from DCTNetLib.inference import radiographs_from_ct
+from DCTNetLib.models.projection_refinement import ProjectionRefinement, RefinementConfig, fitted_scale
+
+
+@pytest.fixture(scope="module")
+def chest_and_prior(lidc_demo_ct):
+    """LIDC-IDRI-0001 at 64³ (5 mm voxels: the 320 mm field) as unit values, its DRRs, and a wrong prior: the CT
+    blurred (σ 2 voxels) with its soft tissue 60 HU too dense, as a generator's smooth, biased guess."""
+    prepared = radiographs_from_ct(lidc_demo_ct)[0]
+    truth = F.avg_pool3d(torch.from_numpy(prepared.volume)[None, None].float(), 2)
+    radiographs = make_drrs(truth, CROP_SIZE / 64)
+    x = torch.arange(-6, 7, dtype=torch.float32)
+    kernel = torch.exp(-0.5 * (x / 2.0) ** 2)
+    kernel = kernel / kernel.sum()
+    blurred = truth
+    for axis in range(3):
+        shape = [1, 1, 1, 1, 1]
+        shape[2 + axis] = -1
+        pad = [0, 0, 0, 0, 0, 0]
+        pad[4 - 2 * axis: 6 - 2 * axis] = [6, 6]
+        blurred = F.conv3d(F.pad(blurred, pad, mode="replicate"), kernel.view(shape))
+    hu = unit_to_hu(blurred)
+    prior = hu_to_unit(torch.where(hu > -900, hu + 60.0, hu)).clamp(0, 1)
+    return truth, radiographs, prior
+
+
+def _distance(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float(((a - b) ** 2).mean().sqrt())
+
+
+def _drr_error(volume: torch.Tensor, radiographs: torch.Tensor) -> float:
+    return float((make_drrs(volume, CROP_SIZE / volume.shape[-1]) - radiographs).abs().mean())
+
+
+def test_refinement_moves_a_wrong_volume_towards_the_ct_its_radiographs_show(chest_and_prior):
+    """Unweighted, unsmoothed SIRT is a projection onto the volumes with the given line integrals: it must bring
+    the prior closer to the true CT (not just its DRRs closer to the radiographs). The default settings must too.
+    Measured: DRR error 0.056 → 0.0019 (default 0.0039), RMS distance to the CT 0.0716 → 0.0686 (default 0.0689);
+    two views cannot restore what the blur took, only the bias along each ray."""
+    truth, radiographs, prior = chest_and_prior
+    plain = ProjectionRefinement(RefinementConfig(iterations=10, keep_above_hu=1e9, smoothing_px=0.0))
+    for refine in (plain, ProjectionRefinement()):
+        with torch.inference_mode():
+            refined = refine(prior, radiographs)
+        assert refined.shape == prior.shape and refined.dtype == prior.dtype
+        assert _drr_error(refined, radiographs) < 0.1 * _drr_error(prior, radiographs)
+        assert _distance(refined, truth) < 0.97 * _distance(prior, truth)
+
+
+def test_refinement_keeps_the_priors_bone_and_air_and_can_be_turned_off(chest_and_prior):
+    truth, radiographs, prior = chest_and_prior
+    refined = ProjectionRefinement()(prior, radiographs)
+    hu = unit_to_hu(prior)
+    kept = (hu >= 300.0) | (hu < -1000.0)
+    assert kept.any() and (~kept).any()
+    assert torch.equal(refined[kept], prior[kept])
+    assert not torch.equal(refined[~kept], prior[~kept])
+    assert ProjectionRefinement(RefinementConfig(iterations=0))(prior, radiographs) is prior
+
+
+def test_fitted_scale_recovers_a_known_scale():
+    torch.manual_seed(0)
+    images = torch.rand(2, 2, 8, 8)
+    scale = torch.tensor([3.0, 0.5, 7.0, 2.0]).view(2, 2, 1, 1)
+    assert torch.allclose(fitted_scale(images * scale, images), scale)
+
+
+@pytest.mark.parametrize("field, value, message", [("iterations", -1, "iterations"), ("relaxation", 2.0, "relaxation"),
+                                                    ("smoothing_px", -0.5, "smoothing_px")])
+def test_config_refuses_meaningless_settings(field, value, message):
+    with pytest.raises(ValueError, match=message):
+        RefinementConfig(**{field: value})
+
+
+def test_refinement_refuses_wrong_shapes():
+    with pytest.raises(ValueError, match="radiographs"):
+        ProjectionRefinement()(torch.zeros(1, 1, 8, 8, 8), torch.zeros(1, 1, 128, 128))
+
+
+def test_reconstructor_refines_when_asked_and_reports_both_reprojections(lidc_demo_ct):
+    """The shipped model on the validation CT's DRRs: with a refinement the volume's DRRs match the radiographs
+    better than G(Y)'s own; by default G(Y) is returned untouched."""
+    from DCTNetLib.inference import Reconstructor
+
+    prepared, pa, lat = radiographs_from_ct(lidc_demo_ct)
+    refined = Reconstructor.load(device="cpu", refinement=RefinementConfig()).reconstruct(
+        pa, lat, geometry=prepared, steps=1)
+    plain = Reconstructor.load(device="cpu").reconstruct(pa, lat, geometry=prepared, steps=1)
+    assert plain.refined_reprojection == {} and "refinement_s" not in plain.timings
+    assert refined.reprojection == pytest.approx(plain.reprojection)  # what the input gate reads: G(Y) itself
+    for view in ("pa", "lat"):
+        assert refined.refined_reprojection[f"{view}_psnr"] > plain.reprojection[f"{view}_psnr"] + 3.0
+    assert not np.array_equal(refined.ct_unit, plain.ct_unit)
+    assert refined.ct_from_bone_suppressed is not None
+
+
+def test_reconstruct_command_refines_with_refine_and_reports_it(tmp_path, lidc_demo_ct, capsys):
+    """`dctnet reconstruct --ct … --refine`: the report names the iterations and both re-projections, and the
+    volume is closer to the CT than without the option (validation CT: PSNR 19.52 → 20.02 dB at release)."""
+    from DCTNetLib import cli
+    from DCTNetLib.io.ct import write_ct
+
+    ct_path = write_ct(lidc_demo_ct, tmp_path / "lidc.nii.gz")
+    reports = {}
+    for name, extra in (("plain", []), ("refined", ["--refine"])):
+        out = tmp_path / name / "ct.nii.gz"
+        out.parent.mkdir()
+        assert cli.main(["reconstruct", "--ct", str(ct_path), "--output", str(out), "--device", "cpu", "--steps", "1",
+                         "--progress", "json", "--no-figure", *extra]) == 0
+        reports[name] = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert reports["plain"]["refinement_iterations"] == 0 and reports["plain"]["refined_reprojection"] == {}
+    refined = reports["refined"]
+    assert refined["refinement_iterations"] == RefinementConfig().iterations
+    assert refined["refined_reprojection"]["pa_psnr"] > refined["reprojection"]["pa_psnr"]
+    assert refined["metrics"]["psnr"] > reports["plain"]["metrics"]["psnr"] + 0.2
