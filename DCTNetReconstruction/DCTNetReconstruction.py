@@ -113,6 +113,8 @@ class DCTNetReconstructionParameterNode:
     device: "auto", "cpu" or "cuda".
     samplingSteps: DDIM steps of the bone suppression; 0 = the model's default.
     seed: sampling seed.
+    refineToRadiographs: refine the CT until its DRRs agree with the radiographs (dctnet reconstruct --refine;
+        for radiographs made from a CT: on real films it imprints the film's borders and display curve).
     ctVolume, fromBoneSuppressedVolume, branchDifferenceVolume, uncertaintyVolume, paBoneSuppressed,
     latBoneSuppressed: outputs.
     windowPreset: "CT_LUNG" or "CT_BONE".
@@ -126,6 +128,7 @@ class DCTNetReconstructionParameterNode:
     device: str = "auto"
     samplingSteps: Annotated[int, WithinRange(0, 1000)] = 0
     seed: Annotated[int, WithinRange(0, 1000000)] = 0
+    refineToRadiographs: bool = False
     ctVolume: vtkMRMLScalarVolumeNode
     fromBoneSuppressedVolume: vtkMRMLScalarVolumeNode
     branchDifferenceVolume: vtkMRMLScalarVolumeNode
@@ -410,11 +413,11 @@ class DCTNetReconstructionLogic(ScriptedLoadableModuleLogic):
     # -- the model (blocking) ------------------------------------------------------------------------------------
     @staticmethod
     def options(weights: str | None = None, device: str = "auto", steps: int | None = None, seed: int = 0,
-                dicomFolder: str | None = None):
+                dicomFolder: str | None = None, refine: bool = False):
         from DCTNetSlicerLib.reconstruction import Options
 
         return Options(weights=weights or None, device=device, steps=steps or None, seed=int(seed),
-                       dicom_folder=str(dicomFolder) if dicomFolder else None)
+                       dicom_folder=str(dicomFolder) if dicomFolder else None, refine=bool(refine))
 
     @staticmethod
     def _dicomSeriesFolder(exportFolder: str | None, paNode) -> str | None:
@@ -439,7 +442,7 @@ class DCTNetReconstructionLogic(ScriptedLoadableModuleLogic):
 
     def reconstruct(self, paNode, latNode, weights: str | None = None, device: str = "auto",
                     steps: int | None = None, seed: int = 0, progress: Callable[[float, str], None] | None = None,
-                    show: bool = True, dicomFolder: str | None = None) -> dict[str, Any]:
+                    show: bool = True, dicomFolder: str | None = None, refine: bool = False) -> dict[str, Any]:
         """Reconstruct the CT from two radiograph nodes; returns when ``dctnet reconstruct`` has finished (Slicer's
         window stays alive meanwhile: a local event loop runs, no sleep).
 
@@ -457,6 +460,8 @@ class DCTNetReconstructionLogic(ScriptedLoadableModuleLogic):
             dicomFolder: also write the CT as a DICOM series (``dctnet reconstruct --dicom``) into a new
                 sub-folder of this folder, under the PA film's patient and study when the PA is a DICOM film;
                 :attr:`lastDicomFolder` then names it.
+            refine: refine the CT until its DRRs agree with the radiographs (``dctnet reconstruct --refine``;
+                for radiographs made from a CT: on real films it imprints the film's borders and display curve).
 
         Returns:
             Nodes by role: those the module shows (``DCTNetSlicerLib.results.OUTPUT_PARAMETERS``, from the table
@@ -470,7 +475,7 @@ class DCTNetReconstructionLogic(ScriptedLoadableModuleLogic):
         series = self._dicomSeriesFolder(dicomFolder, paNode)
         self.lastDicomFolder = None
         volumes, self.lastMetrics = reconstruction.reconstruct(
-            paNode, latNode, self.options(weights, device, steps, seed, series), existing=self._outputs(p),
+            paNode, latNode, self.options(weights, device, steps, seed, series, refine), existing=self._outputs(p),
             progress=progress, on_notes=self._keepNotes)
         self.lastDicomFolder = series
         self._storeOutputs(p, volumes)
@@ -530,7 +535,7 @@ class DCTNetReconstructionLogic(ScriptedLoadableModuleLogic):
 
         if not imagesOnly:
             self.lastDicomFolder = None
-        options = self.options(p.weightsPath, p.device, p.samplingSteps, p.seed, series)
+        options = self.options(p.weightsPath, p.device, p.samplingSteps, p.seed, series, p.refineToRadiographs)
         return reconstruction.reconstruct_in_background(p.paVolume, p.latVolume, options, existing=self._outputs(p),
                                                         on_progress=onProgress, on_finished=finished,
                                                         images_only=imagesOnly, on_notes=self._keepNotes,

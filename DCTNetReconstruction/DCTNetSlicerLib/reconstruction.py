@@ -81,6 +81,8 @@ class Options:
             (``DCTNetLib.io.film_gate``); False passes ``--no-input-checks``. Defaults to True.
         dicom_folder: also write the CT as a DICOM series into this new folder (``--dicom``; under the PA film's
             patient and study when the PA is a DICOM film); see :func:`dicom_series_folder`. Not for previews.
+        refine: refine the volume until its DRRs agree with the radiographs (``--refine``: helps on radiographs
+            made from a CT, imprints a real film's borders and display curve). Defaults to False.
     """
 
     weights: str | None = None
@@ -89,6 +91,7 @@ class Options:
     seed: int = 0
     input_checks: bool = True
     dicom_folder: str | None = None
+    refine: bool = False
 
 
 def dicom_series_folder(parent: str | Path, name: str) -> Path:
@@ -313,6 +316,8 @@ def command_args(pa: str | Path, lat: str | Path, output: str | Path, options: O
         args += ["--steps", str(int(options.steps))]
     if not options.input_checks:
         args.append("--no-input-checks")
+    if options.refine and not images_only:
+        args.append("--refine")
     if options.dicom_folder and not images_only:
         args += ["--dicom", str(options.dicom_folder)]
     if reference is not None and not images_only:
