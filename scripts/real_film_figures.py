@@ -12,6 +12,7 @@ tighter field: a larger body).
     python scripts/real_film_figures.py pair --pa PA --lat LAT --output docs/figures/real_pair.png --json out.json
     python scripts/real_film_figures.py framing --pa PA --lat LAT --json framing.json
     python scripts/real_film_figures.py bone-suppression --pa PA --lat LAT --output docs/figures/bone_suppression.png
+    python scripts/real_film_figures.py refinement --pa PA --lat LAT --output docs/figures/refinement.png
 
 ``bone-suppression`` draws the CDM's preview of both films (the bundle's sampler setting) and what it removed, with
 the measures of :mod:`DCTNetLib.evaluation.bone_suppression`.
@@ -33,6 +34,7 @@ import numpy as np  # noqa: E402
 
 from DCTNetLib.conventions import AXIS_RL  # noqa: E402
 from DCTNetLib.inference import Reconstructor  # noqa: E402
+from DCTNetLib.models.projection_refinement import RefinementConfig  # noqa: E402
 from DCTNetLib.io.film import read_film  # noqa: E402
 from DCTNetLib.evaluation.bone_suppression import suppression_measures  # noqa: E402
 from DCTNetLib.evaluation.framing import body_extent, bone_stats, measure_framing  # noqa: E402
@@ -42,6 +44,15 @@ from DCTNetLib.io.radiograph import resize_radiograph  # noqa: E402
 def load_pair(pa_path: Path, lat_path: Path) -> tuple[np.ndarray, np.ndarray]:
     """Both films as the command reads them (orientation, detector field), before resizing to 128²."""
     return read_film(pa_path, "pa")[0], read_film(lat_path, "lat")[0]
+
+
+def save_figure(fig, title: str, output: Path, dpi: int) -> None:
+    """Title, tight layout, write (creating the folder) and close."""
+    fig.suptitle(title)
+    fig.tight_layout()
+    output.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(output, dpi=dpi)
+    plt.close(fig)
 
 
 def pair_figure(model: Reconstructor, pa: np.ndarray, lat: np.ndarray, output: Path, title: str) -> dict:
@@ -55,12 +66,17 @@ def pair_figure(model: Reconstructor, pa: np.ndarray, lat: np.ndarray, output: P
                                ("PA film", "lateral film", "PA, bone suppressed", "lateral, bone suppressed")):
         ax.imshow(image, cmap="gray", vmin=0, vmax=1)
         ax.set_title(name)
-    stats = {**bone_stats(hu), **body_extent(hu), "reprojection": result.reprojection}
+    stats = {**bone_stats(hu), **body_extent(hu), "reprojection": result.reprojection,
+             "refined_reprojection": result.refined_reprojection}
+    final = result.refined_reprojection or result.reprojection
     axes[0, 4].text(0, 0.5, "\n".join([f"99.9th pct {stats['p999_hu']:.0f} HU",
                                        f"> 300 HU: {stats['bone_fraction']:.2%} of the volume",
                                        f"spine column > 300 HU: {stats['spine_column_bone_fraction']:.1%}",
-                                       f"re-projection ρ PA {result.reprojection.get('pa_rank', float('nan')):.2f}"
-                                       f" / lat {result.reprojection.get('lat_rank', float('nan')):.2f}"]),
+                                       f"re-projection ρ PA {final.get('pa_rank', float('nan')):.2f}"
+                                       f" / lat {final.get('lat_rank', float('nan')):.2f}",
+                                       f"re-projection PSNR PA {final.get('pa_psnr', float('nan')):.1f}"
+                                       f" / lat {final.get('lat_psnr', float('nan')):.1f} dB"
+                                       + (" (refined)" if result.refined_reprojection else "")]),
                     fontsize=11, va="center")
     slices = ((hu[d // 2], "axial"), (hu[:, h // 2 + h // 8], "coronal (posterior: spine)"),
               (hu[:, :, w // 2], "sagittal (midline)"))
@@ -71,11 +87,7 @@ def pair_figure(model: Reconstructor, pa: np.ndarray, lat: np.ndarray, output: P
     axes[1, 3].set_title("sagittal, bone window [-200, 800]")
     axes[1, 4].imshow(hu.max(axis=AXIS_RL), cmap="gray", vmin=-200, vmax=800)
     axes[1, 4].set_title("sagittal maximum intensity")
-    fig.suptitle(title)
-    fig.tight_layout()
-    output.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(output, dpi=70)
-    plt.close(fig)
+    save_figure(fig, title, output, dpi=70)
     return stats
 
 
@@ -105,12 +117,8 @@ def bone_suppression_figure(model: Reconstructor, pa: np.ndarray, lat: np.ndarra
         row[2].set_title(f"removed (0–{top:.3f}), mean {s['mean_change']:.4f},\n"
                          f"×{s['bone_change_ratio']:.1f} on ridges")
     sampler = stats["sampler"]
-    fig.suptitle(f"{title}  —  CDM preview: {sampler['steps']} DDIM steps from {sampler['strength']}·T, "
-                 f"mean of {sampler['samples']} sample(s)")
-    fig.tight_layout()
-    output.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(output, dpi=70)
-    plt.close(fig)
+    save_figure(fig, f"{title}  —  CDM preview: {sampler['steps']} DDIM steps from {sampler['strength']}·T, "
+                     f"mean of {sampler['samples']} sample(s)", output, dpi=70)
     return stats
 
 
@@ -135,27 +143,51 @@ def framing_figure(model: Reconstructor, pa: np.ndarray, lat: np.ndarray, output
         row[0].set_title(name, loc="left")
         row[2].set_title(f"coronal: body {s['width_voxels']:.0f} wide, {s['height_voxels']:.0f} tall")
         row[3].set_title(f"axial; spine column bone {100 * s['spine_column_bone_fraction']:.1f} %")
-    fig.suptitle(title)
-    fig.tight_layout()
-    fig.savefig(output, dpi=60)
-    plt.close(fig)
+    save_figure(fig, title, output, dpi=60)
+    return stats
+
+
+def refinement_figure(model: Reconstructor, pa: np.ndarray, lat: np.ndarray, output: Path, title: str) -> dict:
+    """G(Y) without and with the projection refinement (docs/refinement.md): axial, coronal through the spine,
+    midline sagittal and sagittal maximum intensity, one row each, with the re-projection rank correlations."""
+    rows, stats = [], {}
+    for name, refinement in (("G(Y)", None), ("G(Y) refined", RefinementConfig())):
+        result = model.use_refinement(refinement).reconstruct(pa, lat)
+        final = result.refined_reprojection or result.reprojection
+        rows.append((name, result.ct_hu.hu, final))
+        stats[name] = {**bone_stats(result.ct_hu.hu), **body_extent(result.ct_hu.hu), "reprojection": final}
+    fig, axes = plt.subplots(2, 4, figsize=(12, 6.4))
+    for row, (name, hu, final) in zip(axes, rows):
+        d, h, w = hu.shape
+        for ax, image, window in ((row[0], hu[d // 2], (-1000, 1000)), (row[1], hu[:, h // 2 + h // 8], (-1000, 1000)),
+                                  (row[2], hu[:, :, w // 2], (-1000, 1000)), (row[3], hu.max(axis=AXIS_RL), (-200, 800))):
+            ax.imshow(image, cmap="gray", vmin=window[0], vmax=window[1])
+            ax.axis("off")
+        row[0].set_title(f"{name}: axial", loc="left")
+        row[1].set_title(f"coronal; DRR ρ PA {final['pa_rank']:.2f}")
+        row[2].set_title(f"sagittal; DRR ρ lat {final['lat_rank']:.2f}")
+        row[3].set_title("sagittal maximum intensity")
+    save_figure(fig, title, output, dpi=60)
     return stats
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("command", choices=("pair", "framing", "bone-suppression"))
+    parser.add_argument("command", choices=("pair", "framing", "bone-suppression", "refinement"))
     parser.add_argument("--pa", type=Path, required=True)
     parser.add_argument("--lat", type=Path, required=True)
     parser.add_argument("--weights", type=Path, help="model bundle (default: the shipped one)")
     parser.add_argument("--output", type=Path, help="the figure (PNG); framing: optional")
     parser.add_argument("--title", default="")
     parser.add_argument("--json", type=Path, help="write the measurements here")
+    parser.add_argument("--refine", action="store_true", help="pair, framing: with the projection refinement")
     args = parser.parse_args(argv)
-    model = Reconstructor.load(args.weights, device="cpu")
+    model = Reconstructor.load(args.weights, device="cpu", refinement=RefinementConfig() if args.refine else None)
     pa, lat = load_pair(args.pa, args.lat)
     if args.command == "pair":
         stats = pair_figure(model, pa, lat, args.output, args.title or f"{args.pa.name} + {args.lat.name}")
+    elif args.command == "refinement":
+        stats = refinement_figure(model, pa, lat, args.output, args.title or f"{args.pa.name} + {args.lat.name}")
     elif args.command == "bone-suppression":
         stats = bone_suppression_figure(model, pa, lat, args.output, args.title or f"{args.pa.name} + {args.lat.name}")
     else:
