@@ -38,10 +38,10 @@ from .devices import select_device
 from .errors import InputError
 from .evaluation.metrics import reprojection_check
 from .io.ct import CTVolume
-from .models.projection_refinement import ProjectionRefinement, RefinementConfig
 from .io.film_gate import consistency_reason, facing_left, non_chest_reason
 from .io.radiograph import resize_radiograph, view_pair_warnings
 from .io.safe_load import sha256_file
+from .models.projection_refinement import ProjectionRefinement, RefinementConfig
 
 __all__ = ["Reconstructor", "ReconstructionResult", "mixture_spread", "TISSUE_CLASSES_HU"]
 

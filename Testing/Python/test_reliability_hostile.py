@@ -245,14 +245,14 @@ RECONSTRUCT_CHILD = """
     from DCTNetLib.io.ct import CTVolume
 
     class Model:  # the network is not what is tested here: the command's writing and its signal handling are
-        device, cdm = "cpu", None
+        device, cdm, refinement_iterations = "cpu", None, 0
         def reconstruct(self, pa, lat, **kwargs):
             fields = {f.name: None for f in dataclasses.fields(inference.ReconstructionResult) if f.name != "timings"}
             volume = CTVolume(np.full((16, 16, 16), -1000.0, np.float32), spacing=(2.5, 2.5, 2.5))
             return inference.ReconstructionResult(**{**fields, "ct_hu": volume, "pa": pa, "lat": lat,
                                                      "ct_unit": np.zeros((16, 16, 16), np.float32)})
 
-    inference.Reconstructor.load = classmethod(lambda cls, weights=None, device="auto": Model())
+    inference.Reconstructor.load = classmethod(lambda cls, weights=None, device="auto", refinement=None: Model())
     write = ct_module.sitk.WriteImage
     def slow_write(image, name, *args, **kwargs):
         write(image, name, *args, **kwargs)  # the temporary file is complete …
