@@ -179,8 +179,9 @@ class Reconstructor:
 
     @property
     def refinement_iterations(self) -> int:
-        """SIRT iterations of the projection refinement (0: off)."""
-        return self.refine.config.iterations
+        """SIRT iterations of the projection refinement that reconstructions get (0: off, or a model whose
+        radiographs are not the 128² training detector's, which the projector cannot render)."""
+        return self.refine.config.iterations if self.image_size == IMAGE_SIZE else 0
 
     # -- steps -----------------------------------------------------------------------------------------------
     def _pair_tensor(self, pa: np.ndarray, lat: np.ndarray) -> torch.Tensor:
@@ -293,8 +294,7 @@ class Reconstructor:
         start = time.perf_counter()
         prior = self.g_raw(y).float()
         timings["g_raw_s"] = time.perf_counter() - start
-        # the projector renders the training detector's 128² (tiny test models have no DRR geometry of their own)
-        refine = self.image_size == IMAGE_SIZE and self.refine.config.iterations > 0
+        refine = self.refinement_iterations > 0
         reprojection, refined_reprojection = {}, {}
         if self.image_size == IMAGE_SIZE:  # the gate reads G(Y) itself: its thresholds were measured on it
             reprojection = reprojection_check(prior[0, 0].cpu().numpy(), pa, lat)

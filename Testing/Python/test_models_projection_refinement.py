@@ -127,3 +127,19 @@ def test_reconstruct_command_refines_with_refine_and_reports_it(tmp_path, lidc_d
     assert refined["refinement_iterations"] == RefinementConfig().iterations
     assert refined["refined_reprojection"]["pa_psnr"] > refined["reprojection"]["pa_psnr"]
     assert refined["metrics"]["psnr"] > reports["plain"]["metrics"]["psnr"] + 0.2
+    assert not any("--refine:" in note for note in refined["notes"])  # DRRs of a CT: nothing to warn about
+
+
+def test_refine_on_radiograph_files_says_what_it_does_to_real_films(tmp_path, shared_data, capsys):
+    """A real pair with --refine: the note names the films' borders and display curve (docs/refinement.md), and
+    the report shows the refined re-projection beside G(Y)'s."""
+    from DCTNetLib import cli
+    from DCTNetLib.commands.reconstruct import REFINED_FILMS_NOTE
+
+    films = shared_data / "radiographs"
+    assert cli.main(["reconstruct", "--pa", str(films / "pa_radiopaedia_pcp2.png"), "--lat",
+                     str(films / "lat_radiopaedia_pcp2.png"), "--output", str(tmp_path / "ct.nii.gz"), "--device",
+                     "cpu", "--steps", "1", "--progress", "json", "--no-figure", "--refine"]) == 0
+    report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert REFINED_FILMS_NOTE in report["notes"] and "borders" in REFINED_FILMS_NOTE
+    assert report["refined_reprojection"]["pa_rank"] > report["reprojection"]["pa_rank"]

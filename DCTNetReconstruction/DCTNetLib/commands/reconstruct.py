@@ -203,6 +203,10 @@ def load_model(weights: Path | None, device: str, refinement=None):
     return MODEL_CACHE[key].use_refinement(refinement)
 
 
+REFINED_FILMS_NOTE = ("--refine: if these radiographs are real films and not DRRs of a CT, the refinement also fits "
+                      "their borders and display curve, which shows as frames, lines and bright bands in the volume "
+                      "(docs/refinement.md)")
+
 DEMONSTRATION_NOTE = ("the shipped model is a small demonstration model trained on DRRs (digitally reconstructed "
                       "radiographs) of ten real CTs and phantoms, not on real films: expect a coarse chest volume, not a "
                       "diagnostic CT (dctnet info shows its model card)")
@@ -366,6 +370,9 @@ def run_batch(args: argparse.Namespace) -> int:
         model = load_model(args.weights, args.device, refinement_config(args))
     for line in dict.fromkeys(" ".join(str(w.message).split()) for w in caught):
         log.warning("%s", line)
+    if model.refinement_iterations:
+        notes.append(REFINED_FILMS_NOTE)
+        log.warning("note: %s", REFINED_FILMS_NOTE)
     rows, failed = [], 0
     for number, (case_id, pa_path, lat_path) in enumerate(cases, start=1):
         row = {"id": case_id, "pa": str(pa_path), "lat": str(lat_path)}
@@ -557,6 +564,8 @@ def run(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     model, result, geometry, (pa, lat), films, warning_lines = _reconstruct_case(args, progress)
     notes = [DEMONSTRATION_NOTE] if args.ct is None and args.weights is None else []
+    if args.ct is None and model.refinement_iterations:
+        notes.append(REFINED_FILMS_NOTE)
     if geometry is not None and args.weights is None:
         notes += training_set_notes(geometry.volume)
     for line in warning_lines:
