@@ -181,7 +181,7 @@ class Reconstructor:
     def refinement_iterations(self) -> int:
         """SIRT iterations of the projection refinement that reconstructions get (0: off, or a model whose
         radiographs are not the 128² training detector's, which the projector cannot render)."""
-        return self.refine.config.iterations if self.image_size == IMAGE_SIZE else 0
+        return self.refine.config.iterations if self.refine.applies_to(self.image_size) else 0
 
     # -- steps -----------------------------------------------------------------------------------------------
     def _pair_tensor(self, pa: np.ndarray, lat: np.ndarray) -> torch.Tensor:

@@ -143,3 +143,13 @@ def test_refine_on_radiograph_files_says_what_it_does_to_real_films(tmp_path, sh
     report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert REFINED_FILMS_NOTE in report["notes"] and "borders" in REFINED_FILMS_NOTE
     assert report["refined_reprojection"]["pa_rank"] > report["reprojection"]["pa_rank"]
+
+
+def test_refinement_applies_only_where_the_projector_renders_the_models_detector(tiny_bundle_path):
+    """A 32² test model gets no refinement (the projector renders the 128² training detector), and says so."""
+    from DCTNetLib.inference import Reconstructor
+
+    assert ProjectionRefinement().applies_to(128) and not ProjectionRefinement().applies_to(32)
+    assert not ProjectionRefinement(RefinementConfig(iterations=0)).applies_to(128)
+    tiny = Reconstructor.load(tiny_bundle_path, device="cpu", refinement=RefinementConfig())
+    assert tiny.refinement_iterations == 0

@@ -37,7 +37,6 @@ from pathlib import Path
 from typing import Any
 
 from ..cli import main as dctnet
-from ..conventions import IMAGE_SIZE
 from ..errors import InputError, OutputError, WeightsError
 from ..helpers import count_parameters
 from ..io.atomic import atomic_write_text, check_writable_dir, display_path
@@ -126,12 +125,12 @@ def _evaluate_checkpoint(checkpoint: Path, dataset: Any, device: Any, lpips_mode
 
     g_raw, preset, params_m = _load_g_raw(checkpoint, device)
     size = preset.image_size
-    iterations = RefinementConfig().iterations if refine else 0
-    if iterations and size != IMAGE_SIZE:
+    refinement = ProjectionRefinement(RefinementConfig() if refine else RefinementConfig(iterations=0))
+    if refine and not refinement.applies_to(size):
         log.warning("%s is a %d² model: the projection refinement needs the %d² detector and is skipped", checkpoint,
-                    size, IMAGE_SIZE)
-        iterations = 0
-    refinement = ProjectionRefinement(RefinementConfig(iterations=iterations))
+                    size, refinement.geometry.image_size)
+        refinement = ProjectionRefinement(RefinementConfig(iterations=0))
+    iterations = refinement.config.iterations
     if getattr(dataset, "split", None) and hasattr(dataset, "image_size") and len(dataset) and \
             tuple(dataset[0]["drr"].shape[-2:]) != (size, size):
         from ..data.prepared_cases import PreparedCaseDataset

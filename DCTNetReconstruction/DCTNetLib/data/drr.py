@@ -34,7 +34,7 @@ import torch.nn as nn
 from ..conventions import AXIS_AP, AXIS_RL, AXIS_SI, DETECTOR_MM, IMAGE_SIZE, VOXEL_SPACING_MM, unit_to_hu
 from ..helpers import cast_tuple, exists
 
-__all__ = ["DRRGeometry", "DRRProjector", "hu_to_mu", "normalise_drr", "make_drrs", "default_projector"]
+__all__ = ["DRRGeometry", "DRRProjector", "hu_to_mu", "mu_to_hu", "normalise_drr", "make_drrs", "default_projector"]
 
 # Linear attenuation coefficient of water at 60 keV, roughly the mean energy of a 120 kVp chest beam:
 # μ/ρ = 0.2059 cm²/g (NIST XCOM / Hubbell & Seltzer, NIST Standard Reference Database 126) × 1 g/cm³
@@ -115,6 +115,11 @@ VIEWS: tuple[_View, ...] = (_View(AXIS_AP, +1.0, AXIS_RL), _View(AXIS_RL, -1.0, 
 def hu_to_mu(volume_hu: torch.Tensor, mu_water_per_mm: float = MU_WATER_PER_MM) -> torch.Tensor:
     """Linear attenuation (/mm) from HU: ``μ = μ_water · (1 + HU / 1000)``, clipped at 0 (air and below)."""
     return (mu_water_per_mm * (1.0 + volume_hu / 1000.0)).clamp_min(0.0)
+
+
+def mu_to_hu(mu: torch.Tensor, mu_water_per_mm: float = MU_WATER_PER_MM) -> torch.Tensor:
+    """HU from linear attenuation (/mm): the inverse of :func:`hu_to_mu` wherever ``μ > 0`` (μ = 0 is −1000 HU)."""
+    return (mu / mu_water_per_mm - 1.0) * 1000.0
 
 
 def _interp_table(position: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -20,7 +20,7 @@ SART and SIRT converge, A. C. Kak and M. Slaney, *Principles of Computerized Tom
 - the residual is smoothed by a Gaussian of ``smoothing_px`` (a film's pixel-scale noise and edge enhancement
   are not anatomy).
 
-Voxels G(Y) puts below -1000 HU (air outside the patient, where μ is 0) are not updated either, and attenuation
+Voxels G(Y) puts at or below -1000 HU (air outside the patient, where μ is 0) are not updated either, and attenuation
 stays non-negative.
 """
 
@@ -34,14 +34,11 @@ import torch.nn as nn
 
 from ..config_base import ConfigBase
 from ..conventions import CROP_SIZE, hu_to_unit, unit_to_hu
-from ..data.drr import DRRGeometry, DRRProjector, default_projector, hu_to_mu
+from ..data.drr import DRRGeometry, default_projector, hu_to_mu, mu_to_hu
 from ..data.film_appearance import gaussian_blur
 from ..helpers import exists
 
 __all__ = ["RefinementConfig", "ProjectionRefinement"]
-
-# μ = 0 (``data.drr.hu_to_mu``): voxels G(Y) puts below are air outside the patient and are not updated.
-AIR_HU = -1000.0
 
 # Smallest ray length (weighted, mm) or voxel weight divided by: rays that cross no updatable voxel get no update.
 _EPS = 1e-6
@@ -102,10 +99,12 @@ class ProjectionRefinement(nn.Module):
     def __init__(self, config: RefinementConfig | None = None, geometry: DRRGeometry | None = None) -> None:
         super().__init__()
         self.config = config if exists(config) else RefinementConfig()
-        self.geometry = geometry
+        self.geometry = geometry if exists(geometry) else DRRGeometry()
 
-    def _projector(self, device: torch.device) -> DRRProjector:
-        return default_projector(device, self.geometry)
+    def applies_to(self, image_size: int) -> bool:
+        """Whether it refines a model whose radiographs are ``image_size``²: it is on and the projector renders
+        that detector (tiny test models have no DRR geometry of their own)."""
+        return self.config.iterations > 0 and image_size == self.geometry.image_size
 
     def forward(self, ct_unit: torch.Tensor, radiographs: torch.Tensor) -> torch.Tensor:
         """Refine a reconstruction on the model grid (a cube spanning the 320 mm field).
@@ -123,22 +122,25 @@ class ProjectionRefinement(nn.Module):
         if ct_unit.ndim != 5 or radiographs.ndim != 4 or radiographs.shape[1] != 2:
             raise ValueError(f"expected ct_unit (B, 1, D, H, W) and radiographs (B, 2, n, n), got "
                              f"{tuple(ct_unit.shape)} and {tuple(radiographs.shape)}")
-        projector = self._projector(ct_unit.device)
+        projector = default_projector(ct_unit.device, self.geometry)
         shape = tuple(ct_unit.shape[2:])
         spacing = CROP_SIZE / shape[0]
         hu0 = unit_to_hu(ct_unit.float())
         mu_water = projector.geometry.mu_water_per_mm
         mu = hu_to_mu(hu0, mu_water)
         radiographs = radiographs.float()
-        target = fitted_scale(projector.project_mu(mu, spacing), radiographs) * radiographs
-        updatable = ((hu0 >= AIR_HU) & (hu0 < cfg.keep_above_hu)).float()
+        projected = projector.project_mu(mu, spacing)
+        target = fitted_scale(projected, radiographs) * radiographs
+        updatable = ((mu > 0) & (hu0 < cfg.keep_above_hu)).float()  # μ = 0: air outside the patient
         ray_length = projector.project_mu(updatable, spacing).clamp_min(_EPS)
         voxel_weight = projector.backproject(torch.ones_like(target), shape, spacing).clamp_min(_EPS)
         step = cfg.relaxation * updatable / voxel_weight
-        for _ in range(cfg.iterations):
-            residual = target - projector.project_mu(mu, spacing)
+        for iteration in range(cfg.iterations):
+            if iteration:
+                projected = projector.project_mu(mu, spacing)
+            residual = target - projected
             if cfg.smoothing_px > 0:
                 residual = gaussian_blur(residual.flatten(0, 1), cfg.smoothing_px).view_as(residual)
             mu = (mu + step * projector.backproject(residual / ray_length, shape, spacing)).clamp_min(0.0)
-        hu = torch.where(updatable > 0, mu / mu_water * 1000.0 + AIR_HU, hu0)
+        hu = torch.where(updatable > 0, mu_to_hu(mu, mu_water), hu0)
         return hu_to_unit(hu).clamp(0.0, 1.0).to(ct_unit.dtype)
