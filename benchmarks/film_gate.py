@@ -8,9 +8,11 @@ Runs :meth:`DCTNetLib.inference.Reconstructor.reconstruct` (input checks on, the
   genuine real lateral);
 - **not chest radiographs**, each put in place of one view of a genuine pair: uniform and smoothed noise,
   scikit-image's sample photographs, axial CT slices (soft-tissue window), inverted PAs and inverted laterals;
-- **inconsistent pairs**: the PA of one CT with the lateral of another, and a mirrored lateral — the re-projection
-  correlations are reported so that a rule can be judged on them, and ``lateral_flipped`` counts the laterals the
-  checks turn round (for mirrored laterals: the detection rate; for genuine ones: false flips).
+- **inconsistent pairs**: the PA of one CT with the lateral of another, a real PA film with a real lateral of
+  another patient, and a mirrored lateral — the re-projection correlations are reported so that a rule can be
+  judged on them, ``lateral_flipped`` counts the laterals the checks turn round (for mirrored laterals: the
+  detection rate; for genuine ones: false flips) and ``two_patients_warned`` the pairs warned as two patients
+  (:func:`~DCTNetLib.io.film_gate.two_patients_reason`; ``craniocaudal`` is its score).
 
 Prints one JSON document: per category the number of inputs, how many the gate refuses (``refused_before``: by the
 image checks, before any reconstruction) and the re-projection correlations (min / median / max, refused inputs
@@ -35,7 +37,8 @@ from _common import emit_report, machine_info, set_threads  # noqa: E402
 from DCTNetLib.data.film_appearance import film_like  # noqa: E402
 from DCTNetLib.inference import Reconstructor  # noqa: E402
 from DCTNetLib.io.film import read_film  # noqa: E402
-from DCTNetLib.io.film_gate import consistency_reason, facing_left, non_chest_reason  # noqa: E402
+from DCTNetLib.io.film_gate import (  # noqa: E402
+    consistency_reason, craniocaudal_agreement, facing_left, non_chest_reason, two_patients_reason)
 from DCTNetLib.io.radiograph import resize_radiograph  # noqa: E402
 
 __all__ = ["photographs", "run_case", "main"]
@@ -67,18 +70,38 @@ def run_case(model: Reconstructor, pa: np.ndarray, lat: np.ndarray) -> dict[str,
     result = model.reconstruct(pa, lat, steps=1, check_inputs=False)
     scores = {key: result.reprojection.get(key) for key in ("pa_ncc", "lat_ncc", "pa_rank", "lat_rank")}
     return {"refused": before or consistency_reason(result.reprojection), "before": before is not None,
-            "flipped": flipped, **scores}
+            "flipped": flipped, "two_patients": two_patients_reason(pa, lat) is not None,
+            "craniocaudal": craniocaudal_agreement(pa, lat), **scores}
 
 
 def _summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
     refused = [r for r in rows if r["refused"]]
     out: dict[str, Any] = {"n": len(rows), "refused": len(refused), "refused_before": sum(r["before"] for r in rows),
-                           "lateral_flipped": sum(r["flipped"] for r in rows)}
-    for key in ("pa_ncc", "lat_ncc", "pa_rank", "lat_rank"):
+                           "lateral_flipped": sum(r["flipped"] for r in rows),
+                           "two_patients_warned": sum(r["two_patients"] for r in rows)}
+    for key in ("pa_ncc", "lat_ncc", "pa_rank", "lat_rank", "craniocaudal"):
         values = [r[key] for r in rows if r.get(key) is not None]
         if values:
             out[key] = {"min": float(np.min(values)), "median": float(np.median(values)), "max": float(np.max(values))}
     return out
+
+
+def two_patient_rates(drrs: dict[str, np.ndarray], draws: int = 10) -> dict[str, dict[str, int]]:
+    """The two-patient warning alone, without reconstructions: on every ordered pair of two different cases' DRRs
+    (PA of one, lateral of the other), plain and in a film-like appearance, and on each case's own pair in
+    ``draws`` film-like appearances (false warnings). ``{group: {"n", "warned"}}``."""
+    def looks(image: np.ndarray) -> np.ndarray:
+        return film_like(torch.from_numpy(image[None]))[0].numpy()
+
+    names = list(drrs)
+    film = {name: [(looks(drr[0]), looks(drr[1])) for _ in range(draws)] for name, drr in drrs.items()}
+    groups = {
+        "two_patients_drr": [(drrs[a][0], drrs[b][1]) for a in names for b in names if a != b],
+        "two_patients_film_like": [(film[a][0][0], film[b][0][1]) for a in names for b in names if a != b],
+        "genuine_film_like": [pair for name in names for pair in film[name]],
+    }
+    return {group: {"n": len(pairs), "warned": sum(two_patients_reason(pa, lat) is not None for pa, lat in pairs)}
+            for group, pairs in groups.items()}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -103,6 +126,8 @@ def main(argv: list[str] | None = None) -> int:
             pa, lat = (film_like(torch.from_numpy(drr[v:v + 1]))[0].numpy() for v in (0, 1))
             genuine["film_like_drr"].append((f"{name}#{draw}", pa, lat))
     real_lats: list[np.ndarray] = []
+    other_patient: list[tuple[str, np.ndarray, np.ndarray]] = []
+    lone_pas: list[tuple[str, np.ndarray, np.ndarray]] = []
     if args.films is not None:
         files = sorted(p for p in args.films.iterdir() if p.name.startswith(("pa_", "lat_")))
         images = {p.name: resize_radiograph(read_film(p, p.name.split("_")[0])[0]) for p in files}
@@ -110,9 +135,14 @@ def main(argv: list[str] | None = None) -> int:
         for name, img in images.items():
             if not name.startswith("pa_"):
                 continue
-            partner = next((images[n] for n in images if n.startswith("lat_") and n[4:].split(".")[0] ==
-                            name[3:].split(".")[0]), None)
-            genuine["real_film"].append((name, img, partner if partner is not None else real_lats[0]))
+            laterals = [n for n in images if n.startswith("lat_")]
+            if not any(n[4:].split(".")[0] == name[3:].split(".")[0] for n in laterals):
+                lone_pas.append((name, img, real_lats[0]))  # a PA without its lateral, as one view of a pair
+            for lat_name in laterals:
+                if lat_name[4:].split(".")[0] == name[3:].split(".")[0]:
+                    genuine["real_film"].append((name, img, images[lat_name]))
+                else:  # every real PA with every real lateral of another patient
+                    other_patient.append((f"{name}+{lat_name}", img, images[lat_name]))
     base = genuine["drr"]
     report: dict[str, Any] = {"machine": machine_info(), "weights": str(args.weights or "shipped"), "genuine": {},
                               "not_chest": {}, "inconsistent_pairs": {}}
@@ -140,15 +170,18 @@ def main(argv: list[str] | None = None) -> int:
         drr = drrs[case.name]
         bad["ct_slice_as_pa"].append(run_case(model, resize_radiograph(sliced), drr[1]))
     for group in ("drr", "film_like_drr", "real_film"):
-        for _, pa, lat in genuine[group]:
+        for _, pa, lat in genuine[group] + (lone_pas if group == "real_film" else []):
             bad["inverted_pa"].append(run_case(model, 1.0 - pa, lat))
             bad["inverted_lat"].append(run_case(model, pa, 1.0 - lat))
     report["not_chest"] = {key: _summary(rows) for key, rows in bad.items()}
     names = [n for n, _, _ in base]
     mismatched = [run_case(model, base[i][1], base[(i + 1) % len(base)][2]) for i in range(len(base))]
     mirrored = [run_case(model, pa, np.ascontiguousarray(lat[:, ::-1])) for _, pa, lat in base]
+    real_mismatched = [run_case(model, pa, lat) for _, pa, lat in other_patient]
     report["inconsistent_pairs"] = {"pa_and_lat_of_two_patients": _summary(mismatched),
+                                    "real_pa_with_another_patients_lateral": _summary(real_mismatched),
                                     "mirrored_lateral": _summary(mirrored), "cases": names}
+    report["two_patient_check"] = two_patient_rates(drrs)
     emit_report(report, args.output)
     return 0
 
