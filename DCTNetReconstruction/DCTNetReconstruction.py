@@ -465,9 +465,9 @@ class DCTNetReconstructionLogic(ScriptedLoadableModuleLogic):
 
         Returns:
             Nodes by role: those the module shows (``DCTNetSlicerLib.results.OUTPUT_PARAMETERS``, from the table
-            ``DCTNetLib.output_roles``: ``ct`` is G(Y) in HU) and, for radiographs made from a CT, ``difference``
-            (reconstruction − reference); :attr:`lastMetrics` then holds ``psnr``, ``ssim`` and ``mae_hu`` against
-            that CT, :attr:`lastWarnings` what the command warned about.
+            ``DCTNetLib.output_roles``: ``ct`` is the mean of G(Y) and G(X) in HU) and, for radiographs made from a
+            CT, ``difference`` (reconstruction − reference); :attr:`lastMetrics` then holds ``psnr``, ``ssim`` and
+            ``mae_hu`` against that CT, :attr:`lastWarnings` what the command warned about.
         """
         from DCTNetSlicerLib import reconstruction
 

@@ -23,15 +23,18 @@ INTENDED_USE = ("demonstrating the DCT-Net pipeline end to end (CLI, Python, 3D 
 NOT_INTENDED_FOR = "clinical use, diagnosis or any decision about a patient; quantitative CT measurements"
 LIMITATIONS = ("trained on DRRs (digitally reconstructed radiographs) of few CTs on a CPU, not on real films: real "
                "radiographs differ in geometry, exposure and processing; the reconstruction is a rough chest far below "
-               "the paper's numbers: the spine shows (bone Dice of the > 300 HU masks 0.28 on the test CTs' DRRs, "
-               "99.9th percentile ~490 HU against 650-1,300 HU in the real CTs) but ribs and sternum do not, and "
-               "its DRR figures are 0.7 dB below v3's, the price of training on patients from 0.6x to 1.3x the "
+               "the paper's numbers: the spine shows (bone Dice of the > 300 HU masks 0.27 on the test CTs' DRRs, "
+               "99.9th percentile ~485 HU against 650-1,300 HU in the real CTs) but ribs and sternum do not, and "
+               "its DRR figures are 0.5 dB below v3's, the price of training on patients from 0.6x to 1.3x the "
                "field so that a real film's framing no longer shapes the body; the bone-suppression preview dims "
                "the spine and makes the ribs fainter on real films, but they stay visible; the small preset departs "
                "from the paper (narrower networks, a 64^3 decoder with a sub-voxel head, fewer attention tokens, "
                "the product path: docs/architecture.md)")
 LICENCE = ("Apache-2.0 (code and weights); the training CTs keep their own licences (TCIA collections: CC BY; "
            "PyRadiomics test data: in a BSD-3-Clause package)")
+OUTPUT = ("the mean of the two generators' CTs, G(Y) from the radiographs and G(X) from the CDM's bone-suppressed "
+          "preview (DCTNetLib.inference.FUSIONS, the default; `--fusion raw` gives G(Y) alone), chosen on "
+          "validation CTs under a rule written before it was measured (README, The shipped model)")
 CITATION = ("Zhang et al., DCT-Net: Dual-branch CT Reconstruction from Orthogonal X-rays with Diffusion Model and "
             "Contrastive Learning, MICCAI 2025")
 
@@ -69,11 +72,17 @@ def performance_from_eval(folder: Path, what: str) -> dict:
     rows = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines() if line.strip()]
     rows = [r for r in rows if r.get("event") == "eval"]
     out = {"cases": sorted(r["case"] for r in rows), "inputs": what}
+    methods = sorted({r["method"] for r in rows if r.get("method")})
+    if methods:
+        out["method"] = ", ".join(methods)
     for key, name in EVAL_KEYS:
         values = [float(r[key]) for r in rows if isinstance(r.get(key), (int, float))]
         if values:
             out[name] = round(sum(values) / len(values), 3)
     return out
+
+
+TEST_INPUTS = "PA and lateral DRRs of the test CTs, which no choice of the recipe looked at"
 
 
 def training_fingerprints(prepared: Path, train: list[str]) -> dict[str, str]:
@@ -129,7 +138,10 @@ def model_card(training_cts: dict, splits: dict, revision: str, demo_report: dic
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--work", required=True, type=Path, help="the recipe's work folder")
+    parser.add_argument("--work", type=Path, help="the recipe's work folder (required unless --update)")
+    parser.add_argument("--update", action="store_true",
+                        help="the weights are unchanged: keep the manifest's data, recipe and fingerprints and replace "
+                             "only what the given reports measure, the card's limitations and the output it describes")
     parser.add_argument("--prepared", type=Path, help="the prepared cases and splits the shipped generators trained "
                                                       "on (default: WORK/prepared)")
     parser.add_argument("--demo-report", type=Path, help="dctnet demo's report.json: the card's measured performance")
@@ -139,6 +151,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cdm-test-report", type=Path, help="benchmarks/cdm_bone_suppression.py's report on the "
                                                              "test cases: the card's bone-suppression figures")
     args = parser.parse_args(argv)
+    if args.update:
+        return update(args)
+    if args.work is None:
+        parser.error("--work is required unless --update")
 
     bundle_path = default_weights_path()
     bundle = load_model_bundle(bundle_path)
@@ -182,6 +198,7 @@ def main(argv: list[str] | None = None) -> int:
                    "weights; its preview is the mean of 4 "
                    "samples of 4 DDIM steps from pure noise, chosen on the validation DRRs by "
                    "benchmarks/cdm_sampler_sweep.py (docs/cdm.md)"),
+        "output": OUTPUT,
         "code_revision": _git_revision(repo),
         "training_fingerprints": training_fingerprints(prepared, splits["train"]),
     }
@@ -189,11 +206,32 @@ def main(argv: list[str] | None = None) -> int:
     overrides = json.loads(args.model_card.read_text()) if args.model_card else None
     cdm_test = (performance_of_cdm(json.loads(args.cdm_test_report.read_text())) if args.cdm_test_report
                 else None)
-    test_eval = (performance_from_eval(args.test_eval, "PA and lateral DRRs of the test CTs, which no choice of "
-                                                       "the recipe looked at") if args.test_eval else None)
+    test_eval = performance_from_eval(args.test_eval, TEST_INPUTS) if args.test_eval else None
     counts = {"all": recipe["distinct_training_cts"], "real": len(recipe["training_fingerprints"])}
     recipe["model_card"] = model_card(recipe["training_cts"], recipe["splits"], recipe["code_revision"], demo, overrides,
                                       test_eval, counts, cdm_test)
+    print(json.dumps({"manifest": str(write_manifest(bundle_path, recipe))}))
+    return 0
+
+
+def update(args: argparse.Namespace) -> int:
+    """``--update``: the shipped manifest with new measured figures (same weights: its sha256 must still match)."""
+    bundle_path = default_weights_path()
+    load_model_bundle(bundle_path)  # checks the recorded sha256 against the file
+    manifest_path = bundle_path.with_name("manifest.json")
+    recipe = {key: value for key, value in json.loads(manifest_path.read_text()).items()
+              if key not in ("file", "sha256", "bytes")}
+    recipe["output"] = OUTPUT
+    card = recipe["model_card"]
+    card["limitations"] = LIMITATIONS
+    if args.demo_report:
+        card["performance"]["validation"] = performance_from_demo(json.loads(args.demo_report.read_text()))
+    if args.test_eval:
+        card["performance"]["test"] = performance_from_eval(args.test_eval, TEST_INPUTS)
+    if args.cdm_test_report:
+        card["performance"]["bone_suppression_test"] = performance_of_cdm(json.loads(args.cdm_test_report.read_text()))
+    if args.model_card:
+        card.update(json.loads(args.model_card.read_text()))
     print(json.dumps({"manifest": str(write_manifest(bundle_path, recipe))}))
     return 0
 

@@ -43,11 +43,15 @@ from .io.radiograph import resize_radiograph, view_pair_warnings
 from .io.safe_load import sha256_file
 from .models.projection_refinement import ProjectionRefinement, RefinementConfig
 
-__all__ = ["Reconstructor", "ReconstructionResult", "mixture_spread", "TISSUE_CLASSES_HU"]
+__all__ = ["Reconstructor", "ReconstructionResult", "mixture_spread", "TISSUE_CLASSES_HU", "FUSIONS"]
 
 # The three tissue classes of a chest CT on the model's window: air and lung (−1000 HU), water and soft tissue
 # (0 HU), bone (+1000 HU) (the Hounsfield scale's anchors, rounded; docs/uncertainty.md).
 TISSUE_CLASSES_HU = (-1000.0, 0.0, 1000.0)
+# What the primary CT is: "mean" = the voxel-wise mean of the two generators' CTs, G(Y) and G(X) (the dual branch's
+# "complementary information", paper §4.3; chosen on validation CTs under a rule written first: docs/architecture.md,
+# "Branch fusion"), or "raw" = G(Y) alone. A model without G(X) always gives G(Y).
+FUSIONS = ("mean", "raw")
 
 log = logging.getLogger(__name__)
 
@@ -59,19 +63,22 @@ class ReconstructionResult:
     """Everything one reconstruction produces.
 
     Args:
-        ct_hu: G(Y) in HU, 128³ at 2.5 mm, centred on ``geometry`` (the primary output), after the projection
+        ct_hu: the CT in HU, 128³ at 2.5 mm, centred on ``geometry`` (the primary output): the mean of G(Y) and G(X)
+            (:data:`FUSIONS`: the reconstructor's ``fusion``, "mean" by default) or G(Y) alone, after the projection
             refinement (:mod:`~DCTNetLib.models.projection_refinement`) when the reconstructor has one.
         ct_from_bone_suppressed: G(X) in HU: the CT reconstructed from the bone-suppressed radiographs by the
-            second generator (refined against them like ``ct_hu``), or ``None`` for single-branch models.
+            second generator alone (refined against them like G(Y)), or ``None`` for single-branch models.
         branch_difference: ``|G(Y) − G(X)|`` in HU, or ``None``. Not an uncertainty: on held-out CTs it does
             not rank the error (docs/uncertainty.md).
         pa, lat: the ``(128, 128)`` model inputs in [0, 1].
         pa_bs, lat_bs: the CDM's bone-suppressed ``(128, 128)`` images in [0, 1], or ``None``.
         ct_unit: ``ct_hu`` as ``(D, H, W)`` unit values (HU window → [0, 1]), for metrics.
-        reprojection: DRRs of G(Y) as the generator made it against the inputs (``pa_psnr``, ``pa_ncc``,
-            ``lat_psnr``, ``lat_ncc``: :func:`~DCTNetLib.evaluation.metrics.reprojection_check`), for real films as
-            for DRRs; what the input gate reads.
-        refined_reprojection: the same for the refined ``ct_hu``, or empty when the refinement is off.
+        reprojection: DRRs of G(Y) as the generator made it (not fused, not refined) against the inputs
+            (``pa_psnr``, ``pa_ncc``, ``lat_psnr``, ``lat_ncc``:
+            :func:`~DCTNetLib.evaluation.metrics.reprojection_check`), for real films as for DRRs; what the input
+            gate reads.
+        refined_reprojection: the same for the refined G(Y), or empty when the refinement is off.
+        fusion: what ``ct_hu`` is: "mean" (of G(Y) and G(X)) or "raw" (G(Y) alone).
     """
 
     ct_hu: CTVolume
@@ -85,10 +92,11 @@ class ReconstructionResult:
     timings: dict[str, float] = field(default_factory=dict)
     reprojection: dict[str, float] = field(default_factory=dict)
     refined_reprojection: dict[str, float] = field(default_factory=dict)
+    fusion: str = "raw"
 
     @cached_property
     def uncertainty(self) -> CTVolume:
-        """Tissue-mixture spread of G(Y) in HU (:func:`mixture_spread`), computed on first use; it ranks the real
+        """Tissue-mixture spread of ``ct_hu`` in HU (:func:`mixture_spread`), computed on first use; it ranks the real
         error (docs/uncertainty.md)."""
         return dataclasses.replace(self.ct_hu, hu=mixture_spread(self.ct_hu.hu))
 
@@ -153,11 +161,14 @@ class Reconstructor:
             (:class:`~DCTNetLib.models.projection_refinement.RefinementConfig`), or None for none. It helps on DRRs
             of CTs; on real films it imprints the film's borders and display curve (docs/refinement.md). Defaults
             to None.
+        fusion: the primary CT: "mean" of G(Y) and G(X), or "raw" = G(Y) alone (:data:`FUSIONS`). Defaults to
+            "mean".
     """
 
     def __init__(self, bundle: ModelBundle, device: str | torch.device = "auto",
-                 refinement: RefinementConfig | None = None) -> None:
+                 refinement: RefinementConfig | None = None, fusion: str = "mean") -> None:
         self.bundle = bundle
+        self.use_fusion(fusion)
         self.use_refinement(refinement)
         self.device = select_device(device, missing_cuda="cpu")
         self.cdm = bundle.cdm.to(self.device).eval() if bundle.cdm is not None else None
@@ -168,9 +179,16 @@ class Reconstructor:
 
     @classmethod
     def load(cls, weights: str | Path | None = None, device: str | torch.device = "auto",
-             refinement: RefinementConfig | None = None) -> "Reconstructor":
+             refinement: RefinementConfig | None = None, fusion: str = "mean") -> "Reconstructor":
         """Load a model bundle (``None`` = the shipped default weights), validated and without running code."""
-        return cls(load_model_bundle(Path(weights) if weights is not None else None), device, refinement)
+        return cls(load_model_bundle(Path(weights) if weights is not None else None), device, refinement, fusion)
+
+    def use_fusion(self, fusion: str) -> "Reconstructor":
+        """Set what later reconstructions' primary CT is (:data:`FUSIONS`: "mean" of G(Y) and G(X), or "raw")."""
+        if fusion not in FUSIONS:
+            raise InputError(f"fusion must be one of {', '.join(FUSIONS)}, got {fusion!r}")
+        self.fusion = fusion
+        return self
 
     def use_refinement(self, refinement: RefinementConfig | None) -> "Reconstructor":
         """Set the projection refinement of later reconstructions (None: off)."""
@@ -317,7 +335,9 @@ class Reconstructor:
             timings["g_bs_s"] = time.perf_counter() - start
         report(0.95, "writing volumes")
 
-        ct_hu = to_ct_volume(ct_unit, geometry)
+        fusion = "mean" if self.fusion == "mean" and soft_unit is not None else "raw"
+        primary = (ct_unit + soft_unit) / 2 if fusion == "mean" else ct_unit
+        ct_hu = to_ct_volume(primary, geometry)
         from_bs = to_ct_volume(soft_unit, geometry) if soft_unit is not None else None
         difference = None
         if soft_unit is not None:
@@ -328,8 +348,8 @@ class Reconstructor:
             ct_hu=ct_hu, ct_from_bone_suppressed=from_bs, branch_difference=difference, pa=pa, lat=lat,
             pa_bs=x[0, 0].cpu().numpy() if x is not None else None,
             lat_bs=x[0, 1].cpu().numpy() if x is not None else None,
-            ct_unit=ct_unit.cpu().numpy(), timings=timings, reprojection=reprojection,
-            refined_reprojection=refined_reprojection,
+            ct_unit=primary.cpu().numpy(), timings=timings, reprojection=reprojection,
+            refined_reprojection=refined_reprojection, fusion=fusion,
         )
 
     def _bone_suppressed_pair(self, y: torch.Tensor, steps: int | None, seed: int,
@@ -382,4 +402,4 @@ def model_record(weights: str | Path | None, model: Reconstructor) -> dict:
                if model.cdm is not None else None)
     return {"weights": str(path), "shipped": weights is None, "sha256": sha256_file(path),
             "dctnet_version": __version__, "default_steps": model.default_steps, "cdm_sampler": sampler,
-            "meta": model.bundle.meta}
+            "fusion": model.fusion if model.g_bs is not None else "raw", "meta": model.bundle.meta}

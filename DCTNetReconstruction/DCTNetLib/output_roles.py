@@ -91,7 +91,7 @@ class OutputRole:
 
 
 OUTPUT_ROLES: tuple[OutputRole, ...] = (
-    OutputRole("ct", CT, "G(Y), the CT reconstructed from the radiographs (HU, 2.5 mm voxels)",
+    OutputRole("ct", CT, "the reconstructed CT, the mean of G(Y) and G(X) (HU, 2.5 mm voxels; --fusion raw: G(Y))",
                "{stem}{suffix}", "ct_reconstructed.nii.gz", frozenset({OUTPUT}), "ct_hu",
                slicer=SlicerNode("CT", "ctVolume")),
     OutputRole("reference", CT, "the CT the radiographs were made from, on the reconstruction's 128³ grid (HU)",
@@ -101,7 +101,7 @@ OUTPUT_ROLES: tuple[OutputRole, ...] = (
     OutputRole("lat", RADIOGRAPH, "the lateral DRR of the reference CT (the model's input)",
                "{stem}_lat.png", "lat.png", frozenset({FROM_CT}), "lat", view="LAT"),
     # The uncertainty peaks at 500 HU half-way between air and water or water and bone: shown on 0–500 HU.
-    OutputRole("uncertainty", MAP, "the uncertainty map, the tissue-mixture spread of G(Y) (HU; docs/uncertainty.md)",
+    OutputRole("uncertainty", MAP, "the uncertainty map, the tissue-mixture spread of the CT (HU; docs/uncertainty.md)",
                "{stem}_uncertainty{suffix}", "ct_uncertainty.nii.gz", frozenset({EXTRAS}), "uncertainty",
                slicer=SlicerNode("uncertainty", "uncertaintyVolume", (500.0, 250.0))),
     OutputRole("from_bone_suppressed", CT, "G(X), the CT reconstructed from the bone-suppressed radiographs (HU)",
@@ -126,7 +126,7 @@ OUTPUT_ROLES: tuple[OutputRole, ...] = (
     OutputRole("report", REPORT, "the JSON report: inputs, model provenance, timings, the re-projection check (DRRs "
                "of G(Y) against the inputs) and, against a reference CT, PSNR, SSIM (three planes) and MAE",
                "{stem}_report.json", "report.json", frozenset({EXTRAS})),
-    OutputRole("dicom", DICOM, "G(Y) as a DICOM CT series, one file per axial slice (in the folder --dicom names)",
+    OutputRole("dicom", DICOM, "the CT as a DICOM series, one file per axial slice (in the folder --dicom names)",
                written_with=frozenset({DICOM_FOLDER})),
 )
 

@@ -167,8 +167,24 @@ def dicom_series_writer() -> Callable[..., list[Path]]:
     return write_dicom_series
 
 
+def _jittered_copy(network, relative: float = 0.2):
+    """A copy of ``network`` with every weight tensor moved by ``relative`` × its own spread, at random."""
+    import copy
+
+    import torch
+
+    out = copy.deepcopy(network)
+    with torch.no_grad():
+        for weight in out.parameters():
+            if weight.numel() > 1:
+                weight.add_(torch.randn_like(weight) * relative * weight.std())
+    return out
+
+
 def make_tiny_bundle(with_cdm: bool = True, seed: int = 0):
-    """A randomly initialised tiny model bundle (32² radiographs → 32³ volumes): real models, fast."""
+    """A randomly initialised tiny model bundle (32² radiographs → 32³ volumes): real models, fast. G(X) is G(Y)
+    with jittered weights: as in a trained model, the two branches give similar but different CTs (the primary CT
+    is their mean; two independent random generators would average to a volume without air)."""
     import torch
 
     from DCTNetLib.checkpoints.bundle import ModelBundle
@@ -178,10 +194,11 @@ def make_tiny_bundle(with_cdm: bool = True, seed: int = 0):
     torch.manual_seed(seed)
     preset = gan_preset("tiny")
     cdm_config = CDMConfig.tiny(sampling_steps=4)
+    g_raw = build_generator(preset.generator).eval()
     return ModelBundle(
         cdm=ConditionalDiffusion(cdm_config).eval() if with_cdm else None,
-        g_raw=build_generator(preset.generator).eval(),
-        g_bs=build_generator(preset.generator).eval() if with_cdm else None,
+        g_raw=g_raw,
+        g_bs=_jittered_copy(g_raw) if with_cdm else None,
         image_size=cdm_config.image_size, sampling_steps=cdm_config.sampling_steps,
         cdm_config=cdm_config.to_dict() if with_cdm else None, gan_preset=preset.to_dict(),
         meta={"note": "random tiny test bundle"},

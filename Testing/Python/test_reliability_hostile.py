@@ -252,7 +252,8 @@ RECONSTRUCT_CHILD = """
             return inference.ReconstructionResult(**{**fields, "ct_hu": volume, "pa": pa, "lat": lat,
                                                      "ct_unit": np.zeros((16, 16, 16), np.float32)})
 
-    inference.Reconstructor.load = classmethod(lambda cls, weights=None, device="auto", refinement=None: Model())
+    inference.Reconstructor.load = classmethod(lambda cls, weights=None, device="auto", refinement=None, fusion="mean":
+                                             Model())
     write = ct_module.sitk.WriteImage
     def slow_write(image, name, *args, **kwargs):
         write(image, name, *args, **kwargs)  # the temporary file is complete …

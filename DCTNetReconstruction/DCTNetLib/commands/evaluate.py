@@ -88,6 +88,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--refine", action="store_true",
                         help="score G(Y) after the projection refinement of `dctnet reconstruct --refine` (128² "
                              "models); the row is named '… + refinement (10)'")
+    parser.add_argument("--fusion", choices=("raw", "mean"), default="raw",
+                        help="raw (default): score G(Y), as the paper's tables do; mean: score what `dctnet "
+                             "reconstruct` writes, the mean of G(Y) and G(X) from the CDM's bone-suppressed pair "
+                             "(model bundles with a CDM only); the row is named '… + branch mean'")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     parser.add_argument("--overwrite", action="store_true", help="replace results already in --output")
 
@@ -95,7 +99,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 # ---------------------------------------------------------------------------------------------- one checkpoint
 def evaluate_checkpoint(checkpoint: Path, dataset: Any, device: Any, lpips_model: Any = None,
                         lpips_stride: int = 1, log_records: Any = None, method: str | None = None,
-                        refine: bool = False) -> Any:
+                        refine: bool = False, fusion: str = "raw") -> Any:
     """Per-case metrics of G(Y) of ``checkpoint`` on ``dataset``, as a :class:`MethodResult`.
 
     Args:
@@ -109,21 +113,40 @@ def evaluate_checkpoint(checkpoint: Path, dataset: Any, device: Any, lpips_model
         refine: apply the projection refinement to G(Y)
             (:class:`~DCTNetLib.models.projection_refinement.ProjectionRefinement`, default settings; 128² models
             only). Defaults to False.
+        fusion: "raw" scores G(Y); "mean" scores the mean of G(Y) and G(X), G(X) from the CDM's bone-suppressed
+            pair (:class:`~DCTNetLib.inference.Reconstructor`'s default output; model bundles with a CDM). Defaults
+            to "raw".
     """
     import torch
 
     with torch.no_grad():
         return _evaluate_checkpoint(checkpoint, dataset, device, lpips_model, lpips_stride, log_records, method,
-                                    refine)
+                                    refine, fusion)
+
+
+def _second_branch(checkpoint: Path, device: Any) -> Any:
+    """The :class:`~DCTNetLib.inference.Reconstructor` of a model bundle whose CDM and G(X) give the second
+    branch, or an :class:`InputError` naming what is missing."""
+    from ..inference import Reconstructor
+
+    model = Reconstructor.load(checkpoint, device)
+    if model.cdm is None or model.g_bs is None:
+        raise InputError(f"--fusion mean needs a model bundle with the bone-suppression CDM and G(X) (`dctnet "
+                         f"export`); {checkpoint} has no {'CDM' if model.cdm is None else 'G(X)'}")
+    return model
 
 
 def _evaluate_checkpoint(checkpoint: Path, dataset: Any, device: Any, lpips_model: Any, lpips_stride: int,
-                         log_records: Any, method: str | None, refine: bool) -> Any:
+                         log_records: Any, method: str | None, refine: bool, fusion: str) -> Any:
+    import numpy as np
+    import torch
+
     from ..evaluation.metrics import evaluate_volume
     from ..evaluation.tables import MethodResult
     from ..models.projection_refinement import ProjectionRefinement, RefinementConfig
 
     g_raw, preset, params_m = _load_g_raw(checkpoint, device)
+    second = _second_branch(checkpoint, device) if fusion == "mean" else None
     size = preset.image_size
     refinement = ProjectionRefinement(RefinementConfig() if refine else RefinementConfig(iterations=0))
     if refine and not refinement.applies_to(size):
@@ -139,6 +162,8 @@ def _evaluate_checkpoint(checkpoint: Path, dataset: Any, device: Any, lpips_mode
                     checkpoint, size, size, size)
         dataset = PreparedCaseDataset(dataset.root, dataset.split, image_size=size)
     method = method or ROW_NAMES.get(preset.variant, preset.name)
+    if second is not None:
+        method = f"{method} + branch mean"
     if iterations:
         method = f"{method} + refinement ({iterations})"
     result = MethodResult(method, params_m=params_m)
@@ -148,7 +173,11 @@ def _evaluate_checkpoint(checkpoint: Path, dataset: Any, device: Any, lpips_mode
         if tuple(y.shape[-2:]) != (size, size):
             raise InputError(f"case {item['case_id']} of {getattr(dataset, 'root', 'the data')}: radiographs are "
                              f"{tuple(y.shape[-2:])}, but {checkpoint} expects {size}×{size}")
-        pred = refinement(g_raw(y).float(), y)[0, 0].cpu().numpy()
+        pred = refinement(g_raw(y).float(), y)
+        if second is not None:  # the CDM's preview as `dctnet reconstruct` makes it (the bundle's sampler, seed 0)
+            x = torch.from_numpy(np.stack(second.suppress_bones(*y[0].cpu().numpy())))[None].to(device)
+            pred = (pred + refinement(second.g_bs(x).float(), x)) / 2
+        pred = pred[0, 0].cpu().numpy()
         gt = item["ct"][0].float().numpy()
         metrics = evaluate_volume(pred, gt, lpips_model, lpips_slice_stride=lpips_stride)
         row = {"case": item["case_id"], **metrics}
@@ -340,7 +369,7 @@ def run(args: argparse.Namespace) -> int:
         for variant, checkpoint in targets:
             results.append((variant, evaluate_checkpoint(checkpoint, dataset, device, lpips_model, args.lpips_stride,
                                                          records, method=labels[checkpoint],
-                                                         refine=args.refine)))
+                                                         refine=args.refine, fusion=args.fusion)))
     except BaseException:
         staging.unlink(missing_ok=True)
         raise

@@ -83,6 +83,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="refine the CT until its DRRs agree with the radiographs (10 SIRT iterations; the "
                              "generator's bone is kept). Measured gains on DRRs of CTs; on real films it imprints the "
                              "film's borders and display curve, so it is off by default (docs/refinement.md)")
+    parser.add_argument("--fusion", choices=("mean", "raw"), default="mean",
+                        help="the output CT: the mean of the two generators' CTs, G(Y) from the radiographs and G(X) "
+                             "from their bone-suppressed versions (default), or raw = G(Y) alone")
     parser.add_argument("--extras", action="store_true",
                         help="also write the uncertainty map, G(X) (the CT from the bone-suppressed radiographs), "
                              "|G(Y) - G(X)|, the bone-suppressed PNGs, a figure and a report")
@@ -184,13 +187,13 @@ def refinement_config(args: argparse.Namespace):
     return RefinementConfig() if getattr(args, "refine", False) else None
 
 
-def load_model(weights: Path | None, device: str, refinement=None):
-    """``Reconstructor.load(weights, device, refinement)``, or the model :data:`MODEL_CACHE` holds for the same
-    unchanged file (its refinement set to ``refinement``: None = off)."""
+def load_model(weights: Path | None, device: str, refinement=None, fusion: str = "mean"):
+    """``Reconstructor.load(weights, device, refinement, fusion)``, or the model :data:`MODEL_CACHE` holds for the
+    same unchanged file (its refinement set to ``refinement``: None = off, and its fusion to ``fusion``)."""
     from ..inference import Reconstructor
 
     if MODEL_CACHE is None:
-        return Reconstructor.load(weights, device, refinement)
+        return Reconstructor.load(weights, device, refinement, fusion)
     try:
         stat = os.stat(weights) if weights is not None else None
     except OSError:
@@ -200,7 +203,7 @@ def load_model(weights: Path | None, device: str, refinement=None):
     if key not in MODEL_CACHE:
         MODEL_CACHE.clear()  # one model at a time: a worker must not pile models up in memory
         MODEL_CACHE[key] = Reconstructor.load(weights, device)
-    return MODEL_CACHE[key].use_refinement(refinement)
+    return MODEL_CACHE[key].use_refinement(refinement).use_fusion(fusion)
 
 
 REFINED_FILMS_NOTE = ("--refine: if these radiographs are real films and not DRRs of a CT, the refinement also fits "
@@ -367,7 +370,7 @@ def run_batch(args: argparse.Namespace) -> int:
         log.warning("note: %s", line)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        model = load_model(args.weights, args.device, refinement_config(args))
+        model = load_model(args.weights, args.device, refinement_config(args), getattr(args, "fusion", "mean"))
     for line in dict.fromkeys(" ".join(str(w.message).split()) for w in caught):
         log.warning("%s", line)
     if model.refinement_iterations:
@@ -446,7 +449,7 @@ def _reconstruct_case(args: argparse.Namespace, progress) -> tuple:
         else:
             (pa, lat), films = read_films(args.pa, args.lat)
         progress(0.05, "loading the model")
-        model = load_model(args.weights, args.device, refinement_config(args))
+        model = load_model(args.weights, args.device, refinement_config(args), getattr(args, "fusion", "mean"))
         timesteps = getattr(model.cdm, "num_timesteps", None)
         if args.steps is not None and timesteps is not None and args.steps > timesteps:
             raise InputError(f"--steps {args.steps} is more than the {timesteps} steps the model's diffusion was "
@@ -583,7 +586,7 @@ def run(args: argparse.Namespace) -> int:
     report = {"output": str(paths["ct"]), "inputs": inputs, "model": model_record(args.weights, model),
               "steps": args.steps or model.default_steps, "seed": args.seed, "device": str(model.device),
               "warnings": warning_lines, "notes": notes, "timings_s": result.timings,
-              "refinement_iterations": model.refinement_iterations,
+              "refinement_iterations": model.refinement_iterations, "fusion": result.fusion,
               "reprojection": result.reprojection, "refined_reprojection": result.refined_reprojection,
               "total_s": round(time.perf_counter() - start, 3)}
     if args.dicom is not None:
