@@ -11,8 +11,8 @@ Runs :meth:`DCTNetLib.inference.Reconstructor.reconstruct` (input checks on, the
 - **inconsistent pairs**: the PA of one CT with the lateral of another, a real PA film with a real lateral of
   another patient, and a mirrored lateral — the re-projection correlations are reported so that a rule can be
   judged on them, ``lateral_flipped`` counts the laterals the checks turn round (for mirrored laterals: the
-  detection rate; for genuine ones: false flips) and ``two_patients_warned`` the pairs warned as two patients
-  (:func:`~DCTNetLib.io.film_gate.two_patients_reason`; ``craniocaudal`` is its score).
+  detection rate; for genuine ones: false flips) and ``row_profile`` the score of a two-patient cue that was
+  tried and not shipped (:func:`row_profile_agreement`; ``two_patient_cue`` in the report: README, "Two patients").
 
 Prints one JSON document: per category the number of inputs, how many the gate refuses (``refused_before``: by the
 image checks, before any reconstruction) and the re-projection correlations (min / median / max, refused inputs
@@ -37,9 +37,8 @@ from _common import emit_report, machine_info, set_threads  # noqa: E402
 from DCTNetLib.data.film_appearance import film_like  # noqa: E402
 from DCTNetLib.inference import Reconstructor  # noqa: E402
 from DCTNetLib.io.film import read_film  # noqa: E402
-from DCTNetLib.io.film_gate import (  # noqa: E402
-    consistency_reason, craniocaudal_agreement, facing_left, non_chest_reason, two_patients_reason)
-from DCTNetLib.io.radiograph import resize_radiograph  # noqa: E402
+from DCTNetLib.io.film_gate import consistency_reason, facing_left, non_chest_reason  # noqa: E402
+from DCTNetLib.io.radiograph import pad_to_square, resize_radiograph  # noqa: E402
 
 __all__ = ["photographs", "run_case", "main"]
 
@@ -70,38 +69,96 @@ def run_case(model: Reconstructor, pa: np.ndarray, lat: np.ndarray) -> dict[str,
     result = model.reconstruct(pa, lat, steps=1, check_inputs=False)
     scores = {key: result.reprojection.get(key) for key in ("pa_ncc", "lat_ncc", "pa_rank", "lat_rank")}
     return {"refused": before or consistency_reason(result.reprojection), "before": before is not None,
-            "flipped": flipped, "two_patients": two_patients_reason(pa, lat) is not None,
-            "craniocaudal": craniocaudal_agreement(pa, lat), **scores}
+            "flipped": flipped, "row_profile": row_profile_agreement(pa, lat), **scores}
 
 
 def _summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
     refused = [r for r in rows if r["refused"]]
     out: dict[str, Any] = {"n": len(rows), "refused": len(refused), "refused_before": sum(r["before"] for r in rows),
-                           "lateral_flipped": sum(r["flipped"] for r in rows),
-                           "two_patients_warned": sum(r["two_patients"] for r in rows)}
-    for key in ("pa_ncc", "lat_ncc", "pa_rank", "lat_rank", "craniocaudal"):
+                           "lateral_flipped": sum(r["flipped"] for r in rows)}
+    for key in ("pa_ncc", "lat_ncc", "pa_rank", "lat_rank", "row_profile"):
         values = [r[key] for r in rows if r.get(key) is not None]
         if values:
             out[key] = {"min": float(np.min(values)), "median": float(np.median(values)), "max": float(np.max(values))}
     return out
 
 
-def two_patient_rates(drrs: dict[str, np.ndarray], draws: int = 10) -> dict[str, dict[str, int]]:
-    """The two-patient warning alone, without reconstructions: on every ordered pair of two different cases' DRRs
-    (PA of one, lateral of the other), plain and in a film-like appearance, and on each case's own pair in
-    ``draws`` film-like appearances (false warnings). ``{group: {"n", "warned"}}``."""
+# The two-patient cue (tried, not shipped). Both views integrate the same axial slabs, so in parallel projection a
+# PA row and the same lateral row sum the same attenuation (the zeroth Helgason–Ludwig consistency condition); films
+# keep at most the shape of the rows' mean brightness, up to their framing: so the best correlation over a vertical
+# scale (0.8–1.25) and shift (±16 % of the height), blank collimator rows left out.
+PROFILE_SCALES, PROFILE_SHIFT, PROFILE_OVERLAP, BLANK_ROW_STD = (0.8, 1.25), 0.16, 0.6, 1e-3
+
+
+def row_profile_agreement(pa: np.ndarray, lat: np.ndarray, steps: int = 19) -> float:
+    """Best Pearson correlation of two ``(n, n)`` views' row-mean profiles over a scale and shift of the lateral's
+    rows (the comment above): near 1 for DRRs of one CT, lower when shoulders, lungs and diaphragm do not line up."""
+    a, b = (np.asarray(image, dtype=np.float64) for image in (pa, lat))
+    shown_a, shown_b = a.std(axis=1) > BLANK_ROW_STD, b.std(axis=1) > BLANK_ROW_STD
+    a, b = a.mean(axis=1), b.mean(axis=1)
+    n = a.shape[0]
+    rows = np.arange(n, dtype=np.float64)
+    scale = np.exp(np.linspace(np.log(PROFILE_SCALES[0]), np.log(PROFILE_SCALES[1]), steps))[:, None, None]
+    offsets = np.arange(-PROFILE_SHIFT, PROFILE_SHIFT + 1e-9, 1 / 64)[None, :, None] * n
+    source = (rows[None, None, :] - n / 2) / scale + n / 2 + offsets  # the lateral's row seen at each PA row
+    inside = (source >= 0) & (source <= n - 1) & shown_a & (np.interp(source, rows, shown_b.astype(float)) == 1)
+    warped = np.interp(source, rows, b)
+    weight = inside / np.maximum(inside.sum(axis=-1, keepdims=True), 1)
+    da = (a - (weight * a).sum(-1, keepdims=True)) * inside
+    db = (warped - (weight * warped).sum(-1, keepdims=True)) * inside
+    denominator = np.sqrt((da * da).sum(-1) * (db * db).sum(-1))
+    correlation = np.where(denominator > 0, (da * db).sum(-1) / np.maximum(denominator, 1e-300), 0.0)
+    correlation[inside.sum(-1) < PROFILE_OVERLAP * min(shown_a.sum(), shown_b.sum())] = -1.0
+    return float(correlation.max())
+
+
+def _quantiles(values: list[float]) -> dict[str, float]:
+    return {f"p{q}": round(float(np.percentile(values, q)), 3) for q in (0, 1, 5, 25, 50)}
+
+
+def two_patient_cue(drrs: dict[str, np.ndarray], real_pairs: dict[str, tuple[np.ndarray, np.ndarray]],
+                    other_pas: list[np.ndarray], draws: int = 10, crops: int = 100) -> dict[str, Any]:
+    """The row-profile cue on genuine and two-patient pairs, without reconstructions: every ordered pair of two
+    different cases' DRRs, plain and film-like; each case's own pair in ``draws`` film-like looks; and real films
+    with each view cropped at random to 70–100 % of its height and width (a film's own framing), genuine pairs
+    against a real PA with another patient's real lateral. The threshold that keeps 99 % of the genuine film-like
+    DRR pairs is applied to all."""
     def looks(image: np.ndarray) -> np.ndarray:
         return film_like(torch.from_numpy(image[None]))[0].numpy()
 
+    rng = np.random.default_rng(0)
+
+    def framed(image: np.ndarray, lateral: bool = False) -> np.ndarray:
+        rows, cols = image.shape
+        height, width = (int(side * rng.uniform(0.7, 1.0)) for side in (rows, cols))
+        top, left = rng.integers(0, rows - height + 1), rng.integers(0, cols - width + 1)
+        out = resize_radiograph(pad_to_square(image[top:top + height, left:left + width]))
+        return facing_left(out)[0] if lateral else out
+
     names = list(drrs)
     film = {name: [(looks(drr[0]), looks(drr[1])) for _ in range(draws)] for name, drr in drrs.items()}
-    groups = {
-        "two_patients_drr": [(drrs[a][0], drrs[b][1]) for a in names for b in names if a != b],
-        "two_patients_film_like": [(film[a][0][0], film[b][0][1]) for a in names for b in names if a != b],
-        "genuine_film_like": [pair for name in names for pair in film[name]],
+    scores = {
+        "genuine_drr": [row_profile_agreement(*drr) for drr in drrs.values()],
+        "genuine_film_like": [row_profile_agreement(*pair) for pairs in film.values() for pair in pairs],
+        "two_patients_drr": [row_profile_agreement(drrs[a][0], drrs[b][1]) for a in names for b in names if a != b],
+        "two_patients_film_like": [row_profile_agreement(film[a][0][0], film[b][0][1]) for a in names for b in names
+                                   if a != b],
+        "genuine_real_reframed": [], "two_patients_real_reframed": [],
     }
-    return {group: {"n": len(pairs), "warned": sum(two_patients_reason(pa, lat) is not None for pa, lat in pairs)}
-            for group, pairs in groups.items()}
+    for _ in range(crops if real_pairs else 0):
+        for name, (pa, lat) in real_pairs.items():
+            scores["genuine_real_reframed"].append(row_profile_agreement(framed(pa), framed(lat, True)))
+            for other, (_, other_lat) in real_pairs.items():
+                if other != name:
+                    scores["two_patients_real_reframed"].append(row_profile_agreement(framed(pa),
+                                                                                      framed(other_lat, True)))
+            for other_pa in other_pas:
+                scores["two_patients_real_reframed"].append(row_profile_agreement(framed(other_pa),
+                                                                                  framed(lat, True)))
+    threshold = float(np.percentile(scores["genuine_film_like"], 1))
+    return {"threshold_1pct_genuine_film_like": round(threshold, 3),
+            **{group: {"n": len(values), "below_threshold": int(np.sum(np.array(values) < threshold)),
+                       **(_quantiles(values) if values else {})} for group, values in scores.items()}}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -181,7 +238,8 @@ def main(argv: list[str] | None = None) -> int:
     report["inconsistent_pairs"] = {"pa_and_lat_of_two_patients": _summary(mismatched),
                                     "real_pa_with_another_patients_lateral": _summary(real_mismatched),
                                     "mirrored_lateral": _summary(mirrored), "cases": names}
-    report["two_patient_check"] = two_patient_rates(drrs)
+    real_pairs = {name: (pa, lat) for name, pa, lat in genuine["real_film"]}
+    report["two_patient_cue"] = two_patient_cue(drrs, real_pairs, [pa for _, pa, _ in lone_pas])
     emit_report(report, args.output)
     return 0
 

@@ -20,15 +20,6 @@ facing right — both real laterals here (−0.25, −0.19) — and a mirrored l
 slices. A lateral whose right band (rows 30–70 %, columns 70–95 %) is darker than its left band (5–30 %) by more
 than :data:`MIRRORED_LATERAL_CONTRAST` is flipped back, with a warning.
 
-**Two patients** (:func:`craniocaudal_agreement`): both views integrate the same axial slabs, so in parallel
-projection each row of the PA and the same row of the lateral sum the same attenuation (the zeroth of the
-Helgason–Ludwig consistency conditions). Films break the equality — their display curves are not linear, and the two
-films are framed apart — but the *shape* of the rows' mean brightness from the neck to the abdomen (shoulders,
-lung fields, diaphragm) survives: its best correlation over a vertical shift (:data:`PAIR_SHIFT`) and scale
-(:data:`PAIR_SCALES`) of one view against the other. A pair below :data:`MIN_CRANIOCAUDAL_AGREEMENT` gets a warning
-that the views may be of two patients. The threshold keeps genuine pairs quiet and catches only clear
-disagreements: see the constant.
-
 **After reconstruction** (:func:`consistency_reason`): DRRs of the reconstruction are compared with the inputs
 (:func:`DCTNetLib.evaluation.metrics.reprojection_check`, Spearman's rank correlation of 32² thumbnails, which a
 film's display curve, noise and edge enhancement barely change — a plain correlation refused one in five film-like
@@ -46,8 +37,7 @@ from __future__ import annotations
 import numpy as np
 
 __all__ = ["MIN_STRUCTURE", "MIN_PA_POLARITY", "MIN_PA_TOP_TISSUE", "MIN_REPROJECTION_RANK", "structure",
-           "pa_polarity", "pa_top_tissue", "spine_side", "lateral_mirrored", "facing_left", "non_chest_reason", "consistency_reason",
-           "PAIR_SCALES", "PAIR_SHIFT", "MIN_CRANIOCAUDAL_AGREEMENT", "craniocaudal_agreement", "two_patients_reason"]
+           "pa_polarity", "pa_top_tissue", "spine_side", "lateral_mirrored", "facing_left", "non_chest_reason", "consistency_reason"]
 
 STRUCTURE_LAG = 1 / 16      # of the image side: 8 px of 128²
 MIN_STRUCTURE = 0.3         # radiographs ≥ 0.60, noise ≤ 0.03 (module docstring)
@@ -58,18 +48,6 @@ MIN_PA_TOP_TISSUE = 0.2     # PA films ≥ 0.62; axial CT slices mostly below
 MIRRORED_LATERAL_CONTRAST = -0.1  # training laterals ≥ −0.04, real laterals facing right ≤ −0.19
 # Minimum rank correlation of each view with the DRR of the reconstruction (see consistency_reason).
 MIN_REPROJECTION_RANK = {"pa": 0.5, "lat": 0.75}
-
-# Two patients: the lateral's row profile is matched to the PA's over a scale and a shift, because two films of one
-# patient are framed apart (collimation, the patient's height on the stand); the ranges are design choices, wide
-# enough for a tighter or looser field on either film.
-PAIR_SCALES = (0.8, 1.25)   # relative craniocaudal magnification / framing of the two views
-PAIR_SHIFT = 0.16           # of the height, either way
-BLANK_ROW_STD = 1e-3        # a row whose pixels vary less than this is a blank band, left out of the profiles
-PAIR_OVERLAP = 0.6          # rows that must overlap after the shift and scale, as a fraction of the shown rows
-# Set on the twelve training chests' DRR pairs in a random film-like appearance (data.film_appearance, 20 draws
-# each): their 1st percentile, 0.66, rounded down. There, genuine DRR pairs score ≥ 0.85, film-like ones 1 % below
-# 0.66, pairs of two of those chests a median of 0.80 (a quarter below 0.66); the two real pairs here 0.75 and 0.77.
-MIN_CRANIOCAUDAL_AGREEMENT = 0.65
 
 _VIEW_NAMES = {"pa": "PA", "lat": "lateral"}
 
@@ -155,55 +133,4 @@ def consistency_reason(reprojection: dict[str, float]) -> str | None:
             return (f"the {_VIEW_NAMES[view]} image is not explained by any chest the model can reconstruct "
                     f"(re-projection correlation {value:.2f} < {minimum}): is it a chest {_VIEW_NAMES[view]} "
                     "radiograph, displayed bone white?")
-    return None
-
-
-def _row_profile(image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Mean brightness of each row of an ``(H, W)`` image, from the top (neck) down, and which rows show anything
-    (not a blank collimator band: a row of one value)."""
-    image = np.asarray(image, dtype=np.float64)
-    return image.mean(axis=1), image.std(axis=1) > BLANK_ROW_STD
-
-
-def craniocaudal_agreement(pa: np.ndarray, lat: np.ndarray, scales: tuple[float, float] = PAIR_SCALES,
-                           shift: float = PAIR_SHIFT, steps: int = 19) -> float:
-    """Best correlation of the PA's and the lateral's row profiles over a scale and shift of the lateral's
-    (module docstring): near 1 for two views of one patient, lower when the shoulders, lungs and diaphragm of the
-    two views do not line up.
-
-    Args:
-        pa, lat: ``(H, W)`` images in [0, 1] with the same number of rows (model-ready images).
-        scales: smallest and largest relative scale of the lateral's rows.
-        shift: largest shift, as a fraction of the height, either way.
-        steps: scales tried (evenly spaced in log scale); shifts are tried every 1/64 of the height.
-
-    Returns:
-        The best Pearson correlation, in [−1, 1] (0 when a profile is flat).
-    """
-    (a, shown_a), (b, shown_b) = _row_profile(pa), _row_profile(lat)
-    if a.shape != b.shape:
-        raise ValueError(f"the two views need the same number of rows, got {a.shape[0]} and {b.shape[0]}")
-    n = a.shape[0]
-    rows = np.arange(n, dtype=np.float64)
-    scale = np.exp(np.linspace(np.log(scales[0]), np.log(scales[1]), steps))[:, None, None]
-    offsets = np.arange(-shift, shift + 1e-9, 1 / 64)[None, :, None] * n
-    source = (rows[None, None, :] - n / 2) / scale + n / 2 + offsets  # row of the lateral seen at each PA row
-    inside = (source >= 0) & (source <= n - 1) & shown_a & (np.interp(source, rows, shown_b.astype(float)) == 1)
-    warped = np.interp(source, rows, b)
-    weight = inside / np.maximum(inside.sum(axis=-1, keepdims=True), 1)
-    mean_a, mean_b = (weight * a).sum(-1, keepdims=True), (weight * warped).sum(-1, keepdims=True)
-    da, db = (a - mean_a) * inside, (warped - mean_b) * inside
-    denominator = np.sqrt((da * da).sum(-1) * (db * db).sum(-1))
-    correlation = np.where(denominator > 0, (da * db).sum(-1) / np.maximum(denominator, 1e-300), 0.0)
-    correlation[inside.sum(-1) < PAIR_OVERLAP * min(shown_a.sum(), shown_b.sum())] = -1.0
-    return float(correlation.max())
-
-
-def two_patients_reason(pa: np.ndarray, lat: np.ndarray) -> str | None:
-    """A warning when the two ``(H, W)`` views' row profiles disagree (:func:`craniocaudal_agreement` below
-    :data:`MIN_CRANIOCAUDAL_AGREEMENT`), else ``None``."""
-    value = craniocaudal_agreement(pa, lat)
-    if value < MIN_CRANIOCAUDAL_AGREEMENT:
-        return (f"the PA and lateral radiographs may be of two different patients: their shoulders, lungs and "
-                f"diaphragm do not line up from top to bottom (agreement {value:.2f} < {MIN_CRANIOCAUDAL_AGREEMENT})")
     return None

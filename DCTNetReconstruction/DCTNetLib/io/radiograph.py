@@ -38,7 +38,7 @@ from .atomic import atomic_write_bytes, check_readable, display_path, utf8_alias
 from .c_stderr import c_stderr_as_debug
 from .detached_data import check_detached_data
 from .nifti_header import check_nifti_data, check_nifti_header, is_nifti_name
-from .film_gate import pa_polarity, two_patients_reason
+from .film_gate import pa_polarity
 
 __all__ = [
     "read_radiograph",
@@ -550,8 +550,7 @@ def mirror_symmetry(img: np.ndarray) -> float:
 
 
 def view_pair_warnings(pa: np.ndarray, lat: np.ndarray) -> list[str]:
-    """Reasons to doubt a PA/lateral pair (empty when it looks right): identical views, views that look swapped, or
-    views of two patients (:func:`~DCTNetLib.io.film_gate.two_patients_reason`, on the model-size images).
+    """Reasons to doubt a PA/lateral pair (empty when it looks right): identical views, or views that look swapped.
 
     Both are legal inputs, so callers warn rather than refuse (see :data:`SWAP_SYMMETRY_MARGIN` for the rule: the
     "lateral" is more symmetric *and* has the stronger PA polarity).
@@ -570,9 +569,7 @@ def view_pair_warnings(pa: np.ndarray, lat: np.ndarray) -> list[str]:
     if lat_sym - pa_sym > SWAP_SYMMETRY_MARGIN and pa_polarity(pa_thumb) < pa_polarity(lat_thumb):
         return [f"the PA and lateral radiographs look swapped: the lateral is left-right symmetric "
                 f"({lat_sym:.2f}) and the PA is not ({pa_sym:.2f})"]
-    reason = two_patients_reason(resize_radiograph(np.asarray(pa, dtype=np.float32)),
-                                 resize_radiograph(np.asarray(lat, dtype=np.float32)))
-    return [reason] if reason is not None else []
+    return []
 
 
 def load_radiograph(path: str | os.PathLike, size: int = IMAGE_SIZE) -> np.ndarray:
