@@ -508,3 +508,36 @@ def test_best_checkpoint_can_be_chosen_on_the_validation_bone_dice(prepared16, t
     assert best["progress"]["best_metric"] == pytest.approx(max(r["bone_dice"] for r in vals))
     with pytest.raises(InputError, match="best_on"):
         gan_config(best_on="lpips")
+
+
+def test_lambda_fused_trains_the_branch_mean_that_a_reconstruction_gives(prepared16, tmp_path, one_thread):
+    """``loss.lambda_fused`` adds G(Y)'s voxel terms on ½ (G(Y) + G(X)), the CT `dctnet reconstruct` writes; it is
+    off by default and refused without the second branch."""
+    from DCTNetLib.data.prepared_cases import PreparedCaseDataset
+    from DCTNetLib.errors import InputError
+    from DCTNetLib.models.presets import LossConfig
+
+    item = PreparedCaseDataset(prepared16, "train")[0]
+    batch = {key: item[key][None] for key in ("drr", "drr_bs", "ct")}
+    fused = make_trainer(gan_config(loss={"lambda_fused": 1.0, "contrastive_metric": "l1"}, max_steps=1),
+                         tmp_path / "fused", prepared16)
+    torch.manual_seed(7)  # the same dropout masks in both forward passes
+    with torch.no_grad():
+        mean = (fused.g_raw(batch["drr"]) + fused.g_bs(batch["drr_bs"])) / 2
+        expected = {"recon_fused": float(fused.criterion.reconstruction(mean, batch["ct"])),
+                    "proj_fused": float(fused.criterion.projection(mean, batch["ct"]))}
+    torch.manual_seed(7)
+    terms = fused.train_step(batch)
+    for name, value in expected.items():
+        assert terms[name] == pytest.approx(value, rel=1e-5), name
+    assert terms["recon_fused"] != pytest.approx(terms["recon"], rel=1e-3)  # the mean is not G(Y)
+    plain = make_trainer(gan_config(loss={"contrastive_metric": "l1"}, max_steps=1), tmp_path / "plain", prepared16)
+    torch.manual_seed(7)
+    plain_terms = plain.train_step(batch)
+    assert not any(name.endswith("_fused") for name in plain_terms)
+    # the fused terms are in the loss the generators step on, with G(Y)'s weights (λ3 ℓ_recon + λ4 ℓ_proj here)
+    loss = fused.preset.loss
+    added = loss.lambda_recon * terms["recon_fused"] + loss.lambda_proj * terms["proj_fused"]
+    assert terms["total"] == pytest.approx(plain_terms["total"] + added, rel=1e-4)
+    with pytest.raises(InputError, match="lambda_fused needs dual_branch=True"):
+        LossConfig(lambda_fused=1.0, dual_branch=False, contrastive=False)

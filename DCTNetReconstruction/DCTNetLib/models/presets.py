@@ -234,6 +234,9 @@ class LossConfig(ConfigBase):
             Defaults to 0 (ours).
         ssim_slices: ℓ_ssim on this many random slices per plane (an unbiased estimate; all 128 cost ~3 s per
             128³ volume on one CPU core, forward and backward). 0 = all. Defaults to 16 (ours).
+        lambda_fused: weight of G(Y)'s switched-on voxel terms applied once more to the branch mean
+            ``½ (G(Y) + G(X))``, the CT a reconstruction gives (:data:`DCTNetLib.inference.FUSIONS`): the loss
+            then also trains what is shipped. Needs the dual branch. 0 = off. Defaults to 0 (ours).
     """
 
     config_name: ClassVar[str] = "loss config"
@@ -258,6 +261,7 @@ class LossConfig(ConfigBase):
     bone_dice_threshold_hu: float = 300.0
     lambda_ssim: float = 0.0
     ssim_slices: int = 16
+    lambda_fused: float = 0.0
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -270,10 +274,12 @@ class LossConfig(ConfigBase):
             raise InputError(f"loss config: perceptual_layers must be indices in 0..4, got {self.perceptual_layers}")
         if self.ssim_slices < 0:
             raise InputError(f"loss config: ssim_slices must be >= 0 (0 = all), got {self.ssim_slices}")
+        if self.lambda_fused and not self.dual_branch:
+            raise InputError("loss config: lambda_fused needs dual_branch=True (it trains the mean of G(Y) and G(X))")
         if self.contrastive and not self.dual_branch:
             raise InputError("loss config: contrastive=True needs dual_branch=True (it compares G(Y) with G(X))")
         for name in ("lambda_adv", "lambda_contrastive", "lambda_recon", "lambda_proj", "bone_weight",
-                     "lambda_bone_proj", "lambda_bone_image", "lambda_bone_dice", "lambda_ssim"):
+                     "lambda_bone_proj", "lambda_bone_image", "lambda_bone_dice", "lambda_ssim", "lambda_fused"):
             if getattr(self, name) < 0:
                 raise InputError(f"loss config: {name} must be >= 0, got {getattr(self, name)}")
 

@@ -157,6 +157,14 @@ class GANTrainer(Trainer):
         total = sum((weight * value for _, weight, value in parts), fake_x.new_zeros(()))
         return total, {name: float(value.detach()) for name, _, value in parts}
 
+    def _fused_supervision(self, fake_y: torch.Tensor, fake_x: torch.Tensor, real: torch.Tensor
+                           ) -> tuple[torch.Tensor, dict[str, float]]:
+        """G(Y)'s switched-on voxel terms for the branch mean ½ (G(Y) + G(X)), the CT a reconstruction gives
+        (``LossConfig.lambda_fused``). Shapes: three ``(B, 1, D, H, W)`` volumes → scalar."""
+        parts = self.criterion.voxel_terms((fake_y + fake_x) / 2, real, suffix="_fused")
+        total = sum((weight * value for _, weight, value in parts), fake_y.new_zeros(()))
+        return total, {name: float(value.detach()) for name, _, value in parts}
+
     def _bone_image_term(self, raw: torch.Tensor, bone_suppressed: torch.Tensor) -> torch.Tensor:
         """L1 between G(Y)'s product-path estimate of each view's bone image and the pair's own, ``raw −
         bone_suppressed`` (``LossConfig.lambda_bone_image``). Shapes: ``(B, 2, n, n)`` twice → scalar."""
@@ -174,6 +182,10 @@ class GANTrainer(Trainer):
                 extra, extra_terms = self._gx_supervision(fake_x, real)
                 g_loss = g_loss + extra
                 terms.update(extra_terms)
+            if fake_x is not None and self.preset.loss.lambda_fused:
+                fused, fused_terms = self._fused_supervision(fake_y, fake_x, real)
+                g_loss = g_loss + self.preset.loss.lambda_fused * fused
+                terms.update(fused_terms)
             if self.preset.loss.lambda_bone_image:
                 bone_image = self._bone_image_term(y, batch["drr_bs"])
                 g_loss = g_loss + self.preset.loss.lambda_bone_image * bone_image
