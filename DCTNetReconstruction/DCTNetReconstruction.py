@@ -413,11 +413,11 @@ class DCTNetReconstructionLogic(ScriptedLoadableModuleLogic):
     # -- the model (blocking) ------------------------------------------------------------------------------------
     @staticmethod
     def options(weights: str | None = None, device: str = "auto", steps: int | None = None, seed: int = 0,
-                dicomFolder: str | None = None, refine: bool = False):
+                dicomFolder: str | None = None, refine: bool = False, fusion: str = "mean"):
         from DCTNetSlicerLib.reconstruction import Options
 
         return Options(weights=weights or None, device=device, steps=steps or None, seed=int(seed),
-                       dicom_folder=str(dicomFolder) if dicomFolder else None, refine=bool(refine))
+                       dicom_folder=str(dicomFolder) if dicomFolder else None, refine=bool(refine), fusion=fusion)
 
     @staticmethod
     def _dicomSeriesFolder(exportFolder: str | None, paNode) -> str | None:
@@ -442,7 +442,8 @@ class DCTNetReconstructionLogic(ScriptedLoadableModuleLogic):
 
     def reconstruct(self, paNode, latNode, weights: str | None = None, device: str = "auto",
                     steps: int | None = None, seed: int = 0, progress: Callable[[float, str], None] | None = None,
-                    show: bool = True, dicomFolder: str | None = None, refine: bool = False) -> dict[str, Any]:
+                    show: bool = True, dicomFolder: str | None = None, refine: bool = False,
+                    fusion: str = "mean") -> dict[str, Any]:
         """Reconstruct the CT from two radiograph nodes; returns when ``dctnet reconstruct`` has finished (Slicer's
         window stays alive meanwhile: a local event loop runs, no sleep).
 
@@ -462,6 +463,8 @@ class DCTNetReconstructionLogic(ScriptedLoadableModuleLogic):
                 :attr:`lastDicomFolder` then names it.
             refine: refine the CT until its DRRs agree with the radiographs (``dctnet reconstruct --refine``;
                 for radiographs made from a CT: on real films it imprints the film's borders and display curve).
+            fusion: ``"mean"`` (the default: the CT is the mean of G(Y) and G(X)) or ``"raw"`` (G(Y) alone,
+                ``dctnet reconstruct --fusion raw``).
 
         Returns:
             Nodes by role: those the module shows (``DCTNetSlicerLib.results.OUTPUT_PARAMETERS``, from the table
@@ -475,8 +478,8 @@ class DCTNetReconstructionLogic(ScriptedLoadableModuleLogic):
         series = self._dicomSeriesFolder(dicomFolder, paNode)
         self.lastDicomFolder = None
         volumes, self.lastMetrics = reconstruction.reconstruct(
-            paNode, latNode, self.options(weights, device, steps, seed, series, refine), existing=self._outputs(p),
-            progress=progress, on_notes=self._keepNotes)
+            paNode, latNode, self.options(weights, device, steps, seed, series, refine, fusion),
+            existing=self._outputs(p), progress=progress, on_notes=self._keepNotes)
         self.lastDicomFolder = series
         self._storeOutputs(p, volumes)
         if show:

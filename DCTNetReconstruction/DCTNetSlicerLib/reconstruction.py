@@ -83,6 +83,8 @@ class Options:
             patient and study when the PA is a DICOM film); see :func:`dicom_series_folder`. Not for previews.
         refine: refine the volume until its DRRs agree with the radiographs (``--refine``: helps on radiographs
             made from a CT, imprints a real film's borders and display curve). Defaults to False.
+        fusion: the CT: ``"mean"`` of G(Y) and G(X), or ``"raw"`` = G(Y) alone (``--fusion``). Defaults to
+            ``"mean"``.
     """
 
     weights: str | None = None
@@ -92,6 +94,7 @@ class Options:
     input_checks: bool = True
     dicom_folder: str | None = None
     refine: bool = False
+    fusion: str = "mean"
 
 
 def dicom_series_folder(parent: str | Path, name: str) -> Path:
@@ -318,6 +321,8 @@ def command_args(pa: str | Path, lat: str | Path, output: str | Path, options: O
         args.append("--no-input-checks")
     if options.refine and not images_only:
         args.append("--refine")
+    if options.fusion != "mean" and not images_only:
+        args += ["--fusion", options.fusion]
     if options.dicom_folder and not images_only:
         args += ["--dicom", str(options.dicom_folder)]
     if reference is not None and not images_only:

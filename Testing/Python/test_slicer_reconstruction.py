@@ -66,8 +66,10 @@ def test_the_module_command_line_is_accepted_by_dctnet(tmp_path):
     assert (parsed.steps, parsed.seed, parsed.device, parsed.weights) == (7, 3, "cpu", tmp_path / "w.pt")
     default = build_parser().parse_args(command_args("a.png", "b.png", "c.nrrd"))
     assert default.steps is None and default.weights is None and default.device == "auto"
-    assert not default.refine  # the command's default: G(Y) alone
+    assert not default.refine  # the command's default: no refinement
     assert build_parser().parse_args(command_args("a.png", "b.png", "c.nrrd", Options(refine=True))).refine
+    assert default.fusion == "mean"  # the command's default output: the mean of G(Y) and G(X)
+    assert build_parser().parse_args(command_args("a.png", "b.png", "c.nrrd", Options(fusion="raw"))).fusion == "raw"
     assert build_parser().parse_args(["reconstruct", "--pa", "a", "--lat", "b", "--output", "c.nrrd"]).progress == "log"
 
 
