@@ -94,6 +94,11 @@ class ReconstructionResult:
     refined_reprojection: dict[str, float] = field(default_factory=dict)
     fusion: str = "raw"
 
+    @property
+    def ct_label(self) -> str:
+        """What ``ct_hu`` is, for figure titles."""
+        return "reconstruction ½ (G(Y) + G(X))" if self.fusion == "mean" else "reconstruction G(Y)"
+
     @cached_property
     def uncertainty(self) -> CTVolume:
         """Tissue-mixture spread of ``ct_hu`` in HU (:func:`mixture_spread`), computed on first use; it ranks the real

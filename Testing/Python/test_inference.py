@@ -109,6 +109,7 @@ def test_the_primary_ct_is_the_mean_of_the_two_branches_unless_raw_is_asked(tiny
     raw = Reconstructor.load(tiny_bundle_path, device="cpu", fusion="raw").reconstruct(pa, lat, seed=3,
                                                                                        geometry=prepared)
     assert (fused.fusion, raw.fusion) == ("mean", "raw")
+    assert (fused.ct_label, raw.ct_label) == ("reconstruction ½ (G(Y) + G(X))", "reconstruction G(Y)")
     g_y, g_x = raw.ct_hu.hu, raw.ct_from_bone_suppressed.hu
     assert np.abs(g_y - g_x).mean() > 1.0  # two different generators, so the fusion changes the CT
     np.testing.assert_allclose(fused.ct_hu.hu, (g_y + g_x) / 2, atol=0.5)

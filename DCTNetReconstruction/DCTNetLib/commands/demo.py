@@ -107,7 +107,7 @@ def _write_figures(paths: dict[str, Path], name: str, result, prepared, pa, lat,
     from ..evaluation.figures import data_figure, reconstruction_figure
 
     reconstruction_figure(paths["figure"], pa, lat, result.ct_unit, result.pa_bs, result.lat_bs,
-                          ground_truth, title=f"DCT-Net demo: {name}", metrics=headline)
+                          ground_truth, title=f"DCT-Net demo: {name}", metrics=headline, label=result.ct_label)
     with torch.inference_mode():
         targets = bone_suppressed_drrs(torch.from_numpy(prepared.volume)[None, None])[0].numpy()
     data_figure(paths["data_figure"], prepared.volume, np.stack([pa, lat]), targets,

@@ -542,7 +542,7 @@ def _write_figure_and_report(args, paths, report, result, ground_truth) -> None:
 
     if "figure" in paths:
         reconstruction_figure(paths["figure"], result.pa, result.lat, result.ct_unit, result.pa_bs, result.lat_bs,
-                              ground_truth, title=f"DCT-Net: {paths['ct'].name}")
+                              ground_truth, title=f"DCT-Net: {paths['ct'].name}", label=result.ct_label)
     atomic_write_text(paths["report"], json.dumps(report, indent=2, default=float) + "\n", overwrite=args.overwrite)
 
 

@@ -50,9 +50,9 @@ def _save(fig, path: str | Path, title: str) -> Path:
 def reconstruction_figure(path: str | Path, pa: np.ndarray, lat: np.ndarray, ct_unit: np.ndarray,
                           pa_bs: np.ndarray | None = None, lat_bs: np.ndarray | None = None,
                           ground_truth_unit: np.ndarray | None = None, title: str = "",
-                          metrics: dict[str, float] | None = None) -> Path:
+                          metrics: dict[str, float] | None = None, label: str = "reconstruction") -> Path:
     """Write a PNG: row 1 the radiographs (and their bone-suppressed versions), then the CT's three planes
-    (reconstruction, and ground truth when given). Volumes are unit-range ``(D, H, W)`` (HU window → [0, 1]).
+    (``label``, and ground truth when given). Volumes are unit-range ``(D, H, W)`` (HU window → [0, 1]).
     """
     import matplotlib
 
@@ -62,7 +62,7 @@ def reconstruction_figure(path: str | Path, pa: np.ndarray, lat: np.ndarray, ct_
     images = [("PA", pa), ("lateral", lat)]
     if pa_bs is not None and lat_bs is not None:
         images += [("PA, bone-suppressed (CDM)", pa_bs), ("lateral, bone-suppressed (CDM)", lat_bs)]
-    rows = [("reconstruction G(Y)", ct_unit, "gray", 1.0)]
+    rows = [(label, ct_unit, "gray", 1.0)]
     if ground_truth_unit is not None:
         error_hu = np.abs(ct_unit - ground_truth_unit) * HU_PER_UNIT
         rows += [("ground truth", ground_truth_unit, "gray", 1.0),
