@@ -16,7 +16,7 @@ from collections import Counter
 from pathlib import Path
 
 from DCTNetLib import __version__
-from DCTNetLib.checkpoints.bundle import default_weights_path, load_model_bundle, write_manifest
+from DCTNetLib.checkpoints.bundle import default_manifest_path, default_weights_path, load_model_bundle, write_manifest
 
 INTENDED_USE = ("demonstrating the DCT-Net pipeline end to end (CLI, Python, 3D Slicer) and testing it; a starting "
                 "point for training on your own data")
@@ -218,7 +218,7 @@ def update(args: argparse.Namespace) -> int:
     """``--update``: the shipped manifest with new measured figures (same weights: its sha256 must still match)."""
     bundle_path = default_weights_path()
     load_model_bundle(bundle_path)  # checks the recorded sha256 against the file
-    manifest_path = bundle_path.with_name("manifest.json")
+    manifest_path = default_manifest_path()
     recipe = {key: value for key, value in json.loads(manifest_path.read_text()).items()
               if key not in ("file", "sha256", "bytes")}
     recipe["output"] = OUTPUT
@@ -229,7 +229,8 @@ def update(args: argparse.Namespace) -> int:
     if args.test_eval:
         card["performance"]["test"] = performance_from_eval(args.test_eval, TEST_INPUTS)
     if args.cdm_test_report:
-        card["performance"]["bone_suppression_test"] = performance_of_cdm(json.loads(args.cdm_test_report.read_text()))
+        cdm_report = json.loads(args.cdm_test_report.read_text())
+        card["performance"]["bone_suppression_test"] = performance_of_cdm(cdm_report)
     if args.model_card:
         card.update(json.loads(args.model_card.read_text()))
     print(json.dumps({"manifest": str(write_manifest(bundle_path, recipe))}))

@@ -138,9 +138,6 @@ def _second_branch(checkpoint: Path, device: Any) -> Any:
 
 def _evaluate_checkpoint(checkpoint: Path, dataset: Any, device: Any, lpips_model: Any, lpips_stride: int,
                          log_records: Any, method: str | None, refine: bool, fusion: str) -> Any:
-    import numpy as np
-    import torch
-
     from ..evaluation.metrics import evaluate_volume
     from ..evaluation.tables import MethodResult
     from ..models.projection_refinement import ProjectionRefinement, RefinementConfig
@@ -154,6 +151,8 @@ def _evaluate_checkpoint(checkpoint: Path, dataset: Any, device: Any, lpips_mode
                     size, refinement.geometry.image_size)
         refinement = ProjectionRefinement(RefinementConfig(iterations=0))
     iterations = refinement.config.iterations
+    if second is not None:
+        second.use_refinement(refinement.config)
     if getattr(dataset, "split", None) and hasattr(dataset, "image_size") and len(dataset) and \
             tuple(dataset[0]["drr"].shape[-2:]) != (size, size):
         from ..data.prepared_cases import PreparedCaseDataset
@@ -173,11 +172,10 @@ def _evaluate_checkpoint(checkpoint: Path, dataset: Any, device: Any, lpips_mode
         if tuple(y.shape[-2:]) != (size, size):
             raise InputError(f"case {item['case_id']} of {getattr(dataset, 'root', 'the data')}: radiographs are "
                              f"{tuple(y.shape[-2:])}, but {checkpoint} expects {size}×{size}")
-        pred = refinement(g_raw(y).float(), y)
-        if second is not None:  # the CDM's preview as `dctnet reconstruct` makes it (the bundle's sampler, seed 0)
-            x = torch.from_numpy(np.stack(second.suppress_bones(*y[0].cpu().numpy())))[None].to(device)
-            pred = (pred + refinement(second.g_bs(x).float(), x)) / 2
-        pred = pred[0, 0].cpu().numpy()
+        if second is not None:  # the product's own path: the CT `dctnet reconstruct` writes (the CDM's preview, seed 0)
+            pred = second.reconstruct(*y[0].cpu().numpy(), check_inputs=False).ct_unit
+        else:
+            pred = refinement(g_raw(y).float(), y)[0, 0].cpu().numpy()
         gt = item["ct"][0].float().numpy()
         metrics = evaluate_volume(pred, gt, lpips_model, lpips_slice_stride=lpips_stride)
         row = {"case": item["case_id"], **metrics}

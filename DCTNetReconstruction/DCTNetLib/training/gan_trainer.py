@@ -150,19 +150,15 @@ class GANTrainer(Trainer):
         weights = {name: p.detach() for name, p in raw.named_parameters()}
         return torch.func.functional_call(raw, weights, (volume, radiographs))
 
-    def _gx_supervision(self, fake_x: torch.Tensor, real: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
-        """G(Y)'s switched-on voxel terms (λ3 ℓ_recon, λ4 ℓ_proj, λ_bone ℓ_bone) for G(X) against GT (see the
-        module docstring)."""
-        parts = self.criterion.voxel_terms(fake_x, real, suffix="_x")
-        total = sum((weight * value for _, weight, value in parts), fake_x.new_zeros(()))
-        return total, {name: float(value.detach()) for name, _, value in parts}
-
-    def _fused_supervision(self, fake_y: torch.Tensor, fake_x: torch.Tensor, real: torch.Tensor
+    def _voxel_supervision(self, volume: torch.Tensor, real: torch.Tensor, suffix: str
                            ) -> tuple[torch.Tensor, dict[str, float]]:
-        """G(Y)'s switched-on voxel terms for the branch mean ½ (G(Y) + G(X)), the CT a reconstruction gives
-        (``LossConfig.lambda_fused``). Shapes: three ``(B, 1, D, H, W)`` volumes → scalar."""
-        parts = self.criterion.voxel_terms((fake_y + fake_x) / 2, real, suffix="_fused")
-        total = sum((weight * value for _, weight, value in parts), fake_y.new_zeros(()))
+        """G(Y)'s switched-on voxel terms (λ3 ℓ_recon, λ4 ℓ_proj, λ_bone ℓ_bone, …) for another volume against GT:
+        G(X) (``suffix="_x"``, see the module docstring) or the branch mean ½ (G(Y) + G(X)), the CT a
+        reconstruction gives (``"_fused"``, ``LossConfig.lambda_fused``).
+
+        Shapes: two ``(B, 1, D, H, W)`` → scalar."""
+        parts = self.criterion.voxel_terms(volume, real, suffix=suffix)
+        total = sum((weight * value for _, weight, value in parts), volume.new_zeros(()))
         return total, {name: float(value.detach()) for name, _, value in parts}
 
     def _bone_image_term(self, raw: torch.Tensor, bone_suppressed: torch.Tensor) -> torch.Tensor:
@@ -179,11 +175,11 @@ class GANTrainer(Trainer):
             g_loss, terms = self.criterion.generator_loss(fake_y, real, d_fake,
                                                           fake_x if self.preset.loss.contrastive else None)
             if fake_x is not None and self.config.gx_supervised:
-                extra, extra_terms = self._gx_supervision(fake_x, real)
+                extra, extra_terms = self._voxel_supervision(fake_x, real, "_x")
                 g_loss = g_loss + extra
                 terms.update(extra_terms)
             if fake_x is not None and self.preset.loss.lambda_fused:
-                fused, fused_terms = self._fused_supervision(fake_y, fake_x, real)
+                fused, fused_terms = self._voxel_supervision((fake_y + fake_x) / 2, real, "_fused")
                 g_loss = g_loss + self.preset.loss.lambda_fused * fused
                 terms.update(fused_terms)
             if self.preset.loss.lambda_bone_image:
