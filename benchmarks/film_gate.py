@@ -65,7 +65,8 @@ def run_case(model: Reconstructor, pa: np.ndarray, lat: np.ndarray) -> dict[str,
     checks off, then the same two checks :meth:`Reconstructor.reconstruct` makes are applied, so that the scores
     of refused inputs are seen too. ``{"refused": reason or None, "before": bool, "pa_rank", ...}``."""
     before = non_chest_reason(pa, "pa") or non_chest_reason(lat, "lat")
-    lat, flipped = facing_left(lat)  # as the checks do: a lateral facing right is turned round
+    lat, reason = model.orient_lateral(pa, lat)  # as the checks do: a lateral facing right is turned round
+    flipped = reason is not None
     result = model.reconstruct(pa, lat, steps=1, check_inputs=False)
     scores = {key: result.reprojection.get(key) for key in ("pa_ncc", "lat_ncc", "pa_rank", "lat_rank")}
     return {"refused": before or consistency_reason(result.reprojection), "before": before is not None,
@@ -234,10 +235,12 @@ def main(argv: list[str] | None = None) -> int:
     names = [n for n, _, _ in base]
     mismatched = [run_case(model, base[i][1], base[(i + 1) % len(base)][2]) for i in range(len(base))]
     mirrored = [run_case(model, pa, np.ascontiguousarray(lat[:, ::-1])) for _, pa, lat in base]
+    mirrored_film = [run_case(model, pa, np.ascontiguousarray(lat[:, ::-1])) for _, pa, lat in genuine["film_like_drr"]]
     real_mismatched = [run_case(model, pa, lat) for _, pa, lat in other_patient]
     report["inconsistent_pairs"] = {"pa_and_lat_of_two_patients": _summary(mismatched),
                                     "real_pa_with_another_patients_lateral": _summary(real_mismatched),
-                                    "mirrored_lateral": _summary(mirrored), "cases": names}
+                                    "mirrored_lateral": _summary(mirrored),
+                                    "mirrored_film_like_lateral": _summary(mirrored_film), "cases": names}
     real_pairs = {name: (pa, lat) for name, pa, lat in genuine["real_film"]}
     report["two_patient_cue"] = two_patient_cue(drrs, real_pairs, [pa for _, pa, _ in lone_pas])
     emit_report(report, args.output)

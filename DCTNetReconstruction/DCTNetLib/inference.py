@@ -38,7 +38,7 @@ from .devices import select_device
 from .errors import InputError
 from .evaluation.metrics import reprojection_check
 from .io.ct import CTVolume
-from .io.film_gate import consistency_reason, facing_left, non_chest_reason
+from .io.film_gate import consistency_reason, lateral_orientation, mirrored_explains_better, non_chest_reason
 from .io.radiograph import resize_radiograph, view_pair_warnings
 from .io.safe_load import sha256_file
 from .models.projection_refinement import ProjectionRefinement, RefinementConfig
@@ -235,6 +235,48 @@ class Reconstructor:
             raise ValueError(f"steps must be ≥ 1, got {steps}")
         return self.cdm.suppress_bones(pair, steps=steps, seed=seed).clamp(0.0, 1.0)
 
+    @torch.inference_mode()
+    def orient_lateral(self, pa, lat) -> tuple[np.ndarray, str | None]:
+        """The lateral in the model's orientation (patient facing left, spine on the right) and, when it was
+        flipped, why (else ``None``); what :meth:`reconstruct` does with its input checks on.
+
+        A lateral whose spine side is clear from the image is kept or flipped by it
+        (:func:`~DCTNetLib.io.film_gate.lateral_orientation`); an unclear one is reconstructed both ways by G(Y) and
+        kept in the orientation whose reconstruction re-projects closer to it
+        (:func:`~DCTNetLib.io.film_gate.mirrored_explains_better`; 128² models, whose detector the projector
+        renders; smaller models keep it as given).
+
+        Args:
+            pa, lat: ``(H, W)`` radiographs in [0, 1] (resized to the model's 128²).
+
+        Returns:
+            ``(lateral, reason)``: the ``(128, 128)`` lateral, and the reason it was flipped or ``None``.
+        """
+        pa = _as_model_image(pa, "PA", self.image_size)
+        lat = _as_model_image(lat, "lateral", self.image_size)
+        lat, note, _ = self._orient_lateral(pa, lat)
+        return lat, note
+
+    def _orient_lateral(self, pa: np.ndarray, lat: np.ndarray
+                        ) -> tuple[np.ndarray, str | None, torch.Tensor | None]:
+        """:meth:`orient_lateral` on model-ready images, also returning G(Y) of the chosen pair when it was
+        computed (the unclear case), so that the reconstruction does not run it again."""
+        mirrored = np.ascontiguousarray(lat[:, ::-1])
+        side = lateral_orientation(lat)
+        if side == "right":
+            return mirrored, ("the lateral shows the patient facing right (spine on the left); it was flipped to the "
+                              "model's orientation (facing left)"), None
+        if side == "left" or self.image_size != IMAGE_SIZE:
+            return lat, None, None
+        priors = [self.g_raw(self._pair_tensor(pa, view)).float() for view in (lat, mirrored)]
+        checks = [reprojection_check(prior[0, 0].cpu().numpy(), pa, view)
+                  for prior, view in zip(priors, (lat, mirrored))]
+        if mirrored_explains_better(*checks):
+            return mirrored, (f"the lateral's orientation is not clear from the image; the model explains it better "
+                              f"mirrored (re-projection correlation {checks[1]['lat_ncc']:.3f} against "
+                              f"{checks[0]['lat_ncc']:.3f} as given), so it was flipped to face left"), priors[1]
+        return lat, None, priors[0]
+
     def to(self, device: str | torch.device) -> "Reconstructor":
         """Move the models to ``device`` (e.g. back to the CPU after a GPU out-of-memory error)."""
         self.device = select_device(device, missing_cuda="cpu")
@@ -292,6 +334,7 @@ class Reconstructor:
         """:meth:`reconstruct` on the current device (no fallback)."""
         report = progress or (lambda fraction, message: None)
         timings: dict[str, float] = {}
+        prior = None
         pa = _as_model_image(pa, "PA", self.image_size)
         lat = _as_model_image(lat, "lateral", self.image_size)
         if check_inputs:
@@ -299,10 +342,11 @@ class Reconstructor:
                 reason = non_chest_reason(image, view)
                 if reason is not None:
                     raise InputError(reason)
-            lat, flipped = facing_left(lat)
-            if flipped:
-                warnings.warn("the lateral shows the patient facing right (spine on the left); it was flipped to the "
-                              "model's orientation (facing left)", RuntimeWarning, stacklevel=3)
+            start = time.perf_counter()
+            lat, note, prior = self._orient_lateral(pa, lat)
+            timings["orientation_s"] = time.perf_counter() - start
+            if note is not None:
+                warnings.warn(note, RuntimeWarning, stacklevel=3)
         check_pair(pa, lat)
         y = self._pair_tensor(pa, lat)
 
@@ -315,7 +359,8 @@ class Reconstructor:
 
         report(0.5, "reconstruction G(Y)")
         start = time.perf_counter()
-        prior = self.g_raw(y).float()
+        if prior is None:  # not already computed by the orientation check
+            prior = self.g_raw(y).float()
         timings["g_raw_s"] = time.perf_counter() - start
         refine = self.refinement_iterations > 0
         reprojection, refined_reprojection = {}, {}

@@ -426,6 +426,49 @@ def test_shipped_model_follows_the_patient_on_real_films(shared_data, pa_name, l
     assert measures["both_cropped_80"]["width_voxels"] >= original["width_voxels"]
 
 
+def test_shipped_model_turns_a_mirrored_lateral_round_when_the_image_cannot_tell(shared_data):
+    """LIDC-IDRI-0306's lateral DRR shows its spine faintly (spine-side contrast +0.05, below the image rule's
+    0.1): the image rule leaves it and its mirror image as given, and before the model-based check the mirrored
+    one gave a chest with four lung columns. Now the model is asked which way it explains the lateral better: the
+    mirrored lateral is turned round with a warning that says so, and its reconstruction is the genuine pair's."""
+    from DCTNetLib.io.ct import read_ct
+    from DCTNetLib.io.film_gate import lateral_orientation
+
+    model = Reconstructor.load(device="cpu")
+    prepared, pa, lat = radiographs_from_ct(read_ct(shared_data / "ct" / "LIDC-IDRI-0306.nii.gz"))
+    mirrored = np.ascontiguousarray(lat[:, ::-1])
+    assert lateral_orientation(lat) == lateral_orientation(mirrored) == "unclear"
+    kept, reason = model.orient_lateral(pa, lat)
+    assert reason is None and np.array_equal(kept, lat)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the genuine pair is kept as it is, without a warning
+        genuine = model.reconstruct(pa, lat, geometry=prepared)
+    with pytest.warns(RuntimeWarning, match="explains it better mirrored"):
+        turned = model.reconstruct(pa, mirrored, geometry=prepared)
+    assert np.array_equal(turned.lat, lat)
+    np.testing.assert_array_equal(turned.ct_unit, genuine.ct_unit)
+
+
+def test_orientation_check_flips_by_the_image_and_leaves_unclear_laterals_to_128_models(tiny_bundle_path,
+                                                                                          shared_data):
+    """A real lateral shown facing right is turned round by the image rule, with its reason; a 32² model, whose
+    radiographs the projector cannot render, keeps an unclear lateral as given instead of guessing."""
+    from DCTNetLib.io.film import read_film
+    from DCTNetLib.io.film_gate import lateral_orientation
+
+    model = Reconstructor.load(tiny_bundle_path, device="cpu")
+    pa = read_film(shared_data / "radiographs" / "pa_radiopaedia_pcp2.png", "pa")[0]
+    lat = read_film(shared_data / "radiographs" / "lat_radiopaedia_pcp2.png", "lat")[0]  # −0.12 at 32²
+    turned, reason = model.orient_lateral(pa, lat)
+    assert "facing right" in reason and turned.shape == (model.image_size,) * 2
+    again, reason = model.orient_lateral(pa, turned)
+    assert reason is None and np.array_equal(again, turned)
+    flat_pa, flat_lat = _radiographs(size=32)
+    assert lateral_orientation(flat_lat[:, ::-1]) == "unclear"  # the phantom's faint spine
+    kept, reason = model.orient_lateral(flat_pa, flat_lat[:, ::-1])
+    assert reason is None and np.array_equal(kept, flat_lat[:, ::-1])
+
+
 def test_reconstruct_says_when_the_ct_is_in_the_shipped_training_set(shared_data):
     """A training CT is recognised from the manifest's fingerprints; a test CT is not; the fingerprint tolerates
     float noise and tells two CTs apart."""

@@ -12,8 +12,9 @@ from DCTNetLib.conventions import hu_to_unit
 from DCTNetLib.data.drr import make_drrs
 from DCTNetLib.data.film_appearance import film_like
 from DCTNetLib.data.phantom import chest_phantom
-from DCTNetLib.io.film_gate import (MIN_REPROJECTION_RANK, consistency_reason, non_chest_reason, pa_polarity,
-                                    structure)
+from DCTNetLib.io.film_gate import (CLEAR_SPINE_SIDE, MIN_REPROJECTION_RANK, consistency_reason, facing_left,
+                                    lateral_orientation, mirrored_explains_better, non_chest_reason, pa_polarity,
+                                    spine_side, structure)
 from DCTNetLib.io.radiograph import view_pair_warnings
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -91,3 +92,27 @@ def test_swap_warning_fires_on_swapped_real_pairs_only(phantom, shared_data):
         real_pa, real_lat = read_film(pa_file, "pa")[0], read_film(lat_file, "lat")[0]
         assert view_pair_warnings(real_pa, real_lat) == [], stem
         assert "swapped" in view_pair_warnings(real_lat, real_pa)[0], stem
+
+
+def test_lateral_orientation_is_decided_by_the_image_only_when_the_spine_side_is_clear(phantom, shared_data):
+    """Real laterals shown facing right are "right" and their mirror images "left"; the phantom's lateral, whose
+    spine barely stands out (contrast +0.04), is "unclear" either way and the image rule keeps it as given."""
+    from DCTNetLib.io.film import read_film
+    from DCTNetLib.io.radiograph import resize_radiograph
+
+    for stem in ("lat_radiopaedia_pcp2.png", "lat_radiopaedia_covid7.jpg"):
+        lat = resize_radiograph(read_film(shared_data / "radiographs" / stem, "lat")[0])
+        assert spine_side(lat) <= -CLEAR_SPINE_SIDE
+        assert lateral_orientation(lat) == "right" and lateral_orientation(lat[:, ::-1]) == "left"
+        turned, flipped = facing_left(lat)
+        assert flipped and np.array_equal(turned, lat[:, ::-1])
+    _, _, lat = phantom
+    assert abs(spine_side(lat)) < CLEAR_SPINE_SIDE
+    assert lateral_orientation(lat) == lateral_orientation(lat[:, ::-1]) == "unclear"
+    assert facing_left(lat) == (lat, False)
+
+
+def test_the_mirrored_lateral_wins_only_when_it_is_explained_better():
+    assert mirrored_explains_better({"lat_ncc": 0.90}, {"lat_ncc": 0.93})
+    assert not mirrored_explains_better({"lat_ncc": 0.93}, {"lat_ncc": 0.90})
+    assert not mirrored_explains_better({"lat_ncc": 0.93}, {"lat_ncc": 0.93})  # a tie keeps the film as given

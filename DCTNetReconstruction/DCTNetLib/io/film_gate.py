@@ -14,11 +14,16 @@ Two kinds of checks, both on the ``(n, n)`` images in [0, 1] that the generator 
 - *PA top band*: a PA chest film shows the shoulders and neck at the top (tissue over ≥ 62 % of rows 12–22 % in
   every PA here, below the 12 % a collimator may blank); an axial CT slice or most photographs show air there.
 
-**Lateral orientation** (:func:`lateral_mirrored`): the model's laterals show the patient facing left, spine on
+**Lateral orientation** (:func:`lateral_orientation`): the model's laterals show the patient facing left, spine on
 the right (the training DRRs: spine-side contrast −0.04 to +0.69). Films without a DICOM orientation are often shown
 facing right — both real laterals here (−0.25, −0.19) — and a mirrored lateral gave four lung columns in the axial
-slices. A lateral whose right band (rows 30–70 %, columns 70–95 %) is darker than its left band (5–30 %) by more
-than :data:`MIRRORED_LATERAL_CONTRAST` is flipped back, with a warning.
+slices. The spine-side contrast (right band, rows 30–70 % and columns 70–95 %, minus the left band, columns
+5–30 %) decides when it is clear: at least :data:`CLEAR_SPINE_SIDE` either way. Many DRR laterals are not clear
+(a field that cuts the body leaves the spine at the edge: below 0.1 on six of the 21 prepared CTs), and with the
+image rule alone 10 of their 21 mirrored DRR laterals went through unflipped. An unclear lateral is decided by the model
+instead (:meth:`DCTNetLib.inference.Reconstructor.orient_lateral`): G(Y) is run on the pair as given and with the
+lateral mirrored, and the orientation whose reconstruction re-projects closer to the lateral
+(:func:`mirrored_explains_better`) is kept.
 
 **After reconstruction** (:func:`consistency_reason`): DRRs of the reconstruction are compared with the inputs
 (:func:`DCTNetLib.evaluation.metrics.reprojection_check`, Spearman's rank correlation of 32² thumbnails, which a
@@ -36,8 +41,9 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["MIN_STRUCTURE", "MIN_PA_POLARITY", "MIN_PA_TOP_TISSUE", "MIN_REPROJECTION_RANK", "structure",
-           "pa_polarity", "pa_top_tissue", "spine_side", "lateral_mirrored", "facing_left", "non_chest_reason", "consistency_reason"]
+__all__ = ["MIN_STRUCTURE", "MIN_PA_POLARITY", "MIN_PA_TOP_TISSUE", "MIN_REPROJECTION_RANK", "CLEAR_SPINE_SIDE",
+           "structure", "pa_polarity", "pa_top_tissue", "spine_side", "lateral_orientation", "lateral_mirrored",
+           "facing_left", "mirrored_explains_better", "non_chest_reason", "consistency_reason"]
 
 STRUCTURE_LAG = 1 / 16      # of the image side: 8 px of 128²
 MIN_STRUCTURE = 0.3         # radiographs ≥ 0.60, noise ≤ 0.03 (module docstring)
@@ -45,7 +51,9 @@ MIN_PA_POLARITY = 0.0       # PA films ≥ +0.07, inverted ≤ −0.07
 TISSUE_LEVEL = 0.2          # brighter than air and lung on [0, 1]
 TOP_BAND = (0.12, 0.22)     # rows, as fractions of the height: below what a collimator blanks (≤ 12 %)
 MIN_PA_TOP_TISSUE = 0.2     # PA films ≥ 0.62; axial CT slices mostly below
-MIRRORED_LATERAL_CONTRAST = -0.1  # training laterals ≥ −0.04, real laterals facing right ≤ −0.19
+# |spine-side contrast| from which the image alone decides a lateral's orientation: real laterals facing right
+# ≤ −0.19; training DRR laterals −0.04 to +0.69, six of them below 0.1 (decided by the model instead)
+CLEAR_SPINE_SIDE = 0.1
 # Minimum rank correlation of each view with the DRR of the reconstruction (see consistency_reason).
 MIN_REPROJECTION_RANK = {"pa": 0.5, "lat": 0.75}
 
@@ -91,14 +99,34 @@ def spine_side(image: np.ndarray) -> float:
     return float(np.median(_fraction_box(image, rows, (0.7, 0.95))) - np.median(_fraction_box(image, rows, (0.05, 0.3))))
 
 
+def lateral_orientation(image: np.ndarray) -> str:
+    """Which way an ``(H, W)`` lateral faces by its spine-side contrast: ``"left"`` (the model's orientation),
+    ``"right"`` (mirrored) or ``"unclear"`` (less than :data:`CLEAR_SPINE_SIDE` either way)."""
+    value = spine_side(image)
+    if value >= CLEAR_SPINE_SIDE:
+        return "left"
+    return "right" if value <= -CLEAR_SPINE_SIDE else "unclear"
+
+
+def mirrored_explains_better(as_given: dict[str, float], mirrored: dict[str, float]) -> bool:
+    """Whether a reconstruction from the mirrored lateral re-projects closer to it than one from the lateral as
+    given: the correlation ``lat_ncc`` of :func:`~DCTNetLib.evaluation.metrics.reprojection_check` for each. The
+    generator draws chest-shaped volumes facing left; from a mirrored lateral it draws one that explains it less well
+    (with the image rule first, ``benchmarks/film_gate.py`` on the 21 prepared CTs: 21 of 21 mirrored DRR laterals
+    and 41 of 42 film-like ones flipped back, 1 false flip among the 63 genuine ones). A tie keeps the film as given."""
+    return mirrored["lat_ncc"] > as_given["lat_ncc"]
+
+
 def lateral_mirrored(image: np.ndarray) -> bool:
     """True when an ``(H, W)`` lateral shows the patient facing right (spine on the left): see the module docstring."""
-    return spine_side(image) < MIRRORED_LATERAL_CONTRAST
+    return lateral_orientation(image) == "right"
 
 
 def facing_left(lateral: np.ndarray) -> tuple[np.ndarray, bool]:
-    """The ``(H, W)`` lateral in the model's orientation, and whether it had to be flipped
-    (:func:`lateral_mirrored`)."""
+    """The ``(H, W)`` lateral in the model's orientation by the image rule alone, and whether it had to be flipped
+    (:func:`lateral_mirrored`; an unclear lateral is kept as given: what needs no model, e.g. the framing edits of
+    :mod:`DCTNetLib.evaluation.framing`. Reconstructions decide unclear laterals with the model:
+    :meth:`DCTNetLib.inference.Reconstructor.orient_lateral`)."""
     if lateral_mirrored(lateral):
         return np.ascontiguousarray(lateral[:, ::-1]), True
     return lateral, False
