@@ -87,9 +87,11 @@ stage() {  # NAME INIT MAX_STEPS EPOCHS ARGS...
 ) &
 wait
 # The CDM's online weights; the preview is the mean of 4 samples of 4 DDIM steps from pure noise, chosen on the
-# validation DRRs by benchmarks/cdm_sampler_sweep.py (docs/cdm.md).
+# validation DRRs by benchmarks/cdm_sampler_sweep.py (docs/cdm.md). --smooth-output: the generators' fixed
+# [1, 2, 1]/4 output filter, which removes the dot pattern of the 2×2×2 head (chosen on the validation CTs after v7
+# was trained; docs/architecture.md, "Output smoothing").
 rm -f "$here/DCTNetReconstruction/DCTNetLib/resources/weights/manifest.json"  # it holds the old file's sha256
-dctnet export --gan "$work/gan_final.pt" --cdm "$work/runs/cdm_bone/latest.pt" --cdm-weights online --steps 4 \
+dctnet export --gan "$work/gan_final.pt" --cdm "$work/runs/cdm_bone/latest.pt" --cdm-weights online --steps 4 --smooth-output \
     --strength 1.0 --samples 4 --output "$here/DCTNetReconstruction/DCTNetLib/resources/weights/dctnet_small.pt" \
     --overwrite
 python "$here/scripts/write_weights_manifest.py" --work "$work" --prepared "$work/prepared_v7"

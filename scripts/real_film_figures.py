@@ -82,9 +82,9 @@ def pair_figure(model: Reconstructor, pa: np.ndarray, lat: np.ndarray, output: P
               (hu[:, :, w // 2], "sagittal (midline)"))
     for ax, (image, name) in zip(axes[1, :3], slices):
         ax.imshow(image, cmap="gray", vmin=-1000, vmax=1000)
-        ax.set_title(f"CT {name}, [-1000, 1000] HU")
+        ax.set_title(f"CT {name},\n[-1000, 1000] HU")
     axes[1, 3].imshow(hu[:, :, w // 2], cmap="gray", vmin=-200, vmax=800)
-    axes[1, 3].set_title("sagittal, bone window [-200, 800]")
+    axes[1, 3].set_title("sagittal,\nbone window [-200, 800]")
     axes[1, 4].imshow(hu.max(axis=AXIS_RL), cmap="gray", vmin=-200, vmax=800)
     axes[1, 4].set_title("sagittal maximum intensity")
     save_figure(fig, title, output, dpi=70)

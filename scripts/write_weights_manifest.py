@@ -16,7 +16,8 @@ from collections import Counter
 from pathlib import Path
 
 from DCTNetLib import __version__
-from DCTNetLib.checkpoints.bundle import default_manifest_path, default_weights_path, load_model_bundle, write_manifest
+from DCTNetLib.checkpoints.bundle import (default_manifest_path, default_weights_path, load_model_bundle,
+                                         save_model_bundle, with_output_smoothing, write_manifest)
 
 INTENDED_USE = ("demonstrating the DCT-Net pipeline end to end (CLI, Python, 3D Slicer) and testing it; a starting "
                 "point for training on your own data")
@@ -24,17 +25,20 @@ NOT_INTENDED_FOR = "clinical use, diagnosis or any decision about a patient; qua
 LIMITATIONS = ("trained on DRRs (digitally reconstructed radiographs) of few CTs on a CPU, not on real films: real "
                "radiographs differ in geometry, exposure and processing; the reconstruction is a rough chest far below "
                "the paper's numbers: the spine shows (bone Dice of the > 300 HU masks 0.27 on the test CTs' DRRs, "
-               "99.9th percentile ~485 HU against 650-1,300 HU in the real CTs) but ribs and sternum do not, and "
+               "99.9th percentile ~480 HU against 650-1,300 HU in the real CTs) but ribs and sternum do not, and "
                "its DRR figures are 0.5 dB below v3's, the price of training on patients from 0.6x to 1.3x the "
                "field so that a real film's framing no longer shapes the body; the bone-suppression preview dims "
                "the spine and makes the ribs fainter on real films, but they stay visible; the small preset departs "
-               "from the paper (narrower networks, a 64^3 decoder with a sub-voxel head, fewer attention tokens, "
-               "the product path: docs/architecture.md)")
+               "from the paper (narrower networks, a 64^3 decoder with a sub-voxel head and a fixed [1, 2, 1]/4 "
+               "output filter against its dot pattern, fewer attention tokens, the product path: "
+               "docs/architecture.md)")
 LICENCE = ("Apache-2.0 (code and weights); the training CTs keep their own licences (TCIA collections: CC BY; "
            "PyRadiomics test data: in a BSD-3-Clause package)")
 OUTPUT = ("the mean of the two generators' CTs, G(Y) from the radiographs and G(X) from the CDM's bone-suppressed "
-          "preview (DCTNetLib.inference.FUSIONS, the default; `--fusion raw` gives G(Y) alone), chosen on "
-          "validation CTs under a rule written before it was measured (README, The shipped model)")
+          "preview (DCTNetLib.inference.FUSIONS, the default; `--fusion raw` gives G(Y) alone), each passed through "
+          "the generators' fixed [1, 2, 1]/4 output filter (output_smoothing: no weights, added after v7 was "
+          "trained, against the 2x2x2 head's dot pattern); both chosen on validation CTs under rules written before "
+          "they were measured (README, The shipped model)")
 CITATION = ("Zhang et al., DCT-Net: Dual-branch CT Reconstruction from Orthogonal X-rays with Diffusion Model and "
             "Contrastive Learning, MICCAI 2025")
 
@@ -142,6 +146,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--update", action="store_true",
                         help="the weights are unchanged: keep the manifest's data, recipe and fingerprints and replace "
                              "only what the given reports measure, the card's limitations and the output it describes")
+    parser.add_argument("--smooth-output", action="store_true",
+                        help="with --update: re-save the shipped bundle with its generators' fixed output filter "
+                             "switched on (same weights; new sha256; dctnet export --smooth-output)")
     parser.add_argument("--prepared", type=Path, help="the prepared cases and splits the shipped generators trained "
                                                       "on (default: WORK/prepared)")
     parser.add_argument("--demo-report", type=Path, help="dctnet demo's report.json: the card's measured performance")
@@ -165,7 +172,8 @@ def main(argv: list[str] | None = None) -> int:
     repo = Path(__file__).resolve().parents[1]
     recipe = {
         "model": "DCT-Net small presets (CDM small: v-objective, bone-component target; GAN small v2 with the "
-                 "product path, model.product_channels=8), demonstration weights",
+                 "product path, model.product_channels=8), demonstration weights; output_smoothing switched on after "
+                 "training (dctnet export --smooth-output)",
         "parameters": bundle.parameter_counts(),
         "sampling_steps": bundle.sampling_steps,
         "training_cts": {s["source"]: s["role"] for s in sources if s.get("role") not in ("validation", "test")},
@@ -217,11 +225,17 @@ def main(argv: list[str] | None = None) -> int:
 def update(args: argparse.Namespace) -> int:
     """``--update``: the shipped manifest with new measured figures (same weights: its sha256 must still match)."""
     bundle_path = default_weights_path()
-    load_model_bundle(bundle_path)  # checks the recorded sha256 against the file
+    bundle = load_model_bundle(bundle_path)  # checks the recorded sha256 against the file
+    if args.smooth_output:  # the same weights, a new preset: the file and its sha256 change
+        save_model_bundle(with_output_smoothing(bundle), bundle_path)
     manifest_path = default_manifest_path()
     recipe = {key: value for key, value in json.loads(manifest_path.read_text()).items()
               if key not in ("file", "sha256", "bytes")}
     recipe["output"] = OUTPUT
+    smoothing_note = "; output_smoothing switched on after training (dctnet export --smooth-output)"
+    smoothed = (load_model_bundle(bundle_path).gan_preset or {}).get("generator", {}).get("output_smoothing")
+    if smoothed and smoothing_note not in recipe["model"]:
+        recipe["model"] += smoothing_note
     card = recipe["model_card"]
     card["limitations"] = LIMITATIONS
     if args.demo_report:

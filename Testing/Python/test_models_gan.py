@@ -371,6 +371,48 @@ def test_deconv_head_generator_never_holds_a_full_resolution_feature_map():
     assert torch.sigmoid(g.head[0].bias).item() == pytest.approx(0.2)
 
 
+def test_binomial_smoothing_removes_the_voxel_to_voxel_pattern_and_keeps_ramps():
+    """[1, 2, 1] / 4 per axis: a pattern alternating from voxel to voxel (what a 2×2×2 stride-2 head leaves)
+    vanishes inside the volume, a linear ramp and a constant pass unchanged, the output stays in the input's range,
+    and the filter equals SciPy's ``convolve1d`` with replicated edges along each axis."""
+    from scipy import ndimage
+
+    from DCTNetLib.models.blocks import BinomialSmoothing3d
+
+    smooth = BinomialSmoothing3d()
+    i, j, k = torch.meshgrid(*(torch.arange(n) for n in (8, 10, 12)), indexing="ij")
+    alternating = ((-1.0) ** (i + j + k))[None, None]
+    assert smooth(alternating)[..., 1:-1, 1:-1, 1:-1].abs().max() < 1e-6
+    ramp = (0.1 * i + 0.05 * j - 0.02 * k).float()[None, None]
+    torch.testing.assert_close(smooth(ramp)[..., 1:-1, 1:-1, 1:-1], ramp[..., 1:-1, 1:-1, 1:-1])
+    torch.testing.assert_close(smooth(torch.full((1, 1, 5, 6, 7), 0.3)), torch.full((1, 1, 5, 6, 7), 0.3))
+    volume = torch.rand(2, 3, 9, 8, 7, generator=torch.Generator().manual_seed(0))
+    out = smooth(volume)
+    assert out.min() >= volume.min() and out.max() <= volume.max()
+    reference = volume.numpy()
+    for axis in (2, 3, 4):
+        reference = ndimage.convolve1d(reference, [0.25, 0.5, 0.25], axis=axis, mode="nearest")
+    torch.testing.assert_close(out, torch.from_numpy(reference))
+    assert list(smooth.state_dict()) == []  # no weights: switching it on keeps a generator's state dict
+
+
+def test_output_smoothing_filters_the_same_generator_output():
+    """output_smoothing=True is the same generator (same weights, same state-dict keys) followed by the filter."""
+    from DCTNetLib.models.blocks import BinomialSmoothing3d
+
+    torch.manual_seed(0)
+    plain = build_generator(gan_preset("tiny", generator=dict(decoder_channels=(16, 16, 8, 1), head="deconv",
+                                                              output_init=0.2)).generator).eval()
+    smoothed = build_generator(gan_preset("tiny", generator=dict(decoder_channels=(16, 16, 8, 1), head="deconv",
+                                                                 output_init=0.2, output_smoothing=True)).generator)
+    smoothed.load_state_dict(plain.state_dict(), strict=True)
+    with torch.no_grad():
+        x = _pair()
+        torch.testing.assert_close(smoothed.eval()(x), BinomialSmoothing3d()(plain(x)))
+        assert not torch.equal(smoothed(x), plain(x))
+    assert gan_preset("small").generator.output_smoothing and not gan_preset("full").generator.output_smoothing
+
+
 @pytest.mark.parametrize("overrides, match", [
     (dict(decoder_channels=(16, 16, 8, 4), head="deconv"), "decoder_channels"),
     (dict(head="pixelshuffle"), "head"),

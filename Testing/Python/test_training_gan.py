@@ -459,6 +459,12 @@ def _check_export_and_direct_loading(gan_ckpt: Path, cdm_ckpt: Path, tmp_path: P
     assert dctnet(["export", "--gan", str(gan_ckpt), "--cdm", str(cdm_ckpt), "--samples", "3", "--output",
                    str(tmp_path / "bundle_mean.pt")]) == 0
     assert load_model_bundle(tmp_path / "bundle_mean.pt").cdm.config.sampling_samples == 3
+    # --smooth-output: the same weights with the generators' fixed output filter switched on
+    assert dctnet(["export", "--gan", str(gan_ckpt), "--cdm", str(cdm_ckpt), "--smooth-output", "--output",
+                   str(tmp_path / "bundle_smooth.pt")]) == 0
+    smooth = load_model_bundle(tmp_path / "bundle_smooth.pt")
+    assert smooth.gan_preset["generator"]["output_smoothing"] is True
+    assert all(torch.equal(v, gan["models"]["g_raw"][k]) for k, v in smooth.g_raw.state_dict().items())
     direct = Reconstructor.load(gan_ckpt, device="cpu")
     assert all(torch.equal(v, gan["models"]["g_raw"][k]) for k, v in direct.g_raw.state_dict().items())
     assert direct.cdm is not None

@@ -15,6 +15,7 @@ File layout (a ``torch.save`` dict of tensors and plain containers, read with ``
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 from dataclasses import dataclass, field
@@ -39,7 +40,7 @@ __all__ = [
     "default_weights_path",
     "default_manifest_path",
     "load_model_bundle",
-    "save_model_bundle",
+    "save_model_bundle", "with_output_smoothing",
     "bundle_from_checkpoints",
     "load_generators",
     "load_initial_cdm",
@@ -223,6 +224,33 @@ def _bundle_from_gan_checkpoint(state: dict[str, Any], path: Path) -> ModelBundl
         raise WeightsError(f"{path} records no CDM checkpoint (trained on the prepared bone-suppressed targets); "
                            "make a bundle with `dctnet export --gan ... --cdm CDM.pt --output model.pt`")
     return bundle_from_checkpoints(path, cdm_path, gan_state=state)
+
+
+def with_output_smoothing(bundle: ModelBundle) -> ModelBundle:
+    """The same bundle with its generators' fixed output filter switched on (``output_smoothing`` of
+    :class:`~DCTNetLib.models.presets.GeneratorConfig`: [1, 2, 1] / 4 per axis, no weights): the generators are
+    rebuilt from the changed preset and given the same weights, strictly.
+
+    Raises:
+        InputError: the bundle records no preset, or its generators are not DCT-Net generators.
+    """
+    if bundle.gan_preset is None:
+        raise InputError("with_output_smoothing: the bundle has no gan_preset to rebuild its generators from")
+    preset = copy.deepcopy(bundle.gan_preset)
+    generator = preset.setdefault("generator", {})
+    if generator.get("arch", "dctnet") != "dctnet":
+        raise InputError(f"output smoothing is a DCT-Net generator option; this bundle's generators are "
+                         f"{generator.get('arch')!r}")
+    generator["output_smoothing"] = True
+
+    def rebuilt(model: nn.Module | None) -> nn.Module | None:
+        if model is None:
+            return None
+        smoothed = build_gan_generator(preset)
+        smoothed.load_state_dict(model.state_dict(), strict=True)
+        return frozen(smoothed)
+
+    return dataclasses.replace(bundle, g_raw=rebuilt(bundle.g_raw), g_bs=rebuilt(bundle.g_bs), gan_preset=preset)
 
 
 def save_model_bundle(bundle: ModelBundle, path: str | Path, half: bool = False, overwrite: bool = True) -> Path:

@@ -38,12 +38,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cdm-weights", choices=("ema", "online"), default="ema",
                         help="the CDM's EMA weights (default) or its online weights (better early in a run)")
     parser.add_argument("--half", action="store_true", help="store float16 weights (half the size)")
+    parser.add_argument("--smooth-output", action="store_true",
+                        help="switch on the generators' fixed [1, 2, 1]/4 output filter (no weights; it removes the "
+                             "dot pattern of the small preset's 2×2×2 head from models trained without it)")
     parser.add_argument("--manifest", action="store_true", help="also write manifest.json (sha256, size) beside it")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing bundle")
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..checkpoints.bundle import bundle_from_checkpoints, load_model_bundle, save_model_bundle, write_manifest
+    from ..checkpoints.bundle import (bundle_from_checkpoints, load_model_bundle, save_model_bundle,
+                                      with_output_smoothing, write_manifest)
     from ..checkpoints.checkpoint import resolve_checkpoint
 
     args.gan = resolve_checkpoint(args.gan)
@@ -58,6 +62,8 @@ def run(args: argparse.Namespace) -> int:
     check_writable_dir(args.output.parent if str(args.output.parent) else Path("."))
     bundle = bundle_from_checkpoints(args.gan, args.cdm, sampling_steps=args.steps, cdm_weights=args.cdm_weights,
                                      sampling_strength=args.strength, sampling_samples=args.samples)
+    if args.smooth_output:
+        bundle = with_output_smoothing(bundle)
     save_model_bundle(bundle, args.output, half=args.half, overwrite=args.overwrite)
     load_model_bundle(args.output)  # read it back: a bundle that does not load is never left as the result
     if args.manifest:

@@ -19,6 +19,7 @@ from __future__ import annotations
 from typing import Callable
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ..conventions import VIEW_LAT, VIEW_PA
@@ -33,6 +34,7 @@ __all__ = [
     "DenseBlock",
     "broadcast_view", "bilinear_backprojection",
     "ViewToVolume",
+    "BinomialSmoothing3d",
 ]
 
 _CONV = {2: nn.Conv2d, 3: nn.Conv3d}
@@ -235,3 +237,34 @@ def bilinear_backprojection(pa: torch.Tensor, lat: torch.Tensor) -> torch.Tensor
     if pa.shape != lat.shape:
         raise ValueError(f"pa and lat maps must have one shape, got {tuple(pa.shape)} and {tuple(lat.shape)}")
     return broadcast_view(pa, VIEW_PA) * broadcast_view(lat, VIEW_LAT)
+
+
+class BinomialSmoothing3d(nn.Module):
+    """A fixed separable binomial filter [1, 2, 1] / 4 along each axis of a volume (no parameters, no buffers).
+
+    Its response, cos²(ω/2) per axis, is 1 at zero frequency and 0 at the Nyquist frequency: it removes a pattern
+    that alternates from voxel to voxel — what a stride-2, kernel-2 transposed-conv head leaves when its eight taps
+    differ (Odena et al., "Deconvolution and checkerboard artifacts", Distill 2016) — and keeps constants and linear
+    ramps. The binomial filter is the anti-aliasing filter of Zhang, "Making convolutional networks shift-invariant
+    again", ICML 2019. Edges are replicated, so a uniform volume stays uniform up to its faces. The output is a convex
+    combination of the input, so it stays in the input's range.
+
+    Shapes:
+        ``(B, C, D, H, W)`` → ``(B, C, D, H, W)``.
+    """
+
+    TAPS = (0.25, 0.5, 0.25)
+
+    def forward(self, volume: torch.Tensor) -> torch.Tensor:
+        if volume.ndim != 5:
+            raise ValueError(f"volume must be (B, C, D, H, W), got shape {tuple(volume.shape)}")
+        b, c = volume.shape[:2]
+        taps = volume.new_tensor(self.TAPS)
+        x = volume.reshape(b * c, 1, *volume.shape[2:])
+        for axis in range(3):
+            shape = [1, 1, 1, 1, 1]
+            shape[2 + axis] = 3
+            padding = [0, 0, 0, 0, 0, 0]
+            padding[2 * (2 - axis)] = padding[2 * (2 - axis) + 1] = 1  # F.pad lists the last axis first
+            x = F.conv3d(F.pad(x, padding, mode="replicate"), taps.view(shape))
+        return x.reshape(volume.shape)

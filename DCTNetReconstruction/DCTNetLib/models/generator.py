@@ -8,6 +8,7 @@ Data flow of :class:`DCTNetGenerator` (full preset, ``docs/architecture.md`` has
     5 decoder levels DC_l = SA(Deconv(DC_{l-1})): 4³ → 8³ → … → 128³, widths 128-64-32-16-16;
          each level adds both views' skip features broadcast along their projection axes (connection B)
     3×3×3 conv → sigmoid ─► (B, 1, 128, 128, 128) in [0, 1]
+    (small preset: the 64³ level's 2×2×2 transposed conv is the head, then a fixed [1, 2, 1] / 4 filter per axis)
 
 The encoder weights are literally shared: PA and lateral pass through it as one batch of ``2B`` images.
 """
@@ -23,7 +24,7 @@ from torch import nn
 
 from ..conventions import VIEW_LAT, VIEW_PA
 from .attention import SelfAttention3d
-from .blocks import ConvNormAct, bilinear_backprojection, broadcast_view, norm_layer
+from .blocks import BinomialSmoothing3d, ConvNormAct, bilinear_backprojection, broadcast_view, norm_layer
 from .encoder import DenseEncoder2d
 
 __all__ = ["ViewFusion", "DecoderLevel", "ViewProductPath", "DCTNetGenerator", "DualGenerator", "DECONV_PADDING", "HEADS"]
@@ -228,6 +229,9 @@ class DCTNetGenerator(nn.Module):
             of a chest CT. ``None`` keeps PyTorch's initialisation. Defaults to None.
         product_channels: Maps per view of a :class:`ViewProductPath` whose output is added to the head's logit;
             0 = no such path (the paper's generator). Defaults to 0.
+        output_smoothing: Pass the output volume through a fixed [1, 2, 1] / 4 filter along each axis
+            (:class:`~DCTNetLib.models.blocks.BinomialSmoothing3d`, no weights): it removes the voxel-to-voxel dot
+            pattern of a ``"deconv"`` head. Defaults to False (the paper's generator has none).
     """
 
     def __init__(self, *, image_size: int = 128, stem_channels: int = 64,
@@ -237,7 +241,8 @@ class DCTNetGenerator(nn.Module):
                  attention: dict | None = None, fusion_rank: int | None = 704, fusion_dropout: float = 0.5,
                  norm: str = "instance", deconv_kernels: tuple[int, ...] | None = None,
                  view_skips: tuple[bool, ...] | None = None, head: str = "conv",
-                 output_init: float | None = None, product_channels: int = 0) -> None:
+                 output_init: float | None = None, product_channels: int = 0,
+                 output_smoothing: bool = False) -> None:
         super().__init__()
         n = len(encoder_blocks)
         attention_levels = tuple(attention_levels) if attention_levels is not None else (True,) * n
@@ -279,6 +284,7 @@ class DCTNetGenerator(nn.Module):
             nn.init.constant_(self.head[0].bias, math.log(output_init / (1.0 - output_init)))
         gate_channels = decoder_channels[-1] if head == "conv" else decoder_channels[-2]
         self.product = ViewProductPath(product_channels, gate_channels) if product_channels else None
+        self.smoothing = BinomialSmoothing3d() if output_smoothing else nn.Identity()
 
     def forward(self, radiographs: torch.Tensor) -> torch.Tensor:
         """Reconstruct a volume from a radiograph pair.
@@ -300,9 +306,9 @@ class DCTNetGenerator(nn.Module):
         for level, skip in zip(self.levels, encoded.skips[::-1]):
             x = level(x, skip[:batch], skip[batch:])
         if self.product is None:
-            return self.head(x)
+            return self.smoothing(self.head(x))
         logit, sigmoid = self.head
-        return sigmoid(logit(x) + self.product(radiographs, x))
+        return self.smoothing(sigmoid(logit(x) + self.product(radiographs, x)))
 
 
 class DualGenerator(nn.Module):

@@ -95,6 +95,9 @@ class GeneratorConfig(ConfigBase):
             PyTorch's initialisation. Defaults to None.
         product_channels: ``dctnet`` only: maps per view of the full-resolution product path
             (:class:`~DCTNetLib.models.generator.ViewProductPath`, ours); 0 = none, as in the paper. Defaults to 0.
+        output_smoothing: ``dctnet`` only: a fixed [1, 2, 1] / 4 filter per axis on the output volume
+            (:class:`~DCTNetLib.models.blocks.BinomialSmoothing3d`, no weights), against the dot pattern of a
+            ``"deconv"`` head. Defaults to False (the paper's generator).
         view_decoder_convs: ``x2ct`` only: extra convs per view-decoder level, finest first.
             Defaults to (1, 2, 2, 2, 2, 0) (X2CT-GAN).
         fusion_decoder_convs: ``x2ct`` only: extra convs per fusion-decoder level, finest first.
@@ -123,6 +126,7 @@ class GeneratorConfig(ConfigBase):
     head: str = "conv"
     output_init: float | None = None
     product_channels: int = 0
+    output_smoothing: bool = False
     view_decoder_convs: tuple[int, ...] = (1, 2, 2, 2, 2, 0)
     fusion_decoder_convs: tuple[int, ...] = (1, 1, 1, 1, 1, 0)
     init: str = "default"
@@ -356,14 +360,16 @@ class GANPreset(ConfigBase):
 #   maps, the cross-shaped grid of bands in its axial slices;
 # - self-attention in full up to 8³, reduced keys/values above, queries pooled to 16³ (max_query_tokens 4096)
 #   at 32³/64³;
-# - below "full" the FC bridge has no dropout: a training step draws no random numbers of its own.
+# - below "full" the FC bridge has no dropout: a training step draws no random numbers of its own;
+# - the output passes a fixed [1, 2, 1] / 4 filter per axis (output_smoothing), which removes the dot pattern the
+#   kernel-2 head leaves (v7 trained without it; added at inference after validation: docs/architecture.md).
 # With head="deconv" the finest level's entries of decoder_convs/attention_levels/deconv_kernels/view_skips are
 # unused (the head replaces that level). "tiny" is for tests only.
 _DCTNET_G = {
     "full": {},
     "small": dict(stem_channels=16, encoder_blocks=(2, 2, 4, 4, 2), growth_rate=12,
                   decoder_channels=(128, 64, 32, 16, 8, 1), decoder_convs=(1, 1, 1, 1, 0), head="deconv",
-                  output_init=0.2,
+                  output_init=0.2, output_smoothing=True,
                   attention_levels=(True, True, True, True, False),
                   attention=dict(full_max_tokens=512, max_query_tokens=4096),
                   fusion_rank=64, fusion_dropout=0.0),
@@ -537,7 +543,7 @@ def build_generator(cfg: GeneratorConfig) -> nn.Module:
                                     fusion_rank=cfg.fusion_rank, fusion_dropout=cfg.fusion_dropout, norm=cfg.norm,
                                     deconv_kernels=cfg.deconv_kernels, view_skips=cfg.view_skips,
                                     head=cfg.head, output_init=cfg.output_init,
-                                    product_channels=cfg.product_channels)
+                                    product_channels=cfg.product_channels, output_smoothing=cfg.output_smoothing)
     init_weights(generator, cfg.init, cfg.init_gain)
     if getattr(generator, "product", None) is not None:
         generator.product.reset_mix()
