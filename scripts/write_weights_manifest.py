@@ -227,13 +227,14 @@ def update(args: argparse.Namespace) -> int:
     bundle_path = default_weights_path()
     bundle = load_model_bundle(bundle_path)  # checks the recorded sha256 against the file
     if args.smooth_output:  # the same weights, a new preset: the file and its sha256 change
-        save_model_bundle(with_output_smoothing(bundle), bundle_path)
+        bundle = with_output_smoothing(bundle)
+        save_model_bundle(bundle, bundle_path)
     manifest_path = default_manifest_path()
     recipe = {key: value for key, value in json.loads(manifest_path.read_text()).items()
               if key not in ("file", "sha256", "bytes")}
     recipe["output"] = OUTPUT
     smoothing_note = "; output_smoothing switched on after training (dctnet export --smooth-output)"
-    smoothed = (load_model_bundle(bundle_path).gan_preset or {}).get("generator", {}).get("output_smoothing")
+    smoothed = (bundle.gan_preset or {}).get("generator", {}).get("output_smoothing")
     if smoothed and smoothing_note not in recipe["model"]:
         recipe["model"] += smoothing_note
     card = recipe["model_card"]
