@@ -258,9 +258,10 @@ class Reconstructor:
         return lat, note
 
     def _orient_lateral(self, pa: np.ndarray, lat: np.ndarray
-                        ) -> tuple[np.ndarray, str | None, torch.Tensor | None]:
-        """:meth:`orient_lateral` on model-ready images, also returning G(Y) of the chosen pair when it was
-        computed (the unclear case), so that the reconstruction does not run it again."""
+                        ) -> tuple[np.ndarray, str | None, tuple[torch.Tensor, dict[str, float]] | None]:
+        """:meth:`orient_lateral` on model-ready images, also returning G(Y) of the chosen pair and its
+        re-projection check when they were computed (the unclear case), so that the reconstruction does not compute
+        them again."""
         mirrored = np.ascontiguousarray(lat[:, ::-1])
         side = lateral_orientation(lat)
         if side == "right":
@@ -274,8 +275,9 @@ class Reconstructor:
         if mirrored_explains_better(*checks):
             return mirrored, (f"the lateral's orientation is not clear from the image; the model explains it better "
                               f"mirrored (re-projection correlation {checks[1]['lat_ncc']:.3f} against "
-                              f"{checks[0]['lat_ncc']:.3f} as given), so it was flipped to face left"), priors[1]
-        return lat, None, priors[0]
+                              f"{checks[0]['lat_ncc']:.3f} as given), so it was flipped to face left"), (priors[1],
+                                                                                                      checks[1])
+        return lat, None, (priors[0], checks[0])
 
     def to(self, device: str | torch.device) -> "Reconstructor":
         """Move the models to ``device`` (e.g. back to the CPU after a GPU out-of-memory error)."""
@@ -334,7 +336,7 @@ class Reconstructor:
         """:meth:`reconstruct` on the current device (no fallback)."""
         report = progress or (lambda fraction, message: None)
         timings: dict[str, float] = {}
-        prior = None
+        computed = None  # G(Y) and its re-projection check, when the orientation check made them
         pa = _as_model_image(pa, "PA", self.image_size)
         lat = _as_model_image(lat, "lateral", self.image_size)
         if check_inputs:
@@ -343,7 +345,7 @@ class Reconstructor:
                 if reason is not None:
                     raise InputError(reason)
             start = time.perf_counter()
-            lat, note, prior = self._orient_lateral(pa, lat)
+            lat, note, computed = self._orient_lateral(pa, lat)
             timings["orientation_s"] = time.perf_counter() - start
             if note is not None:
                 warnings.warn(note, RuntimeWarning, stacklevel=3)
@@ -359,12 +361,12 @@ class Reconstructor:
 
         report(0.5, "reconstruction G(Y)")
         start = time.perf_counter()
-        if prior is None:  # not already computed by the orientation check
-            prior = self.g_raw(y).float()
+        prior, reprojection = computed if computed is not None else (self.g_raw(y).float(), {})
         timings["g_raw_s"] = time.perf_counter() - start
         refine = self.refinement_iterations > 0
-        reprojection, refined_reprojection = {}, {}
-        if self.image_size == IMAGE_SIZE:  # the gate reads G(Y) itself: its thresholds were measured on it
+        refined_reprojection = {}
+        # the gate reads G(Y)'s own re-projection (its thresholds were measured on it); 128² detector only
+        if not reprojection and self.image_size == IMAGE_SIZE:
             reprojection = reprojection_check(prior[0, 0].cpu().numpy(), pa, lat)
         reason = consistency_reason(reprojection) if check_inputs else None
         if reason is not None:

@@ -33,3 +33,24 @@ def test_body_extent_and_bone_stats_measure_a_box_body_with_a_spine():
     assert bone["bone_fraction"] == pytest.approx(48 * 8 * 4 / 64**3)
     assert bone["spine_column_bone_fraction"] == pytest.approx(48 * 8 * 4 / (64 * 32 * 8))
     assert bone["p999_hu"] == pytest.approx(700.0)
+
+
+def test_every_edit_keeps_the_orientation_of_the_unedited_lateral(shared_data):
+    """The real laterals face right; padded, they fall below the image rule's contrast. framing_inputs turns every
+    edit's lateral as the unedited one is turned, so none reaches the model mirrored."""
+    from DCTNetLib.evaluation.framing import framing_inputs, padded
+    from DCTNetLib.io.film import read_film
+    from DCTNetLib.io.film_gate import lateral_orientation
+    from DCTNetLib.io.radiograph import pad_to_square, resize_radiograph
+
+    folder = shared_data / "radiographs"
+    pa, lat = (read_film(folder / f"{view}_radiopaedia_covid7.jpg", view)[0] for view in ("pa", "lat"))
+    inputs = framing_inputs(pa, lat)
+    assert lateral_orientation(resize_radiograph(pad_to_square(lat))) == "right"
+    flipped = resize_radiograph(pad_to_square(lat))[:, ::-1]
+    assert np.corrcoef(inputs["original"][1].ravel(), flipped.ravel())[0, 1] > 0.999
+    as_filmed = resize_radiograph(pad_to_square(padded(lat)))  # the padded lateral, facing right as filmed
+    assert lateral_orientation(as_filmed) == "unclear"  # alone, the image rule would keep it facing right
+    padded_lat = inputs["both_padded_70"][1]
+    assert np.corrcoef(padded_lat.ravel(), as_filmed[:, ::-1].ravel())[0, 1] > 0.999
+    assert all(lateral_orientation(q) != "right" for _, q in inputs.values())

@@ -95,12 +95,15 @@ def bone_stats(hu: np.ndarray) -> dict[str, float]:
 
 
 def framing_inputs(pa: np.ndarray, lat: np.ndarray) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """Each edit (:func:`framing_edits`) as the model gets it: padded to square, resized to 128², the lateral
-    turned to face left as the input checks do. Shapes: two films of any size → ``{edit: ((128, 128), (128, 128))}``."""
+    """Each edit (:func:`framing_edits`) as the model gets it: padded to square, resized to 128², and the lateral
+    turned to face left when the *unedited* lateral faces right (:func:`~DCTNetLib.io.film_gate.facing_left`). An
+    edit changes the framing, not the way the patient faces; decided edit by edit, the padded and cropped real
+    laterals here fall below the image rule's contrast and would reach the model mirrored. Shapes: two films of
+    any size → ``{edit: ((128, 128), (128, 128))}``."""
+    _, flip = facing_left(resize_radiograph(pad_to_square(lat)))
     out = {}
-    for name, (p, q) in framing_edits(pa, lat).items():
-        q, _ = facing_left(resize_radiograph(pad_to_square(q)))
-        out[name] = (resize_radiograph(pad_to_square(p)), q)
+    for name, (p, q) in framing_edits(pa, lat[:, ::-1] if flip else lat).items():
+        out[name] = (resize_radiograph(pad_to_square(p)), resize_radiograph(pad_to_square(np.ascontiguousarray(q))))
     return out
 
 
