@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from DCTNetLib.conventions import AXIS_RL, hu_to_unit, unit_to_hu
-from DCTNetLib.data.augment import AugmentConfig, AugmentedCaseDataset, augment_volume, random_pose
+from DCTNetLib.data.augment import (AugmentConfig, AugmentedCaseDataset, augment_volume, random_displacement,
+                                    random_pose)
 from DCTNetLib.data.bone import boost_bone, bone_mask, drrs_given_bone_mask, drrs_with_bone_suppression
 from DCTNetLib.data.drr import default_projector, make_drrs
 from DCTNetLib.data.phantom import chest_phantom
@@ -193,6 +194,31 @@ def test_dataset_draws_the_bone_gain_and_leaves_the_ct_and_targets_alone(phantom
     gain_boosted = (boosted["drr"] - boosted["drr_bs"]).sum() / boosted["drr_bs"].sum()
     assert float(gain_boosted) > 1.4 * float(gain_plain)
 
+def test_elastic_deformation_is_smooth_sized_as_asked_and_keeps_the_mask_on_the_bone(phantom_case):
+    unit, mask = phantom_case
+    elastic = AugmentConfig(max_rotation_deg=(0.0, 0.0, 0.0), scale_range=(1.0, 1.0), max_shift_mm=0.0,
+                            flip_probability=0.0, max_attenuation_change=0.0, elastic_mm=8.0, elastic_points=5)
+    torch.manual_seed(1)
+    field = random_displacement(elastic, 64, 5.0)
+    assert field.shape == (1, 64, 64, 64, 3)
+    mm = field * (64 * 5.0 / 2)  # normalised units -> mm
+    # the control points carry N(0, 8 mm) draws; trilinear interpolation between them only lowers the spread
+    assert 4.0 < float(mm.std()) < 10.0
+    # smooth: neighbouring voxels (5 mm apart) move alike, far less than the control points do (80 mm apart)
+    assert float((mm[:, 1:] - mm[:, :-1]).abs().max()) < 0.25 * float(mm.abs().max())
+    torch.manual_seed(1)
+    out, out_mask = augment_volume(unit, mask, elastic, 5.0)
+    assert not torch.equal(out, unit)  # the anatomy moved
+    assert float(out[out_mask].mean()) > 0.9 * float(unit[mask].mean())  # the mask followed the bone
+    assert float(out[out_mask].mean()) > float(out[mask].mean()) + 0.02  # ... and not stayed where it was
+    # off (the default) draws nothing: runs without it keep their random stream and their poses
+    torch.manual_seed(1)
+    plain, _ = augment_volume(unit, mask, AugmentConfig(), 5.0)
+    after_plain = torch.rand(())
+    torch.manual_seed(1)
+    again, _ = augment_volume(unit, mask, AugmentConfig(elastic_mm=0.0), 5.0)
+    assert torch.equal(plain, again) and torch.equal(after_plain, torch.rand(()))
+
 
 def test_config_rejects_impossible_ranges():
     with pytest.raises(ValueError):
@@ -201,6 +227,10 @@ def test_config_rejects_impossible_ranges():
         AugmentConfig(scale_range=(1.1, 0.9))
     with pytest.raises(ValueError):
         AugmentConfig(flip_probability=1.5)
+    with pytest.raises(ValueError):
+        AugmentConfig(elastic_mm=-1.0)
+    with pytest.raises(ValueError):
+        AugmentConfig(elastic_points=1)
 
 
 def test_training_config_passes_the_pool_to_the_training_split(tmp_path):
@@ -215,3 +245,7 @@ def test_training_config_passes_the_pool_to_the_training_split(tmp_path):
     assert boosted.config.bone_gain_range == (1.0, 2.0)
     with pytest.raises(InputError, match="augment_bone_gain"):
         GANTrainConfig(augment_bone_gain=(2.0, 1.0))
+    deformed, _ = load_splits(data, augment=True, elastic_mm=6.0)
+    assert deformed.config.elastic_mm == 6.0
+    with pytest.raises(InputError, match="augment_elastic_mm"):
+        GANTrainConfig(augment_elastic_mm=-1.0)

@@ -68,7 +68,8 @@ def run(args: argparse.Namespace) -> int:
         train_set, val_set = load_splits(args.data, config.augment, diffusion.config.image_size,
                                          film=config.augment_film, anisotropy=config.augment_anisotropy,
                                          scale=config.augment_scale, pool=config.augment_pool, seed=config.seed,
-                                         bone_gain=config.augment_bone_gain)
+                                         bone_gain=config.augment_bone_gain,
+                                         elastic_mm=config.augment_elastic_mm)
         check_image_size(train_set, diffusion.config.image_size, f"{config.size} CDM preset")
         # the run folder is made only once there is data to train on
         device, info = setup_run(config, args.output, resume=args.resume, overwrite=args.overwrite)

@@ -4,8 +4,8 @@ With a few real CTs, the generator must not learn a handful of fixed poses. Each
 sample drawn from its prepared case:
 
 1. **Pose.** A random rotation about the three patient axes, an isotropic scale and a shift, optionally a
-   left–right mirror, applied to the 128³ volume (trilinear, air outside) and to its bone mask (the same
-   transform);
+   left–right mirror and a smooth random deformation (``elastic_mm``: other anatomy, not only another pose),
+   applied to the 128³ volume (trilinear, air outside) and to its bone mask (the same transform);
 2. **Calibration.** Attenuation above air scaled by a random factor (scanner/kVp calibration differs between
    sites): ``HU' = -1024 + (HU + 1024)·(1 + a)``, so air stays air; optionally (``bone_gain_range``) the
    radiographs' bone contrast raised by a random factor, as a film's softer spectrum shows it;
@@ -53,7 +53,7 @@ from .film_appearance import FilmAppearanceConfig, film_like
 if HU_MIN != HU_AIR:  # augment_volume scales unit values to scale attenuation above air
     raise ImportError("data.augment assumes the HU window starts at air")
 
-__all__ = ["AugmentConfig", "random_pose", "augment_volume", "AugmentedCaseDataset"]
+__all__ = ["AugmentConfig", "random_pose", "random_displacement", "augment_volume", "AugmentedCaseDataset"]
 
 
 @dataclass(frozen=True)
@@ -70,6 +70,14 @@ class AugmentConfig:
         max_shift_mm: largest shift along each axis, mm. Defaults to 10.
         flip_probability: probability of a left–right mirror. Defaults to 0.25.
         max_attenuation_change: largest relative change of attenuation above air (``a`` above). Defaults to 0.04.
+        elastic_mm: standard deviation, in mm, of a smooth random deformation added to the pose: a displacement
+            drawn at ``elastic_points``³ control points spread over the field and interpolated trilinearly
+            between them (Ronneberger et al., MICCAI 2015, §3.1: random displacements on a coarse grid, the
+            key augmentation with few training images; MONAI's ``Rand3DElastic`` draws it the same way). With
+            a few CTs the generator otherwise meets only a few anatomies (lung shapes, heart sizes, rib
+            positions), however they are posed. 0 = off. Defaults to 0.
+        elastic_points: control points per axis of the deformation (5 over 320 mm: 80 mm apart, so lungs
+            and mediastinum change shape while a rib stays a rib). Defaults to 5.
         bone_gain_range: the raw radiographs are rendered with bone's excess attenuation over soft tissue scaled
             by a factor drawn from this range (:func:`~DCTNetLib.data.bone.boost_bone`: a film's softer spectrum
             shows bone about 1.2–2.4× brighter against soft tissue than the CT's HU do); the CT and the
@@ -82,6 +90,8 @@ class AugmentConfig:
     max_shift_mm: float = 10.0
     flip_probability: float = 0.25
     max_attenuation_change: float = 0.04
+    elastic_mm: float = 0.0
+    elastic_points: int = 5
     bone_gain_range: tuple[float, float] = (1.0, 1.0)
 
     def __post_init__(self) -> None:
@@ -94,6 +104,9 @@ class AugmentConfig:
             raise ValueError(f"max_anisotropy must be in [0, 1), got {self.max_anisotropy}")
         if self.max_shift_mm < 0 or not 0 <= self.flip_probability <= 1 or not 0 <= self.max_attenuation_change < 1:
             raise ValueError(f"invalid augmentation ranges: {self}")
+        if self.elastic_mm < 0 or self.elastic_points < 2:
+            raise ValueError(f"elastic_mm must be >= 0 and elastic_points >= 2, got {self.elastic_mm} and "
+                             f"{self.elastic_points}")
         if len(self.bone_gain_range) != 2 or not 0 < self.bone_gain_range[0] <= self.bone_gain_range[1]:
             raise ValueError(f"bone_gain_range must satisfy 0 < low <= high, got {self.bone_gain_range}")
 
@@ -132,6 +145,16 @@ def random_pose(config: AugmentConfig, side: int, spacing_mm: float = VOXEL_SPAC
     return torch.cat([linear, shift[:, None]], dim=1)
 
 
+def random_displacement(config: AugmentConfig, side: int, spacing_mm: float = VOXEL_SPACING_MM) -> torch.Tensor:
+    """A smooth random ``(1, side, side, side, 3)`` displacement in :func:`~torch.nn.functional.grid_sample`'s
+    normalised ``(x, y, z)`` units: normal draws of standard deviation ``config.elastic_mm`` at
+    ``config.elastic_points``³ control points, interpolated trilinearly over the volume."""
+    points = config.elastic_points
+    coarse = torch.randn(1, 3, points, points, points) * (config.elastic_mm / (side * spacing_mm / 2))
+    field = F.interpolate(coarse, size=(side, side, side), mode="trilinear", align_corners=True)
+    return field.permute(0, 2, 3, 4, 1)
+
+
 def augment_volume(unit: torch.Tensor, mask: torch.Tensor, config: AugmentConfig,
                    spacing_mm: float = VOXEL_SPACING_MM) -> tuple[torch.Tensor, torch.Tensor]:
     """A randomly posed and recalibrated copy of a volume and its bone mask.
@@ -152,6 +175,8 @@ def augment_volume(unit: torch.Tensor, mask: torch.Tensor, config: AugmentConfig
     theta = random_pose(config, side, spacing_mm)[None]
     stacked = torch.cat([unit.float(), mask.float()])[None]  # (1, 2, D, H, W): one resampling for both
     grid = F.affine_grid(theta, list(stacked.shape), align_corners=False)
+    if config.elastic_mm > 0:  # drawn only when on, so runs without it keep their random stream
+        grid = grid + random_displacement(config, side, spacing_mm)
     moved = F.grid_sample(stacked, grid, mode="bilinear", padding_mode="zeros", align_corners=False)[0]
     gain = 1.0 + _uniform(-config.max_attenuation_change, config.max_attenuation_change)
     # unit = (HU − HU_MIN) / (HU_MAX − HU_MIN) with HU_MIN = air: scaling HU + 1024 scales the unit value

@@ -103,6 +103,9 @@ class TrainConfig(ConfigBase):
             so the model sees what real films look like. Defaults to False.
         augment_anisotropy: with ``augment``, largest extra scale of each patient axis on its own
             (:class:`~DCTNetLib.data.augment.AugmentConfig` ``max_anisotropy``). Defaults to 0.
+        augment_elastic_mm: with ``augment``, the standard deviation in mm of a smooth random deformation of
+            every sample's anatomy (:class:`~DCTNetLib.data.augment.AugmentConfig` ``elastic_mm``). 0 = off.
+            Defaults to 0.
         augment_scale: with ``augment``, the range of the isotropic scale of the patient in the field
             (:class:`~DCTNetLib.data.augment.AugmentConfig` ``scale_range``). Real films are framed tighter than
             the DRRs' 500 mm detector (the chest fills a PA film: a scale of about 1.3–1.6). Defaults to
@@ -137,6 +140,7 @@ class TrainConfig(ConfigBase):
     augment: bool = False
     augment_film: bool = False
     augment_anisotropy: float = 0.0
+    augment_elastic_mm: float = 0.0
     augment_scale: tuple[float, float] = (0.9, 1.1)
     augment_pool: int = 0
     augment_bone_gain: tuple[float, float] = (1.0, 1.0)
@@ -161,6 +165,7 @@ class TrainConfig(ConfigBase):
             (self.log_every >= 1, "log_every", ">= 1"),
             (self.val_every >= 1, "val_every", ">= 1"),
             (0 <= self.augment_anisotropy < 1, "augment_anisotropy", "in [0, 1)"),
+            (self.augment_elastic_mm >= 0, "augment_elastic_mm", ">= 0"),
             (len(self.augment_scale) == 2 and 0 < self.augment_scale[0] <= self.augment_scale[1],
              "augment_scale", "two numbers 0 < low <= high"),
             (self.augment_pool >= 0, "augment_pool", ">= 0"),

@@ -15,13 +15,14 @@ __all__ = ["load_splits", "check_image_size"]
 
 def load_splits(data: Path, augment: bool = False, image_size: int | None = None, *, film: bool = False,
                 anisotropy: float = 0.0, scale: tuple[float, float] = (0.9, 1.1), pool: int = 0,
-                seed: int = 0, bone_gain: tuple[float, float] = (1.0, 1.0)) -> tuple[Any, Any]:
+                seed: int = 0, bone_gain: tuple[float, float] = (1.0, 1.0),
+                elastic_mm: float = 0.0) -> tuple[Any, Any]:
     """Training and validation :class:`PreparedCaseDataset` (validation None when its split is empty), resampled
     on load to the model's ``image_size`` when the prepared size differs; with ``augment`` the training cases
     are drawn anew at every access (:class:`AugmentedCaseDataset`), with ``film`` in a film-like appearance and
     with ``anisotropy`` scaled per axis, the patient scaled within ``scale``, and with ``pool`` > 0 picked from
-    that many draws per case, seeded by ``seed``, and the raw radiographs' bone contrast scaled within
-    ``bone_gain`` (validation is never augmented)."""
+    that many draws per case, seeded by ``seed``, the raw radiographs' bone contrast scaled within
+    ``bone_gain`` and the anatomy deformed by ``elastic_mm`` (validation is never augmented)."""
     if not data.is_dir():
         raise InputError(f"prepared data folder not found: {data}")
     train = PreparedCaseDataset(data, "train", image_size=image_size)
@@ -33,7 +34,7 @@ def load_splits(data: Path, augment: bool = False, image_size: int | None = None
                              f"the model's {image_size}×{image_size}: choose the preset of the prepared data's size")
     if augment and len(train):
         augment_config = AugmentConfig(scale_range=tuple(scale), max_anisotropy=anisotropy,
-                                       bone_gain_range=tuple(bone_gain))
+                                       bone_gain_range=tuple(bone_gain), elastic_mm=elastic_mm)
         train = AugmentedCaseDataset(train, augment_config,
                                      film=FilmAppearanceConfig() if film else None, pool=pool, pool_seed=seed)
     return train, (val if len(val) else None)
