@@ -50,7 +50,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="model variant (DCT-Net Table 1 rows); default dctnet")
     parser.add_argument("--init", type=Path, metavar="MODEL",
                         help="start G(Y) and G(X) from this model bundle, `dctnet train` checkpoint or run folder "
-                             "(fine-tuning; same architecture; D and the optimisers start anew). Ignored on "
+                             "(fine-tuning; same architecture, or wider decoder levels with --set "
+                             "model.decoder_channels=…; D and the optimisers start anew). Ignored on "
                              "--resume, which continues from the run's own latest.pt")
     parser.add_argument("--vgg-weights", type=Path, metavar="FILE",
                         help="ImageNet VGG16 weights for the perceptual loss (default: `dctnet weights fetch` "
@@ -101,28 +102,50 @@ def bone_suppressed_sets(config: Any, preset: Any, args: argparse.Namespace, tra
 def initialise_generators(trainer: Any, path: Path) -> None:
     """Copy the generators of a bundle or GAN checkpoint into ``trainer`` (its G(Y), and G(X) when both have one).
 
+    The run may add the product path (``model.product_channels``, started at zero) and may widen decoder levels
+    (``model.decoder_channels`` after its first entry, each level as wide or wider: :func:`~DCTNetLib.models.widening.widen_into`
+    starts the wider generator as the same function); nothing else may differ.
+
     Raises:
-        InputError: the source's generator architecture differs from the run's.
+        InputError: the source's generator architecture differs from the run's otherwise.
     """
     from ..checkpoints.bundle import load_generators
     from ..models.presets import GANPreset
+    from ..models.widening import widen_into
     from ..training.distributed import unwrap
 
     preset, source = load_generators(path)
     source_cfg, run_cfg = GANPreset.from_dict(preset).generator, trainer.preset.generator
-    if dataclasses.replace(source_cfg, product_channels=run_cfg.product_channels) != run_cfg or (
-            source_cfg.product_channels not in (0, run_cfg.product_channels)):
+    widened = tuple(run_cfg.decoder_channels) != tuple(source_cfg.decoder_channels)
+    if widened and (len(run_cfg.decoder_channels) != len(source_cfg.decoder_channels) or any(
+            r < s for r, s in zip(run_cfg.decoder_channels, source_cfg.decoder_channels))
+            or run_cfg.decoder_channels[0] != source_cfg.decoder_channels[0]):
+        raise InputError(f"--init {path}: model.decoder_channels {list(run_cfg.decoder_channels)} must be as wide or "
+                         f"wider than the source's {list(source_cfg.decoder_channels)} at every level, with the same "
+                         "first entry (the FC fusion's seed)")
+    comparable = dataclasses.replace(source_cfg, product_channels=run_cfg.product_channels,
+                                     decoder_channels=run_cfg.decoder_channels)
+    if comparable != run_cfg or source_cfg.product_channels not in (0, run_cfg.product_channels):
         raise InputError(f"--init {path}: its generator architecture differs from this run's "
                          f"({trainer.preset.name}); fine-tuning needs the same preset and model settings (it may "
-                         "only add the product path, model.product_channels)")
+                         "only add the product path, model.product_channels, and widen model.decoder_channels)")
     same_architecture = source_cfg == run_cfg  # else the run adds the product path to a source without one
     for name in ("g_raw", "g_bs"):
         target = getattr(trainer, name)
-        if target is not None and name in source:
-            # A run that adds the product path starts it at zero (ViewProductPath.reset_mix): same output as the source.
-            missing, unexpected = unwrap(target).load_state_dict(source[name].state_dict(), strict=same_architecture)
-            if unexpected or [key for key in missing if not key.startswith("product.")]:
-                raise InputError(f"--init {path}: its {name} weights do not fit this run's generator")
+        if target is None or name not in source:
+            continue
+        if widened:
+            if source_cfg.product_channels != run_cfg.product_channels:
+                raise InputError(f"--init {path}: widen the decoder and add the product path in two runs, not one")
+            try:
+                widen_into(unwrap(target), source[name])
+            except ValueError as error:
+                raise InputError(f"--init {path}: {error}") from None
+            continue
+        # A run that adds the product path starts it at zero (ViewProductPath.reset_mix): same output as the source.
+        missing, unexpected = unwrap(target).load_state_dict(source[name].state_dict(), strict=same_architecture)
+        if unexpected or [key for key in missing if not key.startswith("product.")]:
+            raise InputError(f"--init {path}: its {name} weights do not fit this run's generator")
 
 
 def build_perceptual(preset: Any, weights: Path | None) -> Any:
