@@ -73,9 +73,11 @@ class AugmentConfig:
         elastic_mm: standard deviation, in mm, of a smooth random deformation added to the pose: a displacement
             drawn at ``elastic_points``³ control points spread over the field and interpolated trilinearly
             between them (Ronneberger et al., MICCAI 2015, §3.1: random displacements on a coarse grid, the
-            key augmentation with few training images; MONAI's ``Rand3DElastic`` draws it the same way). With
-            a few CTs the generator otherwise meets only a few anatomies (lung shapes, heart sizes, rib
-            positions), however they are posed. 0 = off. Defaults to 0.
+            key augmentation with few training images; 3D U-Net, Çiçek et al., MICCAI 2016, and the
+            ``elasticdeform`` package's ``deform_random_grid(sigma, points)`` draw it the same way). It is added
+            to the pose's sampling grid so that the volume is resampled once, not twice. With a few CTs the
+            generator otherwise meets only a few anatomies (lung shapes, heart sizes, rib positions), however
+            they are posed. 0 = off. Defaults to 0.
         elastic_points: control points per axis of the deformation (5 over 320 mm: 80 mm apart, so lungs
             and mediastinum change shape while a rib stays a rib). Defaults to 5.
         bone_gain_range: the raw radiographs are rendered with bone's excess attenuation over soft tissue scaled
