@@ -15,7 +15,7 @@ from DCTNetLib.data.drr import default_projector, make_drrs
 from DCTNetLib.data.phantom import chest_phantom
 from DCTNetLib.errors import InputError
 from DCTNetLib.training.config import GANTrainConfig
-from DCTNetLib.training.data_splits import load_splits
+from DCTNetLib.training.data_splits import load_splits, training_splits
 from test_training_cli import write_tiny_prepared
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -249,3 +249,8 @@ def test_training_config_passes_the_pool_to_the_training_split(tmp_path):
     assert deformed.config.elastic_mm == 6.0
     with pytest.raises(InputError, match="augment_elastic_mm"):
         GANTrainConfig(augment_elastic_mm=-1.0)
+    # what train and train-cdm call: the config's augment fields and seed reach the training split
+    from_config, _ = training_splits(data, GANTrainConfig(augment=True, augment_elastic_mm=6.0, augment_pool=2,
+                                                          seed=7, augment_bone_gain=(1.0, 2.0)), None)
+    assert (from_config.config.elastic_mm, from_config.config.bone_gain_range) == (6.0, (1.0, 2.0))
+    assert (from_config.pool, from_config.pool_seed) == (2, 7)

@@ -129,23 +129,23 @@ def initialise_generators(trainer: Any, path: Path) -> None:
         raise InputError(f"--init {path}: its generator architecture differs from this run's "
                          f"({trainer.preset.name}); fine-tuning needs the same preset and model settings (it may "
                          "only add the product path, model.product_channels, and widen model.decoder_channels)")
-    same_architecture = source_cfg == run_cfg  # else the run adds the product path to a source without one
+    adds_product = source_cfg.product_channels != run_cfg.product_channels
+    if widened and adds_product:
+        raise InputError(f"--init {path}: widen the decoder and add the product path in two runs, not one")
     for name in ("g_raw", "g_bs"):
         target = getattr(trainer, name)
         if target is None or name not in source:
             continue
-        if widened:
-            if source_cfg.product_channels != run_cfg.product_channels:
-                raise InputError(f"--init {path}: widen the decoder and add the product path in two runs, not one")
-            try:
-                widen_into(unwrap(target), source[name])
-            except ValueError as error:
-                raise InputError(f"--init {path}: {error}") from None
+        if adds_product:
+            # The new path starts at zero (ViewProductPath.reset_mix): same output as the source.
+            missing, unexpected = unwrap(target).load_state_dict(source[name].state_dict(), strict=False)
+            if unexpected or [key for key in missing if not key.startswith("product.")]:
+                raise InputError(f"--init {path}: its {name} weights do not fit this run's generator")
             continue
-        # A run that adds the product path starts it at zero (ViewProductPath.reset_mix): same output as the source.
-        missing, unexpected = unwrap(target).load_state_dict(source[name].state_dict(), strict=same_architecture)
-        if unexpected or [key for key in missing if not key.startswith("product.")]:
-            raise InputError(f"--init {path}: its {name} weights do not fit this run's generator")
+        try:  # the same layers, as wide or wider: an exact copy where the widths agree
+            widen_into(unwrap(target), source[name])
+        except ValueError as error:
+            raise InputError(f"--init {path}: its {name} weights do not fit this run's generator: {error}") from None
 
 
 def build_perceptual(preset: Any, weights: Path | None) -> Any:
@@ -159,7 +159,7 @@ def build_perceptual(preset: Any, weights: Path | None) -> Any:
 
 def run(args: argparse.Namespace) -> int:
     from ..training.config import GANTrainConfig
-    from ..training.data_splits import check_image_size, load_splits
+    from ..training.data_splits import check_image_size, training_splits
     from ..training.distributed import barrier, cleanup
     from ..training.gan_trainer import GANTrainer, build_gan_preset, uses_bone_suppressed
     from ..training.rng import seed_everything
@@ -172,11 +172,7 @@ def run(args: argparse.Namespace) -> int:
         if config.augment and config.bs_source == "cdm" and uses_bone_suppressed(config, preset):
             raise InputError("augment=true re-renders the radiographs of every sample, so cached CDM outputs "
                              "cannot follow them: add --bs-source target")
-        train_set, val_set = load_splits(args.data, config.augment, preset.image_size,
-                                         film=config.augment_film, anisotropy=config.augment_anisotropy,
-                                         scale=config.augment_scale, pool=config.augment_pool, seed=config.seed,
-                                         bone_gain=config.augment_bone_gain,
-                                         elastic_mm=config.augment_elastic_mm)
+        train_set, val_set = training_splits(args.data, config, preset.image_size)
         check_image_size(train_set, preset.image_size, f"{preset.name} GAN preset")
         # the run folder is made only once there is data to train on
         device, info = setup_run(config, args.output, resume=args.resume, overwrite=args.overwrite)

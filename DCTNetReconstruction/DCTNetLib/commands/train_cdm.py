@@ -54,7 +54,7 @@ def initialise_cdm(diffusion: Any, path: Path) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..training.cdm_trainer import CDMTrainer, build_cdm_model
     from ..training.config import CDMTrainConfig
-    from ..training.data_splits import check_image_size, load_splits
+    from ..training.data_splits import check_image_size, training_splits
     from ..training.distributed import barrier, cleanup
     from ..training.rng import seed_everything
     from ..training.run_setup import setup_run
@@ -65,11 +65,7 @@ def run(args: argparse.Namespace) -> int:
         diffusion = build_cdm_model(config.size, config.model)
         if args.init is not None and not args.resume:
             initialise_cdm(diffusion, args.init)  # before the trainer, so the EMA starts from it too
-        train_set, val_set = load_splits(args.data, config.augment, diffusion.config.image_size,
-                                         film=config.augment_film, anisotropy=config.augment_anisotropy,
-                                         scale=config.augment_scale, pool=config.augment_pool, seed=config.seed,
-                                         bone_gain=config.augment_bone_gain,
-                                         elastic_mm=config.augment_elastic_mm)
+        train_set, val_set = training_splits(args.data, config, diffusion.config.image_size)
         check_image_size(train_set, diffusion.config.image_size, f"{config.size} CDM preset")
         # the run folder is made only once there is data to train on
         device, info = setup_run(config, args.output, resume=args.resume, overwrite=args.overwrite)

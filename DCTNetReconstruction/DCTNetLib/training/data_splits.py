@@ -10,7 +10,7 @@ from ..data.film_appearance import FilmAppearanceConfig
 from ..data.prepared_cases import PreparedCaseDataset
 from ..errors import InputError
 
-__all__ = ["load_splits", "check_image_size"]
+__all__ = ["load_splits", "training_splits", "check_image_size"]
 
 
 def load_splits(data: Path, augment: bool = False, image_size: int | None = None, *, film: bool = False,
@@ -38,6 +38,14 @@ def load_splits(data: Path, augment: bool = False, image_size: int | None = None
         train = AugmentedCaseDataset(train, augment_config,
                                      film=FilmAppearanceConfig() if film else None, pool=pool, pool_seed=seed)
     return train, (val if len(val) else None)
+
+
+def training_splits(data: Path, config: Any, image_size: int | None) -> tuple[Any, Any]:
+    """:func:`load_splits` with a training config's ``augment*`` settings and seed (``dctnet train`` and
+    ``train-cdm`` read the same fields of :class:`~DCTNetLib.training.config.TrainConfig`)."""
+    return load_splits(data, config.augment, image_size, film=config.augment_film,
+                       anisotropy=config.augment_anisotropy, scale=config.augment_scale, pool=config.augment_pool,
+                       seed=config.seed, bone_gain=config.augment_bone_gain, elastic_mm=config.augment_elastic_mm)
 
 
 def check_image_size(dataset: Any, expected: int, what: str) -> None:
