@@ -148,10 +148,10 @@ def framing_figure(model: Reconstructor, pa: np.ndarray, lat: np.ndarray, output
 
 
 def refinement_figure(model: Reconstructor, pa: np.ndarray, lat: np.ndarray, output: Path, title: str) -> dict:
-    """G(Y) without and with the projection refinement (docs/refinement.md): axial, coronal through the spine,
+    """The output without and with the projection refinement (docs/refinement.md): axial, coronal through the spine,
     midline sagittal and sagittal maximum intensity, one row each, with the re-projection rank correlations."""
     rows, stats = [], {}
-    for name, refinement in (("G(Y)", None), ("G(Y) refined", RefinementConfig())):
+    for name, refinement in (("output", None), ("output refined", RefinementConfig())):
         result = model.use_refinement(refinement).reconstruct(pa, lat)
         final = result.refined_reprojection or result.reprojection
         rows.append((name, result.ct_hu.hu, final))

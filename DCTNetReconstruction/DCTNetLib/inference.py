@@ -65,7 +65,8 @@ class ReconstructionResult:
     Args:
         ct_hu: the CT in HU, 128³ at 2.5 mm, centred on ``geometry`` (the primary output): the mean of G(Y) and G(X)
             (:data:`FUSIONS`: the reconstructor's ``fusion``, "mean" by default) or G(Y) alone, after the projection
-            refinement (:mod:`~DCTNetLib.models.projection_refinement`) when the reconstructor has one.
+            refinement (:mod:`~DCTNetLib.models.projection_refinement`: a deformation fitted to the radiographs, then
+            SIRT) when the reconstructor has one.
         ct_from_bone_suppressed: G(X) in HU: the CT reconstructed from the bone-suppressed radiographs by the
             second generator alone (refined against them like G(Y)), or ``None`` for single-branch models.
         branch_difference: ``|G(Y) − G(X)|`` in HU, or ``None``. Not an uncertainty: on held-out CTs it does
@@ -162,9 +163,10 @@ class Reconstructor:
     Args:
         bundle: weights and configs from :func:`DCTNetLib.checkpoints.bundle.load_model_bundle`.
         device: ``"auto"``, ``"cpu"`` or ``"cuda"``. Defaults to ``"auto"``.
-        refinement: settings of the projection-consistency refinement applied to both generators' volumes
-            (:class:`~DCTNetLib.models.projection_refinement.RefinementConfig`), or None for none. It helps on DRRs
-            of CTs; on real films it imprints the film's borders and display curve (docs/refinement.md). Defaults
+        refinement: settings of the projection-consistency refinement applied to both generators' volumes (a
+            smooth deformation fitted on their mean, then SIRT on each;
+            :class:`~DCTNetLib.models.projection_refinement.RefinementConfig`), or None for none. It helps on DRRs
+            of CTs; on real films it fits the film's borders and display curve too (docs/refinement.md). Defaults
             to None.
         fusion: the primary CT: "mean" of G(Y) and G(X), or "raw" = G(Y) alone (:data:`FUSIONS`). Defaults to
             "mean".
@@ -197,14 +199,24 @@ class Reconstructor:
 
     def use_refinement(self, refinement: RefinementConfig | None) -> "Reconstructor":
         """Set the projection refinement of later reconstructions (None: off)."""
-        self.refine = ProjectionRefinement(refinement if refinement is not None else RefinementConfig(iterations=0))
+        self.refine = ProjectionRefinement(refinement if refinement is not None else RefinementConfig.off())
         return self
 
     @property
+    def refining(self) -> bool:
+        """Whether reconstructions get the projection refinement (registration and/or SIRT): it is on and the
+        model's radiographs are the 128² training detector's, which the projector renders."""
+        return self.refine.applies_to(self.image_size)
+
+    @property
     def refinement_iterations(self) -> int:
-        """SIRT iterations of the projection refinement that reconstructions get (0: off, or a model whose
-        radiographs are not the 128² training detector's, which the projector cannot render)."""
-        return self.refine.config.iterations if self.refine.applies_to(self.image_size) else 0
+        """SIRT iterations of the projection refinement that reconstructions get (0: none, or not :attr:`refining`)."""
+        return self.refine.config.iterations if self.refining else 0
+
+    @property
+    def refinement_steps(self) -> str:
+        """What the refinement runs, e.g. "registration (80) + SIRT (10)", or "off"."""
+        return self.refine.describe() if self.refining else "off"
 
     # -- steps -----------------------------------------------------------------------------------------------
     def _pair_tensor(self, pa: np.ndarray, lat: np.ndarray) -> torch.Tensor:
@@ -363,7 +375,6 @@ class Reconstructor:
         start = time.perf_counter()
         prior, reprojection = computed if computed is not None else (self.g_raw(y).float(), {})
         timings["g_raw_s"] = time.perf_counter() - start
-        refine = self.refinement_iterations > 0
         refined_reprojection = {}
         # the gate reads G(Y)'s own re-projection (its thresholds were measured on it); 128² detector only
         if not reprojection and self.image_size == IMAGE_SIZE:
@@ -371,23 +382,26 @@ class Reconstructor:
         reason = consistency_reason(reprojection) if check_inputs else None
         if reason is not None:
             raise InputError(reason)
-        ct_unit = prior[0, 0]
-        if refine:
-            report(0.6, "refinement to the radiographs")
-            start = time.perf_counter()
-            ct_unit = self.refine(prior, y)[0, 0]
-            timings["refinement_s"] = time.perf_counter() - start
-            refined_reprojection = reprojection_check(ct_unit.cpu().numpy(), pa, lat)
-        soft_unit = None
+        soft = None
         if x is not None:
-            report(0.75, "reconstruction G(X)")
+            report(0.6, "reconstruction G(X)")
             start = time.perf_counter()
             soft = self.g_bs(x).float()
-            soft_unit = (self.refine(soft, x) if refine else soft)[0, 0]
             timings["g_bs_s"] = time.perf_counter() - start
+        fusion = "mean" if self.fusion == "mean" and soft is not None else "raw"
+        if self.refining:
+            report(0.7, "refinement to the radiographs")
+            start = time.perf_counter()
+            # one deformation, fitted on the CT the user gets, moves both branches (their difference stays aligned)
+            displacement = self.refine.fit_field((prior + soft) / 2 if fusion == "mean" else prior, y)
+            prior = self.refine(prior, y, displacement)
+            soft = self.refine(soft, x, displacement) if soft is not None else None
+            timings["refinement_s"] = time.perf_counter() - start
+            refined_reprojection = reprojection_check(prior[0, 0].cpu().numpy(), pa, lat)
+        ct_unit = prior[0, 0]
+        soft_unit = soft[0, 0] if soft is not None else None
         report(0.95, "writing volumes")
 
-        fusion = "mean" if self.fusion == "mean" and soft_unit is not None else "raw"
         primary = (ct_unit + soft_unit) / 2 if fusion == "mean" else ct_unit
         ct_hu = to_ct_volume(primary, geometry)
         from_bs = to_ct_volume(soft_unit, geometry) if soft_unit is not None else None

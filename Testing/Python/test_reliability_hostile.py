@@ -245,7 +245,7 @@ RECONSTRUCT_CHILD = """
     from DCTNetLib.io.ct import CTVolume
 
     class Model:  # the network is not what is tested here: the command's writing and its signal handling are
-        device, cdm, refinement_iterations = "cpu", None, 0
+        device, cdm, refinement_iterations, refining, refinement_steps = "cpu", None, 0, False, "off"
         def reconstruct(self, pa, lat, **kwargs):
             fields = {f.name: None for f in dataclasses.fields(inference.ReconstructionResult) if f.name != "timings"}
             volume = CTVolume(np.full((16, 16, 16), -1000.0, np.float32), spacing=(2.5, 2.5, 2.5))

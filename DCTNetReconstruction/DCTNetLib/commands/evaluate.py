@@ -86,8 +86,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--lpips-stride", type=int, default=1, help="LPIPS on every N-th slice (default 1: all)")
     parser.add_argument("--imagenet-weights", type=Path, help="AlexNet ImageNet weights file for LPIPS")
     parser.add_argument("--refine", action="store_true",
-                        help="score G(Y) after the projection refinement of `dctnet reconstruct --refine` (128² "
-                             "models); the row is named '… + refinement (10)'")
+                        help="score the CT after the projection refinement of `dctnet reconstruct --refine` (128² "
+                             "models); the row is named '… + refinement: registration (80) + SIRT (10)'")
     parser.add_argument("--fusion", choices=("raw", "mean"), default="raw",
                         help="raw (default): score G(Y), as the paper's tables do; mean: score what `dctnet "
                              "reconstruct` writes, the mean of G(Y) and G(X) from the CDM's bone-suppressed pair "
@@ -110,9 +110,9 @@ def evaluate_checkpoint(checkpoint: Path, dataset: Any, device: Any, lpips_model
         lpips_stride: LPIPS on every n-th slice.
         log_records: a :class:`~DCTNetLib.training.runlog.MetricsLog` to append ``eval`` records to, or None.
         method: row name; defaults to the variant's Table 1 name.
-        refine: apply the projection refinement to G(Y)
-            (:class:`~DCTNetLib.models.projection_refinement.ProjectionRefinement`, default settings; 128² models
-            only). Defaults to False.
+        refine: apply the projection refinement (:class:`~DCTNetLib.models.projection_refinement.ProjectionRefinement`,
+            default settings: a deformation fitted to the radiographs, then SIRT; 128² models only). Defaults to
+            False.
         fusion: "raw" scores G(Y); "mean" scores the mean of G(Y) and G(X), G(X) from the CDM's bone-suppressed
             pair (:class:`~DCTNetLib.inference.Reconstructor`'s default output; model bundles with a CDM). Defaults
             to "raw".
@@ -145,12 +145,11 @@ def _evaluate_checkpoint(checkpoint: Path, dataset: Any, device: Any, lpips_mode
     g_raw, preset, params_m = _load_g_raw(checkpoint, device)
     second = _second_branch(checkpoint, device) if fusion == "mean" else None
     size = preset.image_size
-    refinement = ProjectionRefinement(RefinementConfig() if refine else RefinementConfig(iterations=0))
+    refinement = ProjectionRefinement(RefinementConfig() if refine else RefinementConfig.off())
     if refine and not refinement.applies_to(size):
         log.warning("%s is a %d² model: the projection refinement needs the %d² detector and is skipped", checkpoint,
                     size, refinement.geometry.image_size)
-        refinement = ProjectionRefinement(RefinementConfig(iterations=0))
-    iterations = refinement.config.iterations
+        refinement = ProjectionRefinement(RefinementConfig.off())
     if second is not None:
         second.use_refinement(refinement.config)
     if getattr(dataset, "split", None) and hasattr(dataset, "image_size") and len(dataset) and \
@@ -163,8 +162,8 @@ def _evaluate_checkpoint(checkpoint: Path, dataset: Any, device: Any, lpips_mode
     method = method or ROW_NAMES.get(preset.variant, preset.name)
     if second is not None:
         method = f"{method} + branch mean"
-    if iterations:
-        method = f"{method} + refinement ({iterations})"
+    if refinement.enabled:
+        method = f"{method} + refinement: {refinement.describe()}"
     result = MethodResult(method, params_m=params_m)
     for index in range(len(dataset)):
         item = dataset[index]

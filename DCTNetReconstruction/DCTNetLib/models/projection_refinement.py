@@ -6,7 +6,9 @@ chests the generator was trained on. Two views do not determine a volume, but th
 and any volume moved towards the set of volumes with those line integrals moves towards the true CT: projecting
 onto a convex set that contains a point never increases the distance to that point (Bregman / POCS; the reason
 SART and SIRT converge, A. C. Kak and M. Slaney, *Principles of Computerized Tomographic Imaging*, IEEE Press
-1988, ch. 7). This module runs a few weighted SIRT iterations from G(Y)'s volume:
+1988, ch. 7). Since session 14 the volume is first moved by a smooth deformation fitted to the radiographs
+(:mod:`~DCTNetLib.models.projection_registration`): the generators' error is mostly *where* things are, which a
+deformation fixes and SIRT cannot (docs/refinement.md). Then this module runs a few weighted SIRT iterations:
 
 - the measured line integrals are the input radiographs times one scale per view, fitted by least squares to
   G(Y)'s own line integrals (a radiograph is divided by its own maximum, ``data.drr.normalise_drr``, so its
@@ -26,7 +28,7 @@ stays non-negative.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import ClassVar
 
 import torch
@@ -37,6 +39,7 @@ from ..conventions import CROP_SIZE, hu_to_unit, unit_to_hu
 from ..data.drr import DRRGeometry, default_projector, hu_to_mu, mu_to_hu
 from ..data.film_appearance import gaussian_blur
 from ..helpers import exists
+from .projection_registration import ProjectionRegistration, RegistrationConfig, warp_volume
 
 __all__ = ["RefinementConfig", "ProjectionRefinement"]
 
@@ -49,20 +52,29 @@ class RefinementConfig(ConfigBase):
     """Settings of :class:`ProjectionRefinement`, chosen on the validation CT (``docs/architecture.md``).
 
     Args:
-        iterations: SIRT iterations. 0 turns the refinement off. Defaults to 10 (validation: 40 added 0.03 dB).
+        iterations: SIRT iterations; 0 for none. Defaults to 10 (validation: 40 added 0.03 dB).
         relaxation: step ω of each iteration, in (0, 2). Defaults to 1.
         keep_above_hu: voxels G(Y) puts at or above this are not updated. Defaults to 300 (the bone threshold of
             ``evaluation.metrics.BONE_HU``).
         smoothing_px: σ of the Gaussian applied to each ray residual, in detector pixels; 0 for none.
             Defaults to 1.5.
+        registration: the smooth deformation fitted before the SIRT iterations
+            (:class:`~DCTNetLib.models.projection_registration.RegistrationConfig`; ``iterations=0`` for none).
+            Defaults to ``RegistrationConfig()``.
     """
 
     iterations: int = 10
     relaxation: float = 1.0
     keep_above_hu: float = 300.0
     smoothing_px: float = 1.5
+    registration: RegistrationConfig = field(default_factory=RegistrationConfig)
 
     config_name: ClassVar[str] = "refinement"
+
+    @classmethod
+    def off(cls) -> "RefinementConfig":
+        """Neither step: no registration, no SIRT."""
+        return cls(iterations=0, registration=RegistrationConfig(iterations=0))
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -85,10 +97,13 @@ def fitted_scale(line_integrals: torch.Tensor, radiographs: torch.Tensor) -> tor
 
 
 class ProjectionRefinement(nn.Module):
-    """Weighted SIRT from G(Y)'s volume towards the input radiographs' line integrals (see the module docstring).
+    """Fit a reconstruction to the radiographs it came from: a smooth deformation first
+    (:class:`~DCTNetLib.models.projection_registration.ProjectionRegistration`: where things are), then weighted
+    SIRT (how much lies along each ray; see the module docstring).
 
     Args:
-        config: iterations, relaxation, bone threshold, residual smoothing. Defaults to ``RefinementConfig()``.
+        config: SIRT iterations, relaxation, bone threshold, residual smoothing, and the registration's settings.
+            Defaults to ``RefinementConfig()``.
         geometry: projection geometry of the radiographs. Defaults to the training DRRs' (``DRRGeometry()``).
 
     Example:
@@ -100,28 +115,64 @@ class ProjectionRefinement(nn.Module):
         super().__init__()
         self.config = config if exists(config) else RefinementConfig()
         self.geometry = geometry if exists(geometry) else DRRGeometry()
+        self.registration = ProjectionRegistration(self.config.registration, self.geometry)
+
+    @property
+    def enabled(self) -> bool:
+        """Whether either step runs (SIRT iterations or registration steps above 0)."""
+        return self.config.iterations > 0 or self.config.registration.iterations > 0
 
     def applies_to(self, image_size: int) -> bool:
         """Whether it refines a model whose radiographs are ``image_size``²: it is on and the projector renders
         that detector (tiny test models have no DRR geometry of their own)."""
-        return self.config.iterations > 0 and image_size == self.geometry.image_size
+        return self.enabled and image_size == self.geometry.image_size
 
-    def forward(self, ct_unit: torch.Tensor, radiographs: torch.Tensor) -> torch.Tensor:
+    def describe(self) -> str:
+        """The steps it runs, for reports and table rows, e.g. "registration (80) + SIRT (10)"."""
+        steps = [f"registration ({self.config.registration.iterations})"] if self.config.registration.iterations else []
+        steps += [f"SIRT ({self.config.iterations})"] if self.config.iterations else []
+        return " + ".join(steps) or "off"
+
+    def fit_field(self, ct_unit: torch.Tensor, radiographs: torch.Tensor) -> torch.Tensor | None:
+        """The registration's displacement field for ``ct_unit`` (None when the registration is off), so that
+        several volumes (the two branches) can be moved by the one field fitted on their mean.
+
+        Shapes:
+            ct_unit ``(B, 1, D, H, W)``, radiographs ``(B, 2, n, n)`` → ``(B, 3, c, c, c)`` (mm).
+        """
+        if self.config.registration.iterations == 0:
+            return None
+        return self.registration.fit(ct_unit, radiographs)
+
+    def forward(self, ct_unit: torch.Tensor, radiographs: torch.Tensor,
+                displacement: torch.Tensor | None = None) -> torch.Tensor:
         """Refine a reconstruction on the model grid (a cube spanning the 320 mm field).
 
         Args:
-            ct_unit: G(Y)'s volume in [0, 1] on the model's HU window.
+            ct_unit: a generator's volume in [0, 1] on the model's HU window.
             radiographs: the PA and lateral it was reconstructed from, in [0, 1] (bright = dense).
+            displacement: a field from :meth:`fit_field` to move the volume by; fitted on ``ct_unit`` itself when
+                None and the registration is on.
 
         Shapes:
             ct_unit ``(B, 1, D, H, W)``, radiographs ``(B, 2, n, n)`` → ``(B, 1, D, H, W)`` in [0, 1].
         """
-        cfg = self.config
-        if cfg.iterations == 0:
+        if not self.enabled:
             return ct_unit
         if ct_unit.ndim != 5 or radiographs.ndim != 4 or radiographs.shape[1] != 2:
             raise ValueError(f"expected ct_unit (B, 1, D, H, W) and radiographs (B, 2, n, n), got "
                              f"{tuple(ct_unit.shape)} and {tuple(radiographs.shape)}")
+        if displacement is None:
+            displacement = self.fit_field(ct_unit, radiographs)
+        if displacement is not None:
+            ct_unit = warp_volume(ct_unit.float(), displacement).to(ct_unit.dtype)
+        return self._sirt(ct_unit, radiographs)
+
+    def _sirt(self, ct_unit: torch.Tensor, radiographs: torch.Tensor) -> torch.Tensor:
+        """The weighted SIRT iterations of the module docstring. Shapes: as :meth:`forward`."""
+        cfg = self.config
+        if cfg.iterations == 0:
+            return ct_unit
         projector = default_projector(ct_unit.device, self.geometry)
         shape = tuple(ct_unit.shape[2:])
         spacing = CROP_SIZE / shape[0]
