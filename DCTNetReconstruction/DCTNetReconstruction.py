@@ -115,6 +115,7 @@ class DCTNetReconstructionParameterNode:
     seed: sampling seed.
     refineToRadiographs: refine the CT until its DRRs agree with the radiographs (dctnet reconstruct --refine;
         for radiographs made from a CT: on real films it imprints the film's borders and display curve).
+    atlasPrior: with the refinement, also mix in real chest CTs registered to the radiographs (--atlas).
     ctVolume, fromBoneSuppressedVolume, branchDifferenceVolume, uncertaintyVolume, paBoneSuppressed,
     latBoneSuppressed: outputs.
     windowPreset: "CT_LUNG" or "CT_BONE".
@@ -129,6 +130,7 @@ class DCTNetReconstructionParameterNode:
     samplingSteps: Annotated[int, WithinRange(0, 1000)] = 0
     seed: Annotated[int, WithinRange(0, 1000000)] = 0
     refineToRadiographs: bool = False
+    atlasPrior: bool = False
     ctVolume: vtkMRMLScalarVolumeNode
     fromBoneSuppressedVolume: vtkMRMLScalarVolumeNode
     branchDifferenceVolume: vtkMRMLScalarVolumeNode
@@ -166,6 +168,8 @@ class DCTNetReconstructionWidget(ScriptedLoadableModuleWidget, VTKObservationMix
         self.ui.dicomFolderPathLineEdit.connect("currentPathChanged(QString)", self.onDicomFolderChanged)
         self.ui.deviceComboBox.connect("currentIndexChanged(int)", self.onDeviceChanged)
         self.ui.windowPresetComboBox.connect("currentIndexChanged(int)", self.onWindowPresetChanged)
+        self.ui.refineCheckBox.connect("toggled(bool)", self.ui.atlasCheckBox.setEnabled)  # the prior is a refinement
+        self.ui.atlasCheckBox.setEnabled(self.ui.refineCheckBox.checked)
         self.ui.showUncertaintyCheckBox.connect("toggled(bool)", lambda checked: self.showResults())
         self.ui.volumeRenderingCheckBox.connect("toggled(bool)", lambda checked: self.showResults())
 
@@ -413,11 +417,12 @@ class DCTNetReconstructionLogic(ScriptedLoadableModuleLogic):
     # -- the model (blocking) ------------------------------------------------------------------------------------
     @staticmethod
     def options(weights: str | None = None, device: str = "auto", steps: int | None = None, seed: int = 0,
-                dicomFolder: str | None = None, refine: bool = False, fusion: str = "mean"):
+                dicomFolder: str | None = None, refine: bool = False, fusion: str = "mean", atlas: bool = False):
         from DCTNetSlicerLib.reconstruction import Options
 
         return Options(weights=weights or None, device=device, steps=steps or None, seed=int(seed),
-                       dicom_folder=str(dicomFolder) if dicomFolder else None, refine=bool(refine), fusion=fusion)
+                       dicom_folder=str(dicomFolder) if dicomFolder else None, refine=bool(refine), fusion=fusion,
+                       atlas=bool(atlas))
 
     @staticmethod
     def _dicomSeriesFolder(exportFolder: str | None, paNode) -> str | None:
@@ -443,7 +448,7 @@ class DCTNetReconstructionLogic(ScriptedLoadableModuleLogic):
     def reconstruct(self, paNode, latNode, weights: str | None = None, device: str = "auto",
                     steps: int | None = None, seed: int = 0, progress: Callable[[float, str], None] | None = None,
                     show: bool = True, dicomFolder: str | None = None, refine: bool = False,
-                    fusion: str = "mean") -> dict[str, Any]:
+                    fusion: str = "mean", atlas: bool = False) -> dict[str, Any]:
         """Reconstruct the CT from two radiograph nodes; returns when ``dctnet reconstruct`` has finished (Slicer's
         window stays alive meanwhile: a local event loop runs, no sleep).
 
@@ -465,6 +470,8 @@ class DCTNetReconstructionLogic(ScriptedLoadableModuleLogic):
                 for radiographs made from a CT: on real films it imprints the film's borders and display curve).
             fusion: ``"mean"`` (the default: the CT is the mean of G(Y) and G(X)) or ``"raw"`` (G(Y) alone,
                 ``dctnet reconstruct --fusion raw``).
+            atlas: with ``refine``, also mix in the shipped chest atlases registered to the radiographs
+                (``dctnet reconstruct --refine --atlas``; about 30 s more on a CPU).
 
         Returns:
             Nodes by role: those the module shows (``DCTNetSlicerLib.results.OUTPUT_PARAMETERS``, from the table
@@ -478,7 +485,7 @@ class DCTNetReconstructionLogic(ScriptedLoadableModuleLogic):
         series = self._dicomSeriesFolder(dicomFolder, paNode)
         self.lastDicomFolder = None
         volumes, self.lastMetrics = reconstruction.reconstruct(
-            paNode, latNode, self.options(weights, device, steps, seed, series, refine, fusion),
+            paNode, latNode, self.options(weights, device, steps, seed, series, refine, fusion, atlas),
             existing=self._outputs(p), progress=progress, on_notes=self._keepNotes)
         self.lastDicomFolder = series
         self._storeOutputs(p, volumes)
@@ -538,7 +545,8 @@ class DCTNetReconstructionLogic(ScriptedLoadableModuleLogic):
 
         if not imagesOnly:
             self.lastDicomFolder = None
-        options = self.options(p.weightsPath, p.device, p.samplingSteps, p.seed, series, p.refineToRadiographs)
+        options = self.options(p.weightsPath, p.device, p.samplingSteps, p.seed, series, p.refineToRadiographs,
+                               atlas=p.refineToRadiographs and p.atlasPrior)
         return reconstruction.reconstruct_in_background(p.paVolume, p.latVolume, options, existing=self._outputs(p),
                                                         on_progress=onProgress, on_finished=finished,
                                                         images_only=imagesOnly, on_notes=self._keepNotes,

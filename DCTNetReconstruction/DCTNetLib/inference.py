@@ -393,9 +393,11 @@ class Reconstructor:
             report(0.7, "refinement to the radiographs")
             start = time.perf_counter()
             # one deformation, fitted on the CT the user gets, moves both branches (their difference stays aligned)
-            displacement = self.refine.fit_field((prior + soft) / 2 if fusion == "mean" else prior, y)
-            prior = self.refine(prior, y, displacement)
-            soft = self.refine(soft, x, displacement) if soft is not None else None
+            fused = (prior + soft) / 2 if fusion == "mean" else prior
+            displacement = self.refine.fit_field(fused, y)
+            atlas_mean = self.refine.atlas_mean(fused, y)  # real anatomy registered to the radiographs, or None
+            prior = self.refine(prior, y, displacement, atlas_mean)
+            soft = self.refine(soft, x, displacement, atlas_mean) if soft is not None else None
             timings["refinement_s"] = time.perf_counter() - start
             refined_reprojection = reprojection_check(prior[0, 0].cpu().numpy(), pa, lat)
         ct_unit = prior[0, 0]

@@ -85,6 +85,8 @@ class Options:
             made from a CT, imprints a real film's borders and display curve). Defaults to False.
         fusion: the CT: ``"mean"`` of G(Y) and G(X), or ``"raw"`` = G(Y) alone (``--fusion``). Defaults to
             ``"mean"``.
+        atlas: with ``refine``, mix in the shipped chest atlases registered to the radiographs (``--atlas``).
+            Defaults to False.
     """
 
     weights: str | None = None
@@ -95,6 +97,7 @@ class Options:
     dicom_folder: str | None = None
     refine: bool = False
     fusion: str = "mean"
+    atlas: bool = False
 
 
 def dicom_series_folder(parent: str | Path, name: str) -> Path:
@@ -320,7 +323,7 @@ def command_args(pa: str | Path, lat: str | Path, output: str | Path, options: O
     if not options.input_checks:
         args.append("--no-input-checks")
     if options.refine and not images_only:
-        args.append("--refine")
+        args += ["--refine", "--atlas"] if options.atlas else ["--refine"]
     if options.fusion != "mean" and not images_only:
         args += ["--fusion", options.fusion]
     if options.dicom_folder and not images_only:

@@ -41,6 +41,7 @@ from ..errors import InputError, OutputError, WeightsError
 from ..helpers import count_parameters
 from ..io.atomic import atomic_write_text, check_writable_dir, display_path
 from ..training.run_folder import training_run_files
+from .reconstruct import refinement_config
 
 # torch, numpy and the modules that import them are imported inside the functions: `dctnet --help` imports
 # every command module (DCTNetLib.cli) and stays fast.
@@ -88,6 +89,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--refine", action="store_true",
                         help="score the CT after the projection refinement of `dctnet reconstruct --refine` (128² "
                              "models); the row is named '… + refinement: registration (80) + SIRT (10)'")
+    parser.add_argument("--atlas", action="store_true",
+                        help="with --refine: with the atlas prior of `dctnet reconstruct --refine --atlas`")
+    parser.add_argument("--atlas-bank", type=Path, metavar="NPZ", help="with --atlas: an atlas bank of your own")
     parser.add_argument("--fusion", choices=("raw", "mean"), default="raw",
                         help="raw (default): score G(Y), as the paper's tables do; mean: score what `dctnet "
                              "reconstruct` writes, the mean of G(Y) and G(X) from the CDM's bone-suppressed pair "
@@ -99,7 +103,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 # ---------------------------------------------------------------------------------------------- one checkpoint
 def evaluate_checkpoint(checkpoint: Path, dataset: Any, device: Any, lpips_model: Any = None,
                         lpips_stride: int = 1, log_records: Any = None, method: str | None = None,
-                        refine: bool = False, fusion: str = "raw") -> Any:
+                        refine: Any = False, fusion: str = "raw") -> Any:
     """Per-case metrics of G(Y) of ``checkpoint`` on ``dataset``, as a :class:`MethodResult`.
 
     Args:
@@ -110,8 +114,9 @@ def evaluate_checkpoint(checkpoint: Path, dataset: Any, device: Any, lpips_model
         lpips_stride: LPIPS on every n-th slice.
         log_records: a :class:`~DCTNetLib.training.runlog.MetricsLog` to append ``eval`` records to, or None.
         method: row name; defaults to the variant's Table 1 name.
-        refine: apply the projection refinement (:class:`~DCTNetLib.models.projection_refinement.ProjectionRefinement`,
-            default settings: a deformation fitted to the radiographs, then SIRT; 128² models only). Defaults to
+        refine: apply the projection refinement (:class:`~DCTNetLib.models.projection_refinement.ProjectionRefinement`;
+            True: default settings, a deformation fitted to the radiographs, then SIRT; or a
+            :class:`~DCTNetLib.models.projection_refinement.RefinementConfig`; 128² models only). Defaults to
             False.
         fusion: "raw" scores G(Y); "mean" scores the mean of G(Y) and G(X), G(X) from the CDM's bone-suppressed
             pair (:class:`~DCTNetLib.inference.Reconstructor`'s default output; model bundles with a CDM). Defaults
@@ -137,7 +142,7 @@ def _second_branch(checkpoint: Path, device: Any) -> Any:
 
 
 def _evaluate_checkpoint(checkpoint: Path, dataset: Any, device: Any, lpips_model: Any, lpips_stride: int,
-                         log_records: Any, method: str | None, refine: bool, fusion: str) -> Any:
+                         log_records: Any, method: str | None, refine: Any, fusion: str) -> Any:
     from ..evaluation.metrics import evaluate_volume
     from ..evaluation.tables import MethodResult
     from ..models.projection_refinement import ProjectionRefinement, RefinementConfig
@@ -145,7 +150,8 @@ def _evaluate_checkpoint(checkpoint: Path, dataset: Any, device: Any, lpips_mode
     g_raw, preset, params_m = _load_g_raw(checkpoint, device)
     second = _second_branch(checkpoint, device) if fusion == "mean" else None
     size = preset.image_size
-    refinement = ProjectionRefinement(RefinementConfig() if refine else RefinementConfig.off())
+    chosen = refine if isinstance(refine, RefinementConfig) else RefinementConfig() if refine else RefinementConfig.off()
+    refinement = ProjectionRefinement(chosen)
     if refine and not refinement.applies_to(size):
         log.warning("%s is a %d² model: the projection refinement needs the %d² detector and is skipped", checkpoint,
                     size, refinement.geometry.image_size)
@@ -366,7 +372,8 @@ def run(args: argparse.Namespace) -> int:
         for variant, checkpoint in targets:
             results.append((variant, evaluate_checkpoint(checkpoint, dataset, device, lpips_model, args.lpips_stride,
                                                          records, method=labels[checkpoint],
-                                                         refine=args.refine, fusion=args.fusion)))
+                                                         refine=refinement_config(args) or False,
+                                                         fusion=args.fusion)))
     except BaseException:
         staging.unlink(missing_ok=True)
         raise

@@ -84,6 +84,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "to both views, then 10 SIRT iterations (the generator's bone is kept; ~5 s on a CPU). "
                              "Measured gains on DRRs of CTs; on real films it also fits the film's borders and "
                              "display curve, so it is off by default (docs/refinement.md)")
+    parser.add_argument("--atlas", action="store_true",
+                        help="with --refine: also register the shipped bank of seven real chest CTs to the "
+                             "radiographs and mix the best five into the CT (the atlas prior; ~30 s more on a CPU; "
+                             "docs/refinement.md)")
+    parser.add_argument("--atlas-bank", type=Path, metavar="NPZ",
+                        help="with --atlas: an atlas bank of your own (scripts/make_atlas_bank.py) instead of the "
+                             "shipped one")
     parser.add_argument("--fusion", choices=("mean", "raw"), default="mean",
                         help="the output CT: the mean of the two generators' CTs, G(Y) from the radiographs and G(X) "
                              "from their bone-suppressed versions (default), or raw = G(Y) alone")
@@ -182,10 +189,23 @@ MODEL_CACHE: dict | None = None
 
 
 def refinement_config(args: argparse.Namespace):
-    """``RefinementConfig()`` with ``--refine``, else None (off)."""
+    """``RefinementConfig()`` with ``--refine`` (with the atlas prior when ``--atlas``), else None (off).
+
+    Raises:
+        InputError: ``--atlas`` or ``--atlas-bank`` without ``--refine``.
+    """
+    from ..models.atlas_prior import AtlasPriorConfig
     from ..models.projection_refinement import RefinementConfig
 
-    return RefinementConfig() if getattr(args, "refine", False) else None
+    atlas, bank = getattr(args, "atlas", False), getattr(args, "atlas_bank", None)
+    if not getattr(args, "refine", False):
+        if atlas or bank is not None:
+            raise InputError("--atlas and --atlas-bank refine the CT with an atlas prior: add --refine")
+        return None
+    if bank is not None and not atlas:
+        raise InputError("--atlas-bank names the bank of the atlas prior: add --atlas")
+    return RefinementConfig(atlas=AtlasPriorConfig() if atlas else None,
+                            atlas_bank=str(bank) if bank is not None else None)
 
 
 def load_model(weights: Path | None, device: str, refinement=None, fusion: str = "mean"):
@@ -559,6 +579,7 @@ def _write_images_only(args, paths, result, progress, notes, warning_lines) -> i
 
 
 def run(args: argparse.Namespace) -> int:
+    refinement_config(args)  # refuse --atlas without --refine before anything is read
     if getattr(args, "batch", None) is not None:
         return run_batch(args)
     from ..inference import model_record

@@ -39,6 +39,8 @@ from ..conventions import CROP_SIZE, hu_to_unit, unit_to_hu
 from ..data.drr import DRRGeometry, default_projector, hu_to_mu, mu_to_hu
 from ..data.film_appearance import gaussian_blur
 from ..helpers import exists
+from ..io.atlas_bank import load_atlas_bank
+from .atlas_prior import AtlasPrior, AtlasPriorConfig
 from .projection_registration import ProjectionRegistration, RegistrationConfig, warp_volume
 
 __all__ = ["RefinementConfig", "ProjectionRefinement"]
@@ -61,6 +63,10 @@ class RefinementConfig(ConfigBase):
         registration: the smooth deformation fitted before the SIRT iterations
             (:class:`~DCTNetLib.models.projection_registration.RegistrationConfig`; ``iterations=0`` for none).
             Defaults to ``RegistrationConfig()``.
+        atlas: the atlas prior mixed in after the registration and before SIRT
+            (:class:`~DCTNetLib.models.atlas_prior.AtlasPriorConfig`), or None for none. Defaults to None.
+        atlas_bank: the atlas bank's ``.npz`` (:func:`~DCTNetLib.io.atlas_bank.load_atlas_bank`); None for the
+            shipped one. Defaults to None.
     """
 
     iterations: int = 10
@@ -68,6 +74,8 @@ class RefinementConfig(ConfigBase):
     keep_above_hu: float = 300.0
     smoothing_px: float = 1.5
     registration: RegistrationConfig = field(default_factory=RegistrationConfig)
+    atlas: AtlasPriorConfig | None = None
+    atlas_bank: str | None = None
 
     config_name: ClassVar[str] = "refinement"
 
@@ -98,12 +106,13 @@ def fitted_scale(line_integrals: torch.Tensor, radiographs: torch.Tensor) -> tor
 
 class ProjectionRefinement(nn.Module):
     """Fit a reconstruction to the radiographs it came from: a smooth deformation first
-    (:class:`~DCTNetLib.models.projection_registration.ProjectionRegistration`: where things are), then weighted
-    SIRT (how much lies along each ray; see the module docstring).
+    (:class:`~DCTNetLib.models.projection_registration.ProjectionRegistration`: where things are), optionally the
+    atlas prior (:class:`~DCTNetLib.models.atlas_prior.AtlasPrior`: real anatomy registered to the same
+    radiographs), then weighted SIRT (how much lies along each ray; see the module docstring).
 
     Args:
-        config: SIRT iterations, relaxation, bone threshold, residual smoothing, and the registration's settings.
-            Defaults to ``RefinementConfig()``.
+        config: SIRT iterations, relaxation, bone threshold, residual smoothing, the registration's and the atlas
+            prior's settings. Defaults to ``RefinementConfig()``.
         geometry: projection geometry of the radiographs. Defaults to the training DRRs' (``DRRGeometry()``).
 
     Example:
@@ -116,11 +125,26 @@ class ProjectionRefinement(nn.Module):
         self.config = config if exists(config) else RefinementConfig()
         self.geometry = geometry if exists(geometry) else DRRGeometry()
         self.registration = ProjectionRegistration(self.config.registration, self.geometry)
+        self._atlas_prior: AtlasPrior | None = None
 
     @property
     def enabled(self) -> bool:
-        """Whether either step runs (SIRT iterations or registration steps above 0)."""
-        return self.config.iterations > 0 or self.config.registration.iterations > 0
+        """Whether any step runs (SIRT iterations, registration steps, or the atlas prior)."""
+        return self.config.iterations > 0 or self.config.registration.iterations > 0 or exists(self.config.atlas)
+
+    @property
+    def atlas_prior(self) -> AtlasPrior | None:
+        """The atlas prior with its bank loaded on first use (None when the config has none).
+
+        Raises:
+            WeightsError: the bank is missing, tampered or malformed (:func:`~DCTNetLib.io.atlas_bank.load_atlas_bank`).
+        """
+        if self.config.atlas is None:
+            return None
+        if self._atlas_prior is None:
+            bank = load_atlas_bank(self.config.atlas_bank)
+            self._atlas_prior = AtlasPrior(bank.volumes, self.config.atlas, self.geometry)
+        return self._atlas_prior
 
     def applies_to(self, image_size: int) -> bool:
         """Whether it refines a model whose radiographs are ``image_size``²: it is on and the projector renders
@@ -130,6 +154,7 @@ class ProjectionRefinement(nn.Module):
     def describe(self) -> str:
         """The steps it runs, for reports and table rows, e.g. "registration (80) + SIRT (10)"."""
         steps = [f"registration ({self.config.registration.iterations})"] if self.config.registration.iterations else []
+        steps += [f"atlas prior (best {self.config.atlas.top_k})"] if exists(self.config.atlas) else []
         steps += [f"SIRT ({self.config.iterations})"] if self.config.iterations else []
         return " + ".join(steps) or "off"
 
@@ -144,8 +169,14 @@ class ProjectionRefinement(nn.Module):
             return None
         return self.registration.fit(ct_unit, radiographs)
 
+    def atlas_mean(self, ct_unit: torch.Tensor, radiographs: torch.Tensor) -> torch.Tensor | None:
+        """The atlas prior's registered atlas mean for these radiographs (None when the prior is off), so that
+        both branches mix in the same one. Shapes: ``(1, 1, D, H, W)``, ``(1, 2, n, n)`` → ``(1, 1, D, H, W)``."""
+        prior = self.atlas_prior
+        return prior.registered_mean(ct_unit, radiographs)[0] if prior is not None else None
+
     def forward(self, ct_unit: torch.Tensor, radiographs: torch.Tensor,
-                displacement: torch.Tensor | None = None) -> torch.Tensor:
+                displacement: torch.Tensor | None = None, atlas_mean: torch.Tensor | None = None) -> torch.Tensor:
         """Refine a reconstruction on the model grid (a cube spanning the 320 mm field).
 
         Args:
@@ -153,6 +184,8 @@ class ProjectionRefinement(nn.Module):
             radiographs: the PA and lateral it was reconstructed from, in [0, 1] (bright = dense).
             displacement: a field from :meth:`fit_field` to move the volume by; fitted on ``ct_unit`` itself when
                 None and the registration is on.
+            atlas_mean: an atlas mean from :meth:`atlas_mean` to mix in; registered to ``radiographs`` here when
+                None and the atlas prior is on.
 
         Shapes:
             ct_unit ``(B, 1, D, H, W)``, radiographs ``(B, 2, n, n)`` → ``(B, 1, D, H, W)`` in [0, 1].
@@ -166,6 +199,9 @@ class ProjectionRefinement(nn.Module):
             displacement = self.fit_field(ct_unit, radiographs)
         if displacement is not None:
             ct_unit = warp_volume(ct_unit.float(), displacement).to(ct_unit.dtype)
+        if exists(self.config.atlas):
+            atlas_mean = atlas_mean if exists(atlas_mean) else self.atlas_mean(ct_unit, radiographs)
+            ct_unit = self.atlas_prior.mix(ct_unit, atlas_mean)
         return self._sirt(ct_unit, radiographs)
 
     def _sirt(self, ct_unit: torch.Tensor, radiographs: torch.Tensor) -> torch.Tensor:
