@@ -5,6 +5,7 @@
     python scripts/default_model_figures.py compare --before OLD.pt --after NEW.pt \
         --output docs/figures/before_after_lidc0001.png
     python scripts/default_model_figures.py bone-gain --film PA_FILM --output docs/figures/bone_gain_lidc0001.png
+    python scripts/default_model_figures.py refinement --output docs/figures/refinement_lidc0001.png
 
 ``baseline`` scores the voxel-wise mean of the prepared training chest CTs against the validation case: the
 "no model" row of the README's table (a reconstruction must beat the average chest to show it read the radiographs).
@@ -13,6 +14,8 @@ it, on the validation case against the step, from the run's ``metrics.jsonl``. `
 shows the same axial, coronal and sagittal slices of each beside the ground truth. ``bone-gain`` draws the PA DRR of
 LIDC-IDRI-0001 as the CT's HU give it and with film-strength bone (``boost_bone``, gains 1.5 and 2), each with its
 bone component (raw − bone-removed), beside a real PA film: what ``augment_bone_gain`` trains the CDM on.
+``refinement`` reconstructs LIDC-IDRI-0001 from its DRRs with the shipped model as it is, with ``--refine`` and with
+``--refine --atlas``, in three planes and the bone window beside the ground truth (docs/refinement.md).
 """
 
 from __future__ import annotations
@@ -89,6 +92,46 @@ def compare(before: Path, after: Path, output: Path) -> dict:
             axes[r, c].axis("off")
     fig.suptitle("LIDC-IDRI-0001 (never trained on), window [-1024, 976] HU", fontsize=9)
     fig.tight_layout()
+    fig.savefig(output)
+    plt.close(fig)
+    return scores
+
+
+def refinement(output: Path) -> dict:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from DCTNetLib.conventions import HU_MIN, HU_PER_UNIT
+    from DCTNetLib.data.phantom import load_lidc_demo_ct
+    from DCTNetLib.evaluation.metrics import psnr, ssim3plane
+    from DCTNetLib.inference import Reconstructor, radiographs_from_ct
+    from DCTNetLib.models.atlas_prior import AtlasPriorConfig
+    from DCTNetLib.models.projection_refinement import RefinementConfig
+
+    prepared, pa, lat = radiographs_from_ct(load_lidc_demo_ct())
+    truth = prepared.volume
+    rows, scores = [("ground truth", truth)], {}
+    for name, config in (("output", None), ("--refine", RefinementConfig()),
+                         ("--refine --atlas", RefinementConfig(atlas=AtlasPriorConfig()))):
+        pred = Reconstructor.load(device="cpu", refinement=config).reconstruct(pa, lat, geometry=prepared).ct_unit
+        scores[name] = {"psnr": round(psnr(pred, truth), 2), "ssim": round(ssim3plane(pred, truth)["mean"], 3)}
+        rows.append((f"{name}: PSNR {scores[name]['psnr']} dB, SSIM {scores[name]['ssim']}", pred))
+    fig, axes = plt.subplots(len(rows), 4, figsize=(12, 3 * len(rows)), dpi=70)
+    for ax_row, (title, volume) in zip(axes, rows):
+        hu = volume * HU_PER_UNIT + HU_MIN
+        d, h, w = hu.shape
+        for ax, (plane, image, window) in zip(ax_row, (("axial", hu[d // 2], (-1000, 1000)),
+                                                       ("coronal", hu[:, h // 2], (-1000, 1000)),
+                                                       ("sagittal", hu[:, :, w // 2], (-1000, 1000)),
+                                                       ("sagittal, bone window", hu[:, :, w // 2], (-200, 800)))):
+            ax.imshow(image, cmap="gray", vmin=window[0], vmax=window[1])
+            ax.set_title(f"{title} — {plane}" if plane == "axial" else plane, fontsize=8, loc="left")
+            ax.axis("off")
+    fig.suptitle("LIDC-IDRI-0001 (validation: never trained on), from its two DRRs", fontsize=9)
+    fig.tight_layout()
+    output.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(output)
     plt.close(fig)
     return scores
@@ -174,6 +217,8 @@ def main(argv: list[str] | None = None) -> int:
     g = sub.add_parser("bone-gain")
     g.add_argument("--film", type=Path, help="a real PA film to show beside the DRRs")
     g.add_argument("--output", required=True, type=Path)
+    r = sub.add_parser("refinement")
+    r.add_argument("--output", required=True, type=Path)
     args = parser.parse_args(argv)
     if args.command == "curves":
         curves(args.gan, args.output)
@@ -181,6 +226,8 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(baseline(args.work)))
     elif args.command == "bone-gain":
         print(json.dumps(bone_gain(args.film, args.output)))
+    elif args.command == "refinement":
+        print(json.dumps(refinement(args.output)))
     else:
         print(json.dumps(compare(args.before, args.after, args.output)))
     return 0

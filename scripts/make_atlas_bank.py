@@ -29,7 +29,7 @@ ATLASES = {
     "lidc_idri_0295": ("TCIA LIDC-IDRI, LIDC-IDRI-0295", "CC BY 3.0", "doi:10.7937/K9/TCIA.2015.LO9QL9SX"),
     "lidc_idri_0306": ("TCIA LIDC-IDRI, LIDC-IDRI-0306", "CC BY 3.0", "doi:10.7937/K9/TCIA.2015.LO9QL9SX"),
     "lung_dx_a0002": ("TCIA Lung-PET-CT-Dx, Lung_Dx-A0002", "CC BY 4.0", "doi:10.7937/TCIA.2020.NNC20461"),
-    "tcga_thca_tcga_de_a4ma": ("TCIA TCGA-THCA, TCGA-DE-A4MA", "CC BY 3.0", "doi:10.7937/K9/TCIA.2016.9ZFRVF1B"),
+    "tcga_thca_tcga_de_a4ma": ("TCIA TCGA-THCA, TCGA-DE-A4MA", "CC BY 3.0", "The Cancer Imaging Archive, collection TCGA-THCA"),
 }
 
 

@@ -34,6 +34,7 @@ import numpy as np  # noqa: E402
 
 from DCTNetLib.conventions import AXIS_RL  # noqa: E402
 from DCTNetLib.inference import Reconstructor  # noqa: E402
+from DCTNetLib.models.atlas_prior import AtlasPriorConfig  # noqa: E402
 from DCTNetLib.models.projection_refinement import RefinementConfig  # noqa: E402
 from DCTNetLib.io.film import read_film  # noqa: E402
 from DCTNetLib.evaluation.bone_suppression import suppression_measures  # noqa: E402
@@ -181,8 +182,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--title", default="")
     parser.add_argument("--json", type=Path, help="write the measurements here")
     parser.add_argument("--refine", action="store_true", help="pair, framing: with the projection refinement")
+    parser.add_argument("--atlas", action="store_true", help="with --refine: with the atlas prior")
     args = parser.parse_args(argv)
-    model = Reconstructor.load(args.weights, device="cpu", refinement=RefinementConfig() if args.refine else None)
+    refinement = RefinementConfig(atlas=AtlasPriorConfig() if args.atlas else None) if args.refine else None
+    model = Reconstructor.load(args.weights, device="cpu", refinement=refinement)
     pa, lat = load_pair(args.pa, args.lat)
     if args.command == "pair":
         stats = pair_figure(model, pa, lat, args.output, args.title or f"{args.pa.name} + {args.lat.name}")
