@@ -471,7 +471,7 @@ class DCTNetReconstructionLogic(ScriptedLoadableModuleLogic):
             fusion: ``"mean"`` (the default: the CT is the mean of G(Y) and G(X)) or ``"raw"`` (G(Y) alone,
                 ``dctnet reconstruct --fusion raw``).
             atlas: with ``refine``, also mix in the shipped chest atlases registered to the radiographs
-                (``dctnet reconstruct --refine --atlas``; about 30 s more on a CPU).
+                (``dctnet reconstruct --refine --atlas``; about 40 s more on a CPU).
 
         Returns:
             Nodes by role: those the module shows (``DCTNetSlicerLib.results.OUTPUT_PARAMETERS``, from the table

@@ -333,6 +333,7 @@ def run(args: argparse.Namespace) -> int:
         raise InputError("--train-epochs only applies with --ablations")
     if args.lpips_stride < 1:
         raise InputError(f"--lpips-stride must be >= 1, got {args.lpips_stride}")
+    refinement = refinement_config(args)  # --atlas needs --refine
     if not args.data.is_dir():
         raise InputError(f"prepared data folder not found: {args.data}")
     if args.checkpoint is not None:
@@ -372,7 +373,7 @@ def run(args: argparse.Namespace) -> int:
         for variant, checkpoint in targets:
             results.append((variant, evaluate_checkpoint(checkpoint, dataset, device, lpips_model, args.lpips_stride,
                                                          records, method=labels[checkpoint],
-                                                         refine=refinement_config(args) or False,
+                                                         refine=refinement or False,
                                                          fusion=args.fusion)))
     except BaseException:
         staging.unlink(missing_ok=True)

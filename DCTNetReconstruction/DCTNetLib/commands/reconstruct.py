@@ -86,7 +86,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "display curve, so it is off by default (docs/refinement.md)")
     parser.add_argument("--atlas", action="store_true",
                         help="with --refine: also register the shipped bank of seven real chest CTs to the "
-                             "radiographs and mix the best five into the CT (the atlas prior; ~30 s more on a CPU; "
+                             "radiographs and mix the best five into the CT (the atlas prior; ~40 s more on a CPU; "
                              "docs/refinement.md)")
     parser.add_argument("--atlas-bank", type=Path, metavar="NPZ",
                         help="with --atlas: an atlas bank of your own (scripts/make_atlas_bank.py) instead of the "
