@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from _common import emit_report, machine_info, ratio, set_threads, time_repeats
@@ -24,24 +25,29 @@ from _common import emit_report, machine_info, ratio, set_threads, time_repeats
 __all__ = ["measure"]
 
 
+def _merged(base: dict, changes: dict) -> dict:
+    """``base`` with ``changes`` applied, nested dicts (the coarse and fine registrations) merged key by key."""
+    return {key: _merged(value, changes[key]) if isinstance(value, dict) and key in changes else
+            changes.get(key, value) for key, value in base.items()}
+
+
 def measure(variants: dict[str, dict], repeats: int = 1, score: bool = False) -> dict[str, Any]:
     """Time the refinement's steps and the atlas prior's variants; see the module docstring."""
     from DCTNetLib.data.phantom import load_lidc_demo_ct
     from DCTNetLib.evaluation.metrics import bone_dice, psnr, ssim3plane
     from DCTNetLib.inference import Reconstructor, radiographs_from_ct
+    from DCTNetLib.io.atlas_bank import load_atlas_bank
     from DCTNetLib.models.atlas_prior import AtlasPrior, AtlasPriorConfig
     from DCTNetLib.models.projection_refinement import ProjectionRefinement, RefinementConfig
     from DCTNetLib.models.projection_registration import RegistrationConfig
 
     prepared, pa, lat = radiographs_from_ct(load_lidc_demo_ct())
     model = Reconstructor.load(device="cpu")
-    y = torch.from_numpy(pa[None]).float(), torch.from_numpy(lat[None]).float()
-    radiographs = torch.cat(y)[None]
-    with torch.inference_mode():
-        volume = torch.from_numpy(model.reconstruct(pa, lat, check_inputs=False).ct_unit)[None, None]
+    radiographs = torch.from_numpy(np.stack([pa, lat])[None]).float()
+    volume = torch.from_numpy(model.reconstruct(pa, lat, check_inputs=False).ct_unit)[None, None]
     sirt_only = ProjectionRefinement(RefinementConfig(registration=RegistrationConfig(iterations=0)))
     refine = ProjectionRefinement()
-    bank = refine.__class__(RefinementConfig(atlas=AtlasPriorConfig())).atlas_prior.atlases[:, 0]
+    bank = load_atlas_bank().volumes
     report: dict[str, Any] = {
         "reconstruction": time_repeats(lambda: model.reconstruct(pa, lat, check_inputs=False), repeats),
         "registration": time_repeats(lambda: refine.fit_field(volume, radiographs), repeats),
@@ -49,11 +55,9 @@ def measure(variants: dict[str, dict], repeats: int = 1, score: bool = False) ->
         "atlases": int(bank.shape[0]),
         "atlas_prior": {},
     }
-    configs = {"default": AtlasPriorConfig()}
-    for name, changes in variants.items():
-        configs[name] = AtlasPriorConfig.from_dict({**AtlasPriorConfig().to_dict(), **changes,
-                                                    **{key: {**AtlasPriorConfig().to_dict()[key], **value}
-                                                       for key, value in changes.items() if isinstance(value, dict)}})
+    default = AtlasPriorConfig().to_dict()
+    configs = {"default": AtlasPriorConfig(),
+               **{name: AtlasPriorConfig.from_dict(_merged(default, changes)) for name, changes in variants.items()}}
     for name, config in configs.items():
         prior = AtlasPrior(bank, config)
         entry: dict[str, Any] = {"config": config.to_dict(),
@@ -65,8 +69,8 @@ def measure(variants: dict[str, dict], repeats: int = 1, score: bool = False) ->
                                "ssim": round(ssim3plane(ct, prepared.volume)["mean"], 4),
                                "bone_dice": round(bone_dice(ct, prepared.volume), 4)}
         report["atlas_prior"][name] = entry
-    default = report["atlas_prior"]["default"]["median_s"]
-    report["speedup_vs_default"] = {name: ratio(default, entry["median_s"], 2)
+    default_s = report["atlas_prior"]["default"]["median_s"]
+    report["speedup_vs_default"] = {name: ratio(default_s, entry["median_s"], 2)
                                     for name, entry in report["atlas_prior"].items()}
     return report
 

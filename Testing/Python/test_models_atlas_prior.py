@@ -50,6 +50,22 @@ def test_a_tampered_or_incomplete_bank_is_refused_with_its_reason(tmp_path):
         load_atlas_bank(bank)
 
 
+def test_the_bank_is_read_once_while_its_files_are_unchanged(tmp_path):
+    """A worker reconstructing case after case decompresses the bank once (about 1 s); a changed file is read and
+    checked again."""
+    shipped = default_atlas_bank_path()
+    bank = tmp_path / "bank.npz"
+    shutil.copy(shipped, bank)
+    shutil.copy(shipped.with_suffix(".json"), bank.with_suffix(".json"))
+    first = load_atlas_bank(bank)
+    assert load_atlas_bank(bank) is first
+    data = bytearray(bank.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    bank.write_bytes(bytes(data))
+    with pytest.raises(WeightsError, match="sha256 mismatch"):
+        load_atlas_bank(bank)
+
+
 def _fast() -> AtlasPriorConfig:
     return AtlasPriorConfig(top_k=1, coarse=RegistrationConfig(iterations=20, control_points=4, smoothness=0.0,
                                                                  fit_size=0),

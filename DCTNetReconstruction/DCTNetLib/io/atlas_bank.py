@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import zipfile
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -47,6 +48,9 @@ def default_atlas_bank_path() -> Path:
 def load_atlas_bank(path: str | Path | None = None) -> AtlasBank:
     """Load and check an atlas bank (``None``: the shipped one).
 
+    The bank read last is kept while its two files are unchanged (size and modification time), so a worker that
+    reconstructs case after case decompresses it once; its arrays are shared: do not modify them in place.
+
     Raises:
         WeightsError: the file or its JSON is missing, its sha256 differs from the JSON's, or its arrays are not
             ``(K, D, H, W)`` uint8 volumes with K names.
@@ -56,6 +60,15 @@ def load_atlas_bank(path: str | Path | None = None) -> AtlasBank:
     if not path.is_file() or not sidecar.is_file():
         raise WeightsError(f"atlas bank {path} (and its {sidecar.name}) not found: the atlas prior needs both "
                            f"(scripts/make_atlas_bank.py writes them)")
+    stamps = tuple((f.stat().st_size, f.stat().st_mtime_ns) for f in (path, sidecar))
+    return _read_bank(str(path.resolve()), stamps)
+
+
+@lru_cache(maxsize=1)
+def _read_bank(name: str, stamps: tuple) -> AtlasBank:
+    """:func:`load_atlas_bank`'s checks and reading, for one version (``stamps``) of the files."""
+    path = Path(name)
+    sidecar = path.with_suffix(".json")
     try:
         description = json.loads(sidecar.read_text())
     except (OSError, ValueError) as exc:

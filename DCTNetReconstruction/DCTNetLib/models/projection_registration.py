@@ -2,7 +2,7 @@
 
 Not in the paper (ours). The generators' volumes are calibrated in value but wrong in *where* things are: a
 look-up table from output HU to expected true HU gains nothing, while a smooth displacement of the output fitted to
-the true CT gains about 2 dB on the validation CT (``docs/registration.md``). Two orthogonal views constrain such a
+the true CT gains about 2 dB on the validation CT (``docs/refinement.md``). Two orthogonal views constrain such a
 displacement well: the PA shows every left–right and cranio-caudal shift, the lateral every antero-posterior and
 cranio-caudal one. So this module fits a smooth displacement field of the volume to the radiographs at
 reconstruction time — the intensity-based 2D/3D registration of the field (Markelj et al., *A review of 3D/2D
@@ -40,7 +40,7 @@ __all__ = ["RegistrationConfig", "ProjectionRegistration", "warp_volume", "rank_
 
 @dataclass(frozen=True)
 class RegistrationConfig(ConfigBase):
-    """Settings of :class:`ProjectionRegistration`, chosen on the validation CTs (``docs/registration.md``).
+    """Settings of :class:`ProjectionRegistration`, chosen on the validation CTs (``docs/refinement.md``).
 
     Args:
         iterations: Adam steps. 0 turns the registration off. Defaults to 80.
