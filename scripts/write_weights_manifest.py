@@ -25,9 +25,11 @@ NOT_INTENDED_FOR = "clinical use, diagnosis or any decision about a patient; qua
 LIMITATIONS = ("trained on DRRs (digitally reconstructed radiographs) of few CTs on a CPU, not on real films: real "
                "radiographs differ in geometry, exposure and processing; the reconstruction is a rough chest far below "
                "the paper's numbers: the spine shows (bone Dice of the > 300 HU masks 0.27 on the test CTs' DRRs, "
-               "99.9th percentile ~480 HU against 650-1,300 HU in the real CTs) but ribs and sternum do not, and "
-               "its DRR figures are 0.5 dB below v3's, the price of training on patients from 0.6x to 1.3x the "
-               "field so that a real film's framing no longer shapes the body; --refine --atlas (a deformation and "
+               "99.9th percentile ~480 HU against 650-1,300 HU in the real CTs) but ribs and sternum do not; the "
+               "default registration to the radiographs (session 15) brings the test CTs' DRRs to 20.2 dB and SSIM "
+               "0.53, still below the 21 dB / 0.55 targets; the networks alone are 0.5 dB below v3 on DRRs, the "
+               "price of training on patients from 0.6x to 1.3x the field so that a real film's framing no longer "
+               "shapes the body; --refine --atlas (a deformation and "
                "seven registered real chests, then SIRT) reaches 21.4 dB and SSIM 0.58 on the test CTs' DRRs, with "
                "the bone Dice still 0.25, and is not for real films (it fits their borders and display curve); "
                "the bone-suppression preview dims "
@@ -40,8 +42,10 @@ LICENCE = ("Apache-2.0 (code and weights); the training CTs keep their own licen
 OUTPUT = ("the mean of the two generators' CTs, G(Y) from the radiographs and G(X) from the CDM's bone-suppressed "
           "preview (DCTNetLib.inference.FUSIONS, the default; `--fusion raw` gives G(Y) alone), each passed through "
           "the generators' fixed [1, 2, 1]/4 output filter (output_smoothing: no weights, added after v7 was "
-          "trained, against the 2x2x2 head's dot pattern); both chosen on validation CTs under rules written before "
-          "they were measured (README, The shipped model)")
+          "trained, against the 2x2x2 head's dot pattern), then moved by a smooth deformation fitted to both "
+          "radiographs, robust to a film's display curve, shutters and markers, with bone kept rigid (the default "
+          "registration, session 15; --no-registration skips it); all chosen on validation CTs under rules written "
+          "before they were measured (README, The shipped model; docs/refinement.md)")
 CITATION = ("Zhang et al., DCT-Net: Dual-branch CT Reconstruction from Orthogonal X-rays with Diffusion Model and "
             "Contrastive Learning, MICCAI 2025")
 

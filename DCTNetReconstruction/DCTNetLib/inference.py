@@ -163,11 +163,13 @@ class Reconstructor:
     Args:
         bundle: weights and configs from :func:`DCTNetLib.checkpoints.bundle.load_model_bundle`.
         device: ``"auto"``, ``"cpu"`` or ``"cuda"``. Defaults to ``"auto"``.
-        refinement: settings of the projection-consistency refinement applied to both generators' volumes (a
-            smooth deformation fitted on their mean, then SIRT on each;
-            :class:`~DCTNetLib.models.projection_refinement.RefinementConfig`), or None for none. It helps on DRRs
-            of CTs; on real films it fits the film's borders and display curve too (docs/refinement.md). Defaults
-            to None.
+        refinement: settings of the projection-consistency step applied to both generators' volumes (a smooth
+            deformation fitted on their mean, then optionally the atlas prior and SIRT on each;
+            :class:`~DCTNetLib.models.projection_refinement.RefinementConfig`). None gives the default, the
+            film-robust registration alone (``RefinementConfig.film_robust()``), which helps on films and DRRs
+            alike; ``RefinementConfig.off()`` gives the generators' volumes as they are; ``RefinementConfig()`` is
+            ``--refine``, for DRRs of a CT only (on real films it fits the film's borders and display curve:
+            docs/refinement.md). Defaults to None.
         fusion: the primary CT: "mean" of G(Y) and G(X), or "raw" = G(Y) alone (:data:`FUSIONS`). Defaults to
             "mean".
     """
@@ -198,8 +200,9 @@ class Reconstructor:
         return self
 
     def use_refinement(self, refinement: RefinementConfig | None) -> "Reconstructor":
-        """Set the projection refinement of later reconstructions (None: off)."""
-        self.refine = ProjectionRefinement(refinement if refinement is not None else RefinementConfig.off())
+        """Set the projection refinement of later reconstructions (None: the default, the film-robust
+        registration; ``RefinementConfig.off()``: none)."""
+        self.refine = ProjectionRefinement(refinement if refinement is not None else RefinementConfig.film_robust())
         return self
 
     @property

@@ -113,13 +113,14 @@ def test_refinement_refuses_wrong_shapes():
 
 def test_reconstructor_refines_when_asked_and_reports_both_reprojections(lidc_demo_ct):
     """The shipped model on the validation CT's DRRs: with a refinement the volume's DRRs match the radiographs
-    better than G(Y)'s own; by default G(Y) is returned untouched."""
+    better than G(Y)'s own; with ``RefinementConfig.off()`` G(Y) is returned untouched."""
     from DCTNetLib.inference import Reconstructor
 
     prepared, pa, lat = radiographs_from_ct(lidc_demo_ct)
     refined = Reconstructor.load(device="cpu", refinement=RefinementConfig()).reconstruct(
         pa, lat, geometry=prepared, steps=1)
-    plain = Reconstructor.load(device="cpu").reconstruct(pa, lat, geometry=prepared, steps=1)
+    plain = Reconstructor.load(device="cpu", refinement=RefinementConfig.off()).reconstruct(
+        pa, lat, geometry=prepared, steps=1)
     assert plain.refined_reprojection == {} and "refinement_s" not in plain.timings
     assert refined.reprojection == pytest.approx(plain.reprojection)  # what the input gate reads: G(Y) itself
     for view in ("pa", "lat"):
@@ -129,15 +130,15 @@ def test_reconstructor_refines_when_asked_and_reports_both_reprojections(lidc_de
 
 
 def test_reconstruct_command_refines_with_refine_and_reports_it(tmp_path, lidc_demo_ct, capsys):
-    """`dctnet reconstruct --ct … --refine`: the report names the iterations and both re-projections, and the
-    volume is closer to the CT than without the option (validation CT, one DDIM step: PSNR 19.67 → 20.85 dB, SSIM
-    0.492 → 0.522; with SIRT alone, before session 14, 19.52 → 20.02 dB)."""
+    """`dctnet reconstruct --ct …`: the report names what ran and both re-projections. The default registration
+    and ``--refine`` each bring the volume closer to the CT than ``--no-registration`` (validation CT, one DDIM
+    step: PSNR 19.67 dB without, 20.57 by default, 20.85 with --refine; SSIM 0.492, 0.515, 0.522)."""
     from DCTNetLib import cli
     from DCTNetLib.io.ct import write_ct
 
     ct_path = write_ct(lidc_demo_ct, tmp_path / "lidc.nii.gz")
     reports = {}
-    for name, extra in (("plain", []), ("refined", ["--refine"])):
+    for name, extra in (("plain", ["--no-registration"]), ("default", []), ("refined", ["--refine"])):
         out = tmp_path / name / "ct.nii.gz"
         out.parent.mkdir()
         assert cli.main(["reconstruct", "--ct", str(ct_path), "--output", str(out), "--device", "cpu", "--steps", "1",
@@ -145,6 +146,11 @@ def test_reconstruct_command_refines_with_refine_and_reports_it(tmp_path, lidc_d
         reports[name] = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert reports["plain"]["refinement_iterations"] == 0 and reports["plain"]["refined_reprojection"] == {}
     assert reports["plain"]["refinement"] == "off"
+    default = reports["default"]
+    assert default["refinement"] == "registration (80, film-robust)" and default["refinement_iterations"] == 0
+    assert default["refined_reprojection"]["pa_rank"] > default["reprojection"]["pa_rank"]
+    assert default["metrics"]["psnr"] > reports["plain"]["metrics"]["psnr"] + 0.6
+    assert default["metrics"]["ssim"] > reports["plain"]["metrics"]["ssim"] + 0.01
     refined = reports["refined"]
     assert refined["refinement_iterations"] == RefinementConfig().iterations
     assert refined["refinement"] == "registration (80) + SIRT (10)"
@@ -152,6 +158,14 @@ def test_reconstruct_command_refines_with_refine_and_reports_it(tmp_path, lidc_d
     assert refined["metrics"]["psnr"] > reports["plain"]["metrics"]["psnr"] + 0.8
     assert refined["metrics"]["ssim"] > reports["plain"]["metrics"]["ssim"] + 0.015
     assert not any("--refine:" in note for note in refined["notes"])  # DRRs of a CT: nothing to warn about
+
+
+def test_refine_and_no_registration_are_refused_together(tmp_path, capsys):
+    from DCTNetLib import cli
+
+    code = cli.main(["reconstruct", "--pa", "a.png", "--lat", "b.png", "--output", str(tmp_path / "ct.nii.gz"),
+                     "--refine", "--no-registration"])
+    assert code == 2 and "give one of them" in capsys.readouterr().err
 
 
 def test_refine_on_radiograph_files_says_what_it_does_to_real_films(tmp_path, shared_data, capsys):

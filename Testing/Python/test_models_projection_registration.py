@@ -13,8 +13,8 @@ import torch.nn.functional as F
 from DCTNetLib.conventions import CROP_SIZE
 from DCTNetLib.data.drr import make_drrs
 from DCTNetLib.inference import radiographs_from_ct
-from DCTNetLib.models.projection_registration import (ProjectionRegistration, RegistrationConfig, membrane_energy,
-                                                      rank_matched, warp_volume)
+from DCTNetLib.models.projection_registration import (ProjectionRegistration, RegistrationConfig, bone_strain,
+                                                      film_field_mask, membrane_energy, rank_matched, warp_volume)
 
 
 @pytest.fixture(scope="module")
@@ -69,6 +69,57 @@ def test_rank_matching_keeps_the_order_and_takes_the_references_values():
     assert torch.equal(matched.flatten(2).argsort(-1), images.flatten(2).argsort(-1))
 
 
+def test_masked_rank_matching_reorders_only_inside_the_mask():
+    torch.manual_seed(0)
+    images, reference = torch.rand(1, 2, 8, 8), torch.rand(1, 2, 8, 8)
+    mask = torch.ones(1, 2, 8, 8)
+    mask[..., :2, :] = 0.0  # a shutter band
+    matched = rank_matched(images, reference, mask)
+    inside = mask > 0
+    assert torch.equal(matched[~inside], images[~inside])
+    for v in range(2):
+        keep = inside[0, v]
+        assert torch.equal(matched[0, v][keep].sort().values, reference[0, v][keep].sort().values)
+        assert torch.equal(matched[0, v][keep].argsort(), images[0, v][keep].argsort())
+
+
+def test_film_field_mask_leaves_out_shutters_and_markers_and_keeps_a_drr(chest_and_moved):
+    """A DRR keeps all but the few pixels at its own maximum; a film's blank shutter bands (black along the top and
+    the left of one image, white along the right of the other: both displays occur) and a burnt-in white marker are
+    left out, the rest is kept."""
+    radiographs = chest_and_moved[1]
+    assert float(film_field_mask(radiographs).mean()) > 0.99
+    film = radiographs.clone()
+    film[:, 0, :10, :] = 0.0
+    film[:, 0, :, :6] = 0.0
+    film[:, 1, :, 120:] = 1.0
+    film[..., 100:106, 90:100] = 1.0
+    mask = film_field_mask(film)
+    assert not mask[:, 0, :10, :].any() and not mask[:, 0, :, :6].any() and not mask[:, 1, :, 118:].any()
+    assert not mask[..., 98:108, 88:102].any()  # the marker, grown by 2 px
+    rest = torch.ones_like(mask, dtype=torch.bool)
+    rest[:, 0, :10, :] = rest[:, 0, :, :6] = rest[:, 1, :, 118:] = rest[..., 98:108, 88:102] = False
+    assert float(mask[rest].mean()) > 0.99
+
+
+def test_bone_strain_is_free_for_shifts_and_rotations_and_costs_a_squeeze_in_bone_only():
+    """Small strain is zero for a translation and for a (linearised) rotation; a uniform 10 % compression costs
+    3 · 0.1² inside bone and nothing where the weight is zero."""
+    n, size = 5, 16
+    axis = torch.linspace(-1.0, 1.0, n)
+    d, h, w = torch.meshgrid(axis, axis, axis, indexing="ij")
+    half = CROP_SIZE / 2 * (size - 1) / size  # mm from the centre to the corner nodes (on the corner voxels' centres)
+    bone = torch.ones(1, 1, size, size, size)
+    shift = torch.zeros(1, 3, n, n, n)
+    shift[:, 0] = 12.0
+    rotation = torch.stack((0.05 * h * half, -0.05 * d * half, torch.zeros_like(d)))[None]
+    squeeze = (-0.1 * torch.stack((d, h, w)) * half)[None]
+    assert float(bone_strain(shift, bone)) < 1e-10
+    assert float(bone_strain(rotation, bone)) < 1e-8
+    assert float(bone_strain(squeeze, bone)) == pytest.approx(3 * 0.1 ** 2, rel=1e-3)
+    assert float(bone_strain(squeeze, torch.zeros_like(bone))) == 0.0
+
+
 def test_fit_undoes_a_known_deformation_from_the_two_drrs_alone(chest_and_moved):
     """The moved CT registered to the true CT's DRRs comes back towards the true CT in 3D, not just in its DRRs.
     Measured: RMS distance 0.071 → 0.017, DRR error 0.035 → 0.004 (mean absolute)."""
@@ -109,7 +160,7 @@ def test_registration_off_returns_its_input_and_zero_field(chest_and_moved):
 
 @pytest.mark.parametrize("field, value, message", [("iterations", -1, "iterations"), ("control_points", 1, "control"),
                                                     ("step_mm", 0.0, "step_mm"), ("fit_size", -1, "fit_size"),
-                                                    ("border_px", -2, "border_px")])
+                                                    ("border_px", -2, "border_px"), ("rigidity", -0.1, "rigidity")])
 def test_config_refuses_meaningless_settings(field, value, message):
     with pytest.raises(ValueError, match=message):
         RegistrationConfig(**{field: value})
@@ -118,3 +169,59 @@ def test_config_refuses_meaningless_settings(field, value, message):
 def test_fit_refuses_wrong_shapes():
     with pytest.raises(ValueError, match="radiographs"):
         ProjectionRegistration().fit(torch.zeros(1, 1, 8, 8, 8), torch.zeros(1, 1, 128, 128))
+
+
+@pytest.fixture(scope="module")
+def demo_film_like(lidc_demo_ct):
+    """LIDC-IDRI-0001 (validation) and a film-like version of its DRRs (data.film_appearance, one fixed draw: a
+    display curve, scatter, edge enhancement, noise), as every reconstruction sees a real film."""
+    from DCTNetLib.data.film_appearance import film_like
+
+    prepared, pa, lat = radiographs_from_ct(lidc_demo_ct)
+    torch.manual_seed(1001)
+    pa_film = film_like(torch.from_numpy(pa)[None].float())[0].numpy()
+    lat_film = film_like(torch.from_numpy(lat)[None].float())[0].numpy()
+    return prepared, pa_film, lat_film
+
+
+def test_default_registration_gains_on_film_like_drrs_where_the_plain_fit_loses(demo_film_like):
+    """The default registration (film-robust: shutters and markers masked, values matched by rank, bone rigid)
+    brings the shipped model's CT closer to the true CT from film-like radiographs, while the plain fit of
+    ``--refine``'s registration imitates the display curve and moves it away. Measured on this draw: 19.29 dB without
+    registration, 19.91 with the default, 16.64 with the plain fit (docs/refinement.md: +0.70 dB over 16 such
+    pairs of the validation CTs)."""
+    from DCTNetLib.evaluation.metrics import psnr
+    from DCTNetLib.inference import Reconstructor
+    from DCTNetLib.models.projection_refinement import RefinementConfig
+
+    prepared, pa, lat = demo_film_like
+    model = Reconstructor.load(device="cpu")
+    scores = {}
+    for name, config in (("off", RefinementConfig.off()), ("default", None),
+                         ("plain", RefinementConfig(iterations=0))):
+        result = model.use_refinement(config).reconstruct(pa, lat, check_inputs=False)
+        scores[name] = round(psnr(result.ct_unit, prepared.volume), 2)
+    assert scores["default"] > scores["off"] + 0.4, scores
+    assert scores["plain"] < scores["off"] - 1.0, scores
+
+
+def test_default_registration_keeps_the_spine_on_a_real_film_pair(shared_data):
+    """A real PA + lateral pair (Radiopaedia pcp2, CC BY-NC-SA: tests only): the default registration makes the
+    volume's DRRs agree better with the films (rank correlation PA 0.82 → 0.94, lateral 0.957 → 0.972) and keeps
+    the spine's column (7.4 % → 7.3 % above 300 HU; without the rigidity term 5.5 %)."""
+    from DCTNetLib.evaluation.framing import bone_stats
+    from DCTNetLib.inference import Reconstructor
+    from DCTNetLib.io.film import read_film
+    from DCTNetLib.models.projection_refinement import RefinementConfig
+
+    films = shared_data / "radiographs"
+    pa = read_film(films / "pa_radiopaedia_pcp2.png", "pa")[0]
+    lat = read_film(films / "lat_radiopaedia_pcp2.png", "lat")[0]
+    model = Reconstructor.load(device="cpu")
+    off = model.use_refinement(RefinementConfig.off()).reconstruct(pa, lat, steps=1)
+    default = model.use_refinement(None).reconstruct(pa, lat, steps=1)
+    column = {name: bone_stats(result.ct_hu.hu)["spine_column_bone_fraction"]
+              for name, result in (("off", off), ("default", default))}
+    assert column["off"] > 0.03 and column["default"] > 0.95 * column["off"], column
+    for view in ("pa", "lat"):
+        assert default.refined_reprojection[f"{view}_rank"] > off.reprojection[f"{view}_rank"]

@@ -95,7 +95,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--fusion", choices=("raw", "mean"), default="raw",
                         help="raw (default): score G(Y), as the paper's tables do; mean: score what `dctnet "
                              "reconstruct` writes, the mean of G(Y) and G(X) from the CDM's bone-suppressed pair "
-                             "(model bundles with a CDM only); the row is named '… + branch mean'")
+                             "after its default registration (model bundles with a CDM only); the row is named "
+                             "'… + branch mean + refinement: registration (80, film-robust)'")
+    parser.add_argument("--no-registration", action="store_true",
+                        help="with --fusion mean: score the branch mean before the default registration")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     parser.add_argument("--overwrite", action="store_true", help="replace results already in --output")
 
@@ -333,7 +336,11 @@ def run(args: argparse.Namespace) -> int:
         raise InputError("--train-epochs only applies with --ablations")
     if args.lpips_stride < 1:
         raise InputError(f"--lpips-stride must be >= 1, got {args.lpips_stride}")
-    refinement = refinement_config(args)  # --atlas needs --refine
+    refinement = refinement_config(args)  # --atlas needs --refine; --no-registration excludes it
+    if refinement is None and args.fusion == "mean":  # what `dctnet reconstruct` writes: its default registration
+        from ..models.projection_refinement import RefinementConfig
+
+        refinement = RefinementConfig.film_robust()
     if not args.data.is_dir():
         raise InputError(f"prepared data folder not found: {args.data}")
     if args.checkpoint is not None:

@@ -79,11 +79,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="default: auto")
     parser.add_argument("--steps", type=int, help="DDIM steps of the bone suppression (default: the model's)")
     parser.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
+    parser.add_argument("--no-registration", action="store_true",
+                        help="skip the default registration (a smooth deformation of the CT fitted to both views, "
+                             "robust to a film's display curve, shutters and markers, bone kept rigid; ~3 s on a "
+                             "CPU) and write the generators' CT as it is (docs/refinement.md)")
     parser.add_argument("--refine", action="store_true",
-                        help="refine the CT until its DRRs agree with the radiographs: a smooth deformation fitted "
-                             "to both views, then 10 SIRT iterations (the generator's bone is kept; ~5 s on a CPU). "
-                             "Measured gains on DRRs of CTs; on real films it also fits the film's borders and "
-                             "display curve, so it is off by default (docs/refinement.md)")
+                        help="for DRRs of a CT only: instead of the default registration, fit the CT's DRRs to the "
+                             "radiographs' values exactly, then 10 SIRT iterations (the generator's bone is kept; "
+                             "~5 s on a CPU). Measured gains on DRRs of CTs; on real films it also fits the film's "
+                             "borders and display curve (docs/refinement.md)")
     parser.add_argument("--atlas", action="store_true",
                         help="with --refine: also register the shipped bank of seven real chest CTs to the "
                              "radiographs and mix the best five into the CT (the atlas prior; ~40 s more on a CPU; "
@@ -189,19 +193,24 @@ MODEL_CACHE: dict | None = None
 
 
 def refinement_config(args: argparse.Namespace):
-    """``RefinementConfig()`` with ``--refine`` (with the atlas prior when ``--atlas``), else None (off).
+    """``RefinementConfig()`` with ``--refine`` (with the atlas prior when ``--atlas``), ``RefinementConfig.off()``
+    with ``--no-registration``, else None (the default: the film-robust registration).
 
     Raises:
-        InputError: ``--atlas`` or ``--atlas-bank`` without ``--refine``.
+        InputError: ``--atlas`` or ``--atlas-bank`` without ``--refine``; ``--no-registration`` with it.
     """
     from ..models.atlas_prior import AtlasPriorConfig
     from ..models.projection_refinement import RefinementConfig
 
     atlas, bank = getattr(args, "atlas", False), getattr(args, "atlas_bank", None)
+    no_registration = getattr(args, "no_registration", False)
     if not getattr(args, "refine", False):
         if atlas or bank is not None:
             raise InputError("--atlas and --atlas-bank refine the CT with an atlas prior: add --refine")
-        return None
+        return RefinementConfig.off() if no_registration else None
+    if no_registration:
+        raise InputError("--refine replaces the default registration with its own; --no-registration turns the "
+                         "default off: give one of them")
     if bank is not None and not atlas:
         raise InputError("--atlas-bank names the bank of the atlas prior: add --atlas")
     return RefinementConfig(atlas=AtlasPriorConfig() if atlas else None,
@@ -210,7 +219,8 @@ def refinement_config(args: argparse.Namespace):
 
 def load_model(weights: Path | None, device: str, refinement=None, fusion: str = "mean"):
     """``Reconstructor.load(weights, device, refinement, fusion)``, or the model :data:`MODEL_CACHE` holds for the
-    same unchanged file (its refinement set to ``refinement``: None = off, and its fusion to ``fusion``)."""
+    same unchanged file (its refinement set to ``refinement``: None = the default registration, and its fusion to
+    ``fusion``)."""
     from ..inference import Reconstructor
 
     if MODEL_CACHE is None:
@@ -394,7 +404,7 @@ def run_batch(args: argparse.Namespace) -> int:
         model = load_model(args.weights, args.device, refinement_config(args), getattr(args, "fusion", "mean"))
     for line in dict.fromkeys(" ".join(str(w.message).split()) for w in caught):
         log.warning("%s", line)
-    if model.refining:
+    if getattr(args, "refine", False):
         notes.append(REFINED_FILMS_NOTE)
         log.warning("note: %s", REFINED_FILMS_NOTE)
     rows, failed = [], 0
@@ -590,7 +600,7 @@ def run(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     model, result, geometry, (pa, lat), films, warning_lines = _reconstruct_case(args, progress)
     notes = [DEMONSTRATION_NOTE] if args.ct is None and args.weights is None else []
-    if args.ct is None and model.refining:
+    if args.ct is None and getattr(args, "refine", False):
         notes.append(REFINED_FILMS_NOTE)
     if geometry is not None and args.weights is None:
         notes += training_set_notes(geometry.volume)

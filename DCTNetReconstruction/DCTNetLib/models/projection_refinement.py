@@ -81,8 +81,15 @@ class RefinementConfig(ConfigBase):
 
     @classmethod
     def off(cls) -> "RefinementConfig":
-        """Neither step: no registration, no SIRT."""
+        """Neither step: no registration, no SIRT (the generators' volumes as they are)."""
         return cls(iterations=0, registration=RegistrationConfig(iterations=0))
+
+    @classmethod
+    def film_robust(cls) -> "RefinementConfig":
+        """What every reconstruction gets by default: the film-robust registration alone
+        (:meth:`~DCTNetLib.models.projection_registration.RegistrationConfig.film_robust`), no atlas, no SIRT;
+        it helps on real films as on DRRs (docs/refinement.md)."""
+        return cls(iterations=0, registration=RegistrationConfig.film_robust())
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -152,8 +159,11 @@ class ProjectionRefinement(nn.Module):
         return self.enabled and image_size == self.geometry.image_size
 
     def describe(self) -> str:
-        """The steps it runs, for reports and table rows, e.g. "registration (80) + SIRT (10)"."""
-        steps = [f"registration ({self.config.registration.iterations})"] if self.config.registration.iterations else []
+        """The steps it runs, for reports and table rows, e.g. "registration (80) + SIRT (10)" or the default's
+        "registration (80, film-robust)"."""
+        registration = self.config.registration
+        robust = ", film-robust" if registration.film_mask else ""
+        steps = [f"registration ({registration.iterations}{robust})"] if registration.iterations else []
         steps += [f"atlas prior (best {self.config.atlas.top_k})"] if exists(self.config.atlas) else []
         steps += [f"SIRT ({self.config.iterations})"] if self.config.iterations else []
         return " + ".join(steps) or "off"
