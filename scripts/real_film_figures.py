@@ -149,15 +149,17 @@ def framing_figure(model: Reconstructor, pa: np.ndarray, lat: np.ndarray, output
 
 
 def refinement_figure(model: Reconstructor, pa: np.ndarray, lat: np.ndarray, output: Path, title: str) -> dict:
-    """The output without and with the projection refinement (docs/refinement.md): axial, coronal through the spine,
-    midline sagittal and sagittal maximum intensity, one row each, with the re-projection rank correlations."""
+    """The generators' CT (``--no-registration``), the output (the default registration) and ``--refine``
+    (docs/refinement.md): axial, coronal through the spine, midline sagittal and sagittal maximum intensity, one row
+    each, with the re-projection rank correlations."""
     rows, stats = [], {}
-    for name, refinement in (("output", None), ("output refined", RefinementConfig())):
+    for name, refinement in (("--no-registration", RefinementConfig.off()), ("output", None),
+                             ("--refine", RefinementConfig())):
         result = model.use_refinement(refinement).reconstruct(pa, lat)
         final = result.refined_reprojection or result.reprojection
         rows.append((name, result.ct_hu.hu, final))
         stats[name] = {**bone_stats(result.ct_hu.hu), **body_extent(result.ct_hu.hu), "reprojection": final}
-    fig, axes = plt.subplots(2, 4, figsize=(12, 6.4))
+    fig, axes = plt.subplots(len(rows), 4, figsize=(12, 3.2 * len(rows)))
     for row, (name, hu, final) in zip(axes, rows):
         d, h, w = hu.shape
         for ax, image, window in ((row[0], hu[d // 2], (-1000, 1000)), (row[1], hu[:, h // 2 + h // 8], (-1000, 1000)),

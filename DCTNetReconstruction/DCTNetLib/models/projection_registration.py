@@ -33,8 +33,9 @@ rigidity term keeps bone. On film-like DRRs of the validation CTs the plain data
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import ClassVar, Iterator
 
 import torch
 import torch.nn as nn
@@ -201,7 +202,7 @@ def film_field_mask(radiographs: torch.Tensor) -> torch.Tensor:
 
 def rank_matched(images: torch.Tensor, reference: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
     """Each image's values replaced by the reference image's sorted values, in the order of its own ranks
-    (histogram matching; ties keep an arbitrary but fixed order). With ``mask``, only the pixels where both are
+    (histogram matching; ties keep their pixel order: stable sorts, so a reconstruction repeats exactly). With ``mask``, only the pixels where both are
     1 take part (the reference's values there, in the order of the image's there); the others keep their values.
 
     Shapes:
@@ -209,8 +210,8 @@ def rank_matched(images: torch.Tensor, reference: torch.Tensor, mask: torch.Tens
     """
     if mask is None:
         flat = images.flatten(2)
-        order = flat.argsort(dim=-1)
-        matched = torch.empty_like(flat).scatter_(-1, order, reference.flatten(2).sort(dim=-1).values)
+        order = flat.argsort(dim=-1, stable=True)
+        matched = torch.empty_like(flat).scatter_(-1, order, reference.flatten(2).sort(dim=-1, stable=True).values)
         return matched.view_as(images)
     matched = images.clone()
     for b in range(images.shape[0]):
@@ -218,9 +219,27 @@ def rank_matched(images: torch.Tensor, reference: torch.Tensor, mask: torch.Tens
             keep = mask[b, v] > 0
             values = images[b, v][keep]
             out = torch.empty_like(values)
-            out[values.argsort()] = reference[b, v][keep].sort().values
+            out[values.argsort(stable=True)] = reference[b, v][keep].sort(stable=True).values
             matched[b, v][keep] = out
     return matched
+
+
+@contextmanager
+def _deterministic_on(device: torch.device) -> Iterator[None]:
+    """PyTorch's deterministic kernels while a field is fitted on the CPU, the previous setting restored after.
+    The projector's backward accumulates through indexing, whose default CPU kernel adds in a varying order: two
+    identical fits gave fields up to 0.25 mm apart, and a reconstruction did not repeat to the bit. The
+    deterministic kernels cost nothing measurable here. On CUDA grid_sample's backward has no deterministic kernel
+    and would warn at every step, so GPU fits keep their (tiny) run-to-run differences."""
+    if device.type != "cpu":
+        yield
+        return
+    enabled, warn_only = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(enabled, warn_only=warn_only)
 
 
 class ProjectionRegistration(nn.Module):
@@ -269,7 +288,7 @@ class ProjectionRegistration(nn.Module):
             raise ValueError(f"expected ct_unit (B, 1, D, H, W) and radiographs (B, 2, n, n), got "
                              f"{tuple(ct_unit.shape)} and {tuple(radiographs.shape)}")
         n = cfg.control_points
-        with torch.inference_mode(False), torch.enable_grad():
+        with torch.inference_mode(False), torch.enable_grad(), _deterministic_on(ct_unit.device):
             volume = ct_unit.detach().float().clone()
             target = radiographs.detach().float().clone()
             field = torch.zeros((volume.shape[0], 3, n, n, n), device=volume.device, requires_grad=True)
