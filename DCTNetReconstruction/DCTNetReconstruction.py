@@ -417,12 +417,13 @@ class DCTNetReconstructionLogic(ScriptedLoadableModuleLogic):
     # -- the model (blocking) ------------------------------------------------------------------------------------
     @staticmethod
     def options(weights: str | None = None, device: str = "auto", steps: int | None = None, seed: int = 0,
-                dicomFolder: str | None = None, refine: bool = False, fusion: str = "mean", atlas: bool = False):
+                dicomFolder: str | None = None, refine: bool = False, fusion: str = "mean", atlas: bool = False,
+                register: bool = True):
         from DCTNetSlicerLib.reconstruction import Options
 
         return Options(weights=weights or None, device=device, steps=steps or None, seed=int(seed),
                        dicom_folder=str(dicomFolder) if dicomFolder else None, refine=bool(refine), fusion=fusion,
-                       atlas=bool(atlas))
+                       atlas=bool(atlas), register=bool(register))
 
     @staticmethod
     def _dicomSeriesFolder(exportFolder: str | None, paNode) -> str | None:
@@ -448,7 +449,7 @@ class DCTNetReconstructionLogic(ScriptedLoadableModuleLogic):
     def reconstruct(self, paNode, latNode, weights: str | None = None, device: str = "auto",
                     steps: int | None = None, seed: int = 0, progress: Callable[[float, str], None] | None = None,
                     show: bool = True, dicomFolder: str | None = None, refine: bool = False,
-                    fusion: str = "mean", atlas: bool = False) -> dict[str, Any]:
+                    fusion: str = "mean", atlas: bool = False, register: bool = True) -> dict[str, Any]:
         """Reconstruct the CT from two radiograph nodes; returns when ``dctnet reconstruct`` has finished (Slicer's
         window stays alive meanwhile: a local event loop runs, no sleep).
 
@@ -472,6 +473,8 @@ class DCTNetReconstructionLogic(ScriptedLoadableModuleLogic):
                 ``dctnet reconstruct --fusion raw``).
             atlas: with ``refine``, also mix in the shipped chest atlases registered to the radiographs
                 (``dctnet reconstruct --refine --atlas``; about 40 s more on a CPU).
+            register: the default registration of the CT to the radiographs (robust to films, bone kept rigid;
+                about 4 s on a CPU); False gives the generators' CT (``dctnet reconstruct --no-registration``).
 
         Returns:
             Nodes by role: those the module shows (``DCTNetSlicerLib.results.OUTPUT_PARAMETERS``, from the table
@@ -485,7 +488,7 @@ class DCTNetReconstructionLogic(ScriptedLoadableModuleLogic):
         series = self._dicomSeriesFolder(dicomFolder, paNode)
         self.lastDicomFolder = None
         volumes, self.lastMetrics = reconstruction.reconstruct(
-            paNode, latNode, self.options(weights, device, steps, seed, series, refine, fusion, atlas),
+            paNode, latNode, self.options(weights, device, steps, seed, series, refine, fusion, atlas, register),
             existing=self._outputs(p), progress=progress, on_notes=self._keepNotes)
         self.lastDicomFolder = series
         self._storeOutputs(p, volumes)

@@ -87,6 +87,8 @@ class Options:
             ``"mean"``.
         atlas: with ``refine``, mix in the shipped chest atlases registered to the radiographs (``--atlas``).
             Defaults to False.
+        register: the default film-robust registration of the CT to the radiographs; False passes
+            ``--no-registration`` (ignored with ``refine``, which brings its own). Defaults to True.
     """
 
     weights: str | None = None
@@ -98,6 +100,7 @@ class Options:
     refine: bool = False
     fusion: str = "mean"
     atlas: bool = False
+    register: bool = True
 
 
 def dicom_series_folder(parent: str | Path, name: str) -> Path:
@@ -324,6 +327,8 @@ def command_args(pa: str | Path, lat: str | Path, output: str | Path, options: O
         args.append("--no-input-checks")
     if options.refine and not images_only:
         args += ["--refine", "--atlas"] if options.atlas else ["--refine"]
+    elif not options.register and not images_only:
+        args.append("--no-registration")
     if options.fusion != "mean" and not images_only:
         args += ["--fusion", options.fusion]
     if options.dicom_folder and not images_only:

@@ -68,6 +68,10 @@ def test_the_module_command_line_is_accepted_by_dctnet(tmp_path):
     assert default.steps is None and default.weights is None and default.device == "auto"
     assert not default.refine  # the command's default: no refinement
     assert build_parser().parse_args(command_args("a.png", "b.png", "c.nrrd", Options(refine=True))).refine
+    assert not build_parser().parse_args(command_args("a.png", "b.png", "c.nrrd", Options())).no_registration
+    assert build_parser().parse_args(command_args("a.png", "b.png", "c.nrrd", Options(register=False))).no_registration
+    refined = build_parser().parse_args(command_args("a.png", "b.png", "c.nrrd", Options(refine=True, register=False)))
+    assert refined.refine and not refined.no_registration  # --refine brings its own registration
     assert default.fusion == "mean"  # the command's default output: the mean of G(Y) and G(X)
     assert build_parser().parse_args(command_args("a.png", "b.png", "c.nrrd", Options(fusion="raw"))).fusion == "raw"
     assert build_parser().parse_args(["reconstruct", "--pa", "a", "--lat", "b", "--output", "c.nrrd"]).progress == "log"
