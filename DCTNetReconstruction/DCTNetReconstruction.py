@@ -474,7 +474,7 @@ class DCTNetReconstructionLogic(ScriptedLoadableModuleLogic):
             atlas: with ``refine``, also mix in the shipped chest atlases registered to the radiographs
                 (``dctnet reconstruct --refine --atlas``; about 40 s more on a CPU).
             register: the default registration of the CT to the radiographs (robust to films, bone kept rigid;
-                about 4 s on a CPU); False gives the generators' CT (``dctnet reconstruct --no-registration``).
+                about 3 s on a CPU); False gives the generators' CT (``dctnet reconstruct --no-registration``).
 
         Returns:
             Nodes by role: those the module shows (``DCTNetSlicerLib.results.OUTPUT_PARAMETERS``, from the table

@@ -186,7 +186,8 @@ def test_registration_off_returns_its_input_and_zero_field(chest_and_moved):
 
 @pytest.mark.parametrize("field, value, message", [("iterations", -1, "iterations"), ("control_points", 1, "control"),
                                                     ("step_mm", 0.0, "step_mm"), ("fit_size", -1, "fit_size"),
-                                                    ("border_px", -2, "border_px"), ("rigidity", -0.1, "rigidity")])
+                                                    ("border_px", -2, "border_px"), ("rigidity", -0.1, "rigidity"),
+                                                    ("rigidity_grid", -1, "rigidity_grid")])
 def test_config_refuses_meaningless_settings(field, value, message):
     with pytest.raises(ValueError, match=message):
         RegistrationConfig(**{field: value})
