@@ -113,7 +113,8 @@ def refinement(output: Path) -> dict:
     prepared, pa, lat = radiographs_from_ct(load_lidc_demo_ct())
     truth = prepared.volume
     rows, scores = [("ground truth", truth)], {}
-    for name, config in (("--no-registration", RefinementConfig.off()), ("output", None), ("--refine", RefinementConfig()),
+    for name, config in (("--no-registration", RefinementConfig.off()), ("output", None),
+                         ("--refine", RefinementConfig()),
                          ("--refine --atlas", RefinementConfig(atlas=AtlasPriorConfig()))):
         pred = Reconstructor.load(device="cpu", refinement=config).reconstruct(pa, lat, geometry=prepared).ct_unit
         scores[name] = {"psnr": round(psnr(pred, truth), 2), "ssim": round(ssim3plane(pred, truth)["mean"], 3)}

@@ -206,8 +206,9 @@ def film_field_mask(radiographs: torch.Tensor) -> torch.Tensor:
 
 def rank_matched(images: torch.Tensor, reference: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
     """Each image's values replaced by the reference image's sorted values, in the order of its own ranks
-    (histogram matching; ties keep their pixel order: stable sorts, so a reconstruction repeats exactly). With ``mask``, only the pixels where both are
-    1 take part (the reference's values there, in the order of the image's there); the others keep their values.
+    (histogram matching; ties keep their pixel order: stable sorts, so a reconstruction repeats exactly). With
+    ``mask``, only the pixels where it is 1 take part (the reference's values there, in the order of the image's
+    values there); the others keep their values.
 
     Shapes:
         images ``(B, V, H, W)``, reference ``(B, V, H, W)``, mask ``(B, V, H, W)`` of 0 / 1 → ``(B, V, H, W)``.
@@ -238,7 +239,8 @@ def _deterministic_on(device: torch.device) -> Iterator[None]:
     if device.type != "cpu":
         yield
         return
-    enabled, warn_only = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
+    enabled = torch.are_deterministic_algorithms_enabled()
+    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
     torch.use_deterministic_algorithms(True, warn_only=True)
     try:
         yield
