@@ -113,6 +113,7 @@ class DCTNetReconstructionParameterNode:
     device: "auto", "cpu" or "cuda".
     samplingSteps: DDIM steps of the bone suppression; 0 = the model's default.
     seed: sampling seed.
+    registerToRadiographs: the default registration of the CT to the radiographs (off: --no-registration).
     refineToRadiographs: refine the CT until its DRRs agree with the radiographs (dctnet reconstruct --refine;
         for radiographs made from a CT: on real films it imprints the film's borders and display curve).
     atlasPrior: with the refinement, also mix in real chest CTs registered to the radiographs (--atlas).
@@ -129,6 +130,7 @@ class DCTNetReconstructionParameterNode:
     device: str = "auto"
     samplingSteps: Annotated[int, WithinRange(0, 1000)] = 0
     seed: Annotated[int, WithinRange(0, 1000000)] = 0
+    registerToRadiographs: bool = True
     refineToRadiographs: bool = False
     atlasPrior: bool = False
     ctVolume: vtkMRMLScalarVolumeNode
@@ -170,6 +172,9 @@ class DCTNetReconstructionWidget(ScriptedLoadableModuleWidget, VTKObservationMix
         self.ui.windowPresetComboBox.connect("currentIndexChanged(int)", self.onWindowPresetChanged)
         self.ui.refineCheckBox.connect("toggled(bool)", self.ui.atlasCheckBox.setEnabled)  # the prior is a refinement
         self.ui.atlasCheckBox.setEnabled(self.ui.refineCheckBox.checked)
+        # the refinement brings its own registration
+        self.ui.refineCheckBox.connect("toggled(bool)", lambda on: self.ui.registerCheckBox.setEnabled(not on))
+        self.ui.registerCheckBox.setEnabled(not self.ui.refineCheckBox.checked)
         self.ui.showUncertaintyCheckBox.connect("toggled(bool)", lambda checked: self.showResults())
         self.ui.volumeRenderingCheckBox.connect("toggled(bool)", lambda checked: self.showResults())
 
@@ -549,7 +554,7 @@ class DCTNetReconstructionLogic(ScriptedLoadableModuleLogic):
         if not imagesOnly:
             self.lastDicomFolder = None
         options = self.options(p.weightsPath, p.device, p.samplingSteps, p.seed, series, p.refineToRadiographs,
-                               atlas=p.refineToRadiographs and p.atlasPrior)
+                               atlas=p.refineToRadiographs and p.atlasPrior, register=p.registerToRadiographs)
         return reconstruction.reconstruct_in_background(p.paVolume, p.latVolume, options, existing=self._outputs(p),
                                                         on_progress=onProgress, on_finished=finished,
                                                         images_only=imagesOnly, on_notes=self._keepNotes,
