@@ -151,10 +151,10 @@ def test_value_matching_makes_the_fit_indifferent_to_a_display_curve(chest_and_m
 
 def test_the_fit_repeats_to_the_bit_on_a_busy_machine_and_leaves_torchs_settings_as_they_were(lidc_demo_ct):
     """The default registration (20 of its steps) of the validation CT (128³, as the product fits it) to its DRRs,
-    twice, while other processes keep the cores busy: the same field both times. The projector's backward
-    accumulates in an order that depends on how the threads share the work unless deterministic kernels are on
-    (before they were, on a loaded machine fields differed by up to 0.25 mm and reconstructions by up to 0.74 HU;
-    idle, they happened to agree). The global setting is restored afterwards."""
+    twice, while other processes keep the cores busy: the same field both times. The projector's backward used to
+    accumulate through advanced indexing in an order that depended on how the threads shared the work (on a loaded
+    machine fields differed by up to 0.25 mm and reconstructions by up to 0.74 HU; idle, they happened to agree);
+    it gathers now, and the fit leaves torch's global settings alone."""
     import dataclasses
     import subprocess
     import sys

@@ -231,8 +231,10 @@ class DRRProjector(nn.Module):
             stack = volume.permute(0, 1 + view.axis, 1 + AXIS_SI, 1 + view.col_axis)
             i0 = self.row_index[v, :n_planes]
             w0, w1 = self.row_w0[v, :n_planes, :, None], self.row_w1[v, :n_planes, :, None]
-            planes = torch.arange(n_planes, device=mu.device)[:, None]
-            rows = w0 * stack[:, planes, i0] + w1 * stack[:, planes, i0 + 1]  # (B, planes, pixel rows, cols)
+            # gather, not advanced indexing: its backward (scatter_add) sums in a fixed order on the CPU, where
+            # indexing's backward summed in an order that depended on the threads (gradients differed run to run)
+            index = i0[None, :, :, None].expand(stack.shape[0], n_planes, i0.shape[1], n_col)
+            rows = w0 * stack.gather(2, index) + w1 * stack.gather(2, index + 1)  # (B, planes, pixel rows, cols)
             flat = rows.permute(0, 2, 1, 3).reshape(rows.shape[0], rows.shape[2], n_planes * n_col)
             image = flat @ self.col_matrix[v, : n_planes * n_col]  # Σ over planes and columns → (B, rows, cols)
             images.append(image * self.ray_weight[v])

@@ -33,9 +33,8 @@ rigidity term keeps bone. On film-like DRRs of the validation CTs the plain data
 
 from __future__ import annotations
 
-from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import ClassVar, Iterator
+from typing import ClassVar
 
 import torch
 import torch.nn as nn
@@ -229,25 +228,6 @@ def rank_matched(images: torch.Tensor, reference: torch.Tensor, mask: torch.Tens
     return matched
 
 
-@contextmanager
-def _deterministic_on(device: torch.device) -> Iterator[None]:
-    """PyTorch's deterministic kernels while a field is fitted on the CPU, the previous setting restored after.
-    The projector's backward accumulates through indexing, whose default CPU kernel adds in a varying order: two
-    identical fits gave fields up to 0.25 mm apart, and a reconstruction did not repeat to the bit. The
-    deterministic kernels cost nothing measurable here. On CUDA grid_sample's backward has no deterministic kernel
-    and would warn at every step, so GPU fits keep their (tiny) run-to-run differences."""
-    if device.type != "cpu":
-        yield
-        return
-    enabled = torch.are_deterministic_algorithms_enabled()
-    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
-    torch.use_deterministic_algorithms(True, warn_only=True)
-    try:
-        yield
-    finally:
-        torch.use_deterministic_algorithms(enabled, warn_only=warn_only)
-
-
 class ProjectionRegistration(nn.Module):
     """Fit a smooth displacement of a reconstruction to its two radiographs (see the module docstring).
 
@@ -294,7 +274,7 @@ class ProjectionRegistration(nn.Module):
             raise ValueError(f"expected ct_unit (B, 1, D, H, W) and radiographs (B, 2, n, n), got "
                              f"{tuple(ct_unit.shape)} and {tuple(radiographs.shape)}")
         n = cfg.control_points
-        with torch.inference_mode(False), torch.enable_grad(), _deterministic_on(ct_unit.device):
+        with torch.inference_mode(False), torch.enable_grad():
             volume = ct_unit.detach().float().clone()
             target = radiographs.detach().float().clone()
             field = torch.zeros((volume.shape[0], 3, n, n, n), device=volume.device, requires_grad=True)
