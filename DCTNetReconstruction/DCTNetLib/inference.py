@@ -42,6 +42,7 @@ from .io.film_gate import consistency_reason, lateral_orientation, mirrored_expl
 from .io.radiograph import resize_radiograph, view_pair_warnings
 from .io.safe_load import sha256_file
 from .models.projection_refinement import ProjectionRefinement, RefinementConfig
+from .models.projection_registration import warp_volume
 
 __all__ = ["Reconstructor", "ReconstructionResult", "mixture_spread", "TISSUE_CLASSES_HU", "FUSIONS"]
 
@@ -166,8 +167,8 @@ class Reconstructor:
         refinement: settings of the projection-consistency step applied to both generators' volumes (a smooth
             deformation fitted on their mean, then optionally the atlas prior and SIRT on each;
             :class:`~DCTNetLib.models.projection_refinement.RefinementConfig`). None gives the default, the
-            film-robust registration alone (``RefinementConfig.film_robust()``), which helps on films and DRRs
-            alike; ``RefinementConfig.off()`` gives the generators' volumes as they are; ``RefinementConfig()`` is
+            film-robust registration and atlas prior (``RefinementConfig.film_robust()``), which help on films and
+            DRRs alike; ``RefinementConfig.registration_only()`` leaves the atlas prior out; ``RefinementConfig.off()`` gives the generators' volumes as they are; ``RefinementConfig()`` is
             ``--refine``, for DRRs of a CT only (on real films it fits the film's borders and display curve:
             docs/refinement.md). Defaults to None.
         fusion: the primary CT: "mean" of G(Y) and G(X), or "raw" = G(Y) alone (:data:`FUSIONS`). Defaults to
@@ -398,9 +399,14 @@ class Reconstructor:
             # one deformation, fitted on the CT the user gets, moves both branches (their difference stays aligned)
             fused = (prior + soft) / 2 if fusion == "mean" else prior
             displacement = self.refine.fit_field(fused, y)
-            atlas_mean = self.refine.atlas_mean(fused, y)  # real anatomy registered to the radiographs, or None
-            prior = self.refine(prior, y, displacement, atlas_mean)
-            soft = self.refine(soft, x, displacement, atlas_mean) if soft is not None else None
+            # real anatomy registered to the radiographs (and aligned to the moved CT), or None
+            atlas_mean = self.refine.atlas_mean(fused, y, displacement)
+            # the atlas mix keeps the bone of the CT the user gets (the moved mean) and compares the atlases with it,
+            # in both branches alike
+            bone_from = warp_volume(fused, displacement) if displacement is not None and atlas_mean is not None \
+                else fused
+            prior = self.refine(prior, y, displacement, atlas_mean, bone_from)
+            soft = self.refine(soft, x, displacement, atlas_mean, bone_from) if soft is not None else None
             timings["refinement_s"] = time.perf_counter() - start
             refined_reprojection = reprojection_check(prior[0, 0].cpu().numpy(), pa, lat)
         ct_unit = prior[0, 0]

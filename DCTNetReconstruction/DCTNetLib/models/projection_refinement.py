@@ -86,9 +86,16 @@ class RefinementConfig(ConfigBase):
 
     @classmethod
     def film_robust(cls) -> "RefinementConfig":
-        """What every reconstruction gets by default: the film-robust registration alone
-        (:meth:`~DCTNetLib.models.projection_registration.RegistrationConfig.film_robust`), no atlas, no SIRT;
-        it helps on real films as on DRRs (docs/refinement.md)."""
+        """What every reconstruction gets by default: the film-robust registration
+        (:meth:`~DCTNetLib.models.projection_registration.RegistrationConfig.film_robust`), then the film-robust
+        atlas prior (:meth:`~DCTNetLib.models.atlas_prior.AtlasPriorConfig.film_robust`), no SIRT; both help on
+        real films as on DRRs (docs/refinement.md)."""
+        return cls(iterations=0, registration=RegistrationConfig.film_robust(), atlas=AtlasPriorConfig.film_robust())
+
+    @classmethod
+    def registration_only(cls) -> "RefinementConfig":
+        """The film-robust registration without the atlas prior (``--no-atlas``; the default until session 16,
+        about 12 s faster on two CPU cores)."""
         return cls(iterations=0, registration=RegistrationConfig.film_robust())
 
     def __post_init__(self) -> None:
@@ -160,11 +167,14 @@ class ProjectionRefinement(nn.Module):
 
     def describe(self) -> str:
         """The steps it runs, for reports and table rows, e.g. "registration (80) + SIRT (10)" or the default's
-        "registration (80, film-robust)"."""
+        "registration (80, film-robust) + atlas prior (median of best 5, film-robust)"."""
         registration = self.config.registration
         robust = ", film-robust" if registration.film_mask else ""
         steps = [f"registration ({registration.iterations}{robust})"] if registration.iterations else []
-        steps += [f"atlas prior (best {self.config.atlas.top_k})"] if exists(self.config.atlas) else []
+        atlas = self.config.atlas
+        if exists(atlas):
+            chosen = f"median of best {atlas.top_k}" if atlas.average == "median" else f"best {atlas.top_k}"
+            steps += [f"atlas prior ({chosen}{', film-robust' if atlas.fine.film_mask else ''})"]
         steps += [f"SIRT ({self.config.iterations})"] if self.config.iterations else []
         return " + ".join(steps) or "off"
 
@@ -179,14 +189,24 @@ class ProjectionRefinement(nn.Module):
             return None
         return self.registration.fit(ct_unit, radiographs)
 
-    def atlas_mean(self, ct_unit: torch.Tensor, radiographs: torch.Tensor) -> torch.Tensor | None:
-        """The atlas prior's registered atlas mean for these radiographs (None when the prior is off), so that
-        both branches mix in the same one. Shapes: ``(1, 1, D, H, W)``, ``(1, 2, n, n)`` → ``(1, 1, D, H, W)``."""
+    def atlas_mean(self, ct_unit: torch.Tensor, radiographs: torch.Tensor,
+                   displacement: torch.Tensor | None = None) -> torch.Tensor | None:
+        """The atlas prior's registered atlas mean for these radiographs (None when the prior is off), aligned to
+        ``ct_unit`` moved by ``displacement`` when the prior aligns, so that both branches mix in the same one.
+
+        Shapes:
+            ``(1, 1, D, H, W)``, ``(1, 2, n, n)``, ``(1, 3, c, c, c)`` → ``(1, 1, D, H, W)``.
+        """
         prior = self.atlas_prior
-        return prior.registered_mean(ct_unit, radiographs)[0] if prior is not None else None
+        if prior is None:
+            return None
+        mean = prior.registered_mean(ct_unit, radiographs)[0]
+        moved = warp_volume(ct_unit.float(), displacement) if displacement is not None else ct_unit
+        return prior.aligned(mean, moved)
 
     def forward(self, ct_unit: torch.Tensor, radiographs: torch.Tensor,
-                displacement: torch.Tensor | None = None, atlas_mean: torch.Tensor | None = None) -> torch.Tensor:
+                displacement: torch.Tensor | None = None, atlas_mean: torch.Tensor | None = None,
+                bone_from: torch.Tensor | None = None) -> torch.Tensor:
         """Refine a reconstruction on the model grid (a cube spanning the 320 mm field).
 
         Args:
@@ -196,6 +216,8 @@ class ProjectionRefinement(nn.Module):
                 None and the registration is on.
             atlas_mean: an atlas mean from :meth:`atlas_mean` to mix in; registered to ``radiographs`` here when
                 None and the atlas prior is on.
+            bone_from: the volume, already moved by ``displacement``, whose bone the atlas mix keeps (the branches'
+                mean, so both keep the same voxels); None for ``ct_unit`` itself.
 
         Shapes:
             ct_unit ``(B, 1, D, H, W)``, radiographs ``(B, 2, n, n)`` → ``(B, 1, D, H, W)`` in [0, 1].
@@ -211,7 +233,7 @@ class ProjectionRefinement(nn.Module):
             ct_unit = warp_volume(ct_unit.float(), displacement).to(ct_unit.dtype)
         if exists(self.config.atlas):
             atlas_mean = atlas_mean if exists(atlas_mean) else self.atlas_mean(ct_unit, radiographs)
-            ct_unit = self.atlas_prior.mix(ct_unit, atlas_mean)
+            ct_unit = self.atlas_prior.mix(ct_unit, atlas_mean, bone_from)
         return self._sirt(ct_unit, radiographs)
 
     def _sirt(self, ct_unit: torch.Tensor, radiographs: torch.Tensor) -> torch.Tensor:

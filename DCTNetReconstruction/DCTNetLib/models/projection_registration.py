@@ -42,7 +42,7 @@ import torch.nn.functional as F
 
 from ..config_base import ConfigBase
 from ..conventions import CROP_SIZE, unit_to_hu
-from ..data.drr import DRRGeometry, DRRProjector, normalise_drr
+from ..data.drr import DRRGeometry, DRRProjector, make_drrs, normalise_drr
 from ..helpers import exists
 
 __all__ = ["RegistrationConfig", "ProjectionRegistration", "warp_volume", "rank_matched", "film_field_mask",
@@ -285,15 +285,9 @@ class ProjectionRegistration(nn.Module):
             if pool > 1:  # the field is smooth over tens of mm: fit it on the coarser volume
                 volume = F.avg_pool3d(volume, pool)
             spacing = CROP_SIZE / volume.shape[2]
-            weight = torch.zeros_like(target)
-            edge = cfg.border_px
-            weight[..., edge: weight.shape[-2] - edge, edge: weight.shape[-1] - edge] = 1.0
-            if cfg.film_mask:
-                weight = weight * film_field_mask(target)
-            if cfg.match_values:
-                with torch.no_grad():
-                    own = normalise_drr(projector(unit_to_hu(volume), spacing))
-                    target = rank_matched(target, own, weight if cfg.film_mask else None)
+            with torch.no_grad():
+                weight, target = self._data_weight_and_target(
+                    normalise_drr(projector(unit_to_hu(volume), spacing)), target)
             bone = torch.sigmoid((unit_to_hu(volume) - cfg.rigidity_hu) / _BONE_STEP_HU) if cfg.rigidity else None
             if bone is not None and 0 < cfg.rigidity_grid < bone.shape[2]:
                 bone = F.adaptive_avg_pool3d(bone, cfg.rigidity_grid)
@@ -309,6 +303,38 @@ class ProjectionRegistration(nn.Module):
                 loss.backward()
                 optimiser.step()
         return field.detach()
+
+    def mismatch(self, ct_unit: torch.Tensor, radiographs: torch.Tensor) -> torch.Tensor:
+        """The fit's data term for ``ct_unit`` as it is, rendered on its own grid: the weighted mean squared
+        difference between its normalised DRRs and the radiographs, after this config's border, film mask and
+        rank matching (so volumes can be ranked by how well they explain a film as the fit sees it).
+
+        Shapes:
+            ct_unit ``(B, 1, D, H, W)``, radiographs ``(B, 2, n, n)`` → ``(B,)``.
+        """
+        with torch.no_grad():  # the shared projector (no backward here), so the fit's keeps its own grid's tables
+            drrs = make_drrs(ct_unit.float(), CROP_SIZE / ct_unit.shape[2], self.geometry)
+            weight, target = self._data_weight_and_target(drrs, radiographs.float())
+            return ((drrs - target) ** 2 * weight).sum(dim=(1, 2, 3)) / weight.sum(dim=(1, 2, 3)).clamp_min(1.0)
+
+    def _data_weight_and_target(self, own_drrs: torch.Tensor, radiographs: torch.Tensor
+                                ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The data term's pixel weights (border and film mask) and its target (the radiographs, mapped by rank
+        onto ``own_drrs``, the starting volume's DRRs, when ``match_values``).
+
+        Shapes:
+            ``(B, V, n, n)``, ``(B, V, n, n)`` → ``(B, V, n, n)`` of 0 / 1, ``(B, V, n, n)``.
+        """
+        cfg = self.config
+        weight = torch.zeros_like(radiographs)
+        edge = cfg.border_px
+        weight[..., edge: weight.shape[-2] - edge, edge: weight.shape[-1] - edge] = 1.0
+        if cfg.film_mask:
+            weight = weight * film_field_mask(radiographs)
+        target = radiographs
+        if cfg.match_values:
+            target = rank_matched(radiographs, own_drrs, weight if cfg.film_mask else None)
+        return weight, target
 
     def _projector_on(self, device: torch.device) -> DRRProjector:
         """This module's projector; it builds its ray tables for ``device`` on first use, inside :meth:`fit`."""
