@@ -114,6 +114,8 @@ class DCTNetReconstructionParameterNode:
     samplingSteps: DDIM steps of the bone suppression; 0 = the model's default.
     seed: sampling seed.
     registerToRadiographs: the default registration of the CT to the radiographs (off: --no-registration).
+    mixAtlases: after it, the default atlas prior: real chest CTs registered to the radiographs, their median mixed
+        into the CT (off: --no-atlas).
     refineToRadiographs: refine the CT until its DRRs agree with the radiographs (dctnet reconstruct --refine;
         for radiographs made from a CT: on real films it imprints the film's borders and display curve).
     atlasPrior: with the refinement, also mix in real chest CTs registered to the radiographs (--atlas).
@@ -131,6 +133,7 @@ class DCTNetReconstructionParameterNode:
     samplingSteps: Annotated[int, WithinRange(0, 1000)] = 0
     seed: Annotated[int, WithinRange(0, 1000000)] = 0
     registerToRadiographs: bool = True
+    mixAtlases: bool = True
     refineToRadiographs: bool = False
     atlasPrior: bool = False
     ctVolume: vtkMRMLScalarVolumeNode
@@ -175,12 +178,20 @@ class DCTNetReconstructionWidget(ScriptedLoadableModuleWidget, VTKObservationMix
         # the refinement brings its own registration
         self.ui.refineCheckBox.connect("toggled(bool)", lambda on: self.ui.registerCheckBox.setEnabled(not on))
         self.ui.registerCheckBox.setEnabled(not self.ui.refineCheckBox.checked)
+        # the default atlas prior follows the default registration
+        self.ui.registerCheckBox.connect("toggled(bool)", lambda on: self.updateMixAtlasesEnabled())
+        self.ui.refineCheckBox.connect("toggled(bool)", lambda on: self.updateMixAtlasesEnabled())
+        self.updateMixAtlasesEnabled()
         self.ui.showUncertaintyCheckBox.connect("toggled(bool)", lambda checked: self.showResults())
         self.ui.volumeRenderingCheckBox.connect("toggled(bool)", lambda checked: self.showResults())
 
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
         self.initializeParameterNode()
+
+    def updateMixAtlasesEnabled(self) -> None:
+        """The default atlas prior runs after the default registration, and not with the refinement."""
+        self.ui.mixAtlasesCheckBox.setEnabled(self.ui.registerCheckBox.checked and not self.ui.refineCheckBox.checked)
 
     def cleanup(self) -> None:
         """Module reload or application exit: cancel a running reconstruction and end the worker process."""
@@ -423,12 +434,12 @@ class DCTNetReconstructionLogic(ScriptedLoadableModuleLogic):
     @staticmethod
     def options(weights: str | None = None, device: str = "auto", steps: int | None = None, seed: int = 0,
                 dicomFolder: str | None = None, refine: bool = False, fusion: str = "mean", atlas: bool = False,
-                register: bool = True):
+                register: bool = True, mixAtlases: bool = True):
         from DCTNetSlicerLib.reconstruction import Options
 
         return Options(weights=weights or None, device=device, steps=steps or None, seed=int(seed),
                        dicom_folder=str(dicomFolder) if dicomFolder else None, refine=bool(refine), fusion=fusion,
-                       atlas=bool(atlas), register=bool(register))
+                       atlas=bool(atlas), register=bool(register), mix_atlases=bool(mixAtlases))
 
     @staticmethod
     def _dicomSeriesFolder(exportFolder: str | None, paNode) -> str | None:
@@ -454,7 +465,8 @@ class DCTNetReconstructionLogic(ScriptedLoadableModuleLogic):
     def reconstruct(self, paNode, latNode, weights: str | None = None, device: str = "auto",
                     steps: int | None = None, seed: int = 0, progress: Callable[[float, str], None] | None = None,
                     show: bool = True, dicomFolder: str | None = None, refine: bool = False,
-                    fusion: str = "mean", atlas: bool = False, register: bool = True) -> dict[str, Any]:
+                    fusion: str = "mean", atlas: bool = False, register: bool = True,
+                    mixAtlases: bool = True) -> dict[str, Any]:
         """Reconstruct the CT from two radiograph nodes; returns when ``dctnet reconstruct`` has finished (Slicer's
         window stays alive meanwhile: a local event loop runs, no sleep).
 
@@ -480,6 +492,9 @@ class DCTNetReconstructionLogic(ScriptedLoadableModuleLogic):
                 (``dctnet reconstruct --refine --atlas``; about 40 s more on a CPU).
             register: the default registration of the CT to the radiographs (robust to films, bone kept rigid;
                 about 3 s on a CPU); False gives the generators' CT (``dctnet reconstruct --no-registration``).
+            mixAtlases: after that registration, the default atlas prior (seven real chest CTs registered to the
+                radiographs the same robust way, the median of the best five mixed in at 30 %; about 12 s on a CPU);
+                False keeps the registration alone (``dctnet reconstruct --no-atlas``).
 
         Returns:
             Nodes by role: those the module shows (``DCTNetSlicerLib.results.OUTPUT_PARAMETERS``, from the table
@@ -493,7 +508,8 @@ class DCTNetReconstructionLogic(ScriptedLoadableModuleLogic):
         series = self._dicomSeriesFolder(dicomFolder, paNode)
         self.lastDicomFolder = None
         volumes, self.lastMetrics = reconstruction.reconstruct(
-            paNode, latNode, self.options(weights, device, steps, seed, series, refine, fusion, atlas, register),
+            paNode, latNode, self.options(weights, device, steps, seed, series, refine, fusion, atlas, register,
+                                                mixAtlases),
             existing=self._outputs(p), progress=progress, on_notes=self._keepNotes)
         self.lastDicomFolder = series
         self._storeOutputs(p, volumes)
@@ -554,7 +570,8 @@ class DCTNetReconstructionLogic(ScriptedLoadableModuleLogic):
         if not imagesOnly:
             self.lastDicomFolder = None
         options = self.options(p.weightsPath, p.device, p.samplingSteps, p.seed, series, p.refineToRadiographs,
-                               atlas=p.refineToRadiographs and p.atlasPrior, register=p.registerToRadiographs)
+                               atlas=p.refineToRadiographs and p.atlasPrior, register=p.registerToRadiographs,
+                               mixAtlases=p.mixAtlases)
         return reconstruction.reconstruct_in_background(p.paVolume, p.latVolume, options, existing=self._outputs(p),
                                                         on_progress=onProgress, on_finished=finished,
                                                         images_only=imagesOnly, on_notes=self._keepNotes,

@@ -89,6 +89,9 @@ class Options:
             Defaults to False.
         register: the default film-robust registration of the CT to the radiographs; False passes
             ``--no-registration`` (ignored with ``refine``, which brings its own). Defaults to True.
+        mix_atlases: after that registration, the default atlas prior (real chest CTs registered to the
+            radiographs, their median mixed in); False passes ``--no-atlas`` (ignored without ``register`` or with
+            ``refine``). Defaults to True.
     """
 
     weights: str | None = None
@@ -101,6 +104,7 @@ class Options:
     fusion: str = "mean"
     atlas: bool = False
     register: bool = True
+    mix_atlases: bool = True
 
 
 def dicom_series_folder(parent: str | Path, name: str) -> Path:
@@ -329,6 +333,8 @@ def command_args(pa: str | Path, lat: str | Path, output: str | Path, options: O
         args += ["--refine", "--atlas"] if options.atlas else ["--refine"]
     elif not options.register and not images_only:
         args.append("--no-registration")
+    elif not options.mix_atlases and not images_only:
+        args.append("--no-atlas")
     if options.fusion != "mean" and not images_only:
         args += ["--fusion", options.fusion]
     if options.dicom_folder and not images_only:

@@ -131,14 +131,16 @@ def test_reconstructor_refines_when_asked_and_reports_both_reprojections(lidc_de
 
 def test_reconstruct_command_refines_with_refine_and_reports_it(tmp_path, lidc_demo_ct, capsys):
     """`dctnet reconstruct --ct …`: the report names what ran and both re-projections. The default registration
-    and ``--refine`` each bring the volume closer to the CT than ``--no-registration`` (validation CT, one DDIM
-    step: PSNR 19.67 dB without, 20.57 by default, 20.85 with --refine; SSIM 0.492, 0.515, 0.522)."""
+    (``--no-atlas``), the default with its atlas prior and ``--refine`` each bring the volume closer to the CT than
+    ``--no-registration`` (validation CT, one DDIM step: PSNR 19.67 dB without, 20.56 registered, 20.92 by default,
+    20.85 with --refine; SSIM 0.492, 0.515, 0.541, 0.522)."""
     from DCTNetLib import cli
     from DCTNetLib.io.ct import write_ct
 
     ct_path = write_ct(lidc_demo_ct, tmp_path / "lidc.nii.gz")
     reports = {}
-    for name, extra in (("plain", ["--no-registration"]), ("default", []), ("refined", ["--refine"])):
+    for name, extra in (("plain", ["--no-registration"]), ("registered", ["--no-atlas"]), ("default", []),
+                        ("refined", ["--refine"])):
         out = tmp_path / name / "ct.nii.gz"
         out.parent.mkdir()
         assert cli.main(["reconstruct", "--ct", str(ct_path), "--output", str(out), "--device", "cpu", "--steps", "1",
@@ -146,11 +148,16 @@ def test_reconstruct_command_refines_with_refine_and_reports_it(tmp_path, lidc_d
         reports[name] = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert reports["plain"]["refinement_iterations"] == 0 and reports["plain"]["refined_reprojection"] == {}
     assert reports["plain"]["refinement"] == "off"
+    registered = reports["registered"]
+    assert registered["refinement"] == "registration (80, film-robust)" and registered["refinement_iterations"] == 0
+    assert registered["refined_reprojection"]["pa_rank"] > registered["reprojection"]["pa_rank"]
+    assert registered["metrics"]["psnr"] > reports["plain"]["metrics"]["psnr"] + 0.6
+    assert registered["metrics"]["ssim"] > reports["plain"]["metrics"]["ssim"] + 0.01
     default = reports["default"]
-    assert default["refinement"] == "registration (80, film-robust)" and default["refinement_iterations"] == 0
-    assert default["refined_reprojection"]["pa_rank"] > default["reprojection"]["pa_rank"]
-    assert default["metrics"]["psnr"] > reports["plain"]["metrics"]["psnr"] + 0.6
-    assert default["metrics"]["ssim"] > reports["plain"]["metrics"]["ssim"] + 0.01
+    assert default["refinement"] == ("registration (80, film-robust) + atlas prior (median of best 5, "
+                                     "film-robust)")
+    assert default["metrics"]["psnr"] > registered["metrics"]["psnr"] + 0.25
+    assert default["metrics"]["ssim"] > registered["metrics"]["ssim"] + 0.01
     refined = reports["refined"]
     assert refined["refinement_iterations"] == RefinementConfig().iterations
     assert refined["refinement"] == "registration (80) + SIRT (10)"
@@ -158,6 +165,40 @@ def test_reconstruct_command_refines_with_refine_and_reports_it(tmp_path, lidc_d
     assert refined["metrics"]["psnr"] > reports["plain"]["metrics"]["psnr"] + 0.8
     assert refined["metrics"]["ssim"] > reports["plain"]["metrics"]["ssim"] + 0.015
     assert not any("--refine:" in note for note in refined["notes"])  # DRRs of a CT: nothing to warn about
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--refine", "--no-registration"], "give one of them"),
+    (["--atlas"], "add --refine"),
+    (["--refine", "--atlas", "--no-atlas"], "contradict"),
+    (["--no-atlas", "--atlas-bank", "bank.npz"], "give one of them"),
+    (["--refine", "--atlas-bank", "bank.npz"], "add --atlas"),
+])
+def test_contradicting_refinement_flags_are_refused_with_exit_2(tmp_path, capsys, flags, message):
+    from DCTNetLib import cli
+
+    code = cli.main(["reconstruct", "--pa", "a.png", "--lat", "b.png", "--output", str(tmp_path / "ct.nii.gz"),
+                     *flags])
+    assert code == 2 and message in capsys.readouterr().err
+
+
+def test_refinement_flags_choose_the_steps():
+    """No flag: the default (registration + film-robust atlas prior); ``--atlas-bank`` alone: the default with that
+    bank; ``--no-atlas``: the registration alone; ``--no-registration``: neither."""
+    from DCTNetLib.cli import build_parser
+    from DCTNetLib.commands.reconstruct import refinement_config
+
+    def config(*flags):
+        return refinement_config(build_parser().parse_args(["reconstruct", "--pa", "a", "--lat", "b", "--output",
+                                                            "c.nrrd", *flags]))
+
+    assert config() is None  # the Reconstructor's default: RefinementConfig.film_robust()
+    assert RefinementConfig.film_robust().atlas.average == "median"
+    own = config("--atlas-bank", "bank.npz")
+    assert own.atlas == RefinementConfig.film_robust().atlas and own.atlas_bank == "bank.npz"
+    assert config("--no-atlas") == RefinementConfig.registration_only()
+    assert config("--no-registration") == config("--no-registration", "--no-atlas") == RefinementConfig.off()
+    assert config("--refine").atlas is None and config("--refine", "--no-atlas").atlas is None
 
 
 def test_refine_and_no_registration_are_refused_together(tmp_path, capsys):

@@ -72,6 +72,12 @@ def test_the_module_command_line_is_accepted_by_dctnet(tmp_path):
     assert build_parser().parse_args(command_args("a.png", "b.png", "c.nrrd", Options(register=False))).no_registration
     refined = build_parser().parse_args(command_args("a.png", "b.png", "c.nrrd", Options(refine=True, register=False)))
     assert refined.refine and not refined.no_registration  # --refine brings its own registration
+    assert not default.no_atlas  # the default atlas prior is on
+    registered = build_parser().parse_args(command_args("a.png", "b.png", "c.nrrd", Options(mix_atlases=False)))
+    assert registered.no_atlas and not registered.no_registration
+    neither = build_parser().parse_args(command_args("a.png", "b.png", "c.nrrd",
+                                                     Options(register=False, mix_atlases=False)))
+    assert neither.no_registration and not neither.no_atlas  # --no-registration already leaves the prior out
     assert default.fusion == "mean"  # the command's default output: the mean of G(Y) and G(X)
     assert build_parser().parse_args(command_args("a.png", "b.png", "c.nrrd", Options(fusion="raw"))).fusion == "raw"
     assert build_parser().parse_args(["reconstruct", "--pa", "a", "--lat", "b", "--output", "c.nrrd"]).progress == "log"

@@ -91,14 +91,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "models); the row is named '… + refinement: registration (80) + SIRT (10)'")
     parser.add_argument("--atlas", action="store_true",
                         help="with --refine: with the atlas prior of `dctnet reconstruct --refine --atlas`")
-    parser.add_argument("--atlas-bank", type=Path, metavar="NPZ", help="with --atlas: an atlas bank of your own")
+    parser.add_argument("--atlas-bank", type=Path, metavar="NPZ",
+                        help="an atlas bank of your own, for the default atlas prior (--fusion mean) or --atlas")
     parser.add_argument("--fusion", choices=("raw", "mean"), default="raw",
                         help="raw (default): score G(Y), as the paper's tables do; mean: score what `dctnet "
                              "reconstruct` writes, the mean of G(Y) and G(X) from the CDM's bone-suppressed pair "
-                             "after its default registration (model bundles with a CDM only); the row is named "
-                             "'… + branch mean + refinement: registration (80, film-robust)'")
+                             "after its default registration and atlas prior (model bundles with a CDM only); the "
+                             "row is named '… + branch mean + refinement: registration (80, film-robust) + atlas "
+                             "prior (median of best 5, film-robust)'")
     parser.add_argument("--no-registration", action="store_true",
-                        help="with --fusion mean: score the branch mean before the default registration")
+                        help="with --fusion mean: score the branch mean before the default registration and atlas "
+                             "prior")
+    parser.add_argument("--no-atlas", action="store_true",
+                        help="with --fusion mean: score the branch mean after the default registration, without "
+                             "the atlas prior")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     parser.add_argument("--overwrite", action="store_true", help="replace results already in --output")
 
@@ -337,7 +343,10 @@ def run(args: argparse.Namespace) -> int:
     if args.lpips_stride < 1:
         raise InputError(f"--lpips-stride must be >= 1, got {args.lpips_stride}")
     refinement = refinement_config(args)  # --atlas needs --refine; --no-registration excludes it
-    if refinement is None and args.fusion == "mean":  # what `dctnet reconstruct` writes: its default registration
+    if args.fusion == "raw" and not args.refine and (args.no_atlas or args.atlas_bank is not None):
+        raise InputError("--no-atlas and --atlas-bank (without --refine) change the default refinement of "
+                         "`dctnet reconstruct`, which --fusion mean scores: add --fusion mean")
+    if refinement is None and args.fusion == "mean":  # what `dctnet reconstruct` writes: registration + atlas prior
         from ..models.projection_refinement import RefinementConfig
 
         refinement = RefinementConfig.film_robust()

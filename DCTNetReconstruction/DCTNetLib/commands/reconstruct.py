@@ -42,6 +42,7 @@ the second branch's CT G(X) (reconstructed from the bone-suppressed radiographs)
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import os
@@ -82,19 +83,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-registration", action="store_true",
                         help="skip the default registration (a smooth deformation of the CT fitted to both views, "
                              "robust to a film's display curve, shutters and markers, bone kept rigid; ~3 s on a "
-                             "CPU) and write the generators' CT as it is (docs/refinement.md)")
+                             "CPU) and the atlas prior that follows it, and write the generators' CT as it is "
+                             "(docs/refinement.md)")
+    parser.add_argument("--no-atlas", action="store_true",
+                        help="skip the default atlas prior (seven real chest CTs registered to both views the same "
+                             "robust way, the voxel-wise median of the best five mixed into the CT at 30 %%; ~12 s "
+                             "on a CPU) and keep the registration alone")
     parser.add_argument("--refine", action="store_true",
-                        help="for DRRs of a CT only: instead of the default registration, fit the CT's DRRs to the "
-                             "radiographs' values exactly, then 10 SIRT iterations (the generator's bone is kept; "
-                             "~5 s on a CPU). Measured gains on DRRs of CTs; on real films it also fits the film's "
-                             "borders and display curve (docs/refinement.md)")
+                        help="for DRRs of a CT only: instead of the default registration and atlas prior, fit the "
+                             "CT's DRRs to the radiographs' values exactly, then 10 SIRT iterations (the "
+                             "generator's bone is kept; ~5 s on a CPU). Measured gains on DRRs of CTs; on real films "
+                             "it also fits the film's borders and display curve (docs/refinement.md)")
     parser.add_argument("--atlas", action="store_true",
                         help="with --refine: also register the shipped bank of seven real chest CTs to the "
-                             "radiographs and mix the best five into the CT (the atlas prior; ~40 s more on a CPU; "
-                             "docs/refinement.md)")
+                             "radiographs by --refine's exact fit and mix the mean of the best five into the CT "
+                             "before SIRT (~35 s more on a CPU; docs/refinement.md)")
     parser.add_argument("--atlas-bank", type=Path, metavar="NPZ",
-                        help="with --atlas: an atlas bank of your own (scripts/make_atlas_bank.py) instead of the "
-                             "shipped one")
+                        help="an atlas bank of your own (scripts/make_atlas_bank.py) instead of the shipped one, for "
+                             "the default atlas prior or --refine --atlas")
     parser.add_argument("--fusion", choices=("mean", "raw"), default="mean",
                         help="the output CT: the mean of the two generators' CTs, G(Y) from the radiographs and G(X) "
                              "from their bone-suppressed versions (default), or raw = G(Y) alone")
@@ -193,26 +199,39 @@ MODEL_CACHE: dict | None = None
 
 
 def refinement_config(args: argparse.Namespace):
-    """``RefinementConfig()`` with ``--refine`` (with the atlas prior when ``--atlas``), ``RefinementConfig.off()``
-    with ``--no-registration``, else None (the default: the film-robust registration).
+    """The refinement the flags ask for: None for the default (the film-robust registration and atlas prior; with
+    ``--atlas-bank``, that bank's), ``RefinementConfig.registration_only()`` with ``--no-atlas``,
+    ``RefinementConfig.off()`` with ``--no-registration``, ``RefinementConfig()`` with ``--refine`` (with its atlas
+    prior when ``--atlas``).
 
     Raises:
-        InputError: ``--atlas`` or ``--atlas-bank`` without ``--refine``; ``--no-registration`` with it.
+        InputError: flags that contradict each other (named in the message).
     """
     from ..models.atlas_prior import AtlasPriorConfig
     from ..models.projection_refinement import RefinementConfig
 
     atlas, bank = getattr(args, "atlas", False), getattr(args, "atlas_bank", None)
     no_registration = getattr(args, "no_registration", False)
+    no_atlas = getattr(args, "no_atlas", False)
+    if bank is not None and (no_atlas or no_registration):
+        raise InputError("--atlas-bank names the bank of the atlas prior, which --no-atlas and --no-registration "
+                         "turn off: give one of them")
     if not getattr(args, "refine", False):
-        if atlas or bank is not None:
-            raise InputError("--atlas and --atlas-bank refine the CT with an atlas prior: add --refine")
-        return RefinementConfig.off() if no_registration else None
+        if atlas:
+            raise InputError("--atlas adds --refine's own atlas prior: add --refine (the default already mixes in "
+                             "the film-robust atlas prior; --no-atlas turns it off)")
+        if no_registration:
+            return RefinementConfig.off()
+        if no_atlas:
+            return RefinementConfig.registration_only()
+        return dataclasses.replace(RefinementConfig.film_robust(), atlas_bank=str(bank)) if bank is not None else None
     if no_registration:
         raise InputError("--refine replaces the default registration with its own; --no-registration turns the "
                          "default off: give one of them")
+    if no_atlas and atlas:
+        raise InputError("--atlas and --no-atlas contradict each other: give one of them")
     if bank is not None and not atlas:
-        raise InputError("--atlas-bank names the bank of the atlas prior: add --atlas")
+        raise InputError("--atlas-bank with --refine names the bank of its atlas prior: add --atlas")
     return RefinementConfig(atlas=AtlasPriorConfig() if atlas else None,
                             atlas_bank=str(bank) if bank is not None else None)
 
