@@ -113,7 +113,8 @@ def refinement(output: Path) -> dict:
     prepared, pa, lat = radiographs_from_ct(load_lidc_demo_ct())
     truth = prepared.volume
     rows, scores = [("ground truth", truth)], {}
-    for name, config in (("--no-registration", RefinementConfig.off()), ("output", None),
+    for name, config in (("--no-registration", RefinementConfig.off()),
+                         ("--no-atlas", RefinementConfig.registration_only()), ("output", None),
                          ("--refine", RefinementConfig()),
                          ("--refine --atlas", RefinementConfig(atlas=AtlasPriorConfig()))):
         pred = Reconstructor.load(device="cpu", refinement=config).reconstruct(pa, lat, geometry=prepared).ct_unit

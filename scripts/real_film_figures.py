@@ -149,11 +149,13 @@ def framing_figure(model: Reconstructor, pa: np.ndarray, lat: np.ndarray, output
 
 
 def refinement_figure(model: Reconstructor, pa: np.ndarray, lat: np.ndarray, output: Path, title: str) -> dict:
-    """The generators' CT (``--no-registration``), the output (the default registration) and ``--refine``
+    """The generators' CT (``--no-registration``), the default registration alone (``--no-atlas``), the output (the
+    registration and the atlas prior) and ``--refine``
     (docs/refinement.md): axial, coronal through the spine, midline sagittal and sagittal maximum intensity, one row
     each, with the re-projection rank correlations."""
     rows, stats = [], {}
-    for name, refinement in (("--no-registration", RefinementConfig.off()), ("output", None),
+    for name, refinement in (("--no-registration", RefinementConfig.off()),
+                             ("--no-atlas", RefinementConfig.registration_only()), ("output", None),
                              ("--refine", RefinementConfig())):
         result = model.use_refinement(refinement).reconstruct(pa, lat)
         final = result.refined_reprojection or result.reprojection
