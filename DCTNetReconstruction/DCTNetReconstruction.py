@@ -493,7 +493,8 @@ class DCTNetReconstructionLogic(ScriptedLoadableModuleLogic):
             register: the default registration of the CT to the radiographs (robust to films, bone kept rigid;
                 about 3 s on a CPU); False gives the generators' CT (``dctnet reconstruct --no-registration``).
             mixAtlases: after that registration, the default atlas prior (seven real chest CTs registered to the
-                radiographs the same robust way, the median of the best five mixed in at 30 %; about 12 s on a CPU);
+                radiographs the same robust way, the median of the best five mixed in where it agrees with the CT; about
+                14 s on a CPU);
                 False keeps the registration alone (``dctnet reconstruct --no-atlas``).
 
         Returns:

@@ -168,7 +168,8 @@ class Reconstructor:
             deformation fitted on their mean, then optionally the atlas prior and SIRT on each;
             :class:`~DCTNetLib.models.projection_refinement.RefinementConfig`). None gives the default, the
             film-robust registration and atlas prior (``RefinementConfig.film_robust()``), which help on films and
-            DRRs alike; ``RefinementConfig.registration_only()`` leaves the atlas prior out; ``RefinementConfig.off()`` gives the generators' volumes as they are; ``RefinementConfig()`` is
+            DRRs alike; ``RefinementConfig.registration_only()`` leaves the atlas prior out;
+            ``RefinementConfig.off()`` gives the generators' volumes as they are; ``RefinementConfig()`` is
             ``--refine``, for DRRs of a CT only (on real films it fits the film's borders and display curve:
             docs/refinement.md). Defaults to None.
         fusion: the primary CT: "mean" of G(Y) and G(X), or "raw" = G(Y) alone (:data:`FUSIONS`). Defaults to

@@ -95,7 +95,7 @@ class RefinementConfig(ConfigBase):
     @classmethod
     def registration_only(cls) -> "RefinementConfig":
         """The film-robust registration without the atlas prior (``--no-atlas``; the default until session 16,
-        about 12 s faster on two CPU cores)."""
+        about 14 s faster on two CPU cores: benchmarks/refinement.py)."""
         return cls(iterations=0, registration=RegistrationConfig.film_robust())
 
     def __post_init__(self) -> None:
@@ -201,8 +201,9 @@ class ProjectionRefinement(nn.Module):
         if prior is None:
             return None
         mean = prior.registered_mean(ct_unit, radiographs)[0]
-        moved = warp_volume(ct_unit.float(), displacement) if displacement is not None else ct_unit
-        return prior.aligned(mean, moved)
+        if prior.config.align_iterations == 0:
+            return mean
+        return prior.aligned(mean, warp_volume(ct_unit.float(), displacement) if displacement is not None else ct_unit)
 
     def forward(self, ct_unit: torch.Tensor, radiographs: torch.Tensor,
                 displacement: torch.Tensor | None = None, atlas_mean: torch.Tensor | None = None,
