@@ -175,13 +175,9 @@ class DCTNetReconstructionWidget(ScriptedLoadableModuleWidget, VTKObservationMix
         self.ui.windowPresetComboBox.connect("currentIndexChanged(int)", self.onWindowPresetChanged)
         self.ui.refineCheckBox.connect("toggled(bool)", self.ui.atlasCheckBox.setEnabled)  # the prior is a refinement
         self.ui.atlasCheckBox.setEnabled(self.ui.refineCheckBox.checked)
-        # the refinement brings its own registration
-        self.ui.refineCheckBox.connect("toggled(bool)", lambda on: self.ui.registerCheckBox.setEnabled(not on))
-        self.ui.registerCheckBox.setEnabled(not self.ui.refineCheckBox.checked)
-        # the default atlas prior follows the default registration
-        self.ui.registerCheckBox.connect("toggled(bool)", lambda on: self.updateMixAtlasesEnabled())
-        self.ui.refineCheckBox.connect("toggled(bool)", lambda on: self.updateMixAtlasesEnabled())
-        self.updateMixAtlasesEnabled()
+        for box in (self.ui.refineCheckBox, self.ui.registerCheckBox):
+            box.connect("toggled(bool)", lambda on: self.updateDefaultStepBoxes())
+        self.updateDefaultStepBoxes()
         self.ui.showUncertaintyCheckBox.connect("toggled(bool)", lambda checked: self.showResults())
         self.ui.volumeRenderingCheckBox.connect("toggled(bool)", lambda checked: self.showResults())
 
@@ -189,9 +185,11 @@ class DCTNetReconstructionWidget(ScriptedLoadableModuleWidget, VTKObservationMix
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
         self.initializeParameterNode()
 
-    def updateMixAtlasesEnabled(self) -> None:
-        """The default atlas prior runs after the default registration, and not with the refinement."""
-        self.ui.mixAtlasesCheckBox.setEnabled(self.ui.registerCheckBox.checked and not self.ui.refineCheckBox.checked)
+    def updateDefaultStepBoxes(self) -> None:
+        """The refinement brings its own registration; the default atlas prior follows the default registration."""
+        refine = self.ui.refineCheckBox.checked
+        self.ui.registerCheckBox.setEnabled(not refine)
+        self.ui.mixAtlasesCheckBox.setEnabled(self.ui.registerCheckBox.checked and not refine)
 
     def cleanup(self) -> None:
         """Module reload or application exit: cancel a running reconstruction and end the worker process."""
@@ -493,9 +491,8 @@ class DCTNetReconstructionLogic(ScriptedLoadableModuleLogic):
             register: the default registration of the CT to the radiographs (robust to films, bone kept rigid;
                 about 3 s on a CPU); False gives the generators' CT (``dctnet reconstruct --no-registration``).
             mixAtlases: after that registration, the default atlas prior (seven real chest CTs registered to the
-                radiographs the same robust way, the median of the best five mixed in where it agrees with the CT; about
-                14 s on a CPU);
-                False keeps the registration alone (``dctnet reconstruct --no-atlas``).
+                radiographs the same robust way, the median of the best five mixed in where it agrees with the CT;
+                about 14 s on a CPU); False keeps the registration alone (``dctnet reconstruct --no-atlas``).
 
         Returns:
             Nodes by role: those the module shows (``DCTNetSlicerLib.results.OUTPUT_PARAMETERS``, from the table

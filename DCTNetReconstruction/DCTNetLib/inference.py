@@ -400,14 +400,14 @@ class Reconstructor:
             # one deformation, fitted on the CT the user gets, moves both branches (their difference stays aligned)
             fused = (prior + soft) / 2 if fusion == "mean" else prior
             displacement = self.refine.fit_field(fused, y)
-            # real anatomy registered to the radiographs (and aligned to the moved CT), or None
-            atlas_mean = self.refine.atlas_mean(fused, y, displacement)
-            # the atlas mix keeps the bone of the CT the user gets (the moved mean) and compares the atlases with it,
-            # in both branches alike
-            bone_from = warp_volume(fused, displacement) if displacement is not None and atlas_mean is not None \
-                else fused
-            prior = self.refine(prior, y, displacement, atlas_mean, bone_from)
-            soft = self.refine(soft, x, displacement, atlas_mean, bone_from) if soft is not None else None
+            atlas_mean = moved = None
+            if self.refine.config.atlas is not None:
+                # real anatomy registered to the radiographs and aligned to the moved CT the user gets; the mix keeps
+                # that CT's bone and compares the atlases with it, in both branches alike
+                moved = warp_volume(fused, displacement) if displacement is not None else fused
+                atlas_mean = self.refine.atlas_mean(moved, y)
+            prior = self.refine(prior, y, displacement, atlas_mean, moved)
+            soft = self.refine(soft, x, displacement, atlas_mean, moved) if soft is not None else None
             timings["refinement_s"] = time.perf_counter() - start
             refined_reprojection = reprojection_check(prior[0, 0].cpu().numpy(), pa, lat)
         ct_unit = prior[0, 0]

@@ -37,7 +37,8 @@ from ..config_base import ConfigBase
 from ..conventions import HU_PER_UNIT, hu_to_unit
 from ..data.drr import DRRGeometry
 from ..helpers import exists
-from .projection_registration import ProjectionRegistration, RegistrationConfig, membrane_energy, warp_volume
+from .projection_registration import (ProjectionRegistration, RegistrationConfig, fit_node_field, membrane_energy,
+                                      warp_volume)
 
 __all__ = ["AtlasPriorConfig", "AtlasPrior", "align_volume"]
 
@@ -118,17 +119,16 @@ def align_volume(moving: torch.Tensor, fixed: torch.Tensor, iterations: int = 60
     Shapes:
         ``(B, 1, D, H, W)``, ``(B, 1, D, H, W)`` → ``(B, 1, D, H, W)``.
     """
-    with torch.inference_mode(False), torch.enable_grad():
+    with torch.inference_mode(False):  # inference tensors cannot be saved for the backward pass
         source, target = moving.detach().float().clone(), fixed.detach().float().clone()
         small_source, small_target = (nn.functional.adaptive_avg_pool3d(v, fit_size) for v in (source, target))
-        field = torch.zeros((source.shape[0], 3) + (control_points,) * 3, device=source.device, requires_grad=True)
-        optimiser = torch.optim.Adam([field], lr=step_mm)
-        for _ in range(iterations):
-            optimiser.zero_grad(set_to_none=True)
-            loss = ((warp_volume(small_source, field) - small_target) ** 2).mean() + smoothness * membrane_energy(field)
-            loss.backward()
-            optimiser.step()
-    return warp_volume(source, field.detach()).to(moving.dtype)
+        start = torch.zeros((source.shape[0], 3) + (control_points,) * 3, device=source.device)
+
+        def loss_of(field: torch.Tensor) -> torch.Tensor:
+            return ((warp_volume(small_source, field) - small_target) ** 2).mean() + smoothness * membrane_energy(field)
+
+        field = fit_node_field(loss_of, start, step_mm, iterations)
+    return warp_volume(source, field).to(moving.dtype)
 
 
 class AtlasPrior(nn.Module):

@@ -189,21 +189,17 @@ class ProjectionRefinement(nn.Module):
             return None
         return self.registration.fit(ct_unit, radiographs)
 
-    def atlas_mean(self, ct_unit: torch.Tensor, radiographs: torch.Tensor,
-                   displacement: torch.Tensor | None = None) -> torch.Tensor | None:
+    def atlas_mean(self, ct_unit: torch.Tensor, radiographs: torch.Tensor) -> torch.Tensor | None:
         """The atlas prior's registered atlas mean for these radiographs (None when the prior is off), aligned to
-        ``ct_unit`` moved by ``displacement`` when the prior aligns, so that both branches mix in the same one.
+        ``ct_unit`` (the registered reconstruction) when the prior aligns, so that both branches mix in the same one.
 
         Shapes:
-            ``(1, 1, D, H, W)``, ``(1, 2, n, n)``, ``(1, 3, c, c, c)`` → ``(1, 1, D, H, W)``.
+            ``(1, 1, D, H, W)``, ``(1, 2, n, n)`` → ``(1, 1, D, H, W)``.
         """
         prior = self.atlas_prior
         if prior is None:
             return None
-        mean = prior.registered_mean(ct_unit, radiographs)[0]
-        if prior.config.align_iterations == 0:
-            return mean
-        return prior.aligned(mean, warp_volume(ct_unit.float(), displacement) if displacement is not None else ct_unit)
+        return prior.aligned(prior.registered_mean(ct_unit, radiographs)[0], ct_unit)
 
     def forward(self, ct_unit: torch.Tensor, radiographs: torch.Tensor,
                 displacement: torch.Tensor | None = None, atlas_mean: torch.Tensor | None = None,

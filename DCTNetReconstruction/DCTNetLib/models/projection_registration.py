@@ -34,7 +34,7 @@ rigidity term keeps bone. On film-like DRRs of the validation CTs the plain data
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Callable, ClassVar
 
 import torch
 import torch.nn as nn
@@ -45,7 +45,8 @@ from ..conventions import CROP_SIZE, unit_to_hu
 from ..data.drr import DRRGeometry, DRRProjector, make_drrs, normalise_drr
 from ..helpers import exists
 
-__all__ = ["RegistrationConfig", "ProjectionRegistration", "warp_volume", "rank_matched", "film_field_mask",
+__all__ = ["RegistrationConfig", "ProjectionRegistration", "warp_volume", "fit_node_field", "rank_matched",
+           "film_field_mask",
            "bone_strain"]
 
 # Values within this of 0 or 1 count as blank (a shutter band) or saturated (a marker) on [0, 1] radiographs.
@@ -153,6 +154,25 @@ def membrane_energy(displacement: torch.Tensor) -> torch.Tensor:
         ``(B, 3, n, n, n)`` → scalar.
     """
     return sum((displacement.diff(dim=axis) ** 2).mean() for axis in (2, 3, 4))
+
+
+def fit_node_field(loss_of: Callable[[torch.Tensor], torch.Tensor], start: torch.Tensor, step_mm: float,
+                   iterations: int) -> torch.Tensor:
+    """The node displacements that minimise ``loss_of(field)``: Adam from ``start`` with learning rate ``step_mm``
+    for ``iterations`` steps (the optimiser of :meth:`ProjectionRegistration.fit` and of the atlas prior's 3D–3D
+    alignment). Runs with gradients even under ``torch.inference_mode``.
+
+    Shapes:
+        start ``(B, 3, n, n, n)`` (mm) → ``(B, 3, n, n, n)``.
+    """
+    with torch.inference_mode(False), torch.enable_grad():
+        field = start.detach().clone().requires_grad_(True)
+        optimiser = torch.optim.Adam([field], lr=step_mm)
+        for _ in range(iterations):
+            optimiser.zero_grad(set_to_none=True)
+            loss_of(field).backward()
+            optimiser.step()
+    return field.detach()
 
 
 def bone_strain(displacement_mm: torch.Tensor, bone_weight: torch.Tensor) -> torch.Tensor:
@@ -274,12 +294,12 @@ class ProjectionRegistration(nn.Module):
             raise ValueError(f"expected ct_unit (B, 1, D, H, W) and radiographs (B, 2, n, n), got "
                              f"{tuple(ct_unit.shape)} and {tuple(radiographs.shape)}")
         n = cfg.control_points
-        with torch.inference_mode(False), torch.enable_grad():
+        with torch.inference_mode(False):  # the volume and the radiographs are saved for the backward pass
             volume = ct_unit.detach().float().clone()
             target = radiographs.detach().float().clone()
-            field = torch.zeros((volume.shape[0], 3, n, n, n), device=volume.device, requires_grad=True)
+            start = torch.zeros((volume.shape[0], 3, n, n, n), device=volume.device)
             if cfg.iterations == 0:
-                return field.detach()
+                return start
             projector = self._projector_on(volume.device)
             pool = volume.shape[2] // cfg.fit_size if cfg.fit_size and volume.shape[2] > cfg.fit_size else 1
             if pool > 1:  # the field is smooth over tens of mm: fit it on the coarser volume
@@ -291,18 +311,14 @@ class ProjectionRegistration(nn.Module):
             bone = torch.sigmoid((unit_to_hu(volume) - cfg.rigidity_hu) / _BONE_STEP_HU) if cfg.rigidity else None
             if bone is not None and 0 < cfg.rigidity_grid < bone.shape[2]:
                 bone = F.adaptive_avg_pool3d(bone, cfg.rigidity_grid)
-            optimiser = torch.optim.Adam([field], lr=cfg.step_mm)
-            for _ in range(cfg.iterations):
-                optimiser.zero_grad(set_to_none=True)
-                moved = warp_volume(volume, field)
-                drrs = normalise_drr(projector(unit_to_hu(moved), spacing))
+
+            def loss_of(field: torch.Tensor) -> torch.Tensor:
+                drrs = normalise_drr(projector(unit_to_hu(warp_volume(volume, field)), spacing))
                 data = ((drrs - target) ** 2 * weight).sum() / weight.sum().clamp_min(1.0)
                 loss = data + cfg.smoothness * membrane_energy(field)
-                if bone is not None:
-                    loss = loss + cfg.rigidity * bone_strain(field, bone)
-                loss.backward()
-                optimiser.step()
-        return field.detach()
+                return loss + cfg.rigidity * bone_strain(field, bone) if bone is not None else loss
+
+            return fit_node_field(loss_of, start, cfg.step_mm, cfg.iterations)
 
     def mismatch(self, ct_unit: torch.Tensor, radiographs: torch.Tensor) -> torch.Tensor:
         """The fit's data term for ``ct_unit`` as it is, rendered on its own grid: the weighted mean squared
