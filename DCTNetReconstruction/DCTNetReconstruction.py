@@ -492,7 +492,7 @@ class DCTNetReconstructionLogic(ScriptedLoadableModuleLogic):
                 about 3 s on a CPU); False gives the generators' CT (``dctnet reconstruct --no-registration``).
             mixAtlases: after that registration, the default atlas prior (seven real chest CTs registered to the
                 radiographs the same robust way, the median of the best five mixed in where it agrees with the CT;
-                about 14 s on a CPU); False keeps the registration alone (``dctnet reconstruct --no-atlas``).
+                about 10 s on a CPU); False keeps the registration alone (``dctnet reconstruct --no-atlas``).
 
         Returns:
             Nodes by role: those the module shows (``DCTNetSlicerLib.results.OUTPUT_PARAMETERS``, from the table

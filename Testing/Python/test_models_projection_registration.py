@@ -134,6 +134,23 @@ def test_fit_undoes_a_known_deformation_from_the_two_drrs_alone(chest_and_moved)
     assert _distance(back, truth) < 0.6 * _distance(moved, truth)
 
 
+def test_a_batch_of_fits_is_the_same_fits_one_at_a_time(chest_and_moved):
+    """Two volumes with different amounts of bone, fitted in one batch with every term on (film mask, rank match,
+    bone rigidity, membrane), get the fields they get alone: each volume's loss is normalised by itself, so the
+    atlas prior can register its atlases in one pass. Measured: the fields agree to the bit; with the loss normalised
+    over the whole batch instead, they were up to 1.9 mm apart."""
+    truth, radiographs, moved = chest_and_moved
+    other = warp_volume(truth, torch.full((1, 3, 2, 2, 2), -5.0)).clamp(max=0.5)  # shifted, its bone cut off
+    volumes = torch.cat([moved, other])
+    register = ProjectionRegistration(RegistrationConfig(iterations=15, control_points=5, fit_size=32,
+                                                         match_values=True, film_mask=True, rigidity=0.3))
+    with torch.inference_mode():
+        batch = register.fit(volumes, radiographs.expand(2, -1, -1, -1))
+        alone = torch.cat([register.fit(v[None], radiographs) for v in volumes])
+    assert float(batch.abs().max()) > 1.0  # the fields moved the volumes (mm)
+    assert torch.allclose(batch, alone, rtol=0.0, atol=1e-4), float((batch - alone).abs().max())
+
+
 def test_value_matching_makes_the_fit_indifferent_to_a_display_curve(chest_and_moved):
     """A film's radiographs are a monotone, non-linear function of the line integrals: with ``match_values`` the
     fit on gamma-0.5 radiographs still brings the CT back, while the plain fit distorts it to imitate the curve.

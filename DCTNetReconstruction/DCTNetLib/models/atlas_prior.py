@@ -125,10 +125,16 @@ def align_volume(moving: torch.Tensor, fixed: torch.Tensor, iterations: int = 60
         start = torch.zeros((source.shape[0], 3) + (control_points,) * 3, device=source.device)
 
         def loss_of(field: torch.Tensor) -> torch.Tensor:
-            return ((warp_volume(small_source, field) - small_target) ** 2).mean() + smoothness * membrane_energy(field)
+            data = ((warp_volume(small_source, field) - small_target) ** 2).flatten(1).mean(dim=1)
+            return (data + smoothness * membrane_energy(field)).sum()
 
         field = fit_node_field(loss_of, start, step_mm, iterations)
     return warp_volume(source, field).to(moving.dtype)
+
+
+def _warp_each(volumes: torch.Tensor, fields: torch.Tensor) -> torch.Tensor:
+    """:func:`warp_volume` volume by volume. Shapes: ``(K, 1, D, H, W)``, ``(K, 3, n, n, n)`` → ``(K, 1, D, H, W)``."""
+    return torch.cat([warp_volume(volume[None], field[None]) for volume, field in zip(volumes, fields)])
 
 
 class AtlasPrior(nn.Module):
@@ -171,19 +177,19 @@ class AtlasPrior(nn.Module):
         if ct_unit.shape[0] != 1 or radiographs.shape[0] != 1:
             raise ValueError(f"the atlas prior takes one case at a time, got a batch of {ct_unit.shape[0]}")
         size = tuple(ct_unit.shape[2:])
-        moved, errors = [], []
-        for atlas in self.atlases.to(ct_unit.device):
-            atlas = atlas[None]
-            if tuple(atlas.shape[2:]) != size:
-                atlas = nn.functional.interpolate(atlas, size=size, mode="trilinear", align_corners=False)
-            atlas = warp_volume(atlas, self.coarse.fit(atlas, radiographs))
-            atlas = warp_volume(atlas, self.fine.fit(atlas, radiographs))
-            moved.append(atlas)
-            errors.append(float(self.fine.mismatch(atlas, radiographs)[0]))
+        atlases = self.atlases.to(ct_unit.device)
+        if tuple(atlases.shape[2:]) != size:
+            atlases = nn.functional.interpolate(atlases, size=size, mode="trilinear", align_corners=False)
+        # the fits take all atlases in one batch (each is fitted on its own, in less time than one after another);
+        # the full-size warps and DRRs go one atlas at a time, so the memory of only one is held at once
+        targets = radiographs.expand(len(atlases), -1, -1, -1)
+        moved = _warp_each(atlases, self.coarse.fit(atlases, targets))
+        moved = _warp_each(moved, self.fine.fit(moved, targets))
+        errors = [float(self.fine.mismatch(atlas[None], radiographs)[0]) for atlas in moved]
         chosen = sorted(range(len(errors)), key=errors.__getitem__)[: self.config.top_k]
-        stack = torch.stack([moved[i] for i in chosen])
+        stack = moved[chosen]
         average = stack.mean(dim=0) if self.config.average == "mean" else stack.median(dim=0).values
-        return average, chosen
+        return average[None], chosen
 
     def aligned(self, atlas_mean: torch.Tensor, reconstruction: torch.Tensor) -> torch.Tensor:
         """``atlas_mean`` moved onto ``reconstruction`` by :func:`align_volume` (``align_iterations`` steps; as it

@@ -148,12 +148,12 @@ def warp_volume(volume: torch.Tensor, displacement_mm: torch.Tensor, field_mm: f
 
 
 def membrane_energy(displacement: torch.Tensor) -> torch.Tensor:
-    """Mean squared difference of neighbouring nodes along each axis, summed over the axes (mm²).
+    """Mean squared difference of neighbouring nodes along each axis, summed over the axes (mm²), per field.
 
     Shapes:
-        ``(B, 3, n, n, n)`` → scalar.
+        ``(B, 3, n, n, n)`` → ``(B,)``.
     """
-    return sum((displacement.diff(dim=axis) ** 2).mean() for axis in (2, 3, 4))
+    return sum((displacement.diff(dim=axis) ** 2).flatten(1).mean(dim=1) for axis in (2, 3, 4))
 
 
 def fit_node_field(loss_of: Callable[[torch.Tensor], torch.Tensor], start: torch.Tensor, step_mm: float,
@@ -178,10 +178,11 @@ def fit_node_field(loss_of: Callable[[torch.Tensor], torch.Tensor], start: torch
 def bone_strain(displacement_mm: torch.Tensor, bone_weight: torch.Tensor) -> torch.Tensor:
     """Mean squared small strain ``ε = (∇u + ∇uᵀ) / 2`` of a displacement, weighted by ``bone_weight`` (the
     rigidity term). ``u`` is interpolated from its nodes to ``bone_weight``'s grid; the strain is dimensionless
-    (mm per mm), so the grid's spacing drops out; rotations and shifts cost nothing.
+    (mm per mm), so the grid's spacing drops out; rotations and shifts cost nothing. One value per field, each
+    weighted by its own volume's bone.
 
     Shapes:
-        displacement_mm ``(B, 3, n, n, n)``, bone_weight ``(B, 1, D, D, D)`` (a cube) → scalar.
+        displacement_mm ``(B, 3, n, n, n)``, bone_weight ``(B, 1, D, D, D)`` (a cube) → ``(B,)``.
     """
     size = bone_weight.shape[2]
     spacing = CROP_SIZE / size
@@ -191,7 +192,7 @@ def bone_strain(displacement_mm: torch.Tensor, bone_weight: torch.Tensor) -> tor
     gradient = [[torch.gradient(u[:, j], dim=1 + i)[0] for j in range(3)] for i in range(3)]
     strain = sum((0.5 * (gradient[i][j] + gradient[j][i])) ** 2 for i in range(3) for j in range(3))
     weight = bone_weight[:, 0]
-    return (strain * weight).sum() / weight.sum().clamp_min(1.0)
+    return (strain * weight).flatten(1).sum(dim=1) / weight.flatten(1).sum(dim=1).clamp_min(1.0)
 
 
 def _blank_edge_depth(flat: torch.Tensor, limit: int) -> torch.Tensor:
@@ -278,7 +279,8 @@ class ProjectionRegistration(nn.Module):
         """The node displacements that make ``ct_unit``'s DRRs match ``radiographs``.
 
         Runs with gradients even when called under ``torch.inference_mode`` (the volume and the radiographs are
-        constants of the fit; only the field is optimised).
+        constants of the fit; only the field is optimised). The volumes of a batch are fitted independently, each
+        with its own loss, in one pass (the atlas prior registers its atlases so).
 
         Args:
             ct_unit: a reconstruction in [0, 1] on the model's HU window, on the model grid (a cube spanning the
@@ -313,10 +315,14 @@ class ProjectionRegistration(nn.Module):
                 bone = F.adaptive_avg_pool3d(bone, cfg.rigidity_grid)
 
             def loss_of(field: torch.Tensor) -> torch.Tensor:
+                # each volume's own loss, summed: a batch of B fits is B independent fits (Adam is element-wise)
                 drrs = normalise_drr(projector(unit_to_hu(warp_volume(volume, field)), spacing))
-                data = ((drrs - target) ** 2 * weight).sum() / weight.sum().clamp_min(1.0)
+                data = (((drrs - target) ** 2 * weight).sum(dim=(1, 2, 3))
+                        / weight.sum(dim=(1, 2, 3)).clamp_min(1.0))
                 loss = data + cfg.smoothness * membrane_energy(field)
-                return loss + cfg.rigidity * bone_strain(field, bone) if bone is not None else loss
+                if bone is not None:
+                    loss = loss + cfg.rigidity * bone_strain(field, bone)
+                return loss.sum()
 
             return fit_node_field(loss_of, start, cfg.step_mm, cfg.iterations)
 
