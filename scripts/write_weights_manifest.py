@@ -28,8 +28,9 @@ LIMITATIONS = ("trained on DRRs (digitally reconstructed radiographs) of few CTs
                "99.9th percentile ~480 HU against 650-1,300 HU in the real CTs) but ribs and sternum do not; the "
                "default registration and atlas prior (sessions 15 and 16) bring the test CTs' DRRs to 20.5 dB and "
                "SSIM 0.56, below the 21 dB target; the atlas prior adds detail from seven other patients' CTs where "
-               "they agree with the reconstruction, and on a real film faint thin lines can remain where their "
-               "outlines lie (--no-atlas leaves it out); the networks alone are 0.5 dB below v3 on DRRs, the "
+               "they agree with the reconstruction and have no outline it lacks (the edge gate, session 17, "
+               "against thin lines where their outlines lay on real films); what it adds is plausible anatomy, "
+               "not this patient's (--no-atlas leaves it out); the networks alone are 0.5 dB below v3 on DRRs, the "
                "price of training on patients from 0.6x to 1.3x the field so that a real film's framing no longer "
                "shapes the body; --refine --atlas (a deformation and "
                "seven registered real chests, then SIRT) reaches 21.4 dB and SSIM 0.58 on the test CTs' DRRs, with "
@@ -48,8 +49,8 @@ OUTPUT = ("the mean of the two generators' CTs, G(Y) from the radiographs and G(
           "radiographs, robust to a film's display curve, shutters and markers, with bone kept rigid (the default "
           "registration, session 15; --no-registration skips it), then mixed with the median of the five of seven "
           "real chest CTs (the shipped atlas bank) that, registered to the radiographs the same robust way, match "
-          "them best, aligned to the CT and weighted by their agreement with it, bone kept (the default atlas prior, "
-          "session 16; --no-atlas skips it); all chosen on validation CTs under rules written "
+          "them best, aligned to the CT and weighted by their agreement with it, faded where they have an outline "
+          "the CT lacks, bone kept (the default atlas prior, sessions 16 and 17; --no-atlas skips it); all chosen on validation CTs under rules written "
           "before they were measured (README, The shipped model; docs/refinement.md)")
 CITATION = ("Zhang et al., DCT-Net: Dual-branch CT Reconstruction from Orthogonal X-rays with Diffusion Model and "
             "Contrastive Learning, MICCAI 2025")

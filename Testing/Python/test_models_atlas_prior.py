@@ -181,7 +181,8 @@ def test_film_robust_ranking_sees_through_shutters_and_a_display_curve(lidc_demo
 def test_the_default_prior_is_the_film_robust_aligned_median():
     config = AtlasPriorConfig.film_robust()
     assert (config.average, config.top_k, config.weight) == ("median", 5, 0.45)
-    assert (config.align_iterations, config.similarity_hu) == (60, 300.0)
+    assert (config.align_iterations, config.similarity_hu, config.edge_gate) == (60, 300.0, True)
+    assert not AtlasPriorConfig().edge_gate  # --refine --atlas keeps its own, measured settings
     assert config.coarse.film_mask and config.coarse.match_values and config.coarse.rigidity == 0
     assert config.fine == dataclasses.replace(RegistrationConfig.film_robust(), fit_size=32)
     for field, value in (("average", "mode"), ("align_iterations", -1), ("similarity_hu", -1.0)):
@@ -219,3 +220,28 @@ def test_the_similarity_weight_fades_the_atlas_where_it_disagrees():
     far = 0.45 * np.exp(-(840.0 ** 2) / (2 * 300.0 ** 2))
     assert mixed[..., 0, 0, 0].item() == pytest.approx(far * unit(-800.0) + (1 - far) * unit(40.0), abs=1e-6)
     assert abs(mixed[..., 0, 0, 0].item() - unit(40.0)) < 0.01 * 840 / 2500
+
+
+def test_an_atlas_outline_the_reconstruction_does_not_share_draws_no_line_with_the_edge_gate():
+    """The reconstruction's lung ends at x = 8; the atlas median's lung reaches x = 13 through a two-voxel ramp
+    (−850 → −575 → −300 → 0 HU), as a median of real CTs does. On the ramp, at 575 and 300 HU of disagreement, the
+    similarity-weighted change peaks: a thin dark line in soft tissue (−41 and −82 HU), the faint line beside a
+    lung's border on a real film. With the edge gate (the atlas steep, the reconstruction flat there) the line is
+    gone (measured: 0.0 HU on the ramp), and a wide area where the atlas is 200 HU denser than the flat CT keeps its
+    change away from that area's own edge (71.8 against 72.1 HU: the soft gate leaks 0.4 % where the atlas is flat)."""
+    unit = lambda hu: float(hu_to_unit(torch.tensor(hu)))  # noqa: E731
+    ct = torch.full((1, 1, 12, 12, 32), unit(0.0))
+    ct[..., :8] = unit(-850.0)
+    atlas = ct.clone()
+    atlas[..., 8:13] = unit(-850.0)
+    atlas[..., 13], atlas[..., 14] = unit(-575.0), unit(-300.0)
+    atlas[..., 20:] = unit(200.0)  # a wide, agreeing difference
+    config = AtlasPriorConfig(weight=0.45, similarity_hu=300.0)
+    hu_change = {}
+    for gate in (False, True):
+        prior = AtlasPrior(torch.zeros(1, 2, 2, 2), dataclasses.replace(config, edge_gate=gate))
+        hu_change[gate] = (prior.mix(ct, atlas) - ct)[0, 0] * 2500.0
+    assert hu_change[False][:, :, 13:15].min().item() < -80.0  # the line the plain mix draws
+    assert hu_change[True][:, :, 13:15].abs().max().item() < 5.0  # gone with the gate
+    wide = 0.45 * np.exp(-(200.0 ** 2) / (2 * 300.0 ** 2)) * 200.0
+    assert hu_change[True][2:10, 2:10, 26:30].mean().item() == pytest.approx(wide, rel=1e-2)

@@ -16,12 +16,16 @@ Image Anal. 24, 2015); here each atlas is registered by the same projection regi
 - the mean is mixed with the registered reconstruction by ``weight``, optionally faded where the two disagree in
   value (``similarity_hu``: the weight times ``exp(−(a − o)² / 2s²)``, after locally weighted voting in multi-atlas
   fusion, Artaechevarria, Muñoz-Barrutia and Ortiz-de-Solórzano, IEEE TMI 28, 2009): the atlases add detail where
-  they agree with the reconstruction's tissue and fade where they do not; where the reconstruction has bone
+  they agree with the reconstruction's tissue and fade where they do not; with ``edge_gate`` they also fade where the
+  atlas mean has an edge the reconstruction lacks (:func:`unshared_edges`): across such an outline ``a − o`` sweeps
+  through ``s`` on the outline's ramp, where the weighted change peaks, and drew a thin line there (on a real film,
+  beside a lung's border, like a pneumothorax's pleural line); where the reconstruction has bone
   (≥ ``keep_bone_hu``) it keeps at least its own value, since an average of atlases blurs bone below the threshold.
 
 Chosen on the four validation CTs (docs/refinement.md, "The atlas prior"). Since session 16 every reconstruction
 gets the film-robust version (:meth:`AtlasPriorConfig.film_robust`: film-robust registrations, the median of the best
-five aligned to the reconstruction, mixed at 0.45 faded by a 300 HU similarity).
+five aligned to the reconstruction, mixed at 0.45 faded by a 300 HU similarity and, since session 17, by the edge
+gate).
 """
 
 from __future__ import annotations
@@ -40,7 +44,7 @@ from ..helpers import exists
 from .projection_registration import (ProjectionRegistration, RegistrationConfig, fit_node_field, membrane_energy,
                                       warp_volume)
 
-__all__ = ["AtlasPriorConfig", "AtlasPrior", "align_volume"]
+__all__ = ["AtlasPriorConfig", "AtlasPrior", "align_volume", "unshared_edges"]
 
 
 def _coarse_registration(**overrides) -> RegistrationConfig:
@@ -66,6 +70,8 @@ class AtlasPriorConfig(ConfigBase):
             (:func:`align_volume`); 0 for none. Defaults to 0.
         similarity_hu: s of the similarity weight ``exp(−(a − o)² / 2s²)`` of the mix, in HU; 0 for a uniform
             weight. Defaults to 0.
+        edge_gate: fade the weight out where the atlas mean has an edge the reconstruction lacks
+            (:func:`unshared_edges`). Defaults to False.
         coarse: the first registration of each atlas. Defaults to 4³ nodes, 60 steps, no membrane.
         fine: the second. Defaults to ``RegistrationConfig()``.
     """
@@ -76,6 +82,7 @@ class AtlasPriorConfig(ConfigBase):
     average: str = "mean"
     align_iterations: int = 0
     similarity_hu: float = 0.0
+    edge_gate: bool = False
     coarse: RegistrationConfig = field(default_factory=_coarse_registration)
     fine: RegistrationConfig = field(default_factory=RegistrationConfig)
 
@@ -89,11 +96,12 @@ class AtlasPriorConfig(ConfigBase):
         the fine one's bone rigidity) and fitted on a 32³ rendering (−0.016 dB against 64³, 3.4× faster); the
         median of the best five (the mean scored 0.013 lower in SSIM); aligned to the reconstruction in 60 steps
         and mixed at 0.45 faded by a 300 HU similarity (a uniform 0.3 without the alignment scored as well but drew
-        the atlases' outlines beside the reconstruction's on a real film)."""
+        the atlases' outlines beside the reconstruction's on a real film) and by the edge gate (session 17: without
+        it, thin lines where the atlases' outlines lie on real films)."""
         robust = RegistrationConfig.film_robust()
         coarse = _coarse_registration(match_values=True, film_mask=True, fit_size=32)
-        return cls(top_k=5, weight=0.45, average="median", align_iterations=60, similarity_hu=300.0, coarse=coarse,
-                   fine=dataclasses.replace(robust, fit_size=32))
+        return cls(top_k=5, weight=0.45, average="median", align_iterations=60, similarity_hu=300.0, edge_gate=True,
+                   coarse=coarse, fine=dataclasses.replace(robust, fit_size=32))
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -135,6 +143,55 @@ def align_volume(moving: torch.Tensor, fixed: torch.Tensor, iterations: int = 60
 def _warp_each(volumes: torch.Tensor, fields: torch.Tensor) -> torch.Tensor:
     """:func:`warp_volume` volume by volume. Shapes: ``(K, 1, D, H, W)``, ``(K, 3, n, n, n)`` → ``(K, 1, D, H, W)``."""
     return torch.cat([warp_volume(volume[None], field[None]) for volume, field in zip(volumes, fields)])
+
+
+# Edges the atlas has and the reconstruction lacks (chosen by eye on the covid7 pair, session 17: docs/refinement.md):
+# an atlas outline is steeper than 150 HU per voxel (lung against soft tissue over its 2-4 voxel ramp: ~200-400),
+# the reconstruction there flatter than 50 HU per voxel (inside one tissue); both thresholds soft (25 and 10 HU per
+# voxel), the gate smoothed by a Gaussian of one voxel so that it fades without steps, and scaled by 1.5 so that the
+# smoothed gate still closes on the ramp.
+EDGE_ATLAS_HU = 150.0
+EDGE_ATLAS_SOFTNESS_HU = 25.0
+EDGE_FLAT_HU = 50.0
+EDGE_FLAT_SOFTNESS_HU = 10.0
+EDGE_SMOOTHING_VOXELS = 1.0
+EDGE_GAIN = 1.5
+
+
+def gradient_magnitude_hu(volume: torch.Tensor) -> torch.Tensor:
+    """``|∇v|`` in HU per voxel (central differences). Shapes: ``(B, 1, D, H, W)`` in [0, 1] → ``(B, 1, D, H, W)``."""
+    gradient = torch.gradient(volume[:, 0] * HU_PER_UNIT, dim=(1, 2, 3))
+    return torch.sqrt(sum(g ** 2 for g in gradient))[:, None]
+
+
+def gaussian_smoothed(volume: torch.Tensor, sigma: float) -> torch.Tensor:
+    """``volume`` convolved with a Gaussian of ``sigma`` voxels along each axis (taps to 4 sigma, edges
+    replicated). Shapes: ``(B, 1, D, H, W)`` → ``(B, 1, D, H, W)``."""
+    radius = int(4 * sigma + 0.5)
+    taps = torch.arange(-radius, radius + 1, dtype=volume.dtype, device=volume.device)
+    kernel = torch.exp(-(taps ** 2) / (2 * sigma * sigma))
+    kernel = kernel / kernel.sum()
+    out = volume
+    for axis in range(3):
+        shape = [1, 1, 1, 1, 1]
+        shape[2 + axis] = len(taps)
+        pad = [0, 0, 0, 0, 0, 0]
+        pad[2 * (2 - axis)] = pad[2 * (2 - axis) + 1] = radius
+        out = nn.functional.conv3d(nn.functional.pad(out, pad, mode="replicate"), kernel.view(shape))
+    return out
+
+
+def unshared_edges(atlas_mean: torch.Tensor, reconstruction: torch.Tensor) -> torch.Tensor:
+    """0 … 1, towards 1 where the atlas mean has an edge (|∇a| above ``EDGE_ATLAS_HU``) and the reconstruction is flat
+    (|∇o| below ``EDGE_FLAT_HU``): an outline of the atlases that the reconstruction does not share. Both thresholds
+    soft, the result smoothed over a voxel and scaled by ``EDGE_GAIN``, clipped to 1.
+
+    Shapes:
+        ``(1 or B, 1, D, H, W)``, ``(B, 1, D, H, W)`` → ``(B, 1, D, H, W)``.
+    """
+    steep = torch.sigmoid((gradient_magnitude_hu(atlas_mean) - EDGE_ATLAS_HU) / EDGE_ATLAS_SOFTNESS_HU)
+    flat = torch.sigmoid((EDGE_FLAT_HU - gradient_magnitude_hu(reconstruction)) / EDGE_FLAT_SOFTNESS_HU)
+    return (EDGE_GAIN * gaussian_smoothed(steep * flat, EDGE_SMOOTHING_VOXELS)).clamp(max=1.0)
 
 
 class AtlasPrior(nn.Module):
@@ -219,6 +276,8 @@ class AtlasPrior(nn.Module):
         if self.config.similarity_hu > 0:
             s = self.config.similarity_hu / HU_PER_UNIT
             w = w * torch.exp(-((atlas_mean - reference) ** 2) / (2.0 * s * s))
+        if self.config.edge_gate:
+            w = w * (1.0 - unshared_edges(atlas_mean, reference))
         mixed = w * atlas_mean + (1.0 - w) * ct_unit
         bone = reference >= float(hu_to_unit(torch.tensor(self.config.keep_bone_hu)))
         return torch.where(bone, torch.maximum(mixed, ct_unit), mixed)
