@@ -487,7 +487,7 @@ class DCTNetReconstructionLogic(ScriptedLoadableModuleLogic):
             fusion: ``"mean"`` (the default: the CT is the mean of G(Y) and G(X)) or ``"raw"`` (G(Y) alone,
                 ``dctnet reconstruct --fusion raw``).
             atlas: with ``refine``, also mix in the shipped chest atlases registered to the radiographs
-                (``dctnet reconstruct --refine --atlas``; about 40 s more on a CPU).
+                (``dctnet reconstruct --refine --atlas``; about 35 s more on a CPU).
             register: the default registration of the CT to the radiographs (robust to films, bone kept rigid;
                 about 3 s on a CPU); False gives the generators' CT (``dctnet reconstruct --no-registration``).
             mixAtlases: after that registration, the default atlas prior (seven real chest CTs registered to the

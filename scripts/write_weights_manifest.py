@@ -50,8 +50,8 @@ OUTPUT = ("the mean of the two generators' CTs, G(Y) from the radiographs and G(
           "registration, session 15; --no-registration skips it), then mixed with the median of the five of seven "
           "real chest CTs (the shipped atlas bank) that, registered to the radiographs the same robust way, match "
           "them best, aligned to the CT and weighted by their agreement with it, faded where they have an outline "
-          "the CT lacks, bone kept (the default atlas prior, sessions 16 and 17; --no-atlas skips it); all chosen on validation CTs under rules written "
-          "before they were measured (README, The shipped model; docs/refinement.md)")
+          "the CT lacks, bone kept (the default atlas prior, sessions 16 and 17; --no-atlas skips it); all chosen "
+          "on validation CTs under rules written before they were measured (README, The shipped model; docs/refinement.md)")
 CITATION = ("Zhang et al., DCT-Net: Dual-branch CT Reconstruction from Orthogonal X-rays with Diffusion Model and "
             "Contrastive Learning, MICCAI 2025")
 
