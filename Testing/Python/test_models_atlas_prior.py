@@ -184,7 +184,9 @@ def test_the_default_prior_is_the_film_robust_aligned_median():
     assert (config.align_iterations, config.similarity_hu, config.edge_gate) == (60, 300.0, True)
     assert not AtlasPriorConfig().edge_gate  # --refine --atlas keeps its own, measured settings
     assert config.coarse.film_mask and config.coarse.match_values and config.coarse.rigidity == 0
-    assert config.fine == dataclasses.replace(RegistrationConfig.film_robust(), fit_size=32)
+    assert config.fine == dataclasses.replace(RegistrationConfig.film_robust(), fit_size=32, iterations=40)
+    assert (config.coarse.iterations, config.coarse.control_points, config.coarse.fit_size) == (30, 4, 32)
+    assert AtlasPriorConfig().coarse.iterations == 60 and AtlasPriorConfig().fine.iterations == 80  # --refine --atlas
     for field, value in (("average", "mode"), ("align_iterations", -1), ("similarity_hu", -1.0)):
         with pytest.raises(ValueError, match=field):
             AtlasPriorConfig(**{field: value})

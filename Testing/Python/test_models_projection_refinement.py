@@ -3,6 +3,7 @@ promises to keep, and is what `dctnet reconstruct` and `dctnet evaluate` apply."
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -154,7 +155,7 @@ def test_reconstruct_command_refines_with_refine_and_reports_it(tmp_path, lidc_d
     assert registered["metrics"]["psnr"] > reports["plain"]["metrics"]["psnr"] + 0.6
     assert registered["metrics"]["ssim"] > reports["plain"]["metrics"]["ssim"] + 0.01
     default = reports["default"]
-    assert default["refinement"] == ("registration (80, film-robust) + atlas prior (median of best 5, "
+    assert default["refinement"] == ("registration (40, film-robust) + atlas prior (median of best 5, "
                                      "film-robust)")
     assert default["metrics"]["psnr"] > registered["metrics"]["psnr"] + 0.25
     assert default["metrics"]["ssim"] > registered["metrics"]["ssim"] + 0.01
@@ -194,6 +195,11 @@ def test_refinement_flags_choose_the_steps():
 
     assert config() is None  # the Reconstructor's default: RefinementConfig.film_robust()
     assert RefinementConfig.film_robust().atlas.average == "median"
+    # the default's registration takes 40 steps (session 18); --no-atlas, where it is the last step, keeps 80
+    assert RefinementConfig.film_robust().registration == dataclasses.replace(RegistrationConfig.film_robust(),
+                                                                              iterations=40)
+    assert RefinementConfig.registration_only().registration == RegistrationConfig.film_robust()
+    assert RegistrationConfig.film_robust().iterations == 80
     own = config("--atlas-bank", "bank.npz")
     assert own.atlas == RefinementConfig.film_robust().atlas and own.atlas_bank == "bank.npz"
     assert config("--no-atlas") == RefinementConfig.registration_only()

@@ -97,7 +97,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="raw (default): score G(Y), as the paper's tables do; mean: score what `dctnet "
                              "reconstruct` writes, the mean of G(Y) and G(X) from the CDM's bone-suppressed pair "
                              "after its default registration and atlas prior (model bundles with a CDM only); the "
-                             "row is named '… + branch mean + refinement: registration (80, film-robust) + atlas "
+                             "row is named '… + branch mean + refinement: registration (40, film-robust) + atlas "
                              "prior (median of best 5, film-robust)'")
     parser.add_argument("--no-registration", action="store_true",
                         help="with --fusion mean: score the branch mean before the default registration and atlas "
