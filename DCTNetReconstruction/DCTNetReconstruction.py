@@ -489,10 +489,10 @@ class DCTNetReconstructionLogic(ScriptedLoadableModuleLogic):
             atlas: with ``refine``, also mix in the shipped chest atlases registered to the radiographs
                 (``dctnet reconstruct --refine --atlas``; about 35 s more on a CPU).
             register: the default registration of the CT to the radiographs (robust to films, bone kept rigid;
-                about 3 s on a CPU); False gives the generators' CT (``dctnet reconstruct --no-registration``).
+                about 2 s on a CPU); False gives the generators' CT (``dctnet reconstruct --no-registration``).
             mixAtlases: after that registration, the default atlas prior (seven real chest CTs registered to the
                 radiographs the same robust way, the median of the best five mixed in where it agrees with the CT;
-                about 10 s on a CPU); False keeps the registration alone (``dctnet reconstruct --no-atlas``).
+                about 7 s on a CPU); False keeps the registration alone (``dctnet reconstruct --no-atlas``).
 
         Returns:
             Nodes by role: those the module shows (``DCTNetSlicerLib.results.OUTPUT_PARAMETERS``, from the table
