@@ -47,11 +47,12 @@ OUTPUT = ("the mean of the two generators' CTs, G(Y) from the radiographs and G(
           "the generators' fixed [1, 2, 1]/4 output filter (output_smoothing: no weights, added after v7 was "
           "trained, against the 2x2x2 head's dot pattern), then moved by a smooth deformation fitted to both "
           "radiographs, robust to a film's display curve, shutters and markers, with bone kept rigid (the default "
-          "registration, session 15, in 40 steps since session 18; --no-registration skips it), then mixed with the median of the five of seven "
-          "real chest CTs (the shipped atlas bank) that, registered to the radiographs the same robust way, match "
-          "them best (their registrations in 30 and 40 steps since session 18), aligned to the CT and weighted by their agreement with it, faded where they have an outline "
-          "the CT lacks, bone kept (the default atlas prior, sessions 16 and 17; --no-atlas skips it); all chosen "
-          "on validation CTs under rules written before they were measured (README, The shipped model; docs/refinement.md)")
+          "registration, session 15, in 40 steps since session 18; --no-registration skips it), then mixed with the "
+          "median of the five of seven real chest CTs (the shipped atlas bank) that, registered to the radiographs "
+          "the same robust way (in 30 and 40 steps since session 18), match them best, aligned to the CT and "
+          "weighted by their agreement with it, faded where they have an outline the CT lacks, bone kept (the "
+          "default atlas prior, sessions 16 and 17; --no-atlas skips it); all chosen on validation CTs under rules "
+          "written before they were measured (README, The shipped model; docs/refinement.md)")
 CITATION = ("Zhang et al., DCT-Net: Dual-branch CT Reconstruction from Orthogonal X-rays with Diffusion Model and "
             "Contrastive Learning, MICCAI 2025")
 
