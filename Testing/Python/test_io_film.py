@@ -170,3 +170,88 @@ def test_dicom_output_files_under_the_films_patient_and_study_and_reads_back_as_
     assert main([*args, "--overwrite"]) == 0
     assert len(list((tmp_path / "series").iterdir())) == len(files)
     assert not [p for p in tmp_path.iterdir() if p.name.startswith((".tmp-", ".old-"))]
+
+
+def _patient_films(folder, cr_dir):
+    """Films of three patients as a PACS would give them, each patient's pair written by different systems: names in
+    different case and with trailing empty components, PatientSex "O" (other) on one, dates as stored."""
+    patients = {
+        "jane": dict(PatientID="P-0042", PatientName="Doe^Jane", PatientBirthDate="19610307", PatientSex="F"),
+        "john": dict(PatientID="P-0043", PatientName="Doe^John", PatientBirthDate="19580112", PatientSex="M"),
+        # a PatientID blanked by an anonymiser, the rest kept
+        "anna": dict(PatientID="", PatientName="Roe^Anna", PatientBirthDate="19700101", PatientSex="F"),
+    }
+    films = {}
+    for name, tags in patients.items():
+        lat_tags = dict(tags, PatientName=tags["PatientName"].upper() + "^^", PatientSex="O" if name == "john" else
+                        tags["PatientSex"])
+        films[name] = (
+            _copy_with(cr_dir / "pa_chest_cr_siim.dcm", folder / f"{name}_pa.dcm", AcquisitionDate="20261201", **tags),
+            _copy_with(cr_dir / "pa_chest_cr_siim.dcm", folder / f"{name}_lat.dcm", ViewPosition="LL",
+                       AcquisitionDate="20261201", **lat_tags))
+    return films
+
+
+def test_films_naming_two_patients_are_told_apart_from_one_patients_pair(cr_dir, tmp_path):
+    from DCTNetLib.io.film import pair_identity
+
+    films = _patient_films(tmp_path, cr_dir)
+    flagged = {}
+    for pa_name, (pa, _) in films.items():
+        for lat_name, (_, lat) in films.items():
+            identity, messages = pair_identity(film_info(pa), film_info(lat))
+            flagged[pa_name, lat_name] = identity.same_patient is False
+            assert bool(messages) == flagged[pa_name, lat_name]
+            if pa_name == lat_name:  # the same patient through case, trailing "^" and an unstated sex
+                assert identity.same_patient is True and not identity.differ, (pa_name, identity)
+    # every one of the six two-patient pairs is flagged, none of the three genuine ones
+    assert sum(flagged.values()) == 6 and not any(flagged[n, n] for n in films)
+    identity, messages = pair_identity(film_info(films["jane"][0]), film_info(films["john"][1]))
+    assert identity.differ == ("PatientID", "PatientName", "PatientBirthDate")  # sex: "O" says nothing
+    assert "name two patients" in messages[0] and "'P-0042' against 'P-0043'" in messages[0]
+    # without a PatientID the other attributes still tell (anna's pair against jane's: name and birth date)
+    identity, _ = pair_identity(film_info(films["anna"][0]), film_info(films["jane"][1]))
+    assert "PatientID" not in identity.compared and identity.differ == ("PatientName", "PatientBirthDate")
+
+
+def test_what_cannot_be_compared_is_not_called_two_patients_and_a_later_lateral_is_said(cr_dir, tmp_path):
+    from DCTNetLib.io.film import pair_identity
+
+    anonymous = [_copy_with(cr_dir / "pa_chest_cr_siim.dcm", tmp_path / f"{v}.dcm", ViewPosition=v, PatientID="",
+                            PatientName="", PatientSex="O") for v in ("PA", "LL")]
+    identity, messages = pair_identity(*(film_info(f) for f in anonymous))
+    assert identity.same_patient is None and identity.compared == () and messages == []
+    png = film_info(cr_dir / "pa_chest_nih_00000001_000.png")
+    assert pair_identity(png, film_info(anonymous[1])) == (pair_identity(png, png)[0], [])
+    pa = _copy_with(cr_dir / "pa_chest_cr_siim.dcm", tmp_path / "pa.dcm", PatientID="P-7", StudyDate="20261102")
+    lat = _copy_with(cr_dir / "pa_chest_cr_siim.dcm", tmp_path / "lat.dcm", ViewPosition="LL", PatientID="P-7",
+                     StudyDate="20261201")
+    identity, messages = pair_identity(film_info(pa), film_info(lat))
+    assert identity.same_patient is True and identity.days_apart == 29
+    assert len(messages) == 1 and "taken 29 days apart" in messages[0]
+
+
+def test_reconstruct_warns_on_two_patients_films_and_will_not_file_their_ct_under_one(cr_dir, tmp_path, capsys,
+                                                                                       tiny_bundle_path):
+    from DCTNetLib.cli import main
+
+    films = _patient_films(tmp_path, cr_dir)
+    out = tmp_path / "ct.nii.gz"
+    args = ["reconstruct", "--pa", str(films["jane"][0]), "--lat", str(films["john"][1]), "--output", str(out),
+            "--weights", str(tiny_bundle_path), "--device", "cpu", "--progress", "json", "--no-input-checks"]
+    # --dicom would file the CT under Jane: one line, exit 2, nothing written
+    assert main([*args, "--dicom", str(tmp_path / "series")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "name two patients" in err[0] and "--dicom" in err[0]
+    assert not out.exists() and not (tmp_path / "series").exists()
+    # without --dicom it is a warning, recorded in the report with what differs
+    assert main(args) == 0
+    report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert report["inputs"]["films"]["pair"]["same_patient"] is False
+    assert "PatientID" in report["inputs"]["films"]["pair"]["differ"]
+    assert any("name two patients" in w for w in report["warnings"])
+    # the genuine pair: no such warning, and the report says the films agree
+    assert main([*args[:2], str(films["john"][0]), *args[3:], "--overwrite"]) == 0
+    report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert report["inputs"]["films"]["pair"]["same_patient"] is True
+    assert not any("two patients" in w for w in report["warnings"])

@@ -119,7 +119,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "reconstruction of these radiographs lands on: e.g. `dctnet drr`'s reference.nrrd")
     parser.add_argument("--dicom", type=Path, metavar="FOLDER",
                         help="also write the CT as a DICOM series (one CT file per axial slice) into FOLDER; with a "
-                             "DICOM --pa film it takes that film's patient and study; with --batch, FOLDER/<id>/")
+                             "DICOM --pa film it takes that film's patient and study (refused when the lateral "
+                             "names another patient); with --batch, FOLDER/<id>/")
     parser.add_argument("--no-input-checks", action="store_true",
                         help="reconstruct even what does not look like a chest radiograph (noise, an inverted PA, a "
                              "view the reconstruction cannot explain), which is refused by default")
@@ -361,22 +362,36 @@ def check_folder_apart(folder: Path, others: tuple[Path | None, ...], option: st
                               f"--overwrite): choose a folder of its own")
 
 
-def read_films(pa_path: Path, lat_path: Path) -> tuple[tuple, dict]:
-    """Both radiographs through :func:`~DCTNetLib.io.film.read_film` (view checks, orientation, detector field);
-    each of its warnings is issued as a Python warning (the callers record and print them once). Returns
-    ``((pa, lat), {view: header facts})``."""
-    from ..io.film import read_film
+def read_films(pa_path: Path, lat_path: Path, dicom_output: bool = False) -> tuple[tuple, dict]:
+    """Both radiographs through :func:`~DCTNetLib.io.film.read_film` (view checks, orientation, detector field)
+    and :func:`~DCTNetLib.io.film.pair_identity` (one patient?); each warning is issued as a Python warning (the
+    callers record and print them once). Returns ``((pa, lat), {view: header facts, "pair": identity facts})``.
 
-    images, facts = [], {}
+    Raises:
+        InputError: what ``read_film`` refuses; with ``dicom_output`` (``--dicom``), films naming two patients: the
+            series would be filed under the PA's patient with another patient's lateral in it.
+    """
+    from ..io.film import pair_identity, read_film
+
+    images, facts, infos = [], {}, []
     for view, path in (("pa", pa_path), ("lat", lat_path)):
         image, info = read_film(path, view)
         for message in info.warnings:
             warnings.warn(message, stacklevel=2)
         images.append(image)
+        infos.append(info)
         facts[view] = {"view_position": info.view_position, "orientation": info.orientation,
                        "spacing_mm": info.spacing_mm, "spacing_source": info.spacing_source,
                        "field": f"mapped onto the {DETECTOR_MM:.0f} mm training detector" if info.spacing_mm else
                                 f"whole image taken as the {DETECTOR_MM:.0f} mm training detector (spacing unknown)"}
+    identity, messages = pair_identity(*infos)
+    if dicom_output and identity.same_patient is False:
+        raise InputError(f"{messages[0]}; --dicom would file the CT under the PA's patient, so it is not written "
+                         "(leave out --dicom to reconstruct anyway)")
+    for message in messages:
+        warnings.warn(message, stacklevel=2)
+    facts["pair"] = {"same_patient": identity.same_patient, "compared": list(identity.compared),
+                     "differ": list(identity.differ), "days_apart": identity.days_apart}
     return tuple(images), facts
 
 
@@ -434,7 +449,7 @@ def run_batch(args: argparse.Namespace) -> int:
         try:
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
-                (pa, lat), films = read_films(pa_path, lat_path)
+                (pa, lat), films = read_films(pa_path, lat_path, getattr(args, "dicom", None) is not None)
                 result = model.reconstruct(pa, lat, steps=args.steps, seed=args.seed,
                                            check_inputs=not getattr(args, "no_input_checks", False))
             write_ct(result.ct_hu, targets[case_id], overwrite=args.overwrite)
@@ -499,7 +514,7 @@ def _reconstruct_case(args: argparse.Namespace, progress) -> tuple:
         if args.ct is not None:
             geometry, pa, lat = radiographs_from_ct(read_ct(args.ct))
         else:
-            (pa, lat), films = read_films(args.pa, args.lat)
+            (pa, lat), films = read_films(args.pa, args.lat, getattr(args, "dicom", None) is not None)
         progress(0.05, "loading the model")
         model = load_model(args.weights, args.device, refinement_config(args), getattr(args, "fusion", "mean"))
         timesteps = getattr(model.cdm, "num_timesteps", None)

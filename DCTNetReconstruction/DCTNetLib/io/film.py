@@ -17,6 +17,12 @@ header allows, and every assumption is said once:
 - **Orientation.** ``PatientOrientation`` (row direction, column direction) is compared with the training
   display (PA: L, F; lateral: P, F); a film stored mirrored (R / A) or upside down (H) is flipped back, and the
   warning says which flip was made. A film without it cannot be checked, and the warning says that too.
+- **One patient** (:func:`pair_identity`). The two films' Patient module attributes (PatientID, PatientName,
+  PatientBirthDate, PatientSex; DICOM PS3.3 C.7.1.1) must not contradict each other: a PA and a lateral naming two
+  patients give a warning that names the differing values (a CT made from two people's films shows neither), and
+  ``dctnet reconstruct --dicom`` refuses to file such a CT under the PA's patient. Films of one patient taken on
+  different days are said to be so. Pixels cannot tell two patients apart (README, "Two patients"); the headers
+  can, when they still name the patient.
 """
 
 from __future__ import annotations
@@ -33,8 +39,8 @@ from .atomic import display_path
 from . import radiograph
 from .radiograph import _is_dicom, dcmread_checked
 
-__all__ = ["FilmInfo", "film_info", "map_to_detector", "read_film", "DETECTOR_MM", "DETECTOR_PIXELS",
-           "FILM_MIN_MM", "FILM_MAX_MM", "EXPECTED_ORIENTATION"]
+__all__ = ["FilmInfo", "PairIdentity", "film_info", "pair_identity", "map_to_detector", "read_film", "DETECTOR_MM",
+           "DETECTOR_PIXELS", "FILM_MIN_MM", "FILM_MAX_MM", "EXPECTED_ORIENTATION", "IDENTITY_KEYWORDS"]
 
 # The training detector (conventions.DETECTOR_MM, seen at the model's IMAGE_SIZE²; DRRGeometry's defaults).
 DETECTOR_PIXELS = IMAGE_SIZE
@@ -46,6 +52,12 @@ _OPPOSITE = {"L": "R", "R": "L", "A": "P", "P": "A", "H": "F", "F": "H"}
 _VIEW_NAMES = {"pa": "PA", "lat": "lateral"}
 _LATERAL_VIEWS = {"LL", "RL", "LAT", "LATERAL", "LLD", "RLD"}
 _FRONTAL_VIEWS = {"PA", "AP"}
+# The Patient module's attributes that name a patient (DICOM PS3.3 C.7.1.1), compared between the two films.
+IDENTITY_KEYWORDS = ("PatientID", "PatientName", "PatientBirthDate", "PatientSex")
+# The day a film was taken: the first of these a header holds (PS3.3 C.7.6.1 General Image, C.7.2.1 General Study).
+_DATE_KEYWORDS = ("AcquisitionDate", "ContentDate", "StudyDate")
+# PatientSex "O" (other) and an empty value say nothing that could contradict another film (PS3.3 C.7.1.1).
+_UNSTATED = {"", "O"}
 
 
 @dataclass
@@ -58,7 +70,29 @@ class FilmInfo:
     orientation: tuple[str, str] | None = None
     spacing_mm: float | None = None        # trusted pixel pitch on the detector, mm (None: unknown)
     spacing_source: str | None = None      # "ImagerPixelSpacing" or "PixelSpacing"
+    patient: dict[str, str] = field(default_factory=dict)  # IDENTITY_KEYWORDS the header states (normalised)
+    date: str | None = None                # YYYYMMDD the film was taken (_DATE_KEYWORDS), None if not stated
     warnings: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class PairIdentity:
+    """Whether two films' headers name one patient: ``same_patient`` is True when they agree on at least one
+    identity attribute and contradict none, False when any differs, None when nothing could be compared."""
+
+    same_patient: bool | None
+    compared: tuple[str, ...] = ()         # IDENTITY_KEYWORDS both films state
+    differ: tuple[str, ...] = ()           # those of them whose values differ
+    days_apart: int | None = None          # |date difference| when both films state a date
+
+
+def _identity_value(keyword: str, value: object) -> str:
+    """A header value as compared between films: upper case, blanks squeezed; of a PersonName its alphabetic group
+    (before any ``=``) with empty trailing components dropped (``Doe^Jane^^`` is ``Doe^Jane``, PS3.5 6.2.1.1)."""
+    text = " ".join(str(value).split()).upper()
+    if keyword == "PatientName":
+        text = "^".join(part.strip() for part in text.split("=")[0].split("^")).rstrip("^")
+    return "" if keyword == "PatientSex" and text in _UNSTATED else text
 
 
 def _spacing(ds, keyword: str) -> float | None:
@@ -103,6 +137,11 @@ def film_info(path: str | os.PathLike, shape: tuple[int, int] | None = None) -> 
             break
         info.warnings.append(f"{display_path(path)}: {keyword} {spacing:.3f} mm makes the film {side:.0f} mm wide, "
                              f"not a chest film's {FILM_MIN_MM:.0f}-{FILM_MAX_MM:.0f} mm; not trusted")
+    for keyword in IDENTITY_KEYWORDS:
+        value = _identity_value(keyword, ds.get(keyword) or "")
+        if value:
+            info.patient[keyword] = value
+    info.date = next((str(ds.get(k)).strip() for k in _DATE_KEYWORDS if str(ds.get(k) or "").strip()), None)
     if info.spacing_mm is None:
         info.warnings.append(f"{display_path(path)}: pixel spacing unknown, so the image is taken as the whole "
                              f"{DETECTOR_MM:.0f} mm training field (anatomy may be larger or smaller than in training)")
@@ -150,6 +189,39 @@ def check_view(info: FilmInfo, view: str) -> tuple[bool, bool, list[str]]:
         messages.append(f"{where}: no PatientOrientation in the DICOM header: its left-right and up-down "
                         f"orientation cannot be checked (expected {'/'.join(EXPECTED_ORIENTATION[view])})")
     return flip_cols, flip_rows, messages
+
+
+def _days_apart(first: str | None, second: str | None) -> int | None:
+    import datetime
+
+    try:
+        days = [datetime.datetime.strptime(d[:8], "%Y%m%d").date() for d in (first, second)]
+    except (TypeError, ValueError):
+        return None
+    return abs((days[0] - days[1]).days)
+
+
+def pair_identity(pa: FilmInfo, lat: FilmInfo) -> tuple[PairIdentity, list[str]]:
+    """Whether a PA and a lateral film name one patient, and the warnings to give (see the module doc).
+
+    Returns:
+        the :class:`PairIdentity` and human-readable warnings: the films name two patients (with the values that
+        differ), or one patient's films were taken on different days. Nothing is said when a film has no header
+        (its own warning already says that nothing can be checked).
+    """
+    compared = tuple(k for k in IDENTITY_KEYWORDS if k in pa.patient and k in lat.patient)
+    differ = tuple(k for k in compared if pa.patient[k] != lat.patient[k])
+    days = _days_apart(pa.date, lat.date)
+    identity = PairIdentity(None if not compared else not differ, compared, differ, days)
+    where = f"the PA ({display_path(pa.path)}) and the lateral ({display_path(lat.path)})"
+    if differ:
+        values = "; ".join(f"{k} {pa.patient[k]!r} against {lat.patient[k]!r}" for k in differ)
+        return identity, [f"{where} name two patients ({values}): a CT made from two people's radiographs shows "
+                          "neither; check that both films are this patient's"]
+    if days:
+        return identity, [f"{where} were taken {days} day{'s' if days > 1 else ''} apart ({pa.date} and "
+                          f"{lat.date}): the chest may have changed between them"]
+    return identity, []
 
 
 def map_to_detector(image: np.ndarray, spacing_mm: float, detector_mm: float = DETECTOR_MM,
