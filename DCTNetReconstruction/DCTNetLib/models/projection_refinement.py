@@ -48,10 +48,11 @@ __all__ = ["RefinementConfig", "ProjectionRefinement"]
 
 # Smallest ray length (weighted, mm) or voxel weight divided by: rays that cross no updatable voxel get no update.
 _EPS = 1e-6
-# Adam steps of the default reconstruction's output registration. Session 18 halved them from the registration's 80,
-# with the atlas prior's (atlas_prior.FILM_ROBUST_COARSE_STEPS, FILM_ROBUST_FINE_STEPS): validation-4 -0.015 dB on
-# plain DRRs, -0.001 dB on 16 film-like pairs, the reconstruction 1.5x faster. --no-atlas keeps 80 steps: there the
-# registration is the last step and was not measured with fewer (docs/refinement.md, "Fewer steps").
+# Adam steps of the default reconstruction's output registration, and of --no-atlas's. Session 18 halved them from the
+# registration's 80 for the default, with the atlas prior's (atlas_prior.FILM_ROBUST_COARSE_STEPS, FILM_ROBUST_FINE_STEPS):
+# validation-4 -0.015 dB on plain DRRs, -0.001 dB on 16 film-like pairs, the reconstruction 1.5x faster. Session 19
+# halved --no-atlas's too, where the registration is the last step: validation-4 -0.006 dB plain, -0.0004 dB on the 16
+# film-like pairs, bone Dice -0.002, a --no-atlas reconstruction 0.68 of the time (docs/refinement.md, "Fewer steps").
 DEFAULT_REGISTRATION_STEPS = 40
 
 
@@ -103,8 +104,10 @@ class RefinementConfig(ConfigBase):
     @classmethod
     def registration_only(cls) -> "RefinementConfig":
         """The film-robust registration without the atlas prior (``--no-atlas``; the default until session 16), in
-        its own 80 steps: about 5 s faster than the default on two CPU cores (benchmarks/refinement.py)."""
-        return cls(iterations=0, registration=RegistrationConfig.film_robust())
+        :data:`DEFAULT_REGISTRATION_STEPS` steps as the default's: the default less its atlas prior, about 7 s faster
+        on two CPU cores (benchmarks/refinement.py)."""
+        registration = dataclasses.replace(RegistrationConfig.film_robust(), iterations=DEFAULT_REGISTRATION_STEPS)
+        return cls(iterations=0, registration=registration)
 
     def __post_init__(self) -> None:
         super().__post_init__()
