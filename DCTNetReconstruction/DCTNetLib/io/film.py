@@ -17,8 +17,8 @@ header allows, and every assumption is said once:
 - **Orientation.** ``PatientOrientation`` (row direction, column direction) is compared with the training
   display (PA: L, F; lateral: P, F); a film stored mirrored (R / A) or upside down (H) is flipped back, and the
   warning says which flip was made. A film without it cannot be checked, and the warning says that too.
-- **One patient** (:func:`pair_identity`). The two films' Patient module attributes (PatientID, PatientName,
-  PatientBirthDate, PatientSex; DICOM PS3.3 C.7.1.1) must not contradict each other: a PA and a lateral naming two
+- **One patient** (:func:`pair_identity`). The two films' Patient module attributes (PatientID, PatientName's family
+  and given name, PatientBirthDate, PatientSex; DICOM PS3.3 C.7.1.1) must not contradict each other: a PA and a lateral naming two
   patients give a warning that names the differing values (a CT made from two people's films shows neither), and
   ``dctnet reconstruct --dicom`` refuses to file such a CT under the PA's patient. Films of one patient taken on
   different days are said to be so. Pixels cannot tell two patients apart (README, "Two patients"); the headers
@@ -87,11 +87,12 @@ class PairIdentity:
 
 
 def _identity_value(keyword: str, value: object) -> str:
-    """A header value as compared between films: upper case, blanks squeezed; of a PersonName its alphabetic group
-    (before any ``=``) with empty trailing components dropped (``Doe^Jane^^`` is ``Doe^Jane``, PS3.5 6.2.1.1)."""
+    """A header value as compared between films: upper case, blanks squeezed; of a PersonName the family and given
+    name of its alphabetic group (PS3.5 6.2.1.1: ``family^given^middle^prefix^suffix=ideographic=phonetic``), so
+    ``Doe^Jane^^`` and ``DOE^JANE^M`` are one name, as one patient's films from two systems often write it."""
     text = " ".join(str(value).split()).upper()
     if keyword == "PatientName":
-        text = "^".join(part.strip() for part in text.split("=")[0].split("^")).rstrip("^")
+        text = "^".join(part.strip() for part in text.split("=")[0].split("^")[:2]).rstrip("^")
     return "" if keyword == "PatientSex" and text in _UNSTATED else text
 
 
