@@ -19,6 +19,9 @@ image checks, before any reconstruction) and the re-projection correlations (min
 included)::
 
     python benchmarks/film_gate.py --prepared WORK/prepared --films ../shared/data/radiographs --output gate.json
+
+The re-projection scores are the gate's: their rank correlations are read where each film shows the patient
+(shutters and markers left out, :func:`DCTNetLib.inference.film_reprojection`).
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ from DCTNetLib.inference import Reconstructor  # noqa: E402
 from DCTNetLib.io.film import read_film  # noqa: E402
 from DCTNetLib.io.film_gate import consistency_reason, facing_left, non_chest_reason  # noqa: E402
 from DCTNetLib.io.radiograph import pad_to_square, resize_radiograph  # noqa: E402
+from DCTNetLib.models.projection_refinement import RefinementConfig  # noqa: E402
 
 __all__ = ["photographs", "run_case", "main"]
 
@@ -169,12 +173,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--weights", type=Path, help="model bundle (default: the shipped one)")
     parser.add_argument("--threads", type=int)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--no-registration", action="store_true",
+                        help="skip the registration and atlas prior that follow the gate: its decisions and scores "
+                             "are the same (it reads G(Y)'s re-projection, before them), in a fifth of the time")
     parser.add_argument("--output", type=Path)
     args = parser.parse_args(argv)
     set_threads(args.threads)
     torch.manual_seed(args.seed)
     rng = np.random.default_rng(args.seed)
-    model = Reconstructor.load(args.weights, device="cpu")
+    model = Reconstructor.load(args.weights, device="cpu",
+                               refinement=RefinementConfig.off() if args.no_registration else None)
     cases = sorted(p for p in (args.prepared / "cases").iterdir() if (p / "drr.npy").is_file())
     drrs = {p.name: np.load(p / "drr.npy").astype(np.float32) for p in cases}
     genuine: dict[str, list[tuple[str, np.ndarray, np.ndarray]]] = {"drr": [], "film_like_drr": [], "real_film": []}

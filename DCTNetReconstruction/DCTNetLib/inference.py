@@ -42,7 +42,7 @@ from .io.film_gate import consistency_reason, lateral_orientation, mirrored_expl
 from .io.radiograph import resize_radiograph, view_pair_warnings
 from .io.safe_load import sha256_file
 from .models.projection_refinement import ProjectionRefinement, RefinementConfig
-from .models.projection_registration import warp_volume
+from .models.projection_registration import film_field_mask, warp_volume
 
 __all__ = ["Reconstructor", "ReconstructionResult", "mixture_spread", "TISSUE_CLASSES_HU", "FUSIONS"]
 
@@ -76,9 +76,8 @@ class ReconstructionResult:
         pa_bs, lat_bs: the CDM's bone-suppressed ``(128, 128)`` images in [0, 1], or ``None``.
         ct_unit: ``ct_hu`` as ``(D, H, W)`` unit values (HU window → [0, 1]), for metrics.
         reprojection: DRRs of G(Y) as the generator made it (not fused, not refined) against the inputs
-            (``pa_psnr``, ``pa_ncc``, ``lat_psnr``, ``lat_ncc``:
-            :func:`~DCTNetLib.evaluation.metrics.reprojection_check`), for real films as for DRRs; what the input
-            gate reads.
+            (``pa_psnr``, ``pa_ncc``, ``lat_psnr``, ``lat_ncc``, and ``pa_rank``, ``lat_rank`` read where the films
+            show the patient: :func:`film_reprojection`), for real films as for DRRs; what the input gate reads.
         refined_reprojection: the same for the refined G(Y), or empty when the refinement is off.
         fusion: what ``ct_hu`` is: "mean" (of G(Y) and G(X)) or "raw" (G(Y) alone).
     """
@@ -150,6 +149,15 @@ def mixture_spread(ct_hu: np.ndarray, classes: tuple[float, ...] = TISSUE_CLASSE
         inside = (values >= low) & (values < high)
         spread[inside] = np.sqrt((values[inside] - low) * (high - values[inside]))
     return spread
+
+
+def film_reprojection(volume: torch.Tensor, pa: np.ndarray, lat: np.ndarray) -> dict[str, float]:
+    """:func:`~DCTNetLib.evaluation.metrics.reprojection_check` of a ``(1, 1, D, H, W)`` unit volume against the
+    model-ready ``(H, W)`` radiographs, its rank correlations read where the films show the patient
+    (:func:`~DCTNetLib.models.projection_registration.film_field_mask`: shutters and markers left out, as the
+    registration leaves them out)."""
+    field = film_field_mask(torch.from_numpy(np.stack([pa, lat]).astype(np.float32))[None])[0].numpy()
+    return reprojection_check(volume[0, 0].cpu().numpy(), pa, lat, field)
 
 
 def check_pair(pa: np.ndarray, lat: np.ndarray) -> None:
@@ -287,8 +295,7 @@ class Reconstructor:
         if side == "left" or self.image_size != IMAGE_SIZE:
             return lat, None, None
         priors = [self.g_raw(self._pair_tensor(pa, view)).float() for view in (lat, mirrored)]
-        checks = [reprojection_check(prior[0, 0].cpu().numpy(), pa, view)
-                  for prior, view in zip(priors, (lat, mirrored))]
+        checks = [film_reprojection(prior, pa, view) for prior, view in zip(priors, (lat, mirrored))]
         if mirrored_explains_better(*checks):
             return mirrored, (f"the lateral's orientation is not clear from the image; the model explains it better "
                               f"mirrored (re-projection correlation {checks[1]['lat_ncc']:.3f} against "
@@ -383,7 +390,7 @@ class Reconstructor:
         refined_reprojection = {}
         # the gate reads G(Y)'s own re-projection (its thresholds were measured on it); 128² detector only
         if not reprojection and self.image_size == IMAGE_SIZE:
-            reprojection = reprojection_check(prior[0, 0].cpu().numpy(), pa, lat)
+            reprojection = film_reprojection(prior, pa, lat)
         reason = consistency_reason(reprojection) if check_inputs else None
         if reason is not None:
             raise InputError(reason)
@@ -409,7 +416,7 @@ class Reconstructor:
             prior = self.refine(prior, y, displacement, atlas_mean, moved)
             soft = self.refine(soft, x, displacement, atlas_mean, moved) if soft is not None else None
             timings["refinement_s"] = time.perf_counter() - start
-            refined_reprojection = reprojection_check(prior[0, 0].cpu().numpy(), pa, lat)
+            refined_reprojection = film_reprojection(prior, pa, lat)
         ct_unit = prior[0, 0]
         soft_unit = soft[0, 0] if soft is not None else None
         report(0.95, "writing volumes")

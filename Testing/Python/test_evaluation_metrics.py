@@ -288,3 +288,33 @@ def test_regional_bone_dice_splits_the_spine_from_the_ribs():
     assert metrics.regional_bone_dice(truth, truth) == {"spine": 1.0, "outside_spine": 1.0}
     result = metrics.evaluate_volume(spine_only, truth)
     assert (result["bone_dice_spine"], result["bone_dice_outside_spine"]) == (1.0, 0.0)
+
+
+def test_rank_correlation_reads_only_the_field_the_film_shows(volumes):
+    """A collimator's blank band is no anatomy: with the film's field, the rank correlation reads only the thumbnail
+    cells wholly inside it (the same ρ as computed by hand on them); a field of under 5 % of the cells is ignored."""
+    from scipy.stats import spearmanr
+
+    from DCTNetLib.conventions import CROP_SIZE
+    from DCTNetLib.data.drr import make_drrs
+    from DCTNetLib.evaluation.metrics import reprojection_check
+    from DCTNetLib.models.projection_registration import film_field_mask
+
+    _, gt = volumes
+    with torch.inference_mode():
+        drr, lateral = make_drrs(torch.from_numpy(gt)[None, None], CROP_SIZE / gt.shape[0])[0].numpy()
+    film = np.clip(drr + np.random.default_rng(3).normal(0.0, 0.02, drr.shape), 0, 1).astype(np.float32)
+    film[:24], film[-24:] = 0.0, 0.0  # shutters: 24 blank rows at the top and the bottom
+    field = film_field_mask(torch.from_numpy(film)[None, None])[0, 0].numpy()
+    assert field[:24].sum() == field[-24:].sum() == 0 and field[24:-24].mean() > 0.9
+    whole, inside = metrics.rank_correlation(drr, film), metrics.rank_correlation(drr, film, field=field)
+    thumbs = [image.reshape(32, 4, 32, 4).mean((1, 3)) for image in (drr, film, field)]
+    cells = thumbs[2] == 1.0  # 24 px = 6 thumbnail rows of 4 px blanked at each end, and any marker's cells
+    assert not cells[:6].any() and not cells[-6:].any() and cells.mean() > 0.5
+    expected = spearmanr(thumbs[0][cells], thumbs[1][cells]).statistic
+    assert inside == pytest.approx(expected, abs=1e-12) and inside > whole + 0.05
+    tiny = np.zeros_like(field)
+    tiny[:16, :40] = 1  # 40 of 1,024 cells: below MIN_FIELD_CELLS (52), the whole images are compared
+    assert metrics.rank_correlation(drr, film, field=tiny) == whole
+    check = reprojection_check(gt, film, lateral, np.stack([field, np.ones_like(field)]))
+    assert check["pa_rank"] == inside and check["lat_rank"] == pytest.approx(1.0)

@@ -494,6 +494,31 @@ def test_shipped_model_turns_a_mirrored_lateral_round_when_the_image_cannot_tell
     np.testing.assert_array_equal(turned.ct_unit, genuine.ct_unit)
 
 
+def test_shipped_gate_reads_the_films_field_and_keeps_film_like_pairs(lidc_demo_ct):
+    """The re-projection gate reads its rank correlations where each film shows the patient (shutters and markers
+    left out): the validation CT's DRRs in twelve draws of the training film appearance (collimation, markers,
+    display curves) all pass it, where the whole images' correlations would refuse three (seeds 4, 7 and 11; over
+    60 draws 10 against 1; on benchmarks/film_gate.py's 42 film-like pairs 10 against 0). The gate runs before the
+    registration, so this test leaves the registration out."""
+    from DCTNetLib.data.film_appearance import film_like
+    from DCTNetLib.evaluation.metrics import reprojection_check
+    from DCTNetLib.io.film_gate import consistency_reason
+    from DCTNetLib.models.projection_refinement import RefinementConfig
+
+    model = Reconstructor.load(device="cpu", refinement=RefinementConfig.off())
+    prepared, pa, lat = radiographs_from_ct(lidc_demo_ct)
+    whole_refused = []
+    for seed in range(12):
+        torch.manual_seed(seed)
+        film_pa, film_lat = (film_like(torch.from_numpy(view)[None])[0].numpy() for view in (pa, lat))
+        result = model.reconstruct(film_pa, film_lat, steps=1, geometry=prepared)  # the gate on: no InputError
+        assert consistency_reason(result.reprojection) is None
+        with torch.inference_mode():  # G(Y) of the same pair, its re-projection read over the whole images
+            volume = model.g_raw(model._pair_tensor(result.pa, result.lat)).float()[0, 0].cpu().numpy()
+        whole_refused.append(consistency_reason(reprojection_check(volume, result.pa, result.lat)) is not None)
+    assert sum(whole_refused) >= 3
+
+
 def test_orientation_check_flips_by_the_image_and_leaves_unclear_laterals_to_128_models(tiny_bundle_path,
                                                                                           shared_data):
     """A real lateral shown facing right is turned round by the image rule, with its reason; a 32² model, whose
