@@ -18,15 +18,16 @@ header allows, and every assumption is said once:
   display (PA: L, F; lateral: P, F); a film stored mirrored (R / A) or upside down (H) is flipped back, and the
   warning says which flip was made. A film without it cannot be checked, and the warning says that too.
 - **One patient** (:func:`pair_identity`). The two films' Patient module attributes (PatientID, PatientName's family
-  and given name, PatientBirthDate, PatientSex; DICOM PS3.3 C.7.1.1) must not contradict each other: a PA and a lateral naming two
-  patients give a warning that names the differing values (a CT made from two people's films shows neither), and
-  ``dctnet reconstruct --dicom`` refuses to file such a CT under the PA's patient. Films of one patient taken on
-  different days are said to be so. Pixels cannot tell two patients apart (README, "Two patients"); the headers
-  can, when they still name the patient.
+  and given name, PatientBirthDate, PatientSex; DICOM PS3.3 C.7.1.1) must not contradict each other: a PA and a
+  lateral naming two patients give a warning that names the differing values (a CT made from two people's films
+  shows neither), and ``dctnet reconstruct --dicom`` refuses to file such a CT under the PA's patient. Films of one
+  patient taken on different days are said to be so. Pixels cannot tell two patients apart (README, "Two
+  patients"); the headers can, when they still name the patient.
 """
 
 from __future__ import annotations
 
+import datetime
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -193,8 +194,6 @@ def check_view(info: FilmInfo, view: str) -> tuple[bool, bool, list[str]]:
 
 
 def _days_apart(first: str | None, second: str | None) -> int | None:
-    import datetime
-
     try:
         days = [datetime.datetime.strptime(d[:8], "%Y%m%d").date() for d in (first, second)]
     except (TypeError, ValueError):
