@@ -44,7 +44,8 @@ from .io.safe_load import sha256_file
 from .models.projection_refinement import ProjectionRefinement, RefinementConfig
 from .models.projection_registration import film_field_mask, warp_volume
 
-__all__ = ["Reconstructor", "ReconstructionResult", "mixture_spread", "film_reprojection", "TISSUE_CLASSES_HU", "FUSIONS"]
+__all__ = ["Reconstructor", "ReconstructionResult", "mixture_spread", "film_reprojection", "TISSUE_CLASSES_HU",
+           "FUSIONS"]
 
 # The three tissue classes of a chest CT on the model's window: air and lung (−1000 HU), water and soft tissue
 # (0 HU), bone (+1000 HU) (the Hounsfield scale's anchors, rounded; docs/uncertainty.md).

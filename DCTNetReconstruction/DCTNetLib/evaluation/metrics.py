@@ -302,7 +302,8 @@ RANK_THUMBNAIL = 32  # side of the area-averaged images rank_correlation compare
 MIN_FIELD_CELLS = 0.05
 
 
-def rank_correlation(a: np.ndarray, b: np.ndarray, side: int = RANK_THUMBNAIL, field: np.ndarray | None = None) -> float:
+def rank_correlation(a: np.ndarray, b: np.ndarray, side: int = RANK_THUMBNAIL,
+                     field: np.ndarray | None = None) -> float:
     """Spearman's ρ between two ``(n, n)`` images after area-averaging each to ``side``² (n divisible by side).
 
     With ``field``, an ``(n, n)`` mask of where the images show the patient, only the thumbnail cells wholly inside
