@@ -233,3 +233,28 @@ def test_dicom_export_writes_the_ct_as_a_series_filed_under_the_pa_films_patient
     # the next export goes to a new folder; a preview writes none
     assert reconstruction.dicom_series_folder(tmp_path / "export", pa.GetName()) != series
     assert "--dicom" not in reconstruction.command_args("pa.png", "lat.png", "ct.nrrd", options, images_only=True)
+
+
+def test_films_naming_two_patients_warn_and_are_not_exported_under_one(scene, films, tiny_bundle, child_python,
+                                                                         tmp_path):
+    """A PA and a lateral whose DICOM headers name two patients: the module's run reports the command's warning that
+    names them, and with a DICOM export folder the run fails with that reason and writes no series."""
+    pa_file, lat_file = films
+    for path, patient in ((pa_file, "DCTNET-TEST-7"), (lat_file, "DCTNET-TEST-8")):
+        film = pydicom.dcmread(path)
+        film.PatientID = patient
+        film.save_as(str(path))
+    pa = reconstruction.load_radiograph(pa_file, "PA", scene)
+    lat = reconstruction.load_radiograph(lat_file, "LAT", scene)
+    (tmp_path / "export").mkdir()  # the folder the user picked
+    series = reconstruction.dicom_series_folder(tmp_path / "export", pa.GetName())
+    options = reconstruction.Options(weights=str(tiny_bundle), device="cpu", input_checks=False, steps=2,
+                                     dicom_folder=str(series))
+    with pytest.raises(RuntimeError, match="name two patients"):
+        reconstruction.reconstruct(pa, lat, options, scene, python=child_python, timeout_s=600)
+    assert not series.exists()
+    told = []
+    options = reconstruction.Options(weights=str(tiny_bundle), device="cpu", input_checks=False, steps=2)
+    reconstruction.reconstruct(pa, lat, options, scene, python=child_python, timeout_s=600,
+                               on_notes=lambda notes, warnings: told.extend(warnings))
+    assert any("name two patients" in line and "DCTNET-TEST-8" in line for line in told)
