@@ -314,7 +314,7 @@ def test_rank_correlation_reads_only_the_field_the_film_shows(volumes):
     expected = spearmanr(thumbs[0][cells], thumbs[1][cells]).statistic
     assert inside == pytest.approx(expected, abs=1e-12) and inside > whole + 0.05
     tiny = np.zeros_like(field)
-    tiny[:16, :40] = 1  # 40 of 1,024 cells: below MIN_FIELD_CELLS (52), the whole images are compared
+    tiny[:16, :40] = 1  # 40 of 1,024 cells: below MIN_FIELD_SHARE (52), the whole images are compared
     assert metrics.rank_correlation(drr, film, field=tiny) == whole
     check = reprojection_check(gt, film, lateral, np.stack([field, np.ones_like(field)]))
     assert check["pa_rank"] == inside and check["lat_rank"] == pytest.approx(1.0)

@@ -299,7 +299,7 @@ RANK_THUMBNAIL = 32  # side of the area-averaged images rank_correlation compare
 # A field mask is used when at least this share of the thumbnail's cells (52 of 32²) lies wholly inside it; below,
 # too few cells remain for a rank correlation and the whole images are compared. The gate's change was chosen with
 # "more than 50 cells" (docs/reliability.md, "The input gate reads the film's field").
-MIN_FIELD_CELLS = 0.05
+MIN_FIELD_SHARE = 0.05
 
 
 def rank_correlation(a: np.ndarray, b: np.ndarray, side: int = RANK_THUMBNAIL,
@@ -309,7 +309,7 @@ def rank_correlation(a: np.ndarray, b: np.ndarray, side: int = RANK_THUMBNAIL,
     With ``field``, an ``(n, n)`` mask of where the images show the patient, only the thumbnail cells wholly inside
     it are compared: a collimator's blank band or a burnt-in marker is no anatomy the reconstruction could explain
     (without it, a strong film-like appearance refused 10 of 42 genuine pairs; docs/reliability.md). When fewer
-    than :data:`MIN_FIELD_CELLS` of the cells are inside, the whole images are compared."""
+    than :data:`MIN_FIELD_SHARE` of the cells are inside, the whole images are compared."""
     def thumb(image: np.ndarray) -> np.ndarray:
         n = image.shape[0]
         k = max(1, n // side)
@@ -318,6 +318,6 @@ def rank_correlation(a: np.ndarray, b: np.ndarray, side: int = RANK_THUMBNAIL,
     x, y = thumb(a).ravel(), thumb(b).ravel()
     if field is not None:
         inside = thumb(field).ravel() >= 1.0 - 1e-6
-        if inside.mean() >= MIN_FIELD_CELLS:
+        if inside.mean() >= MIN_FIELD_SHARE:
             x, y = x[inside], y[inside]
     return float(spearmanr(x, y).statistic)

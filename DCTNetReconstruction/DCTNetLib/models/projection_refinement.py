@@ -98,8 +98,7 @@ class RefinementConfig(ConfigBase):
         :data:`DEFAULT_REGISTRATION_STEPS` steps, then the film-robust atlas prior
         (:meth:`~DCTNetLib.models.atlas_prior.AtlasPriorConfig.film_robust`), no SIRT; both help on real films as on
         DRRs (docs/refinement.md)."""
-        registration = dataclasses.replace(RegistrationConfig.film_robust(), iterations=DEFAULT_REGISTRATION_STEPS)
-        return cls(iterations=0, registration=registration, atlas=AtlasPriorConfig.film_robust())
+        return dataclasses.replace(cls.registration_only(), atlas=AtlasPriorConfig.film_robust())
 
     @classmethod
     def registration_only(cls) -> "RefinementConfig":
