@@ -72,7 +72,8 @@ def _matched(image: np.ndarray, reference: np.ndarray) -> np.ndarray:
 
 def _ranks(model: Reconstructor, pa: np.ndarray, lat: np.ndarray) -> tuple[float, float]:
     with torch.inference_mode():
-        volume = model.g_raw(model._pair_tensor(pa, lat)).float()
+        pair = torch.from_numpy(np.stack([pa, lat]).astype(np.float32))[None]  # (1, 2, n, n)
+        volume = model.g_raw(pair.to(model.device)).float()
     check = film_reprojection(volume, pa, lat)
     return check["pa_rank"], check["lat_rank"]
 
@@ -145,7 +146,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")
                     pa, lat = _film(pa_path, "pa"), _film(lat_path, "lat")
-                    lat, _, _ = model._orient_lateral(pa, lat)
+                    lat, _ = model.orient_lateral(pa, lat)
                 cue = pair_cue(model, pa, lat, bank)
                 real.append({"pa": pa_name, "lat": lat_name, "genuine": pa_name == lat_name, **cue})
                 print(real[-1], file=sys.stderr, flush=True)
