@@ -45,6 +45,7 @@ from DCTNetLib.inference import Reconstructor, film_reprojection  # noqa: E402
 from DCTNetLib.io.atlas_bank import load_atlas_bank  # noqa: E402
 from DCTNetLib.io.film import read_film  # noqa: E402
 from DCTNetLib.io.radiograph import resize_radiograph  # noqa: E402
+from DCTNetLib.models.projection_registration import rank_matched  # noqa: E402
 
 __all__ = ["pair_cue", "reframe", "main"]
 
@@ -65,9 +66,9 @@ def reframe(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 
 def _matched(image: np.ndarray, reference: np.ndarray) -> np.ndarray:
-    from skimage.exposure import match_histograms
-
-    return match_histograms(image, reference).astype(np.float32)
+    """``image`` with ``reference``'s values in its own rank order (the registration's histogram matching)."""
+    as_batch = lambda a: torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))[None, None]  # noqa: E731
+    return rank_matched(as_batch(image), as_batch(reference))[0, 0].numpy()
 
 
 def _ranks(model: Reconstructor, pa: np.ndarray, lat: np.ndarray) -> tuple[float, float]:
